@@ -1,0 +1,83 @@
+"""The catalogue of named mistakes: what a refuted claim most likely got wrong.
+
+Each test compares the claimed array C with the true gradient T at one small
+trial; a diagnosis is offered only when C matches a mistaken form to rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from .lang.ir import Call, Var
+from .lang.ops import Elementwise
+from .model import Derivation
+
+
+def _close(a: np.ndarray, b: np.ndarray) -> bool:
+    if np.shape(a) != np.shape(b):
+        return False
+    scale = max(float(np.max(np.abs(b))) if np.size(b) else 0.0, 1e-300)
+    return bool(np.all(np.abs(a - b) <= 1e-9 * scale + 1e-12))
+
+
+def diagnose(
+    d: Derivation,
+    claim_name: str,
+    claimed: np.ndarray,
+    truth: np.ndarray,
+    values: Mapping[str, np.ndarray],
+    sizes: Mapping[str, int],
+    functions: Callable[[str], Elementwise],
+    evaluate_with: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None,
+) -> str | None:
+    """A sentence naming the mistake, or None when no catalogued mistake fits."""
+    if not np.any(truth):
+        return None
+    if _close(claimed, -truth):
+        return "wrong sign: the claim is the negative of the gradient"
+    if truth.ndim == 2 and truth.shape[0] == truth.shape[1] and _close(claimed, truth.T):
+        return "transposed: the claim is the transpose of the gradient (grad_X must have X's layout)"
+    if evaluate_with is not None:
+        for name, value in values.items():
+            if np.ndim(value) == 2 and value.shape[0] == value.shape[1] and value.shape[0] > 1:
+                try:
+                    mutated = evaluate_with({name: value.T})
+                except Exception:  # noqa: BLE001 - a mutation that does not evaluate explains nothing
+                    continue
+                if _close(np.broadcast_to(mutated, truth.shape), truth):
+                    return (
+                        f"{name} is used in the wrong orientation: the claim holds with {name} and "
+                        f"{name}.T swapped (the gradient flows back through the transpose of the forward map)"
+                    )
+    k = float(np.vdot(claimed, truth) / np.vdot(truth, truth))
+    if abs(k - 1.0) > 1e-6 and abs(k) > 1e-12 and _close(claimed, k * truth):
+        for dim, n in sizes.items():
+            if abs(k - n) < 1e-9 * n:
+                return f"a constant factor of {dim} too many (a missing 1/{dim}?)"
+            if abs(k * n - 1.0) < 1e-9:
+                return f"a constant factor of 1/{dim} too many (a 1/{dim} that the loss does not have?)"
+        return f"off by a constant factor: the claim is {k:.6g} times the gradient"
+    for f in d.forward:
+        root = f.root
+        if not (isinstance(root, Call) and root.op == "elementwise" and isinstance(root.args[0], Var)):
+            continue
+        z = root.args[0].name
+        if z not in values or np.shape(values[z]) != truth.shape:
+            continue
+        fn = functions(root.params["fn"])
+        with np.errstate(all="ignore"):
+            fz = fn.derivative(values[z])
+            fh = fn.derivative(values[f.name])
+            name = root.params["fn"]
+            if np.all(fz != 0) and _close(claimed, truth / fz):
+                return f"a missing factor {name}_prime({z}): the chain rule through {f.name} = {name}({z})"
+            if _close(claimed, truth * fz):
+                return f"an extra factor {name}_prime({z})"
+            if np.all(fz != 0) and _close(claimed, truth / fz * fh):
+                return (
+                    f"{name}_prime({f.name}) used for {name}_prime({z}): the derivative must be taken "
+                    f"at the pre-activation {z}, not at the activation {f.name}"
+                )
+    return None

@@ -1,0 +1,219 @@
+"""One IR walker for both engines, and the reverse sweep over its tape.
+
+The walker knows no individual operation: it looks each one up in the op table
+and calls its NumPy or SymPy evaluation. Index-form definitions are evaluated
+on an *index space*: one array axis per free index and per summed index, so
+``sum(W[i, j] * a[i] for i in n)`` is a gather, a broadcast product and a sum
+over the ``i`` axis — vectorised, for both engines alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import DerivationError
+from ..lang.ir import Call, Const, DimSize, IndexDef, IndexRef, IndexSum, Node, Var
+from ..lang.ops import OPS, Elementwise, unbroadcast
+
+
+@dataclass
+class Backend:
+    """What differs between the engines: numbers, and how functions are resolved."""
+
+    symbolic: bool
+    functions: Callable[[str], Elementwise]
+    const: Callable[[Const], Any]
+    scalar: Callable[[int], Any]
+
+    def wrap(self, value: Any) -> np.ndarray:
+        return np.asarray(value, dtype=object) if self.symbolic else np.asarray(value, dtype=float)
+
+
+@dataclass
+class Tape:
+    """Evaluation records ``(node, argument values, result, params)`` in post-order."""
+
+    entries: list[tuple[Node, tuple, Any, dict]] = field(default_factory=list)
+
+
+@dataclass
+class _IndexSpace:
+    rank: int
+    aranges: dict[int, np.ndarray]
+    ranges: dict[int, int]
+
+
+def _params(node: Call, backend: Backend, sizes: Mapping[str, int]) -> dict:
+    params = dict(node.params)
+    if node.op == "elementwise":
+        params["fn"] = backend.functions(params["fn"])
+    elif node.op in ("ones", "zeros", "eye"):
+        dims = tuple(sizes[d] if isinstance(d, str) else d for d in params["shape"])
+        params["dims"] = dims * 2 if node.op == "eye" else dims
+    return params
+
+
+def evaluate(
+    node: Node,
+    env: Mapping[str, np.ndarray],
+    sizes: Mapping[str, int],
+    backend: Backend,
+    tape: Tape | None = None,
+    space: _IndexSpace | None = None,
+) -> np.ndarray:
+    """The value of an expression (iterative post-order walk: deep trees are fine)."""
+    values: dict[int, np.ndarray] = {}
+    stack: list[tuple[Node, bool]] = [(node, False)]
+    while stack:
+        current, ready = stack.pop()
+        children = current.children()
+        if not ready and children:
+            stack.append((current, True))
+            stack.extend((c, False) for c in reversed(children))
+            continue
+        args = tuple(values.pop(id(c)) for c in children)
+        out, params = _step(current, args, env, sizes, backend, space)
+        if tape is not None:
+            tape.entries.append((current, args, out, params))
+        values[id(current)] = out
+    return values[id(node)]
+
+
+def _step(node, args, env, sizes, backend, space):
+    if isinstance(node, Var):
+        value = env[node.name]
+        return (_to_rank(value, space.rank) if space else value), {}
+    if isinstance(node, Const):
+        return backend.wrap(backend.const(node)), {}
+    if isinstance(node, DimSize):
+        return backend.wrap(backend.scalar(sizes[node.dim])), {}
+    if isinstance(node, IndexRef):
+        assert space is not None
+        index = _gather_index(node, env[node.name].shape, space)
+        return _to_rank(env[node.name][index], space.rank), {"index": index}
+    if isinstance(node, IndexSum):
+        assert space is not None
+        (body,) = args
+        body = _to_rank(body, space.rank)
+        count = space.ranges[node.axis]
+        if body.shape[node.axis] == 1:
+            return backend.wrap(body * backend.scalar(count)), {"count": count}
+        return backend.wrap(np.sum(body, axis=node.axis, keepdims=True)), {}
+    params = _params(node, backend, sizes)
+    op = OPS[node.op]
+    fn = op.symbolic if backend.symbolic and op.symbolic is not None else op.numeric
+    return backend.wrap(fn(*args, **params)), params
+
+
+def _to_rank(value: np.ndarray, rank: int) -> np.ndarray:
+    value = np.asarray(value)
+    if value.ndim < rank:
+        value = value.reshape((1,) * (rank - value.ndim) + value.shape)
+    return value
+
+
+def _gather_index(node: IndexRef, shape: tuple[int, ...], space: _IndexSpace) -> tuple:
+    index = []
+    for k, sub in enumerate(node.subscripts):
+        position: Any = sub.const
+        low = high = sub.const
+        for name, coeff in sub.terms:
+            axis = node.axes[name]
+            position = position + coeff * space.aranges[axis]
+            high += coeff * (space.ranges[axis] - 1)
+        if low < 0 or high >= shape[k]:
+            raise DerivationError(
+                f"`{node.src}` reaches index {high if high >= shape[k] else low} of an axis of size {shape[k]}",
+                column=node.col,
+            )
+        index.append(np.asarray(position))
+    return tuple(index)
+
+
+def evaluate_definition(
+    definition_root: Node,
+    index: IndexDef | None,
+    env: Mapping[str, np.ndarray],
+    sizes: Mapping[str, int],
+    backend: Backend,
+    tape: Tape | None = None,
+) -> np.ndarray:
+    """A [forward]/[backward] value: a matrix-form expression, or an index-form body on its space."""
+    if index is None:
+        return evaluate(definition_root, env, sizes, backend, tape)
+    space = index_space(index, sizes)
+    value = evaluate(definition_root, env, sizes, backend, tape, space)
+    free = tuple(space.ranges[a] for a in range(len(index.free)))
+    full = np.broadcast_to(_to_rank(value, space.rank), free + (1,) * (space.rank - len(free)))
+    return backend.wrap(full.reshape(free).copy())
+
+
+def index_space(index: IndexDef, sizes: Mapping[str, int]) -> _IndexSpace:
+    ranges = {axis: dim.value(sizes) for axis, dim in index.ranges.items()}
+    for n in ranges.values():
+        if n < 1:
+            raise DerivationError(f"an index range is empty at the drawn dims ({n})")
+    aranges = {
+        axis: np.arange(n).reshape([-1 if k == axis else 1 for k in range(index.rank)])
+        for axis, n in ranges.items()
+    }
+    return _IndexSpace(index.rank, aranges, ranges)
+
+
+def backprop(tape: Tape, root: Node, seed: np.ndarray, adjoints: dict[str, np.ndarray],
+             shapes: Mapping[str, tuple[int, ...]], index: IndexDef | None = None,
+             sizes: Mapping[str, int] | None = None) -> None:
+    """Reverse sweep over one expression's tape: ``adjoints[x] += seedᵀ ∂expr/∂x`` for every leaf x.
+
+    Each node's local step is the op table's vector-Jacobian product.
+    """
+    grads: dict[int, np.ndarray] = {}
+    if index is not None:
+        space = index_space(index, sizes or {})
+        free = len(index.free)
+        seed = np.asarray(seed).reshape(seed.shape + (1,) * (space.rank - free))
+    grads[id(root)] = np.asarray(seed, dtype=float)
+    for node, args, out, params in reversed(tape.entries):
+        g = grads.pop(id(node), None)
+        if g is None:
+            continue
+        if isinstance(node, Var):
+            shape = shapes[node.name]
+            contribution = unbroadcast(np.broadcast_to(g, np.broadcast_shapes(g.shape, out.shape)), out.shape)
+            _accumulate(adjoints, node.name, contribution.reshape(shape), shape)
+        elif isinstance(node, IndexRef):
+            shape = shapes[node.name]
+            target = np.zeros(shape)
+            full = np.broadcast_shapes(g.shape, out.shape)
+            index = tuple(np.broadcast_to(i, full) for i in params["index"])
+            np.add.at(target, index, np.broadcast_to(g, full))
+            _accumulate(adjoints, node.name, target, shape)
+        elif isinstance(node, IndexSum):
+            (body,) = args
+            body_shape = _to_rank(body, out.ndim).shape
+            local = g * params["count"] if "count" in params else np.broadcast_to(g, body_shape)
+            _push(grads, node.body, unbroadcast(local, np.shape(body)) if np.ndim(body) else local.sum())
+        elif isinstance(node, Call):
+            op = OPS[node.op]
+            if op.vjp is None:
+                continue
+            g = unbroadcast(np.broadcast_to(g, np.broadcast_shapes(g.shape, out.shape)), out.shape)
+            for child, arg, local in zip(node.args, args, op.vjp(g, out, *args, **params)):
+                if local is not None:
+                    _push(grads, child, unbroadcast(np.asarray(local), np.shape(arg)))
+
+
+def _push(grads: dict[int, np.ndarray], node: Node, g: np.ndarray) -> None:
+    key = id(node)
+    grads[key] = grads[key] + g if key in grads else g
+
+
+def _accumulate(adjoints: dict[str, np.ndarray], name: str, g: np.ndarray, shape) -> None:
+    if name in adjoints:
+        adjoints[name] = adjoints[name] + g
+    else:
+        adjoints[name] = np.array(g, dtype=float).reshape(shape)

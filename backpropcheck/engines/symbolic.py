@@ -1,0 +1,200 @@
+"""The SymPy engine: per-neuron scalar truth at small dims, and exact equality.
+
+At one dim assignment every input entry is a SymPy symbol and every forward
+entry an *atom* ``z[j]`` with its local definition (``z[j] = Σ_i W[j,i] a[i] + b[j]``).
+One reverse sweep of the scalar chain rule,
+
+    ∂E/∂p += ∂E/∂v_k · ∂(def v_k)/∂p    for every parent entry p of v_k,
+
+gives the true adjoint of every entry — the per-neuron derivatives the matrix
+forms must equal. Claims are evaluated on the same symbols, each ``grad_X``
+bound to its true value, and the difference is decided by the cheapest sound
+test first: zero as built or after expansion; then, with the atoms replaced by
+their definitions, a probe at a random point (a definite counterexample ends
+the search), cancellation, expansion, and ``simplify`` last, all under the
+caller's time budget.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import sympy as sp
+
+from ..lang.ir import Const
+from ..lang.ops import ELEMENTWISE, Elementwise
+from ..lang.symfuncs import generic
+from ..model import Derivation
+from .evaluate import Backend, evaluate, evaluate_definition
+
+
+def symbolic_backend(d: Derivation) -> Backend:
+    def functions(name: str) -> Elementwise:
+        if name in d.functions:
+            return Elementwise(name, None, None, generic(name))  # type: ignore[arg-type]
+        return ELEMENTWISE[name]
+
+    def const(node: Const):
+        try:
+            return sp.Rational(node.text)
+        except (TypeError, ValueError):
+            return sp.Float(node.value)
+
+    return Backend(symbolic=True, functions=functions, const=const, scalar=sp.Integer)
+
+
+def entry_name(name: str, idx: tuple[int, ...]) -> str:
+    return f"{name}[{','.join(str(i) for i in idx)}]" if idx else name
+
+
+def symbol_array(name: str, shape: tuple[int, ...], **assumptions) -> np.ndarray:
+    out = np.empty(shape, dtype=object)
+    for idx in np.ndindex(*shape):
+        out[idx] = sp.Symbol(entry_name(name, idx), **assumptions)
+    return out
+
+
+@dataclass
+class Decision:
+    """``zero`` True: proved; False: a definite counterexample; None: undecided."""
+
+    zero: bool | None
+    how: str
+    value: float | None = None
+
+
+class SymbolicTruth:
+    """The per-neuron truth of one derivation at one dim assignment, shared by all its claims."""
+
+    def __init__(self, d: Derivation, sizes: Mapping[str, int]):
+        self.d = d
+        self.sizes = dict(sizes)
+        self.backend = symbolic_backend(d)
+        shapes = {n: tuple(dim.value(sizes) for dim in d.shape_of(n))
+                  for n in list(d.inputs) + [f.name for f in d.forward + d.backward]}
+        self.shapes = shapes
+        self.env: dict[str, np.ndarray] = {}
+        self.simplex: dict[sp.Symbol, sp.Expr] = {}
+        differentiable: set[sp.Symbol] = set()
+        for name, inp in d.inputs.items():
+            positive = inp.domain in ("positive", "unit", "simplex")
+            arr = symbol_array(name, shapes[name], **({"positive": True} if positive else {"real": True}))
+            self.env[name] = arr
+            if not inp.constant:
+                differentiable.update(arr.flat)
+            if inp.domain in ("simplex", "onehot"):
+                moved = np.moveaxis(arr, inp.axis, 0)
+                for col in np.ndindex(*moved.shape[1:]):
+                    column = [moved[(k,) + col] for k in range(moved.shape[0])]
+                    self.simplex[column[-1]] = 1 - sum(column[:-1])
+        # forward atoms and their local definitions
+        self.local: dict[sp.Symbol, sp.Expr] = {}
+        self.order: list[tuple[str, np.ndarray]] = []
+        for definition in d.forward:
+            value = evaluate_definition(definition.root, definition.index, self.env, sizes, self.backend)
+            atoms = symbol_array(definition.name, shapes[definition.name], real=True)
+            for idx in np.ndindex(*atoms.shape):
+                self.local[atoms[idx]] = sp.sympify(value[idx])
+            self.env[definition.name] = atoms
+            self.order.append((definition.name, atoms))
+            differentiable.update(atoms.flat)
+        # one reverse sweep of the scalar chain rule
+        adj: dict[sp.Symbol, sp.Expr] = {}
+        self.upstream: dict[str, np.ndarray] = {}
+        if d.loss.expression is not None:
+            loss = sp.sympify(evaluate(d.loss.expression, self.env, sizes, self.backend)[()])
+            self.loss = loss
+            for s in loss.free_symbols & differentiable:
+                adj[s] = sp.diff(loss, s)
+        else:
+            for h in d.loss.upstream:
+                g = symbol_array(f"grad_{h}", shapes[h], real=True)
+                self.upstream[h] = g
+                for idx in np.ndindex(*g.shape):
+                    adj[self.env[h][idx]] = g[idx]
+        self.grads: dict[str, np.ndarray] = {}
+        for name, atoms in reversed(self.order):
+            self.grads[name] = _array_of(atoms, adj)
+            for atom in atoms.flat:
+                a = adj.get(atom)
+                if a is None or a == 0:
+                    continue
+                definition = self.local[atom]
+                for p in definition.free_symbols & differentiable:
+                    adj[p] = adj.get(p, sp.Integer(0)) + a * sp.diff(definition, p)
+        for name, inp in d.inputs.items():
+            if not inp.constant:
+                self.grads[name] = _array_of(self.env[name], adj)
+        self._full: dict[sp.Symbol, sp.Expr] = {}
+        # claims read the same symbols, with every grad_X bound to its truth
+        self.claim_env = dict(self.env)
+        self.claim_env.update({f"grad_{n}": g for n, g in self.grads.items()})
+        for helper in d.backward:
+            self.claim_env[helper.name] = evaluate(helper.root, self.claim_env, sizes, self.backend)
+
+    def claim_value(self, node) -> np.ndarray:
+        return evaluate(node, self.claim_env, self.sizes, self.backend)
+
+    def full(self, expr: sp.Expr) -> sp.Expr:
+        """Replace every forward atom by its definition, down to the inputs."""
+        atoms = [s for s in expr.free_symbols if s in self.local]
+        if not atoms:
+            return expr
+        return expr.xreplace({s: self._expand_atom(s) for s in atoms})
+
+    def _expand_atom(self, atom: sp.Symbol) -> sp.Expr:
+        if atom not in self._full:
+            definition = self.local[atom]
+            inner = [s for s in definition.free_symbols if s in self.local]
+            self._full[atom] = definition.xreplace({s: self._expand_atom(s) for s in inner}) if inner else definition
+        return self._full[atom]
+
+    def decide(self, difference: sp.Expr, rng: random.Random) -> Decision:
+        """Is ``claim - truth`` identically zero? The cheapest sound test first."""
+        e = sp.sympify(difference)
+        if e == 0:
+            return Decision(True, "identical")
+        if self.simplex:
+            e = e.xreplace(self.simplex)
+        if sp.expand(e) == 0:
+            return Decision(True, "expand")
+        f = self.full(e)
+        if self.simplex:
+            f = f.xreplace(self.simplex)
+        probe = self.probe(f, rng)
+        if probe is not None and abs(probe) > 1e-9:
+            return Decision(False, "evaluated at a random point", probe)
+        for how, step in (("cancel", _cancel), ("expand", sp.expand), ("simplify", sp.simplify)):
+            if step(f) == 0:
+                return Decision(True, f"{how} after substituting the forward definitions")
+        return Decision(None, "could not reduce the difference to zero")
+
+    def probe(self, expr: sp.Expr, rng: random.Random) -> float | None:
+        """The value of an input-level expression at random inputs from their domains (50 digits)."""
+        values = {}
+        for s in expr.free_symbols:
+            if s.is_positive:
+                values[s] = sp.Rational(rng.randint(10, 90), 100)
+            else:
+                values[s] = sp.Rational(rng.randint(-150, 150), 100)
+        try:
+            value = expr.xreplace(values).evalf(50)
+        except (TypeError, ValueError, ZeroDivisionError):
+            return None
+        if not value.is_Number or value.has(sp.nan, sp.zoo, sp.oo):
+            return None
+        return float(value)
+
+
+def _cancel(e: sp.Expr) -> sp.Expr:
+    return sp.cancel(sp.together(e))
+
+
+def _array_of(symbols: np.ndarray, adj: Mapping[sp.Symbol, sp.Expr]) -> np.ndarray:
+    out = np.empty(symbols.shape, dtype=object)
+    for idx in np.ndindex(*symbols.shape):
+        out[idx] = adj.get(symbols[idx], sp.Integer(0))
+    return out

@@ -1,0 +1,116 @@
+"""Dimensions as affine expressions of dim names: ``n``, ``T + K - 1``, ``2*m``.
+
+Shapes are tuples of :class:`Dim`; two dims are equal only when they are the same
+affine expression, so shape checks hold for *every* size, not just the drawn one.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Dim:
+    """``const + Σ coeff·name`` with integer coefficients (terms sorted by name)."""
+
+    terms: tuple[tuple[str, int], ...] = ()
+    const: int = 0
+
+    @staticmethod
+    def of(name: str) -> Dim:
+        return Dim(((name, 1),), 0)
+
+    @staticmethod
+    def lit(value: int) -> Dim:
+        return Dim((), int(value))
+
+    def _combine(self, other: Dim, sign: int) -> Dim:
+        coeffs = dict(self.terms)
+        for name, c in other.terms:
+            coeffs[name] = coeffs.get(name, 0) + sign * c
+        terms = tuple(sorted((k, v) for k, v in coeffs.items() if v != 0))
+        return Dim(terms, self.const + sign * other.const)
+
+    def __add__(self, other: Dim) -> Dim:
+        return self._combine(other, 1)
+
+    def __sub__(self, other: Dim) -> Dim:
+        return self._combine(other, -1)
+
+    @property
+    def is_one(self) -> bool:
+        return not self.terms and self.const == 1
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.terms)
+
+    def value(self, sizes: Mapping[str, int]) -> int:
+        return self.const + sum(c * sizes[name] for name, c in self.terms)
+
+    def __str__(self) -> str:
+        out = ""
+        for name, c in self.terms:
+            sign = "-" if c < 0 else "+"
+            mag = abs(c)
+            term = name if mag == 1 else f"{mag}*{name}"
+            out = (f"-{term}" if sign == "-" else term) if not out else f"{out} {sign} {term}"
+        if self.const or not out:
+            if not out:
+                out = str(self.const)
+            else:
+                out += f" {'-' if self.const < 0 else '+'} {abs(self.const)}"
+        return out
+
+
+Shape = tuple[Dim, ...]
+
+
+def fmt_shape(shape: Shape) -> str:
+    """``(n, m)``, ``(m,)`` or ``()`` — NumPy's own notation, over dim names."""
+    if len(shape) == 1:
+        return f"({shape[0]},)"
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def concrete(shape: Shape, sizes: Mapping[str, int]) -> tuple[int, ...]:
+    return tuple(d.value(sizes) for d in shape)
+
+
+def parse_dim(text: str | int, known: Mapping[str, object]) -> Dim:
+    """Parse one entry of a shape list: a dim name, an integer, or an affine expression."""
+    if isinstance(text, bool):
+        raise ValueError(f"a dimension must be a dim name or an integer, not {text!r}")
+    if isinstance(text, int):
+        if text < 1:
+            raise ValueError(f"a literal dimension must be a positive integer, not {text}")
+        return Dim.lit(text)
+    if not isinstance(text, str):
+        raise ValueError(f"a dimension must be a dim name or an integer, not {text!r}")
+    if len(text) > 200:
+        raise ValueError("a dimension expression is limited to 200 characters")
+    try:
+        tree = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError:
+        raise ValueError(f"{text!r} is not a dim name or an affine expression of dims") from None
+    return _affine(tree, known, text)
+
+
+def _affine(node: ast.AST, known: Mapping[str, object], text: str) -> Dim:
+    if isinstance(node, ast.Name):
+        if node.id not in known:
+            raise ValueError(f"unknown dim {node.id!r} in {text!r} (declare it in [dims])")
+        return Dim.of(node.id)
+    if isinstance(node, ast.Constant) and type(node.value) is int and abs(node.value) < 10**6:
+        return Dim.lit(node.value)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub)):
+        left, right = _affine(node.left, known, text), _affine(node.right, known, text)
+        return left + right if isinstance(node.op, ast.Add) else left - right
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
+        for coeff, other in ((node.left, node.right), (node.right, node.left)):
+            if isinstance(coeff, ast.Constant) and type(coeff.value) is int and 0 < coeff.value < 1000:
+                d = _affine(other, known, text)
+                return Dim(tuple((k, v * coeff.value) for k, v in d.terms), d.const * coeff.value)
+    raise ValueError(f"{text!r} is not an affine expression of dims (use names, integers, + and -)")

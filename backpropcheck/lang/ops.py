@@ -1,0 +1,633 @@
+"""The op table: every primitive defined once, with all that the engines need.
+
+For each op: its shape rule over dim names, its NumPy evaluation, its SymPy
+evaluation on object arrays of scalar expressions (by default the NumPy one,
+which works on object arrays), and its vector-Jacobian product (the local
+backward step, as micrograd keeps ``_backward`` beside the forward).
+Element-wise functions add their derivative, which ``NAME_prime`` names.
+Adding a function is one entry here plus a test.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .dims import Dim, Shape, fmt_shape
+
+
+class ShapeMismatch(Exception):
+    """Raised by a shape rule; the parser/shape pass adds the location."""
+
+
+def _sp():
+    import sympy
+
+    return sympy
+
+
+def _sf():
+    from . import symfuncs
+
+    return symfuncs
+
+
+# ---------------------------------------------------------------------------
+# element-wise functions
+
+
+@dataclass(frozen=True)
+class Elementwise:
+    """``f`` applied entry by entry: NumPy value, NumPy derivative, SymPy builder."""
+
+    name: str
+    numeric: Callable[[np.ndarray], np.ndarray]
+    derivative: Callable[[np.ndarray], np.ndarray]
+    symbolic: Callable[[Any], Any]
+
+
+def _sigmoid(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _erf(x):
+    return np.frompyfunc(math.erf, 1, 1)(x).astype(float)
+
+
+_SQRT2 = math.sqrt(2.0)
+_SQRT2PI = math.sqrt(2.0 * math.pi)
+
+ELEMENTWISE: dict[str, Elementwise] = {
+    e.name: e
+    for e in [
+        Elementwise("exp", np.exp, np.exp, lambda u: _sp().exp(u)),
+        Elementwise("log", np.log, lambda x: 1.0 / x, lambda u: _sp().log(u)),
+        Elementwise("log1p", np.log1p, lambda x: 1.0 / (1.0 + x), lambda u: _sp().log(1 + u)),
+        Elementwise("sqrt", np.sqrt, lambda x: 0.5 / np.sqrt(x), lambda u: _sp().sqrt(u)),
+        Elementwise(
+            "rsqrt", lambda x: 1.0 / np.sqrt(x), lambda x: -0.5 * x**-1.5, lambda u: 1 / _sp().sqrt(u)
+        ),
+        Elementwise("tanh", np.tanh, lambda x: 1.0 - np.tanh(x) ** 2, lambda u: _sp().tanh(u)),
+        Elementwise(
+            "sigmoid",
+            _sigmoid,
+            lambda x: _sigmoid(x) * (1.0 - _sigmoid(x)),
+            lambda u: 1 / (1 + _sp().exp(-u)),
+        ),
+        Elementwise(
+            "logit",
+            lambda x: np.log(x) - np.log1p(-x),
+            lambda x: 1.0 / (x * (1.0 - x)),
+            lambda u: _sp().log(u) - _sp().log(1 - u),
+        ),
+        Elementwise(
+            "relu", lambda x: np.maximum(x, 0.0), lambda x: (x > 0).astype(float), lambda u: _sf().Relu(u)
+        ),
+        Elementwise(
+            "softplus", lambda x: np.logaddexp(0.0, x), _sigmoid, lambda u: _sp().log(1 + _sp().exp(u))
+        ),
+        Elementwise(
+            "gelu",
+            lambda x: 0.5 * x * (1.0 + _erf(x / _SQRT2)),
+            lambda x: 0.5 * (1.0 + _erf(x / _SQRT2)) + x * np.exp(-0.5 * x * x) / _SQRT2PI,
+            lambda u: u * (1 + _sp().erf(u / _sp().sqrt(2))) / 2,
+        ),
+        Elementwise(
+            "erf", _erf, lambda x: 2.0 / math.sqrt(math.pi) * np.exp(-x * x), lambda u: _sp().erf(u)
+        ),
+        Elementwise("sin", np.sin, np.cos, lambda u: _sp().sin(u)),
+        Elementwise("cos", np.cos, lambda x: -np.sin(x), lambda u: _sp().cos(u)),
+        Elementwise("abs", np.abs, np.sign, lambda u: u * (2 * _sf().Step(u) - 1)),
+        Elementwise("square", np.square, lambda x: 2.0 * x, lambda u: u**2),
+    ]
+}
+
+
+# Concrete smooth stand-ins for a generic f declared in [functions]: (f, f').
+GENERIC_STANDINS: list[tuple[str, Callable, Callable]] = [
+    ("tanh", np.tanh, lambda x: 1.0 - np.tanh(x) ** 2),
+    ("sin", np.sin, np.cos),
+    ("x + x³/3", lambda x: x + x**3 / 3.0, lambda x: 1.0 + x**2),
+    ("softplus", lambda x: np.logaddexp(0.0, x), _sigmoid),
+]
+
+
+# ---------------------------------------------------------------------------
+# shape helpers
+
+
+def broadcast(*shapes: Shape) -> Shape:
+    """NumPy broadcasting over dim names: equal names, or a literal 1."""
+    rank = max(len(s) for s in shapes)
+    out: list[Dim] = []
+    for k in range(rank):
+        dim: Dim | None = None
+        for s in shapes:
+            i = k - (rank - len(s))
+            if i < 0:
+                continue
+            d = s[i]
+            if d.is_one:
+                continue
+            if dim is None:
+                dim = d
+            elif dim != d:
+                raise ShapeMismatch(
+                    f"shapes {' and '.join(fmt_shape(s) for s in shapes)} do not broadcast: "
+                    f"{dim} and {d} differ"
+                )
+        out.append(dim if dim is not None else Dim.lit(1))
+    return tuple(out)
+
+
+def _axis(axis: int | None, rank: int) -> int | None:
+    if axis is None:
+        return None
+    if not -rank <= axis < rank:
+        raise ShapeMismatch(f"axis {axis} is out of range for an array of rank {rank}")
+    return axis % rank
+
+
+def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Sum a gradient back over the axes that broadcasting stretched."""
+    g = np.asarray(g)
+    while g.ndim > len(shape):
+        g = g.sum(axis=0)
+    for k, n in enumerate(shape):
+        if n == 1 and g.shape[k] != 1:
+            g = g.sum(axis=k, keepdims=True)
+    return g
+
+
+def _expand_reduced(g: np.ndarray, shape: tuple[int, ...], axis: int | None, keepdims: bool):
+    if axis is not None and not keepdims:
+        g = np.expand_dims(g, axis)
+    return np.broadcast_to(g, shape)
+
+
+# ---------------------------------------------------------------------------
+# the op table
+
+
+@dataclass(frozen=True)
+class Op:
+    """One primitive: shape rule, NumPy value, SymPy value and local backward step."""
+
+    name: str
+    shape: Callable[..., Shape]
+    numeric: Callable[..., Any]
+    vjp: Callable[..., tuple] | None
+    symbolic: Callable[..., Any] | None = None
+    arity: tuple[int, int] = (1, 1)
+    params: tuple[str, ...] = field(default=())
+
+
+OPS: dict[str, Op] = {}
+
+
+def _register(op: Op) -> None:
+    OPS[op.name] = op
+
+
+def _binary(name, numeric, vjp):
+    _register(Op(name, lambda a, b, **_: broadcast(a, b), numeric, vjp, arity=(2, 2)))
+
+
+_binary("add", lambda a, b: a + b, lambda g, out, a, b: (unbroadcast(g, a.shape), unbroadcast(g, b.shape)))
+_binary("sub", lambda a, b: a - b, lambda g, out, a, b: (unbroadcast(g, a.shape), unbroadcast(-g, b.shape)))
+_binary(
+    "mul", lambda a, b: a * b, lambda g, out, a, b: (unbroadcast(g * b, a.shape), unbroadcast(g * a, b.shape))
+)
+_binary(
+    "div",
+    lambda a, b: a / b,
+    lambda g, out, a, b: (unbroadcast(g / b, a.shape), unbroadcast(-g * a / (b * b), b.shape)),
+)
+_register(Op("neg", lambda a, **_: a, lambda a: -a, lambda g, out, a: (-g,)))
+
+
+def _pow_sym(a, exponent, text):
+    k = _sp().Rational(text)
+    return np.asarray(np.frompyfunc(lambda u: u**k, 1, 1)(a), dtype=object)
+
+
+_register(
+    Op(
+        "pow",
+        lambda a, **_: a,
+        lambda a, exponent, text: a**exponent,
+        lambda g, out, a, exponent, text: (g * exponent * a ** (exponent - 1),),
+        symbolic=_pow_sym,
+        params=("exponent", "text"),
+    )
+)
+
+
+def _matmul_shape(a: Shape, b: Shape, **_) -> Shape:
+    if not a or not b:
+        raise ShapeMismatch("@ needs vectors or matrices, not scalars (use * for a scalar factor)")
+    if len(a) > 2 or len(b) > 2:
+        raise ShapeMismatch("@ is defined here for vectors and matrices only")
+    inner_a = a[-1]
+    inner_b = b[0] if len(b) == 1 else b[-2]
+    if inner_a != inner_b:
+        raise ShapeMismatch(
+            f"it multiplies {_kind(a)} by {_kind(b)}: "
+            f"the inner dims {inner_a} and {inner_b} differ"
+        )
+    return tuple(a[:-1]) + tuple(b[1:] if len(b) == 2 else ())
+
+
+def _kind(shape: Shape) -> str:
+    """``an (m, n) matrix``, ``an (m,) vector``: NumPy's shape notation, in words."""
+    noun = {0: "scalar", 1: "vector", 2: "matrix"}.get(len(shape), "array")
+    return "a scalar" if not shape else f"an {fmt_shape(shape)} {noun}"
+
+
+def _matmul_vjp(g, out, a, b):
+    if a.ndim == 2 and b.ndim == 2:
+        return g @ b.T, a.T @ g
+    if a.ndim == 2:
+        return np.multiply.outer(g, b), a.T @ g
+    if b.ndim == 2:
+        return b @ g, np.multiply.outer(a, g)
+    return g * b, g * a
+
+
+_register(Op("matmul", _matmul_shape, lambda a, b: a @ b, _matmul_vjp, arity=(2, 2)))
+_register(Op("dot", _matmul_shape, lambda a, b: np.dot(a, b), _matmul_vjp, arity=(2, 2)))
+
+
+def _outer_shape(a: Shape, b: Shape, **_) -> Shape:
+    if len(a) != 1 or len(b) != 1:
+        raise ShapeMismatch(f"outer takes two vectors, not {fmt_shape(a)} and {fmt_shape(b)}")
+    return (a[0], b[0])
+
+
+_register(
+    Op(
+        "outer",
+        _outer_shape,
+        lambda a, b: np.multiply.outer(a, b),
+        lambda g, out, a, b: (g @ b, a @ g),
+        arity=(2, 2),
+    )
+)
+_register(Op("T", lambda a, **_: tuple(reversed(a)), lambda a: a.T, lambda g, out, a: (g.T,)))
+
+
+def _expand_shape(a: Shape, items: tuple, **_) -> Shape:
+    slices = sum(1 for it in items if it == ":")
+    if slices > len(a):
+        raise ShapeMismatch(f"too many ':' for an array of shape {fmt_shape(a)}")
+    out: list[Dim] = []
+    k = 0
+    for it in items:
+        if it == ":":
+            out.append(a[k])
+            k += 1
+        else:
+            out.append(Dim.lit(1))
+    return tuple(out) + tuple(a[k:])
+
+
+def _expand(a, items):
+    return a[tuple(slice(None) if it == ":" else None for it in items)]
+
+
+_register(
+    Op("expand", _expand_shape, _expand, lambda g, out, a, items: (g.reshape(a.shape),), params=("items",))
+)
+
+
+def _reduce_shape(a: Shape, axis=None, keepdims=False, **_) -> Shape:
+    ax = _axis(axis, len(a))
+    if ax is None:
+        return tuple(Dim.lit(1) for _ in a) if keepdims else ()
+    if keepdims:
+        return tuple(Dim.lit(1) if k == ax else d for k, d in enumerate(a))
+    return tuple(d for k, d in enumerate(a) if k != ax)
+
+
+def _count(shape, axis):
+    return int(np.prod(shape)) if axis is None else shape[axis]
+
+
+_register(
+    Op(
+        "sum",
+        _reduce_shape,
+        lambda a, axis=None, keepdims=False: np.sum(a, axis=axis, keepdims=keepdims),
+        lambda g, out, a, axis=None, keepdims=False: (_expand_reduced(g, a.shape, axis, keepdims),),
+        params=("axis", "keepdims"),
+    )
+)
+_register(
+    Op(
+        "mean",
+        _reduce_shape,
+        lambda a, axis=None, keepdims=False: np.mean(a, axis=axis, keepdims=keepdims),
+        lambda g, out, a, axis=None, keepdims=False: (
+            _expand_reduced(g, a.shape, axis, keepdims) / _count(a.shape, axis),
+        ),
+        symbolic=lambda a, axis=None, keepdims=False: np.asarray(
+            np.sum(a, axis=axis, keepdims=keepdims) / _sp().Integer(_count(a.shape, axis)), dtype=object
+        ),
+        params=("axis", "keepdims"),
+    )
+)
+
+
+def _square_shape(a: Shape, **_) -> Shape:
+    if len(a) != 2 or a[0] != a[1]:
+        raise ShapeMismatch(f"trace needs a square matrix, not {fmt_shape(a)}")
+    return ()
+
+
+_register(
+    Op("trace", _square_shape, np.trace, lambda g, out, a: (g * np.eye(a.shape[0]),))
+)
+
+
+def _diag_shape(a: Shape, **_) -> Shape:
+    if len(a) == 1:
+        return (a[0], a[0])
+    if len(a) == 2 and a[0] == a[1]:
+        return (a[0],)
+    raise ShapeMismatch(f"diag takes a vector or a square matrix, not {fmt_shape(a)}")
+
+
+def _diag_sym(a):
+    if a.ndim == 1:
+        n = a.shape[0]
+        out = np.full((n, n), _sp().Integer(0), dtype=object)
+        for i in range(n):
+            out[i, i] = a[i]
+        return out
+    return np.array([a[i, i] for i in range(a.shape[0])], dtype=object)
+
+
+_register(Op("diag", _diag_shape, np.diag, lambda g, out, a: (np.diag(g),), symbolic=_diag_sym))
+
+
+def _const_shape(*_, shape: tuple, **__) -> Shape:
+    return shape
+
+
+def _filled(value):
+    def numeric(shape, dims):
+        return np.full(dims, float(value))
+
+    def symbolic(shape, dims):
+        return np.full(dims, _sp().Integer(value), dtype=object)
+
+    return numeric, symbolic
+
+
+for _name, _value in (("ones", 1), ("zeros", 0)):
+    _num, _sym = _filled(_value)
+    _register(Op(_name, _const_shape, _num, None, symbolic=_sym, arity=(0, 0), params=("shape", "dims")))
+
+
+def _eye_sym(shape, dims):
+    out = np.full(dims, _sp().Integer(0), dtype=object)
+    for i in range(dims[0]):
+        out[i, i] = _sp().Integer(1)
+    return out
+
+
+_register(
+    Op("eye", _const_shape, lambda shape, dims: np.eye(dims[0]), None, symbolic=_eye_sym, arity=(0, 0),
+       params=("shape", "dims"))
+)
+
+
+# comparisons and branches: masks are 0/1 and never differentiated through
+
+
+def _compare(name, numeric, flip):
+    def symbolic(a, b):
+        diff = (b - a) if flip else (a - b)
+        return np.asarray(np.frompyfunc(_sf().Step, 1, 1)(diff), dtype=object)
+
+    _register(
+        Op(name, lambda a, b, **_: broadcast(a, b), lambda a, b: numeric(a, b).astype(float), None,
+           symbolic=symbolic, arity=(2, 2))
+    )
+
+
+_compare("gt", np.greater, False)
+_compare("ge", np.greater_equal, False)
+_compare("lt", np.less, True)
+_compare("le", np.less_equal, True)
+
+
+def _where_vjp(g, out, c, a, b):
+    mask = c != 0
+    return None, unbroadcast(np.where(mask, g, 0.0), a.shape), unbroadcast(np.where(mask, 0.0, g), b.shape)
+
+
+_register(
+    Op(
+        "where",
+        lambda c, a, b, **_: broadcast(c, a, b),
+        lambda c, a, b: np.where(c != 0, a, b),
+        _where_vjp,
+        symbolic=lambda c, a, b: np.asarray(c * a + (1 - c) * b, dtype=object),
+        arity=(3, 3),
+    )
+)
+
+
+def _relu_sym(x):
+    return np.asarray(np.frompyfunc(_sf().Relu, 1, 1)(x), dtype=object)
+
+
+def _minmax(name, numeric, pick_a):
+    def vjp(g, out, a, b):
+        mask = pick_a(a, b)
+        return unbroadcast(np.where(mask, g, 0.0), a.shape), unbroadcast(np.where(mask, 0.0, g), b.shape)
+
+    # maximum(a, b) = b + relu(a - b); minimum(a, b) = a - relu(a - b)
+    def symbolic(a, b):
+        r = _relu_sym(a - b)
+        return np.asarray(b + r if name == "maximum" else a - r, dtype=object)
+
+    _register(Op(name, lambda a, b, **_: broadcast(a, b), numeric, vjp, symbolic=symbolic, arity=(2, 2)))
+
+
+_minmax("maximum", np.maximum, lambda a, b: a > b)
+_minmax("minimum", np.minimum, lambda a, b: a < b)
+
+
+# vector functions along an axis
+
+
+def _softmax(a, axis=None):
+    e = np.exp(a - np.max(a, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def _logsumexp(a, axis=None, keepdims=False):
+    m = np.max(a, axis=axis, keepdims=True)
+    out = m + np.log(np.sum(np.exp(a - m), axis=axis, keepdims=True))
+    return out if keepdims else np.squeeze(out, axis=axis)
+
+
+def _sym_exp(a):
+    return np.asarray(np.frompyfunc(_sp().exp, 1, 1)(a), dtype=object)
+
+
+def _sym_log(a):
+    return np.asarray(np.frompyfunc(_sp().log, 1, 1)(a), dtype=object)
+
+
+def _softmax_sym(a, axis=None):
+    e = _sym_exp(a)
+    return np.asarray(e / np.sum(e, axis=axis, keepdims=True), dtype=object)
+
+
+def _log_softmax_sym(a, axis=None):
+    return np.asarray(a - _sym_log(np.sum(_sym_exp(a), axis=axis, keepdims=True)), dtype=object)
+
+
+def _logsumexp_sym(a, axis=None, keepdims=False):
+    return _sym_log(np.asarray(np.sum(_sym_exp(a), axis=axis, keepdims=keepdims), dtype=object))
+
+
+def _same_shape_axis(a: Shape, axis=None, **_) -> Shape:
+    _axis(axis, len(a)) if a else None
+    return a
+
+
+_register(
+    Op(
+        "softmax",
+        _same_shape_axis,
+        _softmax,
+        lambda g, out, a, axis=None: (out * (g - np.sum(g * out, axis=axis, keepdims=True)),),
+        symbolic=_softmax_sym,
+        params=("axis",),
+    )
+)
+_register(
+    Op(
+        "log_softmax",
+        _same_shape_axis,
+        lambda a, axis=None: a - _logsumexp(a, axis=axis, keepdims=True),
+        lambda g, out, a, axis=None: (g - np.exp(out) * np.sum(g, axis=axis, keepdims=True),),
+        symbolic=_log_softmax_sym,
+        params=("axis",),
+    )
+)
+_register(
+    Op(
+        "logsumexp",
+        _reduce_shape,
+        _logsumexp,
+        lambda g, out, a, axis=None, keepdims=False: (
+            _expand_reduced(g, a.shape, axis, keepdims)
+            * np.exp(a - _expand_reduced(out, a.shape, axis, keepdims)),
+        ),
+        symbolic=_logsumexp_sym,
+        params=("axis", "keepdims"),
+    )
+)
+
+
+# einsum, explicit output only
+
+
+def parse_einsum(spec: str, ranks: list[int]) -> tuple[list[str], str]:
+    """Split ``"ij,j->i"`` and check it against the operands' ranks."""
+    if "->" not in spec:
+        raise ShapeMismatch(f"einsum needs an explicit output ('->'), as in \"ij,j->i\"; got {spec!r}")
+    lhs, out = spec.replace(" ", "").split("->", 1)
+    subs = lhs.split(",")
+    if len(subs) != len(ranks):
+        raise ShapeMismatch(f"einsum {spec!r} names {len(subs)} operands but is given {len(ranks)}")
+    for s in subs + [out]:
+        if not s.isalpha() and s != "":
+            raise ShapeMismatch(f"einsum subscripts must be letters: {spec!r}")
+        if len(set(s)) != len(s):
+            raise ShapeMismatch(
+                f"einsum {spec!r} repeats an index within one operand; use trace or diag for diagonals"
+            )
+    for s, r in zip(subs, ranks):
+        if len(s) != r:
+            raise ShapeMismatch(f"einsum {spec!r}: operand {s!r} has {len(s)} indices but rank {r}")
+    missing = set(out) - set("".join(subs))
+    if missing:
+        raise ShapeMismatch(f"einsum {spec!r}: output index {''.join(sorted(missing))} is in no operand")
+    return subs, out
+
+
+def _einsum_shape(*shapes: Shape, spec: str) -> Shape:
+    subs, out = parse_einsum(spec, [len(s) for s in shapes])
+    sizes: dict[str, Dim] = {}
+    for s, shape in zip(subs, shapes):
+        for letter, d in zip(s, shape):
+            if letter in sizes and sizes[letter] != d:
+                raise ShapeMismatch(f"einsum {spec!r}: index {letter} is both {sizes[letter]} and {d}")
+            sizes[letter] = d
+    return tuple(sizes[letter] for letter in out)
+
+
+def _einsum_vjp(g, out, *args, spec: str):
+    subs, out_sub = parse_einsum(spec, [a.ndim for a in args])
+    grads = []
+    for k, (sub, a) in enumerate(zip(subs, args)):
+        others = [(s, x) for j, (s, x) in enumerate(zip(subs, args)) if j != k]
+        available = set(out_sub) | set("".join(s for s, _ in others))
+        present = "".join(c for c in sub if c in available)
+        terms = ",".join([out_sub] + [s for s, _ in others])
+        partial = np.einsum(f"{terms}->{present}", g, *[x for _, x in others])
+        # letters summed inside operand k alone: the gradient is constant along them
+        for axis, letter in enumerate(sub):
+            if letter not in available:
+                partial = np.expand_dims(partial, axis)
+        grads.append(np.broadcast_to(partial, a.shape))
+    return tuple(grads)
+
+
+_register(
+    Op(
+        "einsum",
+        _einsum_shape,
+        lambda *args, spec: np.einsum(spec, *args),
+        _einsum_vjp,
+        arity=(1, 8),
+        params=("spec",),
+    )
+)
+
+
+# element-wise functions and their derivatives
+
+
+def _apply_sym(fn, a):
+    return np.asarray(np.frompyfunc(fn, 1, 1)(a), dtype=object)
+
+
+def _ew_numeric(a, fn: Elementwise, prime: bool):
+    return (fn.derivative if prime else fn.numeric)(a)
+
+
+def _ew_symbolic(a, fn: Elementwise, prime: bool):
+    builder = _sf().derivative_of(fn.symbolic) if prime else fn.symbolic
+    return _apply_sym(builder, a)
+
+
+def _ew_vjp(g, out, a, fn: Elementwise, prime: bool):
+    return (g * fn.derivative(a),)
+
+
+# ``fn`` is resolved by the engine: a built-in, or this trial's stand-in for a generic f.
+# ``NAME_prime`` is the same op with prime=True; it is never differentiated through.
+_register(
+    Op("elementwise", lambda a, **_: a, _ew_numeric, _ew_vjp, symbolic=_ew_symbolic, params=("fn", "prime"))
+)

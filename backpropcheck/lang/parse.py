@@ -1,0 +1,440 @@
+"""Expression text → IR, by ``ast.parse(mode="eval")`` and a whitelist.
+
+Nothing from a file is ever evaluated: each AST node is either translated to an
+IR node or rejected with the column where it starts.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+from dataclasses import dataclass, field
+
+from ..errors import DerivationError, LimitError
+from ..limits import DEFAULT_LIMITS, Limits, exceeded
+from .ir import Call, Const, DimSize, IndexDef, IndexRef, IndexSum, Node, Subscript, Var
+from .ops import ELEMENTWISE
+
+BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.MatMult: "matmul"}
+COMPARE = {ast.Gt: "gt", ast.GtE: "ge", ast.Lt: "lt", ast.LtE: "le"}
+FIXED_ARITY = {"outer": 2, "dot": 2, "maximum": 2, "minimum": 2, "where": 3, "diag": 1, "trace": 1}
+AXIS_OPS = {"sum": True, "mean": True, "logsumexp": True, "softmax": False, "log_softmax": False}
+BUILTIN_FUNCTIONS = (
+    set(FIXED_ARITY) | set(AXIS_OPS) | {"eye", "ones", "zeros", "einsum"}
+    | set(ELEMENTWISE) | {f"{n}_prime" for n in ELEMENTWISE}
+)
+
+
+@dataclass
+class Scope:
+    """What names mean in one expression."""
+
+    tensors: set[str]
+    dims: set[str]
+    functions: set[str] = field(default_factory=set)  # generic element-wise functions
+    allow_prime: bool = True
+    hint_names: set[str] = field(default_factory=set)  # names to suggest in "did you mean"
+
+
+@dataclass
+class _IndexState:
+    free: tuple[str, ...]
+    bound: dict[str, int] = field(default_factory=dict)  # index -> its axis, while inside its sum
+    bound_dims: dict[int, str] = field(default_factory=dict)  # axis -> dim of every sum
+    next_axis: int = 0
+
+    def axis(self, name: str) -> int:
+        return self.bound[name] if name in self.bound else self.free.index(name)
+
+
+class _Parser:
+    def __init__(self, text: str, scope: Scope, limits: Limits, index: _IndexState | None):
+        self.text = text
+        self.scope = scope
+        self.limits = limits
+        self.index = index
+
+    def error(self, node: ast.AST | None, message: str, hint: str | None = None) -> DerivationError:
+        col = getattr(node, "col_offset", None)
+        return DerivationError(message, column=None if col is None else col + 1, hint=hint)
+
+    # -- entry points -----------------------------------------------------
+
+    def expr(self, node: ast.AST) -> Node:
+        method = getattr(self, "_" + type(node).__name__, None)
+        if method is None:
+            raise self.error(node, f"{_describe(node)} is not allowed in an expression")
+        result = method(node)
+        if not result.src:
+            result.src = ast.get_source_segment(self.text, node) or ""
+        return result
+
+    # -- leaves -------------------------------------------------------------
+
+    def _Constant(self, node: ast.Constant) -> Node:
+        value = node.value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.error(node, f"the literal {value!r} is not a number")
+        if abs(value) > self.limits.max_literal:
+            raise LimitError(
+                exceeded("the numeric literal", value, "max_literal", self.limits), column=node.col_offset + 1
+            )
+        text = ast.get_source_segment(self.text, node) or repr(value)
+        return Const(node.col_offset + 1, float(value), text)
+
+    def _Name(self, node: ast.Name) -> Node:
+        name = node.id
+        col = node.col_offset + 1
+        if self.index is not None and (name in self.index.free or name in self.index.bound):
+            raise self.error(node, f"the index {name!r} can only be used inside a subscript, like x[{name}]")
+        if name in self.scope.tensors:
+            return Var(col, name)
+        if name in self.scope.dims:
+            return DimSize(col, name)
+        if name in BUILTIN_FUNCTIONS or name in self.scope.functions:
+            raise self.error(node, f"{name!r} is a function; call it: {name}(...)")
+        known = sorted(self.scope.tensors | self.scope.dims | self.scope.hint_names)
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else None
+        raise self.error(node, f"unknown name {name!r}", hint)
+
+    # -- operators ----------------------------------------------------------
+
+    def _BinOp(self, node: ast.BinOp) -> Node:
+        col = node.col_offset + 1
+        if isinstance(node.op, ast.Pow):
+            exponent, text = self._exponent(node.right)
+            return Call(col, "pow", (self.expr(node.left),), {"exponent": exponent, "text": text})
+        op = BINOPS.get(type(node.op))
+        if op is None:
+            raise self.error(node, f"the operator {type(node.op).__name__} is not allowed")
+        return Call(col, op, (self.expr(node.left), self.expr(node.right)))
+
+    def _exponent(self, node: ast.AST) -> tuple[float, str]:
+        sign = 1
+        inner = node
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            sign = -1 if isinstance(node.op, ast.USub) else 1
+            inner = node.operand
+        if not (isinstance(inner, ast.Constant) and type(inner.value) in (int, float)):
+            raise self.error(node, "an exponent must be a numeric literal, like x ** 2 or x ** -1.5")
+        value = sign * float(inner.value)
+        if abs(value) > self.limits.max_exponent:
+            raise LimitError(
+                exceeded("the exponent", value, "max_exponent", self.limits), column=node.col_offset + 1
+            )
+        text = ast.get_source_segment(self.text, inner) or repr(inner.value)
+        return value, ("-" if sign < 0 else "") + text
+
+    def _UnaryOp(self, node: ast.UnaryOp) -> Node:
+        if isinstance(node.op, ast.UAdd):
+            return self.expr(node.operand)
+        if isinstance(node.op, ast.USub):
+            inner = self.expr(node.operand)
+            if isinstance(inner, Const):
+                return Const(node.col_offset + 1, -inner.value, "-" + inner.text)
+            return Call(node.col_offset + 1, "neg", (inner,))
+        raise self.error(node, f"the operator {type(node.op).__name__} is not allowed")
+
+    def _Compare(self, node: ast.Compare) -> Node:
+        if len(node.ops) != 1:
+            raise self.error(node, "chained comparisons are not allowed; compare two things at a time")
+        op = COMPARE.get(type(node.ops[0]))
+        if op is None:
+            raise self.error(node, "only >, >=, < and <= are allowed as comparisons")
+        return Call(node.col_offset + 1, op, (self.expr(node.left), self.expr(node.comparators[0])))
+
+    def _Attribute(self, node: ast.Attribute) -> Node:
+        if node.attr != "T":
+            raise self.error(node, f"the attribute .{node.attr} is not allowed (only .T, the transpose)")
+        return Call(node.col_offset + 1, "T", (self.expr(node.value),))
+
+    def _Subscript(self, node: ast.Subscript) -> Node:
+        items = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+        if all(_is_colon(it) or _is_none(it) for it in items):
+            if not any(_is_none(it) for it in items):
+                raise self.error(node, "a subscript of only ':' does nothing; remove it")
+            kinds = tuple(":" if _is_colon(it) else None for it in items)
+            return Call(node.col_offset + 1, "expand", (self.expr(node.value),), {"items": kinds})
+        if self.index is None:
+            raise self.error(
+                node,
+                "entries like x[i] are only allowed in index-form definitions (\"z[j]\" = ...); "
+                "in matrix form use [:, None] or [None, :] to add an axis",
+            )
+        if not isinstance(node.value, ast.Name) or node.value.id not in self.scope.tensors:
+            raise self.error(node, "only a named tensor can be indexed, as in W[i, j]")
+        subs = tuple(self._subscript(it) for it in items)
+        assert self.index is not None
+        axes = {name: self.index.axis(name) for sub in subs for name, _ in sub.terms}
+        return IndexRef(node.col_offset + 1, node.value.id, subs, axes)
+
+    def _subscript(self, node: ast.AST) -> Subscript:
+        terms: dict[str, int] = {}
+        const = 0
+        stack = [(node, 1)]
+        while stack:
+            current, sign = stack.pop()
+            if isinstance(current, ast.Name):
+                assert self.index is not None
+                if current.id not in self.index.free and current.id not in self.index.bound:
+                    raise self.error(current, f"{current.id!r} is not an index here (indices: "
+                                     f"{', '.join(list(self.index.free) + list(self.index.bound))})")
+                terms[current.id] = terms.get(current.id, 0) + sign
+            elif isinstance(current, ast.Constant) and type(current.value) is int:
+                const += sign * current.value
+            elif isinstance(current, ast.BinOp) and isinstance(current.op, (ast.Add, ast.Sub)):
+                stack.append((current.left, sign))
+                stack.append((current.right, sign if isinstance(current.op, ast.Add) else -sign))
+            elif (
+                isinstance(current, ast.BinOp) and isinstance(current.op, ast.Mult)
+                and isinstance(current.left, ast.Constant) and type(current.left.value) is int
+                and isinstance(current.right, ast.Name)
+            ):
+                stack.append((current.right, sign * current.left.value))
+            else:
+                raise self.error(current, "an index must be an affine expression of indices, like t + k - 1")
+        if any(abs(c) > 64 for c in terms.values()) or abs(const) > self.limits.max_dim:
+            raise self.error(node, "index coefficients are limited to 64 and offsets to --max-dim")
+        if any(c <= 0 for c in terms.values()):
+            raise self.error(node, "index coefficients must be positive (x[t + k], not x[t - k])")
+        return Subscript(tuple(sorted((k, v) for k, v in terms.items() if v)), const)
+
+    # -- calls ---------------------------------------------------------------
+
+    def _Call(self, node: ast.Call) -> Node:
+        if not isinstance(node.func, ast.Name):
+            raise self.error(node, "only named functions can be called, like tanh(z)")
+        name = node.func.id
+        col = node.col_offset + 1
+        kwargs = {kw.arg: kw.value for kw in node.keywords}
+        if None in kwargs:
+            raise self.error(node, "**kwargs are not allowed")
+        if name == "sum" and len(node.args) == 1 and isinstance(node.args[0], ast.GeneratorExp):
+            if kwargs:
+                raise self.error(node, "an index sum takes no keywords: sum(... for i in n)")
+            return self._index_sum(node.args[0], col)
+        for arg in node.args:
+            if isinstance(arg, ast.Starred):
+                raise self.error(arg, "*args are not allowed")
+        if name in AXIS_OPS:
+            return self._axis_call(node, name, kwargs)
+        if kwargs:
+            raise self.error(node, f"{name}() takes no keyword arguments")
+        if name in FIXED_ARITY:
+            if len(node.args) != FIXED_ARITY[name]:
+                raise self.error(node, f"{name}() takes {FIXED_ARITY[name]} argument(s), not {len(node.args)}")
+            return Call(col, name, tuple(self.expr(a) for a in node.args))
+        if name in ("eye", "ones", "zeros"):
+            if len(node.args) != 1:
+                raise self.error(node, f"{name}() takes one dim name or a list of dims")
+            shape = self._shape_arg(node.args[0], square=name == "eye")
+            return Call(col, name, (), {"shape": shape})
+        if name == "einsum":
+            if not node.args or not (isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+                raise self.error(node, 'einsum takes a subscripts string first: einsum("ij,j->i", W, a)')
+            spec = node.args[0].value
+            if len(spec) > 64:
+                raise self.error(node.args[0], "the einsum subscripts are limited to 64 characters")
+            if len(node.args) < 2 or len(node.args) > 9:
+                raise self.error(node, "einsum takes between 1 and 8 operands")
+            return Call(col, "einsum", tuple(self.expr(a) for a in node.args[1:]), {"spec": spec})
+        base, prime = (name[: -len("_prime")], True) if name.endswith("_prime") else (name, False)
+        if base in ELEMENTWISE or base in self.scope.functions:
+            if prime and not self.scope.allow_prime:
+                raise self.error(
+                    node, f"{name} is a derivative: use it in [claims] or [backward], not in the forward pass"
+                )
+            if len(node.args) != 1:
+                raise self.error(node, f"{name}() takes one argument")
+            return Call(col, "elementwise", (self.expr(node.args[0]),), {"fn": base, "prime": prime})
+        known = sorted(BUILTIN_FUNCTIONS | self.scope.functions)
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "declare a generic function in [functions]"
+        raise self.error(node.func, f"unknown function {name!r}", hint)
+
+    def _axis_call(self, node: ast.Call, name: str, kwargs: dict[str, ast.AST]) -> Node:
+        col = node.col_offset + 1
+        allowed = {"axis", "keepdims"} if AXIS_OPS[name] else {"axis"}
+        for key in kwargs:
+            if key not in allowed:
+                raise self.error(node, f"{name}() takes only {' and '.join(sorted(allowed))} as keywords, not {key!r}")
+        if not 1 <= len(node.args) <= 2:
+            raise self.error(node, f"{name}() takes an array and, optionally, an axis")
+        axis_node = node.args[1] if len(node.args) == 2 else kwargs.get("axis")
+        if len(node.args) == 2 and "axis" in kwargs:
+            raise self.error(node, f"{name}() got the axis twice")
+        axis = None
+        if axis_node is not None:
+            axis = self._int_literal(axis_node, "axis")
+        params: dict[str, object] = {"axis": axis}
+        if AXIS_OPS[name]:
+            keep = kwargs.get("keepdims")
+            if keep is not None and not (isinstance(keep, ast.Constant) and isinstance(keep.value, bool)):
+                raise self.error(keep, "keepdims must be True or False")
+            params["keepdims"] = bool(keep.value) if keep is not None else False
+        return Call(col, name, (self.expr(node.args[0]),), params)
+
+    def _int_literal(self, node: ast.AST, what: str) -> int | None:
+        if isinstance(node, ast.Constant) and node.value is None:
+            return None
+        sign = 1
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            sign, node = -1, node.operand
+        if isinstance(node, ast.Constant) and type(node.value) is int and abs(node.value) < 16:
+            return sign * node.value
+        raise self.error(node, f"{what} must be a small integer literal, like {what}=0")
+
+    def _shape_arg(self, node: ast.AST, square: bool) -> tuple[str | int, ...]:
+        items = node.elts if isinstance(node, (ast.List, ast.Tuple)) else [node]
+        if square and len(items) != 1:
+            raise self.error(node, "eye() takes one dim name: eye(n)")
+        out: list[str | int] = []
+        for it in items:
+            if isinstance(it, ast.Name) and it.id in self.scope.dims:
+                out.append(it.id)
+            elif isinstance(it, ast.Constant) and type(it.value) is int and 1 <= it.value <= self.limits.max_dim:
+                out.append(it.value)
+            else:
+                raise self.error(it, "a shape entry must be a dim name or a positive integer")
+        if len(out) > self.limits.max_rank:
+            raise LimitError(exceeded("the rank", len(out), "max_rank", self.limits), column=node.col_offset + 1)
+        return tuple(out)
+
+    def _index_sum(self, gen: ast.GeneratorExp, col: int) -> Node:
+        if self.index is None:
+            raise self.error(
+                gen, "sum(... for i in n) is only allowed in index-form definitions (\"z[j]\" = ...)"
+            )
+        if len(gen.generators) != 1:
+            raise self.error(gen, "one index per sum: nest sums for several, sum(sum(... for j in m) for i in n)")
+        comp = gen.generators[0]
+        if comp.ifs or comp.is_async:
+            raise self.error(gen, "an index sum takes no conditions: sum(... for i in n)")
+        if not isinstance(comp.target, ast.Name):
+            raise self.error(comp.target, "the index of a sum must be a single name")
+        if not (isinstance(comp.iter, ast.Name) and comp.iter.id in self.scope.dims):
+            raise self.error(comp.iter, "an index ranges over a dim name: sum(... for i in n)")
+        index = comp.target.id
+        if index in self.index.free or index in self.index.bound:
+            raise self.error(comp.target, f"the index {index!r} is already in use here")
+        if index in self.scope.tensors or index in self.scope.dims:
+            raise self.error(comp.target, f"the index {index!r} shadows a tensor or dim of the same name")
+        axis = len(self.index.free) + self.index.next_axis
+        self.index.next_axis += 1
+        self.index.bound[index] = axis
+        self.index.bound_dims[axis] = comp.iter.id
+        try:
+            body = self.expr(gen.elt)
+        finally:
+            del self.index.bound[index]
+        return IndexSum(col, body, index, comp.iter.id, axis)
+
+
+def _is_colon(node: ast.AST) -> bool:
+    return isinstance(node, ast.Slice) and node.lower is None and node.upper is None and node.step is None
+
+
+def _is_none(node: ast.AST) -> bool:
+    return isinstance(node, ast.Constant) and node.value is None
+
+
+def _describe(node: ast.AST) -> str:
+    names = {
+        "Lambda": "a lambda", "ListComp": "a list comprehension", "GeneratorExp": "a generator expression",
+        "JoinedStr": "an f-string", "NamedExpr": "the walrus operator :=", "IfExp": "a conditional expression",
+        "BoolOp": "and/or", "Dict": "a dict", "Set": "a set", "List": "a list", "Tuple": "a tuple",
+        "Starred": "*args", "Await": "await", "Yield": "yield", "SetComp": "a set comprehension",
+        "DictComp": "a dict comprehension", "Slice": "a slice",
+    }
+    return names.get(type(node).__name__, f"the syntax {type(node).__name__}")
+
+
+def _check_size(text: str, limits: Limits) -> None:
+    if not isinstance(text, str):
+        raise DerivationError(f"an expression must be a string, not {type(text).__name__}")
+    if len(text) > limits.max_expr_chars:
+        raise LimitError(exceeded("the expression length", len(text), "max_expr_chars", limits))
+    depth = best = 0
+    for ch in text:
+        if ch in "([{":
+            depth += 1
+            best = max(best, depth)
+        elif ch in ")]}":
+            depth -= 1
+    if best > limits.max_depth:
+        raise LimitError(exceeded("the bracket nesting", best, "max_depth", limits))
+
+
+def _tree(text: str, limits: Limits) -> ast.AST:
+    _check_size(text, limits)
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as exc:
+        col = exc.offset if exc.offset is not None else None
+        raise DerivationError(f"syntax error: {exc.msg}", column=col) from None
+    except (RecursionError, MemoryError, ValueError):
+        raise LimitError(exceeded("the expression nesting", "too deep", "max_depth", limits)) from None
+    # the AST's depth bounds the recursion of every later pass
+    stack = [(tree.body, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limits.max_depth:
+            raise LimitError(
+                exceeded("the expression nesting depth", depth, "max_depth", limits),
+                column=getattr(node, "col_offset", 0) + 1,
+            )
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return tree
+
+
+def _leading(text: str) -> int:
+    return len(text) - len(text.lstrip())
+
+
+def parse_expression(text: str, scope: Scope, limits: Limits = DEFAULT_LIMITS) -> Node:
+    """Parse a matrix-form expression."""
+    tree = _tree(text, limits)
+    try:
+        return _Parser(text.strip(), scope, limits, None).expr(tree.body)
+    except DerivationError as exc:
+        if exc.column is not None:
+            exc.column += _leading(text)
+        raise
+
+
+def parse_index_key(key: str) -> tuple[str, tuple[str, ...]] | None:
+    """``"z[j]"`` → ``("z", ("j",))``; a plain name → None."""
+    if "[" not in key:
+        return None
+    try:
+        node = ast.parse(key.strip(), mode="eval").body
+    except SyntaxError:
+        raise DerivationError(f"{key!r} is neither a name nor an index form like \"z[j]\"") from None
+    if not (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)):
+        raise DerivationError(f"{key!r} is neither a name nor an index form like \"z[j]\"")
+    items = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+    if not all(isinstance(it, ast.Name) for it in items):
+        raise DerivationError(f"the indices of {key!r} must be plain names, like \"z[i, j]\"")
+    names = tuple(it.id for it in items)  # type: ignore[attr-defined]
+    if len(set(names)) != len(names):
+        raise DerivationError(f"{key!r} repeats an index")
+    return node.value.id, names
+
+
+def parse_index_definition(
+    text: str, free: tuple[str, ...], scope: Scope, limits: Limits = DEFAULT_LIMITS
+) -> IndexDef:
+    """Parse the right-hand side of ``"z[j]" = "sum(W[i, j] * a[i] for i in n) + b[j]"``."""
+    for name in free:
+        if name in scope.tensors or name in scope.dims:
+            raise DerivationError(f"the index {name!r} shadows a tensor or dim of the same name")
+    tree = _tree(text, limits)
+    state = _IndexState(free=free)
+    try:
+        body = _Parser(text.strip(), scope, limits, state).expr(tree.body)
+    except DerivationError as exc:
+        if exc.column is not None:
+            exc.column += _leading(text)
+        raise
+    return IndexDef(free=free, body=body, rank=len(free) + state.next_axis, bound_dims=state.bound_dims)

@@ -1,0 +1,134 @@
+"""Shape inference over dim *names*, before any number is drawn.
+
+``W @ a`` with W (m, n) and a (m,) is an error even in a trial where m == n:
+that is what lets a square layer's wrong transpose be caught by shape alone
+whenever the dims differ by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..errors import ShapeError
+from .dims import Dim, Shape, fmt_shape
+from .ir import Call, Const, DimSize, IndexDef, IndexRef, IndexSum, Node, Var
+from .ops import OPS, ShapeMismatch
+
+
+def infer(node: Node, env: Mapping[str, Shape]) -> Shape:
+    """The shape of an expression, or a :class:`ShapeError` at the offending node."""
+    if isinstance(node, Var):
+        return env[node.name]
+    if isinstance(node, (Const, DimSize)):
+        return ()
+    if isinstance(node, IndexRef):
+        return ()
+    if isinstance(node, IndexSum):
+        return infer(node.body, env)
+    if isinstance(node, Call):
+        shapes = [infer(arg, env) for arg in node.args]
+        op = OPS[node.op]
+        params = dict(node.params)
+        if node.op in ("ones", "zeros", "eye"):
+            shape = tuple(Dim.of(d) if isinstance(d, str) else Dim.lit(d) for d in params["shape"])
+            return shape * 2 if node.op == "eye" else shape
+        if node.op == "elementwise":
+            params = {}
+        try:
+            return op.shape(*shapes, **params)
+        except ShapeMismatch as exc:
+            raise ShapeError(_message(node, exc), column=node.col, hint=_hint(node, env)) from None
+    raise TypeError(f"unknown IR node {node!r}")
+
+
+def _message(node: Call, exc: ShapeMismatch) -> str:
+    text = f"`{node.src}`" if node.src else f"this {node.op}"
+    return f"{text}: {exc}" if not str(exc).startswith("it ") else f"{text} {str(exc)[3:]}"
+
+
+def _hint(node: Call, env: Mapping[str, Shape]) -> str | None:
+    """For a failed ``@``: would the other orientation of a named matrix fit?"""
+    if node.op not in ("matmul", "dot") or len(node.args) != 2:
+        return None
+    a, b = node.args
+    for k, arg in enumerate((a, b)):
+        transposed = isinstance(arg, Call) and arg.op == "T" and isinstance(arg.args[0], Var)
+        plain = isinstance(arg, Var) and len(env[arg.name]) == 2
+        if not (transposed or plain):
+            continue
+        name = arg.args[0].name if transposed else arg.name  # type: ignore[union-attr]
+        base = env[name]
+        flipped = base if transposed else tuple(reversed(base))
+        shapes = [infer(x, env) for x in (a, b)]
+        shapes[k] = flipped
+        try:
+            OPS["matmul"].shape(*shapes)
+        except ShapeMismatch:
+            continue
+        other = b.src if k == 0 else a.src
+        suggestion = name if transposed else f"{name}.T"
+        fixed = f"{suggestion} @ {other}" if k == 0 else f"{other} @ {suggestion}"
+        return (
+            f"with {name} of shape {fmt_shape(base)} the gradient flows back through "
+            f"`{suggestion}`: try `{fixed}`"
+        )
+    return None
+
+
+def infer_index(definition: IndexDef, env: Mapping[str, Shape], dims: Mapping[str, object]) -> Shape:
+    """Check an index-form body and find each free index's range from the shapes it indexes."""
+    ranges: dict[int, Dim] = {axis: Dim.of(dim) for axis, dim in definition.bound_dims.items()}
+    refs = [n for n in _walk(definition.body) if isinstance(n, IndexRef)]
+    for ref in refs:
+        shape = env[ref.name]
+        if len(shape) != len(ref.subscripts):
+            raise ShapeError(
+                f"`{ref.src}` uses {len(ref.subscripts)} index(es) but {ref.name} has shape {fmt_shape(shape)}",
+                column=ref.col,
+            )
+    free_axes = range(len(definition.free))
+    # an index alone in a position ranges over that position's dim
+    for ref in refs:
+        for sub, dim in zip(ref.subscripts, env[ref.name]):
+            if len(sub.terms) == 1 and sub.terms[0][1] == 1 and sub.const == 0:
+                axis = ref.axes[sub.terms[0][0]]
+                if axis in free_axes:
+                    if axis in ranges and ranges[axis] != dim:
+                        raise ShapeError(
+                            f"the index {sub.terms[0][0]!r} ranges over both {ranges[axis]} and {dim}",
+                            column=ref.col,
+                        )
+                    ranges[axis] = dim
+    # otherwise it follows from an affine position: x[t + k] with x (T + K - 1,), k in K gives t in T
+    changed = True
+    while changed:
+        changed = False
+        for ref in refs:
+            for sub, dim in zip(ref.subscripts, env[ref.name]):
+                unknown = [(n, c) for n, c in sub.terms if ref.axes[n] not in ranges]
+                if len(unknown) == 1 and unknown[0][1] == 1:
+                    span = dim - Dim.lit(sub.const)
+                    for n, c in sub.terms:
+                        if ref.axes[n] in ranges:
+                            extent = ranges[ref.axes[n]] - Dim.lit(1)
+                            for _ in range(c):
+                                span = span - extent
+                    ranges[ref.axes[unknown[0][0]]] = span
+                    changed = True
+    for axis, name in enumerate(definition.free):
+        if axis not in ranges:
+            raise ShapeError(f"the range of the index {name!r} does not follow from the shapes it indexes")
+    definition.ranges = ranges
+    body_shape = infer(definition.body, env)
+    if body_shape != ():
+        raise ShapeError(
+            f"an index-form body must be a scalar expression of entries, but it has shape {fmt_shape(body_shape)}",
+            column=definition.body.col,
+        )
+    return tuple(ranges[axis] for axis in free_axes)
+
+
+def _walk(node: Node):
+    from .ir import walk
+
+    return walk(node)

@@ -1,0 +1,98 @@
+"""The parsed, shape-checked derivation: what the loader hands to the engines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import DerivationError
+from .lang.dims import Shape
+from .lang.ir import IndexDef, Node
+
+DOMAINS = ("real", "positive", "unit", "simplex", "onehot")
+EXPECTATIONS = ("holds", "refuted", "shape-error")
+
+
+@dataclass
+class Input:
+    name: str
+    shape: Shape
+    domain: str = "real"
+    axis: int = 0
+    constant: bool = False
+
+
+@dataclass
+class Definition:
+    """``name = text`` in [forward] or [backward]; ``index`` is set for index form."""
+
+    name: str
+    text: str
+    node: Node | None
+    shape: Shape
+    index: IndexDef | None = None
+    key: str = ""
+
+    @property
+    def root(self) -> Node:
+        return self.index.body if self.index is not None else self.node  # type: ignore[return-value]
+
+
+@dataclass
+class Claim:
+    name: str  # grad_X
+    target: str  # X
+    text: str
+    node: Node | None
+    expected: str = "holds"
+    error: DerivationError | None = None  # parse or shape problem found before any trial
+    uses: frozenset[str] = frozenset()  # every name the claim reads, through [backward] helpers
+
+
+@dataclass
+class Loss:
+    """Either ``E = expression`` or ``upstream = [names]`` (E unknown, grad_h given)."""
+
+    expression: Node | None = None
+    text: str = ""
+    upstream: tuple[str, ...] = ()
+
+
+@dataclass
+class CheckSettings:
+    seed: int | None = None
+    trials: int | None = None
+    shapes: int | None = None
+    max_dim: int | None = None
+    rtol: float | None = None
+    atol: float | None = None
+
+
+@dataclass
+class Derivation:
+    path: str
+    title: str
+    summary: str = ""
+    references: list[str] = field(default_factory=list)
+    dims: dict[str, str] = field(default_factory=dict)
+    inputs: dict[str, Input] = field(default_factory=dict)
+    functions: set[str] = field(default_factory=set)
+    forward: list[Definition] = field(default_factory=list)
+    loss: Loss = field(default_factory=Loss)
+    backward: list[Definition] = field(default_factory=list)
+    claims: list[Claim] = field(default_factory=list)
+    check: CheckSettings = field(default_factory=CheckSettings)
+
+    def shape_of(self, name: str) -> Shape:
+        if name in self.inputs:
+            return self.inputs[name].shape
+        for d in self.forward + self.backward:
+            if d.name == name:
+                return d.shape
+        if name.startswith("grad_"):
+            return self.shape_of(name[5:])
+        raise KeyError(name)
+
+    @property
+    def differentiable(self) -> list[str]:
+        """Inputs that are not constants, then forward variables: everything with a ``grad_``."""
+        return [n for n, i in self.inputs.items() if not i.constant] + [d.name for d in self.forward]

@@ -1,0 +1,37 @@
+"""Reporters: the same results as rich text, JSON, JUnit XML or Markdown. Nothing below the CLI prints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..checker import FileResult
+
+
+@dataclass
+class Summary:
+    files: int
+    claims: int
+    ok: int
+    failed: int
+    errors: int
+
+    @staticmethod
+    def of(results: list[FileResult]) -> Summary:
+        claims = [c for r in results for c in r.claims]
+        file_errors = sum(1 for r in results if r.status == "error" and not r.claims)
+        return Summary(
+            files=len(results),
+            claims=len(claims),
+            ok=sum(1 for c in claims if c.ok),
+            failed=sum(1 for c in claims if not c.ok and c.verdict != "error"),
+            errors=file_errors + sum(1 for c in claims if c.verdict == "error"),
+        )
+
+
+def exit_status(results: list[FileResult]) -> int:
+    """0 every claim holds or matches [expect]; 1 some claim does not; 2 an invalid file or claim."""
+    if any(r.status == "error" for r in results):
+        return 2
+    if any(not c.ok for r in results for c in r.claims):
+        return 1
+    return 0

@@ -1,0 +1,83 @@
+"""The human report: a rich table per file on a terminal, plain lines when piped.
+
+Colours follow rich's rules (off when piped, off with ``NO_COLOR``).
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ..checker import ClaimResult, FileResult
+from . import Summary
+
+STYLE = {"proved": "bold green", "verified": "green", "refuted": "bold red", "shape-error": "bold red",
+         "error": "bold magenta"}
+
+
+def _mark(c: ClaimResult) -> str:
+    if c.ok:
+        return "[green]✓[/]" if c.verdict in ("proved", "verified") else "[green]✓ (expected)[/]"
+    return "[red]✗[/]"
+
+
+def _details(c: ClaimResult, verbose: bool) -> list[str]:
+    lines = []
+    if not c.ok or verbose or c.verdict == "verified":
+        lines.append(escape(c.message))
+    cex = c.counterexample
+    if cex is not None and (not c.ok or verbose):
+        dims = ", ".join(f"{k}={v}" for k, v in cex.dims.items())
+        if isinstance(cex.trial, int):
+            lines.append(f"counterexample: trial {cex.trial}, dims {dims}, seed {cex.seed}, entry {cex.index}")
+        else:
+            lines.append(f"counterexample: dims {dims}, seed {cex.seed}, entry {cex.index}")
+        if cex.true == cex.true:  # not NaN
+            lines.append(f"  true {cex.true:.6g}   claimed {cex.claimed:.6g}")
+        if cex.expression:
+            lines.append(f"  true entry, per neuron: {escape(cex.expression)}")
+        lines.append(f"  reproduce: {escape(cex.command)}")
+    if c.depends_on_refuted:
+        lines.append(f"uses {', '.join(c.depends_on_refuted)}, whose own claim is refuted")
+    return lines
+
+
+def render(results: list[FileResult], console: Console, verbose: bool = False, quiet: bool = False) -> None:
+    for r in results:
+        if quiet and r.status == "passed":
+            continue
+        console.print(f"[bold]{escape(r.path)}[/]" + (f" — {escape(r.title)}" if r.title else ""))
+        if r.status == "error" and not r.claims:
+            console.print(f"  [bold magenta]error[/] {escape(r.error or '')}")
+            continue
+        if r.error:
+            console.print(f"  [yellow]note[/] {escape(r.error)}")
+        if console.is_terminal:
+            table = Table(show_header=True, header_style="bold", box=None, pad_edge=False, padding=(0, 1))
+            table.add_column("")
+            table.add_column("claim")
+            table.add_column("verdict")
+            table.add_column("expression / detail", overflow="fold")
+            for c in r.claims:
+                if quiet and c.ok:
+                    continue
+                body = escape(c.expr)
+                extra = _details(c, verbose)
+                if extra:
+                    body += "\n" + "\n".join(f"[dim]{x}[/]" if i else x for i, x in enumerate(extra))
+                table.add_row(_mark(c), c.name, f"[{STYLE[c.verdict]}]{c.verdict}[/]", body)
+            console.print(table)
+        else:
+            for c in r.claims:
+                if quiet and c.ok:
+                    continue
+                console.print(f"  {_mark(c)} {c.name} [{STYLE[c.verdict]}]{c.verdict}[/]  {escape(c.expr)}")
+                for line in _details(c, verbose):
+                    console.print(f"      {line}")
+        console.print()
+    s = Summary.of(results)
+    colour = "green" if s.ok == s.claims and not s.errors else "red"
+    console.print(
+        f"[{colour}]{s.files} file(s), {s.claims} claim(s): {s.ok} ok, {s.failed} failed, {s.errors} error(s)[/]"
+    )
