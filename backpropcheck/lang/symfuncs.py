@@ -26,6 +26,11 @@ class Step(sp.Function):
             return sp.Integer(1) if x > 0 else sp.Integer(0)
         if x.could_extract_minus_sign():
             return 1 - cls(-x)
+        coeff, rest = x.as_coeff_Mul()
+        if coeff.is_Number and coeff > 0 and coeff != 1:
+            return cls(rest)  # the sign of c·x is the sign of x for c > 0
+        if isinstance(x, Relu):
+            return cls(x.args[0])  # relu(x) > 0 exactly where x > 0
         return None
 
     def fdiff(self, argindex=1):  # noqa: D102
@@ -47,6 +52,9 @@ class Relu(sp.Function):
     def eval(cls, x):  # noqa: D102
         if x.is_Number:
             return x if x > 0 else sp.Integer(0)
+        coeff, rest = x.as_coeff_Mul()
+        if coeff.is_Number and coeff > 0 and coeff != 1:
+            return coeff * cls(rest)  # relu is positively homogeneous
         return None
 
     def fdiff(self, argindex=1):  # noqa: D102
