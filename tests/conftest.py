@@ -1,0 +1,198 @@
+"""Shared helpers: the SPEC's examples as TOML strings and a small TOML builder.
+
+CI has no copy of the SPEC's examples folder, so tests write what they need into
+``tmp_path`` (or use the bundled ``derivations/``, which ship in the wheel).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from backpropcheck.checker import FileResult, Options, check_path
+from backpropcheck.loader import loads
+from backpropcheck.model import Derivation
+
+REPO = Path(__file__).resolve().parent.parent
+BUNDLED = REPO / "backpropcheck" / "derivations"
+
+# Few trials and one small symbolic shape: enough to tell right from wrong, and fast.
+FAST = Options(trials=3, shapes=1)
+
+DENSE_COLUMN = """
+[derivation]
+title = "Dense layer, column vectors"
+
+[dims]
+n = "units in layer k"
+m = "units in layer k+1"
+
+[inputs]
+a = ["n"]
+W = ["m", "n"]
+b = ["m"]
+
+[functions]
+f = "elementwise"
+
+[forward]
+z = "W @ a + b"
+h = "f(z)"
+
+[loss]
+upstream = "h"
+
+[claims]
+grad_z = "grad_h * f_prime(z)"
+grad_a = "W.T @ grad_z"
+grad_W = "outer(grad_z, a)"
+grad_b = "grad_z"
+"""
+
+DENSE_INDEX = """
+[derivation]
+title = "Dense layer, W[i, j] connects input i to output j"
+
+[dims]
+n = "units in layer k"
+m = "units in layer k+1"
+
+[inputs]
+a = ["n"]
+W = ["n", "m"]
+b = ["m"]
+
+[functions]
+f = "elementwise"
+
+[forward]
+"z[j]" = "sum(W[i, j] * a[i] for i in n) + b[j]"
+h = "f(z)"
+
+[loss]
+upstream = "h"
+
+[claims]
+grad_z = "grad_h * f_prime(z)"
+grad_a = "W @ grad_z"
+grad_W = "outer(a, grad_z)"
+"""
+
+SOFTMAX_REGRESSION = """
+[derivation]
+title = "Softmax regression, a batch of B column examples"
+
+[dims]
+n = "features"
+k = "classes"
+B = "examples in the batch"
+
+[inputs]
+X = ["n", "B"]
+W = ["k", "n"]
+b = ["k"]
+Y = { shape = ["k", "B"], domain = "simplex", constant = true }
+
+[forward]
+Z = "W @ X + b[:, None]"
+P = "softmax(Z, axis=0)"
+
+[loss]
+E = "-sum(Y * log(P)) / B"
+
+[claims]
+grad_Z = "(P - Y) / B"
+grad_W = "grad_Z @ X.T"
+grad_b = "sum(grad_Z, axis=1)"
+grad_X = "W.T @ grad_Z"
+"""
+
+
+def _toml_value(value: object) -> str:
+    """A TOML value: strings and lists as JSON (a subset of TOML), raw inline tables as given."""
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        return value
+    return json.dumps(value)
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").isalnum() else json.dumps(key)
+
+
+def derivation_toml(
+    *,
+    dims: Mapping[str, str],
+    inputs: Mapping[str, object],
+    forward: Mapping[str, str],
+    claims: Mapping[str, str],
+    loss: Mapping[str, object],
+    functions: Mapping[str, str] | None = None,
+    backward: Mapping[str, str] | None = None,
+    expect: Mapping[str, str] | None = None,
+    check: Mapping[str, object] | None = None,
+    title: str = "a test derivation",
+) -> str:
+    """Render a derivation file from dicts; inputs map to a shape list or a raw inline table string."""
+    tables: list[tuple[str, Mapping[str, object] | None]] = [
+        ("derivation", {"title": title}),
+        ("dims", dims),
+        ("inputs", inputs),
+        ("functions", functions),
+        ("forward", forward),
+        ("loss", loss),
+        ("backward", backward),
+        ("claims", claims),
+        ("expect", expect),
+        ("check", check),
+    ]
+    out = []
+    for name, items in tables:
+        if items is None:
+            continue
+        out.append(f"[{name}]")
+        out.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in items.items())
+        out.append("")
+    return "\n".join(out)
+
+
+def with_claims(text: str, claims: Mapping[str, str], expect: Mapping[str, str] | None = None) -> str:
+    """Replace the [claims] table of one of the example texts above (it must be the last table)."""
+    head = text.split("[claims]")[0]
+    body = "[claims]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in claims.items())
+    if expect:
+        body += "\n[expect]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in expect.items())
+    return head + body
+
+
+def write(tmp_path: Path, text: str, name: str = "derivation.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def check_text(tmp_path: Path, text: str, options: Options = FAST, name: str = "derivation.toml") -> FileResult:
+    """Write ``text`` to a file and check it."""
+    return check_path(str(write(tmp_path, text, name)), options)
+
+
+def load_text(text: str, name: str = "test.toml") -> Derivation:
+    return loads(text, name)
+
+
+def verdicts(result: FileResult) -> dict[str, str]:
+    return {c.name: c.verdict for c in result.claims}
+
+
+def claim(result: FileResult, name: str):
+    for c in result.claims:
+        if c.name == name:
+            return c
+    raise KeyError(name)
+
+
+@pytest.fixture
+def bundled() -> Path:
+    return BUNDLED
