@@ -55,7 +55,8 @@ def main() -> None:
 @click.option("--jobs", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Files checked in parallel processes.")
 @click.option("--fail-fast", is_flag=True, help="Stop after the first file that does not pass.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "junit", "markdown"]), default="text",
+              show_default=True)
 @click.option("--output", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write the report to FILE instead of standard output.")
 @click.option("-q", "--quiet", is_flag=True, help="Show only what did not pass.")
@@ -77,31 +78,92 @@ def check(paths, seed, trials, shapes, max_dim, rtol, atol, dims, no_symbolic, t
         raise click.UsageError(f"no *.toml files under {', '.join(paths)}")
     options = Options(seed=seed, trials=trials, shapes=shapes, max_dim=max_dim, rtol=rtol, atol=atol, dims=dims,
                       symbolic=not no_symbolic, timeout=timeout)
-    results = _run(files, options, jobs, fail_fast)
+    results = _run(files, options, jobs, fail_fast, progress=_want_progress(fmt, output, quiet, sys.stderr))
     _report(results, fmt, output, seed if seed is not None else 0, quiet, verbose)
     sys.exit(exit_status(results))
 
 
-def _run(files: list[str], options, jobs: int, fail_fast: bool):
+def _want_progress(fmt: str, output: str | None, quiet: bool, stream) -> bool:
+    """A progress bar only for the text report to stdout, without --quiet, when ``stream`` is a terminal."""
+    isatty = getattr(stream, "isatty", None)
+    return fmt == "text" and output is None and not quiet and bool(isatty and isatty())
+
+
+class _Progress:
+    """A transient rich bar on stderr (``enabled``), else nothing: ``start(path)`` and ``done(path)``."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total = total
+        self.enabled = enabled
+        self.bar = None
+        self.task = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                TextColumn("{task.description}"), console=Console(stderr=True), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("", total=self.total)
+        return self
+
+    def start(self, path: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, description=path)
+
+    def done(self, path: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, advance=1, description=path)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _run(files: list[str], options, jobs: int, fail_fast: bool, progress: bool = False):
+    """Check ``files``; the results are in file order and identical for every ``jobs``.
+
+    With ``fail_fast`` the run stops after the first file, in file order, that does not
+    pass — in parallel too, so ``--jobs`` never changes which files are reported.
+    """
     from .checker import check_path
 
-    results = []
     if jobs > 1 and len(files) > 1:
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork")) as pool:
-            for result in pool.map(check_path, files, [options] * len(files)):
-                results.append(result)
-                if fail_fast and result.status != "passed":
-                    pool.shutdown(cancel_futures=True)
-                    break
+        with ProcessPoolExecutor(max_workers=min(jobs, len(files)),
+                                 mp_context=multiprocessing.get_context("fork")) as pool:
+            # every worker is forked here, at the first submit, before the progress bar starts its thread
+            futures = [pool.submit(check_path, path, options) for path in files]
+            index = {future: i for i, future in enumerate(futures)}
+            stop = len(files)  # with fail_fast: one past the first failing file seen so far
+            with _Progress(len(files), progress) as bar:
+                for future in as_completed(futures):
+                    if future.cancelled():
+                        continue
+                    i = index[future]
+                    bar.done(files[i])
+                    if fail_fast and i < stop and future.result().status != "passed":
+                        stop = i + 1
+                        for later in futures[stop:]:
+                            later.cancel()
+                    if stop < len(files) and all(f.done() for f in futures[:stop]):
+                        break
+            results = [f.result() for f in futures[:stop]]
+            pool.shutdown(wait=True, cancel_futures=True)
         return results
-    for path in files:
-        result = check_path(path, options)
-        results.append(result)
-        if fail_fast and result.status != "passed":
-            break
+    results = []
+    with _Progress(len(files), progress) as bar:
+        for path in files:
+            bar.start(path)
+            result = check_path(path, options)
+            results.append(result)
+            bar.done(path)
+            if fail_fast and result.status != "passed":
+                break
     return results
 
 
@@ -114,6 +176,14 @@ def _report(results, fmt: str, output: str | None, seed: int, quiet: bool, verbo
             from .report import json as json_report
 
             (stream or sys.stdout).write(json_report.render(results, seed))
+        elif fmt == "junit":
+            from .report import junit
+
+            (stream or sys.stdout).write(junit.render(results, seed))
+        elif fmt == "markdown":
+            from .report import markdown
+
+            (stream or sys.stdout).write(markdown.render(results, seed, quiet=quiet))
         else:
             from .report import text
 
