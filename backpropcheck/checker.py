@@ -115,8 +115,8 @@ def time_budget(seconds: float) -> Iterator[None]:
 def settings(d: Derivation, options: Options) -> dict[str, Any]:
     out = {}
     for key, default in DEFAULTS.items():
-        given = getattr(options, key)
-        from_file = getattr(d.check, key)
+        given = vars(options)[key]
+        from_file = vars(d.check)[key]
         out[key] = given if given is not None else (from_file if from_file is not None else default)
     return out
 
@@ -146,7 +146,7 @@ def _entries(d: Derivation, sizes: dict[str, int]) -> int:
 def reproduce_command(path: str, seed: int, options: Options, cfg: dict[str, Any]) -> str:
     parts = ["backpropcheck", "check", path, "--seed", str(seed)]
     for key in ("trials", "max_dim", "rtol", "atol"):
-        if getattr(options, key) is not None:
+        if vars(options)[key] is not None:
             parts += [f"--{key.replace('_', '-')}", str(cfg[key])]
     if options.dims:
         parts += ["--dims", ",".join(f"{k}={v}" for k, v in options.dims)]
@@ -192,6 +192,8 @@ class _FileCheck:
             if claim.error is not None:
                 verdict = "shape-error" if isinstance(claim.error, ShapeError) else "error"
                 message = claim.error.message + (f" (hint: {claim.error.hint})" if claim.error.hint else "")
+                if verdict == "error":  # name the file, key and column, as for a file error
+                    message = f"{claim.error.where()}: {message}"
                 results[claim.name] = self._result(claim, verdict, message)
         live = [c for c in d.claims if c.name not in results]
         try:

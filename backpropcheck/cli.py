@@ -7,10 +7,12 @@ import neither NumPy nor SymPy.
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict, replace
 
 import click
 
 from . import __version__
+from .limits import DEFAULT_LIMITS, DESCRIPTIONS, LIMIT_FIELDS, Limits
 
 
 def _parse_dims(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[tuple[str, int], ...]:
@@ -32,6 +34,20 @@ def _parse_dims(ctx: click.Context, param: click.Parameter, value: str | None) -
     return tuple(out)
 
 
+def _limit_options(command):
+    """One option per field of :class:`Limits` (see the README's "Bounds"): ``--max-expr-chars``, …"""
+    for name in reversed(LIMIT_FIELDS):
+        default = asdict(DEFAULT_LIMITS)[name]
+        kind = click.IntRange(1, None) if isinstance(default, int) else click.FloatRange(0, None, min_open=True)
+        command = click.option(Limits.flag(name), "bound_" + name, type=kind, default=None, metavar="N",
+                               help=f"Bound: {DESCRIPTIONS[name]} (default {default:g}).")(command)
+    return command
+
+
+def _limits(bounds: dict[str, int | float | None]) -> Limits:
+    return replace(DEFAULT_LIMITS, **{k[len("bound_"):]: v for k, v in bounds.items() if v is not None})
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="backpropcheck")
 def main() -> None:
@@ -40,10 +56,11 @@ def main() -> None:
 
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--seed", type=int, default=None, help="Seed for every random draw (default: the file's, else 0).")
-@click.option("--trials", type=click.IntRange(1, 10_000), default=None, help="Numeric trials per file (default 20).")
-@click.option("--shapes", type=click.IntRange(0, 20), default=None,
-              help="Small dim assignments for the symbolic proof (default 3).")
+@click.option("--seed", type=click.IntRange(0, None), default=None, help="Seed for every random draw (default: the file's, else 0).")
+@click.option("--trials", type=click.IntRange(1, None), default=None,
+              help="Numeric trials per file (default 20; at most --max-trials).")
+@click.option("--shapes", type=click.IntRange(0, None), default=None,
+              help="Small dim assignments for the symbolic proof (default 3; at most --max-shapes).")
 @click.option("--max-dim", type=click.IntRange(2, None), default=None, help="Largest random dim (default 64).")
 @click.option("--rtol", type=click.FloatRange(0, 1), default=None, help="Relative tolerance (default 1e-7).")
 @click.option("--atol", type=click.FloatRange(0, None), default=None, help="Absolute tolerance (default 1e-12).")
@@ -61,8 +78,9 @@ def main() -> None:
               help="Write the report to FILE instead of standard output.")
 @click.option("-q", "--quiet", is_flag=True, help="Show only what did not pass.")
 @click.option("-v", "--verbose", is_flag=True, help="Show every claim's evidence.")
+@_limit_options
 def check(paths, seed, trials, shapes, max_dim, rtol, atol, dims, no_symbolic, timeout, jobs, fail_fast, fmt,
-          output, quiet, verbose) -> None:
+          output, quiet, verbose, **bounds) -> None:
     """Check derivation files or folders (recursively *.toml); default ./derivations."""
     from pathlib import Path
 
@@ -77,7 +95,7 @@ def check(paths, seed, trials, shapes, max_dim, rtol, atol, dims, no_symbolic, t
     if not files:
         raise click.UsageError(f"no *.toml files under {', '.join(paths)}")
     options = Options(seed=seed, trials=trials, shapes=shapes, max_dim=max_dim, rtol=rtol, atol=atol, dims=dims,
-                      symbolic=not no_symbolic, timeout=timeout)
+                      symbolic=not no_symbolic, timeout=timeout, limits=_limits(bounds))
     results = _run(files, options, jobs, fail_fast, progress=_want_progress(fmt, output, quiet, sys.stderr))
     _report(results, fmt, output, seed if seed is not None else 0, quiet, verbose)
     sys.exit(exit_status(results))

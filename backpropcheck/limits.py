@@ -6,7 +6,7 @@ reports a bound names both (see :func:`exceeded`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 
 
 @dataclass(frozen=True)
@@ -23,11 +23,35 @@ class Limits:
     max_exponent: float = 16.0
     max_dim: int = 8192
     max_entries: int = 50_000_000
+    max_trials: int = 10_000
+    max_shapes: int = 20
 
     @staticmethod
     def flag(field_name: str) -> str:
-        return "--" + field_name.replace("_", "-")
+        """The ``check`` option that raises a bound (``--max-dim`` is taken by the random-dim range)."""
+        return FLAGS.get(field_name, "--" + field_name.replace("_", "-"))
 
+
+# --max-dim already means "largest random dim"; its hard cap (also on --dims values) is --dim-limit.
+FLAGS = {"max_dim": "--dim-limit"}
+
+# One line per bound: the --help text of its flag and the README's "Bounds" section.
+DESCRIPTIONS = {
+    "max_file_bytes": "size of a derivation file, in bytes",
+    "max_dims": "number of names in [dims]",
+    "max_inputs": "number of names in [inputs]",
+    "max_definitions": "number of [forward] plus [backward] definitions",
+    "max_claims": "number of claims in [claims]",
+    "max_rank": "rank of an input, of ones/zeros/eye, and of every intermediate value",
+    "max_expr_chars": "characters in one expression",
+    "max_depth": "nesting depth of an expression (brackets and syntax tree)",
+    "max_literal": "absolute value of a numeric literal",
+    "max_exponent": "absolute value of an exponent in x ** k",
+    "max_dim": "largest dim size: --max-dim, --dims, [check] max_dim and literal dims/offsets",
+    "max_entries": "entries of the largest tensor, intermediate value or index/einsum space at the drawn dims",
+    "max_trials": "numeric trials per file (--trials or [check] trials)",
+    "max_shapes": "symbolic dim assignments per file (--shapes or [check] shapes)",
+}
 
 DEFAULT_LIMITS = Limits()
 
@@ -36,5 +60,5 @@ LIMIT_FIELDS = tuple(f.name for f in fields(Limits))
 
 def exceeded(what: str, value: object, field_name: str, limits: Limits) -> str:
     """The message for a crossed bound: what, the limit, and the flag that raises it."""
-    limit = getattr(limits, field_name)
+    limit = asdict(limits)[field_name]
     return f"{what} ({value}) exceeds the limit of {limit}; raise it with {Limits.flag(field_name)}"

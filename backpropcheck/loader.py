@@ -60,6 +60,9 @@ def loads(data: bytes | str, name: str = "<string>", limits: Limits = DEFAULT_LI
         return _Builder(doc, name, limits).build()
     except DerivationError as exc:
         raise exc.located(file=name) from None
+    except RecursionError:  # only reachable when --max-depth is raised past what Python's stack allows
+        raise LimitError(exceeded("the expression nesting", "too deep for Python's stack", "max_depth", limits),
+                         file=name) from None
 
 
 def _fail(key: str, message: str, hint: str | None = None) -> DerivationError:
@@ -359,7 +362,7 @@ class _Builder:
             claims[name].expected = value
 
     def _check(self) -> None:
-        settings = CheckSettings()
+        values: dict[str, Any] = {}
         for key, value in self.doc.get("check", {}).items():
             where = f"check.{key}"
             if key not in CHECK_KEYS:
@@ -367,10 +370,11 @@ class _Builder:
             kind = CHECK_KEYS[key]
             if kind is int and (type(value) is not int or value < 0):
                 raise _fail(where, f"{key} must be a non-negative integer")
-            if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-                raise _fail(where, f"{key} must be a non-negative number")
-            setattr(settings, key, value)
-        self.d.check = settings
+            if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+                                  or value == float("inf") or value != value):
+                raise _fail(where, f"{key} must be a finite non-negative number")
+            values[key] = value
+        self.d.check = CheckSettings(**values)
 
 
 def _safe_index_key(key: str) -> bool:

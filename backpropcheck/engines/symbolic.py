@@ -97,7 +97,7 @@ class SymbolicTruth:
             value = evaluate_definition(definition.root, definition.index, self.env, sizes, self.backend)
             atoms = symbol_array(definition.name, shapes[definition.name], real=True)
             for idx in np.ndindex(*atoms.shape):
-                self.local[atoms[idx]] = sp.sympify(value[idx])
+                self.local[atoms[idx]] = sp.sympify(value[idx], strict=True)
             self.env[definition.name] = atoms
             self.order.append((definition.name, atoms))
             differentiable.update(atoms.flat)
@@ -105,7 +105,7 @@ class SymbolicTruth:
         adj: dict[sp.Symbol, sp.Expr] = {}
         self.upstream: dict[str, np.ndarray] = {}
         if d.loss.expression is not None:
-            loss = sp.sympify(evaluate(d.loss.expression, self.env, sizes, self.backend)[()])
+            loss = sp.sympify(evaluate(d.loss.expression, self.env, sizes, self.backend)[()], strict=True)
             self.loss = loss
             for s in loss.free_symbols & differentiable:
                 adj[s] = sp.diff(loss, s)
@@ -154,7 +154,7 @@ class SymbolicTruth:
 
     def decide(self, difference: sp.Expr, rng: random.Random) -> Decision:
         """Is ``claim - truth`` identically zero? The cheapest sound test first."""
-        e = sp.sympify(difference)
+        e = sp.sympify(difference, strict=True)
         if e == 0:
             return Decision(True, "identical")
         if self.simplex:

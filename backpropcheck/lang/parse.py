@@ -61,10 +61,10 @@ class _Parser:
     # -- entry points -----------------------------------------------------
 
     def expr(self, node: ast.AST) -> Node:
-        method = getattr(self, "_" + type(node).__name__, None)
+        method = _DISPATCH.get(type(node))  # a fixed table: no attribute is looked up by a computed name
         if method is None:
             raise self.error(node, f"{_describe(node)} is not allowed in an expression")
-        result = method(node)
+        result = method(self, node)
         if not result.src:
             result.src = ast.get_source_segment(self.text, node) or ""
         return result
@@ -331,6 +331,13 @@ class _Parser:
         return IndexSum(col, body, index, comp.iter.id, axis)
 
 
+_DISPATCH = {
+    ast.Constant: _Parser._Constant, ast.Name: _Parser._Name, ast.BinOp: _Parser._BinOp,
+    ast.UnaryOp: _Parser._UnaryOp, ast.Compare: _Parser._Compare, ast.Attribute: _Parser._Attribute,
+    ast.Subscript: _Parser._Subscript, ast.Call: _Parser._Call,
+}
+
+
 def _is_colon(node: ast.AST) -> bool:
     return isinstance(node, ast.Slice) and node.lower is None and node.upper is None and node.step is None
 
@@ -354,16 +361,16 @@ def _check_size(text: str, limits: Limits) -> None:
     if not isinstance(text, str):
         raise DerivationError(f"an expression must be a string, not {type(text).__name__}")
     if len(text) > limits.max_expr_chars:
-        raise LimitError(exceeded("the expression length", len(text), "max_expr_chars", limits))
-    depth = best = 0
-    for ch in text:
+        raise LimitError(exceeded("the expression length", len(text), "max_expr_chars", limits),
+                         column=limits.max_expr_chars + 1)
+    depth = 0
+    for col, ch in enumerate(text, start=1):
         if ch in "([{":
             depth += 1
-            best = max(best, depth)
+            if depth > limits.max_depth:
+                raise LimitError(exceeded("the bracket nesting", f"{depth} or more", "max_depth", limits), column=col)
         elif ch in ")]}":
             depth -= 1
-    if best > limits.max_depth:
-        raise LimitError(exceeded("the bracket nesting", best, "max_depth", limits))
 
 
 def _tree(text: str, limits: Limits) -> ast.AST:
@@ -371,10 +378,12 @@ def _tree(text: str, limits: Limits) -> ast.AST:
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
-        col = exc.offset if exc.offset is not None else None
+        col = exc.offset + _leading(text) if exc.offset is not None and exc.lineno == 1 else exc.offset
         raise DerivationError(f"syntax error: {exc.msg}", column=col) from None
-    except (RecursionError, MemoryError, ValueError):
-        raise LimitError(exceeded("the expression nesting", "too deep", "max_depth", limits)) from None
+    except ValueError as exc:  # e.g. a NUL character, which ast.parse refuses outright
+        raise DerivationError(f"the expression cannot be parsed: {exc}", column=1) from None
+    except (RecursionError, MemoryError):
+        raise LimitError(exceeded("the expression nesting", "too deep", "max_depth", limits), column=1) from None
     # the AST's depth bounds the recursion of every later pass
     stack = [(tree.body, 1)]
     while stack:
