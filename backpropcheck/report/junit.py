@@ -51,7 +51,7 @@ def counterexample_lines(c: ClaimResult) -> list[str]:
 
 def failure_text(c: ClaimResult, path: str) -> str:
     """Everything a reader needs to act on a claim that is not ok, one fact per line."""
-    lines = [f"{c.name} = {c.expr}", f"{c.verdict} (expected {c.expected}): {c.message}"]
+    lines = [f"{c.verdict}: {c.name} = {c.expr} (expected {c.expected})", c.message]
     if c.diagnosis:
         lines.append(f"diagnosis: {c.diagnosis}")
     lines += counterexample_lines(c)
