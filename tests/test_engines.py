@@ -1,0 +1,252 @@
+"""The engines: SymPy's per-neuron truth has the textbook structure; NumPy's reverse
+sweep agrees with central finite differences of the loss, in loss, upstream and index form."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import sympy as sp
+from conftest import BUNDLED, DENSE_COLUMN, DENSE_INDEX, SOFTMAX_REGRESSION, load_text
+
+from backpropcheck.engines.evaluate import evaluate, evaluate_definition
+from backpropcheck.engines.numeric import (
+    NumericProblem,
+    compare,
+    numeric_backend,
+    rng_for,
+    run_trial,
+    sample_input,
+    standin_for,
+)
+from backpropcheck.engines.symbolic import SymbolicTruth
+from backpropcheck.lang.dims import Dim
+from backpropcheck.lang.ops import GENERIC_STANDINS
+from backpropcheck.lang.symfuncs import generic
+from backpropcheck.loader import load
+from backpropcheck.model import Derivation, Input
+
+# -- symbolic ----------------------------------------------------------------------------
+
+
+def test_symbolic_truth_of_the_dense_layer_has_the_outer_product_structure() -> None:
+    d = load_text(DENSE_COLUMN)
+    truth = SymbolicTruth(d, {"n": 3, "m": 2})
+    a, W = truth.env["a"], truth.env["W"]
+    z, grad_h = truth.env["z"], truth.upstream["h"]
+    f_prime = generic("f_prime")
+    assert truth.grads["W"].shape == (2, 3)
+    for i in range(2):
+        # grad_z[i] = grad_h[i] * f'(z[i]): the element-wise (diagonal Jacobian) step
+        assert sp.expand(truth.grads["z"][i] - grad_h[i] * f_prime(z[i])) == 0
+        assert sp.expand(truth.grads["b"][i] - truth.grads["z"][i]) == 0
+        for j in range(3):
+            # grad_W[i, j] = grad_z[i] * a[j]: the outer product
+            assert sp.expand(truth.grads["W"][i, j] - truth.grads["z"][i] * a[j]) == 0
+    for j in range(3):
+        # grad_a[j] = sum_i W[i, j] grad_z[i]: W.T @ grad_z
+        expected = sum(W[i, j] * truth.grads["z"][i] for i in range(2))
+        assert sp.expand(truth.grads["a"][j] - expected) == 0
+    # the forward atom z[i] is defined per neuron
+    assert sp.expand(truth.local[z[1]] - (W[1, 0] * a[0] + W[1, 1] * a[1] + W[1, 2] * a[2] + truth.env["b"][1])) == 0
+
+
+def test_symbolic_truth_of_the_index_convention_uses_w_untransposed() -> None:
+    d = load_text(DENSE_INDEX)
+    truth = SymbolicTruth(d, {"n": 2, "m": 3})
+    W = truth.env["W"]
+    gz = truth.grads["z"]
+    for i in range(2):
+        assert sp.expand(truth.grads["a"][i] - sum(W[i, j] * gz[j] for j in range(3))) == 0
+
+
+def test_symbolic_claims_decide() -> None:
+    d = load_text(DENSE_COLUMN)
+    truth = SymbolicTruth(d, {"n": 3, "m": 2})
+    rng = random.Random(0)
+    right = truth.claim_value(d.claims[2].node)  # outer(grad_z, a)
+    for idx in np.ndindex(2, 3):
+        assert truth.decide(right[idx] - truth.grads["W"][idx], rng).zero is True
+    # a generic f cannot be evaluated at a point, so a wrong claim stays undecided here
+    assert truth.decide(truth.grads["W"][0, 1], rng).zero is not True
+    concrete = load_text(SOFTMAX_REGRESSION)
+    softmax = SymbolicTruth(concrete, {"n": 2, "k": 3, "B": 2})
+    entry = softmax.grads["W"][0, 1]
+    decision = softmax.decide(2 * entry - entry, rng)
+    assert decision.zero is False and decision.value is not None and decision.value != 0
+
+
+def test_symbolic_simplex_columns_sum_to_one() -> None:
+    d = load_text(SOFTMAX_REGRESSION)
+    truth = SymbolicTruth(d, {"n": 2, "k": 3, "B": 2})
+    Y = truth.env["Y"]
+    for col in range(2):
+        assert truth.simplex[Y[2, col]] == 1 - Y[0, col] - Y[1, col]
+    # (P - Y) / B holds only with the simplex substitution
+    rng = random.Random(1)
+    claim = truth.claim_value(d.claims[0].node)
+    for idx in np.ndindex(3, 2):
+        assert truth.decide(claim[idx] - truth.grads["Z"][idx], rng).zero is True
+
+
+# -- numeric -----------------------------------------------------------------------------
+
+
+def _forward_loss(d: Derivation, values: dict[str, np.ndarray], sizes: dict[str, int], trial: int,
+                  upstream: dict[str, np.ndarray]) -> float:
+    """E at the given inputs: the loss expression, or Σ grad_h · h in upstream mode."""
+    backend = numeric_backend(d, trial)
+    env = {k: v for k, v in values.items() if k in d.inputs}
+    for definition in d.forward:
+        env[definition.name] = evaluate_definition(definition.root, definition.index, env, sizes, backend)
+    if d.loss.expression is not None:
+        return float(evaluate(d.loss.expression, env, sizes, backend))
+    return float(sum(np.sum(g * env[h]) for h, g in upstream.items()))
+
+
+def _check_against_finite_differences(d: Derivation, sizes: dict[str, int], trial: int = 0) -> None:
+    rng = rng_for(0, d.path, trial)
+    run = run_trial(d, sizes, rng, trial)
+    upstream = {h: run.grads[h] for h in d.loss.upstream}
+    assert _forward_loss(d, run.values, sizes, trial, upstream) == pytest.approx(run.loss, rel=1e-12)
+    eps = 1e-6
+    checked = 0
+    for name, inp in d.inputs.items():
+        if inp.constant:
+            assert name not in run.grads
+            continue
+        x = np.array(run.values[name], dtype=float)
+        fd = np.zeros_like(x)
+        for idx in np.ndindex(*x.shape):
+            plus = dict(run.values)
+            minus = dict(run.values)
+            plus[name] = x.copy()
+            minus[name] = x.copy()
+            plus[name][idx] += eps
+            minus[name][idx] -= eps
+            fd[idx] = (_forward_loss(d, plus, sizes, trial, upstream)
+                       - _forward_loss(d, minus, sizes, trial, upstream)) / (2 * eps)
+        np.testing.assert_allclose(run.grads[name], fd, rtol=1e-5, atol=1e-7, err_msg=f"grad_{name}")
+        checked += 1
+    assert checked > 0
+
+
+def test_numeric_truth_matches_finite_differences_softmax_regression() -> None:
+    d = load_text(SOFTMAX_REGRESSION)
+    _check_against_finite_differences(d, {"n": 3, "k": 4, "B": 2})
+
+
+@pytest.mark.parametrize("trial", range(len(GENERIC_STANDINS)))
+def test_numeric_truth_matches_finite_differences_generic_f_every_standin(trial: int) -> None:
+    # each trial substitutes another concrete function for the generic f
+    _check_against_finite_differences(load_text(DENSE_COLUMN), {"n": 3, "m": 2}, trial)
+
+
+def test_numeric_truth_matches_finite_differences_index_form() -> None:
+    _check_against_finite_differences(load_text(DENSE_INDEX), {"n": 2, "m": 3})
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["conv1d_valid.toml", "mlp_two_layer_mse.toml", "layer_norm.toml", "attention.toml", "rnn_two_steps.toml",
+     "logistic_regression_bce.toml", "log_softmax_nll.toml", "batch_norm.toml"],
+)
+def test_numeric_truth_matches_finite_differences_bundled(name: str) -> None:
+    d = load(BUNDLED / name)
+    sizes = {dim: 2 + k for k, dim in enumerate(d.dims)}
+    _check_against_finite_differences(d, sizes)
+
+
+def test_conv_index_form_values_and_gradient() -> None:
+    d = load(BUNDLED / "conv1d_valid.toml")
+    sizes = {"T": 4, "K": 3}
+    run = run_trial(d, sizes, rng_for(0, d.path, 0), 0)
+    x, w = run.values["x"], run.values["w"]
+    assert x.shape == (6,)
+    expected_y = np.array([sum(w[k] * x[t + k] for k in range(3)) for t in range(4)])
+    np.testing.assert_allclose(run.values["y"], expected_y, rtol=1e-12)
+    gy = run.grads["y"]
+    expected_w = np.array([sum(gy[t] * x[t + k] for t in range(4)) for k in range(3)])
+    np.testing.assert_allclose(run.grads["w"], expected_w, rtol=1e-12)
+    # the claims evaluated with grad_y bound to its truth
+    np.testing.assert_allclose(run.claims["grad_w"], expected_w, rtol=1e-12)
+
+
+def test_every_trial_mod_four_uses_another_standin() -> None:
+    labels = {standin_for("f", trial)[0] for trial in range(len(GENERIC_STANDINS))}
+    assert labels == {label for label, _, _ in GENERIC_STANDINS}
+
+
+def test_claims_are_evaluated_with_true_gradients() -> None:
+    d = load_text(DENSE_COLUMN)
+    run = run_trial(d, {"n": 4, "m": 3}, rng_for(0, d.path, 0), 0)
+    np.testing.assert_allclose(run.claims["grad_W"], np.outer(run.grads["z"], run.values["a"]))
+    np.testing.assert_allclose(run.claims["grad_a"], run.values["W"].T @ run.grads["z"])
+    for name in ("z", "a", "W", "b"):
+        ok, *_ = compare(run.claims[f"grad_{name}"], run.grads[name], 1e-7, 1e-12)
+        assert ok
+
+
+def test_runs_are_deterministic_per_seed_file_and_trial() -> None:
+    d = load_text(SOFTMAX_REGRESSION)
+    sizes = {"n": 3, "k": 2, "B": 4}
+    one = run_trial(d, sizes, rng_for(5, "x/softmax.toml", 2), 2)
+    two = run_trial(d, sizes, rng_for(5, "y/softmax.toml", 2), 2)  # only the file name counts
+    other = run_trial(d, sizes, rng_for(6, "x/softmax.toml", 2), 2)
+    np.testing.assert_array_equal(one.values["X"], two.values["X"])
+    assert not np.array_equal(one.values["X"], other.values["X"])
+
+
+def test_sample_input_domains() -> None:
+    rng = np.random.default_rng(0)
+    shape = (4, 5)
+    pos = sample_input(Input("p", (), "positive"), shape, rng)
+    assert np.all(pos > 0)
+    unit = sample_input(Input("u", (), "unit"), shape, rng)
+    assert np.all((unit > 0) & (unit < 1))
+    simplex = sample_input(Input("s", (), "simplex", axis=0), shape, rng)
+    assert np.all(simplex >= 0)
+    np.testing.assert_allclose(simplex.sum(axis=0), 1.0)
+    rows = sample_input(Input("s", (), "simplex", axis=1), shape, rng)
+    np.testing.assert_allclose(rows.sum(axis=1), 1.0)
+    onehot = sample_input(Input("y", (), "onehot", axis=1, constant=True), shape, rng)
+    assert set(np.unique(onehot)) == {0.0, 1.0}
+    np.testing.assert_array_equal(onehot.sum(axis=1), 1.0)
+    real = sample_input(Input("x", (), "real"), (200,), rng)
+    assert real.min() < 0 < real.max()
+
+
+def test_nan_in_the_forward_pass_is_a_numeric_problem_not_a_verdict() -> None:
+    text = DENSE_COLUMN.replace('h = "f(z)"', 'h = "log(z)"').replace('[functions]\nf = "elementwise"\n', "")
+    text = text.replace('grad_z = "grad_h * f_prime(z)"', 'grad_z = "grad_h / z"')
+    d = load_text(text)
+    with pytest.raises(NumericProblem) as info:
+        for trial in range(5):
+            run_trial(d, {"n": 3, "m": 4}, rng_for(0, d.path, trial), trial)
+    assert info.value.variable == "h"
+    assert "domain" in str(info.value)
+
+
+def test_compare_scales_by_the_largest_entry() -> None:
+    truth = np.array([1.0, 1e-20, -2.0])
+    ok, max_abs, max_rel, worst = compare(truth + np.array([0, 1e-14, 0]), truth, 1e-7, 1e-12)
+    assert ok and max_abs == pytest.approx(1e-14)
+    ok, _, _, worst = compare(truth * np.array([1, 1, 1.01]), truth, 1e-7, 1e-12)
+    assert not ok and worst == (2,)
+    ok, max_abs, _, _ = compare(np.array([1.0, np.nan, 0.0]), truth, 1e-7, 1e-12)
+    assert not ok and max_abs == float("inf")
+
+
+def test_index_form_out_of_range_is_located() -> None:
+    from backpropcheck.errors import DerivationError
+
+    d = load_text(DENSE_INDEX)
+    sizes = {"n": 2, "m": 3}
+    z = d.forward[0]
+    assert z.index is not None
+    z.index.ranges[1] = Dim.of("m")  # pretend i ran over m: W[i, j] reaches past n
+    with pytest.raises(DerivationError) as info:
+        evaluate_definition(z.root, z.index, {"W": np.zeros((2, 3)), "a": np.zeros(2), "b": np.zeros(3)},
+                            sizes, numeric_backend(d, 0))
+    assert "reaches index 2 of an axis of size 2" in str(info.value)
