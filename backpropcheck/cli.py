@@ -78,15 +78,20 @@ def main() -> None:
               help="Write the report to FILE instead of standard output.")
 @click.option("-q", "--quiet", is_flag=True, help="Show only what did not pass.")
 @click.option("-v", "--verbose", is_flag=True, help="Show every claim's evidence.")
+@click.option("--examples", is_flag=True, help="Also check the bundled derivations shipped in the package.")
 @_limit_options
 def check(paths, seed, trials, shapes, max_dim, rtol, atol, dims, no_symbolic, timeout, jobs, fail_fast, fmt,
-          output, quiet, verbose, **bounds) -> None:
+          output, quiet, verbose, examples=False, **bounds) -> None:
     """Check derivation files or folders (recursively *.toml); default ./derivations."""
     from pathlib import Path
 
     from .checker import Options, find_files
     from .report import exit_status
 
+    if examples:
+        from .templates import bundled_folder
+
+        paths = tuple(paths) + (bundled_folder(),)
     if not paths:
         if not Path("derivations").is_dir():
             raise click.UsageError("no PATH given and no ./derivations folder here")
