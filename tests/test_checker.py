@@ -1,0 +1,387 @@
+"""Verdicts, counterexamples, diagnoses and [expect] semantics on the SPEC's examples."""
+
+from __future__ import annotations
+
+import builtins
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import (
+    DENSE_COLUMN,
+    DENSE_INDEX,
+    FAST,
+    SOFTMAX_REGRESSION,
+    check_text,
+    claim,
+    derivation_toml,
+    load_text,
+    verdicts,
+    with_claims,
+)
+
+from backpropcheck.checker import (
+    DEFAULTS,
+    Options,
+    check_path,
+    draw_dims,
+    find_files,
+    reproduce_command,
+    settings,
+)
+
+SQUARE = """
+[derivation]
+title = "Square layer"
+
+[dims]
+n = "units in both layers"
+
+[inputs]
+a = ["n"]
+W = ["n", "n"]
+b = ["n"]
+
+[forward]
+z = "W @ a + b"
+h = "tanh(z)"
+
+[loss]
+upstream = "h"
+
+[claims]
+grad_z = "grad_h * tanh_prime(z)"
+grad_a = "W @ grad_z"
+grad_W = "outer(a, grad_z)"
+grad_b = "grad_z"
+
+[expect]
+grad_a = "refuted"
+grad_W = "refuted"
+"""
+
+MSE_SIGMOID = """
+[derivation]
+title = "Sigmoid output with squared error"
+
+[dims]
+n = "inputs"
+m = "outputs"
+
+[inputs]
+a = ["n"]
+W = ["m", "n"]
+b = ["m"]
+y = { shape = ["m"], constant = true }
+
+[forward]
+z = "W @ a + b"
+h = "sigmoid(z)"
+
+[loss]
+E = "0.5 * sum((h - y) ** 2)"
+
+[claims]
+grad_h = "h - y"
+grad_z = "(h - y) * sigmoid_prime(h)"
+grad_b = "(h - y) * h * (1 - h)"
+
+[expect]
+grad_z = "refuted"
+"""
+
+MEAN_SQUARED_BATCH = derivation_toml(
+    dims={"n": "features", "m": "outputs", "B": "batch"},
+    inputs={"X": ["n", "B"], "W": ["m", "n"], "Y": '{ shape = ["m", "B"], constant = true }'},
+    forward={"Z": "W @ X"},
+    loss={"E": "0.5 * sum((Z - Y) ** 2) / B"},
+    claims={"grad_W": "(Z - Y) @ X.T"},
+)
+
+
+# -- the SPEC's examples -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", [DENSE_COLUMN, DENSE_INDEX, SOFTMAX_REGRESSION], ids=["1.1", "1.2", "1.3"])
+def test_spec_examples_are_proved(tmp_path: Path, text: str) -> None:
+    result = check_text(tmp_path, text)
+    assert result.status == "passed", result
+    assert set(verdicts(result).values()) == {"proved"}
+    for c in result.claims:
+        assert c.ok and c.expected == "holds"
+        assert c.counterexample is None and c.diagnosis is None and c.depends_on_refuted == []
+        assert c.symbolic is not None and c.symbolic["shapes"]
+        assert c.numeric is not None and c.numeric["trials"] == 3
+        assert c.numeric["max_rel_err"] < 1e-12
+        assert "symbolically equal" in c.message
+
+
+def test_spec_1_2_with_w_transposed_is_a_shape_error(tmp_path: Path) -> None:
+    result = check_text(tmp_path, with_claims(DENSE_INDEX, {
+        "grad_z": "grad_h * f_prime(z)", "grad_a": "W.T @ grad_z", "grad_W": "outer(a, grad_z)"}))
+    assert verdicts(result) == {"grad_z": "proved", "grad_a": "shape-error", "grad_W": "proved"}
+    bad = claim(result, "grad_a")
+    assert not bad.ok and result.status == "failed"
+    assert "multiplies an (m, n) matrix by an (m,) vector" in bad.message
+    assert "with W of shape (n, m)" in bad.message and "`W`" in bad.message
+
+
+def test_square_transpose_is_refuted_not_passed_by_shape(tmp_path: Path) -> None:
+    result = check_text(tmp_path, SQUARE)
+    assert verdicts(result) == {"grad_z": "proved", "grad_a": "refuted", "grad_W": "refuted", "grad_b": "proved"}
+    assert result.status == "passed"  # both refutations were expected
+    for name in ("grad_a", "grad_W"):
+        c = claim(result, name)
+        assert c.ok and c.expected == "refuted" and c.message.startswith("refuted as expected")
+
+
+# -- counterexamples and diagnoses ----------------------------------------------------------
+
+
+def test_counterexample_fields(tmp_path: Path) -> None:
+    result = check_text(tmp_path, with_claims(SQUARE, {"grad_W": "outer(a, grad_z)"}))
+    c = claim(result, "grad_W")
+    assert c.verdict == "refuted" and not c.ok and result.status == "failed"
+    cex = c.counterexample
+    assert cex is not None
+    assert set(cex.dims) == {"n"} and cex.dims["n"] >= 2
+    assert cex.seed == 0
+    assert len(cex.index) == 2 and all(0 <= i < cex.dims["n"] for i in cex.index)
+    assert cex.index[0] != cex.index[1]  # a transpose agrees on the diagonal
+    assert np.isfinite(cex.true) and np.isfinite(cex.claimed) and cex.true != pytest.approx(cex.claimed)
+    assert cex.expression and "grad_h" in cex.expression and "a[" in cex.expression
+    assert cex.command.startswith("backpropcheck check ") and "--seed 0" in cex.command
+    assert str(tmp_path) in cex.command
+    assert f"entry {cex.index}" in c.message and "true" in c.message and "claimed" in c.message
+
+
+def test_counterexample_is_reproducible_with_its_seed(tmp_path: Path) -> None:
+    text = with_claims(MSE_SIGMOID, {"grad_z": "(h - y) * sigmoid_prime(h)"})
+    first = claim(check_text(tmp_path, text, Options(seed=11, trials=3, shapes=1)), "grad_z")
+    again = claim(check_text(tmp_path, text, Options(seed=11, trials=3, shapes=1)), "grad_z")
+    assert first.counterexample is not None and first.counterexample.seed == 11
+    assert "--seed 11" in first.counterexample.command and "--trials 3" in first.counterexample.command
+    assert asdict(first.counterexample) == asdict(again.counterexample)  # type: ignore[arg-type]
+
+
+def test_fixed_dims_are_the_counterexample_dims(tmp_path: Path) -> None:
+    text = with_claims(SQUARE, {"grad_W": "outer(a, grad_z)"})
+    c = claim(check_text(tmp_path, text, Options(trials=2, shapes=1, dims=(("n", 7),))), "grad_W")
+    assert c.counterexample is not None and c.counterexample.dims == {"n": 7}
+    assert "--dims n=7" in c.counterexample.command
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "claim_text", "words"),
+    [
+        (SQUARE, "grad_W", "outer(a, grad_z)", "transposed"),
+        (SQUARE, "grad_a", "W @ grad_z", "W is used in the wrong orientation"),
+        (DENSE_COLUMN, "grad_b", "-grad_z", "wrong sign"),
+        (DENSE_COLUMN, "grad_a", "-(W.T @ grad_z)", "wrong sign"),
+        (SOFTMAX_REGRESSION, "grad_Z", "P - Y", "a constant factor of B too many (a missing 1/B?)"),
+        (MEAN_SQUARED_BATCH, "grad_W", "(Z - Y) @ X.T", "a missing 1/B"),
+        (DENSE_COLUMN, "grad_b", "3.5 * grad_z", "off by a constant factor: the claim is 3.5 times"),
+        (MSE_SIGMOID, "grad_z", "(h - y) * sigmoid_prime(h)",
+         "sigmoid_prime(h) used for sigmoid_prime(z)"),
+        (SQUARE, "grad_z", "grad_h", "a missing factor tanh_prime(z)"),
+        (SQUARE, "grad_z", "grad_h * tanh_prime(z) ** 2", "an extra factor tanh_prime(z)"),
+        (DENSE_COLUMN, "grad_z", "grad_h * f_prime(h)", "f_prime(h) used for f_prime(z)"),
+    ],
+)
+def test_diagnosis(tmp_path: Path, text: str, name: str, claim_text: str, words: str) -> None:
+    result = check_text(tmp_path, with_claims(text, {name: claim_text}))
+    c = claim(result, name)
+    assert c.verdict == "refuted", c.message
+    assert c.diagnosis is not None and words in c.diagnosis, c.diagnosis
+    assert "likely " + c.diagnosis in c.message
+
+
+def test_no_diagnosis_when_nothing_fits(tmp_path: Path) -> None:
+    c = claim(check_text(tmp_path, with_claims(DENSE_COLUMN, {"grad_b": "grad_z + b"})), "grad_b")
+    assert c.verdict == "refuted" and c.diagnosis is None
+
+
+# -- each claim judged on its own step --------------------------------------------------------
+
+
+def test_depends_on_refuted_but_judged_with_the_true_gradient(tmp_path: Path) -> None:
+    text = with_claims(DENSE_COLUMN, {
+        "grad_z": "grad_h",  # wrong: the f' factor is missing
+        "grad_a": "W.T @ grad_z",
+        "grad_W": "outer(grad_z, a)",
+        "grad_b": "grad_z",
+    })
+    result = check_text(tmp_path, text)
+    assert verdicts(result) == {"grad_z": "refuted", "grad_a": "proved", "grad_W": "proved", "grad_b": "proved"}
+    for name in ("grad_a", "grad_W", "grad_b"):
+        c = claim(result, name)
+        assert c.ok and c.depends_on_refuted == ["grad_z"]
+    assert claim(result, "grad_z").depends_on_refuted == []
+
+
+def test_depends_on_refuted_through_a_backward_helper(tmp_path: Path) -> None:
+    text = derivation_toml(
+        dims={"n": "in", "m": "out"},
+        inputs={"a": ["n"], "W": ["m", "n"], "b": ["m"]},
+        forward={"z": "W @ a + b", "h": "tanh(z)"},
+        loss={"upstream": "h"},
+        backward={"delta": "grad_z * 1"},
+        claims={"grad_z": "grad_h * tanh(z)", "grad_W": "outer(delta, a)"},
+    )
+    result = check_text(tmp_path, text)
+    assert verdicts(result) == {"grad_z": "refuted", "grad_W": "proved"}
+    assert claim(result, "grad_W").depends_on_refuted == ["grad_z"]
+
+
+def test_gradient_of_an_unclaimed_variable_can_be_used(tmp_path: Path) -> None:
+    result = check_text(tmp_path, with_claims(DENSE_COLUMN, {"grad_W": "outer(grad_z, a)",
+                                                             "grad_a": "W.T @ (grad_h * f_prime(z))"}))
+    assert verdicts(result) == {"grad_W": "proved", "grad_a": "proved"}
+    assert all(c.depends_on_refuted == [] for c in result.claims)
+    text = derivation_toml(
+        dims={"n": "in", "m": "hidden", "k": "out"},
+        inputs={"x": ["n"], "W1": ["m", "n"], "W2": ["k", "m"]},
+        forward={"z1": "W1 @ x", "h1": "sigmoid(z1)", "z2": "W2 @ h1"},
+        loss={"E": "0.5 * sum(z2 ** 2)"},
+        backward={"delta1": "(W2.T @ grad_z2) * sigmoid_prime(z1)"},
+        claims={"grad_W1": "outer(delta1, x)", "grad_W2": "outer(z2, h1)"},
+    )
+    assert verdicts(check_text(tmp_path, text)) == {"grad_W1": "proved", "grad_W2": "proved"}
+
+
+# -- [expect]: strict xfail --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("claim_text", "expected", "verdict", "ok"),
+    [
+        ("grad_z", "refuted", "proved", False),  # an expected refutation that holds fails
+        ("grad_z", "shape-error", "proved", False),
+        ("-grad_z", "refuted", "refuted", True),
+        ("-grad_z", "holds", "refuted", False),
+        ("-grad_z", "shape-error", "refuted", False),
+        ("outer(grad_z, a)", "shape-error", "shape-error", True),
+        ("outer(grad_z, a)", "refuted", "shape-error", False),
+        ("outer(grad_z, a)", "holds", "shape-error", False),
+    ],
+)
+def test_expect_is_a_strict_xfail(tmp_path: Path, claim_text: str, expected: str, verdict: str, ok: bool) -> None:
+    result = check_text(tmp_path, with_claims(DENSE_COLUMN, {"grad_b": claim_text}, {"grad_b": expected}))
+    c = claim(result, "grad_b")
+    assert (c.verdict, c.expected, c.ok) == (verdict, expected, ok)
+    assert result.status == ("passed" if ok else "failed")
+    if verdict == "proved" and not ok:
+        assert f"expected {expected}, but the claim holds" in c.message
+
+
+# -- verified, errors, invalid files --------------------------------------------------------
+
+
+def test_no_symbolic_gives_verified(tmp_path: Path) -> None:
+    result = check_text(tmp_path, DENSE_COLUMN, Options(trials=3, symbolic=False))
+    assert set(verdicts(result).values()) == {"verified"}
+    assert all(c.ok for c in result.claims) and result.status == "passed"
+    assert "--no-symbolic" in result.claims[0].message
+    assert result.claims[0].symbolic is not None and "skipped" in result.claims[0].symbolic["reason"]
+
+
+def test_symbolic_budget_exhausted_gives_verified(tmp_path: Path) -> None:
+    result = check_text(tmp_path, SOFTMAX_REGRESSION, Options(trials=2, shapes=1, timeout=1e-4))
+    assert set(verdicts(result).values()) == {"verified"}
+    assert all(c.ok for c in result.claims)
+    assert "budget" in result.claims[0].message and "--timeout" in result.claims[0].message
+
+
+def test_a_claim_that_does_not_parse_is_an_error_and_the_rest_are_judged(tmp_path: Path) -> None:
+    result = check_text(tmp_path, with_claims(DENSE_COLUMN, {"grad_b": "grad_zz", "grad_a": "W.T @ grad_z"}))
+    bad = claim(result, "grad_b")
+    assert bad.verdict == "error" and not bad.ok
+    assert "unknown name 'grad_zz'" in bad.message and "did you mean 'grad_z'?" in bad.message
+    assert claim(result, "grad_a").verdict == "proved"
+    assert result.status == "error"
+
+
+def test_invalid_file_is_a_result_not_an_exception(tmp_path: Path) -> None:
+    result = check_text(tmp_path, DENSE_COLUMN.replace("[claims]", "[claimz]"), name="typo.toml")
+    assert result.status == "error" and result.claims == []
+    assert result.error is not None and "typo.toml" in result.error and "did you mean 'claims'?" in result.error
+
+
+def test_nan_in_a_trial_is_a_file_error_naming_the_domain(tmp_path: Path) -> None:
+    text = derivation_toml(
+        dims={"n": "entries"}, inputs={"x": ["n"]}, forward={"y": "log(x)"},
+        loss={"upstream": "y"}, claims={"grad_x": "grad_y / x"},
+    )
+    result = check_text(tmp_path, text)
+    assert result.status == "error" and result.error is not None
+    assert "NaN" in result.error and "domain" in result.error
+
+
+def test_results_are_deterministic(tmp_path: Path) -> None:
+    text = with_claims(SOFTMAX_REGRESSION, {"grad_Z": "P - Y", "grad_W": "grad_Z @ X.T"})
+    one = check_text(tmp_path, text)
+    two = check_text(tmp_path, text)
+    strip = [{k: v for k, v in asdict(c).items() if k != "symbolic"} for c in one.claims]
+    assert strip == [{k: v for k, v in asdict(c).items() if k != "symbolic"} for c in two.claims]
+
+
+def test_the_checker_never_calls_eval_or_exec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("eval/exec called on file input")
+
+    path = tmp_path / "d.toml"
+    path.write_text(with_claims(SQUARE, {"grad_W": "outer(a, grad_z)", "grad_a": "W.T @ grad_z"}))
+    import backpropcheck.engines.numeric  # noqa: F401 - import before patching: imports may exec
+    import backpropcheck.engines.symbolic  # noqa: F401
+
+    monkeypatch.setattr(builtins, "eval", forbidden)
+    monkeypatch.setattr(builtins, "exec", forbidden)
+    result = check_path(str(path), FAST)
+    assert verdicts(result) == {"grad_W": "refuted", "grad_a": "proved"}
+
+
+# -- settings and dims --------------------------------------------------------------------------
+
+
+def test_settings_precedence() -> None:
+    d = load_text(DENSE_COLUMN + "\n[check]\ntrials = 4\nseed = 9\n")
+    cfg = settings(d, Options(seed=2))
+    assert cfg["seed"] == 2  # the command line wins
+    assert cfg["trials"] == 4  # then the file
+    assert cfg["rtol"] == DEFAULTS["rtol"]  # then the default
+
+
+def test_file_check_table_sets_the_trials(tmp_path: Path) -> None:
+    result = check_text(tmp_path, DENSE_COLUMN + "\n[check]\ntrials = 2\nshapes = 1\n", Options())
+    assert all(c.numeric is not None and c.numeric["trials"] == 2 for c in result.claims)
+
+
+def test_draw_dims_are_distinct_when_the_range_allows() -> None:
+    d = load_text(SOFTMAX_REGRESSION)
+    for seed in range(30):
+        sizes = draw_dims(d, np.random.default_rng(seed), 2, 6, {})
+        assert len(set(sizes.values())) == 3
+        assert all(2 <= v <= 6 for v in sizes.values())
+    fixed = draw_dims(d, np.random.default_rng(0), 2, 6, {"B": 50})
+    assert fixed["B"] == 50
+
+
+def test_unknown_fixed_dim_is_noted(tmp_path: Path) -> None:
+    result = check_text(tmp_path, DENSE_COLUMN, Options(trials=2, shapes=1, dims=(("q", 3),)))
+    assert result.error is not None and "q" in result.error
+    assert result.status == "passed"
+
+
+def test_reproduce_command_quotes_paths() -> None:
+    cmd = reproduce_command("my dir/a.toml", 3, Options(trials=5), {"trials": 5, "max_dim": 64})
+    assert cmd == "backpropcheck check 'my dir/a.toml' --seed 3 --trials 5"
+
+
+def test_find_files(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    for name in ("b.toml", "a.toml", "sub/c.toml", "notes.txt"):
+        (tmp_path / name).write_text("")
+    found = find_files([str(tmp_path)])
+    assert found == [str(tmp_path / "a.toml"), str(tmp_path / "b.toml"), str(tmp_path / "sub" / "c.toml")]
+    assert find_files([str(tmp_path / "notes.txt")]) == [str(tmp_path / "notes.txt")]
