@@ -8,6 +8,7 @@ both; ``verified`` means the symbolic check was skipped or gave up, and says why
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import shlex
 import signal
@@ -89,6 +90,10 @@ class SymbolicTimeout(Exception):
     pass
 
 
+# what SymPy may raise on a hostile expression: the claim keeps its numeric verdict
+_SYMBOLIC_FAILURES = (RecursionError, MemoryError, ValueError, TypeError, ArithmeticError, DerivationError)
+
+
 @contextlib.contextmanager
 def time_budget(seconds: float) -> Iterator[None]:
     """Raise :class:`SymbolicTimeout` inside the block after ``seconds`` (SymPy is pure Python,
@@ -140,7 +145,70 @@ def _all_shaped(d: Derivation) -> list[str]:
 
 
 def _entries(d: Derivation, sizes: dict[str, int]) -> int:
-    return sum(int(np.prod([dim.value(sizes) for dim in d.shape_of(n)] or [1])) for n in _all_shaped(d))
+    return sum(math.prod(dim.value(sizes) for dim in d.shape_of(n)) for n in _all_shaped(d))
+
+
+def _spaces(d: Derivation, claims: list[Claim], limits: Limits) -> list[tuple[str, tuple]]:
+    """Every array the engines build, as a tuple of dims, with the key of its expression.
+
+    That is each intermediate value of a matrix-form expression (its rank must be at most
+    ``max_rank``), each index-form definition's index space (one axis per free index and per
+    sum) and each einsum's iteration space; their entries at the drawn dims are bounded by
+    ``max_entries`` before anything is allocated.
+    """
+    from .errors import LimitError
+    from .lang.ir import Call, Var
+    from .lang.ops import parse_einsum
+    from .lang.shapes import infer
+
+    out: list[tuple[str, tuple]] = []
+    roots = [(f.key, f.node) for f in d.forward + d.backward if f.node is not None]
+    if d.loss.expression is not None:
+        roots.append(("loss.E", d.loss.expression))
+    roots += [(f"claims.{c.name}", c.node) for c in claims if c.node is not None]
+    for f in d.forward + d.backward:
+        if f.index is not None:
+            if f.index.rank > limits.max_rank:
+                raise LimitError(exceeded("the rank of the index space (free indices plus sums)", f.index.rank,
+                                          "max_rank", limits), key=f.key)
+            out.append((f.key, tuple(f.index.ranges.values())))
+    for key, root in roots:
+        shapes: dict[int, tuple] = {}
+        stack = [(root, False)]
+        while stack:
+            node, ready = stack.pop()
+            kids = node.children()
+            if kids and not ready:
+                stack.append((node, True))
+                stack.extend((k, False) for k in kids)
+                continue
+            if isinstance(node, Var):
+                shape = d.shape_of(node.name)
+            elif isinstance(node, Call):
+                env = {f"#{k}": shapes[id(kid)] for k, kid in enumerate(kids)}
+                shape = infer(replace(node, args=tuple(Var(kid.col, f"#{k}") for k, kid in enumerate(kids))), env)
+                if node.op == "einsum":
+                    subs, _ = parse_einsum(node.params["spec"], [len(env[f"#{k}"]) for k in range(len(kids))])
+                    letters = {c: dim for sub, k in zip(subs, range(len(kids))) for c, dim in zip(sub, env[f"#{k}"])}
+                    out.append((key, tuple(letters.values())))
+            else:
+                shape = ()
+            if len(shape) > limits.max_rank:
+                raise LimitError(exceeded(f"the rank of `{node.src}`", len(shape), "max_rank", limits),
+                                 key=key, column=node.col)
+            shapes[id(node)] = shape
+            out.append((key, shape))
+    return out
+
+
+def _largest(spaces: list[tuple[str, tuple]], sizes: dict[str, int]) -> tuple[str, int]:
+    """The key and entry count of the largest array at these dims (Python ints: no overflow)."""
+    best = ("", 0)
+    for key, dims in spaces:
+        n = math.prod(dim.value(sizes) for dim in dims)
+        if n > best[1]:
+            best = (key, n)
+    return best
 
 
 def reproduce_command(path: str, seed: int, options: Options, cfg: dict[str, Any]) -> str:
@@ -162,7 +230,11 @@ def check_path(path: str, options: Options = Options()) -> FileResult:
         d = load(path, options.limits)
     except DerivationError as exc:
         return FileResult(path, "", "error", str(exc), seconds=time.perf_counter() - started)
-    result = check_derivation(d, options)
+    try:
+        result = check_derivation(d, options)
+    except Exception as exc:  # noqa: BLE001 - last resort: one file's bug must not stop the run
+        message = f"{path}: internal error ({type(exc).__name__}: {exc}); please report this file"
+        return FileResult(path, d.title, "error", message, seconds=time.perf_counter() - started)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -197,6 +269,7 @@ class _FileCheck:
                 results[claim.name] = self._result(claim, verdict, message)
         live = [c for c in d.claims if c.name not in results]
         try:
+            self.spaces = _spaces(d, live, self.options.limits)
             numeric = self._numeric(live)
         except DerivationError as exc:
             return FileResult(d.path, d.title, "error", str(exc.located(file=d.path)))
@@ -223,6 +296,9 @@ class _FileCheck:
         limits = self.options.limits
         if cfg["max_dim"] > limits.max_dim:
             raise DerivationError(exceeded("--max-dim", cfg["max_dim"], "max_dim", limits))
+        for key in ("trials", "shapes"):
+            if cfg[key] > vars(limits)[f"max_{key}"]:
+                raise DerivationError(exceeded(f"the number of {key}", cfg[key], f"max_{key}", limits))
         for name, value in self.fixed.items():
             if not 1 <= value <= limits.max_dim:
                 raise DerivationError(exceeded(f"--dims {name}", value, "max_dim", limits))
@@ -234,6 +310,10 @@ class _FileCheck:
             entries = _entries(self.d, sizes)
             if entries > limits.max_entries:
                 raise DerivationError(exceeded(f"the total entries at dims {sizes}", entries, "max_entries", limits))
+            key, largest = _largest(self.spaces, sizes)
+            if largest > limits.max_entries:
+                raise DerivationError(exceeded(f"the entries of an array at dims {_fmt_dims(sizes)}", largest,
+                                               "max_entries", limits), key=key)
             try:
                 run = run_trial(self.d, sizes, rng, trial)
             except NumericProblem as exc:
@@ -281,9 +361,21 @@ class _FileCheck:
         out: dict[str, dict[str, Any]] = {c.name: {"status": "proved", "shapes": [], "seconds": 0.0}
                                           for c in claims}
         pending = list(claims)
-        for sizes in self._small_shapes():
+        try:
+            small = self._small_shapes()
+        except DerivationError as exc:
+            return {c.name: {"status": "gave-up", "reason": f"no small dims for the symbolic check: {exc.message}"}
+                    for c in claims}
+        for sizes in small:
             if not pending:
                 break
+            key, largest = _largest(self.spaces, sizes)
+            if largest > self.options.limits.max_entries:
+                reason = exceeded(f"the entries of an array in [{key}] at dims {_fmt_dims(sizes)}", largest,
+                                  "max_entries", self.options.limits)
+                for c in pending:
+                    out[c.name].update(status="gave-up", reason=reason)
+                return out
             started = time.perf_counter()
             try:
                 with time_budget(budget):
@@ -294,7 +386,7 @@ class _FileCheck:
                         f"building the per-neuron truth at dims {_fmt_dims(sizes)} ran past the "
                         f"{budget:g} s budget (--timeout)"))
                 return out
-            except (RecursionError, MemoryError, ValueError, TypeError, ZeroDivisionError) as exc:
+            except _SYMBOLIC_FAILURES as exc:
                 for c in pending:
                     out[c.name].update(status="gave-up", reason=f"the symbolic engine failed: {exc}")
                 return out
@@ -312,7 +404,7 @@ class _FileCheck:
                         f"(--timeout)"))
                     pending.remove(claim)
                     continue
-                except (RecursionError, MemoryError, ValueError, TypeError, ZeroDivisionError) as exc:
+                except _SYMBOLIC_FAILURES as exc:
                     record.update(status="gave-up", reason=f"the symbolic engine failed: {exc}")
                     pending.remove(claim)
                     continue
