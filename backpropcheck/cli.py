@@ -218,5 +218,128 @@ def _report(results, fmt: str, output: str | None, seed: int, quiet: bool, verbo
             stream.close()
 
 
+# -- classroom: explain, demo, new, list ------------------------------------------------------
+
+EXPLAIN_MAX_DIM = 6  # explain works symbolically, entry by entry: small dims only
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--claim", default=None, metavar="NAME", help="Explain only this claim (e.g. grad_W).")
+@click.option("--dims", callback=_parse_dims, default=None, metavar="n=3,m=2",
+              help=f"Small dims for the walk-through (each at most {EXPLAIN_MAX_DIM}; default 3, 2, then 2s).")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "latex"]), default="text",
+              show_default=True, help="markdown: GitHub math; latex: a standalone document.")
+@click.option("--output", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write to FILE instead of standard output.")
+@click.option("--trials", type=click.IntRange(1, 1000), default=5, show_default=True,
+              help="Numeric trials behind the verdict.")
+@click.option("--no-symbolic", is_flag=True, help="Verdict from numeric trials only (faster; 'verified').")
+@click.option("--timeout", type=click.FloatRange(0, None), default=10.0, show_default=True,
+              help="Seconds of symbolic work per claim for the verdict.")
+def explain(file, claim, dims, fmt, output, trials, no_symbolic, timeout) -> None:
+    """Fill in the "???": the per-neuron chain rule, the Jacobian route and the matrix form of each claim."""
+    from .checker import Options
+    from .errors import DerivationError
+    from .explain import explain_file, render_latex, render_markdown, render_text
+
+    too_big = [f"{k}={v}" for k, v in dims if v > EXPLAIN_MAX_DIM]
+    if too_big:
+        raise click.BadParameter(f"{', '.join(too_big)}: explain works entry by entry, use dims up to "
+                                 f"{EXPLAIN_MAX_DIM} (check --dims takes production sizes)", param_hint="--dims")
+    options = Options(trials=trials, shapes=1, symbolic=not no_symbolic, timeout=timeout)
+    try:
+        explanation = explain_file(file, claim, dict(dims), options)
+    except DerivationError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyError as exc:
+        raise click.BadParameter(str(exc.args[0]), param_hint="--claim") from None
+    if fmt == "text":
+        from rich.console import Console
+
+        stream = open(output, "w", encoding="utf-8") if output else None  # noqa: SIM115 - closed below
+        try:
+            console = Console(file=stream) if stream else Console()
+            console.soft_wrap = not console.is_terminal
+            render_text(explanation, console)
+        finally:
+            if stream:
+                stream.close()
+        return
+    text = render_markdown(explanation) if fmt == "markdown" else render_latex(explanation)
+    if output:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command()
+@click.option("--no-pause", is_flag=True, help="Run straight through (always so when not on a terminal).")
+def demo(no_pause) -> None:
+    """The classroom walk-through on the bundled seed example (dense_column.toml)."""
+    from rich.console import Console
+
+    from .explain import run_demo
+
+    console = Console()
+    console.soft_wrap = not console.is_terminal
+    pausing = not no_pause and _interactive()
+
+    def pause() -> None:
+        if pausing:
+            click.pause("\n(press any key for the next step)")
+
+    run_demo(console, pause)
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
+def new(path, force) -> None:
+    """Write a commented template derivation to PATH (it checks cleanly as written)."""
+    from pathlib import Path
+
+    from .templates import TEMPLATE
+
+    target = Path(path)
+    if target.exists() and not force:
+        raise click.ClickException(f"{path} exists; use --force to overwrite it")
+    target.write_text(TEMPLATE, encoding="utf-8")
+    click.echo(f"wrote {path}; next: backpropcheck check {path}   or   backpropcheck explain {path}")
+
+
+@main.command("list")
+def list_() -> None:
+    """The bundled example derivations, with their titles."""
+    import tomllib
+
+    from rich.console import Console
+    from rich.markup import escape
+
+    from .templates import bundled_files
+
+    console = Console()
+    console.soft_wrap = not console.is_terminal
+    rows = []
+    for relative, node in bundled_files():
+        try:
+            title = tomllib.loads(node.read_text(encoding="utf-8"))["derivation"]["title"]
+        except (tomllib.TOMLDecodeError, KeyError, TypeError, UnicodeDecodeError):
+            title = "(unreadable)"
+        rows.append((relative, str(title)))
+    width = max((len(r) for r, _ in rows), default=0)
+    for relative, title in rows:
+        console.print(f"[cyan]{escape(relative.ljust(width))}[/]  {escape(title)}", highlight=False)
+    console.print(f"{len(rows)} bundled derivations; explain one with: backpropcheck explain "
+                  "$(python -c \"import backpropcheck, pathlib; print(pathlib.Path(backpropcheck.__file__)"
+                  ".parent / 'derivations' / 'dense_column.toml')\")", style="dim", highlight=False)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -35,7 +35,7 @@ from .checker import ClaimResult, Options, check_derivation, draw_dims
 from .engines.evaluate import evaluate
 from .engines.symbolic import SymbolicTruth, symbol_array
 from .lang.dims import Dim, Shape, fmt_shape
-from .lang.ir import IndexSum, walk
+from .lang.ir import IndexSum, Var, walk
 from .loader import load
 from .model import Claim, Derivation
 
@@ -564,8 +564,15 @@ class Analysis:
                                    "full transposed Jacobian times ∇", v, "."], generic_vjp)
 
     def _diag_form(self, v: str, diag: np.ndarray) -> Form:
-        """The diagonal as an array expression (``f'(z)``) when every entry is the same function of
-        the same-index entries."""
+        """The diagonal as an array expression: ``sigmoid'(z)`` when the file defines ``v = sigmoid(z)``,
+        else the entries' own formula (``f'(z)``) when each reads only same-index entries."""
+        definition = next((f for f in self.d.forward if f.name == v), None)
+        root = definition.root if definition is not None and definition.index is None else None
+        if (root is not None and getattr(root, "op", None) == "elementwise" and not root.params.get("prime")
+                and isinstance(root.args[0], Var)):
+            fn, u = root.params["fn"], root.args[0].name
+            return Form(f"{fn}'({u})", rf"{tex_name(fn) if len(fn) == 1 else chr(92) + 'operatorname{' + fn + '}'}'"
+                        rf"\left({tex_name(u)}\right)", f"{fn}_prime({u})", self.d.shape_of(v))
         idx = next(np.ndindex(*diag.shape))
         pick = tuple(s - 1 for s in diag.shape)
         e = diag[pick] if diag.size else diag[idx]
@@ -967,10 +974,11 @@ def _verdict(out: Explanation, d: Derivation, c: Claim, r: ClaimResult | None, a
     if r.verdict != "refuted" or c.node is None:
         return
     sizes = a.sizes if a is not None else small_sizes(d)
-    cex = r.counterexample
-    if cex is not None and cex.dims and all(v <= 6 for v in cex.dims.values()):
-        sizes = dict(cex.dims)
     grid = numeric_grid(d, c, sizes)
+    cex = r.counterexample
+    if (grid is None or not any(any(row) for row in grid.bad)) and cex is not None and cex.dims \
+            and all(v <= 6 for v in cex.dims.values()):
+        grid = numeric_grid(d, c, cex.dims)  # these dims hide the mistake; the checker's do not
     if grid is not None:
         out.para("True entries next to the claimed ones (mismatches marked):")
         out.add_grid(grid)
@@ -1062,12 +1070,13 @@ def _plain(parts: list[Segment], tex: bool = False, md: bool = False) -> str:
     return "".join(out)
 
 
-def render_text(e: Explanation, console) -> None:
+def render_text(e: Explanation, console, header: bool = True) -> None:
     """Rich output for a terminal (plain when piped)."""
     from rich.markup import escape
     from rich.table import Table
 
-    console.print(f"[bold]{escape(e.title)}[/]  [dim]{escape(e.path)}[/]")
+    if header:
+        console.print(f"[bold]{escape(e.title)}[/]  [dim]{escape(e.path)}[/]")
     for b in e.blocks:
         if b.kind == "heading":
             style = "bold cyan" if b.level == 2 else "bold"
@@ -1079,7 +1088,8 @@ def render_text(e: Explanation, console) -> None:
             console.print("    " + escape(b.parts[0].text), style="green", highlight=False)
         elif b.kind == "grid" and b.grid is not None:
             g = b.grid
-            table = Table(title=g.caption, show_header=True, box=None, padding=(0, 1))
+            console.print(escape(g.caption), style="dim")
+            table = Table(show_header=True, box=None, padding=(0, 1))
             ncol = len(g.true[0]) if g.true else 0
             for k in range(ncol):
                 table.add_column(f"true {k}" if ncol > 1 else "true", justify="right")
@@ -1169,3 +1179,107 @@ def render_latex(e: Explanation) -> str:
             lines += [r"\noindent\emph{" + _tex_text(b.grid.caption) + "}", r"\[", _tex_grid(b.grid), r"\]", ""]
     lines.append(r"\end{document}")
     return "\n".join(lines) + "\n"
+
+
+# -- the classroom demo -------------------------------------------------------------------------
+
+
+def select(e: Explanation, sections: str, claims: set[str] | None = None) -> Explanation:
+    """Keep only the numbered parts ``sections`` (e.g. ``"12"``) of the chosen claims."""
+    out = Explanation(e.title, e.path, e.sizes)
+    keep_claim, keep_part = True, "2" in sections  # the preamble states the layout: keep it with the route
+    for b in e.blocks:
+        if b.kind == "heading" and b.level == 2:
+            name = str(b.parts[0]).split(" = ")[0]
+            keep_claim = claims is None or name in claims
+            keep_part = True
+            if keep_claim:
+                out.blocks.append(b)
+            continue
+        if b.kind == "heading" and b.level == 3:
+            keep_part = str(b.parts[0])[:1] in sections
+        if keep_claim and keep_part:
+            out.blocks.append(b)
+    return out
+
+
+def _demo_derivation(relative: str, replace: tuple[str, str] | None = None) -> Derivation | None:
+    from .loader import loads
+    from .templates import bundled_text
+
+    text = bundled_text(relative)
+    if text is None:
+        return None
+    if replace is not None:
+        if replace[0] not in text:
+            return None
+        text = text.replace(replace[0], replace[1])
+    return loads(text, relative)
+
+
+def run_demo(console, pause: Callable[[], None], options: Options | None = None) -> None:
+    """The classroom walk-through on the bundled seed example, step by step."""
+    from rich.markup import escape
+
+    from .templates import INDEX_EXAMPLE, SEED_EXAMPLE, SQUARE_MISTAKE, bundled_text
+
+    opts = options or Options(trials=5, shapes=1, timeout=10.0)
+    sizes = {"n": 3, "m": 2}
+    seed = _demo_derivation(SEED_EXAMPLE)
+    if seed is None:
+        raise FileNotFoundError(f"the bundled seed example {SEED_EXAMPLE} is missing from the package")
+    steps = 6
+
+    def step(k: int, title: str) -> None:
+        if k > 1:
+            pause()
+        console.print()
+        console.rule(f"[bold]Step {k}/{steps} — {escape(title)}")
+
+    step(1, "the layer, in a derivation file")
+    console.print("The question: given ∇h = ∂E/∂h from the layers above, what are ∇z, ∇a, ∇W and ∇b in matrix "
+                  "form? The bundled seed example writes the layer and four claimed answers:")
+    console.print(escape(bundled_text(SEED_EXAMPLE) or ""), style="cyan", highlight=False)
+    analysis = Analysis(seed, sizes)
+    console.print(f"Per neuron, at n={sizes['n']}, m={sizes['m']}, the forward pass is these scalar equations "
+                  "(read off the file by the symbolic engine):")
+    for atom, local in analysis.truth.local.items():
+        m = render(local, concrete_rename)
+        console.print("    " + escape(f"{concrete_rename(atom)[0]} = {m.text}"), style="green", highlight=False)
+
+    full = explain_derivation(seed, None, sizes, opts)
+    step(2, "the per-neuron chain rule, entry by entry")
+    render_text(select(full, "1", {"grad_z", "grad_a", "grad_W"}), console, header=False)
+    step(3, "the Jacobian route: diagonal, transposed, outer")
+    render_text(select(full, "2", {"grad_z", "grad_a", "grad_W"}), console, header=False)
+    step(4, "stacking into matrix form, and the proof")
+    render_text(select(full, "34"), console, header=False)
+
+    step(5, "a wrong claim, refuted")
+    wrong = _demo_derivation(SQUARE_MISTAKE)
+    claim = "grad_a"
+    if wrong is None:  # build it from the seed: forget the transpose
+        wrong = _demo_derivation(SEED_EXAMPLE, ('grad_a = "W.T @ grad_z"', 'grad_a = "W @ grad_z"'))
+    console.print("A classic mistake: sending the delta back through W instead of Wᵀ. On a square layer the "
+                  "shapes agree, so only the values can refute it:")
+    if wrong is not None:
+        render_text(select(explain_derivation(wrong, claim, None, opts), "234"), console, header=False)
+
+    step(6, "the W[i, j] convention twist")
+    console.print(escape("Many notes write W[i, j] for the weight from input i to output j, so z_j = Σ_i W_ij a_i + "
+                         "b_j, i.e. z = Wᵀ a + b. The same derivation from the file's own index form now gives W, "
+                         "not Wᵀ:"))
+    twist = _demo_derivation(INDEX_EXAMPLE)
+    if twist is not None:
+        twisted = explain_derivation(twist, None, sizes, opts)
+        render_text(select(twisted, "123", {"grad_a", "grad_W"}), console, header=False)
+        swapped = _demo_derivation(INDEX_EXAMPLE, ('grad_a = "W @ grad_z"', 'grad_a = "W.T @ grad_z"'))
+        if swapped is not None:
+            result = next(r for r in check_derivation(swapped, opts).claims if r.name == "grad_a")
+            console.print()
+            console.print("Writing the column-convention answer W.T @ grad_z in this file is caught before any "
+                          f"number is drawn — {result.verdict}:")
+            console.print("    " + escape(result.message), style="red", highlight=False)
+    console.print()
+    console.print("Try it on your own derivation: backpropcheck new my_layer.toml, then backpropcheck explain "
+                  "my_layer.toml.")
