@@ -1,0 +1,236 @@
+"""The command line: exit codes, reports, determinism, and a cheap --help/--version."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from conftest import BUNDLED, DENSE_COLUMN, SOFTMAX_REGRESSION, derivation_toml, with_claims, write
+
+from backpropcheck import __version__
+from backpropcheck.cli import main
+
+FAST_ARGS = ["--trials", "3", "--shapes", "1"]
+WRONG = with_claims(DENSE_COLUMN, {"grad_z": "grad_h * f_prime(z)", "grad_W": "outer(a, grad_z)"})
+
+
+def run(*args: str) -> Any:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def drop_seconds(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: drop_seconds(v) for k, v in value.items() if k != "seconds"}
+    if isinstance(value, list):
+        return [drop_seconds(v) for v in value]
+    return value
+
+
+def test_bundled_seed_example_passes() -> None:
+    result = run("check", str(BUNDLED / "dense_column.toml"), *FAST_ARGS)
+    assert result.exit_code == 0, result.output
+    for name in ("grad_z", "grad_a", "grad_W", "grad_b"):
+        assert name in result.output
+    assert result.output.count("proved") == 4
+    assert "4 claim(s): 4 ok, 0 failed, 0 error(s)" in result.output
+
+
+def test_wrong_claim_exits_1_with_a_reproducing_command(tmp_path: Path) -> None:
+    square = derivation_toml(
+        dims={"n": "units"}, inputs={"a": ["n"], "W": ["n", "n"]}, forward={"z": "W @ a", "h": "tanh(z)"},
+        loss={"upstream": "h"}, claims={"grad_z": "grad_h * tanh_prime(z)", "grad_a": "W @ grad_z"},
+    )
+    path = write(tmp_path, square, "square.toml")
+    result = run("check", str(path), *FAST_ARGS)
+    assert result.exit_code == 1, result.output
+    assert "refuted" in result.output
+    assert "reproduce:" in result.output and "backpropcheck check" in result.output
+    assert "Traceback" not in result.output
+    # the printed command reproduces the refutation
+    line = next(x for x in result.output.splitlines() if "reproduce:" in x)
+    argv = shlex.split(line.split("reproduce:", 1)[1])
+    assert argv[:2] == ["backpropcheck", "check"]
+    again = run(*argv[1:])
+    assert again.exit_code == 1 and "refuted" in again.output
+
+
+def test_invalid_file_exits_2_and_the_valid_one_is_still_reported(tmp_path: Path) -> None:
+    good = write(tmp_path, DENSE_COLUMN, "a_good.toml")
+    bad = write(tmp_path, DENSE_COLUMN.replace('z = "W @ a + b"', 'z = "W @ a + bb"'), "b_bad.toml")
+    result = run("check", str(good), str(bad), *FAST_ARGS)
+    assert result.exit_code == 2, result.output
+    assert str(good) in result.output and str(bad) in result.output
+    assert "proved" in result.output
+    assert "column 9" in result.output and "did you mean 'b'?" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_folder_is_checked_recursively(tmp_path: Path) -> None:
+    write(tmp_path, DENSE_COLUMN, "one.toml")
+    (tmp_path / "z_deeper").mkdir()
+    write(tmp_path / "z_deeper", WRONG.replace("[claims]", "[expect]\ngrad_W = \"shape-error\"\n\n[claims]"), "two.toml")
+    result = run("check", str(tmp_path), *FAST_ARGS, "--format", "json")
+    report = json.loads(result.stdout)
+    assert [Path(f["path"]).name for f in report["files"]] == ["one.toml", "two.toml"]
+
+
+def test_json_has_the_spec_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, WRONG)
+    result = run("check", str(path), *FAST_ARGS, "--format", "json", "--seed", "4")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert set(report) >= {"backpropcheck", "seed", "files", "summary"}
+    assert report["backpropcheck"] == __version__ and report["seed"] == 4
+    (f,) = report["files"]
+    assert set(f) >= {"path", "title", "status", "error", "claims"}
+    assert f["path"] == str(path) and f["status"] == "failed" and f["error"] is None
+    keys = {"name", "expr", "verdict", "expected", "ok", "message", "symbolic", "numeric", "counterexample",
+            "diagnosis", "depends_on_refuted"}
+    for c in f["claims"]:
+        assert set(c) >= keys
+    by_name = {c["name"]: c for c in f["claims"]}
+    assert by_name["grad_z"]["verdict"] == "proved" and by_name["grad_z"]["ok"] is True
+    assert set(by_name["grad_z"]["symbolic"]) >= {"shapes", "seconds"}
+    assert set(by_name["grad_z"]["numeric"]) >= {"trials", "max_abs_err", "max_rel_err"}
+    assert by_name["grad_W"]["verdict"] == "shape-error" and by_name["grad_W"]["ok"] is False
+    assert report["summary"] == {"files": 1, "claims": 2, "ok": 1, "failed": 1, "errors": 0}
+
+
+def test_json_counterexample(tmp_path: Path) -> None:
+    path = write(tmp_path, with_claims(SOFTMAX_REGRESSION, {"grad_Z": "P - Y"}))
+    report = json.loads(run("check", str(path), *FAST_ARGS, "--format", "json").stdout)
+    c = report["files"][0]["claims"][0]
+    assert c["verdict"] == "refuted"
+    assert set(c["counterexample"]) >= {"dims", "seed", "index", "true", "claimed", "expression", "command"}
+    assert "missing 1/B" in c["diagnosis"]
+
+
+def test_same_seed_same_output(tmp_path: Path) -> None:
+    path = write(tmp_path, with_claims(SOFTMAX_REGRESSION, {"grad_Z": "P - Y", "grad_W": "grad_Z @ X.T"}))
+    text = [run("check", str(path), *FAST_ARGS, "--seed", "7").output for _ in range(2)]
+    assert text[0] == text[1]
+    assert "--seed 7" in text[0]
+    reports = [json.loads(run("check", str(path), *FAST_ARGS, "--seed", "7", "--format", "json").stdout)
+               for _ in range(2)]
+    assert drop_seconds(reports[0]) == drop_seconds(reports[1])
+    other = json.loads(run("check", str(path), *FAST_ARGS, "--seed", "8", "--format", "json").stdout)
+    assert drop_seconds(other) != drop_seconds(reports[0])
+
+
+def test_jobs_do_not_change_the_report(tmp_path: Path) -> None:
+    write(tmp_path, DENSE_COLUMN, "a.toml")
+    write(tmp_path, WRONG, "b.toml")
+    one = json.loads(run("check", str(tmp_path), *FAST_ARGS, "--format", "json").stdout)
+    two = json.loads(run("check", str(tmp_path), *FAST_ARGS, "--format", "json", "--jobs", "2").stdout)
+    assert drop_seconds(one) == drop_seconds(two)
+
+
+def test_output_quiet_and_fail_fast(tmp_path: Path) -> None:
+    good = write(tmp_path, DENSE_COLUMN, "a_good.toml")
+    bad = write(tmp_path, WRONG, "b_wrong.toml")
+    out = tmp_path / "report.json"
+    result = run("check", str(good), str(bad), *FAST_ARGS, "--format", "json", "--output", str(out))
+    assert result.exit_code == 1 and result.stdout == ""
+    assert len(json.loads(out.read_text())["files"]) == 2
+    quiet = run("check", str(good), str(bad), *FAST_ARGS, "-q")
+    assert str(bad) in quiet.output and str(good) not in quiet.output
+    assert "grad_W shape-error" in quiet.output and "proved" not in quiet.output
+    fast = run("check", str(bad), str(good), *FAST_ARGS, "--fail-fast", "--format", "json")
+    assert fast.exit_code == 1
+    assert [f["path"] for f in json.loads(fast.stdout)["files"]] == [str(bad)]
+
+
+def test_no_symbolic_flag(tmp_path: Path) -> None:
+    result = run("check", str(write(tmp_path, DENSE_COLUMN)), "--trials", "2", "--no-symbolic")
+    assert result.exit_code == 0
+    for name in ("grad_z", "grad_a", "grad_W", "grad_b"):
+        assert f"{name} verified" in result.output and f"{name} proved" not in result.output
+    assert "--no-symbolic" in result.output
+
+
+def test_default_path_is_derivations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    missing = CliRunner().invoke(main, ["check"])
+    assert missing.exit_code == 2 and "no PATH given" in missing.output
+    (tmp_path / "derivations").mkdir()
+    write(tmp_path / "derivations", DENSE_COLUMN, "x.toml")
+    result = CliRunner().invoke(main, ["check", *FAST_ARGS])
+    assert result.exit_code == 0 and "x.toml" in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["check", "--dims", "n=0"],
+        ["check", "--dims", "n"],
+        ["check", "--trials", "0"],
+        ["check", "--format", "yaml"],
+        ["check", "--bogus"],
+        ["nosuchcommand"],
+    ],
+)
+def test_usage_errors_exit_2(args: list[str], tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, [*args, str(write(tmp_path, DENSE_COLUMN))])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+
+
+def test_empty_folder_is_a_usage_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["check", str(tmp_path)])
+    assert result.exit_code == 2 and "no *.toml files" in result.output
+
+
+def test_missing_file_is_an_invalid_file(tmp_path: Path) -> None:
+    result = run("check", str(tmp_path / "nope.toml"), *FAST_ARGS)
+    assert result.exit_code == 2 and "nope.toml" in result.output and "cannot read" in result.output
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+# -- real processes ---------------------------------------------------------------------------
+
+
+def test_python_m_version_subprocess() -> None:
+    proc = subprocess.run([sys.executable, "-m", "backpropcheck", "--version"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "backpropcheck" in proc.stdout and __version__ in proc.stdout
+
+
+def test_console_script_check_subprocess(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "backpropcheck"
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "backpropcheck"]
+    path = write(tmp_path, WRONG)
+    proc = subprocess.run([*cmd, "check", str(path), *FAST_ARGS], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "shape-error" in proc.stdout and "proved" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+HELP_IMPORTS = """
+import sys
+from backpropcheck.cli import main
+for args in (["--help"], ["--version"], ["check", "--help"]):
+    try:
+        main(args, standalone_mode=False)
+    except SystemExit:
+        pass
+heavy = sorted(m for m in ("numpy", "sympy") if m in sys.modules)
+print("HEAVY:" + ",".join(heavy))
+"""
+
+
+def test_help_and_version_import_neither_numpy_nor_sympy() -> None:
+    proc = subprocess.run([sys.executable, "-c", HELP_IMPORTS], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage:" in proc.stdout and __version__ in proc.stdout
+    assert "HEAVY:\n" in proc.stdout, proc.stdout
