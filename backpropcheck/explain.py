@@ -1164,8 +1164,8 @@ def _ascii_tex(tex: str) -> str:
 
 def render_latex(e: Explanation) -> str:
     """A standalone article (amsmath only) that compiles with pdflatex, lualatex or tectonic."""
-    lines = [r"\documentclass[11pt]{article}", r"\usepackage{amsmath,amssymb}",
-             r"\usepackage[margin=2cm]{geometry}", r"\allowdisplaybreaks", r"\begin{document}",
+    lines = [r"\documentclass[11pt]{article}", r"\usepackage{amsmath}",
+             r"\allowdisplaybreaks", r"\begin{document}",
              r"\section*{" + _tex_text(e.title) + "}", r"\texttt{" + _tex_text(e.path) + "}", ""]
     for b in e.blocks:
         if b.kind == "heading":

@@ -1,0 +1,229 @@
+"""explain: the Jacobian route is generated from the derivation, names each local Jacobian's
+structure, stacks with shapes, and draws a refuted claim's mismatch."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from backpropcheck.checker import Options
+from backpropcheck.explain import (
+    Analysis,
+    Explanation,
+    explain_derivation,
+    render_latex,
+    render_markdown,
+    select,
+    small_sizes,
+)
+from backpropcheck.loader import load, loads
+
+DERIVATIONS = Path(__file__).resolve().parent.parent / "backpropcheck" / "derivations"
+FAST = Options(trials=2, shapes=1, timeout=5.0)
+SIZES = {"n": 3, "m": 2}
+
+
+def plain(e: Explanation) -> str:
+    """Every paragraph and formula of an explanation, in its Unicode form."""
+    out = []
+    for b in e.blocks:
+        for p in b.parts:
+            out.append(p if isinstance(p, str) else p.text)
+        if b.grid is not None:
+            out.append(b.grid.caption)
+        out.append("\n")
+    return "".join(out)
+
+
+def claim_text(d, name: str) -> str:
+    return plain(select(explain_derivation(d, name, SIZES, FAST), "1234"))
+
+
+@pytest.fixture(scope="module")
+def column():
+    return load(DERIVATIONS / "dense_column.toml")
+
+
+@pytest.fixture(scope="module")
+def index_form():
+    return load(DERIVATIONS / "dense_index_convention.toml")
+
+
+# -- the SPEC's dense examples, both conventions ------------------------------------------------
+
+
+def test_column_grad_z_is_a_diagonal_jacobian_and_an_elementwise_product(column):
+    text = claim_text(column, "grad_z")
+    assert "∂h/∂z is diagonal, diag(f'(z))" in text
+    assert "element-wise product" in text
+    assert "∇z = ∇h ⊙ f'(z)" in text
+    assert "(m,) ⊙ (m,) → (m,)" in text
+    assert "∂E/∂z_j = ∂E/∂h_j · ∂h_j/∂z_j = ∇h_j · f'(z_j)" in text
+
+
+def test_column_grad_a_takes_the_transposed_jacobian(column):
+    text = claim_text(column, "grad_a")
+    assert "∂z/∂a = W (m, n)" in text
+    assert "transposed Jacobian" in text
+    assert "∇a = (∂z/∂a)ᵀ ∇z = Wᵀ ∇z" in text
+    assert "Wᵀ ∇z: (n, m) · (m,) → (n,)" in text
+    assert "∂E/∂a_i = Σ_j ∂E/∂z_j · ∂z_j/∂a_i = Σ_j ∇z_j · W_ji" in text
+    assert "∇a = (∂z/∂a)ᵀ (∂h/∂z)ᵀ ∇h = Wᵀ diag(f'(z)) ∇h" in text
+
+
+def test_column_grad_w_is_an_outer_product(column):
+    text = claim_text(column, "grad_W")
+    assert "Kronecker structure" in text and "one nonzero block, equal to aᵀ" in text
+    assert "outer product" in text
+    assert "∇W = ∇z aᵀ" in text
+    assert "(m,) column times (n,)ᵀ row → (m, n)" in text
+    assert "∂E/∂W_ji = ∂E/∂z_j · ∂z_j/∂W_ji = ∇z_j · a_i" in text
+    assert "outer(grad_z, a)" in text
+
+
+def test_index_convention_grad_a_takes_w_itself(index_form):
+    text = claim_text(index_form, "grad_a")
+    assert "∂z/∂a = Wᵀ (m, n)" in text
+    assert "transposed Jacobian" in text
+    assert "∇a = (∂z/∂a)ᵀ ∇z = W ∇z" in text
+    assert "W ∇z: (n, m) · (m,) → (n,)" in text
+    assert "Σ_j ∇z_j · W_ij" in text  # the file's own W[i, j] convention
+
+
+def test_index_convention_grad_w_is_the_outer_product_input_first(index_form):
+    text = claim_text(index_form, "grad_W")
+    assert "∂E/∂W_ij = ∂E/∂z_j · ∂z_j/∂W_ij = ∇z_j · a_i" in text
+    assert "∇W = a ∇zᵀ" in text
+    assert "(n,) column times (m,)ᵀ row → (n, m)" in text
+    assert "outer product" in text
+    assert "∂h/∂z is diagonal" in plain(explain_derivation(index_form, "grad_z", SIZES, FAST))
+
+
+def test_batch_layer_stacks_into_matrix_products_and_a_batch_sum():
+    d = load(DERIVATIONS / "dense_column_batch.toml")
+    text = plain(explain_derivation(d, None, {"n": 3, "m": 2, "B": 4}, FAST))
+    assert "∇W = ∇Z Xᵀ" in text and "(m, B) · (B, n) → (m, n)" in text
+    assert "∇b = Σ_B ∇Z" in text
+    assert "∇X = Wᵀ ∇Z" in text
+
+
+# -- generated from the file, not canned ------------------------------------------------------------
+
+RENAMED = """
+[derivation]
+title = "Renamed layer"
+[dims]
+p = "in"
+q = "out"
+[inputs]
+u = ["p"]
+V = ["q", "p"]
+c = ["q"]
+[forward]
+s = "V @ u + c"
+y = "tanh(s)"
+[loss]
+upstream = "y"
+[claims]
+grad_s = "grad_y * tanh_prime(s)"
+grad_u = "V @ grad_s"
+grad_V = "outer(grad_s, u)"
+"""
+
+
+def test_explanation_follows_the_files_own_names_and_dims():
+    d = loads(RENAMED.replace('"V @ grad_s"', '"V.T @ grad_s"'), "renamed.toml")
+    text = plain(explain_derivation(d, None, {"p": 3, "q": 2}, FAST))
+    assert "∂y/∂s is diagonal, diag(tanh'(s))" in text
+    assert "∇u = (∂s/∂u)ᵀ ∇s = Vᵀ ∇s" in text
+    assert "∇V = ∇s uᵀ" in text and "(q,) column times (p,)ᵀ row → (q, p)" in text
+    assert not re.search(r"\bW\b", text) and "∇z" not in text
+
+
+def test_refuted_claim_draws_the_mismatch_grid_and_symbolic_entries():
+    d = loads(RENAMED.replace('q = "out"\n', "").replace('"q"', '"p"'), "square.toml")
+    e = explain_derivation(d, "grad_u", {"p": 3}, FAST)
+    text = plain(e)
+    assert "REFUTED" in text
+    grids = [b.grid for b in e.blocks if b.grid is not None]
+    assert len(grids) == 1
+    assert any(any(row) for row in grids[0].bad)
+    assert len(grids[0].true) == 3  # one row per entry of u at p=3
+    # V used where Vᵀ belongs: the true entry sums down a column of V, the claim along a row
+    assert "true ∇u[0] = V[0,0]·∇s[0] + V[1,0]·∇s[1] + V[2,0]·∇s[2]" in text
+    assert "claimed = V[0,0]·∇s[0] + V[0,1]·∇s[1] + V[0,2]·∇s[2]" in text
+
+
+def test_proved_claim_has_no_grid(column):
+    e = explain_derivation(column, "grad_a", SIZES, FAST)
+    assert "PROVED" in plain(e)
+    assert not any(b.grid is not None for b in e.blocks)
+
+
+def test_structures_are_classified_from_the_symbolic_jacobians(column):
+    a = Analysis(column, SIZES)
+    assert a.structure("h", "z").kind == "diagonal"
+    assert a.structure("z", "a").kind == "matrix"
+    assert a.structure("z", "a").transposed.text == "Wᵀ"
+    assert a.structure("z", "W").kind == "kronecker"
+    assert a.structure("z", "b").kind == "identity"
+    assert a.jacobian("z", "a").shape == (2, 3)
+
+
+def test_unknown_claim_is_a_key_error(column):
+    with pytest.raises(KeyError, match="grad_q"):
+        explain_derivation(column, "grad_q", SIZES, FAST)
+
+
+def test_small_sizes_default_and_given(column):
+    assert small_sizes(column) == {"n": 3, "m": 2}
+    assert small_sizes(column, {"m": 4}) == {"n": 3, "m": 4}
+
+
+# -- formats -------------------------------------------------------------------------------------------
+
+
+def test_markdown_uses_github_math(column):
+    md = render_markdown(explain_derivation(column, "grad_a", SIZES, FAST))
+    assert md.startswith("# Dense layer, column vectors")
+    assert "$$\n" in md and md.count("$$") % 2 == 0
+    assert r"\nabla a = \left(\frac{\partial z}{\partial a}\right)^\top \nabla z = W^\top \nabla z" in md
+    assert "### 2. The Jacobian route" in md
+
+
+def _latex_engine() -> list[str] | None:
+    for name, args in (("pdflatex", ["-interaction=nonstopmode", "-halt-on-error"]), ("lualatex", [
+            "-interaction=nonstopmode", "-halt-on-error"]), ("tectonic", [])):
+        path = shutil.which(name)
+        if path:
+            return [path, *args]
+    return None
+
+
+def test_latex_is_a_standalone_ascii_document(column):
+    d = loads(RENAMED.replace('q = "out"\n', "").replace('"q"', '"p"'), "square.toml")  # with a refuted grid
+    for e in (explain_derivation(column, None, SIZES, FAST), explain_derivation(d, None, {"p": 3}, FAST)):
+        tex = render_latex(e)
+        assert tex.startswith(r"\documentclass")
+        assert tex.rstrip().endswith(r"\end{document}")
+        assert tex.isascii()
+        assert tex.count(r"\[") == tex.count(r"\]")
+        assert tex.count("{") == tex.count("}")
+
+
+def test_latex_compiles(column, tmp_path):
+    engine = _latex_engine()
+    if engine is None:
+        pytest.skip("no TeX engine (pdflatex, lualatex or tectonic) on PATH: the LaTeX was not compiled")
+    d = loads(RENAMED.replace('q = "out"\n', "").replace('"q"', '"p"'), "square.toml")
+    for k, e in enumerate((explain_derivation(column, None, SIZES, FAST),
+                           explain_derivation(d, None, {"p": 3}, FAST))):
+        src = tmp_path / f"explain{k}.tex"
+        src.write_text(render_latex(e), encoding="ascii")
+        run = subprocess.run([*engine, src.name], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stdout[-3000:]
+        assert (tmp_path / f"explain{k}.pdf").exists()
