@@ -1,0 +1,144 @@
+"""The classroom commands from a directory outside the repository: explain, demo, new, list,
+and check --examples on the derivations shipped inside the package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from backpropcheck import cli
+from backpropcheck.templates import bundled_files
+
+DERIVATIONS = Path(__file__).resolve().parent.parent / "backpropcheck" / "derivations"
+ALL_FILES = sorted(DERIVATIONS.rglob("*.toml"))
+FAST = ["--no-symbolic", "--trials", "1"]
+
+
+@pytest.fixture
+def outside(tmp_path, monkeypatch):
+    """Run from an empty directory: nothing of the repository is reachable by a relative path."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli.main, list(args))
+
+
+# -- new --------------------------------------------------------------------------------------------
+
+
+def test_new_writes_a_template_that_checks_cleanly(outside):
+    made = run("new", "layer.toml")
+    assert made.exit_code == 0, made.output
+    text = (outside / "layer.toml").read_text()
+    assert text.startswith("#") and "[claims]" in text
+    checked = run("check", "layer.toml", "--trials", "3", "--shapes", "1")
+    assert checked.exit_code == 0, checked.output
+    assert "proved" in checked.output
+
+
+def test_new_refuses_to_overwrite_without_force(outside):
+    target = outside / "mine.toml"
+    target.write_text("keep me")
+    refused = run("new", str(target))
+    assert refused.exit_code != 0
+    assert "--force" in refused.output
+    assert target.read_text() == "keep me"
+    forced = run("new", str(target), "--force")
+    assert forced.exit_code == 0
+    assert "[derivation]" in target.read_text()
+
+
+# -- list ----------------------------------------------------------------------------------------------
+
+
+def test_list_shows_every_bundled_derivation_with_its_title(outside):
+    listed = run("list")
+    assert listed.exit_code == 0, listed.output
+    assert "dense_column.toml" in listed.output and "Dense layer, column vectors" in listed.output
+    assert "mistakes/missing_transpose_square.toml" in listed.output
+    names = [name for name, _ in bundled_files()]
+    assert len(names) == len(ALL_FILES)
+    assert all(name in listed.output for name in names)
+
+
+# -- check --examples -------------------------------------------------------------------------------
+
+
+def test_check_examples_checks_the_package_copy(outside):
+    checked = run("check", "--examples", *FAST, "-q")
+    assert checked.exit_code == 0, checked.output
+    assert f"{len(ALL_FILES)} file(s)" in checked.output
+
+
+def test_check_without_paths_or_examples_outside_the_repo_is_a_usage_error(outside):
+    assert run("check").exit_code == 2
+
+
+# -- demo ------------------------------------------------------------------------------------------------
+
+
+def test_demo_tells_the_whole_story_without_pausing_when_piped(outside, monkeypatch):
+    def no_pause(*args, **kwargs):
+        raise AssertionError("demo paused although stdin/stdout are not a terminal")
+
+    monkeypatch.setattr(click, "pause", no_pause)
+    shown = run("demo")
+    assert shown.exit_code == 0, shown.output
+    out = shown.output
+    for k in range(1, 7):
+        assert f"Step {k}/6" in out
+    assert "z[0] = W[0,0]·a[0] + W[0,1]·a[1] + W[0,2]·a[2] + b[0]" in out  # scalar equations
+    assert "∂h/∂z is diagonal" in out and "∇a = (∂z/∂a)ᵀ ∇z = Wᵀ ∇z" in out and "∇W = ∇z aᵀ" in out
+    assert "PROVED" in out
+    assert "REFUTED" in out and "Diagnosis: W is used in the wrong orientation" in out
+    assert "∇a = (∂z/∂a)ᵀ ∇z = W ∇z" in out  # the W[i, j] twist
+    assert "shape-error" in out
+
+
+def test_demo_pauses_between_steps_on_a_terminal_unless_no_pause(outside, monkeypatch):
+    pauses = []
+    monkeypatch.setattr(click, "pause", lambda *a, **k: pauses.append(1))
+    monkeypatch.setattr(cli, "_interactive", lambda: True)
+    assert run("demo").exit_code == 0
+    assert len(pauses) == 5
+    pauses.clear()
+    assert run("demo", "--no-pause").exit_code == 0
+    assert pauses == []
+
+
+# -- explain -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ALL_FILES, ids=lambda p: str(p.relative_to(DERIVATIONS)))
+def test_explain_runs_on_every_bundled_derivation(path, outside):
+    shown = run("explain", str(path), *FAST)
+    assert shown.exit_code == 0, shown.output
+    assert "4. Verdict on the claim" in shown.output
+
+
+def test_explain_formats_and_options(outside):
+    seed = str(DERIVATIONS / "dense_column.toml")
+    md = run("explain", seed, "--claim", "grad_W", "--format", "markdown", *FAST)
+    assert md.exit_code == 0
+    assert "$$" in md.output and "## grad_W = outer(grad_z, a)" in md.output and "grad_a" not in md.output
+    tex = run("explain", seed, "--format", "latex", "--output", "notes.tex", *FAST)
+    assert tex.exit_code == 0
+    assert (outside / "notes.tex").read_text().startswith(r"\documentclass")
+    dims = run("explain", seed, "--claim", "grad_a", "--dims", "n=4,m=3", *FAST)
+    assert dims.exit_code == 0 and "n=4, m=3" in dims.output
+    assert "W[0,3]·∇z[0] + W[1,3]·∇z[1] + W[2,3]·∇z[2]" in dims.output
+
+
+def test_explain_usage_errors(outside):
+    seed = str(DERIVATIONS / "dense_column.toml")
+    assert run("explain", seed, "--claim", "grad_nope").exit_code == 2
+    assert run("explain", seed, "--dims", "n=500").exit_code == 2
+    assert run("explain", "missing.toml").exit_code == 2
+    (outside / "bad.toml").write_text("[derivation]\ntitle = 'x'\n")
+    bad = run("explain", "bad.toml")
+    assert bad.exit_code == 2 and "missing" in bad.output
