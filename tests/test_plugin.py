@@ -1,0 +1,138 @@
+"""The pytest plugin, driven through pytest itself with ``pytester``."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from importlib.metadata import entry_points
+
+import pytest
+from click.testing import CliRunner
+from conftest import DENSE_COLUMN, with_claims
+
+from backpropcheck import checker
+from backpropcheck.cli import main
+
+pytest_plugins = ["pytester"]
+
+FAST = ["--backpropcheck", "--backpropcheck-trials", "3", "--backpropcheck-shapes", "1", "-p", "no:cacheprovider"]
+GOOD = {"grad_z": "grad_h * f_prime(z)", "grad_a": "W.T @ grad_z", "grad_W": "outer(grad_z, a)",
+        "grad_b": "grad_z"}
+WRONG = with_claims(DENSE_COLUMN, {**GOOD, "grad_a": "W.T @ grad_h"})
+EXPECTED = with_claims(DENSE_COLUMN, {**GOOD, "grad_W": "outer(a, grad_z)"}, {"grad_W": "shape-error"})
+UNEXPECTED_HOLDS = with_claims(DENSE_COLUMN, GOOD, {"grad_b": "refuted"})
+INVALID = "[derivation]\ntitle = 'broken'\n[dims\n"
+
+
+def test_the_plugin_is_registered_as_a_pytest11_entry_point() -> None:
+    (ep,) = [ep for ep in entry_points(group="pytest11") if ep.name == "backpropcheck"]
+    assert ep.value == "backpropcheck.pytest_plugin"
+
+
+def test_one_item_per_claim_with_readable_node_ids(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".toml", good=DENSE_COLUMN)
+    pytester.mkdir("sub").joinpath("expected.toml").write_text(EXPECTED)
+    result = pytester.runpytest(*FAST, "--collect-only", "-q")
+    ids = [line for line in result.outlines if "::" in line]
+    assert ids == ["good.toml::grad_z", "good.toml::grad_a", "good.toml::grad_W", "good.toml::grad_b",
+                   "sub/expected.toml::grad_z", "sub/expected.toml::grad_a", "sub/expected.toml::grad_W",
+                   "sub/expected.toml::grad_b"]
+
+
+def test_passing_and_expected_claims_pass(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".toml", good=DENSE_COLUMN, expected=EXPECTED)
+    result = pytester.runpytest(*FAST)
+    result.assert_outcomes(passed=8)
+    assert result.ret == pytest.ExitCode.OK
+
+
+def test_a_refuted_claim_fails_with_verdict_counterexample_and_reproduce(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".toml", wrong=WRONG)
+    result = pytester.runpytest(*FAST, "-rf")
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines([
+        "*_ wrong.toml::grad_a _*",
+        "refuted: grad_a = W.T @ grad_h (expected holds)",
+        "the claim differs from the true gradient at entry *",
+        "counterexample: dims *, seed 0, entry *",
+        "true *, claimed *",
+        "reproduce: backpropcheck check wrong.toml --seed 0 --trials 3",
+        "*FAILED wrong.toml::grad_a - refuted: grad_a = W.T @ grad_h*",
+    ])
+    text = result.stdout.str()
+    assert "Traceback" not in text and "pytest_plugin.py" not in text and "ClaimFailure" not in text
+
+
+def test_the_reproduce_command_repeats_the_counterexample(pytester: pytest.Pytester,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makefile(".toml", wrong=WRONG)
+    out = pytester.runpytest(*FAST).stdout.str()
+    command = re.search(r"^reproduce: (.*)$", out, re.M).group(1)
+    counterexample = re.search(r"^counterexample: (.*)$", out, re.M).group(1)
+    args = shlex.split(command)
+    assert args[:2] == ["backpropcheck", "check"]
+    monkeypatch.chdir(pytester.path)
+    cli = CliRunner().invoke(main, [*args[1:], "--shapes", "1"])
+    assert cli.exit_code == 1
+    assert counterexample in cli.stdout
+
+
+def test_an_unexpected_holds_fails_like_strict_xfail(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".toml", surprise=UNEXPECTED_HOLDS)
+    result = pytester.runpytest(*FAST)
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(["proved: grad_b = grad_z (expected refuted)", "expected refuted, but the claim holds*"])
+
+
+def test_an_invalid_file_is_one_failing_item_showing_the_error(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".toml", broken=INVALID)
+    result = pytester.runpytest(*FAST, "-rf")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*_ broken.toml::invalid _*", "error: broken.toml could not be checked",
+                                 "broken.toml: invalid TOML: *"])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_folders_skip_toml_files_that_are_not_derivations(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".toml", good=DENSE_COLUMN, pyproject="[project]\nname = 'x'\n")
+    result = pytester.runpytest(*FAST, "--collect-only", "-q")
+    assert not [line for line in result.outlines if line.startswith("pyproject.toml")]
+    explicit = pytester.runpytest(*FAST, "pyproject.toml", "--collect-only", "-q")  # named: collected, invalid
+    assert "pyproject.toml::invalid" in explicit.outlines
+
+
+def test_without_the_flag_toml_files_are_not_collected(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".toml", wrong=WRONG)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+
+
+def test_each_file_is_checked_once(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    real = checker.check_derivation
+
+    def counting(d, *args, **kwargs):
+        calls.append(d.path)
+        return real(d, *args, **kwargs)
+
+    monkeypatch.setattr(checker, "check_derivation", counting)
+    pytester.makefile(".toml", good=DENSE_COLUMN, wrong=WRONG)
+    pytester.runpytest(*FAST).assert_outcomes(passed=7, failed=1)
+    assert sorted(calls) == ["good.toml", "wrong.toml"]
+
+
+def test_options_reach_the_checker(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".toml", mixed=with_claims(DENSE_COLUMN, {**GOOD, "grad_a": "W.T @ grad_h"}, {"grad_z": "refuted"}))
+    result = pytester.runpytest(*FAST, "--backpropcheck-no-symbolic", "--backpropcheck-seed", "7")
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines(["verified: grad_z = grad_h * f_prime(z) (expected refuted)",
+                                 "reproduce: backpropcheck check mixed.toml --seed 7 --trials 3 --no-symbolic"])
+
+
+def test_works_under_xdist(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    pytester.makefile(".toml", good=DENSE_COLUMN, wrong=WRONG, expected=EXPECTED)
+    result = pytester.runpytest_subprocess(*FAST, "-n", "2", "--dist", "loadgroup", "-rf")
+    result.assert_outcomes(passed=11, failed=1)
+    result.stdout.fnmatch_lines(["*refuted: grad_a = W.T @ grad_h*", "*counterexample: dims *",
+                                 "*reproduce: backpropcheck check wrong.toml --seed 0 --trials 3*"])
