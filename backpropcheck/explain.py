@@ -1026,7 +1026,7 @@ def symbolic_mismatches(a: Analysis, c: Claim, limit: int = 2) -> list[Math]:
     true = a.truth.grads[c.target]
     out = []
     for idx in np.ndindex(*true.shape):
-        t = sp.sympify(claimed[idx])
+        t = sp.sympify(claimed[idx], strict=True)
         if _same(t, one_step_truth(a, c.target, idx)) or _same(a.truth.full(t), a.truth.full(true[idx])):
             continue
         lhs = f"[{','.join(map(str, idx))}]" if idx else ""
