@@ -56,6 +56,11 @@ class Math:
 
     text: str
     tex: str
+    code: bool = False  # expression-language source: `code` in markdown, \texttt in LaTeX
+
+
+def code(text: str) -> Math:
+    return Math(text, r"\texttt{" + _tt(text) + "}", code=True)
 
 
 Segment = str | Math
@@ -385,7 +390,8 @@ def reduce_sum(f: Form, axis: int, dim: Dim) -> Form:
 
 
 def opaque(text: str, tex: str, shape: Shape | None) -> Form:
-    return Form(text, tex, text, shape, atom=False)
+    """A term with no expression-language spelling (``code`` empty)."""
+    return Form(text, tex, "", shape, atom=False)
 
 
 def shape_text(shape: Shape | None) -> str:
@@ -559,9 +565,13 @@ class Analysis:
         if rv == 0:
             return Structure("gradient", [jname, f" is the gradient of the scalar {v}, shaped like {u} ",
                                           shape_text(su), "."], generic_vjp)
+        symmetric = ""
+        if rv == 1 and ru == 1 and J.shape[0] == J.shape[1]:
+            if all(_same(J[i, k], J[k, i]) for i in range(J.shape[0]) for k in range(i)):
+                symmetric = " It is symmetric, so its transpose is the Jacobian itself."
         return Structure("dense", [jname, f" is dense ({shape_text(sv)} × {shape_text(su)}): entries of {v} "
                                    f"depend on several entries of {u}, so no element-wise shortcut; ∇{u} is the "
-                                   "full transposed Jacobian times ∇", v, "."], generic_vjp)
+                                   "full transposed Jacobian times ∇", v, "." + symmetric], generic_vjp)
 
     def _diag_form(self, v: str, diag: np.ndarray) -> Form:
         """The diagonal as an array expression: ``sigmoid'(z)`` when the file defines ``v = sigmoid(z)``,
@@ -859,7 +869,7 @@ def _explain_claim(out: Explanation, a: Analysis, c: Claim) -> None:
     if upstream:
         out.para(f"{x} is an upstream variable: ∇{x} = ∂E/∂{x} is given (E is unknown beyond it).")
     if in_loss:
-        out.para("The loss reads ", x, " directly: ", Math(f"E = {d.loss.text}", rf"E = \texttt{{{_tt(d.loss.text)}}}"),
+        out.para("The loss reads ", x, " directly: ", code(f"E = {d.loss.text}"),
                  f", whose gradient with respect to {x} is computed entry by entry above.")
     for v in consumers:
         s = structures[v]
@@ -892,10 +902,12 @@ def _explain_claim(out: Explanation, a: Analysis, c: Claim) -> None:
     for t in terms:
         if t.annot:
             out.para("Shapes: ", Math(f"{t.text}: {t.annot}", rf"{t.tex}:\ {t.annot_tex}"), ".")
-    out.para("In the file's language: ", Math(" + ".join(t.code for t in terms),
-                                               r"\texttt{" + _tt(" + ".join(t.code for t in terms)) + "}"),
+    if not all(t.code for t in terms):
+        out.para(f"Compare with the claim {c.name} = ", code(c.text), ".")
+        return
+    out.para("In the file's language: ", code(" + ".join(t.code for t in terms)),
              f" — to compare with the claim {c.name} = ",
-             Math(c.text, r"\texttt{" + _tt(c.text) + "}"), ".")
+             code(c.text), ".")
 
 
 def _route(a: Analysis, start: list[str], limit: int = 6) -> list[tuple[str, str]]:
@@ -1063,7 +1075,9 @@ def one_step_truth(a: Analysis, x: str, idx: tuple[int, ...]) -> sp.Expr:
 def _plain(parts: list[Segment], tex: bool = False, md: bool = False) -> str:
     out = []
     for p in parts:
-        if isinstance(p, Math):
+        if isinstance(p, Math) and p.code and (md or tex):
+            out.append(f"`{p.text}`" if md else p.tex)  # \texttt is text mode: outside $…$
+        elif isinstance(p, Math):
             out.append(f"${p.tex}$" if (tex or md) else p.text)
         else:
             out.append(_tex_text(p) if tex else p)
