@@ -375,6 +375,8 @@ def _check_size(text: str, limits: Limits) -> None:
 
 def _tree(text: str, limits: Limits) -> ast.AST:
     _check_size(text, limits)
+    if "\x00" in text:
+        raise DerivationError("the expression contains a NUL character", column=text.index("\x00") + 1)
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
@@ -410,6 +412,9 @@ def parse_expression(text: str, scope: Scope, limits: Limits = DEFAULT_LIMITS) -
         if exc.column is not None:
             exc.column += _leading(text)
         raise
+    except RecursionError:  # only when --max-depth is raised past what Python's stack allows
+        raise LimitError(exceeded("the expression nesting", "too deep for Python's stack", "max_depth", limits),
+                         column=1) from None
 
 
 def parse_index_key(key: str) -> tuple[str, tuple[str, ...]] | None:
@@ -446,4 +451,7 @@ def parse_index_definition(
         if exc.column is not None:
             exc.column += _leading(text)
         raise
+    except RecursionError:  # only when --max-depth is raised past what Python's stack allows
+        raise LimitError(exceeded("the expression nesting", "too deep for Python's stack", "max_depth", limits),
+                         column=1) from None
     return IndexDef(free=free, body=body, rank=len(free) + state.next_axis, bound_dims=state.bound_dims)
