@@ -112,6 +112,15 @@ def _want_progress(fmt: str, output: str | None, quiet: bool, stream) -> bool:
     return fmt == "text" and output is None and not quiet and bool(isatty and isatty())
 
 
+def _short(path: str) -> str:
+    """The file's name and its folder's: enough to follow, short enough to leave room for the bar."""
+    from pathlib import Path
+
+    from rich.markup import escape
+
+    return escape("/".join(Path(path).parts[-2:]))
+
+
 class _Progress:
     """A transient rich bar on stderr (``enabled``), else nothing: ``start(path)`` and ``done(path)``."""
 
@@ -134,11 +143,11 @@ class _Progress:
 
     def start(self, path: str) -> None:
         if self.bar is not None:
-            self.bar.update(self.task, description=path)
+            self.bar.update(self.task, description=_short(path))
 
     def done(self, path: str) -> None:
         if self.bar is not None:
-            self.bar.update(self.task, advance=1, description=path)
+            self.bar.update(self.task, advance=1, description=_short(path))
 
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
