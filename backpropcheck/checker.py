@@ -230,6 +230,9 @@ def check_path(path: str, options: Options = Options()) -> FileResult:
         d = load(path, options.limits)
     except DerivationError as exc:
         return FileResult(path, "", "error", str(exc), seconds=time.perf_counter() - started)
+    except Exception as exc:  # noqa: BLE001 - last resort, as below
+        message = f"{path}: internal error ({type(exc).__name__}: {exc}); please report this file"
+        return FileResult(path, "", "error", message, seconds=time.perf_counter() - started)
     try:
         result = check_derivation(d, options)
     except Exception as exc:  # noqa: BLE001 - last resort: one file's bug must not stop the run
