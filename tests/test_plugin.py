@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shlex
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -136,3 +137,35 @@ def test_works_under_xdist(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=11, failed=1)
     result.stdout.fnmatch_lines(["*refuted: grad_a = W.T @ grad_h*", "*counterexample: dims *",
                                  "*reproduce: backpropcheck check wrong.toml --seed 0 --trials 3*"])
+
+
+# -- the pre-commit hook ---------------------------------------------------------------------------------------
+
+
+def _hooks() -> list[dict[str, str]]:
+    """``.pre-commit-hooks.yaml`` read without PyYAML: a list of flat ``key: value`` mappings."""
+    hooks: list[dict[str, str]] = []
+    text = (Path(__file__).resolve().parent.parent / ".pre-commit-hooks.yaml").read_text(encoding="utf-8")
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if line.startswith("- "):
+            hooks.append({})
+            line = line[2:]
+        key, _, value = line.strip().partition(":")
+        hooks[-1][key] = value.strip()
+    return hooks
+
+
+def test_the_pre_commit_hook_checks_the_derivation_files_a_commit_touches(monkeypatch: pytest.MonkeyPatch) -> None:
+    (hook,) = _hooks()
+    assert hook["id"] == "backpropcheck" and hook["language"] == "python" and hook["pass_filenames"] == "true"
+    files = re.compile(hook["files"])
+    assert files.search("derivations/dense_column.toml") and files.search("derivations/mistakes/x.toml")
+    assert not files.search("pyproject.toml") and not files.search("derivations/README.md")
+    # pre-commit runs `entry` with the staged file names appended
+    command = shlex.split(hook["entry"])
+    assert command[0] == "backpropcheck"
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    result = CliRunner().invoke(main, [*command[1:], "derivations/dense_column.toml", "--trials", "3", "--shapes", "1"])
+    assert result.exit_code == 0, result.output
