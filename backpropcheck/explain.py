@@ -379,7 +379,8 @@ def outer(u: Form, v: Form) -> Form:
 def scaled(c: sp.Expr, f: Form) -> Form:
     m = render(c, concrete_rename)
     f = _paren(f)
-    return Form(f"{m.text} {f.text}", rf"{m.tex} \, {f.tex}", f"{c} * {f.code}", f.shape, atom=False)
+    return Form(f"{m.text} {f.text}", rf"{m.tex} \, {f.tex}", f"{c} * {f.code}" if f.code else "", f.shape,
+                atom=False, annot=f.annot, annot_tex=f.annot_tex)
 
 
 def reduce_sum(f: Form, axis: int, dim: Dim) -> Form:
@@ -495,6 +496,26 @@ class Analysis:
                 return tensor(self.d, name)
         return None
 
+    def larger(self) -> Analysis | None:
+        """The same derivation at every dim one larger, to tell general constants from these dims'."""
+        if not hasattr(self, "_larger"):
+            try:
+                self._larger: Analysis | None = Analysis(self.d, {k: v + 1 for k, v in self.sizes.items()})
+            except Exception:  # noqa: BLE001 - without it, patterns are only claimed at these dims
+                self._larger = None
+        return self._larger
+
+    def delta_ties(self, v: str, u: str) -> dict[int, int]:
+        """The most axes of v tied to axes of u by a Kronecker delta (∂v/∂u vanishes off the tie)."""
+        J = self.jacobian(v, u)
+        if J is None:
+            return {}
+        rv = len(self.d.shape_of(v))
+        for ties in _tie_candidates(self.d.shape_of(v), self.d.shape_of(u)):
+            if _tied(J, rv, ties) is not None:
+                return ties
+        return {}
+
     def structure(self, v: str, u: str) -> Structure:
         key = (v, u)
         if key not in self._structure:
@@ -562,6 +583,14 @@ class Analysis:
                                                  rf"{{\partial {tex_name(u)}}}\right)^\top \nabla {tex_name(v)}"
                                                  rf" = {vjp.tex}"), "."],
                                  vjp, {}, back)
+        ties = self.delta_ties(v, u)
+        if ties:
+            tied = ", ".join(f"{v}'s axis {a} ({sv[a]}) with {u}'s axis {b}" for a, b in ties.items())
+            return Structure("block", [jname, f" is block-diagonal ({shape_text(sv)} × {shape_text(su)}): a "
+                                       f"Kronecker delta ties {tied}, so each slice of {v} depends only on the "
+                                       f"same slice of {u}; within a slice the block is dense (it changes from "
+                                       f"slice to slice), and ∇{u} is each block's transpose times ∇{v}'s slice."],
+                             generic_vjp, ties)
         if rv == 0:
             return Structure("gradient", [jname, f" is the gradient of the scalar {v}, shaped like {u} ",
                                           shape_text(su), "."], generic_vjp)
@@ -583,18 +612,42 @@ class Analysis:
             fn, u = root.params["fn"], root.args[0].name
             return Form(f"{fn}'({u})", rf"{tex_name(fn) if len(fn) == 1 else chr(92) + 'operatorname{' + fn + '}'}'"
                         rf"\left({tex_name(u)}\right)", f"{fn}_prime({u})", self.d.shape_of(v))
-        idx = next(np.ndindex(*diag.shape))
-        pick = tuple(s - 1 for s in diag.shape)
-        e = diag[pick] if diag.size else diag[idx]
-        ok = True
-        for s in e.free_symbols:
-            name, k = split_entry(s)
-            if k != pick:
-                ok = False
-        if ok:
-            m = render(e, bare_rename)
-            return Form(m.text, m.tex, _CodePrinter().doprint(e), self.d.shape_of(v), atom=not isinstance(e, sp.Add))
-        return opaque(f"∂{v}_k/∂·_k", r"\partial v_k", self.d.shape_of(v))
+        shape = self.d.shape_of(v)
+        ctx = Context(self.letters)
+        letters = [ctx.new(dim) for dim in shape]
+        idx = tuple(ctx.value[L] for L in letters)
+        pattern = generalize(diag[idx], ctx, self.d)
+        if pattern is None or not _pattern_holds(self, pattern, letters, ctx,
+                                                 lambda an, val: diag[tuple(val[L] for L in letters)]):
+            return opaque(f"∂{v}_k/∂u_k", rf"\partial {tex_name(v)}_k / \partial u_k", shape)
+        # an array expression when every entry it reads broadcasts along trailing axes (NumPy's rule)
+        suffixes = [letters[len(letters) - k:] if k else [] for k in range(len(letters) + 1)]
+        if all(sym.name.split("@")[1].split(",") in suffixes for sym in pattern.free_symbols if "@" in sym.name):
+            m = render(pattern, bare_rename)
+            return Form(m.text, m.tex, _CodePrinter().doprint(pattern), shape, atom=not isinstance(pattern, sp.Add))
+        m = render(pattern, generic_rename)
+        return opaque(m.text, m.tex, shape)
+
+    def _constant_block(self, U: np.ndarray, v: str, u: str, dim: Dim) -> sp.Expr | None:
+        """The one value of a constant block — as ``c`` or ``c/dim`` (a mean) when comparing with
+        the same Jacobian at dims one larger says which; None if the block is not constant."""
+        values = list(U.flat)
+        c = values[0] if values else None
+        if c is None or c == 0 or c.free_symbols or not all(_same(e, c) for e in values):
+            return None
+        if c == 1:
+            return sp.Integer(1)
+        big = self.larger()
+        J2 = big.jacobian(v, u) if big is not None else None
+        c2 = next((e for e in J2.flat if e != 0), None) if J2 is not None else None
+        if c2 is None:
+            return None
+        if _same(c, c2):
+            return c
+        n1, n2 = dim.value(self.sizes), dim.value(big.sizes)
+        if len(dim.terms) == 1 and dim.terms[0][1] == 1 and not dim.const and _same(c * n1, c2 * n2):
+            return (c * n1) / sp.Symbol(dim.terms[0][0], positive=True)
+        return None
 
     def _kronecker(self, v: str, u: str, ties: dict[int, int], U: np.ndarray, jname: Math,
                    gv: Form) -> Structure | None:
@@ -604,10 +657,22 @@ class Analysis:
         u_rest = [k for k in range(len(su)) if k not in ties.values()]
         tied = ", ".join(f"{v}'s axis {a} ({sv[a]}) with {u}'s axis {b}" for a, b in ties.items())
         if not v_rest and len(u_rest) == 1 and len(sv) == 1 and len(su) == 2:
+            shared, rest = ties[0], su[u_rest[0]]
+            k = self._constant_block(U, v, u, rest)
+            if k is not None:  # a mean or a sum over the rest axis: every entry of the slice gets the same share
+                ones = Form(f"1_{rest}", rf"\mathbf{{1}}_{{{rest}}}", f"ones({rest})", (rest,))
+                vjp = outer(gv, ones) if shared == 0 else outer(ones, gv)
+                if k != 1:
+                    vjp = scaled(k, vjp)
+                return Structure(
+                    "kronecker",
+                    [jname, f" has Kronecker structure: entry {v}[k] reads only {'row' if shared == 0 else 'column'} "
+                     f"k of {u}, each of its {rest} entries with the same weight ", render(k, concrete_rename),
+                     f". So every entry of that {'row' if shared == 0 else 'column'} receives the same share of ∇",
+                     v, ": ", Math(f"∇{u} = {vjp.text}", rf"\nabla {tex_name(u)} = {vjp.tex}"), "."], vjp, ties)
             c = self.match_vector(U)
             if c is None:
                 return None
-            shared = ties[0]
             vjp = outer(gv, c) if shared == 0 else outer(c, gv)
             block = Math(f"{c.text}ᵀ", rf"{c.tex}^\top")
             return Structure(
@@ -638,9 +703,11 @@ class Analysis:
                  Math(M.text, M.tex), " — the same linear map applied to every slice. So ",
                  Math(f"∇{u} = {vjp.text}", rf"\nabla {tex_name(u)} = {vjp.tex}"), "."],
                 vjp, ties)
-        if len(v_rest) == 1 and not u_rest and all(e == 1 for e in U.flat):
+        k = self._constant_block(U, v, u, sv[v_rest[0]]) if len(v_rest) == 1 and not u_rest else None
+        if k is not None:
             axis = v_rest[0]
             vjp = reduce_sum(gv, axis, sv[axis])
+            vjp = vjp if k == 1 else scaled(k, vjp)
             return Structure(
                 "kronecker",
                 [jname, f": {u} is broadcast along {v}'s axis {axis} ({sv[axis]}); every copy receives the "
@@ -790,6 +857,7 @@ def _explain_claim(out: Explanation, a: Analysis, c: Claim) -> None:
     chain_t, chain_x, value_t, value_x = [], [], [], []
     concrete_terms: list[sp.Expr] = []
     structures: dict[str, Structure] = {}
+    dims_note = False
     if upstream:
         g = Math(entry_text(f"grad_{x}", x_letters), entry_tex(f"grad_{x}", x_letters))
         chain_t.append(g.text + " (given)")
@@ -800,6 +868,10 @@ def _explain_claim(out: Explanation, a: Analysis, c: Claim) -> None:
     if in_loss:
         lg = a.loss_gradient(x)
         pattern = generalize(lg[x_idx], ctx, d)
+        if pattern is not None:
+            pattern, local_only = _checked(a, pattern, x_letters, ctx,
+                                           lambda an, val: an.loss_gradient(x)[tuple(val[L] for L in x_letters)])
+            dims_note = dims_note or local_only
         chain_t.append(f"∂E/∂{entry_text(x, x_letters)}|direct")
         chain_x.append(rf"\left.\frac{{\partial E}}{{\partial {entry_tex(x, x_letters)}}}\right|_{{\text{{direct}}}}")
         if pattern is not None:
@@ -818,15 +890,18 @@ def _explain_claim(out: Explanation, a: Analysis, c: Claim) -> None:
         sub.dim, sub.value, sub.ok = dict(ctx.dim), dict(ctx.value), ctx.ok
         v_letters = []
         summed = []
+        ties = a.delta_ties(v, x)
         for axis, dim in enumerate(vs):
-            if axis in s.ties:
-                v_letters.append(x_letters[s.ties[axis]])
+            if axis in ties:
+                v_letters.append(x_letters[ties[axis]])
             else:
                 L = sub.new(dim)
                 v_letters.append(L)
                 summed.append(L)
-        v_idx = tuple(sub.value[L] for L in v_letters)
         J = a.jacobian(v, x)
+        if J is not None and summed:
+            _nonzero_representative(sub, summed, v_letters, x_idx, J)
+        v_idx = tuple(sub.value[L] for L in v_letters)
         local = J[v_idx + x_idx] if J is not None else None
         sig_t = ("Σ_" + ",".join(summed) + " ") if summed else ""
         sig_x = (r"\sum_{" + ",".join(summed) + "} ") if summed else ""
@@ -835,6 +910,15 @@ def _explain_claim(out: Explanation, a: Analysis, c: Claim) -> None:
         chain_x.append(rf"{sig_x}\frac{{\partial E}}{{\partial {ve_x}}} \frac{{\partial {ve_x}}}"
                        rf"{{\partial {entry_tex(x, x_letters)}}}")
         pattern = generalize(local, sub, d) if local is not None else None
+        if pattern is not None:
+            def actual(an: Analysis, val: dict[str, int], v=v, v_letters=v_letters) -> sp.Expr | None:
+                jac = an.jacobian(v, x)
+                if jac is None:
+                    return None
+                return jac[tuple(val[L] for L in v_letters) + tuple(val[L] for L in x_letters)]
+
+            pattern, local_only = _checked(a, pattern, list(dict.fromkeys(v_letters + x_letters)), sub, actual)
+            dims_note = dims_note or local_only
         g_t, g_x = entry_text(f"grad_{v}", v_letters), entry_tex(f"grad_{v}", v_letters)
         if pattern is not None:
             m = render(pattern, generic_rename)
@@ -864,6 +948,9 @@ def _explain_claim(out: Explanation, a: Analysis, c: Claim) -> None:
         out.math(Math(f"{entry.text} = {m.text}", f"{entry.tex} = {m.tex}"))
         if not ctx.ok:
             out.para("(A dim is too small here for a letter per index; use larger --dims for the general pattern.)")
+        if dims_note:
+            out.para("(The lettered formula holds at these dims; its constants change with the dims — see the "
+                     "matrix form below for the general case.)")
     # 2. the Jacobian route
     out.heading("2. The Jacobian route", 3)
     if upstream:
@@ -908,6 +995,68 @@ def _explain_claim(out: Explanation, a: Analysis, c: Claim) -> None:
     out.para("In the file's language: ", code(" + ".join(t.code for t in terms)),
              f" — to compare with the claim {c.name} = ",
              code(c.text), ".")
+
+
+MAX_PATTERN_CHECKS = 300
+
+
+def _checked(a: Analysis, pattern: sp.Expr, letters: list[str], ctx: Context,
+             actual: Callable[[Analysis, dict[str, int]], sp.Expr | None]) -> tuple[sp.Expr | None, bool]:
+    """Keep a lettered pattern only if it gives the true partial for *every* value of its letters,
+    equal values included (a sum over j must not hide a different j = i term). Returns the pattern
+    (or None) and whether its constants hold only at these dims (tested at dims one larger)."""
+    if not _pattern_holds(a, pattern, letters, ctx, actual):
+        return None, False
+    numbers = {n for n in pattern.atoms(sp.Number) if abs(n) != 1}
+    if not numbers and not any(isinstance(e, sp.Pow) for e in sp.preorder_traversal(pattern)):
+        return pattern, False
+    larger = a.larger()
+    if larger is None:
+        return pattern, True
+    return pattern, not _pattern_holds(larger, pattern, letters, ctx, actual)
+
+
+def _pattern_holds(a: Analysis, pattern: sp.Expr, letters: list[str], ctx: Context,
+                   actual: Callable[[Analysis, dict[str, int]], sp.Expr | None]) -> bool:
+    ranges = [range(ctx.dim[L].value(a.sizes)) for L in letters]
+    for count, values in enumerate(itertools.product(*ranges)):
+        if count >= MAX_PATTERN_CHECKS:
+            break
+        val = dict(zip(letters, values))
+        mapping = {}
+        for sym in pattern.free_symbols:
+            if "@" not in sym.name:
+                continue
+            name, ls = sym.name.split("@")
+            arr = a.arrays.get(name)
+            if arr is None:
+                return False
+            mapping[sym] = arr[tuple(val[L] for L in ls.split(","))]
+        want = actual(a, val)
+        if want is None or not _same(pattern.xreplace(mapping), want):
+            return False
+    return True
+
+
+def _nonzero_representative(ctx: Context, summed: list[str], v_letters: list[str], x_idx: tuple[int, ...],
+                            J: np.ndarray) -> None:
+    """Give the summed letters values (distinct from the other letters of their dim) at which the
+    local partial is nonzero, so the general pattern is read off a term that occurs."""
+    choices = []
+    for L in summed:
+        dim = ctx.dim[L]
+        taken = {v for x, v in ctx.value.items() if ctx.dim[x] == dim and x not in summed}
+        choices.append([v for v in range(dim.value(ctx.letters.sizes) - 1, -1, -1) if v not in taken])
+    for values in itertools.product(*choices):
+        per_dim: dict[tuple[Dim, int], int] = {}
+        if any(per_dim.setdefault((ctx.dim[L], v), k) != k for k, (L, v) in enumerate(zip(summed, values))):
+            continue  # two summed letters of one dim need two values
+        trial = dict(ctx.value)
+        trial.update(zip(summed, values))
+        v_idx = tuple(trial[L] for L in v_letters)
+        if J[v_idx + x_idx] != 0:
+            ctx.value.update(zip(summed, values))
+            return
 
 
 def _route(a: Analysis, start: list[str], limit: int = 6) -> list[tuple[str, str]]:
