@@ -327,6 +327,7 @@ def make_case(seed: int, index: int, files: list[tuple[str, bytes]]) -> tuple[st
 # -- running a case ---------------------------------------------------------------------------
 
 TINY = ["--trials", "1", "--shapes", "1", "--timeout", "0.5", "--max-dim", "8"]
+FORMATS = [[], ["--format", "json"], ["--format", "junit"], ["--format", "markdown"]]
 
 
 def run_cli(path: str, extra: list[str]) -> tuple[int | None, str, str | None]:
@@ -368,7 +369,7 @@ def _worker(seed: int, tasks: mp.Queue, results: mp.Queue) -> None:
         kind, source, data = make_case(seed, index, files)
         path = folder / f"case{index}.toml"
         path.write_bytes(data)
-        fmt = ["--format", "json"] if index % 2 else []
+        fmt = FORMATS[index % len(FORMATS)]
         started = time.perf_counter()
         status, output, escaped = run_cli(str(path), TINY + ["--seed", str(index % 7)] + fmt)
         seconds = time.perf_counter() - started

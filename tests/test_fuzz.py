@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backpropcheck.checker import Options, check_path  # noqa: E402
 from backpropcheck.report import exit_status  # noqa: E402
-from bench.fuzz import MUTATORS, TINY, corpus, problems, random_expression, run_cli  # noqa: E402
+from bench.fuzz import FORMATS, MUTATORS, TINY, corpus, problems, random_expression, run_cli  # noqa: E402
 
 FILES = corpus()
 OPTIONS = Options(trials=1, shapes=1, timeout=0.3, max_dim=6)
@@ -145,7 +145,7 @@ def test_token_soup_never_crashes(text: str, in_forward: bool) -> None:
 
 
 @settings(COMMON, max_examples=25)
-@given(mutated_files(), st.sampled_from([[], ["--format", "json"], ["--no-symbolic"]]))
+@given(mutated_files(), st.sampled_from(FORMATS + [["--no-symbolic"]]))
 def test_the_cli_on_mutated_files_exits_0_1_or_2_without_traceback(data: bytes, extra: list[str]) -> None:
     _check_cli(data, extra)
 
@@ -202,6 +202,6 @@ def test_many_expressions_never_crash(text: str, in_forward: bool) -> None:
 
 @pytest.mark.slow
 @settings(COMMON, max_examples=500)
-@given(mutated_files(), st.sampled_from([[], ["--format", "json"], ["--no-symbolic"]]))
+@given(mutated_files(), st.sampled_from(FORMATS + [["--no-symbolic"]]))
 def test_many_cli_runs_exit_0_1_or_2_without_traceback(data: bytes, extra: list[str]) -> None:
     _check_cli(data, extra)
