@@ -227,3 +227,25 @@ def test_latex_compiles(column, tmp_path):
         run = subprocess.run([*engine, src.name], cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stdout[-3000:]
         assert (tmp_path / f"explain{k}.pdf").exists()
+
+
+# -- patterns are only claimed where they hold --------------------------------------------------------------
+
+
+def test_a_softmax_partial_is_not_passed_off_as_a_general_pattern():
+    d = load(DERIVATIONS / "softmax_regression_batch.toml")
+    text = plain(explain_derivation(d, "grad_Z", {"n": 3, "k": 2, "B": 2}, FAST))
+    # softmax over axis 0 ties the batch column: the sum runs over classes only, and the k=2 entry
+    # formula (which differs on the diagonal p = j) is not generalised
+    assert "∂E/∂Z_jl = Σ_p ∂E/∂P_pl · ∂P_pl/∂Z_jl = Σ_p ∇P_pl · ∂P_pl/∂Z_jl" in text
+    assert "∂P/∂Z is block-diagonal" in text
+
+
+def test_a_mean_is_a_kronecker_block_weighted_one_over_the_dim():
+    d = load(DERIVATIONS / "batch_norm.toml")
+    text = plain(explain_derivation(d, "grad_X", {"B": 3, "d": 2}, FAST))
+    assert "each of its B entries with the same weight 1/B" in text
+    assert "∇X = 1/B (1_B ∇muᵀ)" in text
+    assert "diag(1/sqrt(eps + var))" in text  # var (d,) broadcasts along the rows of xhat (B, d)
+    # the lettered formula reads 1/3 at B=3: it is flagged as holding at these dims only
+    assert "∇mu_j · 1/3" in text and "holds at these dims" in text
