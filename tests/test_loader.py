@@ -282,3 +282,17 @@ def test_with_claims_helper_keeps_the_rest() -> None:
     d = load_text(with_claims(DENSE_COLUMN, {"grad_b": "grad_z"}, {"grad_b": "holds"}))
     assert [c.name for c in d.claims] == ["grad_b"]
     assert d.title == "Dense layer, column vectors"
+
+
+def test_bundled_derivations_ship_with_the_installed_package() -> None:
+    """In CI the package is installed from a wheel: every bundled file must be package data."""
+    from importlib.resources import files
+
+    shipped = files("backpropcheck") / "derivations"
+    names = {p.name for p in shipped.iterdir() if p.name.endswith(".toml")}
+    mistakes = {p.name for p in (shipped / "mistakes").iterdir() if p.name.endswith(".toml")}
+    assert "dense_column.toml" in names and "softmax_regression_batch.toml" in names
+    assert "f_prime_of_activation.toml" in mistakes
+    if BUNDLED.is_dir():  # the checkout beside the tests: nothing may be left out of the wheel
+        assert names == {p.name for p in BUNDLED.glob("*.toml")}
+        assert mistakes == {p.name for p in (BUNDLED / "mistakes").glob("*.toml")}
