@@ -1,0 +1,422 @@
+"""An exact, cheap zero test: rational arithmetic over independent generators.
+
+A SymPy expression is mapped to a rational function whose variables
+(*generators*) are the symbols and every non-rational sub-expression:
+``exp(m)`` for each monomial ``m`` of a polynomial exponent (``exp(a + b) =
+exp(a)·exp(b)`` holds for every complex a, b), ``base**(1/q)`` for a rational
+power (``g**q`` is reduced back to the base), ``Step(u)`` with ``u`` normalised
+to a positive leading coefficient (``Step(-u) = 1 - Step(u)``, ties are never
+sampled), ``Relu(u) = u·Step(u)``, and any other function applied to the
+canonical form of its arguments.
+
+If the numerator of the resulting rational function is the zero polynomial,
+the expression is identically zero wherever it is defined: treating
+generators as independent can only *miss* relations between them, never
+invent one. So a zero here is a proof; anything else is "not decided here",
+and the caller falls back to slower tools. Arithmetic is exact
+(:class:`fractions.Fraction`); a float anywhere makes the test decline.
+
+Denominators are kept factored (a normalised polynomial → its exponent), and
+monomials may carry negative exponents (Laurent monomials), so ``1/exp(z)``
+and the shared softmax denominator never multiply out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from fractions import Fraction
+from typing import Any
+
+import sympy as sp
+
+from ..lang.symfuncs import Relu, Step
+
+Monomial = tuple[tuple[int, int], ...]
+Poly = dict[Monomial, Any]  # coefficient: int or Fraction
+
+
+class Unsupported(Exception):
+    """The expression holds something this test does not model (a float, a symbolic power, …)."""
+
+
+# ---------------------------------------------------------------------------
+# Laurent polynomials with rational coefficients
+
+
+def _mmul(a: Monomial, b: Monomial) -> Monomial:
+    if not a:
+        return b
+    if not b:
+        return a
+    merged = dict(a)
+    for g, e in b:
+        s = merged.get(g, 0) + e
+        if s:
+            merged[g] = s
+        else:
+            del merged[g]
+    return tuple(sorted(merged.items()))
+
+
+def _minv(m: Monomial) -> Monomial:
+    return tuple((g, -e) for g, e in m)
+
+
+def _padd(p: Poly, q: Poly, sign: int = 1) -> Poly:
+    out = dict(p)
+    for m, c in q.items():
+        s = out.get(m, 0) + sign * c
+        if s:
+            out[m] = s
+        else:
+            out.pop(m, None)
+    return out
+
+
+def _pmul(p: Poly, q: Poly) -> Poly:
+    if len(p) < len(q):
+        p, q = q, p
+    if len(q) == 1:
+        ((mq, cq),) = q.items()
+        return _pterm(p, mq, cq)
+    out: Poly = {}
+    for ma, ca in p.items():
+        for mb, cb in q.items():
+            m = _mmul(ma, mb)
+            s = out.get(m, 0) + ca * cb
+            if s:
+                out[m] = s
+            else:
+                out.pop(m, None)
+    return out
+
+
+def _pterm(p: Poly, m: Monomial, c: Any) -> Poly:
+    """``p · c·m``."""
+    if not m:
+        return {k: v * c for k, v in p.items()} if c != 1 else p
+    return {_mmul(k, m): v * c for k, v in p.items()}
+
+
+def _ppow(p: Poly, k: int) -> Poly:
+    out: Poly = {(): 1}
+    base = p
+    while k:
+        if k & 1:
+            out = _pmul(out, base)
+        k >>= 1
+        if k:
+            base = _pmul(base, base)
+    return out
+
+
+def _pkey(p: Poly) -> frozenset:
+    return frozenset(p.items())
+
+
+# ---------------------------------------------------------------------------
+# rational functions: numerator / Π factor**exponent
+
+
+class Frac:
+    """``num / Π f**e`` over the factors in ``den`` (normalised polynomials, keyed by their terms)."""
+
+    __slots__ = ("num", "den", "_key")
+
+    def __init__(self, num: Poly, den: dict[frozenset, tuple[Poly, int]] | None = None):
+        self.num = num
+        self.den = den or {}
+        self._key: tuple | None = None
+
+    @property
+    def is_zero(self) -> bool:
+        return not self.num
+
+    def key(self) -> tuple:
+        """A hashable form: equal keys mean equal values (not the converse)."""
+        if self._key is None:
+            self._key = (_pkey(self.num), frozenset((k, e) for k, (_, e) in self.den.items()))
+        return self._key
+
+    def constant(self) -> Any | None:
+        if not self.den and len(self.num) <= 1 and all(not m for m in self.num):
+            return self.num.get((), 0)
+        return None
+
+
+def _const(c: Any) -> Frac:
+    return Frac({(): c} if c else {})
+
+
+def _expand_den(den: dict[frozenset, tuple[Poly, int]], skip: dict[frozenset, int] | None = None) -> Poly:
+    out: Poly = {(): 1}
+    for k, (p, e) in den.items():
+        e -= (skip or {}).get(k, 0)
+        if e > 0:
+            out = _pmul(out, _ppow(p, e))
+    return out
+
+
+def add(a: Frac, b: Frac, sign: int = 1) -> Frac:
+    if not b.num:
+        return a
+    if not a.num:
+        return b if sign == 1 else Frac({m: -c for m, c in b.num.items()}, b.den)
+    if a.den == b.den or (not a.den and not b.den):
+        return Frac(_padd(a.num, b.num, sign), a.den)
+    common = dict(a.den)
+    for k, (p, e) in b.den.items():
+        if k not in common or common[k][1] < e:
+            common[k] = (p, e)
+    num_a = _pmul(a.num, _expand_den(common, {k: e for k, (_, e) in a.den.items()}))
+    num_b = _pmul(b.num, _expand_den(common, {k: e for k, (_, e) in b.den.items()}))
+    return Frac(_padd(num_a, num_b, sign), common)
+
+
+def mul(a: Frac, b: Frac) -> Frac:
+    if not a.num or not b.num:
+        return Frac({})
+    den = dict(a.den)
+    for k, (p, e) in b.den.items():
+        den[k] = (p, den[k][1] + e) if k in den else (p, e)
+    return Frac(_pmul(a.num, b.num), den)
+
+
+def _normalise(p: Poly) -> tuple[Monomial, Any, Poly]:
+    """``p = m · c · p'`` with p' free of monomial content and leading coefficient 1."""
+    if not p:
+        raise ZeroDivisionError("division by an identically zero polynomial")
+    monomials = [dict(m) for m in p]
+    generators = {g for m in monomials for g in m}
+    content = {g: min(m.get(g, 0) for m in monomials) for g in generators}
+    m = tuple(sorted((g, e) for g, e in content.items() if e))
+    if m:
+        inverse = _minv(m)
+        p = {_mmul(k, inverse): v for k, v in p.items()}
+    lead = p[min(p)]
+    if lead != 1:
+        p = {k: _tidy(Fraction(v) / lead) for k, v in p.items()}
+    return m, lead, p
+
+
+def _tidy(c: Fraction) -> Any:
+    return c.numerator if c.denominator == 1 else c
+
+
+def _sum(terms: list[Frac]) -> Frac:
+    """Σ terms, adding the numerators of terms with the same denominator in place first."""
+    groups: dict[frozenset, tuple[dict, Poly]] = {}
+    for t in terms:
+        if not t.num:
+            continue
+        signature = frozenset((k, e) for k, (_, e) in t.den.items())
+        if signature not in groups:
+            groups[signature] = (t.den, {})
+        acc = groups[signature][1]
+        for m, c in t.num.items():
+            s = acc.get(m, 0) + c
+            if s:
+                acc[m] = s
+            else:
+                acc.pop(m, None)
+    out = Frac({})
+    for den, num in groups.values():
+        out = add(out, Frac(num, den))
+    return out
+
+
+def inv(a: Frac) -> Frac:
+    m, lead, rest = _normalise(a.num)
+    num = _expand_den(a.den)
+    num = _pterm(num, _minv(m), _tidy(1 / Fraction(lead)))
+    if len(rest) == 1 and () in rest:
+        return Frac(num)
+    return Frac(num, {_pkey(rest): (rest, 1)})
+
+
+def power(a: Frac, k: int) -> Frac:
+    if k < 0:
+        return power(inv(a), -k)
+    if k == 0:
+        return _const(1)
+    if not a.den:
+        return Frac(_ppow(a.num, k))
+    return Frac(_ppow(a.num, k), {key: (p, e * k) for key, (p, e) in a.den.items()})
+
+
+# ---------------------------------------------------------------------------
+# SymPy expression → Frac
+
+
+class Converter:
+    """Maps SymPy expressions to :class:`Frac`, memoised; ``lookup`` may replace a symbol by a value."""
+
+    def __init__(self, lookup: Callable[[sp.Symbol], Frac | None] | None = None):
+        self.lookup = lookup
+        self.generators: dict[Any, int] = {}
+        self.roots: dict[int, tuple[int, Frac]] = {}  # generator → (q, base) for base**(1/q)
+        self.logs: dict[int, Frac] = {}  # generator → A for log(A)
+        self.memo: dict[sp.Basic, Frac] = {}
+        self.exp_scale: dict[Monomial, int] = {}
+        self.stale = False
+
+    def generator(self, key: Any) -> Frac:
+        g = self.generators.get(key)
+        if g is None:
+            g = self.generators[key] = len(self.generators)
+        return Frac({((g, 1),): 1})
+
+    def __call__(self, e: sp.Basic) -> Frac:
+        """The rational function of ``e`` (raises :class:`Unsupported`, ``ZeroDivisionError``)."""
+        stack: list[tuple[sp.Basic, bool]] = [(e, False)]
+        memo = self.memo
+        while stack:
+            node, ready = stack.pop()
+            if node in memo:
+                continue
+            if not ready and node.args and not node.is_Atom:
+                stack.append((node, True))
+                stack.extend((a, False) for a in node.args if a not in memo)
+                continue
+            memo[node] = self._convert(node)
+        return memo[e]
+
+    def is_zero(self, e: sp.Basic) -> bool:
+        """Is ``e`` identically zero by this test? Re-converts when an exp scale had to grow."""
+        for _ in range(4):
+            if self(e).is_zero:
+                return True
+            if not self.retry():
+                return False
+        return False
+
+    def retry(self) -> bool:
+        """Forget the memo if an ``exp`` scale grew, so every ``exp(c·m)`` shares one generator."""
+        if not self.stale:
+            return False
+        self.stale = False
+        self.memo = {}
+        return True
+
+    # -- one node, its arguments already converted ---------------------------------
+
+    def _convert(self, e: sp.Basic) -> Frac:
+        if e.is_Rational:
+            return _const(int(e.p) if e.q == 1 else Fraction(int(e.p), int(e.q)))
+        if e.is_Symbol:
+            found = self.lookup(e) if self.lookup else None
+            return found if found is not None else self.generator(("symbol", e))
+        if e.is_Float:
+            raise Unsupported("a floating-point number")
+        if e.is_NumberSymbol or e is sp.I:
+            return self.generator(("constant", e))
+        if e.is_Add:
+            return _sum([self.memo[a] for a in e.args])
+        if e.is_Mul:
+            out = _const(1)
+            for a in e.args:
+                out = mul(out, self.memo[a])
+            return self._reduce(out)
+        if e.is_Pow:
+            return self._pow(e)
+        if isinstance(e, sp.exp):
+            return self._exp(self.memo[e.args[0]])
+        if isinstance(e, sp.Function):
+            if type(e) is Step:
+                return self._step(self.memo[e.args[0]])
+            if type(e) is Relu:
+                u = self.memo[e.args[0]]
+                return self._reduce(mul(u, self._step(u)))
+            g = self.generator(("function", type(e), tuple(self.memo[a].key() for a in e.args)))
+            if isinstance(e, sp.log) and len(e.args) == 1:
+                self.logs[next(iter(g.num))[0][0]] = self.memo[e.args[0]]
+            return g
+        raise Unsupported(type(e).__name__)
+
+    def _pow(self, e: sp.Pow) -> Frac:
+        base, exponent = e.args
+        b = self.memo[base]
+        if exponent.is_Integer:
+            return self._reduce(power(b, int(exponent)))
+        if exponent.is_Rational:
+            return self._rational_power(b, Fraction(int(exponent.p), int(exponent.q)))
+        raise Unsupported("a power with a symbolic or floating exponent")
+
+    def _rational_power(self, b: Frac, c: Fraction) -> Frac:
+        """``b**(p/q) = g**(p mod q) · b**(p div q)`` with ``g = b**(1/q)`` (principal branch)."""
+        p, q = c.numerator, c.denominator
+        if q == 1:
+            return self._reduce(power(b, p))
+        key = ("root", q, b.key())
+        known = key in self.generators
+        g = self.generator(key)
+        if not known:
+            self.roots[self.generators[key]] = (q, b)
+        whole, rest = divmod(p, q)
+        return self._reduce(mul(power(g, rest), power(b, whole)))
+
+    def _exp(self, u: Frac) -> Frac:
+        """``exp(Σ c·m) = Π exp(m/L)**(c·L)``, with one scale ``L`` per monomial m (see :meth:`retry`)."""
+        if u.den:
+            return self.generator(("exp", u.key()))
+        out = _const(1)
+        for m, c in u.num.items():
+            c = Fraction(c)
+            if len(m) == 1 and m[0][1] == 1 and m[0][0] in self.logs:
+                # exp(c·log A) = A**c for the principal log and power
+                out = mul(out, self._rational_power(self.logs[m[0][0]], c))
+                continue
+            scale = self.exp_scale.setdefault(m, c.denominator)
+            if scale % c.denominator:
+                # exp(m/2) after exp(m): both are sound generators, but unrelated until a retry
+                self.exp_scale[m] = math.lcm(scale, c.denominator)
+                self.stale = True
+                scale = c.denominator
+            out = mul(out, power(self.generator(("exp", m, scale)), int(c * scale)))
+        return out
+
+    def _step(self, u: Frac) -> Frac:
+        c = u.constant()
+        if c is not None:
+            if c == 0:
+                raise Unsupported("Step(0)")
+            return _const(1 if c > 0 else 0)
+        if u.den:
+            return self.generator(("step", u.key()))
+        lead = u.num[min(u.num)]
+        scaled = Frac({m: _tidy(Fraction(v) / abs(lead)) for m, v in u.num.items()})
+        if lead > 0:
+            return self.generator(("step", scaled.key()))
+        flipped = Frac({m: -v for m, v in scaled.num.items()})
+        return add(_const(1), self.generator(("step", flipped.key())), -1)
+
+    def _reduce(self, a: Frac) -> Frac:
+        """Rewrite ``g**e`` of a root generator ``g = b**(1/q)`` to ``g**(e mod q) · b**(e div q)``."""
+        if not self.roots:
+            return a
+        clean: Poly = {}
+        extra = Frac({})
+        changed = False
+        for m, c in a.num.items():
+            bad = [(g, e) for g, e in m if g in self.roots and not 0 <= e < self.roots[g][0]]
+            if not bad:
+                clean[m] = c
+                continue
+            changed = True
+            keep = dict(m)
+            factor = _const(c)
+            for g, e in bad:
+                q, base = self.roots[g]
+                whole, rest = divmod(e, q)
+                if rest:
+                    keep[g] = rest
+                else:
+                    del keep[g]
+                factor = mul(factor, power(base, whole))
+            term = mul(factor, Frac({tuple(sorted(keep.items())): 1}))
+            extra = add(extra, self._reduce(term))
+        if not changed:
+            return a
+        total = add(Frac(clean), extra)
+        return mul(total, Frac({(): 1}, dict(a.den)))
