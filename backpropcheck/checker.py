@@ -149,12 +149,13 @@ def _entries(d: Derivation, sizes: dict[str, int]) -> int:
 
 
 def _spaces(d: Derivation, claims: list[Claim], limits: Limits) -> list[tuple[str, tuple]]:
-    """Every array the engines build, as a tuple of dims, with the key of its expression.
+    """Every array the engines build beyond the named tensors, as a tuple of dims, with its key.
 
     That is each intermediate value of a matrix-form expression (its rank must be at most
-    ``max_rank``), each index-form definition's index space (one axis per free index and per
-    sum) and each einsum's iteration space; their entries at the drawn dims are bounded by
-    ``max_entries`` before anything is allocated.
+    ``max_rank``; the numeric tape keeps them all), each index-form definition's index space
+    (one axis per free index and per sum) and each einsum's iteration space. With the named
+    tensors, their entries at the drawn dims are bounded by ``max_entries`` before anything
+    is allocated: a bound on memory, and on the work of a loop in C that no alarm interrupts.
     """
     from .errors import LimitError
     from .lang.ir import Call, Var
@@ -197,18 +198,21 @@ def _spaces(d: Derivation, claims: list[Claim], limits: Limits) -> list[tuple[st
                 raise LimitError(exceeded(f"the rank of `{node.src}`", len(shape), "max_rank", limits),
                                  key=key, column=node.col)
             shapes[id(node)] = shape
-            out.append((key, shape))
+            if isinstance(node, Call):
+                out.append((key, shape))
     return out
 
 
-def _largest(spaces: list[tuple[str, tuple]], sizes: dict[str, int]) -> tuple[str, int]:
-    """The key and entry count of the largest array at these dims (Python ints: no overflow)."""
-    best = ("", 0)
+def _work(d: Derivation, spaces: list[tuple[str, tuple]], sizes: dict[str, int]) -> tuple[int, str | None]:
+    """Entries of every tensor and every space at these dims (Python ints: no overflow), and the
+    key of the largest space."""
+    total = _entries(d, sizes)
+    best: tuple[int, str | None] = (0, None)
     for key, dims in spaces:
         n = math.prod(dim.value(sizes) for dim in dims)
-        if n > best[1]:
-            best = (key, n)
-    return best
+        total += n
+        best = max(best, (n, key), key=lambda b: b[0])
+    return total, best[1]
 
 
 def reproduce_command(path: str, seed: int, options: Options, cfg: dict[str, Any]) -> str:
@@ -310,12 +314,9 @@ class _FileCheck:
         for trial in range(cfg["trials"]):
             rng = rng_for(cfg["seed"], self.d.path, trial)
             sizes = draw_dims(self.d, rng, 2, max(2, cfg["max_dim"]), self.fixed)
-            entries = _entries(self.d, sizes)
+            entries, key = _work(self.d, self.spaces, sizes)
             if entries > limits.max_entries:
-                raise DerivationError(exceeded(f"the total entries at dims {sizes}", entries, "max_entries", limits))
-            key, largest = _largest(self.spaces, sizes)
-            if largest > limits.max_entries:
-                raise DerivationError(exceeded(f"the entries of an array at dims {_fmt_dims(sizes)}", largest,
+                raise DerivationError(exceeded(f"the entries of all arrays at dims {_fmt_dims(sizes)}", entries,
                                                "max_entries", limits), key=key)
             try:
                 run = run_trial(self.d, sizes, rng, trial)
@@ -372,9 +373,9 @@ class _FileCheck:
         for sizes in small:
             if not pending:
                 break
-            key, largest = _largest(self.spaces, sizes)
-            if largest > self.options.limits.max_entries:
-                reason = exceeded(f"the entries of an array in [{key}] at dims {_fmt_dims(sizes)}", largest,
+            entries, _ = _work(self.d, self.spaces, sizes)
+            if entries > self.options.limits.max_entries:
+                reason = exceeded(f"the entries of all arrays at dims {_fmt_dims(sizes)}", entries,
                                   "max_entries", self.options.limits)
                 for c in pending:
                     out[c.name].update(status="gave-up", reason=reason)

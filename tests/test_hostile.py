@@ -590,3 +590,13 @@ def test_dims_too_small_for_the_symbolic_check_fall_back_to_verified(tmp_path: P
     result = check_path(str(path), Options(trials=1, shapes=1, max_dim=40))
     assert [c.verdict for c in result.claims] == ["verified", "verified"], result
     assert all("no small dims for the symbolic check" in c.message for c in result.claims)
+
+
+def test_max_entries_bounds_the_sum_of_all_intermediates(good: Path) -> None:
+    # twenty n-by-n intermediates of 10^4 entries each: under 1e5 alone, 2e5 together (the tape keeps them all)
+    terms = " + ".join("sum(a[:, None] * a[None, :], axis=1)" for _ in range(20))
+    good.write_text(with_claim(f"W.T @ grad_z + ({terms}) * 0", "grad_a"))
+    status, out = cli(str(good), "--no-symbolic", "--trials", "1", "--dims", "n=100,m=3", "--max-entries", "100000")
+    assert status == 2 and "the entries of all arrays at dims" in out and "raise it with --max-entries" in out
+    status, out = cli(str(good), "--no-symbolic", "--trials", "1", "--dims", "n=100,m=3", "--max-entries", "1000000")
+    assert status == 0, out
