@@ -48,7 +48,7 @@ DESCRIPTIONS = {
     "max_literal": "absolute value of a numeric literal",
     "max_exponent": "absolute value of an exponent in x ** k",
     "max_dim": "largest dim size: --max-dim, --dims, [check] max_dim and literal dims/offsets",
-    "max_entries": "entries of the largest tensor, intermediate value or index/einsum space at the drawn dims",
+    "max_entries": "entries of all tensors, intermediate values and index/einsum spaces at the drawn dims",
     "max_trials": "numeric trials per file (--trials or [check] trials)",
     "max_shapes": "symbolic dim assignments per file (--shapes or [check] shapes)",
 }
