@@ -600,3 +600,34 @@ def test_max_entries_bounds_the_sum_of_all_intermediates(good: Path) -> None:
     assert status == 2 and "the entries of all arrays at dims" in out and "raise it with --max-entries" in out
     status, out = cli(str(good), "--no-symbolic", "--trials", "1", "--dims", "n=100,m=3", "--max-entries", "1000000")
     assert status == 0, out
+
+
+POWER_TOWER = """
+[derivation]
+title = "x ** (16 ** 6), through six definitions"
+[dims]
+n = "n"
+[inputs]
+x = { shape = ["n"], domain = "unit" }
+[forward]
+z1 = "x ** 16"
+z2 = "z1 ** 16"
+z3 = "z2 ** 16"
+z4 = "z3 ** 16"
+z5 = "z4 ** 16"
+z6 = "z5 ** 16"
+[loss]
+E = "sum(z6)"
+[claims]
+grad_x = "x * 0"
+"""
+
+
+def test_a_power_tower_through_definitions_ends_within_the_budget(tmp_path: Path) -> None:
+    # numerically every value underflows to 0, so the claim survives the trials; exactly, x ** 16777216
+    # at a rational point is a 10^8-bit number: without the budget, deciding it runs for minutes
+    path = tmp_path / "tower.toml"
+    path.write_text(POWER_TOWER)
+    result = check_path(str(path), Options(trials=1, shapes=1, timeout=0.3, max_dim=4))
+    (claim,) = result.claims
+    assert claim.verdict == "verified" and "(--timeout)" in claim.message, claim
