@@ -99,6 +99,8 @@ def check(paths, seed, trials, shapes, max_dim, rtol, atol, dims, no_symbolic, t
     files = find_files(list(paths))
     if not files:
         raise click.UsageError(f"no *.toml files under {', '.join(paths)}")
+    if output and not Path(output).resolve().parent.is_dir():  # say so now, not after the whole run
+        raise click.BadParameter(f"the folder of {output!r} does not exist", param_hint="'--output'")
     options = Options(seed=seed, trials=trials, shapes=shapes, max_dim=max_dim, rtol=rtol, atol=atol, dims=dims,
                       symbolic=not no_symbolic, timeout=timeout, limits=_limits(bounds))
     results = _run(files, options, jobs, fail_fast, progress=_want_progress(fmt, output, quiet, sys.stderr))

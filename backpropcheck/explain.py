@@ -74,6 +74,7 @@ class Grid:
     true: list[list[str]]
     claimed: list[list[str]]
     bad: list[list[bool]]
+    ratio: list[list[str]] = field(default_factory=list)  # claimed ÷ true: a constant or a pattern shows a factor
 
 
 @dataclass
@@ -1165,9 +1166,11 @@ def numeric_grid(d: Derivation, c: Claim, sizes: Mapping[str, int]) -> Grid | No
     c2 = claimed.reshape(-1, 1) if claimed.ndim < 2 else claimed
     bad = ~np.isclose(c2, t2, rtol=1e-7, atol=1e-12)
     dims = ", ".join(f"{k}={v}" for k, v in sizes.items())
+    with np.errstate(all="ignore"):
+        ratio = [[f"{c / t:.3f}" if abs(t) > 1e-12 else "—" for c, t in zip(rc, rt)] for rc, rt in zip(c2, t2)]
     return Grid(f"grad_{c.target} at dims {dims} (random inputs; rows × columns as in {c.target})",
                 [[f"{x:.3f}" for x in row] for row in t2], [[f"{x:.3f}" for x in row] for row in c2],
-                bad.tolist())
+                bad.tolist(), ratio)
 
 
 def symbolic_mismatches(a: Analysis, c: Claim, limit: int = 2) -> list[Math]:
@@ -1236,7 +1239,6 @@ def _plain(parts: list[Segment], tex: bool = False, md: bool = False) -> str:
 def render_text(e: Explanation, console, header: bool = True) -> None:
     """Rich output for a terminal (plain when piped)."""
     from rich.markup import escape
-    from rich.table import Table
 
     if header:
         console.print(f"[bold]{escape(e.title)}[/]  [dim]{escape(e.path)}[/]")
@@ -1252,18 +1254,29 @@ def render_text(e: Explanation, console, header: bool = True) -> None:
         elif b.kind == "grid" and b.grid is not None:
             g = b.grid
             console.print(escape(g.caption), style="dim")
-            table = Table(show_header=True, box=None, padding=(0, 1))
-            ncol = len(g.true[0]) if g.true else 0
-            for k in range(ncol):
-                table.add_column(f"true {k}" if ncol > 1 else "true", justify="right")
-            table.add_column("│")
-            for k in range(ncol):
-                table.add_column(f"claimed {k}" if ncol > 1 else "claimed", justify="right")
-            for row_t, row_c, row_b in zip(g.true, g.claimed, g.bad):
-                cells = [escape(x) for x in row_t] + ["│"]
-                cells += [f"[bold red]{escape(x)}✗[/]" if bad else escape(x) for x, bad in zip(row_c, row_b)]
-                table.add_row(*cells)
-            console.print(table)
+            console.print(_text_grid(g, escape), highlight=False, soft_wrap=True)
+
+
+def _text_grid(g: Grid, escape: Callable[[str], str]) -> str:
+    """Three aligned blocks, true │ claimed (mismatches ✗ in red) │ claimed ÷ true."""
+    width = max(len(x) for rows in (g.true, g.claimed, g.ratio) for row in rows for x in row) + 1
+    groups = [("true", g.true), ("claimed", g.claimed)] + ([("claimed ÷ true", g.ratio)] if g.ratio else [])
+    block = [len(rows[0]) * (width + 1) + 1 if rows and rows[0] else 8 for _, rows in groups]
+    lines = [" │ ".join(f"{title:<{w}}" for (title, _), w in zip(groups, block))]
+    for n in range(len(g.true)):
+        parts = []
+        for (title, rows), w in zip(groups, block):
+            cells = []
+            for j, x in enumerate(rows[n]):
+                cell = f"{x:>{width}}"
+                if title == "claimed" and g.bad[n][j]:
+                    cells.append(f"[bold red]{escape(cell)}✗[/]")
+                else:
+                    cells.append(escape(cell) + " ")
+            parts.append("".join(cells).ljust(w) if title != "claimed" else "".join(cells) + " " * max(
+                0, w - len(rows[n]) * (width + 1)))
+        lines.append(" │ ".join(parts))
+    return "\n".join(lines)
 
 
 def render_markdown(e: Explanation) -> str:
@@ -1293,7 +1306,11 @@ def _tex_grid(g: Grid) -> str:
             body.append(" & ".join(cells))
         return r"\begin{bmatrix}" + r" \\ ".join(body) + r"\end{bmatrix}"
 
-    return (r"\text{true} = " + matrix(g.true, None) + r" \qquad \text{claimed} = " + matrix(g.claimed, g.bad))
+    out = r"\text{true} = " + matrix(g.true, None) + r" \qquad \text{claimed} = " + matrix(g.claimed, g.bad)
+    if g.ratio:
+        ratio = [[x if x != "—" else "-" for x in row] for row in g.ratio]
+        out += r" \qquad \frac{\text{claimed}}{\text{true}} = " + matrix(ratio, None)
+    return out
 
 
 def _tex_text(text: str) -> str:
