@@ -255,3 +255,10 @@ def test_summary_matches_the_results(reports: dict[str, Any]) -> None:
     s = reports["json"]["summary"]
     assert s["claims"] == len(claims) and s["ok"] == sum(c["ok"] for c in claims)
     assert Summary(**s) == Summary(5, 16, 14, 1, 2)
+
+
+def test_output_into_a_missing_folder_is_a_usage_error_before_any_check(tmp_path: Path) -> None:
+    source = write(tmp_path, DENSE_COLUMN, "good.toml")
+    result = CliRunner().invoke(main, ["check", str(source), *FAST, "--output", str(tmp_path / "no" / "r.xml")])
+    assert result.exit_code == 2
+    assert "--output" in result.output and "does not exist" in result.output
