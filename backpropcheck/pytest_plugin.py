@@ -22,6 +22,7 @@ run in an environment where backpropcheck is installed; without
 
 from __future__ import annotations
 
+import argparse
 import os
 import tomllib
 from collections.abc import Iterator
@@ -37,18 +38,33 @@ INVALID = "invalid"  # the single item of a file that does not load
 _MARKERS = ("derivation", "claims")
 
 
+def _at_least(low: float, kind: type = int) -> Any:
+    """An argparse type: a number of ``kind`` no smaller than ``low``, as ``check``'s options require."""
+
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text} is smaller than {low}")
+        return value
+
+    return convert
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("backpropcheck", "backpropcheck: derivation files as tests")
     group.addoption("--backpropcheck", action="store_true", default=False,
                     help="Collect *.toml derivation files (given as arguments or under them) as tests, "
                          "one per claim.")
-    group.addoption("--backpropcheck-seed", type=int, default=None, metavar="INT",
+    group.addoption("--backpropcheck-seed", type=_at_least(0), default=None, metavar="INT",
                     help="Seed for every random draw (default: the file's, else 0).")
-    group.addoption("--backpropcheck-trials", type=int, default=None, metavar="INT",
+    group.addoption("--backpropcheck-trials", type=_at_least(1), default=None, metavar="INT",
                     help="Numeric trials per file (default: the file's, else 20).")
-    group.addoption("--backpropcheck-shapes", type=int, default=None, metavar="INT",
+    group.addoption("--backpropcheck-shapes", type=_at_least(0), default=None, metavar="INT",
                     help="Small dim assignments for the symbolic proof (default: the file's, else 3).")
-    group.addoption("--backpropcheck-timeout", type=float, default=10.0, metavar="SECONDS",
+    group.addoption("--backpropcheck-timeout", type=_at_least(0, float), default=10.0, metavar="SECONDS",
                     help="Seconds of symbolic work per claim before it falls back to 'verified' (default 10).")
     group.addoption("--backpropcheck-no-symbolic", action="store_true", default=False,
                     help="Numeric trials only: verdicts are 'verified', not 'proved'.")

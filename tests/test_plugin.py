@@ -169,3 +169,10 @@ def test_the_pre_commit_hook_checks_the_derivation_files_a_commit_touches(monkey
     monkeypatch.chdir(Path(__file__).resolve().parent.parent)
     result = CliRunner().invoke(main, [*command[1:], "derivations/dense_column.toml", "--trials", "3", "--shapes", "1"])
     assert result.exit_code == 0, result.output
+
+
+def test_option_values_are_checked_like_the_cli(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".toml", good=DENSE_COLUMN)
+    result = pytester.runpytest("--backpropcheck", "--backpropcheck-trials", "0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--backpropcheck-trials: 0 is smaller than 1*"])
