@@ -303,12 +303,96 @@ def hostile_dims(rnd: random.Random, data: bytes) -> bytes:
     return dump_toml(doc)
 
 
+# Well-shaped random expressions over a dense layer (a: n, W: m x n, b: m), so the engines, the
+# diagnosis, NaN/Inf handling and the time budget see real work, not only parse errors.
+TYPED_BASE = """
+[derivation]
+title = "typed fuzz"
+[dims]
+n = "inputs"
+m = "outputs"
+[inputs]
+a = ["n"]
+W = ["m", "n"]
+b = ["m"]
+u = {{ shape = ["m"], domain = "{domain}" }}
+[forward]
+z = {forward_z}
+h = {forward_h}
+[loss]
+{loss}
+[claims]
+grad_z = {claim_z}
+grad_a = {claim_a}
+grad_W = {claim_W}
+"""
+
+ELEMENTWISE_FNS = ["tanh", "sigmoid", "exp", "log", "sqrt", "relu", "softplus", "abs", "square", "sin", "gelu",
+                   "log1p", "rsqrt", "erf", "cos"]
+
+
+def typed_expression(rnd: random.Random, shape: str, leaves: dict[str, list[str]], depth: int = 0) -> str:
+    """A random expression of shape "n", "m", "mn" or "" (scalar) over the given leaves."""
+    def sub(s: str) -> str:
+        return typed_expression(rnd, s, leaves, depth + 1)
+
+    if depth >= 4 or rnd.random() < 0.25:
+        return rnd.choice(leaves[shape])
+    other = "n" if shape == "m" else "m"
+    choices: list[Callable[[], str]] = [
+        lambda: f"{rnd.choice(ELEMENTWISE_FNS)}({sub(shape)})",
+        lambda: f"({sub(shape)} {rnd.choice(['+', '-', '*', '/'])} {sub(shape)})",
+        lambda: f"({sub('')} * {sub(shape)})",
+        lambda: f"({sub(shape)}) ** {rnd.choice(['2', '3', '-1', '0.5', '-0.5', '16', '-1.5'])}",
+        lambda: f"where({sub(shape)} > {sub(shape)}, {sub(shape)}, {sub(shape)})",
+        lambda: f"{rnd.choice(['maximum', 'minimum'])}({sub(shape)}, {sub(shape)})",
+    ]
+    if shape == "m":
+        choices += [lambda: f"W @ {sub('n')}", lambda: f"softmax({sub('m')}, axis=0)",
+                    lambda: f"sum({sub('mn')}, axis=1)", lambda: f"log_softmax({sub('m')}, axis=0)",
+                    lambda: f"diag(outer({sub('m')}, {sub('m')}))"]
+    elif shape == "n":
+        choices += [lambda: f"W.T @ {sub('m')}", lambda: f"{sub('m')} @ W", lambda: f"mean({sub('mn')}, axis=0)",
+                    lambda: f"einsum('ij,i->j', W, {sub('m')})"]
+    elif shape == "mn":
+        choices += [lambda: f"outer({sub('m')}, {sub('n')})", lambda: f"{sub('m')}[:, None] * {sub('n')}[None, :]",
+                    lambda: f"diag({sub('m')}) @ W", lambda: f"({sub('mn')}).T.T"]
+    else:
+        choices += [lambda: f"sum({sub(rnd.choice(['m', 'n', 'mn']))})", lambda: f"dot({sub(other)}, {sub(other)})",
+                    lambda: f"logsumexp({sub('m')}, axis=0)", lambda: f"trace(diag({sub('n')}))",
+                    lambda: rnd.choice(["n", "m", "0.5", "2", "1e-3", "1000"])]
+    return rnd.choice(choices)()
+
+
+def typed_file(rnd: random.Random, data: bytes) -> bytes:
+    """A dense layer whose forward pass and claims are random well-shaped expressions."""
+    inputs = {"n": ["a"], "m": ["b", "u"], "mn": ["W"], "": ["1", "2", "0.5", "n"]}
+    forward = {**inputs, "m": ["b", "u", "z"]}
+    grads = {"n": ["a"], "m": ["z", "h", "b", "grad_h", "grad_z"], "mn": ["W"],
+             "": ["1", "2", "m"]}
+    upstream = rnd.random() < 0.6
+    z = "W @ a + b" if rnd.random() < 0.5 else typed_expression(rnd, "m", inputs)
+    h = f"{rnd.choice(ELEMENTWISE_FNS)}(z)" if rnd.random() < 0.5 else typed_expression(rnd, "m", forward)
+    loss = 'upstream = "h"' if upstream else f"E = {json.dumps(typed_expression(rnd, '', {**forward, 'm': ['z', 'h']}))}"
+    if not upstream:
+        grads["m"] = [g for g in grads["m"] if g != "grad_h"]
+    claims = {
+        "claim_z": rnd.choice(["grad_h * tanh_prime(z)", typed_expression(rnd, "m", grads)]),
+        "claim_a": rnd.choice(["W.T @ grad_z", typed_expression(rnd, "n", grads)]),
+        "claim_W": rnd.choice(["outer(grad_z, a)", typed_expression(rnd, "mn", grads)]),
+    }
+    text = TYPED_BASE.format(domain=rnd.choice(["real", "positive", "unit"]), forward_z=json.dumps(z),
+                             forward_h=json.dumps(h), loss=loss, **{k: json.dumps(v) for k, v in claims.items()})
+    return text.encode()
+
+
 MUTATORS: dict[str, Callable[[random.Random, bytes], bytes]] = {
     "bytes": flip_bytes,
     "toml": toml_structure,
     "expression": mutate_expression,
     "generated": generate_expressions,
     "dims": hostile_dims,
+    "typed": typed_file,
 }
 
 

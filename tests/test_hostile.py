@@ -631,3 +631,12 @@ def test_a_power_tower_through_definitions_ends_within_the_budget(tmp_path: Path
     result = check_path(str(path), Options(trials=1, shapes=1, timeout=0.3, max_dim=4))
     (claim,) = result.claims
     assert claim.verdict == "verified" and "(--timeout)" in claim.message, claim
+
+
+@pytest.mark.parametrize("expression", ["grad_h * tanh_prime(z) + erf(1) * 0", "grad_h * tanh_prime(z) * gelu(2 ** -0.5) / gelu(2 ** -0.5)"])
+def test_erf_and_gelu_of_a_scalar(expression: str, tmp_path: Path) -> None:
+    # found by fuzzing: erf of a 0-d array came back from np.frompyfunc as a float, with no .astype
+    path = tmp_path / "erf.toml"
+    path.write_text(with_claim(expression))
+    result = check_path(str(path), Options(trials=2, shapes=1, max_dim=5))
+    assert [c.verdict for c in result.claims] == ["proved", "proved"], result

@@ -55,7 +55,7 @@ def _sigmoid(x):
 
 
 def _erf(x):
-    return np.frompyfunc(math.erf, 1, 1)(x).astype(float)
+    return np.asarray(np.frompyfunc(math.erf, 1, 1)(x), dtype=float)  # a scalar comes back as a float
 
 
 _SQRT2 = math.sqrt(2.0)
