@@ -823,7 +823,8 @@ def explain_derivation(d: Derivation, claim: str | None = None, sizes: Mapping[s
                                                     r"\nabla u = \left(\frac{\partial v}{\partial u}\right)^\top"
                                                     r" \nabla v"), ".")
     opts = options or Options(trials=5, shapes=1, timeout=10.0)
-    results = {r.name: r for r in check_derivation(d, opts).claims}
+    checked = check_derivation(d, opts)
+    results = {r.name: r for r in checked.claims}
     try:
         analysis: Analysis | None = Analysis(d, sizes)
         problem = None
@@ -833,12 +834,12 @@ def explain_derivation(d: Derivation, claim: str | None = None, sizes: Mapping[s
         out.heading(f"{c.name} = {c.text}")
         if analysis is None:
             out.para(f"(The per-neuron walk-through is not available for this file at dims {dims}: {problem}.)")
-        elif c.error is None:
-            try:
+        elif c.target in analysis.arrays and not (c.target in d.inputs and d.inputs[c.target].constant):
+            try:  # the true gradient does not depend on the claim: explain it even for an ill-shaped claim
                 _explain_claim(out, analysis, c)
             except Exception as exc:  # noqa: BLE001 - explain is best effort on exotic files; the verdict stands
                 out.para(f"(The walk-through stopped early: {type(exc).__name__}: {exc}.)")
-        _verdict(out, d, c, results.get(c.name), analysis)
+        _verdict(out, d, c, results.get(c.name), analysis, checked.error)
     return out
 
 
@@ -1124,10 +1125,11 @@ def _tt(text: str) -> str:
 # -- the verdict ------------------------------------------------------------------------
 
 
-def _verdict(out: Explanation, d: Derivation, c: Claim, r: ClaimResult | None, a: Analysis | None) -> None:
+def _verdict(out: Explanation, d: Derivation, c: Claim, r: ClaimResult | None, a: Analysis | None,
+             file_error: str | None = None) -> None:
     out.heading("4. Verdict on the claim", 3)
     if r is None:
-        out.para("(no verdict: the file could not be checked)")
+        out.para(f"(no verdict: the file could not be checked: {file_error or 'unknown error'})")
         return
     expected = "" if r.expected == "holds" else f" (the file expects {r.expected})"
     out.para(f"{c.name} = {c.text}: {r.verdict.upper()}{expected}. {r.message}")

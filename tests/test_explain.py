@@ -249,3 +249,12 @@ def test_a_mean_is_a_kronecker_block_weighted_one_over_the_dim():
     assert "diag(1/sqrt(eps + var))" in text  # var (d,) broadcasts along the rows of xhat (B, d)
     # the lettered formula reads 1/3 at B=3: it is flagged as holding at these dims only
     assert "∇mu_j · 1/3" in text and "holds at these dims" in text
+
+
+def test_an_ill_shaped_claim_still_gets_the_true_route(index_form):
+    text = (DERIVATIONS / "dense_index_convention.toml").read_text()
+    assert 'grad_a = "W @ grad_z"' in text
+    d = loads(text.replace('grad_a = "W @ grad_z"', 'grad_a = "W.T @ grad_z"'), "twist.toml")
+    out = plain(explain_derivation(d, "grad_a", SIZES, FAST))
+    assert "∇a = W ∇z" in out and "W ∇z: (n, m) · (m,) → (n,)" in out
+    assert "SHAPE-ERROR" in out and "multiplies an (m, n) matrix by an (m,) vector" in out
