@@ -238,7 +238,9 @@ class Letters:
             dim = Dim.of(name)
             if dim not in self.preferred and pool:
                 self.preferred[dim] = pool.pop(0)
-        self.pool = [x for x in LETTER_POOL if x not in d.dims and x not in set(self.preferred.values())]
+        names = set(d.inputs) | {f.name for f in d.forward + d.backward}
+        self.pool = [x for x in LETTER_POOL
+                     if x not in d.dims and x not in names and x not in set(self.preferred.values())]
 
 
 class Context:
