@@ -238,7 +238,8 @@ def check_path(path: str, options: Options = Options()) -> FileResult:
         message = f"{path}: internal error ({type(exc).__name__}: {exc}); please report this file"
         return FileResult(path, "", "error", message, seconds=time.perf_counter() - started)
     try:
-        result = check_derivation(d, options)
+        with np.errstate(all="ignore"):  # NaN/Inf are reported as values (NumericProblem), never as warnings
+            result = check_derivation(d, options)
     except Exception as exc:  # noqa: BLE001 - last resort: one file's bug must not stop the run
         message = f"{path}: internal error ({type(exc).__name__}: {exc}); please report this file"
         return FileResult(path, d.title, "error", message, seconds=time.perf_counter() - started)

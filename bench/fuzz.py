@@ -438,6 +438,8 @@ def problems(status: int | None, output: str, escaped: str | None) -> list[str]:
         out.append(f"exit status {status}")
     if "Traceback" in output:
         out.append("Traceback in the output")
+    if "Warning:" in output:
+        out.append("a warning leaked: " + next(line for line in output.splitlines() if "Warning:" in line))
     if "internal error" in output:
         out.append("internal error: " + next(line for line in output.splitlines() if "internal error" in line))
     return out

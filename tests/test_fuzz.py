@@ -156,6 +156,7 @@ def test_the_oracle_can_fail() -> None:
     assert problems(3, "", None) != []
     assert problems(2, "Traceback (most recent call last):", None) != []
     assert problems(2, "x.toml: internal error (KeyError: 'x'); please report this file", None) != []
+    assert problems(0, "ops.py:613: RuntimeWarning: overflow encountered", None) != []
     assert problems(2, "x.toml: [claims.grad_z], column 1: unknown name 'q'", None) == []
 
 

@@ -640,3 +640,16 @@ def test_erf_and_gelu_of_a_scalar(expression: str, tmp_path: Path) -> None:
     path.write_text(with_claim(expression))
     result = check_path(str(path), Options(trials=2, shapes=1, max_dim=5))
     assert [c.verdict for c in result.claims] == ["proved", "proved"], result
+
+
+def test_no_numpy_warning_reaches_the_output(tmp_path: Path) -> None:
+    # found by fuzzing: a symbolic evaluation of softplus(1000) leaked "RuntimeWarning: overflow"
+    import warnings
+
+    path = tmp_path / "warn.toml"
+    path.write_text(_bounded(loss='E = "sum(h) + softplus(1000)"', claims='grad_h = "ones(m)"'))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = check_path(str(path), Options(trials=2, shapes=1, max_dim=5))
+    assert [c.verdict for c in result.claims] == ["proved"], result
+    assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
