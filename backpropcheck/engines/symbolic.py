@@ -237,14 +237,44 @@ def partials(expr: sp.Expr, wrt: set[sp.Symbol]) -> dict[sp.Symbol, sp.Expr]:
     terms = expr.args if expr.is_Add else (expr,)
     found: dict[sp.Symbol, list[sp.Expr]] = {}
     for term in terms:
-        for s in term.free_symbols & wrt:
-            found.setdefault(s, []).append(term.diff(s))
+        for s, ds in _term_partials(term, wrt):
+            found.setdefault(s, []).append(ds)
     out = {}
     for s, ds in found.items():
         total = sp.Add(*ds)
         if total != 0:
             out[s] = total
     return out
+
+
+def _term_partials(term: sp.Expr, wrt: set[sp.Symbol]):
+    """``(s, ∂term/∂s)`` for the symbols of ``wrt`` in one product term.
+
+    A symbol that is a bare factor of a product and occurs nowhere else has the
+    other factors as its partial: ``Mul(*others)``, which is the expression SymPy's
+    own Leibniz rule builds, without its dispatch overhead.
+    """
+    if term.is_Symbol:
+        if term in wrt:
+            yield term, sp.Integer(1)
+        return
+    if not term.is_Mul:
+        for s in term.free_symbols & wrt:
+            yield s, term.diff(s)
+        return
+    bare: dict[sp.Symbol, int] = {}
+    deep: set[sp.Symbol] = set()
+    for k, factor in enumerate(term.args):
+        if factor.is_Symbol:
+            bare[factor] = k
+        else:
+            deep |= factor.free_symbols
+    for s in (set(bare) | deep) & wrt:
+        if s in deep:
+            yield s, term.diff(s)
+        else:
+            k = bare[s]
+            yield s, sp.Mul(*term.args[:k], *term.args[k + 1:])
 
 
 def _cancel(e: sp.Expr) -> sp.Expr:
