@@ -493,6 +493,36 @@ class Analysis:
                                                         base=None, atom=False)
         return None
 
+    def match_scaled(self, M: np.ndarray, redo: Callable[[Analysis], np.ndarray | None]
+                     ) -> tuple[Form, sp.Expr] | None:
+        """``(W, 1)``, or ``(K, 1/sqrt(d))`` when M is a constant multiple of a 2-D tensor (or its
+        transpose); the constant is named in dims by redoing the block (``redo``) at dims one larger."""
+        f = self.match_matrix(M)
+        if f is not None:
+            return f, sp.Integer(1)
+        for name, arr in self.arrays.items():
+            if arr.ndim != 2 or M.ndim != 2:
+                continue
+            for candidate, transposed in ((arr, False), (arr.T, True)):
+                if candidate.shape != M.shape or M.size == 0:
+                    continue
+                c = sp.simplify(M.flat[0] / candidate.flat[0])
+                if c == 0 or c.free_symbols or not all(_same(M[k], c * candidate[k]) for k in np.ndindex(*M.shape)):
+                    continue
+                big = self.larger()
+                M2 = redo(big) if big is not None else None
+                if M2 is None or M2.shape[0] == 0:
+                    return None
+                big_arr = big.arrays[name].T if transposed else big.arrays[name]
+                if M2.shape != big_arr.shape:
+                    return None
+                general = _dim_constant(c, sp.simplify(M2.flat[0] / big_arr.flat[0]), self.sizes, big.sizes)
+                if general is None:
+                    return None
+                f = tensor(self.d, name)
+                return (tr(f) if transposed else f), general
+        return None
+
     def match_vector(self, c: np.ndarray) -> Form | None:
         for name, arr in self.arrays.items():
             if arr.ndim == 1 and arr.shape == c.shape and all(_same(c[k], arr[k]) for k in range(c.shape[0])):
@@ -574,10 +604,13 @@ class Analysis:
             if found is not None:
                 return found
         if rv == 1 and ru == 1:
-            M = self.match_matrix(J)
-            if M is not None:
+            found = self.match_scaled(J, lambda big: big.jacobian(v, u))
+            if found is not None:
+                M, c = found
                 back = tr(M)
                 vjp = matmul(back, gv)
+                if c != 1:
+                    M, back, vjp = scaled(c, M), scaled(c, back), scaled(c, vjp)
                 return Structure("matrix", [jname, " = ", Math(M.text, M.tex), f" {shape_text(M.shape)}: entry (",
                                             "row of ", v, ", column of ", u, ") is ", Math(M.text, M.tex),
                                             "'s entry there. The gradient takes the transposed Jacobian: ",
@@ -631,7 +664,7 @@ class Analysis:
         m = render(pattern, generic_rename)
         return opaque(m.text, m.tex, shape)
 
-    def _constant_block(self, U: np.ndarray, v: str, u: str, dim: Dim) -> sp.Expr | None:
+    def _constant_block(self, U: np.ndarray, v: str, u: str) -> sp.Expr | None:
         """The one value of a constant block — as ``c`` or ``c/dim`` (a mean) when comparing with
         the same Jacobian at dims one larger says which; None if the block is not constant."""
         values = list(U.flat)
@@ -645,12 +678,7 @@ class Analysis:
         c2 = next((e for e in J2.flat if e != 0), None) if J2 is not None else None
         if c2 is None:
             return None
-        if _same(c, c2):
-            return c
-        n1, n2 = dim.value(self.sizes), dim.value(big.sizes)
-        if len(dim.terms) == 1 and dim.terms[0][1] == 1 and not dim.const and _same(c * n1, c2 * n2):
-            return (c * n1) / sp.Symbol(dim.terms[0][0], positive=True)
-        return None
+        return _dim_constant(c, c2, self.sizes, big.sizes)
 
     def _kronecker(self, v: str, u: str, ties: dict[int, int], U: np.ndarray, jname: Math,
                    gv: Form) -> Structure | None:
@@ -661,7 +689,7 @@ class Analysis:
         tied = ", ".join(f"{v}'s axis {a} ({sv[a]}) with {u}'s axis {b}" for a, b in ties.items())
         if not v_rest and len(u_rest) == 1 and len(sv) == 1 and len(su) == 2:
             shared, rest = ties[0], su[u_rest[0]]
-            k = self._constant_block(U, v, u, rest)
+            k = self._constant_block(U, v, u)
             if k is not None:  # a mean or a sum over the rest axis: every entry of the slice gets the same share
                 ones = Form(f"1_{rest}", rf"\mathbf{{1}}_{{{rest}}}", f"ones({rest})", (rest,))
                 vjp = outer(gv, ones) if shared == 0 else outer(ones, gv)
@@ -687,9 +715,14 @@ class Analysis:
                  Math(vjp.text, vjp.tex), "."],
                 vjp, ties)
         if len(v_rest) == 1 and len(u_rest) == 1 and len(sv) == 2 and len(su) == 2:
-            M = self.match_matrix(U)
-            if M is None:
+            def redo(big: Analysis) -> np.ndarray | None:
+                J2 = big.jacobian(v, u)
+                return None if J2 is None else _tied(J2, len(sv), ties, constant=True)
+
+            found = self.match_scaled(U, redo)
+            if found is None:
                 return None
+            M, c = found
             v_shared_last = list(ties)[0] == 1
             u_shared_last = ties[list(ties)[0]] == 1
             if v_shared_last and u_shared_last:
@@ -700,13 +733,15 @@ class Analysis:
                 vjp = matmul(tr(M), tr(gv))
             else:
                 vjp = matmul(tr(gv), M)
+            if c != 1:
+                M, vjp = scaled(c, M), scaled(c, vjp)
             return Structure(
                 "kronecker",
                 [jname, f" has Kronecker structure: a Kronecker delta ties {tied}, and the remaining block is ",
                  Math(M.text, M.tex), " — the same linear map applied to every slice. So ",
                  Math(f"∇{u} = {vjp.text}", rf"\nabla {tex_name(u)} = {vjp.tex}"), "."],
                 vjp, ties)
-        k = self._constant_block(U, v, u, sv[v_rest[0]]) if len(v_rest) == 1 and not u_rest else None
+        k = self._constant_block(U, v, u) if len(v_rest) == 1 and not u_rest else None
         if k is not None:
             axis = v_rest[0]
             vjp = reduce_sum(gv, axis, sv[axis])
@@ -722,6 +757,22 @@ class Analysis:
                                              " with its axes swapped, so ∇", u, " is ∇", v, " transposed."],
                              vjp, ties)
         return None
+
+
+def _dim_constant(c1: sp.Expr, c2: sp.Expr, sizes1: Mapping[str, int], sizes2: Mapping[str, int]) -> sp.Expr | None:
+    """A constant seen at two dim assignments, in general form: ``c`` itself, or ``k · dim^p``
+    (``1/B``, ``1/sqrt(d)``, ``B``) when that is what changed."""
+    if _same(c1, c2):
+        return c1
+    for name in sizes1:
+        n1, n2 = sp.Integer(sizes1[name]), sp.Integer(sizes2[name])
+        if n1 == n2:
+            continue
+        for power in (1, -1, sp.Rational(1, 2), sp.Rational(-1, 2), 2, -2):
+            k = sp.simplify(c1 / n1**power)
+            if _same(k, sp.simplify(c2 / n2**power)):
+                return k * sp.Symbol(name, positive=True) ** power
+    return None
 
 
 def _same(a: sp.Expr, b: sp.Expr) -> bool:

@@ -258,3 +258,10 @@ def test_an_ill_shaped_claim_still_gets_the_true_route(index_form):
     out = plain(explain_derivation(d, "grad_a", SIZES, FAST))
     assert "∇a = W ∇z" in out and "W ∇z: (n, m) · (m,) → (n,)" in out
     assert "SHAPE-ERROR" in out and "multiplies an (m, n) matrix by an (m,) vector" in out
+
+
+def test_a_scaled_matrix_is_named_with_its_dim_constant():
+    d = load(DERIVATIONS / "attention.toml")
+    text = plain(explain_derivation(d, "grad_Q", {"T": 3, "d": 2, "dv": 2}, FAST))
+    assert "the remaining block is 1/sqrt(d) K" in text
+    assert "∇Q = 1/sqrt(d) (∇S K)" in text
