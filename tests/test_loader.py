@@ -213,10 +213,8 @@ def test_grad_of_a_constant_is_unknown_in_a_claim() -> None:
         ({"z[j]": "W[j] + b[j]"}, "forward.z[j]", "uses 1 index(es) but W has shape (m, n)", None),
         ({"z[j]": "sum(W[j, i] * a[i] for i in n) + b[j]", "h[j]": "2.0"}, "forward.h[j]",
          "does not follow", None),
-        pytest.param({"z[j]": "sum(W[j, i] * a[i] for i in m) + b[j]"}, "forward.z[j]", "m", None,
-                     marks=pytest.mark.xfail(strict=True, reason=(
-                         "lang/shapes.py infer_index checks a summed index only at run time: i in m used "
-                         "where W and a have n entries loads, then fails in a trial with m > n"))),
+        ({"z[j]": "sum(W[j, i] * a[i] for i in m) + b[j]"}, "forward.z[j]",
+         "the index 'i' ranges over m but indexes `W[j, i]` where that axis has n entries", 5),
     ],
 )
 def test_expression_errors_have_columns(forward: dict[str, str], key: str, words: str,

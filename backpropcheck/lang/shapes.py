@@ -92,13 +92,13 @@ def infer_index(definition: IndexDef, env: Mapping[str, Shape], dims: Mapping[st
         for sub, dim in zip(ref.subscripts, env[ref.name]):
             if len(sub.terms) == 1 and sub.terms[0][1] == 1 and sub.const == 0:
                 axis = ref.axes[sub.terms[0][0]]
-                if axis in free_axes:
-                    if axis in ranges and ranges[axis] != dim:
-                        raise ShapeError(
-                            f"the index {sub.terms[0][0]!r} ranges over both {ranges[axis]} and {dim}",
-                            column=ref.col,
-                        )
-                    ranges[axis] = dim
+                if axis in ranges and ranges[axis] != dim:
+                    raise ShapeError(
+                        f"the index {sub.terms[0][0]!r} ranges over {ranges[axis]} but indexes "
+                        f"`{ref.src}` where that axis has {dim} entries (it ranges over both {ranges[axis]} and {dim})",
+                        column=ref.col,
+                    )
+                ranges[axis] = dim
     # otherwise it follows from an affine position: x[t + k] with x (T + K - 1,), k in K gives t in T
     changed = True
     while changed:
