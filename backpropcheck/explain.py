@@ -92,8 +92,8 @@ class Explanation:
     sizes: dict[str, int]
     blocks: list[Block] = field(default_factory=list)
 
-    def heading(self, text: str, level: int = 2) -> None:
-        self.blocks.append(Block("heading", [text], level))
+    def heading(self, text: str, level: int = 2, *more: Segment) -> None:
+        self.blocks.append(Block("heading", [text, *more], level))
 
     def para(self, *parts: Segment) -> None:
         self.blocks.append(Block("para", list(parts)))
@@ -884,7 +884,7 @@ def explain_derivation(d: Derivation, claim: str | None = None, sizes: Mapping[s
     except Exception as exc:  # noqa: BLE001 - the verdicts below still stand without the walk-through
         analysis, problem = None, str(exc) or type(exc).__name__
     for c in claims:
-        out.heading(f"{c.name} = {c.text}")
+        out.heading(f"{c.name} = ", 2, code(c.text))
         if analysis is None:
             out.para(f"(The per-neuron walk-through is not available for this file at dims {dims}: {problem}.)")
         elif c.target in analysis.arrays and not (c.target in d.inputs and d.inputs[c.target].constant):
@@ -1301,7 +1301,7 @@ def render_text(e: Explanation, console, header: bool = True) -> None:
         if b.kind == "heading":
             style = "bold cyan" if b.level == 2 else "bold"
             console.print()
-            console.print(f"[{style}]{escape(str(b.parts[0]))}[/]")
+            console.print(f"[{style}]{escape(_plain(b.parts))}[/]")
         elif b.kind == "para":
             console.print(escape(_plain(b.parts)))
         elif b.kind == "math":
@@ -1339,7 +1339,7 @@ def render_markdown(e: Explanation) -> str:
     lines = [f"# {e.title}", "", f"`{e.path}`", ""]
     for b in e.blocks:
         if b.kind == "heading":
-            lines += ["#" * b.level + " " + str(b.parts[0]), ""]
+            lines += ["#" * b.level + " " + _plain(b.parts, md=True), ""]
         elif b.kind == "para":
             lines += [_plain(b.parts, md=True), ""]
         elif b.kind == "math":
@@ -1405,7 +1405,7 @@ def render_latex(e: Explanation) -> str:
     for b in e.blocks:
         if b.kind == "heading":
             cmd = "subsection*" if b.level == 2 else "subsubsection*"
-            lines += [f"\\{cmd}{{" + _tex_text(str(b.parts[0])) + "}", ""]
+            lines += [f"\\{cmd}{{" + _ascii_tex(_plain(b.parts, tex=True)) + "}", ""]
         elif b.kind == "para":
             lines += [_ascii_tex(_plain(b.parts, tex=True)), ""]
         elif b.kind == "math":

@@ -125,7 +125,7 @@ def test_explain_formats_and_options(outside):
     seed = str(DERIVATIONS / "dense_column.toml")
     md = run("explain", seed, "--claim", "grad_W", "--format", "markdown", *FAST)
     assert md.exit_code == 0
-    assert "$$" in md.output and "## grad_W = outer(grad_z, a)" in md.output and "grad_a" not in md.output
+    assert "$$" in md.output and "## grad_W = `outer(grad_z, a)`" in md.output and "grad_a" not in md.output
     tex = run("explain", seed, "--format", "latex", "--output", "notes.tex", *FAST)
     assert tex.exit_code == 0
     assert (outside / "notes.tex").read_text().startswith(r"\documentclass")
