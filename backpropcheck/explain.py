@@ -31,7 +31,7 @@ import sympy as sp
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.str import StrPrinter
 
-from .checker import ClaimResult, Options, check_derivation, draw_dims
+from .checker import ClaimResult, Options, SymbolicTimeout, check_derivation, draw_dims, time_budget
 from .engines.evaluate import evaluate
 from .engines.symbolic import SymbolicTruth, symbol_array
 from .lang.dims import Dim, Shape, fmt_shape
@@ -879,8 +879,11 @@ def explain_derivation(d: Derivation, claim: str | None = None, sizes: Mapping[s
     checked = check_derivation(d, opts)
     results = {r.name: r for r in checked.claims}
     try:
-        analysis: Analysis | None = Analysis(d, sizes)
+        with time_budget(opts.timeout):
+            analysis: Analysis | None = Analysis(d, sizes)
         problem = None
+    except SymbolicTimeout:
+        analysis, problem = None, f"building the per-neuron truth ran past the {opts.timeout:g} s budget (--timeout)"
     except Exception as exc:  # noqa: BLE001 - the verdicts below still stand without the walk-through
         analysis, problem = None, str(exc) or type(exc).__name__
     for c in claims:
@@ -889,7 +892,10 @@ def explain_derivation(d: Derivation, claim: str | None = None, sizes: Mapping[s
             out.para(f"(The per-neuron walk-through is not available for this file at dims {dims}: {problem}.)")
         elif c.target in analysis.arrays and not (c.target in d.inputs and d.inputs[c.target].constant):
             try:  # the true gradient does not depend on the claim: explain it even for an ill-shaped claim
-                _explain_claim(out, analysis, c)
+                with time_budget(opts.timeout):
+                    _explain_claim(out, analysis, c)
+            except SymbolicTimeout:
+                out.para(f"(The walk-through stopped at its {opts.timeout:g} s budget; raise it with --timeout.)")
             except Exception as exc:  # noqa: BLE001 - explain is best effort on exotic files; the verdict stands
                 out.para(f"(The walk-through stopped early: {type(exc).__name__}: {exc}.)")
         _verdict(out, d, c, results.get(c.name), analysis, checked.error)

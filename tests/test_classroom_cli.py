@@ -142,3 +142,9 @@ def test_explain_usage_errors(outside):
     (outside / "bad.toml").write_text("[derivation]\ntitle = 'x'\n")
     bad = run("explain", "bad.toml")
     assert bad.exit_code == 2 and "missing" in bad.output
+
+
+def test_explain_walk_through_respects_the_timeout(outside):
+    shown = run("explain", str(DERIVATIONS / "attention.toml"), "--timeout", "0.001", *FAST)
+    assert shown.exit_code == 0, shown.output
+    assert "budget" in shown.output and "4. Verdict on the claim" in shown.output
