@@ -321,7 +321,10 @@ def new(path, force) -> None:
     target = Path(path)
     if target.exists() and not force:
         raise click.ClickException(f"{path} exists; use --force to overwrite it")
-    target.write_text(TEMPLATE, encoding="utf-8")
+    try:
+        target.write_text(TEMPLATE, encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from None
     click.echo(f"wrote {path}; next: backpropcheck check {path}   or   backpropcheck explain {path}")
 
 
@@ -333,7 +336,7 @@ def list_() -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    from .templates import bundled_files
+    from .templates import bundled_files, bundled_folder
 
     console = Console()
     console.soft_wrap = not console.is_terminal
@@ -347,9 +350,10 @@ def list_() -> None:
     width = max((len(r) for r, _ in rows), default=0)
     for relative, title in rows:
         console.print(f"[cyan]{escape(relative.ljust(width))}[/]  {escape(title)}", highlight=False)
-    console.print(f"{len(rows)} bundled derivations; explain one with: backpropcheck explain "
-                  "$(python -c \"import backpropcheck, pathlib; print(pathlib.Path(backpropcheck.__file__)"
-                  ".parent / 'derivations' / 'dense_column.toml')\")", style="dim", highlight=False)
+    folder = bundled_folder()
+    console.print(f"{len(rows)} bundled derivations in {escape(folder)} (check them: backpropcheck check "
+                  f"--examples; explain one: backpropcheck explain {escape(folder)}/dense_column.toml)",
+                  style="dim", highlight=False)
 
 
 if __name__ == "__main__":  # pragma: no cover
