@@ -653,3 +653,13 @@ def test_no_numpy_warning_reaches_the_output(tmp_path: Path) -> None:
         result = check_path(str(path), Options(trials=2, shapes=1, max_dim=5))
     assert [c.verdict for c in result.claims] == ["proved"], result
     assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
+
+
+@pytest.mark.parametrize("fn", ["softmax", "log_softmax"])
+def test_an_axis_of_a_scalar_is_a_shape_error(fn: str, tmp_path: Path) -> None:
+    # found by fuzzing: log_softmax(mean(W), axis=1) passed the shape check and raised AxisError mid-trial
+    path = tmp_path / "axis.toml"
+    path.write_text(with_forward(f"tanh(z) + {fn}(mean(W), axis=1)"))
+    result = check_path(str(path), Options(trials=1, shapes=1, max_dim=5))
+    assert result.status == "error" and "[forward.h]" in (result.error or "")
+    assert "axis 1 is out of range for an array of rank 0" in (result.error or ""), result.error

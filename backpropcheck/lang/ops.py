@@ -500,7 +500,7 @@ def _logsumexp_sym(a, axis=None, keepdims=False):
 
 
 def _same_shape_axis(a: Shape, axis=None, **_) -> Shape:
-    _axis(axis, len(a)) if a else None
+    _axis(axis, len(a))  # a scalar has no axis 0 either: NumPy would raise AxisError mid-trial
     return a
 
 
