@@ -869,6 +869,11 @@ def explain_derivation(d: Derivation, claim: str | None = None, sizes: Mapping[s
         out.para(" ".join(d.summary.split()))
     shapes = "; ".join(f"{n} {shape_text(d.shape_of(n))}" for n in list(d.inputs) + [f.name for f in d.forward])
     out.para(f"Shapes: {shapes}. Worked at small dims {dims}; entries are 0-based.")
+    if d.loss.upstream:
+        given = ", ".join(f"∇{h} = ∂E/∂{h}" for h in d.loss.upstream)
+        out.para(f"Loss: E is unknown beyond {', '.join(d.loss.upstream)}; {given} is given (upstream mode).")
+    else:
+        out.para("Loss: ", code(f"E = {d.loss.text}"), ".")
     out.para("Layout: a Jacobian ∂v/∂u is in numerator layout — one row per entry of v, one column per entry "
              "of u. A gradient ∇u = ∂E/∂u is in denominator layout — it has u's own shape (a column for a "
              "vector). The chain rule ∂E/∂u = ∂E/∂v · ∂v/∂u multiplies a row by the Jacobian; written for the "
