@@ -168,6 +168,9 @@ class _Builder:
                 shape.append(parse_dim(entry, self.d.dims))
             except ValueError as exc:
                 raise _fail(where, str(exc)) from None
+            if abs(shape[-1].const) > self.limits.max_dim:
+                raise LimitError(exceeded(f"the literal part of the dim {entry!r}", shape[-1].const, "max_dim",
+                                          self.limits), key=where)
         return tuple(shape)
 
     def _inputs(self) -> None:

@@ -663,3 +663,15 @@ def test_an_axis_of_a_scalar_is_a_shape_error(fn: str, tmp_path: Path) -> None:
     result = check_path(str(path), Options(trials=1, shapes=1, max_dim=5))
     assert result.status == "error" and "[forward.h]" in (result.error or "")
     assert "axis 1 is out of range for an array of rank 0" in (result.error or ""), result.error
+
+
+@pytest.mark.parametrize("dim", ["100000", 100000, "n + 9000", "n - 9000"])
+def test_literal_dims_are_bounded_by_the_dim_limit(dim: object, tmp_path: Path) -> None:
+    path = tmp_path / "lit.toml"
+    path.write_text(_bounded(inputs=f'a = ["n"]\nW = ["m", "n"]\nb = ["m"]\nT = {{ shape = [{json.dumps(dim)}], '
+                             'constant = true }'))
+    result = check_path(str(path), Options(trials=1, symbolic=False))
+    assert result.status == "error" and "inputs.T" in (result.error or "")
+    assert "raise it with --dim-limit" in (result.error or ""), result.error
+    lifted = check_path(str(path), Options(trials=1, symbolic=False, limits=Limits(max_dim=200_000)))
+    assert "--dim-limit" not in (lifted.error or "")
