@@ -183,8 +183,9 @@ def backprop(tape: Tape, root: Node, seed: np.ndarray, adjoints: dict[str, np.nd
             continue
         if isinstance(node, Var):
             shape = shapes[node.name]
-            contribution = unbroadcast(np.broadcast_to(g, np.broadcast_shapes(g.shape, out.shape)), out.shape)
-            _accumulate(adjoints, node.name, contribution.reshape(shape), shape)
+            if g.shape != out.shape:
+                g = unbroadcast(np.broadcast_to(g, np.broadcast_shapes(g.shape, out.shape)), out.shape)
+            _accumulate(adjoints, node.name, g if g.shape == shape else g.reshape(shape), shape)
         elif isinstance(node, IndexRef):
             shape = shapes[node.name]
             target = np.zeros(shape)
@@ -215,5 +216,7 @@ def _push(grads: dict[int, np.ndarray], node: Node, g: np.ndarray) -> None:
 def _accumulate(adjoints: dict[str, np.ndarray], name: str, g: np.ndarray, shape) -> None:
     if name in adjoints:
         adjoints[name] = adjoints[name] + g
+    elif isinstance(g, np.ndarray) and g.dtype == float and g.base is None and g.flags.writeable:
+        adjoints[name] = g.reshape(shape)  # a fresh result (e.g. a matrix product): no copy
     else:
         adjoints[name] = np.array(g, dtype=float).reshape(shape)
