@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import keyword
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,13 @@ def load(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> Derivation:
     path = Path(path)
     name = str(path)
     try:
-        size = path.stat().st_size
-        if size > limits.max_file_bytes:
-            raise LimitError(exceeded("the file size in bytes", size, "max_file_bytes", limits), file=name)
-        data = path.read_bytes()
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # /dev/zero or a FIFO behind a symlink would never end
+            raise DerivationError("not a regular file (a device, FIFO or socket?)", file=name)
+        if info.st_size > limits.max_file_bytes:
+            raise LimitError(exceeded("the file size in bytes", info.st_size, "max_file_bytes", limits), file=name)
+        with path.open("rb") as handle:  # a bounded read, even if the file grows meanwhile
+            data = handle.read(limits.max_file_bytes + 1)
     except OSError as exc:
         raise DerivationError(f"cannot read the file: {exc.strerror or exc}", file=name) from None
     return loads(data, name, limits)

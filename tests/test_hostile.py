@@ -675,3 +675,32 @@ def test_literal_dims_are_bounded_by_the_dim_limit(dim: object, tmp_path: Path) 
     assert "raise it with --dim-limit" in (result.error or ""), result.error
     lifted = check_path(str(path), Options(trials=1, symbolic=False, limits=Limits(max_dim=200_000)))
     assert "--dim-limit" not in (lifted.error or "")
+
+
+def test_a_symlink_to_a_device_is_an_error_not_an_endless_read(tmp_path: Path, good: Path) -> None:
+    link = tmp_path / "zero.toml"
+    link.symlink_to("/dev/zero")
+    status, out = cli(str(link), str(good), *QUICK, "--no-symbolic")
+    assert status == 2 and "not a regular file" in out and out.count("grad_a verified") == 1
+
+
+def test_a_fifo_is_an_error_not_a_blocked_open(tmp_path: Path) -> None:
+    import os
+
+    import threading
+
+    fifo = tmp_path / "pipe.toml"
+    os.mkfifo(fifo)
+
+    def unblock() -> None:  # should the check regress, a writer ends the blocked open() instead of a hang
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass  # no reader: nothing was blocked
+
+    timer = threading.Timer(3.0, unblock)
+    timer.daemon = True
+    timer.start()
+    result = check_path(str(fifo), Options(trials=1))
+    timer.cancel()
+    assert result.status == "error" and "not a regular file" in (result.error or "")
