@@ -686,7 +686,6 @@ def test_a_symlink_to_a_device_is_an_error_not_an_endless_read(tmp_path: Path, g
 
 def test_a_fifo_is_an_error_not_a_blocked_open(tmp_path: Path) -> None:
     import os
-
     import threading
 
     fifo = tmp_path / "pipe.toml"
