@@ -290,6 +290,22 @@ def generalize(expr: sp.Expr, ctx: Context, d: Derivation) -> sp.Expr | None:
     return expr.xreplace(mapping)
 
 
+def prime_of(fn: str, arg_text: str, arg_tex: str) -> Math:
+    """``sigmoid'(z)`` in Unicode and in LaTeX."""
+    base = fn if len(fn) == 1 else r"\operatorname{" + fn.replace("_", r"\_") + "}"
+    return Math(f"{fn}'({arg_text})", rf"{base}'\left({arg_tex}\right)")
+
+
+def array_form(pattern: sp.Expr, letters: list[str], shape: Shape) -> Form | None:
+    """The lettered pattern as an array expression over a tensor with index ``letters``
+    (``h_j - y_j`` → ``h - y``), when every entry it reads broadcasts along trailing axes (NumPy's rule)."""
+    suffixes = [letters[len(letters) - k:] if k else [] for k in range(len(letters) + 1)]
+    if not all(sym.name.split("@")[1].split(",") in suffixes for sym in pattern.free_symbols if "@" in sym.name):
+        return None
+    m = render(pattern, bare_rename)
+    return Form(m.text, m.tex, _CodePrinter().doprint(pattern), shape, atom=not isinstance(pattern, sp.Add))
+
+
 def generic_rename(symbol: sp.Symbol) -> tuple[str, str]:
     if "@" in symbol.name:
         name, letters = symbol.name.split("@")
@@ -641,13 +657,11 @@ class Analysis:
     def _diag_form(self, v: str, diag: np.ndarray) -> Form:
         """The diagonal as an array expression: ``sigmoid'(z)`` when the file defines ``v = sigmoid(z)``,
         else the entries' own formula (``f'(z)``) when each reads only same-index entries."""
-        definition = next((f for f in self.d.forward if f.name == v), None)
-        root = definition.root if definition is not None and definition.index is None else None
-        if (root is not None and getattr(root, "op", None) == "elementwise" and not root.params.get("prime")
-                and isinstance(root.args[0], Var)):
-            fn, u = root.params["fn"], root.args[0].name
-            return Form(f"{fn}'({u})", rf"{tex_name(fn) if len(fn) == 1 else chr(92) + 'operatorname{' + fn + '}'}'"
-                        rf"\left({tex_name(u)}\right)", f"{fn}_prime({u})", self.d.shape_of(v))
+        named = self.elementwise_of(v)
+        if named is not None:
+            fn, u = named
+            m = prime_of(fn, text_name(u), tex_name(u))
+            return Form(m.text, m.tex, f"{fn}_prime({u})", self.d.shape_of(v))
         shape = self.d.shape_of(v)
         ctx = Context(self.letters)
         letters = [ctx.new(dim) for dim in shape]
@@ -656,13 +670,20 @@ class Analysis:
         if pattern is None or not _pattern_holds(self, pattern, letters, ctx,
                                                  lambda an, val: diag[tuple(val[L] for L in letters)]):
             return opaque(f"∂{v}_k/∂u_k", rf"\partial {tex_name(v)}_k / \partial u_k", shape)
-        # an array expression when every entry it reads broadcasts along trailing axes (NumPy's rule)
-        suffixes = [letters[len(letters) - k:] if k else [] for k in range(len(letters) + 1)]
-        if all(sym.name.split("@")[1].split(",") in suffixes for sym in pattern.free_symbols if "@" in sym.name):
-            m = render(pattern, bare_rename)
-            return Form(m.text, m.tex, _CodePrinter().doprint(pattern), shape, atom=not isinstance(pattern, sp.Add))
+        form = array_form(pattern, letters, shape)
+        if form is not None:
+            return form
         m = render(pattern, generic_rename)
         return opaque(m.text, m.tex, shape)
+
+    def elementwise_of(self, v: str) -> tuple[str, str] | None:
+        """``("sigmoid", "z")`` when the file defines ``v = sigmoid(z)`` in matrix form."""
+        definition = next((f for f in self.d.forward if f.name == v), None)
+        root = definition.root if definition is not None and definition.index is None else None
+        if (root is not None and getattr(root, "op", None) == "elementwise" and not root.params.get("prime")
+                and isinstance(root.args[0], Var)):
+            return root.params["fn"], root.args[0].name
+        return None
 
     def _constant_block(self, U: np.ndarray, v: str, u: str) -> sp.Expr | None:
         """The one value of a constant block — as ``c`` or ``c/dim`` (a mean) when comparing with
@@ -924,6 +945,7 @@ def _explain_claim(out: Explanation, a: Analysis, c: Claim) -> None:
     concrete_terms: list[sp.Expr] = []
     structures: dict[str, Structure] = {}
     dims_note = False
+    loss_form: Form | None = None  # the direct term ∂E/∂x as an array expression, when it has one
     if upstream:
         g = Math(entry_text(f"grad_{x}", x_letters), entry_tex(f"grad_{x}", x_letters))
         chain_t.append(g.text + " (given)")
@@ -938,6 +960,8 @@ def _explain_claim(out: Explanation, a: Analysis, c: Claim) -> None:
             pattern, local_only = _checked(a, pattern, x_letters, ctx,
                                            lambda an, val: an.loss_gradient(x)[tuple(val[L] for L in x_letters)])
             dims_note = dims_note or local_only
+            if pattern is not None and not local_only:
+                loss_form = array_form(pattern, x_letters, xs)
         chain_t.append(f"∂E/∂{entry_text(x, x_letters)}|direct")
         chain_x.append(rf"\left.\frac{{\partial E}}{{\partial {entry_tex(x, x_letters)}}}\right|_{{\text{{direct}}}}")
         if pattern is not None:
@@ -986,7 +1010,12 @@ def _explain_claim(out: Explanation, a: Analysis, c: Claim) -> None:
             pattern, local_only = _checked(a, pattern, list(dict.fromkeys(v_letters + x_letters)), sub, actual)
             dims_note = dims_note or local_only
         g_t, g_x = entry_text(f"grad_{v}", v_letters), entry_tex(f"grad_{v}", v_letters)
-        if pattern is not None:
+        named = a.elementwise_of(v)
+        if pattern is not None and named is not None and named[1] == x and v_letters == x_letters:
+            m = prime_of(named[0], entry_text(x, x_letters), entry_tex(x, x_letters))  # = the pattern, by name
+            value_t.append(f"{sig_t}{g_t} · {m.text}")
+            value_x.append(rf"{sig_x}{g_x} \, {m.tex}")
+        elif pattern is not None:
             m = render(pattern, generic_rename)
             mt = f"({m.text})" if isinstance(pattern, sp.Add) else m.text
             mx = rf"\left({m.tex}\right)" if isinstance(pattern, sp.Add) else m.tex
@@ -1041,7 +1070,7 @@ def _explain_claim(out: Explanation, a: Analysis, c: Claim) -> None:
     if upstream:
         terms.append(tensor(d, f"grad_{x}"))
     if in_loss:
-        terms.append(opaque(f"∂E/∂{x}", rf"\partial E / \partial {tex_name(x)}", xs))
+        terms.append(loss_form or opaque(f"∂E/∂{x}", rf"\partial E / \partial {tex_name(x)}", xs))
     terms += [structures[v].vjp for v in consumers]
     if not terms:
         out.para(f"∇{x} = 0 {shape_text(xs)}.")
