@@ -60,6 +60,7 @@ class Math:
 
 
 def code(text: str) -> Math:
+    """A piece of the expression language, shown verbatim."""
     return Math(text, r"\texttt{" + _tt(text) + "}", code=True)
 
 
@@ -79,6 +80,8 @@ class Grid:
 
 @dataclass
 class Block:
+    """One heading, paragraph, display formula or grid."""
+
     kind: str  # heading | para | math | grid
     parts: list[Segment] = field(default_factory=list)
     level: int = 2
@@ -87,6 +90,8 @@ class Block:
 
 @dataclass
 class Explanation:
+    """The generated walk-through of a file: blocks that every renderer reads."""
+
     title: str
     path: str
     sizes: dict[str, int]
@@ -120,6 +125,7 @@ def tex_name(name: str) -> str:
 
 
 def text_name(name: str) -> str:
+    """``grad_z`` → ``∇z``."""
     return "∇" + name[5:] if name.startswith("grad_") else name
 
 
@@ -130,10 +136,12 @@ def _sub_text(letters: list[str]) -> str:
 
 
 def entry_text(name: str, letters: list[str]) -> str:
+    """``W``, ``[j, i]`` → ``W_ji``."""
     return text_name(name) + ("_" + _sub_text(letters) if letters else "")
 
 
 def entry_tex(name: str, letters: list[str]) -> str:
+    """``W``, ``[j, i]`` → ``W_{ji}``; a gradient in brackets, ``(\\nabla z)_{j}``."""
     base = tex_name(name)
     if name.startswith("grad_") and letters:
         base = f"({base})"
@@ -144,6 +152,7 @@ def entry_tex(name: str, letters: list[str]) -> str:
 
 
 def split_entry(symbol: sp.Symbol) -> tuple[str, tuple[int, ...]]:
+    """``W[0,2]`` → ``("W", (0, 2))``; a scalar → ``(name, ())``."""
     m = _ENTRY.match(symbol.name)
     if not m:
         return symbol.name, ()
@@ -253,6 +262,7 @@ class Context:
         self.ok = True  # False once a dim has more letters than entries (patterns become ambiguous)
 
     def new(self, dim: Dim) -> str:
+        """A fresh letter for ``dim`` (the file's own first) with a value distinct from its others."""
         want = self.letters.preferred.get(dim)
         candidates = ([want] if want else []) + self.letters.pool + [x + "'" for x in LETTER_POOL]
         letter = next(c for c in candidates if c not in self.dim)
@@ -307,6 +317,7 @@ def array_form(pattern: sp.Expr, letters: list[str], shape: Shape) -> Form | Non
 
 
 def generic_rename(symbol: sp.Symbol) -> tuple[str, str]:
+    """Lettered entries (``W@j,i``) as ``W_ji``; others as concrete entries."""
     if "@" in symbol.name:
         name, letters = symbol.name.split("@")
         parts = letters.split(",")
@@ -315,6 +326,7 @@ def generic_rename(symbol: sp.Symbol) -> tuple[str, str]:
 
 
 def bare_rename(symbol: sp.Symbol) -> tuple[str, str]:
+    """Any entry as its tensor's bare name (``z_j`` → ``z``), for array expressions."""
     name = symbol.name.split("@")[0].split("[")[0]
     return text_name(name), tex_name(name)
 
@@ -338,10 +350,12 @@ class Form:
 
 
 def tensor(d: Derivation, name: str) -> Form:
+    """A named tensor of the file, with its shape."""
     return Form(text_name(name), tex_name(name), name, d.shape_of(name), base=name)
 
 
 def tr(f: Form) -> Form:
+    """The transpose (``Wᵀᵀ = W``; a no-op on vectors, as in NumPy)."""
     shape = tuple(reversed(f.shape)) if f.shape is not None else None
     if f.shape is not None and len(f.shape) < 2:
         return f
@@ -371,6 +385,7 @@ def _matmul_shape(a: Shape | None, b: Shape | None) -> Shape | None:
 
 
 def matmul(a: Form, b: Form) -> Form:
+    """``a b`` (matrix-matrix, matrix-vector or vector-matrix), with its shape rule annotated."""
     a, b = _paren(a), _paren(b)
     shape = _matmul_shape(a.shape, b.shape)
     return Form(f"{a.text} {b.text}", f"{a.tex} {b.tex}", f"{a.code} @ {b.code}", shape, atom=False,
@@ -379,6 +394,7 @@ def matmul(a: Form, b: Form) -> Form:
 
 
 def hadamard(a: Form, b: Form) -> Form:
+    """``a ⊙ b``, the element-wise product."""
     a, b = _paren(a), _paren(b)
     return Form(f"{a.text} ⊙ {b.text}", rf"{a.tex} \odot {b.tex}", f"{a.code} * {b.code}", a.shape, atom=False,
                 annot=f"{shape_text(a.shape)} ⊙ {shape_text(b.shape)} → {shape_text(a.shape)} (entry by entry)",
@@ -387,6 +403,7 @@ def hadamard(a: Form, b: Form) -> Form:
 
 
 def outer(u: Form, v: Form) -> Form:
+    """``u vᵀ``, the outer product of two vectors."""
     shape = (u.shape[0], v.shape[0]) if u.shape and v.shape else None
     return Form(f"{u.text} {v.text}ᵀ", rf"{u.tex} {v.tex}^\top", f"outer({u.code}, {v.code})", shape, atom=False,
                 annot=f"{shape_text(u.shape)} column times {shape_text(v.shape)}ᵀ row → {shape_text(shape)}, "
@@ -396,6 +413,7 @@ def outer(u: Form, v: Form) -> Form:
 
 
 def scaled(c: sp.Expr, f: Form) -> Form:
+    """``c f`` for a constant c (``1/B``, ``1/sqrt(d)``)."""
     m = render(c, concrete_rename)
     f = _paren(f)
     return Form(f"{m.text} {f.text}", rf"{m.tex} \, {f.tex}", f"{c} * {f.code}" if f.code else "", f.shape,
@@ -403,6 +421,7 @@ def scaled(c: sp.Expr, f: Form) -> Form:
 
 
 def reduce_sum(f: Form, axis: int, dim: Dim) -> Form:
+    """``Σ_dim f``, a sum over one axis."""
     shape = tuple(x for k, x in enumerate(f.shape) if k != axis) if f.shape is not None else None
     return Form(f"Σ_{dim} {f.text}", rf"\textstyle\sum_{{{dim}}} {f.tex}", f"sum({f.code}, axis={axis})", shape,
                 atom=False, annot=f"{shape_text(f.shape)} summed over axis {axis} ({dim}) → {shape_text(shape)}",
@@ -415,6 +434,7 @@ def opaque(text: str, tex: str, shape: Shape | None) -> Form:
 
 
 def shape_text(shape: Shape | None) -> str:
+    """``(n, m)`` over dim names, ``?`` when unknown."""
     return "?" if shape is None else fmt_shape(shape)
 
 
@@ -461,6 +481,7 @@ class Analysis:
         self._structure: dict[tuple[str, str], Structure] = {}
 
     def consumers(self, u: str) -> list[str]:
+        """The forward variables whose definitions read u."""
         return [name for name, _ in self.truth.order if u in self.reads[name] and name != u]
 
     def size(self, name: str) -> int:
@@ -485,6 +506,7 @@ class Analysis:
         return self._jac[key]
 
     def loss_gradient(self, u: str) -> np.ndarray:
+        """``∂E/∂u`` through E's own expression only (the direct term)."""
         U = self.arrays[u]
         out = np.empty(U.shape, dtype=object)
         for k in np.ndindex(*U.shape):
@@ -540,6 +562,7 @@ class Analysis:
         return None
 
     def match_vector(self, c: np.ndarray) -> Form | None:
+        """A 1-D tensor whose symbols are exactly c's entries."""
         for name, arr in self.arrays.items():
             if arr.ndim == 1 and arr.shape == c.shape and all(_same(c[k], arr[k]) for k in range(c.shape[0])):
                 return tensor(self.d, name)
@@ -566,6 +589,7 @@ class Analysis:
         return {}
 
     def structure(self, v: str, u: str) -> Structure:
+        """The classified local Jacobian ``∂v/∂u`` (cached)."""
         key = (v, u)
         if key not in self._structure:
             self._structure[key] = self._classify(v, u)
@@ -873,6 +897,7 @@ def small_sizes(d: Derivation, given: Mapping[str, int] | None = None) -> dict[s
 
 def explain_file(path: str | Path, claim: str | None = None, sizes: Mapping[str, int] | None = None,
                  options: Options | None = None) -> Explanation:
+    """Load ``path`` and explain it (see :func:`explain_derivation`)."""
     return explain_derivation(load(path), claim, sizes, options)
 
 
@@ -1245,6 +1270,7 @@ def _verdict(out: Explanation, d: Derivation, c: Claim, r: ClaimResult | None, a
 
 
 def numeric_grid(d: Derivation, c: Claim, sizes: Mapping[str, int]) -> Grid | None:
+    """True vs claimed entries from one numeric trial at ``sizes`` (None if the claim cannot be evaluated)."""
     from .engines.numeric import rng_for, run_trial
 
     try:
