@@ -967,7 +967,7 @@ def _explain_claim(out: Explanation, a: Analysis, c: Claim) -> None:
     x_idx = tuple(ctx.value[L] for L in x_letters)
     lhs = Math(f"∂E/∂{entry_text(x, x_letters)}", rf"\frac{{\partial E}}{{\partial {entry_tex(x, x_letters)}}}")
     chain_t, chain_x, value_t, value_x = [], [], [], []
-    concrete_terms: list[sp.Expr] = []
+    concrete_terms: list[tuple[sp.Expr | None, sp.Expr]] = []  # (∇v entry, local partial), in chain order
     structures: dict[str, Structure] = {}
     dims_note = False
     loss_form: Form | None = None  # the direct term ∂E/∂x as an array expression, when it has one
@@ -977,7 +977,7 @@ def _explain_claim(out: Explanation, a: Analysis, c: Claim) -> None:
         chain_x.append(g.tex + r"\ \text{(given)}")
         value_t.append(g.text)
         value_x.append(g.tex)
-        concrete_terms.append(a.grad_symbols[x][x_idx] if x_idx or a.grad_symbols[x].shape == () else 0)
+        concrete_terms.append((None, a.grad_symbols[x][x_idx]))
     if in_loss:
         lg = a.loss_gradient(x)
         pattern = generalize(lg[x_idx], ctx, d)
@@ -996,7 +996,7 @@ def _explain_claim(out: Explanation, a: Analysis, c: Claim) -> None:
         else:
             value_t.append(f"∂E/∂{entry_text(x, x_letters)}")
             value_x.append(rf"\frac{{\partial E}}{{\partial {entry_tex(x, x_letters)}}}")
-        concrete_terms.append(lg[x_idx])
+        concrete_terms.append((None, lg[x_idx]))
     for v in consumers:
         s = a.structure(v, x)
         structures[v] = s
@@ -1054,16 +1054,15 @@ def _explain_claim(out: Explanation, a: Analysis, c: Claim) -> None:
             for kv in np.ndindex(*G.shape):
                 term = J[kv + x_idx]
                 if term != 0:
-                    concrete_terms.append(G[kv] * term)
+                    concrete_terms.append((G[kv], term))
     if not chain_t:
         out.para(f"Nothing after {x} reads it and the loss does not use it: ∇{x} = 0.")
     else:
         out.math(Math(f"{lhs.text} = " + " + ".join(chain_t) + " = " + " + ".join(value_t),
                       f"{lhs.tex} = " + " + ".join(chain_x) + " = " + " + ".join(value_x)))
-        concrete = sp.Add(*concrete_terms)
         entry = Math(f"∂E/∂{x}[{','.join(map(str, x_idx))}]" if x_idx else f"∂E/∂{x}",
                      rf"\frac{{\partial E}}{{\partial {concrete_rename(a.arrays[x][x_idx])[1]}}}")
-        m = render(concrete, concrete_rename)
+        m = _chain_sum(concrete_terms)
         out.para(f"At dims {', '.join(f'{k}={v}' for k, v in a.sizes.items())} (one instance):")
         out.math(Math(f"{entry.text} = {m.text}", f"{entry.tex} = {m.tex}"))
         if not ctx.ok:
@@ -1156,6 +1155,23 @@ def _pattern_holds(a: Analysis, pattern: sp.Expr, letters: list[str], ctx: Conte
         if want is None or not _same(pattern.xreplace(mapping), want):
             return False
     return True
+
+
+def _chain_sum(terms: list[tuple[sp.Expr | None, sp.Expr]]) -> Math:
+    """``∇z[0]·W[0,2] + ∇z[1]·W[1,2]``: each term as gradient · local partial, in the chain rule's order."""
+    texts, texes = [], []
+    for g, local in terms:
+        m = render(local, concrete_rename)
+        wrap = isinstance(local, sp.Add) or m.text.startswith("-")
+        mt, mx = (f"({m.text})", rf"\left({m.tex}\right)") if wrap else (m.text, m.tex)
+        if g is None:
+            texts.append(m.text)
+            texes.append(m.tex)
+        else:
+            gm = render(g, concrete_rename)
+            texts.append(gm.text if local == 1 else f"{gm.text}·{mt}")
+            texes.append(gm.tex if local == 1 else rf"{gm.tex} \, {mx}")
+    return Math(" + ".join(texts) or "0", " + ".join(texes) or "0")
 
 
 def _nonzero_representative(ctx: Context, summed: list[str], v_letters: list[str], x_idx: tuple[int, ...],

@@ -131,7 +131,7 @@ def test_explain_formats_and_options(outside):
     assert (outside / "notes.tex").read_text().startswith(r"\documentclass")
     dims = run("explain", seed, "--claim", "grad_a", "--dims", "n=4,m=3", *FAST)
     assert dims.exit_code == 0 and "n=4, m=3" in dims.output
-    assert "W[0,3]·∇z[0] + W[1,3]·∇z[1] + W[2,3]·∇z[2]" in dims.output
+    assert "∂E/∂a[3] = ∇z[0]·W[0,3] + ∇z[1]·W[1,3] + ∇z[2]·W[2,3]" in dims.output
 
 
 def test_explain_usage_errors(outside):
