@@ -326,10 +326,6 @@ def test_the_message_names_the_limit_and_the_flag() -> None:
     )
 
 
-def _table(name: str, entries: dict[str, str]) -> str:
-    return f"[{name}]\n" + "\n".join(f"{json.dumps(k)} = {v}" for k, v in entries.items()) + "\n"
-
-
 def _bounded(**parts: str) -> str:
     """BASE with whole tables replaced."""
     tables = {
@@ -341,7 +337,7 @@ def _bounded(**parts: str) -> str:
     return "\n".join(f"[{k}]\n{v}\n" for k, v in tables.items())
 
 
-# Each case: (file text, flag, a value of the flag that lets the file through).
+# Each case: (a file that crosses the bound at default limits, a flag value that lets it through or None).
 MANY = 20
 BOUND_CASES = {
     "max_file_bytes": (_bounded(derivation='title = "t"\nsummary = "' + "x" * 300_000 + '"'), "400000"),
@@ -365,6 +361,7 @@ BOUND_CASES = {
     "max_trials": (_bounded(derivation='title = "t"\n[check]\ntrials = 1000000000'), None),
     "max_shapes": (_bounded(derivation='title = "t"\n[check]\nshapes = 1000'), None),
 }
+
 
 def test_every_bound_has_a_crossing_test() -> None:
     assert set(BOUND_CASES) == set(LIMIT_FIELDS)
