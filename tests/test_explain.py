@@ -72,6 +72,7 @@ def test_column_grad_a_takes_the_transposed_jacobian(column):
     assert "∇a = (∂z/∂a)ᵀ ∇z = Wᵀ ∇z" in text
     assert "Wᵀ ∇z: (n, m) · (m,) → (n,)" in text
     assert "∂E/∂a_i = Σ_j ∂E/∂z_j · ∂z_j/∂a_i = Σ_j ∇z_j · W_ji" in text
+    assert "∂E/∂a[2] = ∇z[0]·W[0,2] + ∇z[1]·W[1,2]" in text  # the instance at n=3, m=2
     assert "∇a = (∂z/∂a)ᵀ (∂h/∂z)ᵀ ∇h = Wᵀ diag(f'(z)) ∇h" in text
 
 
