@@ -459,9 +459,9 @@ TOWER = _bounded(
     claims='grad_z = "grad_h * h * exp(exp(exp(sigmoid(z) - 1))) * exp(exp(sigmoid(z) - 1)) * exp(sigmoid(z) - 1)'
            ' * sigmoid_prime(z)"\ngrad_a = "W.T @ grad_z"',
 )
-# an 80-way softmax at the smallest symbolic dims: 6400 Jacobian entries, far past 0.05 s
+# a 200-way softmax at the smallest symbolic dims: 40,000 Jacobian entries, far past 0.05 s
 WIDE = _bounded(
-    inputs='a = ["n"]\nW = ["m", "n"]\nb = ["m"]\nu = ["40 * n"]',
+    inputs='a = ["n"]\nW = ["m", "n"]\nb = ["m"]\nu = ["100 * n"]',
     forward='z = "W @ a + b"\nh = "tanh(z)"\np = "softmax(u, axis=0)"', loss='upstream = ["h", "p"]',
     claims='grad_z = "grad_h * tanh_prime(z)"\ngrad_u = "p * (grad_p - dot(grad_p, p))"',
 )
