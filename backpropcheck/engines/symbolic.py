@@ -103,12 +103,13 @@ class SymbolicTruth:
             self.order.append((definition.name, atoms))
             differentiable.update(atoms.flat)
         # one reverse sweep of the scalar chain rule; each adjoint is a list of parts, summed once
+        templates: dict[tuple, sp.Expr] = {}
         parts: dict[sp.Symbol, list[sp.Expr]] = {}
         self.upstream: dict[str, np.ndarray] = {}
         if d.loss.expression is not None:
             loss = sp.sympify(evaluate(d.loss.expression, self.env, sizes, self.backend)[()], strict=True)
             self.loss = loss
-            for s, ds in partials(loss, differentiable).items():
+            for s, ds in partials(loss, differentiable, templates).items():
                 parts[s] = [ds]
         else:
             for h in d.loss.upstream:
@@ -127,7 +128,7 @@ class SymbolicTruth:
                 a = adj.get(atom)
                 if a is None or a == 0:
                     continue
-                for p, dp in partials(self.local[atom], differentiable).items():
+                for p, dp in partials(self.local[atom], differentiable, templates).items():
                     parts.setdefault(p, []).append(a * dp)
         for s, terms in parts.items():
             adj[s] = sp.Add(*terms)
@@ -227,7 +228,7 @@ class SymbolicTruth:
         return float(value)
 
 
-def partials(expr: sp.Expr, wrt: set[sp.Symbol]) -> dict[sp.Symbol, sp.Expr]:
+def partials(expr: sp.Expr, wrt: set[sp.Symbol], templates: dict | None = None) -> dict[sp.Symbol, sp.Expr]:
     """``{s: ∂expr/∂s}`` for every symbol of ``wrt`` in ``expr`` (zero partials left out).
 
     The same expressions as ``sp.diff(expr, s)`` for each s (SymPy differentiates a sum
@@ -237,7 +238,7 @@ def partials(expr: sp.Expr, wrt: set[sp.Symbol]) -> dict[sp.Symbol, sp.Expr]:
     terms = expr.args if expr.is_Add else (expr,)
     found: dict[sp.Symbol, list[sp.Expr]] = {}
     for term in terms:
-        for s, ds in _term_partials(term, wrt):
+        for s, ds in _term_partials(term, wrt, {} if templates is None else templates):
             found.setdefault(s, []).append(ds)
     out = {}
     for s, ds in found.items():
@@ -247,7 +248,28 @@ def partials(expr: sp.Expr, wrt: set[sp.Symbol]) -> dict[sp.Symbol, sp.Expr]:
     return out
 
 
-def _term_partials(term: sp.Expr, wrt: set[sp.Symbol]):
+def _diff(term: sp.Expr, s: sp.Symbol, templates: dict) -> sp.Expr:
+    """``term.diff(s)``, computed once per *shape* of term: every neuron of a layer has the same
+    local definition up to the names of its symbols, so the derivative is taken on a template
+    whose symbols are placeholders (same assumptions, numbered in name order) and renamed back."""
+    symbols = sorted(term.free_symbols, key=lambda x: x.name)
+    if len(symbols) > 8:
+        return term.diff(s)
+    holders = [_placeholder(k, x) for k, x in enumerate(symbols)]
+    template = term.xreplace(dict(zip(symbols, holders)))
+    key = (template, holders[symbols.index(s)])
+    found = templates.get(key)
+    if found is None:
+        found = templates[key] = template.diff(key[1])
+    return found.xreplace(dict(zip(holders, symbols)))
+
+
+def _placeholder(k: int, like: sp.Symbol) -> sp.Symbol:
+    # "⟨k⟩" cannot be the name of an entry (those are identifiers, or name[i,j])
+    return sp.Symbol(f"⟨{k}⟩", **like.assumptions0)
+
+
+def _term_partials(term: sp.Expr, wrt: set[sp.Symbol], templates: dict):
     """``(s, ∂term/∂s)`` for the symbols of ``wrt`` in one product term.
 
     A symbol that is a bare factor of a product and occurs nowhere else has the
@@ -260,7 +282,7 @@ def _term_partials(term: sp.Expr, wrt: set[sp.Symbol]):
         return
     if not term.is_Mul:
         for s in term.free_symbols & wrt:
-            yield s, term.diff(s)
+            yield s, _diff(term, s, templates)
         return
     bare: dict[sp.Symbol, int] = {}
     deep: set[sp.Symbol] = set()
@@ -271,7 +293,7 @@ def _term_partials(term: sp.Expr, wrt: set[sp.Symbol]):
             deep |= factor.free_symbols
     for s in (set(bare) | deep) & wrt:
         if s in deep:
-            yield s, term.diff(s)
+            yield s, _diff(term, s, templates)
         else:
             k = bare[s]
             yield s, sp.Mul(*term.args[:k], *term.args[k + 1:])

@@ -258,8 +258,23 @@ def _matmul_vjp(g, out, a, b):
     return g * b, g * a
 
 
-_register(Op("matmul", _matmul_shape, lambda a, b: a @ b, _matmul_vjp, arity=(2, 2)))
-_register(Op("dot", _matmul_shape, lambda a, b: np.dot(a, b), _matmul_vjp, arity=(2, 2)))
+def _matmul_sym(a, b):
+    """``a @ b`` on object arrays, each entry one ``Add`` of its products: the same canonical sum
+    NumPy's pairwise ``+`` builds, without re-flattening a growing sum at every step."""
+    add = _sp().Add
+    a2 = a.reshape(1, -1) if a.ndim == 1 else a
+    b2 = b.reshape(-1, 1) if b.ndim == 1 else b
+    if a2.shape[1] != b2.shape[0]:
+        raise ValueError(f"matmul: inner dimensions {a2.shape[1]} and {b2.shape[0]} differ")
+    out = np.empty((a2.shape[0], b2.shape[1]), dtype=object)
+    for i in range(a2.shape[0]):
+        for j in range(b2.shape[1]):
+            out[i, j] = add(*[a2[i, k] * b2[k, j] for k in range(a2.shape[1])])
+    return out.reshape(a.shape[:-1] + b.shape[1:] if b.ndim == 2 else a.shape[:-1])
+
+
+_register(Op("matmul", _matmul_shape, lambda a, b: a @ b, _matmul_vjp, symbolic=_matmul_sym, arity=(2, 2)))
+_register(Op("dot", _matmul_shape, lambda a, b: np.dot(a, b), _matmul_vjp, symbolic=_matmul_sym, arity=(2, 2)))
 
 
 def _outer_shape(a: Shape, b: Shape, **_) -> Shape:
