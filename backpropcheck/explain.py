@@ -636,6 +636,7 @@ class Analysis:
                      "acts as ", Math(mul.text, mul.tex), "."],
                     mul, ties, opaque(f"diag({vec.text})", rf"\operatorname{{diag}}\left({vec.tex}\right)", None))
         # Kronecker structure: some axes of v tied to axes of u by a delta, the rest a fixed block
+        unnamed: dict[int, int] | None = None  # a constant block that is no single tensor of the file
         for ties in _tie_candidates(sv, su):
             U = _tied(J, rv, ties, constant=True)
             if U is None:
@@ -643,6 +644,7 @@ class Analysis:
             found = self._kronecker(v, u, ties, U, jname, gv)
             if found is not None:
                 return found
+            unnamed = ties if unnamed is None else unnamed
         if rv == 1 and ru == 1:
             found = self.match_scaled(J, lambda big: big.jacobian(v, u))
             if found is not None:
@@ -659,17 +661,23 @@ class Analysis:
                                                  rf"{{\partial {tex_name(u)}}}\right)^\top \nabla {tex_name(v)}"
                                                  rf" = {vjp.tex}"), "."],
                                  vjp, {}, back)
+        if unnamed:
+            tied = ", ".join(f"{v}'s axis {a} ({sv[a]}) with {u}'s axis {b}" for a, b in unnamed.items())
+            return Structure("kronecker", [jname, f" has Kronecker structure ({shape_text(sv)} × {shape_text(su)}): "
+                                           f"a Kronecker delta ties {tied}, and every slice has the same block (not a "
+                                           "single tensor of the file, but built from them), so ∇", u,
+                                           " is that block's transpose applied to each slice of ∇", v, "."],
+                             generic_vjp, unnamed)
         ties = self.delta_ties(v, u)
         if ties:
             tied = ", ".join(f"{v}'s axis {a} ({sv[a]}) with {u}'s axis {b}" for a, b in ties.items())
             return Structure("block", [jname, f" is block-diagonal ({shape_text(sv)} × {shape_text(su)}): a "
                                        f"Kronecker delta ties {tied}, so each slice of {v} depends only on the "
-                                       f"same slice of {u}; within a slice the block is dense (it changes from "
-                                       f"slice to slice), and ∇{u} is each block's transpose times ∇{v}'s slice."],
+                                       f"same slice of {u}; the blocks differ from slice to slice, so ∇{u} is "
+                                       f"each block's transpose times ∇{v}'s slice."],
                              generic_vjp, ties)
         if rv == 0:
-            return Structure("gradient", [jname, f" is the gradient of the scalar {v}, shaped like {u} ",
-                                          shape_text(su), "."], generic_vjp)
+            return self._scalar_gradient(v, u, J, jname, gv, generic_vjp)
         symmetric = ""
         if rv == 1 and ru == 1 and J.shape[0] == J.shape[1]:
             if all(_same(J[i, k], J[k, i]) for i in range(J.shape[0]) for k in range(i)):
@@ -677,6 +685,30 @@ class Analysis:
         return Structure("dense", [jname, f" is dense ({shape_text(sv)} × {shape_text(su)}): entries of {v} "
                                    f"depend on several entries of {u}, so no element-wise shortcut; ∇{u} is the "
                                    "full transposed Jacobian times ∇", v, "." + symmetric], generic_vjp)
+
+    def _scalar_gradient(self, v: str, u: str, J: np.ndarray, jname: Math, gv: Form,
+                         generic_vjp: Form) -> Structure:
+        """∂v/∂u for a scalar v: the identity (a trace), a tensor of the file (``sum(A * B)``), or as is."""
+        su = self.d.shape_of(u)
+        says: list[Segment] = [jname, f" is the gradient of the scalar {v}, shaped like {u} {shape_text(su)}"]
+        named: Form | None = None
+        if J.ndim == 2 and J.shape[0] == J.shape[1] and all(
+                J[i, k] == (1 if i == k else 0) for i in range(J.shape[0]) for k in range(J.shape[1])):
+            named = Form("I", "I", f"eye({su[0]})", su)
+            says.append(": the identity matrix (only the diagonal entries count)")
+        elif J.ndim == 2 and (found := self.match_matrix(J)) is not None:
+            named = found
+            says += [": equal to ", Math(found.text, found.tex)]
+        elif J.ndim == 1 and (found := self.match_vector(J)) is not None:
+            named = found
+            says += [": equal to ", Math(found.text, found.tex)]
+        if named is None:
+            return Structure("gradient", says + ["."], generic_vjp)
+        vjp = Form(f"{gv.text} {named.text}", rf"{gv.tex} \, {named.tex}", f"{gv.code} * {named.code}", su,
+                   atom=False)
+        return Structure("gradient", says + [". A scalar's gradient just scales it: ",
+                                             Math(f"∇{u} = {vjp.text}", rf"\nabla {tex_name(u)} = {vjp.tex}"), "."],
+                         vjp)
 
     def _diag_form(self, v: str, diag: np.ndarray) -> Form:
         """The diagonal as an array expression: ``sigmoid'(z)`` when the file defines ``v = sigmoid(z)``,

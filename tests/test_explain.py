@@ -266,3 +266,11 @@ def test_a_scaled_matrix_is_named_with_its_dim_constant():
     text = plain(explain_derivation(d, "grad_Q", {"T": 3, "d": 2, "dv": 2}, FAST))
     assert "the remaining block is 1/sqrt(d) K" in text
     assert "∇Q = 1/sqrt(d) (∇S K)" in text
+
+
+def test_reductions_name_the_identity_and_the_ones_vector():
+    d = load(DERIVATIONS / "reductions_tour.toml")
+    text = plain(explain_derivation(d, None, {"k": 3, "B": 2}, FAST))
+    assert "∇A = ∇t I" in text and "grad_t * eye(k)" in text  # the trace
+    assert "∇R = ∇rs 1_Bᵀ" in text  # a row sum sends each row's gradient to all its entries
+    assert "∂lse/∂Z is block-diagonal" in text
