@@ -605,7 +605,7 @@ class Analysis:
                              rf"\nabla {tex_name(v)}", su)
         J = self.jacobian(v, u)
         if J is None:
-            return Structure("large", [jname, " is too large to build at these dims; ∇ contracts it with ",
+            return Structure("large", [jname, f" is too large to build at these dims; ∇{u} contracts its transpose with ",
                                        Math(gv.text, gv.tex), "."], generic_vjp)
         rv, ru = len(sv), len(su)
         if all(e == 0 for e in J.flat):
@@ -1002,6 +1002,7 @@ def _explain_claim(out: Explanation, a: Analysis, c: Claim) -> None:
     concrete_terms: list[tuple[sp.Expr | None, sp.Expr]] = []  # (∇v entry, local partial), in chain order
     structures: dict[str, Structure] = {}
     dims_note = False
+    incomplete = False
     loss_form: Form | None = None  # the direct term ∂E/∂x as an array expression, when it has one
     if upstream:
         g = Math(entry_text(f"grad_{x}", x_letters), entry_tex(f"grad_{x}", x_letters))
@@ -1087,6 +1088,10 @@ def _explain_claim(out: Explanation, a: Analysis, c: Claim) -> None:
                 term = J[kv + x_idx]
                 if term != 0:
                     concrete_terms.append((G[kv], term))
+        else:
+            incomplete = True
+    if incomplete:  # a Jacobian too large to build: the instance is the engine's expanded truth instead
+        concrete_terms = [(None, a.truth.grads[x][x_idx])]
     if not chain_t:
         out.para(f"Nothing after {x} reads it and the loss does not use it: ∇{x} = 0.")
     else:
