@@ -134,9 +134,16 @@ class Frac:
         return not self.num
 
     def key(self) -> tuple:
-        """A hashable form: equal keys mean equal values (not the converse)."""
+        """A hashable form: equal keys mean equal values (not the converse). The denominator is
+        multiplied out and made monic, so ``1/(x+1)**2`` and ``1/(x**2+2x+1)`` share a key."""
         if self._key is None:
-            self._key = (_pkey(self.num), frozenset((k, e) for k, (_, e) in self.den.items()))
+            if not self.den:
+                self._key = (_pkey(self.num), None)
+            else:
+                den = _expand_den(self.den)
+                lead = Fraction(den[min(den)])
+                self._key = (_pkey({m: _tidy(Fraction(c) / lead) for m, c in self.num.items()}),
+                             _pkey({m: _tidy(Fraction(c) / lead) for m, c in den.items()}))
         return self._key
 
     def constant(self) -> Any | None:
@@ -309,6 +316,8 @@ class Converter:
             return found if found is not None else self.generator(("symbol", e))
         if e.is_Float:
             raise Unsupported("a floating-point number")
+        if e is sp.E:
+            return self._exp(_const(1))
         if e.is_NumberSymbol or e is sp.I:
             return self.generator(("constant", e))
         if e.is_Add:

@@ -208,7 +208,9 @@ def _add_tangent(t: Tangent, v: np.ndarray | Rank1, shape: tuple[int, ...]) -> n
 
 
 def _finite(value: np.ndarray, name: str, text: str) -> None:
-    if np.isfinite(np.sum(value)):
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.sum(value)
+    if np.isfinite(total):
         return  # a NaN or an Inf would make the sum NaN or Inf; no entry-sized temporary
     if not np.all(np.isfinite(value)):
         bad = "NaN" if np.any(np.isnan(value)) else "Inf"

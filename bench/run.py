@@ -1,0 +1,251 @@
+"""Figures for issue 7, each beside its baseline, measured in one run on this machine.
+
+    python bench/run.py            # symbolic (2,3) (8,9) (16,17); numeric widths 64…4096; wall times
+    python bench/run.py --full     # adds the symbolic layer at (32, 33) (the naive route takes minutes)
+    python bench/run.py --only symbolic --repeat 5
+
+(a) symbolic: the naive SymPy route (per-entry ``sympy.diff`` of the scalar loss of one
+    dense sigmoid layer, then ``simplify`` of each claim-minus-truth difference) against
+    backpropcheck's symbolic check of the same layer (bench/dense_sigmoid_mse.toml) at the
+    same dims: the truth built once, then every entry of every claim decided.
+(b) numeric: ``check --dims n=W,m=W,B=… --no-symbolic`` (one trial, in-process) against one
+    NumPy forward pass plus the claims' own evaluation, full finite differences (one forward
+    pass per parameter, extrapolated from a timed sample of entries), and
+    jax.test_util.check_grads / torch.autograd.gradcheck when they are importable.
+(c) wall time of ``backpropcheck --version``, ``check derivations/dense_column.toml`` and
+    ``check derivations/`` as subprocesses.
+
+Times are medians of --repeat runs (wall clock, ``time.perf_counter``). Nothing here is a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+LAYER = HERE / "dense_sigmoid_mse.toml"
+BATCH_FILE = ROOT / "backpropcheck" / "derivations" / "dense_column_batch.toml"
+
+
+def median_time(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+# ---------------------------------------------------------------------------
+# (a) symbolic
+
+
+def naive_sympy(n: int, m: int) -> int:
+    """Per-entry diff of the scalar loss, then simplify(claim - truth); returns the entries not reduced to 0."""
+    import sympy as sp
+
+    W = [[sp.Symbol(f"W[{j},{i}]", real=True) for i in range(n)] for j in range(m)]
+    a = [sp.Symbol(f"a[{i}]", real=True) for i in range(n)]
+    b = [sp.Symbol(f"b[{j}]", real=True) for j in range(m)]
+    y = [sp.Symbol(f"y[{j}]", real=True) for j in range(m)]
+    z = [sp.Add(*[W[j][i] * a[i] for i in range(n)]) + b[j] for j in range(m)]
+    h = [1 / (1 + sp.exp(-zj)) for zj in z]
+    loss = sp.Add(*[(h[j] - y[j]) ** 2 for j in range(m)]) / 2
+    grad_z = [(h[j] - y[j]) * sp.exp(-z[j]) / (1 + sp.exp(-z[j])) ** 2 for j in range(m)]
+    pairs = [(grad_z[j] * a[i], W[j][i]) for j in range(m) for i in range(n)]
+    pairs += [(grad_z[j], b[j]) for j in range(m)]
+    pairs += [(sp.Add(*[W[j][i] * grad_z[j] for j in range(m)]), a[i]) for i in range(n)]
+    return sum(1 for claim, x in pairs if sp.simplify(claim - sp.diff(loss, x)) != 0)
+
+
+def backpropcheck_symbolic(n: int, m: int) -> int:
+    """The symbolic check of bench/dense_sigmoid_mse.toml at (n, m); returns the entries not proved."""
+    import random
+
+    import numpy as np
+
+    from backpropcheck.engines.symbolic import SymbolicTruth
+    from backpropcheck.loader import load
+
+    d = load(str(LAYER))
+    truth = SymbolicTruth(d, {"n": n, "m": m})
+    rng = random.Random(0)
+    failed = 0
+    for claim in d.claims:
+        target = truth.grads[claim.target]
+        claimed = np.broadcast_to(truth.claim_value(claim.node), target.shape)
+        for idx in np.ndindex(*target.shape):
+            failed += truth.decide(claimed[idx] - target[idx], rng).zero is not True
+    return failed
+
+
+def _fresh(check: Callable[[int, int], int], n: int, m: int) -> None:
+    """One run with SymPy's cache cleared first, so neither side profits from the other."""
+    from sympy.core.cache import clear_cache
+
+    clear_cache()
+    failed = check(n, m)
+    assert failed == 0, f"{check.__name__}: {failed} entries not reduced to 0"
+
+
+def symbolic_section(sizes: list[tuple[int, int]], repeat: int) -> None:
+    print("(a) symbolic: one dense sigmoid layer, E = sum((sigmoid(W a + b) - y)^2) / 2, claims for z, W, b, a")
+    print(f"    {'(n, m)':>9} {'entries':>8} {'naive SymPy':>12} {'backpropcheck':>14} {'ratio':>8}")
+    for n, m in sizes:
+        runs = repeat if n * m <= 100 else 1
+        t_ours = median_time(lambda n=n, m=m: _fresh(backpropcheck_symbolic, n, m), repeat)
+        t_naive = median_time(lambda n=n, m=m: _fresh(naive_sympy, n, m), runs)
+        entries = m * n + m + m + n
+        note = "" if runs == repeat else f"  (naive: {runs} run)"
+        print(f"    {f'({n}, {m})':>9} {entries:>8} {t_naive:>11.2f}s {t_ours:>13.3f}s {t_naive / t_ours:>7.1f}x{note}")
+    print("    target: >= 20x at (16, 17); both sides decide every entry exactly, SymPy's cache cleared before each run")
+
+
+# ---------------------------------------------------------------------------
+# (b) numeric
+
+
+def numeric_section(widths: list[int], batches: list[int], repeat: int, fd_sample: int) -> None:
+    from backpropcheck.loader import load
+
+    d = load(str(BATCH_FILE))
+    print(f"(b) numeric: {BATCH_FILE.relative_to(ROOT)} (Z = W @ X + b[:, None], H = sigmoid(Z); 4 claims), "
+          "n = m = width, one trial")
+    print(f"    {'width':>5} {'batch':>5} {'fwd+claims':>11} {'check':>9} {'ratio':>6} {'full FD (extrap.)':>18} "
+          f"{'FD ratio':>10}")
+    for batch in batches:
+        for width in widths:
+            t_base, t_check, t_fd = _numeric_row(d, {"n": width, "m": width, "B": batch}, repeat, fd_sample)
+            print(f"    {width:>5} {batch:>5} {t_base:>10.3f}s {t_check:>8.3f}s {t_check / t_base:>6.2f} "
+                  f"{_human(t_fd):>18} {t_fd / t_check:>9.0f}x")
+    print(f"    ratio = check / (forward + claims): target <= 3 at width 4096. Full FD is extrapolated from "
+          f"{fd_sample} timed one-entry passes per row (one-sided, one pass per parameter).")
+    _third_party(widths, batches)
+
+
+def _numeric_row(d, sizes: dict[str, int], repeat: int, fd_sample: int) -> tuple[float, float, float]:
+    """(forward + claims, backpropcheck's check, full finite differences extrapolated), in seconds."""
+    import numpy as np
+
+    from backpropcheck.checker import Options, check_derivation
+    from backpropcheck.engines.evaluate import evaluate, evaluate_definition
+    from backpropcheck.engines.numeric import numeric_backend, rng_for, run_trial
+    from backpropcheck.limits import DEFAULT_LIMITS
+
+    limits = dataclasses.replace(DEFAULT_LIMITS, max_entries=10**9)
+    options = Options(symbolic=False, trials=1, dims=tuple(sizes.items()), limits=limits)
+    run = run_trial(d, sizes, rng_for(0, d.path, 0), 0)
+    backend = numeric_backend(d, 0)
+    inputs = {k: run.values[k] for k in d.inputs}
+    grads = {f"grad_{k}": v for k, v in run.grads.items()}
+
+    def forward(env: dict) -> dict:
+        for f in d.forward:
+            env[f.name] = evaluate_definition(f.root, f.index, env, sizes, backend)
+        return env
+
+    def forward_and_claims() -> None:
+        env = forward(dict(inputs))
+        env.update(grads)
+        for claim in d.claims:
+            evaluate(claim.node, env, sizes, backend)
+
+    def check() -> None:
+        result = check_derivation(d, options)
+        assert all(c.ok for c in result.claims), result
+
+    t_base = median_time(forward_and_claims, repeat)
+    t_check = median_time(check, repeat)
+    # full finite differences: one forward pass (and E = <grad_H, H>) per parameter, timed on a sample
+    names = [n for n, inp in d.inputs.items() if not inp.constant]
+    count = sum(inputs[n].size for n in names)
+    rng = np.random.default_rng(0)
+    started = time.perf_counter()
+    for _ in range(fd_sample):
+        name = names[int(rng.integers(len(names)))]
+        env = dict(inputs)
+        bumped = inputs[name].copy()
+        bumped.flat[int(rng.integers(bumped.size))] += 1e-6
+        env[name] = bumped
+        float(np.vdot(grads["grad_H"], forward(env)["H"]))
+    t_fd = (time.perf_counter() - started) / fd_sample * count
+    return t_base, t_check, t_fd
+
+
+def _third_party(widths: list[int], batches: list[int]) -> None:
+    for label, module in (("jax.test_util.check_grads", "jax"), ("torch.autograd.gradcheck", "torch")):
+        try:
+            __import__(module)
+        except ImportError:
+            print(f"    {label}: skipped — {module} is not importable here")
+            continue
+        print(f"    {label}: importable, but not timed by this script (install-specific); compare by hand")
+
+
+def _human(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.2f} s"
+
+
+# ---------------------------------------------------------------------------
+# (c) wall time of the command line
+
+
+def wall_section(repeat: int, library_repeat: int) -> None:
+    exe = [sys.executable, "-m", "backpropcheck"]
+    print("(c) wall time of the command line (subprocess, including interpreter start and imports)")
+    for label, args, runs in (
+        ("backpropcheck --version", ["--version"], repeat),
+        ("backpropcheck check derivations/dense_column.toml", ["check", "derivations/dense_column.toml"], repeat),
+        ("backpropcheck check derivations/dense_column.toml --no-symbolic",
+         ["check", "derivations/dense_column.toml", "--no-symbolic"], repeat),
+        ("backpropcheck check derivations/ -q", ["check", "derivations", "-q"], library_repeat),
+    ):
+        def call(args: list[str] = args) -> None:
+            subprocess.run(exe + args, cwd=ROOT, capture_output=True, check=False)
+
+        print(f"    {label:<66} {median_time(call, runs):7.2f} s  (median of {runs})")
+    print("    targets: --version imports neither NumPy nor SymPy; the seed check under 1.5 s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--full", action="store_true", help="also the symbolic layer at (32, 33)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
+    parser.add_argument("--only", choices=["symbolic", "numeric", "wall"], action="append")
+    parser.add_argument("--widths", default="64,256,1024,4096")
+    parser.add_argument("--batches", default="32,256")
+    parser.add_argument("--fd-sample", type=int, default=10, help="timed finite-difference passes per row")
+    args = parser.parse_args()
+    sections = args.only or ["symbolic", "numeric", "wall"]
+    sys.path.insert(0, str(ROOT))
+    import numpy
+    import sympy
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load average {load[0]:.2f} at start; "
+          f"Python {platform.python_version()}, NumPy {numpy.__version__}, SymPy {sympy.__version__}")
+    if "symbolic" in sections:
+        sizes = [(2, 3), (8, 9), (16, 17)] + ([(32, 33)] if args.full else [])
+        symbolic_section(sizes, args.repeat)
+    if "numeric" in sections:
+        numeric_section([int(w) for w in args.widths.split(",")], [int(b) for b in args.batches.split(",")],
+                        args.repeat, args.fd_sample)
+    if "wall" in sections:
+        wall_section(args.repeat, 1)
+
+
+if __name__ == "__main__":
+    main()
