@@ -105,14 +105,24 @@ def time_budget(seconds: float) -> Iterator[None]:
         yield
         return
 
+    # The alarm repeats every 0.1 s after the budget: a raise that lands inside a __del__, a weakref
+    # or gc callback is swallowed by Python ("Exception ignored in ..."), and must not end the budget.
+    armed = [True]
+
     def on_alarm(signum, frame):
-        raise SymbolicTimeout()
+        if armed[0]:
+            raise SymbolicTimeout()
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 0.1)
     try:
         yield
     finally:
+        while armed[0]:
+            try:
+                armed[0] = False  # from here on a late tick is ignored
+            except SymbolicTimeout:  # a tick that landed just before: disarm again
+                continue
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
 

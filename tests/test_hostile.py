@@ -700,3 +700,31 @@ def test_a_fifo_is_an_error_not_a_blocked_open(tmp_path: Path) -> None:
     result = check_path(str(fifo), Options(trials=1))
     timer.cancel()
     assert result.status == "error" and "not a regular file" in (result.error or "")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_timeout_swallowed_by_a_gc_callback_fires_again() -> None:
+    # found by the slow fuzz run: the alarm landed in hypothesis's gc callback, Python printed
+    # "Exception ignored in ..." and the budget was lost; the alarm now repeats until it lands
+    import gc
+    import time
+
+    from backpropcheck.checker import SymbolicTimeout, time_budget
+
+    swallowed = []
+
+    def callback(phase: str, info: dict) -> None:
+        if not swallowed:
+            swallowed.append(phase)
+            time.sleep(0.3)  # the budget expires in here, once: Python swallows that raise
+
+    gc.callbacks.append(callback)
+    try:
+        with pytest.raises(SymbolicTimeout), time_budget(0.1):
+            gc.collect()
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:  # pure-Python work that the next alarm interrupts
+                sum(range(1000))
+    finally:
+        gc.callbacks.remove(callback)
+    assert swallowed
