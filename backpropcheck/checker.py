@@ -313,7 +313,8 @@ class _FileCheck:
         cfg = self.cfg
         limits = self.options.limits
         if cfg["max_dim"] > limits.max_dim:
-            raise DerivationError(exceeded("--max-dim", cfg["max_dim"], "max_dim", limits))
+            raise DerivationError(exceeded("the largest random dim (--max-dim or [check] max_dim)", cfg["max_dim"],
+                                           "max_dim", limits))
         for key in ("trials", "shapes"):
             if cfg[key] > vars(limits)[f"max_{key}"]:
                 raise DerivationError(exceeded(f"the number of {key}", cfg[key], f"max_{key}", limits))
