@@ -96,8 +96,11 @@ _SYMBOLIC_FAILURES = (RecursionError, MemoryError, ValueError, TypeError, Arithm
 
 @contextlib.contextmanager
 def time_budget(seconds: float) -> Iterator[None]:
-    """Raise :class:`SymbolicTimeout` inside the block after ``seconds`` (SymPy is pure Python,
-    so the alarm lands between bytecodes). Without SIGALRM, or off the main thread, no budget."""
+    """Raise :class:`SymbolicTimeout` inside the block after ``seconds`` of this process's CPU time.
+
+    SymPy is pure Python, so the signal lands between bytecodes. CPU time, not wall time
+    (ITIMER_PROF): a loaded machine or ``--jobs`` must not turn ``proved`` into ``verified``.
+    Without setitimer, or off the main thread, there is no budget."""
     usable = (
         seconds > 0 and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
     )
@@ -113,8 +116,8 @@ def time_budget(seconds: float) -> Iterator[None]:
         if armed[0]:
             raise SymbolicTimeout()
 
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds, 0.1)
+    previous = signal.signal(signal.SIGPROF, on_alarm)
+    signal.setitimer(signal.ITIMER_PROF, seconds, 0.1)
     try:
         yield
     finally:
@@ -123,8 +126,8 @@ def time_budget(seconds: float) -> Iterator[None]:
                 armed[0] = False  # from here on a late tick is ignored
             except SymbolicTimeout:  # a tick that landed just before: disarm again
                 continue
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, previous)
 
 
 def settings(d: Derivation, options: Options) -> dict[str, Any]:
@@ -227,7 +230,7 @@ def _work(d: Derivation, spaces: list[tuple[str, tuple]], sizes: dict[str, int])
 
 def reproduce_command(path: str, seed: int, options: Options, cfg: dict[str, Any]) -> str:
     parts = ["backpropcheck", "check", path, "--seed", str(seed)]
-    for key in ("trials", "max_dim", "rtol", "atol"):
+    for key in ("trials", "shapes", "max_dim", "rtol", "atol"):
         if vars(options)[key] is not None:
             parts += [f"--{key.replace('_', '-')}", str(cfg[key])]
     if options.dims:

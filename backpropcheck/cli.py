@@ -68,7 +68,7 @@ def main() -> None:
               help="Numeric trials at exactly these dims (production shapes).")
 @click.option("--no-symbolic", is_flag=True, help="Numeric trials only: verdicts are 'verified', not 'proved'.")
 @click.option("--timeout", type=click.FloatRange(0, None), default=10.0, show_default=True,
-              help="Seconds of symbolic work per claim before it falls back to 'verified'.")
+              help="CPU seconds of symbolic work per claim before it falls back to 'verified'.")
 @click.option("--jobs", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Files checked in parallel processes.")
 @click.option("--fail-fast", is_flag=True, help="Stop after the first file that does not pass.")
@@ -251,7 +251,7 @@ def _interactive() -> bool:
               help="Numeric trials behind the verdict.")
 @click.option("--no-symbolic", is_flag=True, help="Verdict from numeric trials only (faster; 'verified').")
 @click.option("--timeout", type=click.FloatRange(0, None), default=10.0, show_default=True,
-              help="Seconds of symbolic work per claim for the verdict.")
+              help="CPU seconds of symbolic work per claim for the verdict.")
 def explain(file, claim, dims, fmt, output, trials, no_symbolic, timeout) -> None:
     """Fill in the "???": the per-neuron chain rule, the Jacobian route and the matrix form of each claim."""
     from .checker import Options

@@ -80,4 +80,39 @@ def diagnose(
                     f"{name}_prime({f.name}) used for {name}_prime({z}): the derivative must be taken "
                     f"at the pre-activation {z}, not at the activation {f.name}"
                 )
+    if evaluate_with is not None:
+        return _swapped_gradient(d, claim_name, truth, values, evaluate_with)
+    return None
+
+
+def _swapped_gradient(d, claim_name, truth, values, evaluate_with) -> str | None:
+    """The claim holds with one ``grad_u`` it reads replaced by another ``grad_v`` of the same shape:
+    typically ``grad_h`` where ``grad_z = grad_h ⊙ f'(z)`` belongs, a step of the chain rule skipped."""
+    claim = next((c for c in d.claims if c.name == claim_name), None)
+    if claim is None:
+        return None
+    used = sorted(u for u in claim.uses if u.startswith("grad_") and u in values)
+    for u in used:
+        for v, value in values.items():
+            if v == u or not v.startswith("grad_") or np.shape(value) != np.shape(values[u]):
+                continue
+            try:
+                mutated = evaluate_with({u: value})
+            except Exception:  # noqa: BLE001 - a mutation that does not evaluate explains nothing
+                continue
+            if _close(np.broadcast_to(mutated, truth.shape), truth):
+                step = _step_between(d, u[5:], v[5:])
+                return f"{u} used where {v} belongs" + (f": {step}" if step else "")
+    return None
+
+
+def _step_between(d: Derivation, later: str, earlier: str) -> str | None:
+    """``a missing factor f_prime(z)`` when ``later = f(earlier)`` is an element-wise step."""
+    for f in d.forward:
+        root = f.root
+        if (f.name == later and isinstance(root, Call) and root.op == "elementwise"
+                and isinstance(root.args[0], Var) and root.args[0].name == earlier):
+            fn = root.params["fn"]
+            return (f"a missing factor {fn}_prime({earlier}), since grad_{earlier} = "
+                    f"grad_{later} * {fn}_prime({earlier})")
     return None
