@@ -352,6 +352,7 @@ class _FileCheck:
                 s["max_rel_err"] = max(s["max_rel_err"], rel_err)
                 if not ok:
                     s["failure"] = (trial, sizes, index, run)
+            del run  # at production dims, one trial's arrays at a time
         return stats
 
     # -- symbolic ---------------------------------------------------------------
