@@ -310,3 +310,11 @@ def test_version_and_help_import_neither_numpy_nor_sympy(args):
 
 def test_no_symbolic_never_imports_sympy():
     assert _modules_after(["check", str(LIB / "dense_column.toml"), "--no-symbolic", "-q"]) == {"numpy"}
+
+
+def test_a_wrong_table_derivative_is_caught_by_the_complex_step(monkeypatch):
+    sigmoid = ops.ELEMENTWISE["sigmoid"]
+    wrong = dataclasses.replace(sigmoid, derivative=lambda u: 1.01 * sigmoid.derivative(u))
+    monkeypatch.setitem(ops.ELEMENTWISE, "sigmoid", wrong)
+    result = check_path(str(LIB / "dense_column_batch.toml"), Options(symbolic=False, trials=1))
+    assert result.status == "error" and "internal error" in result.error

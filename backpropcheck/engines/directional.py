@@ -9,9 +9,10 @@ the directional derivative of the loss,
 where ``grad_f`` is the adjoint of f through everything computed after it — the
 same quantities the reverse sweep produced. The tangent pass replays the real
 forward tape (no second primal evaluation): linear and bilinear ops propagate
-tangents directly, element-wise functions multiply by their derivative, and
-every other op takes a complex step, ``Im op(a + i·h·t) / h`` (exact to first
-order, no cancellation). A large matrix input gets a rank-one direction
+tangents directly, and every other op takes a complex step,
+``Im op(a + i·h·t) / h`` (exact to first order, no cancellation) — element-wise
+functions too where their NumPy form is complex-analytic, so the table's
+derivatives are checked as well; the others multiply by their derivative. A large matrix input gets a rank-one direction
 ``p qᵀ`` so that ``d_W @ X = p (qᵀ X)`` costs no matrix product and no copy
 of W. The pass costs O(1) forward passes, never one per parameter.
 """
@@ -26,12 +27,14 @@ from typing import Any
 import numpy as np
 
 from ..lang.ir import Call, Const, DimSize, IndexDef, IndexRef, IndexSum, Node, Var
-from ..lang.ops import OPS
+from ..lang.ops import ELEMENTWISE, OPS
 from .evaluate import Tape, _to_rank, index_space
 
 H = 1e-20  # complex step: h² terms vanish below float64 resolution
 EPS = float(np.finfo(float).eps)
 RANK1_MIN = 1024  # matrices with at least this many entries get a rank-one direction
+# built-in element-wise functions whose NumPy evaluation is complex-analytic
+COMPLEX_SAFE = frozenset({"exp", "log", "log1p", "sqrt", "rsqrt", "tanh", "sigmoid", "sin", "cos", "square"})
 
 
 @dataclass(frozen=True)
@@ -116,9 +119,14 @@ def _jvp(node: Call, args: tuple, out: np.ndarray, params: dict, tans: list[Tang
         (t,) = tans
         return Rank1(t.q, t.p) if isinstance(t, Rank1) else np.asarray(t).T
     if node.op == "elementwise":
+        fn = params["fn"]
         if params.get("prime"):
             raise ValueError("a NAME_prime in the forward pass has no tangent rule")
-        return params["fn"].derivative(args[0]) * dense(tans[0])
+        if fn.name in COMPLEX_SAFE and ELEMENTWISE.get(fn.name) is fn:
+            # independent of the table's derivative: a complex step through the function itself
+            with np.errstate(all="ignore"):
+                return np.imag(fn.numeric(args[0] + 1j * H * dense(tans[0]))) / H
+        return fn.derivative(args[0]) * dense(tans[0])
     if node.op in ("add", "sub"):
         ta, tb = tans
         if tb is not None and node.op == "sub":
