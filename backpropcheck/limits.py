@@ -16,6 +16,7 @@ class Limits:
     max_inputs: int = 64
     max_definitions: int = 128
     max_claims: int = 64
+    max_functions: int = 64
     max_rank: int = 4
     max_expr_chars: int = 2000
     max_depth: int = 64
@@ -42,6 +43,7 @@ DESCRIPTIONS = {
     "max_inputs": "number of names in [inputs]",
     "max_definitions": "number of [forward] plus [backward] definitions",
     "max_claims": "number of claims in [claims]",
+    "max_functions": "number of generic functions in [functions]",
     "max_rank": "rank of an input, of ones/zeros/eye, and of every intermediate value",
     "max_expr_chars": "characters in one expression",
     "max_depth": "nesting depth of an expression (brackets and syntax tree)",

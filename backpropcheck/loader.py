@@ -153,7 +153,11 @@ class _Builder:
             self.d.dims[name] = desc
 
     def _functions(self) -> None:
-        for name, kind in self.doc.get("functions", {}).items():
+        functions = self.doc.get("functions", {})
+        if len(functions) > self.limits.max_functions:
+            raise LimitError(exceeded("the number of functions", len(functions), "max_functions", self.limits),
+                             key="functions")
+        for name, kind in functions.items():
             self._name(f"functions.{name}", name)
             if kind != "elementwise":
                 raise _fail(f"functions.{name}", f'a function must be declared "elementwise", not {kind!r}')

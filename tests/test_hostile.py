@@ -350,6 +350,8 @@ BOUND_CASES = {
                             + "\n".join(f'q{k} = "a"' for k in range(70)),
                             claims="\n".join(f'grad_q{k} = "W.T @ grad_z * 0"' for k in range(70))
                             + '\ngrad_z = "grad_h * tanh_prime(z)"'), "80"),
+    "max_functions": (_bounded(derivation='title = "t"\n[functions]\n'
+                               + "\n".join(f'f{k} = "elementwise"' for k in range(70))), "80"),
     "max_rank": (_bounded(inputs='a = ["n"]\nW = ["m", "n"]\nb = ["m"]\nT = ["n", "n", "n", "n", "n"]'), "5"),
     "max_expr_chars": (_bounded(forward='z = "W @ a + b * 1.' + "0" * 3000 + '"\nh = "tanh(z)"'), "8000"),
     "max_depth": (_bounded(forward='z = "W @ a + ' + "(" * 70 + "b" + ")" * 70 + '"\nh = "tanh(z)"'), "100"),
