@@ -101,6 +101,8 @@ def _fresh(check: Callable[[int, int], int], n: int, m: int) -> None:
 def symbolic_section(sizes: list[tuple[int, int]], repeat: int) -> None:
     print("(a) symbolic: one dense sigmoid layer, E = sum((sigmoid(W a + b) - y)^2) / 2, claims for z, W, b, a")
     print(f"    {'(n, m)':>9} {'entries':>8} {'naive SymPy':>12} {'backpropcheck':>14} {'ratio':>8}")
+    _fresh(naive_sympy, 2, 3)  # warm-up: both routes' imports happen before any timing
+    _fresh(backpropcheck_symbolic, 2, 3)
     for n, m in sizes:
         runs = repeat if n * m <= 100 else 1
         t_ours = median_time(lambda n=n, m=m: _fresh(backpropcheck_symbolic, n, m), repeat)
@@ -130,7 +132,7 @@ def numeric_section(widths: list[int], batches: list[int], repeat: int, fd_sampl
                   f"{_human(t_fd):>18} {t_fd / t_check:>9.0f}x")
     print(f"    ratio = check / (forward + claims): target <= 3 at width 4096. Full FD is extrapolated from "
           f"{fd_sample} timed one-entry passes per row (one-sided, one pass per parameter).")
-    _third_party(widths, batches)
+    _third_party(widths, batches, repeat)
 
 
 def _numeric_row(d, sizes: dict[str, int], repeat: int, fd_sample: int) -> tuple[float, float, float]:
@@ -182,14 +184,52 @@ def _numeric_row(d, sizes: dict[str, int], repeat: int, fd_sample: int) -> tuple
     return t_base, t_check, t_fd
 
 
-def _third_party(widths: list[int], batches: list[int]) -> None:
-    for label, module in (("jax.test_util.check_grads", "jax"), ("torch.autograd.gradcheck", "torch")):
+def _third_party(widths: list[int], batches: list[int], repeat: int) -> None:
+    """jax.test_util.check_grads / torch.autograd.gradcheck(fast_mode=True) on the same layer, if importable."""
+    import numpy as np
+
+    for label, module, runner in (("jax.test_util.check_grads", "jax", _jax_check),
+                                  ("torch.autograd.gradcheck(fast_mode=True)", "torch", _torch_check)):
         try:
             __import__(module)
         except ImportError:
             print(f"    {label}: skipped — {module} is not importable here")
             continue
-        print(f"    {label}: importable, but not timed by this script (install-specific); compare by hand")
+        for batch in batches:
+            for width in widths:
+                rng = np.random.default_rng(0)
+                arrays = (rng.normal(size=(width, width)) / np.sqrt(width), rng.normal(size=(width, batch)),
+                          rng.normal(size=width), rng.normal(size=(width, batch)))
+                try:
+                    seconds = median_time(lambda arrays=arrays, runner=runner: runner(*arrays), repeat)
+                    print(f"    {label}: width {width}, batch {batch}: {seconds:.3f} s (in-process)")
+                except Exception as exc:  # noqa: BLE001 - a third-party baseline must not stop the bench
+                    print(f"    {label}: width {width}, batch {batch}: failed ({type(exc).__name__}: {exc})")
+
+
+def _jax_check(W, X, b, G) -> None:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    from jax.test_util import check_grads
+
+    def loss(W, X, b):
+        return jnp.vdot(G, jax.nn.sigmoid(W @ X + b[:, None]))
+
+    check_grads(loss, (jnp.asarray(W), jnp.asarray(X), jnp.asarray(b)), order=1, modes=["rev"])
+
+
+def _torch_check(W, X, b, G) -> None:
+    import torch
+
+    args = tuple(torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (W, X, b))
+    upstream = torch.tensor(G, dtype=torch.float64)
+
+    def loss(W, X, b):
+        return (upstream * torch.sigmoid(W @ X + b[:, None])).sum()
+
+    assert torch.autograd.gradcheck(loss, args, fast_mode=True)
 
 
 def _human(seconds: float) -> str:
