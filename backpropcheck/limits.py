@@ -23,7 +23,7 @@ class Limits:
     max_literal: float = 1e6
     max_exponent: float = 16.0
     max_dim: int = 8192
-    max_entries: int = 50_000_000
+    max_entries: int = 200_000_000  # about 1.6 GB of float64; --dims n=4096,m=4096 needs 5e7
     max_trials: int = 10_000
     max_shapes: int = 20
 

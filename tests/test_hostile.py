@@ -731,3 +731,10 @@ def test_a_timeout_swallowed_by_a_gc_callback_fires_again() -> None:
     finally:
         gc.callbacks.remove(callback)
     assert swallowed
+
+
+def test_the_default_bounds_admit_the_spec_production_dims() -> None:
+    # SPEC §4: `--dims n=4096,m=4096`; the bounds must not make the documented use an error
+    status, out = cli(str(PACKAGE / "derivations" / "dense_column.toml"), "--dims", "n=4096,m=4096", "--trials", "1",
+                      "--no-symbolic")
+    assert status == 0, out
