@@ -326,6 +326,7 @@ class _FileCheck:
                 raise DerivationError(exceeded(f"--dims {name}", value, "max_dim", limits))
         stats = {c.name: {"trials": 0, "max_abs_err": 0.0, "max_rel_err": 0.0, "failure": None, "error": None}
                  for c in claims}
+        total = 0
         for trial in range(cfg["trials"]):
             rng = rng_for(cfg["seed"], self.d.path, trial)
             sizes = draw_dims(self.d, rng, 2, max(2, cfg["max_dim"]), self.fixed)
@@ -333,6 +334,10 @@ class _FileCheck:
             if entries > limits.max_entries:
                 raise DerivationError(exceeded(f"the entries of all arrays at dims {_fmt_dims(sizes)}", entries,
                                                "max_entries", limits), key=key)
+            total += entries  # checked before the trial runs: the numeric work of a file is bounded too
+            if total > limits.max_total_entries:
+                raise DerivationError(exceeded(f"the entries of all arrays summed over trials 0..{trial}", total,
+                                               "max_total_entries", limits))
             try:
                 run = run_trial(self.d, sizes, rng, trial)
             except NumericProblem as exc:

@@ -360,6 +360,10 @@ BOUND_CASES = {
     "max_dim": (_bounded(derivation='title = "t"\n[check]\nmax_dim = 9000'), None),
     "max_entries": (_bounded(inputs='a = ["n"]\nW = ["m", "n"]\nb = ["m"]\n'
                              'T = { shape = ["999 * n", "999 * n", "999 * n"], constant = true }'), None),
+    # crossing the default (2e9) takes a minute of real work: the test lowers it to 1e6 (see below)
+    "max_total_entries": (_bounded(derivation='title = "t"\n[check]\ntrials = 100',
+                                   inputs='a = ["n"]\nW = ["m", "n"]\nb = ["m"]\nT = { shape = ["n", "n", "n"], '
+                                   'constant = true }'), None),
     "max_trials": (_bounded(derivation='title = "t"\n[check]\ntrials = 1000000000'), None),
     "max_shapes": (_bounded(derivation='title = "t"\n[check]\nshapes = 1000'), None),
 }
@@ -375,10 +379,13 @@ def test_crossing_a_bound_names_it_and_its_flag(field: str, tmp_path: Path, good
     bad = tmp_path / "bad.toml"
     bad.write_text(text)
     extra = list(QUICK) + ["--no-symbolic"]
-    if field in ("max_trials", "max_shapes", "max_dim"):
+    if field in ("max_trials", "max_shapes", "max_dim", "max_total_entries"):
         extra = ["--no-symbolic", "--timeout", "1"]  # the file's [check] values apply
-    status, out = cli(str(bad), str(good), *extra)
     limit = vars(DEFAULT_LIMITS)[field]
+    if field == "max_total_entries":  # 100 trials of >= 8 * 2**18 entries cross 1e6; the good file's 20 do not
+        limit = 1_000_000
+        extra += ["--max-total-entries", str(limit), "--max-dim", "64"]
+    status, out = cli(str(bad), str(good), *extra)
     assert status == 2, out
     assert f"exceeds the limit of {limit}; raise it with {Limits.flag(field)}" in out, out
     assert out.count("grad_a verified") >= 1  # the good file is still checked
