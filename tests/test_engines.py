@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 import sympy as sp
-from conftest import BUNDLED, DENSE_COLUMN, DENSE_INDEX, SOFTMAX_REGRESSION, load_text
+from conftest import BUNDLED, DENSE_COLUMN, DENSE_INDEX, SOFTMAX_REGRESSION, check_text, derivation_toml, load_text
 
 from backpropcheck.engines.evaluate import evaluate, evaluate_definition
 from backpropcheck.engines.numeric import (
@@ -145,6 +145,30 @@ def test_numeric_truth_matches_finite_differences_generic_f_every_standin(trial:
 
 def test_numeric_truth_matches_finite_differences_index_form() -> None:
     _check_against_finite_differences(load_text(DENSE_INDEX), {"n": 2, "m": 3})
+
+
+INDEX_TOUR = derivation_toml(
+    dims={"n": "inputs", "m": "outputs"},
+    inputs={"W": ["m", "n"], "a": ["n"], "b": ["m"]},
+    forward={
+        "c[j]": "sum(b[j] for i in n)",  # a body constant along the summed index: n * b
+        "M[j, i]": "W[j, i] * a[i]",  # two free indices
+        "y[j]": "sum(M[j, i] for i in n) + c[j] * c[j]",
+    },
+    loss={"upstream": "y"},
+    claims={"grad_c": "2 * c * grad_y", "grad_b": "n * grad_c", "grad_M": "grad_y[:, None] * ones([m, n])",
+            "grad_W": "grad_M * a[None, :]", "grad_a": "sum(grad_M * W, axis=0)"},
+)
+
+
+def test_numeric_truth_matches_finite_differences_index_tour() -> None:
+    _check_against_finite_differences(load_text(INDEX_TOUR), {"n": 3, "m": 2})
+
+
+def test_index_tour_claims_are_proved(tmp_path) -> None:
+    result = check_text(tmp_path, INDEX_TOUR)
+    assert {c.name: c.verdict for c in result.claims} == {
+        "grad_c": "proved", "grad_b": "proved", "grad_M": "proved", "grad_W": "proved", "grad_a": "proved"}
 
 
 @pytest.mark.parametrize(
