@@ -130,6 +130,11 @@ def time_budget(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGPROF, previous)
 
 
+def _remaining(budget: float, spent: float) -> float:
+    """What is left of a budget (0 means no budget at all); an exhausted one expires at once."""
+    return max(budget - spent, 1e-6) if budget > 0 else 0.0
+
+
 def settings(d: Derivation, options: Options) -> dict[str, Any]:
     out = {}
     for key, default in DEFAULTS.items():
@@ -386,6 +391,10 @@ class _FileCheck:
         out: dict[str, dict[str, Any]] = {c.name: {"status": "proved", "shapes": [], "seconds": 0.0}
                                           for c in claims}
         pending = list(claims)
+        # the budget is per claim over all the small dims (and as much again for the shared truth),
+        # so a file's symbolic time is at most (claims + 1) x --timeout, whatever [check] shapes says
+        spent = {c.name: 0.0 for c in claims}  # CPU seconds, like the budget's timer
+        truth_spent = 0.0
         try:
             small = self._small_shapes()
         except DerivationError as exc:
@@ -402,8 +411,9 @@ class _FileCheck:
                     out[c.name].update(status="gave-up", reason=reason)
                 return out
             started = time.perf_counter()
+            cpu = time.process_time()
             try:
-                with time_budget(budget):
+                with time_budget(_remaining(budget, truth_spent)):
                     truth = SymbolicTruth(self.d, sizes)
             except SymbolicTimeout:
                 for c in pending:
@@ -416,12 +426,14 @@ class _FileCheck:
                     out[c.name].update(status="gave-up", reason=f"the symbolic engine failed: {exc}")
                 return out
             shared = time.perf_counter() - started
+            truth_spent += time.process_time() - cpu
             rng = random.Random(zlib.crc32(f"{self.cfg['seed']}:{self.d.path}".encode()))
             for claim in list(pending):
                 record = out[claim.name]
                 started = time.perf_counter()
+                cpu = time.process_time()
                 try:
-                    with time_budget(budget):
+                    with time_budget(_remaining(budget, spent[claim.name])):
                         decision = self._decide(truth, claim, rng)
                 except SymbolicTimeout:
                     record.update(status="timeout", reason=(
@@ -433,6 +445,7 @@ class _FileCheck:
                     record.update(status="gave-up", reason=f"the symbolic engine failed: {exc}")
                     pending.remove(claim)
                     continue
+                spent[claim.name] += time.process_time() - cpu
                 record["seconds"] += time.perf_counter() - started + shared / max(len(pending), 1)
                 if decision is None:
                     record["shapes"].append(sizes)

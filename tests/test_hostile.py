@@ -726,14 +726,16 @@ def test_a_timeout_swallowed_by_a_gc_callback_fires_again() -> None:
     def callback(phase: str, info: dict) -> None:
         if not swallowed:
             swallowed.append(phase)
-            time.sleep(0.3)  # the budget expires in here, once: Python swallows that raise
+            until = time.process_time() + 0.3  # the (CPU-time) budget expires in here, once:
+            while time.process_time() < until:  # Python swallows that raise
+                sum(range(100))
 
     gc.callbacks.append(callback)
     try:
         with pytest.raises(SymbolicTimeout), time_budget(0.1):
             gc.collect()
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:  # pure-Python work that the next alarm interrupts
+            deadline = time.process_time() + 5
+            while time.process_time() < deadline:  # pure-Python work that the next alarm interrupts
                 sum(range(1000))
     finally:
         gc.callbacks.remove(callback)
@@ -745,3 +747,33 @@ def test_the_default_bounds_admit_the_spec_production_dims() -> None:
     status, out = cli(str(PACKAGE / "derivations" / "dense_column.toml"), "--dims", "n=4096,m=4096", "--trials", "1",
                       "--no-symbolic")
     assert status == 0, out
+
+
+def test_the_budget_is_per_claim_over_all_small_dims(tmp_path: Path, monkeypatch) -> None:
+    # 0.3 s of symbolic work per dim assignment: under a 0.5 s budget per assignment it would be
+    # proved at every one of them; the budget is per claim, so the second assignment runs out
+    import time
+
+    import backpropcheck.checker as checker
+
+    def slow_decide(self, truth, claim, rng):
+        until = time.process_time() + 0.3  # the budget counts CPU time: burn it
+        while time.process_time() < until:
+            sum(range(100))
+        return None  # "every entry equal"
+
+    monkeypatch.setattr(checker._FileCheck, "_decide", slow_decide)
+    path = tmp_path / "ok.toml"
+    path.write_text(BASE)
+    result = check_path(str(path), Options(trials=1, shapes=6, timeout=0.5, max_dim=5))
+    for c in result.claims:
+        assert c.verdict == "verified" and "(--timeout)" in c.message, c.message
+        assert len(c.symbolic["shapes"]) == 1
+
+
+def test_remaining_budget() -> None:
+    from backpropcheck.checker import _remaining
+
+    assert _remaining(10.0, 3.0) == 7.0
+    assert 0 < _remaining(10.0, 12.0) < 1e-3  # exhausted: expires at once, never "no budget"
+    assert _remaining(0.0, 5.0) == 0.0  # --timeout 0: no budget
