@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backpropcheck.lang.dims import Dim, concrete, fmt_shape, parse_dim
 
@@ -85,6 +87,10 @@ def test_concrete() -> None:
         ("m*2", {"m": 4}, 8),
         ("2 * (n + 1)", {"n": 3}, 8),
         ("n - 1 + 1", {"n": 9}, 9),
+        ("-K + T + 1", {"T": 6, "K": 3}, 4),
+        ("+n", {"n": 2}, 2),
+        ("3*n - 2*m", {"n": 4, "m": 3}, 6),
+        ("-2*m + 3*n", {"n": 4, "m": 3}, 6),
         (3, {}, 3),
     ],
 )
@@ -108,6 +114,7 @@ def test_parse_dim_equal_expressions_compare_equal() -> None:
         ("n ** 2", "not an affine expression"),
         ("f(n)", "not an affine expression"),
         ("n +", "not a dim name"),
+        ("~n", "not an affine expression"),
         ("1.5", "not an affine expression"),
         (0, "positive integer"),
         (-2, "positive integer"),
@@ -121,3 +128,25 @@ def test_parse_dim_rejects(text: object, words: str) -> None:
     with pytest.raises(ValueError, match=None) as info:
         parse_dim(text, KNOWN)  # type: ignore[arg-type]
     assert words in str(info.value)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    terms=st.lists(st.tuples(st.sampled_from(sorted(KNOWN)), st.integers(1, 5), st.booleans()), min_size=1,
+                   max_size=5),
+    const=st.integers(-20, 20),
+    sizes=st.fixed_dictionaries({name: st.integers(1, 50) for name in KNOWN}),
+)
+def test_parse_dim_is_affine_arithmetic(terms: list[tuple[str, int, bool]], const: int,
+                                        sizes: dict[str, int]) -> None:
+    """``±c1*a ± c2*b ± … ± k`` parses to the Dim whose value is that sum at any sizes."""
+    text = ""
+    expected = const
+    for name, coeff, negative in terms:
+        sign = "-" if negative else "+"
+        text += f" {sign} {coeff}*{name}" if text else (f"-({coeff}*{name})" if negative else f"{coeff}*{name}")
+        expected += (-coeff if negative else coeff) * sizes[name]
+    text += f" {'-' if const < 0 else '+'} {abs(const)}"
+    dim = parse_dim(text, KNOWN)
+    assert dim.value(sizes) == expected
+    assert parse_dim(str(dim), KNOWN) == dim  # str is a parseable, canonical form

@@ -105,12 +105,19 @@ def _affine(node: ast.AST, known: Mapping[str, object], text: str) -> Dim:
         return Dim.of(node.id)
     if isinstance(node, ast.Constant) and type(node.value) is int and abs(node.value) < 10**6:
         return Dim.lit(node.value)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        # "-K + T + 1" is how str(Dim) writes T - K + 1, so it must read back
+        inner = _affine(node.operand, known, text)
+        return Dim.lit(0) - inner if isinstance(node.op, ast.USub) else inner
     if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub)):
         left, right = _affine(node.left, known, text), _affine(node.right, known, text)
         return left + right if isinstance(node.op, ast.Add) else left - right
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
         for coeff, other in ((node.left, node.right), (node.right, node.left)):
-            if isinstance(coeff, ast.Constant) and type(coeff.value) is int and 0 < coeff.value < 1000:
+            negative = isinstance(coeff, ast.UnaryOp) and isinstance(coeff.op, ast.USub)
+            literal = coeff.operand if negative else coeff  # type: ignore[attr-defined]
+            if isinstance(literal, ast.Constant) and type(literal.value) is int and 0 < literal.value < 1000:
+                c = -literal.value if negative else literal.value  # "-2*m", as str(Dim) writes it
                 d = _affine(other, known, text)
-                return Dim(tuple((k, v * coeff.value) for k, v in d.terms), d.const * coeff.value)
+                return Dim(tuple((k, v * c) for k, v in d.terms), d.const * c)
     raise ValueError(f"{text!r} is not an affine expression of dims (use names, integers, + and -)")
