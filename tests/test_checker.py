@@ -318,6 +318,18 @@ def test_nan_in_a_trial_is_a_file_error_naming_the_domain(tmp_path: Path) -> Non
     assert "NaN" in result.error and "domain" in result.error
 
 
+def test_index_form_entry_out_of_range_is_a_located_file_error(tmp_path: Path) -> None:
+    # t ranges over n (from x[t]), so x[t + 1] reaches one past the end in every trial
+    text = derivation_toml(
+        dims={"n": "entries"}, inputs={"x": ["n"]}, forward={"y[t]": "x[t] * x[t + 1]"},
+        loss={"upstream": "y"}, claims={"grad_x": "grad_y * x"},
+    )
+    result = check_text(tmp_path, text, name="reach.toml")
+    assert result.status == "error" and result.error is not None
+    assert "reach.toml" in result.error and "[forward.y[t]]" in result.error and "column 8" in result.error
+    assert "`x[t + 1]` reaches index" in result.error
+
+
 def test_results_are_deterministic(tmp_path: Path) -> None:
     text = with_claims(SOFTMAX_REGRESSION, {"grad_Z": "P - Y", "grad_W": "grad_Z @ X.T"})
     one = check_text(tmp_path, text)

@@ -113,7 +113,10 @@ def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator,
     with np.errstate(all="ignore"):
         for definition in d.forward:
             tape = Tape()
-            value = evaluate_definition(definition.root, definition.index, run.values, sizes, backend, tape)
+            try:
+                value = evaluate_definition(definition.root, definition.index, run.values, sizes, backend, tape)
+            except DerivationError as exc:  # e.g. an index-form entry out of range: name the key
+                raise exc.located(key=definition.key) from None
             _finite(value, definition.name, definition.text)
             run.values[definition.name] = value
             tapes[definition.name] = tape
