@@ -282,14 +282,21 @@ def main() -> None:
     parser.add_argument("--widths", default="64,256,1024,4096")
     parser.add_argument("--batches", default="32,256")
     parser.add_argument("--fd-sample", type=int, default=10, help="timed finite-difference passes per row")
+    parser.add_argument("--blas-threads", type=int, default=None,
+                        help="threads for NumPy's BLAS (set before NumPy loads); 1 is steadier on a shared machine")
     args = parser.parse_args()
+    if args.blas_threads:
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(args.blas_threads)
     sections = args.only or ["symbolic", "numeric", "wall"]
     sys.path.insert(0, str(ROOT))
     import numpy
     import sympy
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load average {load[0]:.2f} at start; "
+    threads = os.environ.get("OPENBLAS_NUM_THREADS", "default")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, BLAS threads {threads}, "
+          f"load average {load[0]:.2f} at start; "
           f"Python {platform.python_version()}, NumPy {numpy.__version__}, SymPy {sympy.__version__}")
     if "symbolic" in sections:
         sizes = [(2, 3), (8, 9), (16, 17)] + ([(32, 33)] if args.full else [])
