@@ -777,3 +777,24 @@ def test_remaining_budget() -> None:
     assert _remaining(10.0, 3.0) == 7.0
     assert 0 < _remaining(10.0, 12.0) < 1e-3  # exhausted: expires at once, never "no budget"
     assert _remaining(0.0, 5.0) == 0.0  # --timeout 0: no budget
+
+
+@pytest.mark.parametrize("where", ["claim", "dim", "key"])
+def test_compiler_warnings_are_syntax_errors_not_stderr_noise(where: str, tmp_path: Path) -> None:
+    # found by fuzzing: `1if` made Python print "SyntaxWarning: invalid decimal literal"
+    import warnings
+
+    text = {
+        "claim": with_claim("grad_h * 1if 1 else 2"),
+        "dim": _bounded(inputs='a = ["n"]\nW = ["m", "n"]\nb = ["m"]\nT = { shape = ["1if n"], constant = true }'),
+        "key": _bounded(forward='z = "W @ a + b"\nh = "tanh(z)"\n"q[0x1for]" = "a[i]"'),
+    }[where]
+    path = tmp_path / "warn.toml"
+    path.write_text(text)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = check_path(str(path), Options(trials=1, shapes=1, max_dim=5))
+    assert [str(w.message) for w in caught] == []
+    assert result.status == "error"
+    if where == "claim":
+        assert "invalid decimal literal" in result.claims[0].message and "column" in result.claims[0].message

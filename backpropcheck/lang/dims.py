@@ -7,6 +7,7 @@ affine expression, so shape checks hold for *every* size, not just the drawn one
 from __future__ import annotations
 
 import ast
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -92,8 +93,10 @@ def parse_dim(text: str | int, known: Mapping[str, object]) -> Dim:
     if len(text) > 200:
         raise ValueError("a dimension expression is limited to 200 characters")
     try:
-        tree = ast.parse(text.strip(), mode="eval").body
-    except SyntaxError:
+        with warnings.catch_warnings():  # "1if": a syntax error here, not a warning on stderr
+            warnings.simplefilter("error")
+            tree = ast.parse(text.strip(), mode="eval").body
+    except (SyntaxError, ValueError):  # ValueError: a NUL on Python < 3.11.4
         raise ValueError(f"{text!r} is not a dim name or an affine expression of dims") from None
     return _affine(tree, known, text)
 

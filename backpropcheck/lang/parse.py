@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import warnings
 from dataclasses import dataclass, field
 
 from ..errors import DerivationError, LimitError
@@ -373,12 +374,20 @@ def _check_size(text: str, limits: Limits) -> None:
             depth -= 1
 
 
+def parse_quietly(text: str) -> ast.Expression:
+    """``ast.parse(text, mode="eval")`` with the compiler's warnings as syntax errors, so that
+    ``1if x`` ("invalid decimal literal") is an error with a column, never a warning on stderr."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return ast.parse(text, mode="eval")
+
+
 def _tree(text: str, limits: Limits) -> ast.AST:
     _check_size(text, limits)
     if "\x00" in text:
         raise DerivationError("the expression contains a NUL character", column=text.index("\x00") + 1)
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        tree = parse_quietly(text.strip())
     except SyntaxError as exc:
         col = exc.offset + _leading(text) if exc.offset is not None and exc.lineno == 1 else exc.offset
         raise DerivationError(f"syntax error: {exc.msg}", column=col) from None
@@ -422,8 +431,8 @@ def parse_index_key(key: str) -> tuple[str, tuple[str, ...]] | None:
     if "[" not in key:
         return None
     try:
-        node = ast.parse(key.strip(), mode="eval").body
-    except SyntaxError:
+        node = parse_quietly(key.strip()).body
+    except (SyntaxError, ValueError):  # ValueError: a NUL on Python < 3.11.4
         raise DerivationError(f"{key!r} is neither a name nor an index form like \"z[j]\"") from None
     if not (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)):
         raise DerivationError(f"{key!r} is neither a name nor an index form like \"z[j]\"")
