@@ -404,9 +404,9 @@ class _FileCheck:
             if not pending:
                 break
             entries, _ = _work(self.d, self.spaces, sizes)
-            if entries > self.options.limits.max_entries:
-                reason = exceeded(f"the entries of all arrays at dims {_fmt_dims(sizes)}", entries,
-                                  "max_entries", self.options.limits)
+            if entries > self.options.limits.max_symbolic_entries:  # one SymPy expression per entry
+                reason = exceeded(f"the entries of all arrays at the symbolic dims {_fmt_dims(sizes)}", entries,
+                                  "max_symbolic_entries", self.options.limits)
                 for c in pending:
                     out[c.name].update(status="gave-up", reason=reason)
                 return out

@@ -25,6 +25,7 @@ class Limits:
     max_dim: int = 8192
     max_entries: int = 200_000_000  # about 1.6 GB of float64; --dims n=4096,m=4096 needs 5e7
     max_total_entries: int = 2_000_000_000  # about a minute of NumPy work
+    max_symbolic_entries: int = 100_000
     max_trials: int = 10_000
     max_shapes: int = 20
 
@@ -53,6 +54,7 @@ DESCRIPTIONS = {
     "max_dim": "largest dim size: --max-dim, --dims, [check] max_dim and literal dims/offsets",
     "max_entries": "entries of all tensors, intermediate values and index/einsum spaces at the drawn dims",
     "max_total_entries": "entries of all arrays summed over a file's numeric trials (its numeric work)",
+    "max_symbolic_entries": "entries of all arrays at the small symbolic dims (one SymPy expression each)",
     "max_trials": "numeric trials per file (--trials or [check] trials)",
     "max_shapes": "symbolic dim assignments per file (--shapes or [check] shapes)",
 }
