@@ -7,6 +7,7 @@ import neither NumPy nor SymPy.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, replace
 
 import click
@@ -34,7 +35,7 @@ def _parse_dims(ctx: click.Context, param: click.Parameter, value: str | None) -
     return tuple(out)
 
 
-def _limit_options(command):
+def _limit_options(command: Callable[..., None]) -> Callable[..., None]:
     """One option per field of :class:`Limits` (see the README's "Bounds"): ``--max-expr-chars``, …"""
     for name in reversed(LIMIT_FIELDS):
         default = asdict(DEFAULT_LIMITS)[name]
