@@ -57,7 +57,7 @@ def test_a_refuted_claim_fails_with_verdict_counterexample_and_reproduce(pyteste
         "the claim differs from the true gradient at entry *",
         "counterexample: dims *, seed 0, entry *",
         "true *, claimed *",
-        "reproduce: backpropcheck check wrong.toml --seed 0 --trials 3",
+        "reproduce: backpropcheck check wrong.toml --seed 0 --trials 3 --shapes 1",
         "*FAILED wrong.toml::grad_a - refuted: grad_a = W.T @ grad_h*",
     ])
     text = result.stdout.str()
@@ -127,7 +127,7 @@ def test_options_reach_the_checker(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest(*FAST, "--backpropcheck-no-symbolic", "--backpropcheck-seed", "7")
     result.assert_outcomes(passed=2, failed=2)
     result.stdout.fnmatch_lines(["verified: grad_z = grad_h * f_prime(z) (expected refuted)",
-                                 "reproduce: backpropcheck check mixed.toml --seed 7 --trials 3 --no-symbolic"])
+                                 "reproduce: backpropcheck check mixed.toml --seed 7 --trials 3 --shapes 1 --no-symbolic"])
 
 
 def test_works_under_xdist(pytester: pytest.Pytester) -> None:
