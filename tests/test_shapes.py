@@ -229,3 +229,20 @@ def test_index_form_errors(text: str, free: tuple[str, ...], words: str) -> None
     with pytest.raises(ShapeError) as info:
         _index(text, free)
     assert words in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "free", "words"),
+    [
+        ("a[j] + a[j + 1]", ("j",), "the index j + 1 runs from 1 to n, past the last index n - 1 of that axis of a"),
+        ("sum(a[i + 1] for i in n)", (), "past the last index n - 1"),
+    ],
+)
+def test_index_form_positions_must_stay_inside_for_every_size(text: str, free: tuple[str, ...], words: str) -> None:
+    with pytest.raises(ShapeError) as info:
+        _index(text, free)
+    assert words in str(info.value)
+
+
+def test_a_shifted_index_whose_range_follows_from_the_shift_is_in_range() -> None:
+    assert _index("a[j + 1]", ("j",))[1] == (Dim.of("n") - Dim.lit(1),)

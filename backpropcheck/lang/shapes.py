@@ -119,6 +119,9 @@ def infer_index(definition: IndexDef, env: Mapping[str, Shape], dims: Mapping[st
         if axis not in ranges:
             raise ShapeError(f"the range of the index {name!r} does not follow from the shapes it indexes")
     definition.ranges = ranges
+    for ref in refs:
+        for sub, dim in zip(ref.subscripts, env[ref.name]):
+            _check_in_range(ref, sub, dim, ranges)
     body_shape = infer(definition.body, env)
     if body_shape != ():
         raise ShapeError(
@@ -126,6 +129,25 @@ def infer_index(definition: IndexDef, env: Mapping[str, Shape], dims: Mapping[st
             column=definition.body.col,
         )
     return tuple(ranges[axis] for axis in free_axes)
+
+
+def _check_in_range(ref: IndexRef, sub, dim: Dim, ranges: dict[int, Dim]) -> None:
+    """``x[t + k]`` must stay inside x for *every* size: the slack ``dim − 1 − max index`` is
+    affine in the dims, and is ≥ 0 for all sizes ≥ 1 when its coefficients are ≥ 0 and it is
+    ≥ 0 with every dim at 1."""
+    top = Dim.lit(sub.const)
+    for name, coeff in sub.terms:
+        extent = ranges[ref.axes[name]] - Dim.lit(1)
+        for _ in range(coeff):
+            top = top + extent
+    slack = dim - Dim.lit(1) - top
+    at_ones = slack.const + sum(c for _, c in slack.terms)
+    if sub.const < 0 or at_ones < 0 or any(c < 0 for _, c in slack.terms):
+        raise ShapeError(
+            f"`{ref.src}`: the index {sub} runs from {sub.const} to {top}, past the last index "
+            f"{dim - Dim.lit(1)} of that axis of {ref.name}",
+            column=ref.col,
+        )
 
 
 def _walk(node: Node):
