@@ -318,3 +318,43 @@ def test_a_wrong_table_derivative_is_caught_by_the_complex_step(monkeypatch):
     monkeypatch.setitem(ops.ELEMENTWISE, "sigmoid", wrong)
     result = check_path(str(LIB / "dense_column_batch.toml"), Options(symbolic=False, trials=1))
     assert result.status == "error" and "internal error" in result.error
+
+
+# -- regressions found by fuzzing the directional check ---------------------------------
+
+_DEGENERATE = """
+[derivation]
+title = "degenerate"
+[dims]
+n = "inputs"
+m = "outputs"
+[inputs]
+a = ["n"]
+W = ["m", "n"]
+b = ["m"]
+[forward]
+z = "{z}"
+h = "{h}"
+[loss]
+{loss}
+[claims]
+grad_b = "{claim}"
+"""
+
+
+@pytest.mark.parametrize(
+    ("z", "h", "loss", "claim"),
+    [
+        # E ≡ 1: forward mode leaves a rounding residue where every gradient is zero
+        ("W @ a + b", "tanh(z)", 'E = "sum(softmax(z, axis=0))"', "zeros(m)"),
+        # ties: z has its own direction, so the complex step must pick the branch the backward mask picks
+        ("b", "maximum(z, b)", 'upstream = "h"', "grad_h"),
+        ("b", "minimum(z, b)", 'upstream = "h"', "grad_h"),
+        ("b", "where(z > b, z, b) + where(z < b, z, 0)", 'upstream = "h"', "grad_h"),
+    ],
+)
+def test_directional_check_agrees_on_degenerate_but_valid_files(tmp_path, z, h, loss, claim):
+    path = tmp_path / "degenerate.toml"
+    path.write_text(_DEGENERATE.format(z=z, h=h, loss=loss, claim=claim))
+    result = check_path(str(path), Options(trials=5, shapes=1))
+    assert result.status == "passed", (result.error, [c.message for c in result.claims])

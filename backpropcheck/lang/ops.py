@@ -435,10 +435,11 @@ def _compare(name, numeric, flip):
     )
 
 
-_compare("gt", np.greater, False)
-_compare("ge", np.greater_equal, False)
-_compare("lt", np.less, True)
-_compare("le", np.less_equal, True)
+# masks compare real parts, so a complex step through them keeps the same mask
+_compare("gt", lambda a, b: np.greater(np.real(a), np.real(b)), False)
+_compare("ge", lambda a, b: np.greater_equal(np.real(a), np.real(b)), False)
+_compare("lt", lambda a, b: np.less(np.real(a), np.real(b)), True)
+_compare("le", lambda a, b: np.less_equal(np.real(a), np.real(b)), True)
 
 
 def _where_vjp(g, out, c, a, b):
@@ -475,8 +476,10 @@ def _minmax(name, numeric, pick_a):
     _register(Op(name, lambda a, b, **_: broadcast(a, b), numeric, vjp, symbolic=symbolic, arity=(2, 2)))
 
 
-_minmax("maximum", np.maximum, lambda a, b: a > b)
-_minmax("minimum", np.minimum, lambda a, b: a < b)
+# The branch is chosen on real parts, exactly as the backward step's mask: a complex step
+# (a + i·h·da) through NumPy's own maximum would break ties by the imaginary part.
+_minmax("maximum", lambda a, b: np.where(np.real(a) > np.real(b), a, b), lambda a, b: a > b)
+_minmax("minimum", lambda a, b: np.where(np.real(a) < np.real(b), a, b), lambda a, b: a < b)
 
 
 # vector functions along an axis
