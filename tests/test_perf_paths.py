@@ -347,9 +347,11 @@ grad_b = "{claim}"
     [
         # E ≡ 1: forward mode leaves a rounding residue where every gradient is zero
         ("W @ a + b", "tanh(z)", 'E = "sum(softmax(z, axis=0))"', "zeros(m)"),
+        ("W @ a + b", "tanh(z)", 'E = "logsumexp(log_softmax(z, axis=0), axis=0)"', "zeros(m)"),
         # ties: z has its own direction, so the complex step must pick the branch the backward mask picks
         ("b", "maximum(z, b)", 'upstream = "h"', "grad_h"),
         ("b", "minimum(z, b)", 'upstream = "h"', "grad_h"),
+        ("b", "minimum(b, z)", 'upstream = "h"', "grad_h"),
         ("b", "where(z > b, z, b) + where(z < b, z, 0)", 'upstream = "h"', "grad_h"),
     ],
 )

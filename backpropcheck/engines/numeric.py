@@ -194,9 +194,11 @@ def directional_check(d: Derivation, run: NumericRun, tapes: Mapping[str, Tape],
                             "E") from None
     terms = [inner(run.grads[x], v) for x, v in dirs.items()] + [inner(run.grads[f], v) for f, v in own.items()]
     reverse = sum(t[0] for t in terms)
-    # |E| joins the scale: terms that cancel inside the loss itself (E = sum(softmax(z)) ≡ 1)
-    # leave a rounding residue in forward mode that no gradient norm accounts for
-    scale = sum(t[1] for t in terms) + size + abs(forward) + abs(run.loss)
+    # Terms that cancel inside the loss itself (E = sum(softmax(z)) ≡ 1, logsumexp(log_softmax(z)) ≡ 0)
+    # leave a rounding residue in forward mode that no gradient norm accounts for: the sizes of the
+    # tangents entering the loss, and |E|, join the scale.
+    entering = sum(float(np.linalg.norm(dense(t))) for t in total.values() if t is not None)
+    scale = sum(t[1] for t in terms) + size + abs(forward) + abs(run.loss) + entering
     entries = sum(int(np.prod(s)) for s in shapes.values())
     if not abs(forward - reverse) <= tolerance(scale, entries):
         raise TruthMismatch(
