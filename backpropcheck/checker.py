@@ -459,6 +459,8 @@ class _FileCheck:
 
     def _decide(self, truth, claim: Claim, rng: random.Random):
         """None if every entry is proved equal; else ("undecided", why) or ("refuted", detail)."""
+        if truth.step_zero(claim.node, claim.target):
+            return None
         claimed = truth.claim_value(claim.node)
         target = truth.grads[claim.target]
         claimed = np.broadcast_to(claimed, target.shape)

@@ -501,7 +501,7 @@ class Analysis:
                     free = local.free_symbols
                     for ku in np.ndindex(*U.shape):
                         s = U[ku]
-                        J[kv + ku] = sp.diff(local, s) if s in free else sp.Integer(0)
+                        J[kv + ku] = self.truth.atomize(sp.diff(local, s)) if s in free else sp.Integer(0)
                 self._jac[key] = J
         return self._jac[key]
 

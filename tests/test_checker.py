@@ -327,7 +327,7 @@ def test_index_form_entry_out_of_range_is_a_located_file_error(tmp_path: Path) -
     result = check_text(tmp_path, text, name="reach.toml")
     assert result.status == "error" and result.error is not None
     assert "reach.toml" in result.error and "[forward.y[t]]" in result.error and "column 8" in result.error
-    assert "`x[t + 1]` reaches index" in result.error
+    assert "`x[t + 1]`: the index t + 1 runs from 1 to n, past the last index n - 1" in result.error
 
 
 def test_results_are_deterministic(tmp_path: Path) -> None:

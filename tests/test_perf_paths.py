@@ -133,7 +133,9 @@ def test_symbolic_decides_softmax_regression_exactly():
     claimed = truth.claim_value(claim.node)
     rng = random.Random(0)
     hows = {truth.decide(claimed[idx] - truth.grads["Z"][idx], rng).how for idx in np.ndindex(3, 2)}
-    assert hows == {"exact rational arithmetic after substituting the forward definitions"}
+    # the softmax's local partials are written through its own atoms (P_i (δ_ij − P_j)),
+    # so (P - Y) / B is proved with P as an atom, without the exponentials
+    assert hows == {"exact rational arithmetic over the per-neuron atoms"}
 
 
 # ---------------------------------------------------------------------------
@@ -360,3 +362,43 @@ def test_directional_check_agrees_on_degenerate_but_valid_files(tmp_path, z, h, 
     path.write_text(_DEGENERATE.format(z=z, h=h, loss=loss, claim=claim))
     result = check_path(str(path), Options(trials=5, shapes=1))
     assert result.status == "passed", (result.error, [c.message for c in result.claims])
+
+
+def test_softmax_entries_differentiate_through_themselves():
+    from backpropcheck.lang.symfuncs import SoftmaxEntry, softmax_as_exp
+
+    a, b, c = sp.symbols("a b c", real=True)
+    s0 = SoftmaxEntry(sp.Integer(0), a, b, c)
+    s1 = SoftmaxEntry(sp.Integer(1), a, b, c)
+    assert sp.diff(s0, a) == s0 * (1 - s0)
+    assert sp.diff(s0, b) == -s0 * s1
+    # the same derivative as the exponential form's
+    exp_form = softmax_as_exp(s0)
+    assert sp.simplify(softmax_as_exp(sp.diff(s0, b)) - sp.diff(exp_form, b)) == 0
+    assert abs(float(s0.subs({a: 1, b: 0, c: 0}).evalf()) - float(sp.E / (sp.E + 2))) < 1e-15
+
+
+def test_claims_in_either_form_prove_against_a_softmax_or_a_log_softmax(tmp_path):
+    text = """
+[derivation]
+title = "softmax forms"
+[dims]
+k = "classes"
+B = "batch"
+[inputs]
+Z = ["k", "B"]
+Y = { shape = ["k", "B"], domain = "simplex", constant = true }
+[forward]
+L = "log_softmax(Z, axis=0)"
+P = "softmax(Z, axis=0)"
+[loss]
+E = "-sum(Y * L) + sum(P * P)"
+[claims]
+grad_L = "-Y"
+grad_P = "2 * P"
+grad_Z = "exp(L) - Y + P * (grad_P - sum(grad_P * P, axis=0, keepdims=True))"
+"""
+    path = tmp_path / "forms.toml"
+    path.write_text(text)
+    result = check_path(str(path), Options(trials=3, shapes=2))
+    assert [c.verdict for c in result.claims] == ["proved"] * 3, [c.message for c in result.claims]

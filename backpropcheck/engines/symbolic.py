@@ -26,7 +26,7 @@ import sympy as sp
 
 from ..lang.ir import Const
 from ..lang.ops import ELEMENTWISE, Elementwise
-from ..lang.symfuncs import generic
+from ..lang.symfuncs import SoftmaxEntry, generic, softmax_as_exp
 from ..model import Derivation
 from .evaluate import Backend, evaluate, evaluate_definition
 from .exact import Converter, Unsupported
@@ -102,6 +102,9 @@ class SymbolicTruth:
             self.env[definition.name] = atoms
             self.order.append((definition.name, atoms))
             differentiable.update(atoms.flat)
+        # A local partial that contains an entry's own definition is written with its atom:
+        # ∂P_i/∂Z_j = P_i (δ_ij − P_j), ∂h/∂z = 1 − h² for h = tanh(z).
+        self.by_definition = {value: atom for atom, value in self.local.items() if value.is_Function}
         # one reverse sweep of the scalar chain rule; each adjoint is a list of parts, summed once
         templates: dict[tuple, sp.Expr] = {}
         parts: dict[sp.Symbol, list[sp.Expr]] = {}
@@ -117,24 +120,46 @@ class SymbolicTruth:
                 self.upstream[h] = g
                 for idx in np.ndindex(*g.shape):
                     parts[self.env[h][idx]] = [g[idx]]
+        # Beside the expanded adjoints, the same sweep with the *gradient atoms* ∇v[k] of each
+        # forward entry as multipliers gives every adjoint as one chain-rule step:
+        # step[p] = Σ ∇v[k] · ∂(def v[k])/∂p, the per-neuron form of "judged on its own step".
+        steps = {s: list(ts) for s, ts in parts.items()}
         adj: dict[sp.Symbol, sp.Expr] = {}
+        step: dict[sp.Symbol, sp.Expr] = {}
+        self.grad_atoms: dict[sp.Symbol, sp.Expr] = {}  # ∇v[k] -> its step expression
         self.grads: dict[str, np.ndarray] = {}
+        self.steps: dict[str, np.ndarray] = {}
+        gradient_atoms: dict[str, np.ndarray] = {}
         for name, atoms in reversed(self.order):
             for atom in atoms.flat:
                 if atom in parts:
                     adj[atom] = sp.Add(*parts.pop(atom))
+                    step[atom] = sp.Add(*steps.pop(atom))
             self.grads[name] = _array_of(atoms, adj)
-            for atom in atoms.flat:
+            self.steps[name] = _array_of(atoms, step)
+            nabla = symbol_array(f"∇{name}", atoms.shape, real=True)
+            for idx in np.ndindex(*atoms.shape):
+                if step.get(atoms[idx], 0) == 0:
+                    nabla[idx] = sp.Integer(0)
+                else:
+                    self.grad_atoms[nabla[idx]] = step[atoms[idx]]
+            gradient_atoms[name] = nabla
+            for idx in np.ndindex(*atoms.shape):
+                atom = atoms[idx]
                 a = adj.get(atom)
                 if a is None or a == 0:
                     continue
                 for p, dp in partials(self.local[atom], differentiable, templates).items():
+                    dp = dp.xreplace(self.by_definition) if self.by_definition else dp
                     parts.setdefault(p, []).append(a * dp)
+                    steps.setdefault(p, []).append(nabla[idx] * dp)
         for s, terms in parts.items():
             adj[s] = sp.Add(*terms)
+            step[s] = sp.Add(*steps[s])
         for name, inp in d.inputs.items():
             if not inp.constant:
                 self.grads[name] = _array_of(self.env[name], adj)
+                self.steps[name] = _array_of(self.env[name], step)
         self._full: dict[sp.Symbol, sp.Expr] = {}
         self._over_atoms = Converter(self._lookup_simplex)
         self._over_inputs = Converter(self._lookup_definition)
@@ -143,9 +168,40 @@ class SymbolicTruth:
         self.claim_env.update({f"grad_{n}": g for n, g in self.grads.items()})
         for helper in d.backward:
             self.claim_env[helper.name] = evaluate(helper.root, self.claim_env, sizes, self.backend)
+        # ... or, for the one-step comparison, every grad_v of a forward variable bound to ∇v
+        self.step_env = dict(self.env)
+        self.step_env.update({f"grad_{n}": g for n, g in self.steps.items() if n in d.inputs})
+        self.step_env.update({f"grad_{n}": g for n, g in gradient_atoms.items()})
+        for helper in d.backward:
+            self.step_env[helper.name] = evaluate(helper.root, self.step_env, sizes, self.backend)
+
+    def atomize(self, e: sp.Expr) -> sp.Expr:
+        """Write every forward definition that appears whole as its atom (``tanh(z[0])`` → ``h[0]``),
+        as the sweep writes the local partials: equal values, one form for both sides."""
+        return e.xreplace(self.by_definition) if self.by_definition else e
 
     def claim_value(self, node) -> np.ndarray:
         return evaluate(node, self.claim_env, self.sizes, self.backend)
+
+    def step_zero(self, node, target: str) -> bool:
+        """Does the claim equal the truth as one chain-rule step, every ``∇v`` an independent atom?
+
+        Sound: an identity in independent atoms holds at the atoms' true values. It is the cheap
+        proof for a claim that reads the next gradient (``W.T @ grad_z``), whose expanded form
+        can be large.
+        """
+        claimed = np.broadcast_to(evaluate(node, self.step_env, self.sizes, self.backend), self.steps[target].shape)
+        truth = self.steps[target]
+        for idx in np.ndindex(*truth.shape):
+            e = self.atomize(sp.sympify(claimed[idx] - truth[idx], strict=True))
+            if e == 0:
+                continue
+            try:
+                if not self._over_atoms.is_zero(e):
+                    return False
+            except (Unsupported, ZeroDivisionError):
+                return False
+        return True
 
     def full(self, expr: sp.Expr) -> sp.Expr:
         """Replace every forward atom by its definition, down to the inputs."""
@@ -156,7 +212,7 @@ class SymbolicTruth:
 
     def _expand_atom(self, atom: sp.Symbol) -> sp.Expr:
         if atom not in self._full:
-            definition = self.local[atom]
+            definition = softmax_as_exp(self.local[atom])
             inner = [s for s in definition.free_symbols if s in self.local]
             self._full[atom] = definition.xreplace({s: self._expand_atom(s) for s in inner}) if inner else definition
         return self._full[atom]
@@ -170,7 +226,7 @@ class SymbolicTruth:
         if s in self.simplex:
             return self._over_inputs(self.simplex[s])
         if s in self.local:
-            return self._over_inputs(self.local[s])
+            return self._over_inputs(softmax_as_exp(self.local[s]))
         return None
 
     def exact_zero(self, e: sp.Expr) -> str | None:
@@ -182,7 +238,8 @@ class SymbolicTruth:
         try:
             if self._over_atoms.is_zero(e):
                 return "exact rational arithmetic over the per-neuron atoms"
-            if any(s in self.local for s in e.free_symbols) and self._over_inputs.is_zero(e):
+            if (any(s in self.local for s in e.free_symbols) or e.has(SoftmaxEntry)) and \
+                    self._over_inputs.is_zero(softmax_as_exp(e)):
                 return "exact rational arithmetic after substituting the forward definitions"
         except (Unsupported, ZeroDivisionError):
             return None
@@ -190,7 +247,7 @@ class SymbolicTruth:
 
     def decide(self, difference: sp.Expr, rng: random.Random) -> Decision:
         """Is ``claim - truth`` identically zero? The cheapest sound test first."""
-        e = sp.sympify(difference, strict=True)
+        e = self.atomize(sp.sympify(difference, strict=True))
         if e == 0:
             return Decision(True, "identical")
         how = self.exact_zero(e)
@@ -200,7 +257,7 @@ class SymbolicTruth:
             e = e.xreplace(self.simplex)
         if sp.expand(e) == 0:
             return Decision(True, "expand")
-        f = self.full(e)
+        f = softmax_as_exp(self.full(e))
         if self.simplex:
             f = f.xreplace(self.simplex)
         probe = self.probe(f, rng)

@@ -505,8 +505,20 @@ def _sym_log(a):
 
 
 def _softmax_sym(a, axis=None):
-    e = _sym_exp(a)
-    return np.asarray(e / np.sum(e, axis=axis, keepdims=True), dtype=object)
+    """Each entry a :class:`~.symfuncs.SoftmaxEntry` of its slice along ``axis``."""
+    entry = _sf().SoftmaxEntry
+    integer = _sp().Integer
+    flat = a.reshape(-1) if axis is None else None
+    out = np.empty(a.shape, dtype=object)
+    for idx in np.ndindex(*a.shape):
+        if axis is None:
+            xs, i = flat, int(np.ravel_multi_index(idx, a.shape)) if a.shape else 0
+        else:
+            ax = axis % a.ndim
+            xs = a[idx[:ax] + (slice(None),) + idx[ax + 1:]]
+            i = idx[ax]
+        out[idx] = entry(integer(i), *np.ravel(xs))
+    return out
 
 
 def _log_softmax_sym(a, axis=None):

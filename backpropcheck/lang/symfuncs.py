@@ -67,6 +67,46 @@ class Relu(sp.Function):
         return None
 
 
+class SoftmaxEntry(sp.Function):
+    """Entry ``i`` of ``softmax(x)`` for one slice ``x = (x_0, …, x_{k-1})``: args ``(i, x_0, …)``.
+
+    Its derivative is written through softmax entries themselves,
+    ``∂s_i/∂x_j = s_i (δ_ij − s_j)``, so an adjoint through a softmax stays a small
+    expression in the output atoms instead of a rational function of exponentials.
+    :meth:`as_exp` gives ``exp(x_i) / Σ_j exp(x_j)``.
+    """
+
+    @classmethod
+    def eval(cls, i, *xs):  # noqa: D102 - SymPy's hook
+        return None
+
+    def fdiff(self, argindex=1):  # noqa: D102
+        if argindex == 1:
+            return sp.Integer(0)  # the entry's position is not a variable
+        i, xs = int(self.args[0]), self.args[1:]
+        j = argindex - 2
+        other = SoftmaxEntry(sp.Integer(j), *xs)
+        return self * ((1 if i == j else 0) - other)
+
+    def as_exp(self) -> sp.Expr:
+        i, xs = int(self.args[0]), self.args[1:]
+        return sp.exp(xs[i]) / sp.Add(*[sp.exp(x) for x in xs])
+
+    def _eval_evalf(self, prec):
+        return self.as_exp().evalf(prec)
+
+    def _sympystr(self, printer) -> str:
+        i, xs = int(self.args[0]), self.args[1:]
+        return f"softmax({', '.join(printer.doprint(x) for x in xs)})[{i}]"
+
+
+def softmax_as_exp(expr: sp.Expr) -> sp.Expr:
+    """Every :class:`SoftmaxEntry` of ``expr`` written as ``exp(x_i) / Σ_j exp(x_j)``."""
+    if not expr.has(SoftmaxEntry):
+        return expr
+    return expr.replace(lambda e: isinstance(e, SoftmaxEntry), lambda e: e.as_exp())
+
+
 @cache
 def generic(name: str) -> type[sp.Function]:
     """An uninterpreted element-wise function ``f`` whose derivative is ``f_prime``.
