@@ -123,9 +123,12 @@ def _jvp(node: Call, args: tuple, out: np.ndarray, params: dict, tans: list[Tang
         if params.get("prime"):
             raise ValueError("a NAME_prime in the forward pass has no tangent rule")
         if fn.name in COMPLEX_SAFE and ELEMENTWISE.get(fn.name) is fn:
-            # independent of the table's derivative: a complex step through the function itself
+            # independent of the table's derivative: a complex step through the function itself,
+            # entry by entry with a step relative to the entry (log of a tiny p needs h ≪ p)
+            a = np.asarray(args[0], dtype=float)
+            h = H * np.where(a != 0, np.abs(a), 1.0)
             with np.errstate(all="ignore"):
-                return np.imag(fn.numeric(args[0] + 1j * H * dense(tans[0]))) / H
+                return np.imag(fn.numeric(a + 1j * h * dense(tans[0]))) / h
         return fn.derivative(args[0]) * dense(tans[0])
     if node.op in ("add", "sub"):
         ta, tb = tans
