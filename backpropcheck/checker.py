@@ -591,10 +591,6 @@ def _fmt_dims(sizes: dict[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sizes.items())
 
 
-def with_overrides(options: Options, **changes: Any) -> Options:
-    return replace(options, **changes)
-
-
 def find_files(paths: list[str]) -> list[str]:
     """Files and folders (recursively ``*.toml``), in a stable order."""
     out: list[str] = []

@@ -407,3 +407,14 @@ grad_Z = "exp(L) - Y + P * (grad_P - sum(grad_P * P, axis=0, keepdims=True))"
     path.write_text(text)
     result = check_path(str(path), Options(trials=3, shapes=2))
     assert [c.verdict for c in result.claims] == ["proved"] * 3, [c.message for c in result.claims]
+
+
+def test_a_disagreement_at_huge_forward_values_is_a_conditioning_error_not_a_bug(tmp_path):
+    # z reaches ~1e25: cos(z) keeps no digit of its derivative, so the two checks cannot agree
+    path = tmp_path / "huge.toml"
+    path.write_text(_DEGENERATE.replace('[inputs]\n', '[inputs]\nu = ["m"]\n').format(
+        z="log_softmax(sum(b ** 16) * (n * u) ** 16, axis=0)", h="cos(z)", loss='upstream = "h"',
+        claim="zeros(m)"))
+    result = check_path(str(path), Options(trials=5, shapes=1))
+    assert result.status == "error"
+    assert "internal error" not in result.error and "too large for float64" in result.error

@@ -204,12 +204,34 @@ def directional_check(d: Derivation, run: NumericRun, tapes: Mapping[str, Tape],
     scale = sum(t[1] for t in terms) + size + abs(forward) + abs(run.loss) + entering
     entries = sum(int(np.prod(s)) for s in shapes.values())
     if not abs(forward - reverse) <= tolerance(scale, entries):
+        _ill_conditioned(d, run)
         raise TruthMismatch(
             f"internal error: the reverse-mode gradients disagree with a forward-mode directional derivative "
             f"(dE {forward:.17g} by forward mode, {reverse:.17g} by the reverse sweep); this is a bug in "
             f"backpropcheck, not in the derivation — please report this file",
             "E",
         )
+
+
+ILL_CONDITIONED = 1e6  # a forward value this large has an absolute rounding error above 1e-10
+
+
+def _ill_conditioned(d: Derivation, run: NumericRun) -> None:
+    """Raise :class:`NumericProblem` when the two derivatives may disagree by conditioning alone.
+
+    With a forward value of magnitude 1e12, float64 carries it to about 1e-4, so functions of it
+    (cos(z), a softmax of differences) lose every digit a derivative needs: the file is reported
+    like a NaN (rescale, or declare a domain), not as a bug of backpropcheck.
+    """
+    for f in d.forward:
+        peak = float(np.max(np.abs(run.values[f.name]))) if np.size(run.values[f.name]) else 0.0
+        if peak > ILL_CONDITIONED:
+            raise NumericProblem(
+                f"{f.name} = {f.text} reaches {peak:.3g} at the sampled values, too large for float64 "
+                f"derivatives to agree to rounding (the forward-mode and reverse checks differ); "
+                f"rescale the expression or declare a domain",
+                f.name,
+            )
 
 
 def _add_tangent(t: Tangent, v: np.ndarray | Rank1, shape: tuple[int, ...]) -> np.ndarray:
