@@ -418,3 +418,13 @@ def test_a_disagreement_at_huge_forward_values_is_a_conditioning_error_not_a_bug
     result = check_path(str(path), Options(trials=5, shapes=1))
     assert result.status == "error"
     assert "internal error" not in result.error and "too large for float64" in result.error
+
+
+def test_a_disagreement_with_a_huge_loss_is_a_conditioning_error_not_a_bug(tmp_path):
+    # logsumexp(log_softmax(h)) is 0 up to rounding, so 1/(it + 1e-12) is ~1e12 and its derivative noise
+    path = tmp_path / "huge_loss.toml"
+    path.write_text(_DEGENERATE.format(z="W @ a + b", h="tanh(z)",
+                                       loss='E = "(logsumexp(log_softmax(h, axis=0), axis=0) + 1e-12) ** -1"',
+                                       claim="zeros(m)"))
+    result = check_path(str(path), Options(trials=5, shapes=1))
+    assert result.status == "error" and "internal error" not in result.error, result.error

@@ -232,6 +232,12 @@ def _ill_conditioned(d: Derivation, run: NumericRun) -> None:
                 f"rescale the expression or declare a domain",
                 f.name,
             )
+    if abs(run.loss) > ILL_CONDITIONED:
+        raise NumericProblem(
+            f"the loss reaches {run.loss:.3g} at the sampled values, too large for float64 derivatives to "
+            f"agree to rounding (the forward-mode and reverse checks differ); rescale it or declare a domain",
+            "E",
+        )
 
 
 def _add_tangent(t: Tangent, v: np.ndarray | Rank1, shape: tuple[int, ...]) -> np.ndarray:
