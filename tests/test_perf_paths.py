@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sympy as sp
+from conftest import derivation_toml
 
 from backpropcheck.checker import Options, check_derivation, check_path
 from backpropcheck.engines import numeric
@@ -327,24 +328,14 @@ def test_a_wrong_table_derivative_is_caught_by_the_complex_step(monkeypatch):
 
 # -- regressions found by fuzzing the directional check ---------------------------------
 
-_DEGENERATE = """
-[derivation]
-title = "degenerate"
-[dims]
-n = "inputs"
-m = "outputs"
-[inputs]
-a = ["n"]
-W = ["m", "n"]
-b = ["m"]
-[forward]
-z = "{z}"
-h = "{h}"
-[loss]
-{loss}
-[claims]
-grad_b = "{claim}"
-"""
+def _degenerate(z: str, h: str, loss: str, claim: str, extra_inputs: dict | None = None) -> str:
+    """A dense layer with a chosen forward pass, loss and grad_b claim (conftest's TOML builder)."""
+    key, value = loss.split(" = ", 1)
+    return derivation_toml(
+        dims={"n": "inputs", "m": "outputs"},
+        inputs={"a": ["n"], "W": ["m", "n"], "b": ["m"], **(extra_inputs or {})},
+        forward={"z": z, "h": h}, loss={key: value.strip('"')}, claims={"grad_b": claim},
+    )
 
 
 @pytest.mark.parametrize(
@@ -364,7 +355,7 @@ grad_b = "{claim}"
 )
 def test_directional_check_agrees_on_degenerate_but_valid_files(tmp_path, z, h, loss, claim):
     path = tmp_path / "degenerate.toml"
-    path.write_text(_DEGENERATE.format(z=z, h=h, loss=loss, claim=claim))
+    path.write_text(_degenerate(z, h, loss, claim))
     result = check_path(str(path), Options(trials=20, shapes=1))
     assert result.status == "passed", (result.error, [c.message for c in result.claims])
 
@@ -412,9 +403,8 @@ grad_Z = "exp(L) - Y + P * (grad_P - sum(grad_P * P, axis=0, keepdims=True))"
 def test_a_disagreement_at_huge_forward_values_is_a_conditioning_error_not_a_bug(tmp_path):
     # z reaches ~1e25: cos(z) keeps no digit of its derivative, so the two checks cannot agree
     path = tmp_path / "huge.toml"
-    path.write_text(_DEGENERATE.replace('[inputs]\n', '[inputs]\nu = ["m"]\n').format(
-        z="log_softmax(sum(b ** 16) * (n * u) ** 16, axis=0)", h="cos(z)", loss='upstream = "h"',
-        claim="zeros(m)"))
+    path.write_text(_degenerate("log_softmax(sum(b ** 16) * (n * u) ** 16, axis=0)", "cos(z)", 'upstream = "h"',
+                                "zeros(m)", extra_inputs={"u": ["m"]}))
     result = check_path(str(path), Options(trials=5, shapes=1))
     assert result.status == "error"
     assert "internal error" not in result.error and "too large for float64" in result.error
@@ -423,8 +413,7 @@ def test_a_disagreement_at_huge_forward_values_is_a_conditioning_error_not_a_bug
 def test_a_disagreement_with_a_huge_loss_is_a_conditioning_error_not_a_bug(tmp_path):
     # logsumexp(log_softmax(h)) is 0 up to rounding, so 1/(it + 1e-12) is ~1e12 and its derivative noise
     path = tmp_path / "huge_loss.toml"
-    path.write_text(_DEGENERATE.format(z="W @ a + b", h="tanh(z)",
-                                       loss='E = "(logsumexp(log_softmax(h, axis=0), axis=0) + 1e-12) ** -1"',
-                                       claim="zeros(m)"))
+    path.write_text(_degenerate("W @ a + b", "tanh(z)",
+                                'E = "(logsumexp(log_softmax(h, axis=0), axis=0) + 1e-12) ** -1"', "zeros(m)"))
     result = check_path(str(path), Options(trials=5, shapes=1))
     assert result.status == "error" and "internal error" not in result.error, result.error
