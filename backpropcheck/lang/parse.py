@@ -414,9 +414,14 @@ def _leading(text: str) -> int:
 
 def parse_expression(text: str, scope: Scope, limits: Limits = DEFAULT_LIMITS) -> Node:
     """Parse a matrix-form expression."""
+    return _parse_body(text, scope, limits, None)
+
+
+def _parse_body(text: str, scope: Scope, limits: Limits, index: _IndexState | None) -> Node:
+    """The IR of one expression, with columns counted in the text as the file wrote it."""
     tree = _tree(text, limits)
     try:
-        return _Parser(text.strip(), scope, limits, None).expr(tree.body)
+        return _Parser(text.strip(), scope, limits, index).expr(tree.body)
     except DerivationError as exc:
         if exc.column is not None:
             exc.column += _leading(text)
@@ -452,15 +457,6 @@ def parse_index_definition(
     for name in free:
         if name in scope.tensors or name in scope.dims:
             raise DerivationError(f"the index {name!r} shadows a tensor or dim of the same name")
-    tree = _tree(text, limits)
     state = _IndexState(free=free)
-    try:
-        body = _Parser(text.strip(), scope, limits, state).expr(tree.body)
-    except DerivationError as exc:
-        if exc.column is not None:
-            exc.column += _leading(text)
-        raise
-    except RecursionError:  # only when --max-depth is raised past what Python's stack allows
-        raise LimitError(exceeded("the expression nesting", "too deep for Python's stack", "max_depth", limits),
-                         column=1) from None
+    body = _parse_body(text, scope, limits, state)
     return IndexDef(free=free, body=body, rank=len(free) + state.next_axis, bound_dims=state.bound_dims)
