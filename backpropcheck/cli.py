@@ -45,6 +45,16 @@ def _limit_options(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
+def _setting_type(key: str) -> click.ParamType:
+    """The option's range from the one table the loader checks ``[check]`` against."""
+    from .model import SETTING_RANGES
+
+    low, high = SETTING_RANGES[key]
+    if isinstance(low, int):
+        return click.IntRange(low, high)
+    return click.FloatRange(low, high)
+
+
 def _limits(bounds: dict[str, int | float | None]) -> Limits:
     return replace(DEFAULT_LIMITS, **{k[len("bound_"):]: v for k, v in bounds.items() if v is not None})
 
@@ -57,14 +67,14 @@ def main() -> None:
 
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--seed", type=click.IntRange(0, None), default=None, help="Seed for every random draw (default: the file's, else 0).")
-@click.option("--trials", type=click.IntRange(1, None), default=None,
+@click.option("--seed", type=_setting_type("seed"), default=None, help="Seed for every random draw (default: the file's, else 0).")
+@click.option("--trials", type=_setting_type("trials"), default=None,
               help="Numeric trials per file (default 20; at most --max-trials).")
-@click.option("--shapes", type=click.IntRange(0, None), default=None,
+@click.option("--shapes", type=_setting_type("shapes"), default=None,
               help="Small dim assignments for the symbolic proof (default 3; at most --max-shapes).")
-@click.option("--max-dim", type=click.IntRange(2, None), default=None, help="Largest random dim (default 64).")
-@click.option("--rtol", type=click.FloatRange(0, 1), default=None, help="Relative tolerance (default 1e-7).")
-@click.option("--atol", type=click.FloatRange(0, None), default=None, help="Absolute tolerance (default 1e-12).")
+@click.option("--max-dim", type=_setting_type("max_dim"), default=None, help="Largest random dim (default 64).")
+@click.option("--rtol", type=_setting_type("rtol"), default=None, help="Relative tolerance (default 1e-7, at most 1e-3).")
+@click.option("--atol", type=_setting_type("atol"), default=None, help="Absolute tolerance (default 1e-12, at most 1e-6).")
 @click.option("--dims", callback=_parse_dims, default=None, metavar="n=4096,m=512",
               help="Numeric trials at exactly these dims (production shapes).")
 @click.option("--no-symbolic", is_flag=True, help="Numeric trials only: verdicts are 'verified', not 'proved'.")

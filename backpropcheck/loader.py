@@ -18,7 +18,18 @@ from .lang.dims import Dim, Shape, fmt_shape, parse_dim
 from .lang.parse import BUILTIN_FUNCTIONS, Scope, parse_expression, parse_index_definition, parse_index_key
 from .lang.shapes import infer, infer_index
 from .limits import DEFAULT_LIMITS, Limits, exceeded
-from .model import DOMAINS, EXPECTATIONS, CheckSettings, Claim, Definition, Derivation, Input, Loss
+from .model import (
+    DOMAINS,
+    EXPECTATIONS,
+    SETTING_RANGES,
+    CheckSettings,
+    Claim,
+    Definition,
+    Derivation,
+    Input,
+    Loss,
+    setting_range_text,
+)
 
 TABLES = {
     "derivation": True, "dims": True, "inputs": True, "functions": False, "forward": True,
@@ -379,11 +390,13 @@ class _Builder:
             if key not in CHECK_KEYS:
                 raise _fail(where, f"unknown key {key!r}", _did_you_mean(key, CHECK_KEYS))
             kind = CHECK_KEYS[key]
-            if kind is int and (type(value) is not int or value < 0):
-                raise _fail(where, f"{key} must be a non-negative integer")
-            if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
-                                  or value == float("inf") or value != value):
-                raise _fail(where, f"{key} must be a finite non-negative number")
+            low, high = SETTING_RANGES[key]
+            if kind is int and type(value) is not int:
+                raise _fail(where, f"{key} must be an integer {setting_range_text(key)}")
+            if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float)) or value != value):
+                raise _fail(where, f"{key} must be a number {setting_range_text(key)}")
+            if value < low or (high is not None and value > high):
+                raise _fail(where, f"{key} must be {setting_range_text(key)}, not {value!r}")
             values[key] = value
         self.d.check = CheckSettings(**values)
 

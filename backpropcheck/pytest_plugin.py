@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .model import SETTING_RANGES
+
 if TYPE_CHECKING:
     from .checker import ClaimResult, FileResult, Options
 
@@ -60,9 +62,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "one per claim.")
     group.addoption("--backpropcheck-seed", type=_at_least(0), default=None, metavar="INT",
                     help="Seed for every random draw (default: the file's, else 0).")
-    group.addoption("--backpropcheck-trials", type=_at_least(1), default=None, metavar="INT",
+    group.addoption("--backpropcheck-trials", type=_at_least(SETTING_RANGES["trials"][0]), default=None, metavar="INT",
                     help="Numeric trials per file (default: the file's, else 20).")
-    group.addoption("--backpropcheck-shapes", type=_at_least(0), default=None, metavar="INT",
+    group.addoption("--backpropcheck-shapes", type=_at_least(SETTING_RANGES["shapes"][0]), default=None, metavar="INT",
                     help="Small dim assignments for the symbolic proof (default: the file's, else 3).")
     group.addoption("--backpropcheck-timeout", type=_at_least(0, float), default=10.0, metavar="SECONDS",
                     help="Seconds of symbolic work per claim before it falls back to 'verified' (default 10).")
