@@ -99,7 +99,13 @@ def check(paths, seed, trials, shapes, max_dim, rtol, atol, dims, no_symbolic, t
         paths = ("derivations",)
     files = find_files(list(paths))
     if not files:
-        raise click.UsageError(f"no *.toml files under {', '.join(paths)}")
+        from .notes import is_note
+
+        if all(is_note(p) and Path(p).is_file() for p in paths):  # pre-commit passing a README: nothing to check
+            click.echo(f"no ```toml backpropcheck blocks in {', '.join(paths)}: nothing to check", err=True)
+            sys.exit(0)
+        raise click.UsageError(f"no *.toml files (nor *.md notes with ```toml backpropcheck blocks) under "
+                               f"{', '.join(paths)}")
     if output and not Path(output).resolve().parent.is_dir():  # say so now, not after the whole run
         raise click.BadParameter(f"the folder of {output!r} does not exist", param_hint="'--output'")
     options = Options(seed=seed, trials=trials, shapes=shapes, max_dim=max_dim, rtol=rtol, atol=atol, dims=dims,

@@ -29,7 +29,14 @@ CHECK_KEYS = {"seed": int, "trials": int, "shapes": int, "max_dim": int, "rtol":
 
 
 def load(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> Derivation:
-    """Read and validate one derivation file; raise :class:`DerivationError` on the first problem."""
+    """Read and validate one derivation file; raise :class:`DerivationError` on the first problem.
+
+    ``notes.md:LINE`` (or a note holding one block) loads the ``toml backpropcheck`` block there.
+    """
+    from . import notes
+
+    if notes.split_ref(str(path)) is not None or notes.is_note(path):
+        return notes.load_ref(str(path), limits)
     path = Path(path)
     name = str(path)
     try:
