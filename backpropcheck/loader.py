@@ -28,17 +28,18 @@ TABLES = {
 CHECK_KEYS = {"seed": int, "trials": int, "shapes": int, "max_dim": int, "rtol": float, "atol": float}
 
 
-def load(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> Derivation:
+def load(path: str | Path, limits: Limits = DEFAULT_LIMITS, name: str | None = None) -> Derivation:
     """Read and validate one derivation file; raise :class:`DerivationError` on the first problem.
 
     ``notes.md:LINE`` (or a note holding one block) loads the ``toml backpropcheck`` block there.
+    ``name`` is how reports name the file (default: ``path`` as given).
     """
     from . import notes
 
     if notes.split_ref(str(path)) is not None or notes.is_note(path):
-        return notes.load_ref(str(path), limits)
+        return notes.load_ref(str(path), limits, name)
     path = Path(path)
-    name = str(path)
+    name = str(path) if name is None else name
     try:
         info = path.stat()
         if not stat.S_ISREG(info.st_mode):  # /dev/zero or a FIFO behind a symlink would never end

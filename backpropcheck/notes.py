@@ -134,20 +134,31 @@ def split_ref(name: str) -> tuple[str, int] | None:
     return match["path"], int(match["line"])
 
 
-def load_ref(name: str, limits: Limits = DEFAULT_LIMITS):
-    """Load the block ``NOTE:LINE`` (or a note named without a line, when it holds exactly one block)."""
+def load_ref(name: str, limits: Limits = DEFAULT_LIMITS, display: str | None = None):
+    """Load the block ``NOTE:LINE`` (or a note named without a line, when it holds exactly one block).
+
+    ``display`` names the note in reports (default: as given)."""
     from .loader import loads
 
     ref = split_ref(name)
-    path, line = ref if ref is not None else (name, None)
-    found = blocks(read_note(path, limits))
+    source, line = ref if ref is not None else (name, None)
+    if display is not None:
+        display_ref = split_ref(display)
+        path = display_ref[0] if display_ref is not None else display
+    else:
+        path = source
+    try:
+        found = blocks(read_note(source, limits))
+    except DerivationError as exc:
+        exc.file = path
+        raise
     if line is None:
         if len(found) != 1:
             lines = ", ".join(str(b.line) for b in found)
             raise DerivationError(f"the note has {len(found)} ```toml backpropcheck blocks"
                                   + (f" (at lines {lines}): name one as {path}:LINE" if found else ""), file=path)
         line = found[0].line
-        name = f"{path}:{line}"
+    name = f"{path}:{line}"
     block = next((b for b in found if b.line == line), None)
     if block is None:
         starts = ", ".join(str(b.line) for b in found) or "none"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from importlib.metadata import entry_points
@@ -137,6 +138,90 @@ def test_works_under_xdist(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=11, failed=1)
     result.stdout.fnmatch_lines(["*refuted: grad_a = W.T @ grad_h*", "*counterexample: dims *",
                                  "*reproduce: backpropcheck check wrong.toml --seed 0 --trials 3*"])
+
+
+# -- issue 14 / issue 10.10: the plugin fails wherever check fails ---------------------------------------------
+
+
+def test_every_file_check_fails_on_is_a_failing_item(pytester: pytest.Pytester) -> None:
+    """An empty file, table typos and invalid TOML fail, in a folder too; only a pyproject.toml is left alone."""
+    pytester.makefile(".toml", good=DENSE_COLUMN, empty="", broken=INVALID,
+                      typo=DENSE_COLUMN.replace("[derivation]", "[derivaton]"),
+                      claim=DENSE_COLUMN.replace("[claims]", "[claim]"),
+                      pyproject="[project]\nname = 'x'\n[tool.ruff]\nline-length = 1\n")
+    result = pytester.runpytest(*FAST, "-rf")
+    result.assert_outcomes(passed=4, failed=4)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines_random([
+        "FAILED empty.toml::invalid*", "FAILED typo.toml::invalid*", "FAILED claim.toml::invalid*",
+        "FAILED broken.toml::invalid*"])
+    text = result.stdout.str()  # (fnmatch reads [..] as a character class)
+    assert "typo.toml, [derivaton]: unknown table [derivaton]" in text
+    assert "claim.toml, [claim]: unknown table [claim]" in text
+    assert "pyproject.toml::" not in text and not [line for line in result.outlines if line.startswith("pyproject")]
+    cli = CliRunner().invoke(main, ["check", str(pytester.path / "empty.toml"), str(pytester.path / "typo.toml")])
+    assert cli.exit_code == 2  # the same files, the same judgement
+
+
+def test_the_size_is_checked_before_a_file_is_parsed(pytester: pytest.Pytester,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import tomllib
+
+    parsed: list[int] = []
+    real = tomllib.loads
+
+    def counting(text: str, **kwargs):
+        parsed.append(len(text))
+        return real(text, **kwargs)
+
+    monkeypatch.setattr(tomllib, "loads", counting)
+    pytester.makefile(".toml", big="# padding\n" * 40_000)  # 400 kB of comments: no tables at all
+    result = pytester.runpytest(*FAST)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*big.toml*exceeds the limit of 262144*--max-file-bytes*"])
+    assert not any(n > 262_144 for n in parsed)
+
+
+def test_a_file_name_that_is_not_utf8_runs_without_tracebacks(pytester: pytest.Pytester) -> None:
+    name = os.fsdecode(b"d\xe9nse.toml")
+    (pytester.path / name).write_text(WRONG, encoding="utf-8")
+    result = pytester.runpytest(*FAST, "-rf")
+    result.assert_outcomes(passed=3, failed=1)
+    text = result.stdout.str()
+    assert "Traceback" not in text and "UnicodeEncodeError" not in text
+    result.stdout.fnmatch_lines(["*refuted: grad_a = W.T @ grad_h*", "reproduce: backpropcheck check *d\\xe9nse.toml*"])
+
+
+def test_a_check_that_breaks_is_run_once_and_fails_every_item(pytester: pytest.Pytester,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    def broken(d, *args, **kwargs):
+        calls.append(d.path)
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(checker, "check_derivation", broken)
+    pytester.makefile(".toml", good=DENSE_COLUMN)
+    result = pytester.runpytest(*FAST)
+    result.assert_outcomes(failed=4)
+    assert calls == ["good.toml"]
+    result.stdout.fnmatch_lines(["good.toml: internal error (RuntimeError: boom); please report this file"])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_notes_blocks_are_items_and_other_markdown_is_left_alone(pytester: pytest.Pytester) -> None:
+    note = f"# Week 1\n\n```toml backpropcheck\n{DENSE_COLUMN.strip()}\n```\n\ntext\n\n```toml backpropcheck\n" \
+           f"{WRONG.strip()}\n```\n"
+    pytester.makefile(".md", notes=note, README="# a readme\n\n```toml\n[x]\n```\n")
+    second = next(k for k, line in enumerate(note.splitlines(), 1) if k > 5 and line == "[derivation]")
+    collected = pytester.runpytest(*FAST, "--collect-only", "-q")
+    ids = [line for line in collected.outlines if "::" in line]
+    assert ids[0] == "notes.md::line4::grad_z" and ids[4] == f"notes.md::line{second}::grad_z" and len(ids) == 8
+    result = pytester.runpytest(*FAST, "-rf")
+    result.assert_outcomes(passed=7, failed=1)
+    result.stdout.fnmatch_lines([f"reproduce: backpropcheck check notes.md:{second} --seed 0 --trials 3 --shapes 1"])
+    assert "README" not in result.stdout.str()
+
 
 
 # -- the pre-commit hook ---------------------------------------------------------------------------------------
