@@ -245,8 +245,26 @@ def _interactive() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
 
+def _derivation_file(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A file, a note's block ``notes.md:LINE``, or the name of a bundled derivation as ``list`` prints it."""
+    from pathlib import Path
+
+    from .notes import split_ref
+
+    if Path(value).is_file() or split_ref(value) is not None:
+        return value
+    if Path(value).is_dir():
+        raise click.BadParameter(f"{value!r} is a folder; explain takes one file")
+    from .templates import bundled_files, bundled_folder
+
+    for relative, _ in bundled_files():
+        if value in (relative, relative.removesuffix(".toml")):
+            return str(Path(bundled_folder()) / relative)
+    raise click.BadParameter(f"no file {value!r}, and no bundled derivation of that name (see: backpropcheck list)")
+
+
 @main.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", callback=_derivation_file, metavar="FILE")
 @click.option("--claim", default=None, metavar="NAME", help="Explain only this claim (e.g. grad_W).")
 @click.option("--dims", callback=_parse_dims, default=None, metavar="n=3,m=2",
               help=f"Small dims for the walk-through (each at most {EXPLAIN_MAX_DIM}; default 3, 2, then 2s).")
@@ -260,7 +278,12 @@ def _interactive() -> bool:
 @click.option("--timeout", type=click.FloatRange(0, None), default=10.0, show_default=True,
               help="CPU seconds of symbolic work per claim for the verdict.")
 def explain(file, claim, dims, fmt, output, trials, no_symbolic, timeout) -> None:
-    """Fill in the "???": the per-neuron chain rule, the Jacobian route and the matrix form of each claim."""
+    """Fill in the "???": the per-neuron chain rule, the Jacobian route and the matrix form of each claim.
+
+    FILE is a derivation file, a block of a note (notes.md:LINE) or a bundled derivation's name as
+    `backpropcheck list` prints it. Exit status as for check: 0 every explained claim holds (or matches
+    [expect]), 1 one does not, 2 an invalid file or claim.
+    """
     from .checker import Options
     from .errors import DerivationError
     from .explain import explain_file, render_latex, render_markdown, render_text
@@ -288,13 +311,21 @@ def explain(file, claim, dims, fmt, output, trials, no_symbolic, timeout) -> Non
         finally:
             if stream:
                 stream.close()
-        return
+        sys.exit(_explain_status(explanation))
     text = render_markdown(explanation) if fmt == "markdown" else render_latex(explanation)
     if output:
         with open(output, "w", encoding="utf-8") as fh:
             fh.write(text)
     else:
         click.echo(text, nl=False)
+    sys.exit(_explain_status(explanation))
+
+
+def _explain_status(explanation) -> int:
+    """As check's: 2 the file or a claim is invalid, 1 an explained claim does not hold (nor match [expect])."""
+    if explanation.error is not None or any(r.verdict == "error" for r in explanation.results):
+        return 2
+    return 1 if any(not r.ok for r in explanation.results) else 0
 
 
 @main.command()
@@ -359,7 +390,7 @@ def list_() -> None:
         console.print(f"[cyan]{escape(relative.ljust(width))}[/]  {escape(title)}", highlight=False)
     folder = bundled_folder()
     console.print(f"{len(rows)} bundled derivations in {escape(folder)} (check them: backpropcheck check "
-                  f"--examples; explain one: backpropcheck explain {escape(folder)}/dense_column.toml)",
+                  f"--examples; explain one by the name above: backpropcheck explain dense_column.toml)",
                   style="dim", highlight=False)
 
 
