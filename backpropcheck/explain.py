@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import itertools
 import re
+import sys
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1688,3 +1690,18 @@ def run_demo(console, pause: Callable[[], None], options: Options | None = None)
     console.print()
     console.print("Try it on your own derivation: backpropcheck new my_layer.toml, then backpropcheck explain "
                   "my_layer.toml.")
+
+
+# -- the API's name ---------------------------------------------------------------------------------------------
+# ``backpropcheck.explain`` is this submodule (Python sets it on the package at import), and it must also be the
+# API function ``bpc.explain(...)`` (SPEC §9). So the module is callable: calling it is ``api.explain``.
+
+
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args, **kwargs):
+        from .api import explain as api_explain
+
+        return api_explain(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
