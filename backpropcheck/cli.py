@@ -80,10 +80,14 @@ def main() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Show only what did not pass.")
 @click.option("-v", "--verbose", is_flag=True, help="Show every claim's evidence.")
 @click.option("--examples", is_flag=True, help="Also check the bundled derivations shipped in the package.")
+@click.option("--only-derivations", is_flag=True,
+              help="Skip valid TOML files without any derivation table (a pyproject.toml) and notes without "
+                   "blocks, as the pre-commit hook does; empty, broken or misspelt files are still checked.")
 @_limit_options
 def check(paths, seed, trials, shapes, max_dim, rtol, atol, dims, no_symbolic, timeout, jobs, fail_fast, fmt,
-          output, quiet, verbose, examples=False, **bounds) -> None:
-    """Check derivation files or folders (recursively *.toml); default ./derivations."""
+          output, quiet, verbose, examples=False, only_derivations=False, **bounds) -> None:
+    """Check derivation files or folders (recursively *.toml, and *.md notes holding "toml backpropcheck"
+    blocks); default ./derivations. A note's block is named NOTE.md:LINE, and that name is a PATH too."""
     from pathlib import Path
 
     from .checker import Options, find_files
@@ -98,9 +102,16 @@ def check(paths, seed, trials, shapes, max_dim, rtol, atol, dims, no_symbolic, t
             raise click.UsageError("no PATH given and no ./derivations folder here")
         paths = ("derivations",)
     files = find_files(list(paths))
+    if only_derivations:
+        from .discover import looks_like_derivation
+
+        files = [f for f in files if looks_like_derivation(f, _limits(bounds))]
     if not files:
         from .notes import is_note
 
+        if only_derivations and paths:  # pre-commit passing a pyproject.toml: nothing to check
+            click.echo(f"no derivations in {', '.join(paths)}: nothing to check", err=True)
+            sys.exit(0)
         if all(is_note(p) and Path(p).is_file() for p in paths):  # pre-commit passing a README: nothing to check
             click.echo(f"no ```toml backpropcheck blocks in {', '.join(paths)}: nothing to check", err=True)
             sys.exit(0)

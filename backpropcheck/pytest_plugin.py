@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import stat
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -102,31 +100,9 @@ def _has_blocks(path: Path, named: bool) -> bool:
 
 
 def _looks_like_derivation(path: Path) -> bool:
-    """Whether ``backpropcheck check`` would judge this file, not leave it to another tool.
+    from .discover import looks_like_derivation
 
-    Only a TOML file that reads, parses and holds none of a derivation's tables (nor a
-    near-miss of one: ``[derivaton]``, ``[claim]``) is someone else's (a ``pyproject.toml``).
-    An empty file, a file that does not parse, cannot be read or is too large to read is
-    collected: its item fails, saying why, as ``check`` would. The size is checked before
-    anything is read.
-    """
-    import difflib
-
-    from .limits import DEFAULT_LIMITS
-    from .loader import TABLES
-
-    try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode) or info.st_size > DEFAULT_LIMITS.max_file_bytes:
-            return True
-        with path.open("rb") as handle:
-            data = handle.read(DEFAULT_LIMITS.max_file_bytes + 1)
-        doc = tomllib.loads(data.decode("utf-8").removeprefix("\ufeff"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
-        return True  # let the item report why it cannot be read
-    if not doc:
-        return True
-    return any(table in TABLES or difflib.get_close_matches(table, TABLES, n=1, cutoff=0.75) for table in doc)
+    return looks_like_derivation(path)
 
 
 def _options(config: pytest.Config) -> Options:
