@@ -45,6 +45,23 @@ def _limit_options(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
+class _BoundsCommand(click.Command):
+    """``--help`` lists the ``--max-*`` bounds under their own heading, after the everyday options."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        everyday, bounds = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx) if isinstance(param, click.Option) else None
+            if record is not None:
+                (bounds if param.name and param.name.startswith("bound_") else everyday).append(record)
+        if everyday:
+            with formatter.section("Options"):
+                formatter.write_dl(everyday)
+        if bounds:
+            with formatter.section("Bounds (a file that crosses one is an error, exit 2; see docs/cli.md)"):
+                formatter.write_dl(bounds)
+
+
 def _limits(bounds: dict[str, int | float | None]) -> Limits:
     return replace(DEFAULT_LIMITS, **{k[len("bound_"):]: v for k, v in bounds.items() if v is not None})
 
@@ -55,7 +72,7 @@ def main() -> None:
     """Prove or refute matrix-form backpropagation against the per-neuron chain rule."""
 
 
-@main.command()
+@main.command(cls=_BoundsCommand)
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--seed", type=click.IntRange(0, None), default=None, help="Seed for every random draw (default: the file's, else 0).")
 @click.option("--trials", type=click.IntRange(1, None), default=None,
@@ -278,7 +295,8 @@ def _derivation_file(ctx: click.Context, param: click.Parameter, value: str) -> 
 @click.argument("file", callback=_derivation_file, metavar="FILE")
 @click.option("--claim", default=None, metavar="NAME", help="Explain only this claim (e.g. grad_W).")
 @click.option("--dims", callback=_parse_dims, default=None, metavar="n=3,m=2",
-              help=f"Small dims for the walk-through (each at most {EXPLAIN_MAX_DIM}; default 3, 2, then 2s).")
+              help=f"Small dims for the walk-through (each at most {EXPLAIN_MAX_DIM}; default 3, 2, 4, 5, 6: "
+                   "distinct, used throughout the explanation).")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "latex"]), default="text",
               show_default=True, help="markdown: GitHub math; latex: a standalone document.")
 @click.option("--output", type=click.Path(dir_okay=False, writable=True), default=None,
