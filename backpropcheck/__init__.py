@@ -13,26 +13,31 @@ backpropcheck``) load neither NumPy nor SymPy.
 
 __version__ = "0.1.0"
 
-# name → the submodule that defines it (derive, SPEC §7, joins here when it lands)
-_LAZY = {
-    "check": "api", "explain": "api", "Report": "api", "Explanation": "api",
-    "FileResult": "checker", "ClaimResult": "checker", "Counterexample": "checker", "Options": "checker",
-    "Limits": "limits", "DerivationError": "errors",
-}
-
 __all__ = ["__version__", "check", "explain", "Report", "Explanation", "FileResult", "ClaimResult", "Counterexample",
            "Options", "Limits", "DerivationError"]
 
 
 def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'backpropcheck' has no attribute {name!r}")
-    import importlib
-
+    """The API, imported on first use (no importlib, no getattr by name: see tests/test_hostile.py)."""
     if name == "explain":  # the submodule backpropcheck.explain is itself callable as the API function
-        return importlib.import_module(".explain", __name__)
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+        from .explain import explain_derivation  # noqa: F401 - importing the submodule sets it here
+
+        return globals()["explain"]
+    if name in ("check", "Report", "Explanation"):  # derive (SPEC §7) joins these when it lands
+        from . import api
+
+        value = {"check": api.check, "Report": api.Report, "Explanation": api.Explanation}[name]
+    elif name in ("FileResult", "ClaimResult", "Counterexample", "Options"):
+        from . import checker
+
+        value = {"FileResult": checker.FileResult, "ClaimResult": checker.ClaimResult,
+                 "Counterexample": checker.Counterexample, "Options": checker.Options}[name]
+    elif name == "Limits":
+        from .limits import Limits as value
+    elif name == "DerivationError":
+        from .errors import DerivationError as value
+    else:
+        raise AttributeError(f"module 'backpropcheck' has no attribute {name!r}")
     globals()[name] = value
     return value
 

@@ -15,7 +15,7 @@ report (``Report.to_dict()`` *is* ``--format json``'s object). In a notebook a
 
 ``derive`` (SPEC §7) is built separately: when it lands, its API function goes
 here beside :func:`check` and :func:`explain`, and into ``__all__`` and
-``backpropcheck.__init__._LAZY``. (A submodule named like an API function
+``backpropcheck.__getattr__``. (A submodule named like an API function
 shadows it on the package: see the note at the end of ``explain.py``.)
 """
 
