@@ -600,7 +600,7 @@ def find_files(paths: list[str]) -> list[str]:
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            found = sorted(f for suffix in (".toml", *SUFFIXES) for f in path.rglob(f"*{suffix}"))
+            found = sorted(f for f in path.rglob("*") if f.suffix in (".toml", *SUFFIXES))
             for f in found:
                 if is_note(f):
                     out.extend(refs(f, explicit=False) if f.is_file() else [])
