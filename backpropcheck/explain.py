@@ -951,7 +951,8 @@ def _at_these_dims(d: Derivation, opts: Options, checked, sizes: dict[str, int])
     if not elsewhere:
         return checked
     try:
-        again = check_derivation(d, replace(opts, dims=tuple(sizes.items())))
+        # numeric only: a refutation is numeric, and only the refuted claims' results are taken
+        again = check_derivation(d, replace(opts, dims=tuple(sizes.items()), symbolic=False))
     except Exception:  # noqa: BLE001 - the first verdicts stand
         return checked
     here = {r.name: r for r in again.claims if r.name in elsewhere and r.verdict == "refuted"
