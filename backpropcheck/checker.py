@@ -679,12 +679,22 @@ def _fmt_dims(sizes: dict[str, int]) -> str:
 
 
 def find_files(paths: list[str]) -> list[str]:
-    """Files and folders (recursively ``*.toml``), in a stable order."""
+    """Files and folders (recursively ``*.toml``, and ``*.md`` notes holding ``toml backpropcheck``
+    blocks: one ``NOTE.md:LINE`` per block, see :mod:`.notes`), in a stable order."""
+    from .notes import SUFFIXES, is_note, refs
+
     out: list[str] = []
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            out.extend(str(f) for f in sorted(path.rglob("*.toml")))
+            found = sorted(f for f in path.rglob("*") if f.suffix in (".toml", *SUFFIXES))
+            for f in found:
+                if is_note(f):
+                    out.extend(refs(f, explicit=False) if f.is_file() else [])
+                else:
+                    out.append(str(f))
+        elif is_note(path) and path.exists():
+            out.extend(refs(path))
         else:
             out.append(str(path))
     return out

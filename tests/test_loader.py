@@ -299,3 +299,25 @@ def test_bundled_derivations_ship_with_the_installed_package() -> None:
     if BUNDLED.is_dir():  # the checkout beside the tests: nothing may be left out of the wheel
         assert names == {p.name for p in BUNDLED.glob("*.toml")}
         assert mistakes == {p.name for p in (BUNDLED / "mistakes").glob("*.toml")}
+
+
+# -- issue 14: a BOM, and a forward shape error's hint ---------------------------------------------------------
+
+
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    """Notepad writes a BOM before the first byte: the file is still the same derivation."""
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + DENSE_COLUMN.encode("utf-8"))
+    d = load(path)
+    assert d.title == "Dense layer, column vectors" and [c.name for c in d.claims][:2] == ["grad_z", "grad_a"]
+    assert loads("\ufeff" + DENSE_COLUMN).title == "Dense layer, column vectors"
+
+
+def test_a_forward_shape_error_gets_no_hint_about_the_gradient_flowing_back() -> None:
+    exc = error_of(base(forward={"z": "W.T @ a + b", "h": "tanh(z)"}))
+    assert isinstance(exc, ShapeError) and exc.key == "forward.z"
+    assert "gradient" not in str(exc) and "flows back" not in str(exc)
+    assert exc.hint is not None and "`W @ a` would fit" in exc.hint
+    # a claim keeps it: that is where the gradient does flow back
+    claim_error = load_text(base(claims={"grad_a": "W @ grad_h"})).claims[0].error
+    assert claim_error is not None and "the gradient flows back through `W.T`" in str(claim_error)
