@@ -10,6 +10,7 @@ never said all-shapes at all.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -292,3 +293,72 @@ def test_the_property_test_can_fail_a_certificate_with_too_few_sizes() -> None:
     assert p.degree["n"] == 1 and len(grid(p, ["n", "m"])) == 2
     left, right = _parse("x"), _parse("x + (n - 2) * x")
     assert not _differs(left, right, {"n": 2, "m": 2}, 0) and _differs(left, right, {"n": 3, "m": 2}, 0)
+
+
+# -- the counts are bounds: no term of the truth or the claim has more index values than K ----
+
+_ENTRY = re.compile(r"^(?:∇)?([A-Za-z_][A-Za-z_0-9]*)\[([0-9,]+)\]$")
+
+
+def _values_per_dim(d, expr, target_index: dict[str, set[int]]) -> dict[str, int]:
+    """The most distinct index values per dim in one term of ``expr`` (expanded over the atoms)."""
+    import sympy as sp
+
+    most: dict[str, int] = {}
+    for term in sp.Add.make_args(sp.expand(expr)):
+        seen = {k: set(v) for k, v in target_index.items()}
+        for s in term.free_symbols:
+            m = _ENTRY.match(s.name)
+            if not m:
+                continue
+            name = m.group(1)
+            for dim, i in zip(d.shape_of(name), m.group(2).split(",")):
+                if dim.terms:
+                    seen.setdefault(dim.terms[0][0], set()).add(int(i))
+        for k, v in seen.items():
+            most[k] = max(most.get(k, 0), len(v))
+    return most
+
+
+@pytest.mark.parametrize("name", ["dense_column", "dense_column_batch", "matrix_trace", "quadratic_form",
+                                  "mlp_two_layer_mse", "mlp_weight_decay", "rnn_two_steps", "batch_norm",
+                                  "layer_norm", "logistic_regression_bce"])
+def test_no_term_has_more_index_values_than_the_certificate_counts(name: str) -> None:
+    """At sizes above the thresholds, every term of claim and truth, expanded over the atoms, reads
+    at most K_d distinct index values of each dim: the abstract interpretation's counts are bounds.
+    (Files with a softmax are left out: a softmax entry reads its whole slice, by design.)"""
+    import numpy as np
+
+    from backpropcheck.engines.symbolic import SymbolicTruth
+
+    d = loads((REPO / "derivations" / f"{name}.toml").read_text(), f"{name}.toml")
+    checked = 0
+    for claim in d.claims:
+        for route in ("step", "full"):
+            try:
+                p = plan(d, claim, route)
+            except Outside:
+                continue
+            sizes = {dim: max(p.k.get(dim, 0), 1) + 2 for dim in d.dims}
+            if max(sizes.values()) > 6:
+                continue
+            truth = SymbolicTruth(d, sizes)
+            if route == "step":
+                env, target = truth.step_env, truth.steps[claim.target]
+            else:
+                env, target = truth.claim_env, truth.grads[claim.target]
+            from backpropcheck.engines.evaluate import evaluate
+
+            claimed = np.broadcast_to(evaluate(claim.node, env, sizes, truth.backend), target.shape)
+            shape = d.shape_of(claim.target)
+            for idx in np.ndindex(*target.shape):
+                free: dict[str, set[int]] = {}
+                for dim, i in zip(shape, idx):
+                    if dim.terms:
+                        free.setdefault(dim.terms[0][0], set()).add(i)
+                for expr in (target[idx], claimed[idx]):
+                    for dim, count in _values_per_dim(d, expr, free).items():
+                        assert count <= max(p.k.get(dim, 0), 0) or count <= len(free.get(dim, ())), (
+                            claim.name, route, dim, count, p)
+            checked += 1
+    assert checked
