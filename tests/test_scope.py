@@ -362,3 +362,20 @@ def test_no_term_has_more_index_values_than_the_certificate_counts(name: str) ->
                             claim.name, route, dim, count, p)
             checked += 1
     assert checked
+
+
+ANTISYMMETRIC = HIDDEN_N.replace("{trap}", " * sum(a[:, None] > a[None, :])")
+
+
+def test_a_generator_that_is_a_relabelling_of_its_own_negative_is_outside_the_class(tmp_path: Path) -> None:
+    """sum(a[:, None] > a[None, :]) counts the pairs i < j of distinct entries: n(n-1)/2, 1 at n = 2.
+    Step(a_i - a_j) and Step(a_j - a_i) are one generator up to a sign the engines choose by index
+    order, so the argument refuses it (the degree alone would have caught this one)."""
+    d = loads(ANTISYMMETRIC, "x.toml")
+    with pytest.raises(Outside, match="two index tuples"):
+        plan(d, d.claims[0], "step")
+    (claim,) = _check(tmp_path, ANTISYMMETRIC, options=Options()).values()
+    assert _scope(claim) == SAMPLED
+    same_site = HIDDEN_N.replace("{trap}", " * (a > 2 * a) + grad_h * f_prime(a) * (2 * a >= a)")
+    d = loads(same_site, "y.toml")
+    plan(d, d.claims[0], "step")  # one tensor read twice at the same index: in the class

@@ -51,6 +51,9 @@ _POLY_PRIME_VALUE = {"exp", "tanh", "sin", "cos", "erf", "gelu", "abs", "square"
 _POLY_DERIVATIVE = {"exp", "tanh", "sin", "cos", "erf", "gelu", "abs", "square", "relu"}
 _POLY_PRIME_DERIVATIVE = {"exp", "tanh", "sin", "cos", "square", "relu", "abs"}
 _MONOMIAL_DEN = {"log", "sqrt", "rsqrt"}  # derivative's denominator is the argument itself
+# ops that read every operand at the result's own index tuple (no transpose, new axis or diagonal)
+_SAME_SITE = {"add", "sub", "mul", "div", "neg", "pow", "elementwise", "gt", "ge", "lt", "le", "where",
+              "maximum", "minimum"}
 
 
 class Outside(Exception):
@@ -364,6 +367,20 @@ class Interpreter:
         for a in args:
             if not a.local:
                 raise Outside(f"the argument of `{node.src or node.op}` holds a sum or a dim used as a number")
+        # A generator must never be a relabelling of its own negative (x[i] - x[j], X - X.T): the
+        # engines write tanh(-u) = -tanh(u), Step(-u) = 1 - Step(u) with a sign chosen by the order
+        # of the index values, which is not the same at every size. So a tensor read twice in an
+        # argument must be read at the same index tuple: no transpose, broadcast axis or diagonal.
+        seen: dict[str, int] = {}
+        moves = False
+        for arg in node.args:
+            for n in walk(arg):
+                if isinstance(n, Var):
+                    seen[n.name] = seen.get(n.name, 0) + 1
+                elif isinstance(n, Call) and n.op not in _SAME_SITE:
+                    moves = True
+        if moves and any(k > 1 for k in seen.values()):
+            raise Outside(f"the argument of `{node.src or node.op}` reads one tensor at two index tuples")
 
     def _whole_axis_operand(self, node: Call) -> None:
         """A softmax-like function reads a whole axis: its operand must be an atom that really varies
