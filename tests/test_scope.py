@@ -379,3 +379,13 @@ def test_a_generator_that_is_a_relabelling_of_its_own_negative_is_outside_the_cl
     same_site = HIDDEN_N.replace("{trap}", " * (a > 2 * a) + grad_h * f_prime(a) * (2 * a >= a)")
     d = loads(same_site, "y.toml")
     plan(d, d.claims[0], "step")  # one tensor read twice at the same index: in the class
+
+
+def test_a_softmax_of_a_helper_is_outside_the_class() -> None:
+    """A [backward] helper is an expression, not a tensor of independent entries: it may be constant
+    along the softmax axis (b[:, None] * ones(B)), so that the softmax is 1/B in disguise."""
+    text = HIDDEN_N.replace("[claims]", '[backward]\nC = "a[:, None] * ones(n)[None, :]"\n[claims]').replace(
+        "{trap}", " * sum(softmax(C, axis=1), axis=1)")
+    d = loads(text, "x.toml")
+    with pytest.raises(Outside, match="not applied to a named tensor"):
+        plan(d, d.claims[0], "step")

@@ -233,9 +233,10 @@ def _reduced_axes(params: Mapping[str, Any], rank: int) -> list[int]:
 class Interpreter:
     """Abstract values of expressions over the atoms of one derivation."""
 
-    def __init__(self, functions: set[str], env: dict[str, AV]):
+    def __init__(self, functions: set[str], env: dict[str, AV], atoms: set[str] | None = None):
         self.functions = functions  # generic element-wise functions declared in [functions]
         self.env = env
+        self.atoms = set(env) if atoms is None else atoms  # tensors whose entries are independent
         self.memo: dict[int, AV] = {}
 
     def value(self, node: Node) -> AV:
@@ -386,7 +387,7 @@ class Interpreter:
         """A softmax-like function reads a whole axis: its operand must be an atom that really varies
         along that axis (a tensor with a named dim there), so no dim hides inside the generator."""
         (arg,) = node.args
-        if not isinstance(arg, Var) or arg.name not in self.env or not self.env[arg.name].atoms:
+        if not isinstance(arg, Var) or arg.name not in self.atoms or arg.name not in self.env:
             raise Outside(f"`{node.src or node.op}` is not applied to a named tensor")
         av = self.env[arg.name]
         if av.bound or av.expl or av.inner or av.den or not av.monomial:
@@ -609,7 +610,7 @@ def plan(d: Derivation, claim: Claim, route: str) -> Plan:
     env: dict[str, AV] = {name: _atom(inp.shape) for name, inp in d.inputs.items()}
     for f in d.forward:
         env[f.name] = AV(tuple(f.shape), atoms=True)  # validated when it enters a term
-    interp = Interpreter(set(d.functions), env)
+    interp = Interpreter(set(d.functions), env, set(d.inputs) | {f.name for f in d.forward})
     back = Backprop(interp)
     target = claim.target
     forward_names = [f.name for f in d.forward]
