@@ -389,3 +389,18 @@ def test_a_softmax_of_a_helper_is_outside_the_class() -> None:
     d = loads(text, "x.toml")
     with pytest.raises(Outside, match="not applied to a named tensor"):
         plan(d, d.claims[0], "step")
+
+
+def test_a_dim_inside_a_function_of_a_forward_definition_is_outside_the_class() -> None:
+    """h = tanh(n * a): the truth's derivative carries tanh'(n * a) — a dim inside a generator —
+    even though the claim itself never names n."""
+    text = HIDDEN_N.replace('h = "f(a)"', 'h = "tanh(n * a)"').replace("{trap}", "")
+    text = text.replace('grad_a = "grad_h * f_prime(a)"', 'grad_a = "grad_h * n * tanh_prime(n * a)"')
+    d = loads(text, "x.toml")
+    for route in ("step", "full"):
+        with pytest.raises(Outside, match="dim used as a number"):
+            plan(d, d.claims[0], route)
+    text = text.replace("tanh_prime(n * a)", "tanh_prime(a)").replace("tanh(n * a)", "tanh(a)").replace(
+        "grad_h * n *", "grad_h *")
+    d = loads(text, "y.toml")
+    plan(d, d.claims[0], "step")  # without the dim: in the class

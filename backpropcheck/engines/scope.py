@@ -462,6 +462,7 @@ class Backprop:
                 continue
             if not isinstance(node, Call):
                 continue
+            self.interp.value(node)  # the class's rules for the node itself (a dim inside tanh, …)
             if node.op in ("ones", "zeros", "eye", "gt", "ge", "lt", "le"):
                 continue  # no operand, or never differentiated through
             for k, child in enumerate(node.args):
