@@ -404,3 +404,27 @@ def test_a_dim_inside_a_function_of_a_forward_definition_is_outside_the_class() 
         "grad_h * n *", "grad_h *")
     d = loads(text, "y.toml")
     plan(d, d.claims[0], "step")  # without the dim: in the class
+
+
+def _claims_with_traps():
+    for path in sorted((REPO / "derivations").glob("*.toml")):
+        text = path.read_text()
+        d = loads(text, path.name)
+        for c in d.claims:
+            names = [dim.terms[0][0] for dim in d.shape_of(c.target) if dim.terms] if c.error is None else []
+            if names:
+                yield pytest.param(path.name, c.name, c.target, names[0], id=f"{path.stem}-{c.name}")
+
+
+@pytest.mark.parametrize("file, name, target, dim", list(_claims_with_traps()))
+def test_no_bundled_claim_with_a_vanishing_trap_added_is_certified(file, name, target, dim) -> None:
+    """Every claim of derivations/, plus (n−2)(n−3)·X or (Σ 1 − 2)(n−3)·X (zero at n = 2 and 3):
+    the certificate never calls it all-shapes (it is checked directly, with no sampled proof first)."""
+    from backpropcheck.engines.scope import Certifier
+
+    text = (REPO / "derivations" / file).read_text()
+    line = re.compile(rf'^{name}\s*=\s*"(.*)"', re.M).search(text)
+    for trap in (f"({dim} - 2) * ({dim} - 3) * {target}", f"(sum(ones({dim})) - 2) * ({dim} - 3) * {target}"):
+        d = loads(text[:line.start(1)] + f"{line.group(1)} + {trap}" + text[line.end(1):], file)
+        (claim,) = [c for c in d.claims if c.name == name]
+        assert Certifier(d, lambda sizes: 0, 10**9).certify(claim, []).kind == SAMPLED, trap
