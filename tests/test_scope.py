@@ -428,3 +428,25 @@ def test_no_bundled_claim_with_a_vanishing_trap_added_is_certified(file, name, t
         d = loads(text[:line.start(1)] + f"{line.group(1)} + {trap}" + text[line.end(1):], file)
         (claim,) = [c for c in d.claims if c.name == name]
         assert Certifier(d, lambda sizes: 0, 10**9).certify(claim, []).kind == SAMPLED, trap
+
+
+def test_a_truth_that_ran_out_of_budget_is_not_rebuilt_for_every_claim(monkeypatch) -> None:
+    from backpropcheck.engines import scope as scope_module
+    from backpropcheck.engines import symbolic
+
+    built = []
+
+    class Exploding:
+        def __init__(self, d, sizes):
+            built.append(dict(sizes))
+            raise MemoryError("too big")
+
+    monkeypatch.setattr(symbolic, "SymbolicTruth", Exploding)
+    d = loads(DENSE_COLUMN, "x.toml")
+    records = {c.name: {"status": "proved", "shapes": [], "seconds": 0.0} for c in d.claims}
+    from backpropcheck.checker import _SYMBOLIC_FAILURES, SymbolicTimeout, time_budget
+
+    scope_module.certify_records(d, d.claims, records, 10.0, {}, lambda s: 0, 10**9, time_budget,
+                                 SymbolicTimeout, _SYMBOLIC_FAILURES)
+    assert all(r["scope"] == SAMPLED for r in records.values())
+    assert len(built) == len({tuple(sorted(s.items())) for s in built})  # each size tried once

@@ -60,6 +60,10 @@ class Outside(Exception):
     """The expression is outside the certificate's class; the message says why."""
 
 
+class _Broken(Exception):
+    """A truth the certificate needs failed to build before (for another claim of the file)."""
+
+
 @dataclass(frozen=True)
 class Scope:
     kind: str  # ALL_SHAPES | SAMPLED
@@ -766,13 +770,20 @@ class Certifier:
         self.entries = entries
         self.max_entries = max_entries
         self.truths: dict[tuple, Any] = {}
+        self.broken: set[tuple] = set()  # sizes whose truth could not be built: not retried per claim
 
     def _truth(self, sizes: dict[str, int]):
         from .symbolic import SymbolicTruth
 
         key = tuple(sorted(sizes.items()))
+        if key in self.broken:
+            raise _Broken(f"the per-neuron truth at dims {_fmt(sizes)} could not be built for an earlier claim")
         if key not in self.truths:
-            self.truths[key] = SymbolicTruth(self.d, sizes)
+            try:
+                self.truths[key] = SymbolicTruth(self.d, sizes)
+            except BaseException:  # the budget's alarm included: then re-raised, as any failure
+                self.broken.add(key)
+                raise
         return self.truths[key]
 
     def certify(self, claim: Claim, proved: list[dict[str, int]]) -> Scope:
@@ -804,11 +815,14 @@ class Certifier:
                 reasons.append(f"at dims {_fmt(too_big[0])} the arrays are too large for the symbolic engine")
                 continue
             failed = None
-            for sizes in points:
-                truth = self._truth(sizes)
-                if not formal_zero(truth, claim, route):
-                    failed = sizes
-                    break
+            try:
+                for sizes in points:
+                    if not formal_zero(self._truth(sizes), claim, route):
+                        failed = sizes
+                        break
+            except _Broken as exc:
+                reasons.append(str(exc))
+                continue
             if failed is not None:
                 reasons.append(f"at dims {_fmt(failed)} the claim is not identical to the "
                                f"{'chain-rule step' if route == 'step' else 'per-neuron truth'} over the atoms")
