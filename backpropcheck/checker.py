@@ -42,6 +42,7 @@ class Options:
     atol: float | None = None
     dims: tuple[tuple[str, int], ...] = ()
     symbolic: bool = True
+    scope: bool = True  # certify proved claims for all shapes (SPEC §8); off only to measure its cost
     timeout: float = 10.0
     limits: Limits = DEFAULT_LIMITS
 
@@ -531,6 +532,12 @@ class _FileCheck:
                     record.update(status="undecided", reason=f"at dims {_fmt_dims(sizes)}: {decision[1]}")
                 else:
                     record.update(status="counterexample", sizes=sizes, detail=decision[1])
+        if self.options.scope:  # proof scope (SPEC §8): all shapes by a finite certificate, or sampled
+            from .engines.scope import certify_records
+
+            certify_records(self.d, claims, out, budget, spent, lambda s: _work(self.d, self.spaces, s)[0],
+                            self.options.limits.max_symbolic_entries, time_budget, SymbolicTimeout,
+                            _SYMBOLIC_FAILURES)
         return out
 
     def _decide(self, truth, claim: Claim, rng: random.Random):
@@ -594,6 +601,7 @@ class _FileCheck:
             rounding = (f"; in {count} of them its float64 value was off by up to {err:.3g}, within the {bound:.3g} "
                         f"that rounding alone can cause in its evaluation (a large term cancels)")
         symbolic = {"shapes": sym.get("shapes", []), "seconds": round(sym.get("seconds", 0.0), 4)}
+        symbolic.update({k: sym[k] for k in ("scope", "argument") if k in sym})
         if status == "proved":
             shapes = "; ".join(_fmt_dims(s) for s in sym["shapes"])
             if not sym["shapes"] or not num["trials"]:  # never a proof without evidence
