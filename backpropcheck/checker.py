@@ -542,7 +542,7 @@ class _FileCheck:
 
     def _decide(self, truth, claim: Claim, rng: random.Random):
         """None if every entry is proved equal; else ("undecided", why) or ("refuted", detail)."""
-        if truth.step_zero(claim.node, claim.target):
+        if truth.step_zero(claim.node, claim.target) or truth.chain_zero(claim.node, claim.target):
             return None
         claimed = truth.claim_value(claim.node)
         target = truth.grads[claim.target]

@@ -181,3 +181,28 @@ def test_a_claim_true_only_on_the_unit_interval_is_proved_there(tmp_path: Path, 
 def test_the_unit_claim_off_its_domain_is_refuted(tmp_path: Path) -> None:
     c = claim(check_text(tmp_path, UNIT_ONLY.format(domain="positive")), "grad_x")
     assert c.verdict == "refuted", c.message
+
+
+# -- real blocks are proved, and their mutants refuted (issue 11) ----------------------------------
+
+BLOCKS = Path(__file__).resolve().parent.parent / "bench" / "blocks"
+
+
+@pytest.mark.parametrize("name", ["gpt2_mlp_block.toml", "batchnorm_bessel_one_line.toml", "relu_gated_mse.toml"])
+def test_published_blocks_are_proved_within_the_default_budget(tmp_path: Path, name: str) -> None:
+    result = check_text(tmp_path, (BLOCKS / name).read_text(), Options(trials=3, shapes=1))
+    assert {c.name: c.verdict for c in result.claims} == {c.name: "proved" for c in result.claims}, \
+        [c.message for c in result.claims if c.verdict != "proved"]
+
+
+@pytest.mark.parametrize("old, new", [
+    (" - xn * mean(grad_xn * xn, axis=1, keepdims=True))", ")"),  # the projection term dropped
+    ("mean(grad_xn, axis=1, keepdims=True)", "mean(grad_xn, axis=0, keepdims=True)"),  # the wrong axis
+    ('grad_x = "grad_y + rstd', 'grad_x = "grad_y + 1.0000001 * rstd'),  # off by 1e-7: past the trials' eye
+    ("(1 + 3 * 0.044715", "(1 + 0.044715"),  # the cube's factor 3 forgotten in GELU'
+])
+def test_mutants_of_the_gpt2_block_are_refuted(tmp_path: Path, old: str, new: str) -> None:
+    text = (BLOCKS / "gpt2_mlp_block.toml").read_text()
+    assert old in text
+    result = check_text(tmp_path, text.replace(old, new), Options(trials=3, shapes=1))
+    assert "refuted" in {c.verdict for c in result.claims}, [(c.name, c.verdict) for c in result.claims]
