@@ -1582,7 +1582,7 @@ def run_demo(console, pause: Callable[[], None], options: Options | None = None)
     seed = _demo_derivation(SEED_EXAMPLE)
     if seed is None:
         raise FileNotFoundError(f"the bundled seed example {SEED_EXAMPLE} is missing from the package")
-    steps = 6
+    steps = 7
 
     def step(k: int, title: str) -> None:
         if k > 1:
@@ -1634,9 +1634,18 @@ def run_demo(console, pause: Callable[[], None], options: Options | None = None)
             console.print("Writing the column-convention answer W.T @ grad_z in this file is caught before any "
                           f"number is drawn — {result.verdict}:")
             console.print("    " + escape(result.message), style="red", highlight=False)
+    step(7, "derived, not just checked")
+    console.print("backpropcheck can also write the matrix form itself, from the forward pass alone, and prove "
+                  "what it wrote (backpropcheck derive):")
+    seed_text = bundled_text(SEED_EXAMPLE)
+    if seed_text is not None:
+        from .derive import derive
+        from .derive import render_text as render_derived
+
+        render_derived(derive(seed_text, options=opts), console)
     console.print()
     console.print("Try it on your own derivation: backpropcheck new my_layer.toml, then backpropcheck explain "
-                  "my_layer.toml.")
+                  "my_layer.toml and backpropcheck derive my_layer.toml.")
 
 
 # -- the local Jacobian of one op, in words (shared with ``derive``'s steps) -----------------
@@ -1650,9 +1659,9 @@ def jacobian_note(op: str, params: Mapping[str, object], position: int, shapes: 
     if op in ("matmul", "dot"):
         other = 1 - position
         if ranks[other] == 2 and ranks[position] >= 1:
-            side = "Wᵀ on the left" if position == 1 else "Bᵀ on the right"
+            side = "on the left" if position == 1 else "on the right"
             if ranks[position] == 2:
-                return f"a matrix product: the transposed Jacobian multiplies by the other factor's transpose ({side})"
+                return f"a matrix product: the transposed Jacobian multiplies by the other factor, transposed, {side}"
             return "∂(W x)/∂x = W: the gradient takes the transposed Jacobian, Wᵀ"
         if ranks[position] == 2:
             return "Kronecker structure (one block per row): the transposed Jacobian is an outer product"
