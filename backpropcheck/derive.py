@@ -72,6 +72,20 @@ def _hashable(value: Any) -> Any:
     return value
 
 
+def as_tree(node: Node) -> Node:
+    """A copy in which no node is shared (the templates reuse ``g`` and ``out``; the
+    evaluator, which keys values by node identity, wants a tree)."""
+    if isinstance(node, Call):
+        return Call(node.col, node.op, tuple(as_tree(a) for a in node.args), dict(node.params), src=node.src)
+    if isinstance(node, Var):
+        return Var(node.col, node.name)
+    if isinstance(node, Const):
+        return Const(node.col, node.value, node.text)
+    if isinstance(node, DimSize):
+        return DimSize(node.col, node.dim)
+    return node
+
+
 def size(node: Node) -> int:
     """Nodes of the IR tree: the measure of an expression's length."""
     return 1 + sum(size(c) for c in node.children())
@@ -889,6 +903,9 @@ class _Deriver:
                 claim = self.derive_one(v, live)
             except NoAdjoint as exc:
                 result.not_derived[v] = str(exc)
+                continue
+            except DerivationError as exc:  # an ill-shaped template or rewrite
+                result.not_derived[v] = f"derive built an ill-shaped expression, a bug of derive: {exc.message}"
                 continue
             result.claims.append(claim)
         return result
