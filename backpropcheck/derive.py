@@ -300,6 +300,9 @@ def r_constants(cx: Context, n: Call) -> Node | None:
         return call("mul", a[1], a[0])
     if op == "mul" and isinstance(a[0], Const) and _is(a[1], "mul") and isinstance(a[1].args[0], Const):
         return call("mul", const(a[0].value * a[1].args[0].value), a[1].args[1])
+    if op == "mul" and isinstance(a[0], Const) and _is(a[1], "div") and _is(a[1].args[0], "mul") \
+            and isinstance(a[1].args[0].args[0], Const):  # 2 * (0.5 * x / B) → (2 * 0.5 * x) / B
+        return call("div", call("mul", a[0], a[1].args[0]), a[1].args[1])
     if op == "mul" and isinstance(a[0], Const) and isinstance(a[1], Const):
         return const(a[0].value * a[1].value)
     if op == "mul" and _is(a[0], "mul") and isinstance(a[0].args[0], Const) and not isinstance(a[1], Const):

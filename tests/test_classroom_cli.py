@@ -106,7 +106,7 @@ def test_demo_pauses_between_steps_on_a_terminal_unless_no_pause(outside, monkey
     monkeypatch.setattr(click, "pause", lambda *a, **k: pauses.append(1))
     monkeypatch.setattr(cli, "_interactive", lambda: True)
     assert run("demo").exit_code == 0
-    assert len(pauses) == 5
+    assert len(pauses) == 6  # between the 7 steps
     pauses.clear()
     assert run("demo", "--no-pause").exit_code == 0
     assert pauses == []

@@ -769,8 +769,9 @@ def _adj_expand(cx, g, out, a, items):
 def _expand_back(cx, g, a, axis, keepdims):
     """The gradient of a reduction, with its reduced axis back (size 1: it broadcasts)."""
     shape = cx.shape(a)
-    if axis is None or keepdims or len(shape) <= 1:
-        return g
+    if axis is None or keepdims or len(shape) <= 1 or cx.shape(g) == ():
+        return g  # nothing to re-insert, or a scalar that broadcasts anyway
+    g = cx.full(g, tuple(d for k, d in enumerate(shape) if k != axis % len(shape)))
     ax = axis % len(shape)
     items = tuple(None if k == ax else ":" for k in range(len(shape)))
     return _c("expand", g, items=items)
