@@ -540,7 +540,7 @@ def index_to_matrix(definition) -> Node | None:
     idx = definition.index
     letters: dict[str, str] = {}
     for name in idx.free:
-        letters[name] = chr(ord("a") + len(letters))
+        letters[name] = _letter(name, letters)
     terms = _index_terms(idx.body, {}, letters)
     if terms is None:
         return None
@@ -564,6 +564,27 @@ def index_to_matrix(definition) -> Node | None:
     return total
 
 
+def _letter(index: str, taken: dict[str, str]) -> str:
+    """The einsum letter of an index: its own name when that is one free letter (so the steps read
+    ``einsum("j,ij->i", grad_z, W)`` in the file's own indices), else the first unused letter."""
+    used = set(taken.values())
+    if len(index) == 1 and index.isascii() and index.isalpha() and index not in used:
+        return index
+    return next(c for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in used)
+
+
+def entry_form(node: Node, target: str = "") -> str | None:
+    """An einsum as the per-entry sum it is: ``sum_j grad_z[j] * W[i, j]`` (None for anything else)."""
+    if not _is(node, "einsum") or not all(isinstance(a, Var) for a in node.args):
+        return None
+    lhs, out = node.params["spec"].replace(" ", "").split("->")
+    factors = [f"{a.name}[{', '.join(sub)}]" if sub else a.name for a, sub in zip(node.args, lhs.split(","))]
+    summed = sorted(set(lhs.replace(",", "")) - set(out))
+    body = " * ".join(factors)
+    lead = f"{target}[{', '.join(out)}] = " if target and out else ""
+    return lead + (f"sum_{''.join(summed)} " if summed else "") + body
+
+
 def _index_terms(node: Node, bound: dict[str, str], letters: dict[str, str]):
     """``[(sign, scalar nodes, [(name, indices)], bound indices)]`` or None."""
     if isinstance(node, Call) and node.op in ("add", "sub"):
@@ -579,7 +600,7 @@ def _index_terms(node: Node, bound: dict[str, str], letters: dict[str, str]):
         return None if a is None else [(-s, sc, r, bd) for s, sc, r, bd in a]
     if isinstance(node, IndexSum):
         if node.index not in letters:
-            letters[node.index] = chr(ord("a") + len(letters))
+            letters[node.index] = _letter(node.index, letters)
         inner = _index_terms(node.body, {**bound, node.index: node.dim}, letters)
         if inner is None:
             return None
@@ -676,6 +697,7 @@ class Step:
     note: str  # the local Jacobian's structure, in words
     raw: str  # the adjoint templates' output, before rewriting
     simplified: str
+    entry: str = ""  # for an index-form definition: the per-entry sum, in the file's indices
 
 
 @dataclass
@@ -941,8 +963,10 @@ class _Deriver:
                 if folded is not None:
                     simple = self.rw(folded)
             parts.append(simple)
+            entries = [entry_form(p, f"grad_{v}" if len(raw_parts) == 1 else "") for p in raw_parts]
+            entry = " + ".join(e for e in entries if e) if all(entries) else ""
             steps.append(Step(c, d.loss.text if c == "E" else self._def_text(c), _root_op(expr),
-                              local_note(cx, expr, v), to_text(raw), to_text(simple)))
+                              local_note(cx, expr, v), to_text(raw), to_text(simple), entry))
         if not parts:
             from .lang.ops import _shape_names
 
@@ -982,7 +1006,8 @@ def local_note(cx: Context, expr: Node, v: str) -> str:
         note = jacobian_note(node.op, node.params, position, shapes)
         if note and note not in notes:
             notes.append(note)
-    return "; ".join(notes)
+    plain = [n for n in notes if not n.startswith("the identity")]
+    return "; ".join(plain or notes)  # "+ b" says nothing beside the op that acts
 
 
 def _path_ops(expr: Node, v: str) -> list[Call]:
@@ -1016,6 +1041,8 @@ def render_text(result: DeriveResult, console, steps: bool = True) -> None:
                 if s.definition:
                     console.print(f"    through {escape(s.definition)}  (given {where})")
                 console.print(f"      local Jacobian: {escape(s.note)}")
+                if s.entry:
+                    console.print(f"      per entry:  {escape(s.entry)}")
                 if s.raw and s.raw != s.simplified:
                     console.print(f"      chain:      {escape(s.raw)}")
                 console.print(f"      textbook:   {escape(s.simplified)}   {c.shape if len(c.steps) == 1 else ''}")
@@ -1039,6 +1066,8 @@ def render_markdown(result: DeriveResult) -> str:
                 lines.append(f"- through `{s.definition}`: {s.note}")
             else:
                 lines.append(f"- {s.note}")
+            if s.entry:
+                lines.append(f"  - per entry: `{s.entry}`")
             if s.raw and s.raw != s.simplified:
                 lines.append(f"  - chain: `{s.raw}`")
             lines.append(f"  - textbook: `{s.simplified}`")

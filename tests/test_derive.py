@@ -327,6 +327,7 @@ def test_dense_layer_in_both_conventions():
     index, _ = _claims(BUNDLED / "dense_index_convention.toml")
     assert index["grad_a"].expr == "W @ grad_z"
     assert index["grad_W"].expr == "outer(a, grad_z)"
+    assert index["grad_a"].steps[0].entry == "grad_a[i] = sum_j grad_z[j] * W[i, j]"  # the file's own indices
     assert all(c.verdict == "proved" for c in [*column.values(), *index.values()])
 
 
