@@ -525,7 +525,25 @@ def r_mean(cx: Context, n: Call) -> Node | None:
     return None
 
 
+def r_diag(cx: Context, n: Call) -> Node | None:
+    """No diagonal matrices: ``diag(v) @ x`` → ``v * x``, ``X @ diag(v)`` → ``X * v``, ``diag(v).T`` → ``diag(v)``."""
+    a = n.args
+    if n.op == "T" and _is(a[0], "diag") and len(cx.shape(a[0].args[0])) == 1:
+        return a[0]
+    if n.op == "diag" and _is(a[0], "outer"):  # the diagonal of u vᵀ is u ⊙ v
+        return call("mul", *a[0].args)
+    if n.op != "matmul":
+        return None
+    if _is(a[0], "diag") and len(cx.shape(a[0].args[0])) == 1:
+        v, x = a[0].args[0], a[1]
+        return call("mul", v, x) if len(cx.shape(x)) == 1 else call("mul", call("expand", v, items=(":", None)), x)
+    if _is(a[1], "diag") and len(cx.shape(a[1].args[0])) == 1:
+        return call("mul", a[0], a[1].args[0])
+    return None
+
+
 RULES: list[Callable[[Context, Call], Node | None]] = [
+    r_diag,
     r_factor, r_mean,
     r_identity, r_constants, r_signs, r_transpose, r_ones, r_sums, r_einsum, r_scalars_out, r_leading_axis,
 ]

@@ -187,6 +187,7 @@ RULE_CASES = {
     "r_scalars_out": ["(A / s) @ B", "A @ (B / s)", "(s * A) @ B", "outer(s * x, y)"],
     "r_leading_axis": ["x[None, :] * A", "A - x[None, :]", "x[None, :] / s"],
     "r_factor": ["A @ x + A @ x", "S @ x - S.T @ x", "(x / s) * u"],
+    "r_diag": ["diag(outer(x, u))", "diag(u) @ x", "diag(y) @ A", "A @ diag(x)", "x @ diag(u)", "diag(x).T"],
     "r_mean": ["sum(-A, axis=0)", "sum(A, axis=0) / m", "sum(A, axis=1, keepdims=True) / n"],
 }
 
@@ -225,7 +226,7 @@ def _tree(draw, shape, depth):
     sub = lambda sh: _tree(draw, sh, depth - 1)  # noqa: E731
     options = ["add", "sub", "mul", "neg", "scal", "ones"]
     if shape == MAT:
-        options += ["TT", "matmul_mm", "outer", "einsum_t", "expand", "div"]
+        options += ["TT", "matmul_mm", "outer", "einsum_t", "expand", "div", "diag_l", "diag_r"]
     if shape == VEC_N:
         options += ["matvec_t", "sumaxis0", "einsum_mv"]
     if shape == VEC_M:
@@ -253,6 +254,10 @@ def _tree(draw, shape, depth):
         return f"einsum('ji->ij', {sub(MAT)}.T)"
     if choice == "expand":
         return f"({sub(VEC_N)}[None, :] * {sub(MAT)})"
+    if choice == "diag_l":
+        return f"(diag({sub(VEC_M)}).T @ {sub(MAT)})"
+    if choice == "diag_r":
+        return f"({sub(MAT)} @ diag({sub(VEC_N)}))"
     if choice == "div":
         return f"({sub(MAT)} / (2 + s))"
     if choice == "matvec_t":
