@@ -497,3 +497,12 @@ def test_python_entry_takes_text_or_a_path():
     assert {n: c.expr for n, c in from_text.items()} == {n: c.expr for n, c in from_path.items()}
     unchecked = dv.derive(DENSE_COLUMN, check=False)
     assert unchecked.claims[0].verdict == "error" and not unchecked.ok
+
+
+def test_a_gradient_past_the_limits_is_not_derived_rather_than_a_bug():
+    deep = "tanh(" * 30 + "W @ a" + ")" * 30
+    text = DENSE_COLUMN.replace('z = "W @ a + b"', f'z = "{deep} + b"')
+    result = dv.derive(text, options=FAST)
+    assert "grad_a" not in {c.name for c in result.claims} and "a" in result.not_derived
+    assert "split the forward definition" in result.not_derived["a"]
+    assert {c.name: c.verdict for c in result.claims}["grad_b"] == "proved"
