@@ -454,14 +454,22 @@ def _contract(cx: Context, ops: list[tuple[str, Node]], out: str) -> Node | None
                 x = call("sum", x, axis=k, keepdims=False)
             return x
         return None
-    if len(ops) > 2:
-        (sa, a), (sb, b) = ops[0], ops[1]
-        needed = set(out) | set("".join(s for s, _ in ops[2:]))
-        inter = "".join(dict.fromkeys(c for c in sa + sb if c in needed))
-        first = _contract(cx, ops[:2], inter)
-        if first is None or len(inter) > 2:
-            return None
-        return _contract(cx, [(inter, first)] + ops[2:], out)
+    if len(ops) > 2:  # contract a pair that shares an index first, then the rest
+        pairs = [(i, j) for i in range(len(ops)) for j in range(i + 1, len(ops))]
+        pairs.sort(key=lambda ij: not (set(ops[ij[0]][0]) & set(ops[ij[1]][0])))
+        for i, j in pairs:
+            rest = [op for k, op in enumerate(ops) if k not in (i, j)]
+            needed = set(out) | set("".join(s for s, _ in rest))
+            inter = "".join(dict.fromkeys(c for c in ops[i][0] + ops[j][0] if c in needed))
+            if len(inter) > 2:
+                continue
+            first = _contract(cx, [ops[i], ops[j]], inter)
+            if first is None:
+                continue
+            whole = _contract(cx, [(inter, first)] + rest, out)
+            if whole is not None:
+                return whole
+        return None
     (sa, a), (sb, b) = ops
     shared = set(sa) & set(sb)
     contracted = shared - set(out)
@@ -597,9 +605,12 @@ def index_to_matrix(definition) -> Node | None:
     for sign, scalars, refs, bound in terms:
         subs = ["".join(letters[i] for i in r[1]) for r in refs]
         used = set("".join(subs))
-        if not set(out) <= used:
+        if not refs:
             return None
-        node: Node = call("einsum", *[Var(0, r[0]) for r in refs], spec=",".join(subs) + "->" + out)
+        covered = "".join(c for c in out if c in used)  # a term without some free index broadcasts along it
+        node: Node = call("einsum", *[Var(0, r[0]) for r in refs], spec=",".join(subs) + "->" + covered)
+        if covered != out:
+            node = call("expand", node, items=tuple(":" if c in used else None for c in out))
         for index, dim in bound.items():
             if letters[index] not in used:  # summing a term that does not depend on the index
                 scalars = scalars + [DimSize(0, dim)]
@@ -914,19 +925,27 @@ class _Deriver:
         self.exprs: dict[str, Node] = {}  # forward name -> its matrix-form expression
         self.unsupported: dict[str, str] = {}
         names: dict[tuple, str] = {}
+        def nameable(node: Node) -> bool:  # naming W.T after `Wt = W.T` would hide the transpose
+            return not (isinstance(node, Var) or (_is(node, "T") and isinstance(node.args[0], Var)))
+
         for f in d.forward:
             node = f.node if f.index is None else index_to_matrix(f)
             if node is None:
                 self.unsupported[f.name] = "index form beyond sums of products of plain entries (e.g. x[t + k])"
                 continue
+            if f.index is not None and Context(env).shape(node) != f.shape:  # every term broadcast
+                self.unsupported[f.name] = "index form in which no term reads every free index"
+                continue
             self.exprs[f.name] = node
-            if f.index is None:
+            if f.index is None and nameable(node):
                 names.setdefault(key(node), f.name)
         self.rw = Rewriter(self.cx, names)
         self.matrix_names = dict(names)
         for f in d.forward:  # an index-form definition's rewritten einsum names its variable too
             if f.index is not None and f.name in self.exprs:
-                self.matrix_names.setdefault(key(Rewriter(self.cx)(self.exprs[f.name])), f.name)
+                matrix = Rewriter(self.cx)(self.exprs[f.name])
+                if nameable(matrix):
+                    self.matrix_names.setdefault(key(matrix), f.name)
         self.rw.names = self.matrix_names
         self.derived: dict[str, Node] = {}
 

@@ -183,7 +183,7 @@ RULE_CASES = {
                  "einsum('ji,j->i', A, y)", "einsum('i,j->ij', y, x)", "einsum('i,j->ji', y, x)",
                  "einsum(',ij->ij', s, A)", "einsum('ij->ji', A)", "einsum('ij->i', A)", "einsum('ij,ij->ij', A, A)",
                  "einsum('ij,j->ij', A, x)", "einsum('ij,i->ij', A, y)", "einsum('i,ij,j->', y, A, x)",
-                 "einsum('i,i->', x, u)"],
+                 "einsum('i,i->', x, u)", "einsum('i,jk,k->ij', y, S, x)"],
     "r_scalars_out": ["(A / s) @ B", "A @ (B / s)", "(s * A) @ B", "outer(s * x, y)"],
     "r_leading_axis": ["x[None, :] * A", "A - x[None, :]", "x[None, :] / s"],
     "r_factor": ["A @ x + A @ x", "S @ x - S.T @ x", "(x / s) * u"],
@@ -506,3 +506,47 @@ def test_a_gradient_past_the_limits_is_not_derived_rather_than_a_bug():
     assert "grad_a" not in {c.name for c in result.claims} and "a" in result.not_derived
     assert "split the forward definition" in result.not_derived["a"]
     assert {c.name: c.verdict for c in result.claims}["grad_b"] == "proved"
+
+
+INDEX_FORMS = """
+[derivation]
+title = "index forms"
+[dims]
+n = "n"
+m = "m"
+p = "p"
+B = "B"
+[inputs]
+W = ["m", "n"]
+X = ["n", "B"]
+c = ["m"]
+A = ["m", "m"]
+x = ["m"]
+P = ["m", "n"]
+Q = ["n", "p"]
+r = ["p"]
+u = ["m"]
+v = ["n"]
+[forward]
+"Z[i, b]" = "sum(W[i, j] * X[j, b] for j in n) + c[i]"
+"y[i]" = "2 * x[i] - sum(A[i, j] * x[j] for j in m)"
+"s[i]" = "sum(sum(P[i, j] * Q[j, k] * r[k] for k in p) for j in n)"
+"T[j, i]" = "W[i, j]"
+"O[i, j]" = "u[i] + v[j]"
+[loss]
+upstream = ["Z", "y", "s", "T", "O"]
+[claims]
+grad_W = "W"
+"""
+
+
+def test_index_form_forwards_derive_to_matrix_form():
+    claims, result = _claims(INDEX_FORMS)
+    assert not result.not_derived
+    assert {n: c.expr for n, c in claims.items()} == {
+        "grad_u": "sum(grad_O, axis=1)", "grad_v": "sum(grad_O, axis=0)",
+        "grad_P": "outer(grad_s, Q @ r)", "grad_Q": "outer(P.T @ grad_s, r)", "grad_r": "Q.T @ (P.T @ grad_s)",
+        "grad_A": "-outer(grad_y, x)", "grad_x": "2 * grad_y - A.T @ grad_y",
+        "grad_W": "grad_Z @ X.T + grad_T.T", "grad_X": "W.T @ grad_Z", "grad_c": "sum(grad_Z, axis=1)",
+    }
+    assert all(c.verdict == "proved" for c in claims.values())
