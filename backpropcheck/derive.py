@@ -807,6 +807,17 @@ class DeriveResult:
     def _repr_markdown_(self) -> str:
         return render_markdown(self)
 
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        rows = "".join(f"<tr><td><code>{escape(c.name)}</code></td><td><code>{escape(c.expr)}</code></td>"
+                       f"<td>{escape(c.verdict)}</td></tr>" for c in self.claims)
+        rows += "".join(f"<tr><td><code>grad_{escape(t)}</code></td><td>not derived</td><td>{escape(r)}</td></tr>"
+                        for t, r in self.not_derived.items())
+        error = f"<p><b>error:</b> {escape(self.error)}</p>" if self.error else ""
+        return (f"<p><b>{escape(self.title or self.path)}</b></p>{error}<table><tr><th>claim</th><th>expression</th>"
+                f"<th>verdict</th></tr>{rows}</table>")
+
 
 # ---------------------------------------------------------------------------
 # the driver
@@ -991,6 +1002,11 @@ class _Deriver:
             unknown = wanted - set(d.differentiable)
             if unknown:
                 result.error = f"--for names {', '.join(sorted(unknown))}: not a non-constant input or forward variable"
+                return result
+            given = wanted & set(d.loss.upstream)
+            if given:
+                result.error = (f"--for names {', '.join(sorted(given))}: upstream in [loss], so its grad_ is given, "
+                                "not derived")
                 return result
         live = self.live()
         for v in self.order():

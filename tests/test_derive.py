@@ -415,6 +415,14 @@ def test_for_selects_targets_and_rejects_unknown_names():
     assert list(claims) == ["grad_W", "grad_b"]
     result = dv.derive(DENSE_COLUMN, targets=["grad_nope"], options=FAST)
     assert result.error and "nope" in result.error
+    given = dv.derive(DENSE_COLUMN, targets=["grad_h"], options=FAST)
+    assert given.error and "upstream" in given.error
+
+
+def test_results_display_in_a_notebook():
+    _, result = _claims(DENSE_COLUMN)
+    assert "<td><code>W.T @ grad_z</code></td><td>proved</td>" in result._repr_html_()
+    assert "| `grad_a` | `W.T @ grad_z` | proved |" in result._repr_markdown_()
 
 
 def _wrong_sign(cx, g, out, a, b):
