@@ -17,6 +17,7 @@ and printed back to the expression language.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import tomllib
@@ -28,8 +29,8 @@ from typing import Any
 
 from .checker import Options, check_derivation
 from .errors import DerivationError
-from .lang.dims import Shape, fmt_shape
-from .lang.ir import Call, Const, DimSize, IndexRef, IndexSum, Node, Var, names_used
+from .lang.dims import Dim, Shape, fmt_shape
+from .lang.ir import Call, Const, DimSize, IndexRef, IndexSum, Node, Var, names_used, walk
 from .lang.ops import OPS, NoAdjoint, ShapeMismatch, num_text, parse_einsum
 from .lang.shapes import infer
 from .loader import loads
@@ -591,18 +592,42 @@ RULES: list[Callable[[Context, Call], Node | None]] = [
 # index form → einsum
 
 
-def index_to_matrix(definition) -> Node | None:
-    """An index-form body that is a sum of products of plainly indexed entries, as einsums."""
+def index_to_matrix(definition, lookup: Callable | None = None, protect: str | None = None) -> Node | None:
+    """An index-form body that is a sum of products of plainly indexed entries, as einsums.
+
+    With ``lookup``, an entry read at shifted indices (``x[t + k]``) may stand for a forward
+    variable that holds exactly those entries (``Xcol[t, k] = x[t + k]``): ``lookup(ref, range_of)``
+    returns ``(name, indices)`` or None. That is only sound for the gradient of *another* factor,
+    so an entry of ``protect`` (the variable being differentiated) is never replaced."""
     idx = definition.index
     letters: dict[str, str] = {}
     for name in idx.free:
         letters[name] = _letter(name, letters)
-    terms = _index_terms(idx.body, {}, letters)
+    terms = _index_terms(idx.body, {}, letters, affine=lookup is not None)
     if terms is None:
         return None
+    axes = {name: k for k, name in enumerate(idx.free)}
+    axes.update({n.index: n.axis for n in walk(idx.body) if isinstance(n, IndexSum)})
+
+    def range_of(index: str):
+        return idx.ranges.get(axes[index], Dim.of(idx.bound_dims[axes[index]]) if axes[index] in idx.bound_dims
+                              else None)
+
+    resolved = []
+    for sign, scalars, refs, bound in terms:
+        plain = []
+        for r in refs:
+            if r[0] != "@":
+                plain.append(r)
+                continue
+            found = None if r[1].name == protect or lookup is None else lookup(r[1], range_of)
+            if found is None:
+                return None
+            plain.append(found)
+        resolved.append((sign, scalars, plain, bound))
     out = "".join(letters[n] for n in idx.free)
     total: Node | None = None
-    for sign, scalars, refs, bound in terms:
+    for sign, scalars, refs, bound in resolved:
         subs = ["".join(letters[i] for i in r[1]) for r in refs]
         used = set("".join(subs))
         if not refs:
@@ -644,29 +669,30 @@ def entry_form(node: Node, target: str = "") -> str | None:
     return lead + (f"sum_{''.join(summed)} " if summed else "") + body
 
 
-def _index_terms(node: Node, bound: dict[str, str], letters: dict[str, str]):
-    """``[(sign, scalar nodes, [(name, indices)], bound indices)]`` or None."""
+def _index_terms(node: Node, bound: dict[str, str], letters: dict[str, str], affine: bool = False):
+    """``[(sign, scalar nodes, [(name, indices)], bound indices)]`` or None; with ``affine``, an
+    entry at shifted indices comes back as ``("@", the IndexRef)``."""
     if isinstance(node, Call) and node.op in ("add", "sub"):
-        a = _index_terms(node.args[0], bound, letters)
-        b = _index_terms(node.args[1], bound, letters)
+        a = _index_terms(node.args[0], bound, letters, affine)
+        b = _index_terms(node.args[1], bound, letters, affine)
         if a is None or b is None:
             return None
         if node.op == "sub":
             b = [(-s, sc, r, bd) for s, sc, r, bd in b]
         return a + b
     if isinstance(node, Call) and node.op == "neg":
-        a = _index_terms(node.args[0], bound, letters)
+        a = _index_terms(node.args[0], bound, letters, affine)
         return None if a is None else [(-s, sc, r, bd) for s, sc, r, bd in a]
     if isinstance(node, IndexSum):
         if node.index not in letters:
             letters[node.index] = _letter(node.index, letters)
-        inner = _index_terms(node.body, {**bound, node.index: node.dim}, letters)
+        inner = _index_terms(node.body, {**bound, node.index: node.dim}, letters, affine)
         if inner is None:
             return None
         return [(s, sc, r, {**bd, node.index: node.dim}) for s, sc, r, bd in inner]
     if isinstance(node, Call) and node.op == "mul":
-        a = _index_terms(node.args[0], bound, letters)
-        b = _index_terms(node.args[1], bound, letters)
+        a = _index_terms(node.args[0], bound, letters, affine)
+        b = _index_terms(node.args[1], bound, letters, affine)
         if a is None or b is None:
             return None
         return [(sa * sb, sca + scb, ra + rb, {**bda, **bdb}) for sa, sca, ra, bda in a for sb, scb, rb, bdb in b]
@@ -674,7 +700,7 @@ def _index_terms(node: Node, bound: dict[str, str], letters: dict[str, str]):
         indices = []
         for sub in node.subscripts:
             if sub.const != 0 or len(sub.terms) != 1 or sub.terms[0][1] != 1:
-                return None
+                return [(1, [], [("@", node)], {})] if affine else None
             indices.append(sub.terms[0][0])
         if len(set(indices)) != len(indices) or any(i not in letters for i in indices):
             return None
@@ -960,6 +986,30 @@ class _Deriver:
         self.rw.names = self.matrix_names
         self.derived: dict[str, Node] = {}
 
+    def holder(self, ref: IndexRef, range_of) -> tuple[str, tuple[str, ...]] | None:
+        """A forward variable F with ``F[p, q] = ref`` up to factors of ones (an im2col ``Xcol``):
+        ``(F, the indices to read it at)``, or None."""
+        ones = {f.name for f in self.d.forward if f.index is None and _is(f.node, "ones")}
+        names = sorted({n for sub in ref.subscripts for n, _ in sub.terms})
+        for f in self.d.forward:
+            if f.index is None or len(f.index.free) > len(names):
+                continue
+            factors = _factors(f.index.body)
+            if factors is None:
+                continue
+            rest = [x for x in factors if not (_is_const(x, 1) or (isinstance(x, IndexRef) and x.name in ones))]
+            if len(rest) != 1 or not isinstance(rest[0], IndexRef) or rest[0].name != ref.name:
+                continue
+            mine = rest[0]
+            for chosen in itertools.permutations(names, len(f.index.free)):
+                rename = dict(zip(f.index.free, chosen))
+                same = all(
+                    tuple(sorted((rename.get(n, "?" + n), c) for n, c in a.terms)) == tuple(sorted(b.terms))
+                    and a.const == b.const for a, b in zip(mine.subscripts, ref.subscripts))
+                if same and all(f.shape[k] == range_of(i) for k, i in enumerate(chosen)):
+                    return f.name, chosen
+        return None
+
     def consumers(self, v: str) -> list[str]:
         out = [f.name for f in self.d.forward if v in names_used(f.index.body if f.index else f.node)]
         if self.d.loss.expression is not None and v in names_used(self.d.loss.expression):
@@ -1032,8 +1082,16 @@ class _Deriver:
             if c != "E" and c not in live:
                 continue
             if c != "E" and c in self.unsupported:
-                raise NoAdjoint(f"{v} feeds {c}, whose {self.unsupported[c]}")
-            expr = d.loss.expression if c == "E" else self.exprs[c]
+                definition = next(f for f in d.forward if f.name == c)
+                alt = index_to_matrix(definition, self.holder, protect=v) if definition.index else None
+                if alt is None or v not in names_used(alt):
+                    raise NoAdjoint(f"{v} feeds {c}, whose {self.unsupported[c]}")
+                expr = alt  # for v's gradient only: the shifted entries are read from the variable holding them
+                held = sorted(names_used(alt) - names_used(definition.index.body))
+                note_extra = f"; the shifted entries are read from {', '.join(held)}, which holds exactly them"
+            else:
+                expr = d.loss.expression if c == "E" else self.exprs[c]
+                note_extra = ""
             g: Node = const(1) if c == "E" else Var(0, f"grad_{c}")
             known = self.derived.get(c)
             if isinstance(known, Const) or _is(known, "eye") or _is(known, "ones"):
@@ -1054,7 +1112,7 @@ class _Deriver:
             entries = [entry_form(p, f"grad_{v}" if len(raw_parts) == 1 else "") for p in raw_parts]
             entry = " + ".join(e for e in entries if e) if all(entries) else ""
             steps.append(Step(c, d.loss.text if c == "E" else self._def_text(c), _root_op(expr),
-                              local_note(cx, expr, v), to_text(raw), to_text(simple), entry))
+                              local_note(cx, expr, v) + note_extra, to_text(raw), to_text(simple), entry))
         if not parts:
             from .lang.ops import _shape_names
 
@@ -1075,6 +1133,16 @@ class _Deriver:
                 key_text = f.key.split(".", 1)[1] if "." in f.key else name
                 return f"{key_text} = {f.text}"
         return name
+
+
+def _factors(node: Node) -> list[Node] | None:
+    """The factors of a product of entries (no sums), or None."""
+    if _is(node, "mul"):
+        a, b = _factors(node.args[0]), _factors(node.args[1])
+        return None if a is None or b is None else a + b
+    if isinstance(node, (IndexRef, Const)):
+        return [node]
+    return None
 
 
 def _root_op(node: Node) -> str:

@@ -386,7 +386,7 @@ def test_cross_entropy_folds_only_where_the_labels_domain_makes_it_true():
 
 
 CORRECT = sorted(p for p in BUNDLED.glob("*.toml"))
-CANNOT_YET = {("conv1d_valid.toml", "grad_w")}  # x[t + k]: an affine subscript (needs index-form claims)
+CANNOT_YET: set[tuple[str, str]] = set()
 
 
 MISTAKES = sorted((BUNDLED / "mistakes").glob("*.toml"))  # wrong claims, but a sound forward pass
@@ -483,7 +483,7 @@ def test_cli_json_and_text_formats():
 def test_cli_exit_status(tmp_path, monkeypatch):
     runner = CliRunner()
     conv = runner.invoke(main, ["derive", str(BUNDLED / "conv1d_valid.toml")])
-    assert conv.exit_code == 1 and "grad_w not derived" in conv.output
+    assert conv.exit_code == 1 and "grad_x not derived" in conv.output  # x[t + k]: needs index-form claims
     bad = tmp_path / "bad.toml"
     bad.write_text("[derivation]\ntitle = 'x'\n")
     assert runner.invoke(main, ["derive", str(bad)]).exit_code == 2
@@ -558,3 +558,15 @@ def test_index_form_forwards_derive_to_matrix_form():
         "grad_W": "grad_Z @ X.T + grad_T.T", "grad_X": "W.T @ grad_Z", "grad_c": "sum(grad_Z, axis=1)",
     }
     assert all(c.verdict == "proved" for c in claims.values())
+
+
+def test_a_kernel_gradient_reads_the_shifted_entries_from_a_variable_that_holds_exactly_them():
+    conv = (BUNDLED / "conv1d_valid.toml").read_text()
+    claims, result = _claims(conv)
+    assert claims["grad_w"].expr == "Xcol.T @ grad_y" and claims["grad_w"].verdict == "proved"
+    assert "read from Xcol" in claims["grad_w"].steps[0].note
+    assert "x" in result.not_derived  # x itself sits at the shifted index: never replaced
+    scaled = conv.replace('taps = "ones(K)"', 'taps = "2 * ones(K)"')
+    assert scaled != conv
+    claims, result = _claims(scaled)
+    assert "grad_w" not in claims and "w" in result.not_derived  # Xcol no longer holds x[t + k]
