@@ -89,6 +89,8 @@ ADJOINT_CASES = [
     ("mean(A, axis=1)", {"A": ("m", "n")}, "real"),
     ("mean(sum(A, axis=0))", {"A": ("m", "n")}, "real"),  # a scalar gradient reaching an axis sum
     ("sum(logsumexp(A, axis=1))", {"A": ("m", "n")}, "real"),
+    ("sum(log_softmax(A, axis=0))", {"A": ("m", "n")}, "real"),  # a scalar gradient into an axis op
+    ("sum(softmax(x))", {"x": ("n",)}, "real"),
     ("trace(S)", {"S": ("n", "n")}, "real"),
     ("diag(x)", {"x": ("n",)}, "real"),
     ("diag(S)", {"S": ("n", "n")}, "real"),

@@ -808,6 +808,7 @@ def _adj_softmax(cx, g, out, a, axis=None):
 
 
 def _adj_log_softmax(cx, g, out, a, axis=None):
+    g = cx.full(g, cx.shape(out))  # the sum along the axis needs the axis
     p = _c("softmax", a, axis=axis)
     return (_c("sub", g, _c("mul", p, _c("sum", g, axis=axis, keepdims=True))),)
 
