@@ -572,3 +572,18 @@ def test_a_kernel_gradient_reads_the_shifted_entries_from_a_variable_that_holds_
     assert scaled != conv
     claims, result = _claims(scaled)
     assert "grad_w" not in claims and "w" in result.not_derived  # Xcol no longer holds x[t + k]
+
+
+def test_a_file_without_claims_is_derived_and_its_expectations_play_no_part(tmp_path):
+    bare = DENSE_COLUMN.split("[claims]")[0]
+    claims, _ = _claims(bare)
+    assert claims["grad_a"].expr == "W.T @ grad_z" and claims["grad_a"].verdict == "proved"
+    wrong = DENSE_COLUMN.replace('grad_a = "W.T @ grad_z"', 'grad_a = "W @ grad_z"') + '[expect]\ngrad_a = "refuted"\n'
+    claims, _ = _claims(wrong)
+    assert claims["grad_a"].expr == "W.T @ grad_z" and claims["grad_a"].verdict == "proved"
+    out = tmp_path / "claims.toml"
+    path = tmp_path / "layer.toml"
+    path.write_text(bare)
+    shown = CliRunner().invoke(main, ["derive", str(path), "--output", str(out)])
+    assert shown.exit_code == 0 and shown.output == ""
+    assert tomllib.loads(out.read_text())["claims"]["grad_W"] == "outer(grad_z, a)"
