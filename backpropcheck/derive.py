@@ -714,10 +714,10 @@ def _index_terms(node: Node, bound: dict[str, str], letters: dict[str, str], aff
 # the softmax / log_softmax + cross-entropy fold
 
 
-def _monomial(cx: Context, node: Node, sign: int = 1, top: bool = True):
+def _monomial(cx: Context, node: Node, sign: int = 1):
     """``node`` as ``sign * Π num / Π den`` (lists of factors), or None."""
     if _is(node, "neg"):
-        inner = _monomial(cx, node.args[0], sign, top)
+        inner = _monomial(cx, node.args[0], sign)
         return None if inner is None else (-inner[0], inner[1], inner[2])
     if _is(node, "mul"):
         a, b = _monomial(cx, node.args[0]), _monomial(cx, node.args[1])

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backpropcheck import derive as dv
+from backpropcheck.checker import Options
 from backpropcheck.cli import main
 from backpropcheck.engines.evaluate import Backend, evaluate
 from backpropcheck.lang import ops
@@ -587,3 +588,23 @@ def test_a_file_without_claims_is_derived_and_its_expectations_play_no_part(tmp_
     shown = CliRunner().invoke(main, ["derive", str(path), "--output", str(out)])
     assert shown.exit_code == 0 and shown.output == ""
     assert tomllib.loads(out.read_text())["claims"]["grad_W"] == "outer(grad_z, a)"
+
+
+@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 10**6))
+def test_random_forward_passes_never_crash_derive_or_build_ill_shaped_claims(seed):
+    import random
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench.fuzz import typed_file
+
+    text = typed_file(random.Random(seed), b"").decode()
+    result = dv.derive(text, options=Options(trials=2, shapes=1, timeout=2))
+    if result.error:  # the file's own problem (an ill-shaped or NaN forward pass), located
+        assert result.error.startswith(("<string>", "checking the derived claims failed: <string>")), result.error
+        return
+    assert not any("bug of derive" in why for why in result.not_derived.values()), result.not_derived
+    assert all(c.verdict in ("proved", "verified", "refuted") for c in result.claims), \
+        [(c.name, c.verdict, c.message) for c in result.claims]
