@@ -783,6 +783,7 @@ class Step:
     raw: str  # the adjoint templates' output, before rewriting
     simplified: str
     entry: str = ""  # for an index-form definition: the per-entry sum, in the file's indices
+    jacobian: str = ""  # ∂through/∂v with its shape, e.g. "∂z/∂a, (m,) × (n,)"
 
 
 @dataclass
@@ -1111,8 +1112,9 @@ class _Deriver:
             parts.append(simple)
             entries = [entry_form(p, f"grad_{v}" if len(raw_parts) == 1 else "") for p in raw_parts]
             entry = " + ".join(e for e in entries if e) if all(entries) else ""
+            jac = f"∂{c}/∂{v}, {fmt_shape(cx.shape(expr))} × {fmt_shape(shape)}"
             steps.append(Step(c, d.loss.text if c == "E" else self._def_text(c), _root_op(expr),
-                              local_note(cx, expr, v) + note_extra, to_text(raw), to_text(simple), entry))
+                              local_note(cx, expr, v) + note_extra, to_text(raw), to_text(simple), entry, jac))
         if not parts:
             from .lang.ops import _shape_names
 
@@ -1196,7 +1198,7 @@ def render_text(result: DeriveResult, console, steps: bool = True) -> None:
                 where = "E" if s.through == "E" else f"grad_{s.through}"
                 if s.definition:
                     console.print(f"    through {escape(s.definition)}  (given {where})")
-                console.print(f"      local Jacobian: {escape(s.note)}")
+                console.print(f"      local Jacobian{' ' + escape(s.jacobian) if s.jacobian else ''}: {escape(s.note)}")
                 if s.entry:
                     console.print(f"      per entry:  {escape(s.entry)}")
                 if s.raw and s.raw != s.simplified:
@@ -1219,7 +1221,7 @@ def render_markdown(result: DeriveResult) -> str:
         lines += ["", f"### `{c.name}` {c.shape}", ""]
         for s in c.steps:
             if s.definition:
-                lines.append(f"- through `{s.definition}`: {s.note}")
+                lines.append(f"- through `{s.definition}`: {s.jacobian}: {s.note}")
             else:
                 lines.append(f"- {s.note}")
             if s.entry:
@@ -1233,24 +1235,37 @@ def render_markdown(result: DeriveResult) -> str:
 
 
 def _tex_code(text: str) -> str:
-    return "\\texttt{" + re.sub(r"([_&%$#{}])", r"\\\1", text).replace("~", r"\~{}").replace("^", r"\^{}") + "}"
+    from .explain import _tex_text
+
+    return "\\texttt{" + _tex_text(text) + "}"
+
+
+def _tex(text: str) -> str:
+    from .explain import _tex_text
+
+    return _tex_text(text)
 
 
 def render_latex(result: DeriveResult) -> str:
-    lines = [f"\\section*{{{_tex_code(result.title or result.path)}}}"]
+    """A standalone article, like ``explain --format latex`` (pdflatex-safe: its text helper)."""
+    lines = [r"\documentclass[11pt]{article}", r"\begin{document}",
+             f"\\section*{{{_tex(result.title or result.path)}}}", _tex_code(result.path), ""]
     if result.error:
-        return "\n".join(lines + [f"Error: {_tex_code(result.error)}", ""])
+        return "\n".join(lines + [f"Error: {_tex(result.error)}", r"\end{document}", ""])
     lines.append("\\begin{itemize}")
     for c in result.claims:
-        lines.append(f"  \\item {_tex_code(c.name)} $=$ {_tex_code(c.expr)} ({c.verdict})")
-        lines.append("  \\begin{itemize}")
-        for s in c.steps:
-            lead = f"through {_tex_code(s.definition)}: " if s.definition else ""
-            lines.append(f"    \\item {lead}{_tex_code(s.note)}")
-            if s.raw and s.raw != s.simplified:
-                lines.append(f"    \\item chain: {_tex_code(s.raw)}")
-        lines.append("  \\end{itemize}")
+        lines.append(f"  \\item {_tex_code(c.name)} $=$ {_tex_code(c.expr)} ({_tex(c.verdict)})")
+        if c.steps:
+            lines.append("  \\begin{itemize}")
+            for s in c.steps:
+                lead = f"through {_tex_code(s.definition)}, {_tex(s.jacobian)}: " if s.definition else ""
+                lines.append(f"    \\item {lead}{_tex(s.note)}")
+                if s.entry:
+                    lines.append(f"    \\item per entry: {_tex_code(s.entry)}")
+                if s.raw and s.raw != s.simplified:
+                    lines.append(f"    \\item chain: {_tex_code(s.raw)}")
+            lines.append("  \\end{itemize}")
     for t, r in result.not_derived.items():
-        lines.append(f"  \\item {_tex_code('grad_' + t)}: not derived ({_tex_code(r)})")
-    lines.append("\\end{itemize}")
+        lines.append(f"  \\item {_tex_code('grad_' + t)}: not derived ({_tex(r)})")
+    lines += ["\\end{itemize}", r"\end{document}"]
     return "\n".join(lines) + "\n"

@@ -481,6 +481,8 @@ def test_cli_json_and_text_formats():
     for fmt, marker in (("markdown", "| `grad_W` | `grad_Z @ X.T` | proved |"), ("latex", "\\begin{itemize}")):
         out = runner.invoke(main, ["derive", str(BUNDLED / "softmax_regression_batch.toml"), "--format", fmt])
         assert out.exit_code == 0 and marker in out.output
+    latex = runner.invoke(main, ["derive", str(BUNDLED / "softmax_regression_batch.toml"), "--format", "latex"]).output
+    assert latex.startswith("\\documentclass") and latex.isascii()  # pdflatex-safe, like explain's
 
 
 def test_cli_exit_status(tmp_path, monkeypatch):
