@@ -477,7 +477,7 @@ def test_cli_json_and_text_formats():
     text = runner.invoke(main, ["derive", str(BUNDLED / "softmax_regression_batch.toml"), "--format", "text"])
     assert text.exit_code == 0
     assert "grad_Z = (P - Y) / B   proved" in text.output
-    assert "chain:" in text.output and "local Jacobian: diag(p) − p pᵀ" in text.output
+    assert "chain:" in text.output and "local Jacobian ∂P/∂Z, (k, B) × (k, B): diag(p) − p pᵀ" in text.output
     for fmt, marker in (("markdown", "| `grad_W` | `grad_Z @ X.T` | proved |"), ("latex", "\\begin{itemize}")):
         out = runner.invoke(main, ["derive", str(BUNDLED / "softmax_regression_batch.toml"), "--format", fmt])
         assert out.exit_code == 0 and marker in out.output
