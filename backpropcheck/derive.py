@@ -902,9 +902,11 @@ def _with_claims(doc: dict[str, Any], claims: dict[str, str]) -> str:
 
 
 def derive(source: str | Path, targets: Iterable[str] | None = None, options: Options | None = None,
-           check: bool = True) -> DeriveResult:
-    """Derive (and, unless ``check=False``, prove) the gradients of a derivation file or TOML text."""
-    text, name = _read(source)
+           check: bool = True, name: str | None = None) -> DeriveResult:
+    """Derive (and, unless ``check=False``, prove) the gradients of a derivation file or TOML text;
+    ``name`` labels text in messages (default ``<string>``)."""
+    text, read_as = _read(source)
+    name = name or read_as
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

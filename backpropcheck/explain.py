@@ -1642,7 +1642,7 @@ def run_demo(console, pause: Callable[[], None], options: Options | None = None)
         from .derive import derive
         from .derive import render_text as render_derived
 
-        render_derived(derive(seed_text, options=opts), console)
+        render_derived(derive(seed_text, options=opts, name=SEED_EXAMPLE), console)
     console.print()
     console.print("Try it on your own derivation: backpropcheck new my_layer.toml, then backpropcheck explain "
                   "my_layer.toml and backpropcheck derive my_layer.toml.")
