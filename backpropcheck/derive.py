@@ -20,7 +20,9 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import sys
 import tomllib
+import types
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -1271,3 +1273,16 @@ def render_latex(result: DeriveResult) -> str:
         lines.append(f"  \\item {_tex_code('grad_' + t)}: not derived ({_tex(r)})")
     lines += ["\\end{itemize}", r"\end{document}"]
     return "\n".join(lines) + "\n"
+
+
+# -- the API's name -----------------------------------------------------------------------------
+# ``backpropcheck.derive`` is this submodule, and SPEC §9 wants ``bpc.derive(...)`` to be the API
+# function; as with ``explain``, the module is callable: calling it is :func:`derive`.
+
+
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args, **kwargs) -> DeriveResult:
+        return derive(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -508,6 +508,7 @@ def test_python_entry_takes_text_or_a_path():
     from_text, _ = _claims(DENSE_COLUMN)
     from_path, _ = _claims(str(BUNDLED / "dense_column.toml"))
     assert {n: c.expr for n, c in from_text.items()} == {n: c.expr for n, c in from_path.items()}
+    assert [c.expr for c in dv(DENSE_COLUMN, check=False).claims] == [c.expr for c in from_text.values()]  # callable
     unchecked = dv.derive(DENSE_COLUMN, check=False)
     assert unchecked.claims[0].verdict == "error" and not unchecked.ok
 
