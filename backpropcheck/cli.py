@@ -367,8 +367,32 @@ def _explain_status(explanation) -> int:
     return 1 if any(not r.ok for r in explanation.results) else 0
 
 
+def _derive_source(file: str) -> tuple[str, str]:
+    """derive's input: a file's path, or the TOML text of a note's block (``notes.md:LINE``, or a note
+    holding exactly one block), with the name to report it by."""
+    from .errors import DerivationError
+    from .notes import blocks, is_note, read_note, split_ref
+
+    ref = split_ref(file)
+    if ref is None and not is_note(file):
+        return file, file
+    path, line = ref if ref is not None else (file, None)
+    try:
+        found = blocks(read_note(path))
+    except DerivationError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    chosen = [b for b in found if line is None or b.line == line]
+    if len(chosen) != 1 or not chosen[0].closed:
+        starts = ", ".join(str(b.line) for b in found) or "none"
+        click.echo(f"error: {path}: name one closed ```toml backpropcheck block as {path}:LINE "
+                   f"(blocks start at lines {starts})", err=True)
+        sys.exit(2)
+    return chosen[0].text, f"{path}:{chosen[0].line}"
+
+
 @main.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", callback=_derivation_file, metavar="FILE")
 @click.option("--for", "targets", default=None, metavar="NAME,...",
               help="Derive only these gradients (grad_W or W; comma-separated).")
 @click.option("--format", "fmt", type=click.Choice(["toml", "text", "markdown", "latex", "json"]), default="toml",
@@ -381,6 +405,9 @@ def _explain_status(explanation) -> int:
 def derive(file, targets, fmt, output, no_symbolic, timeout) -> None:
     """Write the matrix-form gradients of FILE's forward pass (its claims are ignored), and prove them.
 
+    FILE is a derivation file, a block of a note (notes.md:LINE) or a bundled derivation's name as
+    list prints it.
+
     Exit status 0 when every derived claim is proved, 1 when one is not (a bug of derive) or a
     gradient could not be derived, 2 for an invalid file."""
     import json
@@ -390,7 +417,8 @@ def derive(file, targets, fmt, output, no_symbolic, timeout) -> None:
     from .derive import render_latex, render_markdown, render_text
 
     wanted = [t.strip() for t in targets.split(",") if t.strip()] if targets else None
-    result = derive_file(file, wanted, Options(symbolic=not no_symbolic, timeout=timeout))
+    source, name = _derive_source(file)
+    result = derive_file(source, wanted, Options(symbolic=not no_symbolic, timeout=timeout), name=name)
     if result.error and not result.claims:
         click.echo(f"error: {result.error}", err=True)
         sys.exit(2)

@@ -611,3 +611,17 @@ def test_random_forward_passes_never_crash_derive_or_build_ill_shaped_claims(see
     assert not any("bug of derive" in why for why in result.not_derived.values()), result.not_derived
     assert all(c.verdict in ("proved", "verified", "refuted") for c in result.claims), \
         [(c.name, c.verdict, c.message) for c in result.claims]
+
+
+def test_cli_takes_a_bundled_name_and_a_note_block(tmp_path):
+    runner = CliRunner()
+    bundled = runner.invoke(main, ["derive", "dense_column.toml", "--format", "json"])
+    assert bundled.exit_code == 0, bundled.output
+    assert {"name": "grad_W", "expr": "outer(grad_z, a)", "verdict": "proved"} in json.loads(bundled.output)["claims"]
+    note = tmp_path / "notes.md"
+    note.write_text("# Notes\n\n```toml backpropcheck\n" + DENSE_COLUMN.strip() + "\n```\n")
+    for ref in (str(note), f"{note}:4"):
+        shown = runner.invoke(main, ["derive", ref])
+        assert shown.exit_code == 0, shown.output
+        assert 'grad_a = "W.T @ grad_z"' in shown.output and f"{note}:4" in shown.output
+    assert runner.invoke(main, ["derive", f"{note}:9"]).exit_code == 2
