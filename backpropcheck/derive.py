@@ -23,7 +23,6 @@ import re
 import sys
 import tomllib
 import types
-import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,17 +49,20 @@ def const(value: float) -> Const:
     return Const(0, float(value), num_text(value))
 
 
-_KEYS: weakref.WeakKeyDictionary[Node, tuple] = weakref.WeakKeyDictionary()
+# id -> (node, key): the node is kept alive so its id is not reused; cleared after each derivation
+# (no weak references: their callbacks would run inside the checker's SIGALRM-bounded symbolic work).
+_KEYS: dict[int, tuple[Node, tuple]] = {}
 
 
 def key(node: Node) -> tuple:
     """A structural, hashable identity of a tree (IR nodes compare by identity; trees are never
     changed once built, so each node's key is computed once)."""
-    try:
-        return _KEYS[node]
-    except KeyError:
-        out = _KEYS[node] = _key(node)
-        return out
+    hit = _KEYS.get(id(node))
+    if hit is not None and hit[0] is node:
+        return hit[1]
+    out = _key(node)
+    _KEYS[id(node)] = (node, out)
+    return out
 
 
 def _key(node: Node) -> tuple:
@@ -923,7 +925,10 @@ def derive(source: str | Path, targets: Iterable[str] | None = None, options: Op
     except DerivationError as exc:
         return DeriveResult(name, "", error=str(exc))
     file_claims = doc.get("claims", {}) if isinstance(doc.get("claims"), dict) else {}
-    result = _Deriver(d).run(targets)
+    try:
+        result = _Deriver(d).run(targets)
+    finally:
+        _KEYS.clear()
     result.path = name
     for c in result.claims:
         c.file_claim = file_claims.get(c.name)
