@@ -367,6 +367,93 @@ def _explain_status(explanation) -> int:
     return 1 if any(not r.ok for r in explanation.results) else 0
 
 
+def _derive_source(file: str) -> tuple[str, str]:
+    """derive's input: a file's path, or the TOML text of a note's block (``notes.md:LINE``, or a note
+    holding exactly one block), with the name to report it by."""
+    from .errors import DerivationError
+    from .notes import blocks, is_note, read_note, split_ref
+
+    ref = split_ref(file)
+    if ref is None and not is_note(file):
+        return file, file
+    path, line = ref if ref is not None else (file, None)
+    try:
+        found = blocks(read_note(path))
+    except DerivationError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    chosen = [b for b in found if line is None or b.line == line]
+    if len(chosen) != 1 or not chosen[0].closed:
+        starts = ", ".join(str(b.line) for b in found) or "none"
+        click.echo(f"error: {path}: name one closed ```toml backpropcheck block as {path}:LINE "
+                   f"(blocks start at lines {starts})", err=True)
+        sys.exit(2)
+    return chosen[0].text, f"{path}:{chosen[0].line}"
+
+
+@main.command()
+@click.argument("file", callback=_derivation_file, metavar="FILE")
+@click.option("--for", "targets", default=None, metavar="NAME,...",
+              help="Derive only these gradients (grad_W or W; comma-separated).")
+@click.option("--format", "fmt", type=click.Choice(["toml", "text", "markdown", "latex", "json"]), default="toml",
+              show_default=True, help="toml: a [claims] table to paste into the file; text/markdown/latex: the steps.")
+@click.option("--output", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write to FILE instead of standard output.")
+@click.option("--no-symbolic", is_flag=True, help="Check the derived claims numerically only ('verified').")
+@click.option("--timeout", type=click.FloatRange(0, None), default=10.0, show_default=True,
+              help="CPU seconds of symbolic work per claim.")
+def derive(file, targets, fmt, output, no_symbolic, timeout) -> None:
+    """Write the matrix-form gradients of FILE's forward pass (its claims are ignored), and prove them.
+
+    FILE is a derivation file, a block of a note (notes.md:LINE) or a bundled derivation's name as
+    list prints it.
+
+    Exit status 0 when every derived claim is proved, 1 when one is not (a bug of derive) or a
+    gradient could not be derived, 2 for an invalid file."""
+    import json
+
+    from .checker import Options
+    from .derive import derive as derive_file
+    from .derive import render_latex, render_markdown, render_text
+
+    wanted = [t.strip() for t in targets.split(",") if t.strip()] if targets else None
+    source, name = _derive_source(file)
+    result = derive_file(source, wanted, Options(symbolic=not no_symbolic, timeout=timeout), name=name)
+    if result.error and not result.claims:
+        click.echo(f"error: {result.error}", err=True)
+        sys.exit(2)
+    if fmt == "text":
+        from rich.console import Console
+
+        stream = open(output, "w", encoding="utf-8") if output else None  # noqa: SIM115 - closed below
+        try:
+            console = Console(file=stream) if stream else Console()
+            console.soft_wrap = not console.is_terminal
+            render_text(result, console)
+        finally:
+            if stream:
+                stream.close()
+    else:
+        text = {"toml": result.to_toml, "markdown": lambda: render_markdown(result),
+                "latex": lambda: render_latex(result),
+                "json": lambda: json.dumps(result.to_json(), indent=2) + "\n"}[fmt]()
+        if output:
+            with open(output, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        else:
+            click.echo(text, nl=False)
+    bad = [c for c in result.claims if not c.ok]
+    for c in bad:
+        click.echo(f"derive: {c.name} = {c.expr} is {c.verdict}, not proved: a bug of derive, please report it"
+                   f" ({c.message})", err=True)
+    for target, why in result.not_derived.items():
+        click.echo(f"derive: grad_{target} not derived: {why}", err=True)
+    if result.error:
+        click.echo(f"derive: {result.error}", err=True)
+    if bad or result.not_derived or result.error:
+        sys.exit(1)
+
+
 @main.command()
 @click.option("--no-pause", is_flag=True, help="Run straight through (always so when not on a terminal).")
 def demo(no_pause) -> None:

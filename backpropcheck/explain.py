@@ -1640,7 +1640,7 @@ def run_demo(console, pause: Callable[[], None], options: Options | None = None)
     seed = _demo_derivation(SEED_EXAMPLE)
     if seed is None:
         raise FileNotFoundError(f"the bundled seed example {SEED_EXAMPLE} is missing from the package")
-    steps = 6
+    steps = 7
 
     def step(k: int, title: str) -> None:
         if k > 1:
@@ -1692,9 +1692,66 @@ def run_demo(console, pause: Callable[[], None], options: Options | None = None)
             console.print("Writing the column-convention answer W.T @ grad_z in this file is caught before any "
                           f"number is drawn — {result.verdict}:")
             console.print("    " + escape(result.message), style="red", highlight=False)
+    step(7, "derived, not just checked")
+    console.print("backpropcheck can also write the matrix form itself, from the forward pass alone, and prove "
+                  "what it wrote (backpropcheck derive):")
+    seed_text = bundled_text(SEED_EXAMPLE)
+    if seed_text is not None:
+        from .derive import derive
+        from .derive import render_text as render_derived
+
+        render_derived(derive(seed_text, options=opts, name=SEED_EXAMPLE), console)
     console.print()
     console.print("Try it on your own derivation: backpropcheck new my_layer.toml, then backpropcheck explain "
-                  "my_layer.toml.")
+                  "my_layer.toml and backpropcheck derive my_layer.toml.")
+
+
+# -- the local Jacobian of one op, in words (shared with ``derive``'s steps) -----------------
+
+
+def jacobian_note(op: str, params: Mapping[str, object], position: int, shapes: list[Shape]) -> str:
+    """What ``∂out/∂arg`` of one op is, and what its transpose does to the upstream gradient,
+    in the vocabulary of the Jacobian walk above (diagonal → element-wise product, W → Wᵀ,
+    Kronecker → outer product, copies → a sum)."""
+    ranks = [len(s) for s in shapes]
+    if op in ("matmul", "dot"):
+        other = 1 - position
+        if ranks[other] == 2 and ranks[position] >= 1:
+            side = "on the left" if position == 1 else "on the right"
+            if ranks[position] == 2:
+                return f"a matrix product: the transposed Jacobian multiplies by the other factor, transposed, {side}"
+            return "∂(W x)/∂x = W: the gradient takes the transposed Jacobian, Wᵀ"
+        if ranks[position] == 2:
+            return "Kronecker structure (one block per row): the transposed Jacobian is an outer product"
+        return "a dot product: the Jacobian is the other vector"
+    if op == "outer":
+        return "Kronecker structure: the transposed Jacobian contracts the gradient with the other vector"
+    if op in ("add", "sub"):
+        if shapes and any(s != shapes[position] for s in shapes):
+            return "the identity on copies (broadcasting): the transposed Jacobian sums over the broadcast axes"
+        return "the identity" + (" (negated)" if op == "sub" and position == 1 else "")
+    if op in ("mul", "div", "pow", "elementwise", "where", "maximum", "minimum", "neg"):
+        return "diagonal: its transpose is itself, an element-wise product"
+    if op == "T":
+        return "a permutation (the transpose): the gradient is transposed back"
+    if op == "expand":
+        return "a new axis of size one: the gradient drops it again"
+    if op in ("sum", "mean"):
+        tail = " divided by the count" if op == "mean" else ""
+        return f"a row of ones (a sum): its transpose copies the gradient back over the summed axis{tail}"
+    if op == "softmax":
+        return "diag(p) − p pᵀ along the axis: the transpose gives p ⊙ (g − Σ g ⊙ p)"
+    if op == "log_softmax":
+        return "I − 1 pᵀ along the axis: the transpose gives g − p Σ g"
+    if op == "logsumexp":
+        return "the softmax as a row: the gradient is copied back and weighted by softmax"
+    if op == "trace":
+        return "the identity matrix's entries (only the diagonal counts)"
+    if op == "diag":
+        return "a diagonal embedding: the gradient keeps only the diagonal"
+    if op == "einsum":
+        return "a contraction: the transposed Jacobian contracts the gradient with the other operands"
+    return ""
 
 
 # -- the API's name ---------------------------------------------------------------------------------------------

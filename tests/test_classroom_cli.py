@@ -90,8 +90,9 @@ def test_demo_tells_the_whole_story_without_pausing_when_piped(outside, monkeypa
     shown = run("demo")
     assert shown.exit_code == 0, shown.output
     out = shown.output
-    for k in range(1, 7):
-        assert f"Step {k}/6" in out
+    for k in range(1, 8):
+        assert f"Step {k}/7" in out
+    assert "grad_a = W.T @ grad_z   proved" in out and "grad_W = outer(grad_z, a)   proved" in out  # derived
     assert "z[0] = W[0,0]·a[0] + W[0,1]·a[1] + W[0,2]·a[2] + b[0]" in out  # scalar equations
     assert "∂h/∂z is diagonal" in out and "∇a = (∂z/∂a)ᵀ ∇z = Wᵀ ∇z" in out and "∇W = ∇z aᵀ" in out
     assert "PROVED" in out
@@ -105,7 +106,7 @@ def test_demo_pauses_between_steps_on_a_terminal_unless_no_pause(outside, monkey
     monkeypatch.setattr(click, "pause", lambda *a, **k: pauses.append(1))
     monkeypatch.setattr(cli, "_interactive", lambda: True)
     assert run("demo").exit_code == 0
-    assert len(pauses) == 5
+    assert len(pauses) == 6  # between the 7 steps
     pauses.clear()
     assert run("demo", "--no-pause").exit_code == 0
     assert pauses == []
