@@ -6,6 +6,7 @@ The Python API (see the README and :mod:`backpropcheck.api`)::
     report = bpc.check("derivations/dense_column.toml")   # a file, folder, note or TOML text
     report.ok, report.claim("grad_W").verdict
     print(bpc.explain("derivations/dense_column.toml", claim="grad_a"))
+    print(bpc.derive("derivations/dense_column.toml"))     # the matrix form, written and proved
 
 Everything is imported on first use, so ``backpropcheck --version`` (and ``import
 backpropcheck``) load neither NumPy nor SymPy.
@@ -13,7 +14,7 @@ backpropcheck``) load neither NumPy nor SymPy.
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "check", "explain", "Report", "Explanation", "FileResult", "ClaimResult", "Counterexample",
+__all__ = ["__version__", "check", "explain", "derive", "Report", "Explanation", "FileResult", "ClaimResult", "Counterexample",
            "Options", "Limits", "DerivationError"]
 
 
@@ -23,7 +24,11 @@ def __getattr__(name: str):
         from .explain import explain_derivation  # noqa: F401 - importing the submodule sets it here
 
         return globals()["explain"]
-    if name in ("check", "Report", "Explanation"):  # derive (SPEC §7) joins these when it lands
+    if name == "derive":  # likewise: the submodule backpropcheck.derive is callable as derive(...)
+        from .derive import DeriveResult  # noqa: F401 - importing the submodule sets it here
+
+        return globals()["derive"]
+    if name in ("check", "Report", "Explanation"):
         from . import api
 
         value = {"check": api.check, "Report": api.Report, "Explanation": api.Explanation}[name]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import DENSE_COLUMN, with_claims
+from conftest import BUNDLED, DENSE_COLUMN, with_claims
 
 import backpropcheck as bpc
 from backpropcheck.checker import ClaimResult, FileResult
@@ -132,3 +132,11 @@ def test_explain_stays_both_the_function_and_the_module() -> None:
     assert hasattr(module, "explain_derivation") and hasattr(module, "MAX_JACOBIAN")
     assert bpc.explain is module and callable(bpc.explain)
     assert bpc.explain(DENSE_COLUMN, "grad_b", trials=1, symbolic=False).ok
+
+
+def test_derive_is_part_of_the_api() -> None:
+    import backpropcheck as bpc
+
+    assert "derive" in bpc.__all__
+    result = bpc.derive(str(BUNDLED / "dense_column.toml"))
+    assert {c.name: (c.expr, c.verdict) for c in result.claims}["grad_a"] == ("W.T @ grad_z", "proved")
