@@ -166,7 +166,8 @@ def _entries(d: Derivation, sizes: dict[str, int]) -> int:
     return sum(math.prod(dim.value(sizes) for dim in d.shape_of(n)) for n in _all_shaped(d))
 
 
-def _spaces(d: Derivation, claims: list[Claim], limits: Limits) -> list[tuple[str, tuple]]:
+def _spaces(d: Derivation, claims: list[Claim], limits: Limits,
+            products: list[tuple[str, tuple]] | None = None) -> list[tuple[str, tuple]]:
     """Every array the engines build beyond the named tensors, as a tuple of dims, with its key.
 
     That is each intermediate value of a matrix-form expression (its rank must be at most
@@ -174,6 +175,9 @@ def _spaces(d: Derivation, claims: list[Claim], limits: Limits) -> list[tuple[st
     (one axis per free index and per sum) and each einsum's iteration space. With the named
     tensors, their entries at the drawn dims are bounded by ``max_entries`` before anything
     is allocated: a bound on memory, and on the work of a loop in C that no alarm interrupts.
+
+    ``products`` (if given) receives each matrix product's and einsum's iteration space (its
+    multiply-adds: (m, k) @ (k, n) is m·k·n), the work that entries alone do not show.
     """
     from .errors import LimitError
     from .lang.ir import Call, Var
@@ -210,6 +214,10 @@ def _spaces(d: Derivation, claims: list[Claim], limits: Limits) -> list[tuple[st
                     subs, _ = parse_einsum(node.params["spec"], [len(env[f"#{k}"]) for k in range(len(kids))])
                     letters = {c: dim for sub, k in zip(subs, range(len(kids))) for c, dim in zip(sub, env[f"#{k}"])}
                     out.append((key, tuple(letters.values())))
+                    if products is not None:
+                        products.append((key, tuple(letters.values())))
+                elif node.op in ("matmul", "dot") and products is not None and env["#0"]:
+                    products.append((key, shape + (env["#0"][-1],)))  # result entries x the summed dim
             else:
                 shape = ()
             if len(shape) > limits.max_rank:
@@ -248,8 +256,12 @@ def reproduce_command(path: str, seed: int, options: Options, cfg: dict[str, Any
 def check_path(path: str, options: Options = Options()) -> FileResult:
     """Load, check and judge one file; an invalid file is a result too, never an exception."""
     started = time.perf_counter()
+    deadline = time.monotonic() + options.limits.file_timeout
     try:
         d = load(path, options.limits)
+    except MemoryError:
+        return FileResult(path, "", "error", out_of_memory(path, options.limits),
+                          seconds=time.perf_counter() - started)
     except DerivationError as exc:
         return FileResult(path, "", "error", str(exc), seconds=time.perf_counter() - started)
     except Exception as exc:  # noqa: BLE001 - last resort, as below
@@ -257,7 +269,10 @@ def check_path(path: str, options: Options = Options()) -> FileResult:
         return FileResult(path, "", "error", message, seconds=time.perf_counter() - started)
     try:
         with np.errstate(all="ignore"):  # NaN/Inf are reported as values (NumericProblem), never as warnings
-            result = check_derivation(d, options)
+            result = check_derivation(d, options, deadline)
+    except MemoryError:
+        return FileResult(path, d.title, "error", out_of_memory(path, options.limits),
+                          seconds=time.perf_counter() - started)
     except Exception as exc:  # noqa: BLE001 - last resort: one file's bug must not stop the run
         message = f"{path}: internal error ({type(exc).__name__}: {exc}); please report this file"
         return FileResult(path, d.title, "error", message, seconds=time.perf_counter() - started)
@@ -265,14 +280,33 @@ def check_path(path: str, options: Options = Options()) -> FileResult:
     return result
 
 
-def check_derivation(d: Derivation, options: Options = Options()) -> FileResult:
-    return _FileCheck(d, options).run()
+def check_derivation(d: Derivation, options: Options = Options(), deadline: float | None = None) -> FileResult:
+    """``deadline`` is a ``time.monotonic()`` value (default: ``--file-timeout`` from now)."""
+    return _FileCheck(d, options, deadline).run()
+
+
+def out_of_memory(path: str, limits: Limits) -> str:
+    return (f"{path}: ran out of memory: the check needs more than the {limits.max_memory} MB allowed per "
+            f"file; raise it with {Limits.flag('max_memory')}")
+
+
+def timed_out(path: str, seconds: float, limits: Limits, stage: str = "", predicted: bool = False) -> str:
+    """The message for a file past ``--file-timeout`` (here, or from the runner that killed its worker)."""
+    what = f"the wall-clock time of this file{stage}"
+    value = f"{seconds:.1f} s" + (", predicted from the trials so far" if predicted else "")
+    return f"{path}: " + exceeded(what, value, "file_timeout", limits)
+
+
+class FileTimeout(DerivationError):
+    pass
 
 
 class _FileCheck:
-    def __init__(self, d: Derivation, options: Options):
+    def __init__(self, d: Derivation, options: Options, deadline: float | None = None):
         self.d = d
         self.options = options
+        self.started = time.monotonic()
+        self.deadline = deadline if deadline is not None else self.started + options.limits.file_timeout
         self.cfg = settings(d, options)
         self.fixed = dict(options.dims)
         unknown = set(self.fixed) - set(d.dims)
@@ -295,8 +329,12 @@ class _FileCheck:
                 results[claim.name] = self._result(claim, verdict, message)
         live = [c for c in d.claims if c.name not in results]
         try:
-            self.spaces = _spaces(d, live, self.options.limits)
+            self.products: list[tuple[str, tuple]] = []
+            self.spaces = _spaces(d, live, self.options.limits, self.products)
+            self._preflight()
             numeric = self._numeric(live)
+        except FileTimeout as exc:
+            return FileResult(d.path, d.title, "error", exc.message)
         except DerivationError as exc:
             return FileResult(d.path, d.title, "error", str(exc.located(file=d.path)))
         except _NumericTrouble as exc:
@@ -333,6 +371,7 @@ class _FileCheck:
                  for c in claims}
         total = 0
         for trial in range(cfg["trials"]):
+            self._on_time(f" (before numeric trial {trial})", self._trial_work[trial] if trial else 0)
             rng = rng_for(cfg["seed"], self.d.path, trial)
             sizes = draw_dims(self.d, rng, 2, max(2, cfg["max_dim"]), self.fixed)
             entries, key = _work(self.d, self.spaces, sizes)
@@ -348,6 +387,7 @@ class _FileCheck:
             except NumericProblem as exc:
                 raise _NumericTrouble(f"trial {trial} at dims {_fmt_dims(sizes)}: {exc}") from None
             for claim in claims:
+                self._on_time(f" (numeric trial {trial}, claim {claim.name})")
                 s = stats[claim.name]
                 if s["failure"] is not None or s["error"] is not None:
                     continue
@@ -363,7 +403,47 @@ class _FileCheck:
                 if not ok:
                     s["failure"] = (trial, sizes, index, run)
             del run  # at production dims, one trial's arrays at a time
+            self._done_work += self._trial_work[trial]
         return stats
+
+    def _preflight(self) -> None:
+        """Every trial's dims are drawn up front (the draws are cheap and repeat exactly in the trial), so a
+        file whose products would take too long is refused before any work, not after minutes of it.
+
+        A trial's work is its entries plus the multiply-adds of its products; the forward pass's count
+        thrice (the product, and one for each operand's vector-Jacobian product)."""
+        from .engines.numeric import rng_for
+
+        cfg, limits = self.cfg, self.options.limits
+        self._trial_work: list[int] = []
+        self._done_work = 0
+        if not isinstance(cfg["trials"], int) or not 0 <= cfg["trials"] <= limits.max_trials:
+            return  # _numeric reports it
+        flops = 0
+        for trial in range(cfg["trials"]):
+            self._on_time(" (drawing the dims of the trials)")
+            sizes = draw_dims(self.d, rng_for(cfg["seed"], self.d.path, trial), 2, max(2, cfg["max_dim"]), self.fixed)
+            entries, _ = _work(self.d, self.spaces, sizes)
+            work = 0
+            for key, dims in self.products:
+                n = math.prod(dim.value(sizes) for dim in dims)
+                work += n * (3 if key.startswith(("forward.", "loss.")) else 1)
+            flops += work
+            if flops > limits.max_flops:
+                raise DerivationError(exceeded(f"the multiply-adds of the products summed over trials 0..{trial} "
+                                               f"(at dims {_fmt_dims(sizes)} in trial {trial})", flops,
+                                               "max_flops", limits))
+            self._trial_work.append(entries + work)
+
+    def _on_time(self, stage: str, next_work: int = 0) -> None:
+        """Raise :class:`FileTimeout` past the deadline, or when the work done so far, at the rate it was done,
+        says that ``next_work`` cannot finish before it (refused before working, not killed in the middle)."""
+        now = time.monotonic()
+        predicted = (now - self.started) * next_work / self._done_work if next_work and self._done_work else 0.0
+        if now + predicted > self.deadline:
+            limits = self.options.limits
+            seconds = now + predicted - (self.deadline - limits.file_timeout)
+            raise FileTimeout(timed_out(self.d.path, seconds, limits, stage, predicted=bool(predicted)))
 
     # -- symbolic ---------------------------------------------------------------
 

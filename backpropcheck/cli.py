@@ -158,48 +158,13 @@ class _Progress:
 
 
 def _run(files: list[str], options, jobs: int, fail_fast: bool, progress: bool = False):
-    """Check ``files``; the results are in file order and identical for every ``jobs``.
+    """Check ``files``, each in its own worker (see :mod:`.runner`); the results are in file order and
+    identical for every ``jobs``. With ``fail_fast`` the run stops after the first file, in file order,
+    that does not pass — in parallel too, so ``--jobs`` never changes which files are reported."""
+    from .runner import run_files
 
-    With ``fail_fast`` the run stops after the first file, in file order, that does not
-    pass — in parallel too, so ``--jobs`` never changes which files are reported.
-    """
-    from .checker import check_path
-
-    if jobs > 1 and len(files) > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        with ProcessPoolExecutor(max_workers=min(jobs, len(files)),
-                                 mp_context=multiprocessing.get_context("fork")) as pool:
-            # every worker is forked here, at the first submit, before the progress bar starts its thread
-            futures = [pool.submit(check_path, path, options) for path in files]
-            index = {future: i for i, future in enumerate(futures)}
-            stop = len(files)  # with fail_fast: one past the first failing file seen so far
-            with _Progress(len(files), progress) as bar:
-                for future in as_completed(futures):
-                    if future.cancelled():
-                        continue
-                    i = index[future]
-                    bar.done(files[i])
-                    if fail_fast and i < stop and future.result().status != "passed":
-                        stop = i + 1
-                        for later in futures[stop:]:
-                            later.cancel()
-                    if stop < len(files) and all(f.done() for f in futures[:stop]):
-                        break
-            results = [f.result() for f in futures[:stop]]
-            pool.shutdown(wait=True, cancel_futures=True)
-        return results
-    results = []
     with _Progress(len(files), progress) as bar:
-        for path in files:
-            bar.start(path)
-            result = check_path(path, options)
-            results.append(result)
-            bar.done(path)
-            if fail_fast and result.status != "passed":
-                break
-    return results
+        return run_files(files, options, jobs, fail_fast, start=bar.start, done=bar.done)
 
 
 def _report(results, fmt: str, output: str | None, seed: int, quiet: bool, verbose: bool) -> None:
