@@ -121,10 +121,10 @@ class _Worker:
         self.alive = True
 
     def assign(self, path: str) -> None:
+        self.conn.send(path)
         self.path = path
         self.started = time.monotonic()
         self.deadline = self.started + self.options.limits.file_timeout + GRACE
-        self.conn.send(path)
 
     def handles(self) -> list[Any]:
         return [self.conn, self.process.sentinel]
@@ -254,16 +254,24 @@ def run_files(files: list[str], options, jobs: int, fail_fast: bool,
     with _sigterm_ends_the_run():
         try:
             while True:
-                workers = [w for w in workers if w.alive]
                 while following < stop and len(busy) < jobs:
+                    workers = [w for w in workers if w.alive and w.process.is_alive()]
                     idle = next((w for w in workers if w.path is None), None)
                     if idle is None:
                         idle = _Worker(options, context)
                         workers.append(idle)
+                    try:
+                        idle.assign(files[following])
+                    except OSError:  # an idle worker that died since: the file goes to another one
+                        idle.kill()
+                        continue
                     start(files[following])
-                    idle.assign(files[following])
                     busy[following] = idle
                     following += 1
+                if following >= stop:  # nothing left to start: idle workers go now, not at the end
+                    for worker in workers:
+                        if worker.alive and worker.path is None:
+                            worker.stop()
                 if not busy:
                     break
                 soonest = min(w.deadline for w in busy.values())
