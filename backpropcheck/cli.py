@@ -49,7 +49,67 @@ def _limits(bounds: dict[str, int | float | None]) -> Limits:
     return replace(DEFAULT_LIMITS, **{k[len("bound_"):]: v for k, v in bounds.items() if v is not None})
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Ctrl-C exits 130 and SIGTERM 143, with one line and no traceback (click's own handling exits 1,
+    which means "a claim failed"); a reader that closes the pipe early (``| head``) is not an error."""
+
+    def invoke(self, ctx: click.Context):
+        from .runner import Terminated
+
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            _leave("interrupted", 130)
+        except Terminated:
+            _leave("terminated", 143)
+        except BrokenPipeError:
+            _stdout_gone()
+            sys.exit(0)
+
+
+def _leave(why: str, status: int) -> None:
+    try:
+        click.echo(f"backpropcheck: {why}", err=True)
+    except Exception:  # noqa: BLE001 - stderr may be gone too
+        pass
+    sys.exit(status)
+
+
+def _console(stream=None):
+    """A rich Console on ``stream`` (default stdout) that shows the text of a file as text (escape sequences,
+    control characters and undecodable bytes of file names escaped: see :mod:`.textsafe`), and whose broken
+    pipe is a BrokenPipeError for the command to handle (rich's own exits 1, which means "a claim failed")."""
+    from rich.console import Console
+    from rich.segment import Segment
+
+    from .textsafe import visible
+
+    class PipeConsole(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError()
+
+        def _render_buffer(self, buffer):  # rich's own control segments (colours, cursor) pass as they are
+            return super()._render_buffer([s if s.control else Segment(visible(s.text), s.style, s.control)
+                                           for s in buffer])
+
+    console = PipeConsole(file=stream) if stream else PipeConsole()
+    console.soft_wrap = not console.is_terminal
+    return console
+
+
+def _stdout_gone() -> None:
+    """The reader of stdout has gone: point stdout at /dev/null, so the flush at exit cannot fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except Exception:  # noqa: BLE001 - not a real file (tests), nothing to flush
+        pass
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="backpropcheck")
 def main() -> None:
     """Prove or refute matrix-form backpropagation against the per-neuron chain rule."""
@@ -86,7 +146,7 @@ def check(paths, seed, trials, shapes, max_dim, rtol, atol, dims, no_symbolic, t
     """Check derivation files or folders (recursively *.toml); default ./derivations."""
     from pathlib import Path
 
-    from .checker import Options, find_files
+    from .checker import FileResult, Options, walk_files
     from .report import exit_status
 
     if examples:
@@ -97,15 +157,22 @@ def check(paths, seed, trials, shapes, max_dim, rtol, atol, dims, no_symbolic, t
         if not Path("derivations").is_dir():
             raise click.UsageError("no PATH given and no ./derivations folder here")
         paths = ("derivations",)
-    files = find_files(list(paths))
-    if not files:
+    files, unreadable = walk_files(list(paths))
+    if not files and not unreadable:
         raise click.UsageError(f"no *.toml files under {', '.join(paths)}")
-    if output and not Path(output).resolve().parent.is_dir():  # say so now, not after the whole run
+    if output and not Path(output).absolute().parent.is_dir():  # say so now, not after the whole run
         raise click.BadParameter(f"the folder of {output!r} does not exist", param_hint="'--output'")
     options = Options(seed=seed, trials=trials, shapes=shapes, max_dim=max_dim, rtol=rtol, atol=atol, dims=dims,
                       symbolic=not no_symbolic, timeout=timeout, limits=_limits(bounds))
-    results = _run(files, options, jobs, fail_fast, progress=_want_progress(fmt, output, quiet, sys.stderr))
-    _report(results, fmt, output, seed if seed is not None else 0, quiet, verbose)
+    # a folder that cannot be read is an error of the run, reported first, like an invalid file
+    results = [FileResult(f, "", "error", f"{f}: cannot read this folder ({why}); the files in it were not checked")
+               for f, why in unreadable]
+    if files and not (fail_fast and results):
+        results += _run(files, options, jobs, fail_fast, progress=_want_progress(fmt, output, quiet, sys.stderr))
+    try:
+        _report(results, fmt, output, seed if seed is not None else 0, quiet, verbose)
+    except BrokenPipeError:  # `| head`: the reader has what it wanted; the status stays the check's
+        _stdout_gone()
     sys.exit(exit_status(results))
 
 
@@ -168,31 +235,37 @@ def _run(files: list[str], options, jobs: int, fail_fast: bool, progress: bool =
 
 
 def _report(results, fmt: str, output: str | None, seed: int, quiet: bool, verbose: bool) -> None:
-    from rich.console import Console
+    """The report to stdout, or to ``output`` atomically (see :mod:`.outfile`; a write error exits 2)."""
+    import contextlib
 
-    stream = open(output, "w", encoding="utf-8") if output else None  # noqa: SIM115 - closed below
+    from .outfile import OutputError, atomic_output
+
     try:
-        if fmt == "json":
-            from .report import json as json_report
+        with atomic_output(output) if output else contextlib.nullcontext() as stream:
+            _write_report(stream, results, fmt, seed, quiet, verbose)
+    except OutputError as exc:
+        _leave(f"error: {exc}", 2)
 
-            (stream or sys.stdout).write(json_report.render(results, seed))
-        elif fmt == "junit":
-            from .report import junit
 
-            (stream or sys.stdout).write(junit.render(results, seed))
-        elif fmt == "markdown":
-            from .report import markdown
+def _write_report(stream, results, fmt: str, seed: int, quiet: bool, verbose: bool) -> None:
+    from .textsafe import visible
 
-            (stream or sys.stdout).write(markdown.render(results, seed, quiet=quiet))
-        else:
-            from .report import text
+    if fmt == "json":  # JSON escapes control characters itself; file names that are not UTF-8 too
+        from .report import json as json_report
 
-            console = Console(file=stream) if stream else Console()
-            console.soft_wrap = not console.is_terminal
-            text.render(results, console, verbose=verbose, quiet=quiet)
-    finally:
-        if stream:
-            stream.close()
+        (stream or sys.stdout).write(visible(json_report.render(results, seed)))
+    elif fmt == "junit":  # XML 1.0 may not hold control characters at all
+        from .report import junit
+
+        (stream or sys.stdout).write(visible(junit.render(results, seed)))
+    elif fmt == "markdown":
+        from .report import markdown
+
+        (stream or sys.stdout).write(visible(markdown.render(results, seed, quiet=quiet)))
+    else:
+        from .report import text
+
+        text.render(results, _console(stream), verbose=verbose, quiet=quiet)
 
 
 # -- classroom: explain, demo, new, list ------------------------------------------------------
@@ -236,36 +309,34 @@ def explain(file, claim, dims, fmt, output, trials, no_symbolic, timeout) -> Non
         sys.exit(2)
     except KeyError as exc:
         raise click.BadParameter(str(exc.args[0]), param_hint="--claim") from None
-    if fmt == "text":
-        from rich.console import Console
+    import contextlib
 
-        stream = open(output, "w", encoding="utf-8") if output else None  # noqa: SIM115 - closed below
-        try:
-            console = Console(file=stream) if stream else Console()
-            console.soft_wrap = not console.is_terminal
-            render_text(explanation, console)
-        finally:
-            if stream:
-                stream.close()
-        return
-    text = render_markdown(explanation) if fmt == "markdown" else render_latex(explanation)
-    if output:
-        with open(output, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    else:
-        click.echo(text, nl=False)
+    from .outfile import OutputError, atomic_output
+
+    try:
+        with atomic_output(output) if output else contextlib.nullcontext() as stream:
+            if fmt == "text":
+                render_text(explanation, _console(stream))
+            else:
+                from .textsafe import visible
+
+                text = visible(render_markdown(explanation) if fmt == "markdown" else render_latex(explanation))
+                if stream:
+                    stream.write(text)
+                else:
+                    click.echo(text, nl=False)
+    except OutputError as exc:
+        _leave(f"error: {exc}", 2)
 
 
 @main.command()
 @click.option("--no-pause", is_flag=True, help="Run straight through (always so when not on a terminal).")
 def demo(no_pause) -> None:
     """The classroom walk-through on the bundled seed example (dense_column.toml)."""
-    from rich.console import Console
 
     from .explain import run_demo
 
-    console = Console()
-    console.soft_wrap = not console.is_terminal
+    console = _console()
     pausing = not no_pause and _interactive()
 
     def pause() -> None:
@@ -299,13 +370,11 @@ def list_() -> None:
     """The bundled example derivations, with their titles."""
     import tomllib
 
-    from rich.console import Console
     from rich.markup import escape
 
     from .templates import bundled_files, bundled_folder
 
-    console = Console()
-    console.soft_wrap = not console.is_terminal
+    console = _console()
     rows = []
     for relative, node in bundled_files():
         try:
