@@ -286,8 +286,8 @@ def check_derivation(d: Derivation, options: Options = Options(), deadline: floa
 
 
 def out_of_memory(path: str, limits: Limits) -> str:
-    return (f"{path}: ran out of memory: the check needs more than the {limits.max_memory} MB allowed per "
-            f"file; raise it with {Limits.flag('max_memory')}")
+    what = "the memory this file's check needs, in MB"
+    return f"{path}: ran out of memory: " + exceeded(what, f"over {limits.max_memory}", "max_memory", limits)
 
 
 def timed_out(path: str, seconds: float, limits: Limits, stage: str = "", predicted: bool = False) -> str:

@@ -302,8 +302,15 @@ def explain(file, claim, dims, fmt, output, trials, no_symbolic, timeout) -> Non
         raise click.BadParameter(f"{', '.join(too_big)}: explain works entry by entry, use dims up to "
                                  f"{EXPLAIN_MAX_DIM} (check --dims takes production sizes)", param_hint="--dims")
     options = Options(trials=trials, shapes=1, symbolic=not no_symbolic, timeout=timeout)
+    from .runner import memory_bounded
+
     try:
-        explanation = explain_file(file, claim, dict(dims), options)
+        with memory_bounded(options.limits.max_memory):  # as a check's worker is (see the README's "Bounds")
+            explanation = explain_file(file, claim, dict(dims), options)
+    except MemoryError:
+        from .checker import out_of_memory
+
+        _leave(f"error: {out_of_memory(file, options.limits)}", 2)
     except DerivationError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -65,6 +65,23 @@ def limit_memory(megabytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
 
 
+@contextlib.contextmanager
+def memory_bounded(megabytes: int) -> Iterator[None]:
+    """``limit_memory`` for the block, in this process (``explain``, which has no worker); the previous limit
+    is restored after it."""
+    import resource
+
+    if not os.path.exists("/proc/self/statm"):
+        yield
+        return
+    previous = resource.getrlimit(resource.RLIMIT_AS)
+    limit_memory(megabytes)
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, previous)
+
+
 def _worker(conn, options) -> None:
     """The body of a forked worker: check each path it is sent, each under a fresh memory limit, and send
     back ``(result, retiring)``; exit (without the parent's atexit) on ``None`` or after running out of
