@@ -14,8 +14,8 @@ Why a process per file (also with ``--jobs 1``):
 
 Signals: workers ignore SIGINT (Ctrl-C reaches the whole foreground group; the parent
 alone handles it and kills them); SIGTERM to the parent kills every worker before it
-exits (128 + 15); on Linux a worker also dies with its parent (``PR_SET_PDEATHSIG``), so
-even a SIGKILL of the parent leaves no orphan. Without ``fork`` (Windows) files are
+exits (128 + 15); a worker also ends within half a second of its parent's death (a watchdog
+thread), so even a SIGKILL of the parent leaves no orphan for long. Without ``fork`` (Windows) files are
 checked in this process, bounded by the checker's own deadline checks only.
 """
 
@@ -25,7 +25,6 @@ import contextlib
 import multiprocessing
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import wait
@@ -42,14 +41,18 @@ def isolated() -> bool:
 
 
 def _die_with_parent() -> None:
-    """Linux: the kernel sends this worker SIGKILL when its parent dies, however it dies."""
-    if not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(Exception):
-        import ctypes
+    """A watchdog thread ends this worker within half a second of its parent's death, however it dies
+    (a SIGKILL leaves no chance to kill the workers). An idle worker also ends on its pipe's EOF."""
+    import threading
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(75)
+
+    threading.Thread(target=watch, name="backpropcheck-watchdog", daemon=True).start()
 
 
 def limit_memory(megabytes: int) -> None:
@@ -216,11 +219,11 @@ def _flag(field: str) -> str:
 def _warm(options) -> None:
     """Import the engines once, here, so each forked worker starts with them instead of importing them again
     (SymPy alone takes about half a second)."""
-    import importlib
+    from . import diagnose  # noqa: F401
+    from .engines import evaluate, numeric  # noqa: F401
 
-    for name in ("engines.numeric", "engines.evaluate", "diagnose") + (("engines.symbolic",) if options.symbolic
-                                                                         else ()):
-        importlib.import_module(f"{__package__}.{name}")
+    if options.symbolic:
+        from .engines import symbolic  # noqa: F401
 
 
 class Terminated(BaseException):

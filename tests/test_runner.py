@@ -364,3 +364,14 @@ def test_a_reader_that_stops_early_is_not_an_error(tmp_path: Path, fmt: str) -> 
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 0, err
     assert b"Traceback" not in err and b"BrokenPipe" not in err
+
+
+@FORK
+@LINUX
+def test_workers_end_soon_after_their_parent_is_killed(tmp_path: Path) -> None:
+    files = [str(write(tmp_path, SLOW, f"slow{k}.toml")) for k in range(2)]
+    proc = _spawn("check", *files, "--jobs", "2", "--no-symbolic")
+    workers = _wait_for(lambda: len(kids := _children(proc.pid)) == 2 and kids)
+    proc.kill()  # no chance to kill them itself
+    proc.communicate(timeout=20)
+    _wait_for(lambda: not any(_alive(w) for w in workers), 10)
