@@ -148,14 +148,29 @@ def draw_dims(d: Derivation, rng: np.random.Generator, low: int, high: int,
               fixed: dict[str, int]) -> dict[str, int]:
     """Distinct sizes in [low, high] for every dim not fixed, so a square coincidence cannot pass."""
     free = [n for n in d.dims if n not in fixed]
+    distinct = _distinct_dims(d)
     for _ in range(50):
         pool = np.arange(low, high + 1)
         values = rng.choice(pool, size=len(free), replace=len(free) > len(pool))
         sizes = dict(fixed)
         sizes.update({n: int(v) for n, v in zip(free, values)})
-        if all(dim.value(sizes) >= 1 for name in _all_shaped(d) for dim in d.shape_of(name)):
+        if all(dim.value(sizes) >= 1 for dim in distinct):
             return sizes
     raise DerivationError("no dim sizes make every shape positive; check the affine dims")
+
+
+_DISTINCT: dict[int, tuple[Derivation, frozenset]] = {}
+
+
+def _distinct_dims(d: Derivation) -> frozenset:
+    """The distinct dims of every shape, once per file (``shape_of`` is a linear search: with 120
+    definitions, checking every shape at each of 10,000 draws took seconds)."""
+    hit = _DISTINCT.get(id(d))
+    if hit is None or hit[0] is not d:
+        if len(_DISTINCT) > 16:
+            _DISTINCT.clear()
+        hit = _DISTINCT[id(d)] = (d, frozenset(dim for n in _all_shaped(d) for dim in d.shape_of(n)))
+    return hit[1]
 
 
 def _all_shaped(d: Derivation) -> list[str]:
@@ -419,27 +434,40 @@ class _FileCheck:
         self._done_work = 0
         if not isinstance(cfg["trials"], int) or not 0 <= cfg["trials"] <= limits.max_trials:
             return  # _numeric reports it
+        from collections import Counter
+
+        # each distinct space once, with its multiplicity: 10,000 trials of a file with 800 spaces stay cheap
+        entries_of: Counter[tuple] = Counter(self.d.shape_of(n) for n in _all_shaped(self.d))
+        entries_of.update(dims for _, dims in self.spaces)
+        flops_of: Counter[tuple] = Counter()
+        for key, dims in self.products:
+            flops_of[dims] += 3 if key.startswith(("forward.", "loss.")) else 1
+        seen: dict[tuple, tuple[int, int]] = {}
         flops = 0
         for trial in range(cfg["trials"]):
-            self._on_time(" (drawing the dims of the trials)")
+            if trial % 100 == 0:
+                self._on_time(" (drawing the dims of the trials)")
             sizes = draw_dims(self.d, rng_for(cfg["seed"], self.d.path, trial), 2, max(2, cfg["max_dim"]), self.fixed)
-            entries, _ = _work(self.d, self.spaces, sizes)
-            work = 0
-            for key, dims in self.products:
-                n = math.prod(dim.value(sizes) for dim in dims)
-                work += n * (3 if key.startswith(("forward.", "loss.")) else 1)
+            key = tuple(sizes.items())
+            if key not in seen:
+                seen[key] = tuple(sum(k * math.prod(dim.value(sizes) for dim in dims) for dims, k in table.items())
+                                  for table in (entries_of, flops_of))
+            entries, work = seen[key]
             flops += work
             if flops > limits.max_flops:
                 raise DerivationError(exceeded(f"the multiply-adds of the products summed over trials 0..{trial} "
                                                f"(at dims {_fmt_dims(sizes)} in trial {trial})", flops,
                                                "max_flops", limits))
             self._trial_work.append(entries + work)
+        self._trials_started = time.monotonic()  # the pace of the trials is measured from here
 
     def _on_time(self, stage: str, next_work: int = 0) -> None:
         """Raise :class:`FileTimeout` past the deadline, or when the work done so far, at the rate it was done,
         says that ``next_work`` cannot finish before it (refused before working, not killed in the middle)."""
         now = time.monotonic()
-        predicted = (now - self.started) * next_work / self._done_work if next_work and self._done_work else 0.0
+        predicted = 0.0
+        if next_work and self._done_work:
+            predicted = (now - self._trials_started) * next_work / self._done_work
         if now + predicted > self.deadline:
             limits = self.options.limits
             seconds = now + predicted - (self.deadline - limits.file_timeout)
