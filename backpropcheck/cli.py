@@ -59,17 +59,20 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
-            _leave("interrupted", 130)
+            _leave("backpropcheck: interrupted", 130)
         except Terminated:
-            _leave("terminated", 143)
+            _leave("backpropcheck: terminated", 143)
         except BrokenPipeError:
             _stdout_gone()
             sys.exit(0)
 
 
-def _leave(why: str, status: int) -> None:
+def _leave(message: str, status: int) -> None:
+    """One line on stderr (text from a file shown, not obeyed) and the exit status; no traceback."""
+    from .textsafe import visible
+
     try:
-        click.echo(f"backpropcheck: {why}", err=True)
+        click.echo(visible(message), err=True)
     except Exception:  # noqa: BLE001 - stderr may be gone too
         pass
     sys.exit(status)
@@ -312,8 +315,7 @@ def explain(file, claim, dims, fmt, output, trials, no_symbolic, timeout) -> Non
 
         _leave(f"error: {out_of_memory(file, options.limits)}", 2)
     except DerivationError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        _leave(f"error: {exc}", 2)
     except KeyError as exc:
         raise click.BadParameter(str(exc.args[0]), param_hint="--claim") from None
     import contextlib
