@@ -134,7 +134,7 @@ def main() -> None:
 @click.option("--timeout", type=click.FloatRange(0, None), default=10.0, show_default=True,
               help="CPU seconds of symbolic work per claim before it falls back to 'verified'.")
 @click.option("--jobs", type=click.IntRange(1, 256), default=1, show_default=True,
-              help="Files checked in parallel processes.")
+              help="Files checked in parallel worker processes (every file runs in a worker: see --file-timeout).")
 @click.option("--fail-fast", is_flag=True, help="Stop after the first file that does not pass.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "junit", "markdown"]), default="text",
               show_default=True)
