@@ -85,6 +85,40 @@ def memory_bounded(megabytes: int) -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_AS, previous)
 
 
+class _Deadline(BaseException):
+    """Raised by the wall-clock alarm in a worker: a BaseException, so no ``except Exception`` of the
+    engines (SymPy's failures, the localisation's best effort) can take it for a failure and go on."""
+
+
+def _within_deadline(path: str, options):
+    """``check_path`` with a wall-clock alarm at ``--file-timeout``: the bound lands in every stage that
+    runs Python (SymPy, localisation), not only where the checker looks at the clock. A call into C that
+    does not return is the parent's to kill."""
+    from . import checker
+
+    started = time.monotonic()
+    armed = [True]
+
+    def on_alarm(signum, frame):
+        if armed[0]:
+            raise _Deadline()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, options.limits.file_timeout, 0.1)  # repeats, as time_budget's does
+    try:
+        try:
+            return checker.check_path(path, options)
+        finally:
+            armed[0] = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except _Deadline:
+        signal.setitimer(signal.ITIMER_PROF, 0)  # in case the alarm cut short time_budget's own clean-up
+        message = checker.timed_out(path, time.monotonic() - started, options.limits)
+        return checker.FileResult(path, "", "error", message, seconds=time.monotonic() - started)
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _worker(conn, options) -> None:
     """The body of a forked worker: check each path it is sent, each under a fresh memory limit, and send
     back ``(result, retiring)``; exit (without the parent's atexit) on ``None`` or after running out of
@@ -104,7 +138,7 @@ def _worker(conn, options) -> None:
                 break
             if limited:
                 limit_memory(options.limits.max_memory)
-            result = checker.check_path(path, options)
+            result = _within_deadline(path, options)
             retiring = result.error == checker.out_of_memory(path, options.limits)
             try:
                 conn.send((result, retiring))

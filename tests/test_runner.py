@@ -105,21 +105,27 @@ def test_file_timeout_bounds_the_numeric_stage_and_the_other_files_are_checked(t
     assert "exceeds the limit of 1.5; raise it with --file-timeout" in report["files"][0]["error"]
 
 
-def _sleeps(path: str, options: Options = Options()) -> FileResult:  # noqa: B008 - mirrors check_path
-    if path == "stuck":  # like a call into C that never looks at the deadline
+def _stuck(path: str, options: Options = Options()) -> FileResult:  # noqa: B008 - mirrors check_path
+    if path == "python":  # pure Python that never looks at the clock (SymPy): the worker's alarm lands
+        while True:
+            pass
+    if path == "in C":  # deaf to the alarm, like a long call into C: only the parent can end it
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
         time.sleep(60)
     return FileResult(path, "t", "passed", None)
 
 
 @FORK
-def test_the_parent_kills_a_worker_that_runs_past_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(checker, "check_path", _sleeps)  # the forked workers inherit the stand-in
+@pytest.mark.parametrize("stuck", ["python", "in C"])
+def test_a_file_past_its_deadline_is_ended_in_every_stage(monkeypatch: pytest.MonkeyPatch, stuck: str) -> None:
+    monkeypatch.setattr(checker, "check_path", _stuck)  # the forked workers inherit the stand-in
     options = Options(limits=Limits(file_timeout=0.3))
     started = time.monotonic()
-    results = runner.run_files(["ok", "stuck", "ok2"], options, jobs=1, fail_fast=False)
+    results = runner.run_files(["ok", stuck, "ok2"], options, jobs=1, fail_fast=False)
     assert time.monotonic() - started < 15
     assert [r.status for r in results] == ["passed", "error", "passed"]
-    assert "raise it with --file-timeout" in (results[1].error or "") and results[1].path == "stuck"
+    assert "exceeds the limit of 0.3; raise it with --file-timeout" in (results[1].error or "")
+    assert results[1].path == stuck
 
 
 # -- 6. memory --------------------------------------------------------------------------------------------
@@ -375,3 +381,12 @@ def test_workers_end_soon_after_their_parent_is_killed(tmp_path: Path) -> None:
     proc.kill()  # no chance to kill them itself
     proc.communicate(timeout=20)
     _wait_for(lambda: not any(_alive(w) for w in workers), 10)
+
+
+def test_the_workers_alarm_ends_pure_python_work_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the process itself (no worker, no parent to kill it): the alarm alone ends the busy loop."""
+    monkeypatch.setattr(checker, "check_path", _stuck)
+    result = runner._within_deadline("python", Options(limits=Limits(file_timeout=0.2)))
+    assert result.status == "error" and "raise it with --file-timeout" in (result.error or "")
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # disarmed
+    assert runner._within_deadline("ok", Options(limits=Limits(file_timeout=0.2))).status == "passed"
