@@ -3,14 +3,16 @@
 The report is written to a temporary file in FILE's folder and renamed over FILE, so a full
 disk, a file-size limit (``ulimit -f``) or a crash leaves the previous FILE (or none) and no
 truncated report. ``rename`` replaces a symbolic link at FILE itself: its target is never
-written. A FILE that exists and is not a regular file or a link (``/dev/stdout``,
-``/dev/null``, a FIFO) cannot be renamed over; it is written directly.
+written. FILE is written in place when renaming over it would be wrong: a device or
+FIFO (``/dev/null``, ``/dev/full``), a link to this process's own stream
+(``/dev/stdout`` → ``/proc/self/fd/1``), anything in /dev or /proc.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -27,19 +29,41 @@ def _umask() -> int:
     return mask
 
 
-def _special(path: str) -> bool:
+def _mode(path: str) -> int:
+    """An existing report's permissions (not a link's target's), else what ``open(path, "w")`` would give."""
     try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
+        info = os.lstat(path)
+    except OSError:
+        return 0o666 & ~_umask()
+    return stat.S_IMODE(info.st_mode) if stat.S_ISREG(info.st_mode) else 0o666 & ~_umask()
+
+
+_OWN_STREAM = re.compile(r"/(proc/self|proc/thread-self|dev)/fd/[0-9]+")
+
+
+def _direct(path: str) -> bool:
+    """Whether ``path`` is written in place: a device, FIFO or socket named as such (``/dev/null``,
+    ``/dev/full``), a link to one of this process's own open streams (``/dev/stdout`` is a link to
+    ``/proc/self/fd/1``: replacing it would break every program), or anything in /dev or /proc.
+    Any other link is replaced by the report, never followed."""
+    absolute = os.path.abspath(path)
+    if absolute.startswith(("/dev/", "/proc/")):
+        return True
+    try:
+        info = os.lstat(path)
+    except OSError:
         return False
-    return not (stat.S_ISREG(mode) or stat.S_ISLNK(mode))
+    if stat.S_ISLNK(info.st_mode):
+        target = os.path.normpath(os.path.join(os.path.dirname(absolute), os.readlink(path)))
+        return bool(_OWN_STREAM.fullmatch(target))
+    return not stat.S_ISREG(info.st_mode)
 
 
 @contextlib.contextmanager
 def atomic_output(path: str) -> Iterator[TextIO]:
     """A UTF-8 text stream whose content replaces ``path`` once the block has finished without error."""
     display = os.fsdecode(path).encode("utf-8", "backslashreplace").decode("utf-8")
-    if _special(path):
+    if _direct(path):
         try:
             with open(path, "w", encoding="utf-8", errors="backslashreplace") as fh:
                 yield fh
@@ -56,7 +80,7 @@ def atomic_output(path: str) -> Iterator[TextIO]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's 0600 would differ from what open() makes
+        os.chmod(temporary, _mode(path))  # mkstemp's 0600 would differ from what open() makes
         os.replace(temporary, path)
     except OSError as exc:
         with contextlib.suppress(OSError):

@@ -236,6 +236,18 @@ def test_output_replaces_a_planted_link_and_never_writes_through_it(tmp_path: Pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["derivation.toml", "precious.txt", "report.json"]
 
 
+@pytest.mark.skipif(not os.path.islink("/dev/stdout"), reason="/dev/stdout is not a link here")
+def test_output_to_dev_stdout_writes_to_stdout_and_leaves_the_link(tmp_path: Path) -> None:
+    """/dev/stdout is a link to /proc/self/fd/1: it is the process's own stream, written through, never
+    replaced by a file (as root, a rename there would break /dev/stdout for every program)."""
+    proc = _spawn("check", str(write(tmp_path, DENSE_COLUMN)), "--trials", "2", "--shapes", "1", "--format",
+                  "json", "--output", "/dev/stdout")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["summary"]["ok"] == 4
+    assert os.path.islink("/dev/stdout")
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
 def test_output_to_a_full_device_is_a_clear_error(tmp_path: Path) -> None:
     proc = _spawn("check", str(write(tmp_path, DENSE_COLUMN)), "--trials", "2", "--shapes", "1",
