@@ -1,22 +1,23 @@
-"""Each file in its own worker process: the per-file bounds made real, and signals that end the whole tree.
+"""Files are checked in worker processes: the per-file bounds made real, and signals that end the whole tree.
 
-Why a process per file (also with ``--jobs 1``):
+Why workers (also with ``--jobs 1``; a worker checks one file after another):
 
-* ``--file-timeout`` is wall clock over every stage. NumPy's loops in C and SymPy's big
-  integers do not all check for signals, so the checker's own deadline checks (between
-  trials and claims) are backed by the parent, which kills a worker past the deadline.
-* ``--max-memory`` is an OS limit (``RLIMIT_AS``) set in the worker, above what it has
-  mapped when it starts. Counting arrays ahead of time (``--max-entries``) misses NumPy's
-  temporaries, the tape and the truth (a ``tanh`` on 7000 x 7000 peaks at ~20x its
-  input); an address-space limit does not. Hitting it is a ``MemoryError`` in the worker,
-  reported as a located file error naming the flag.
+* ``--file-timeout`` is wall clock over every stage. The checker looks at the clock between
+  trials and claims; a wall-clock alarm in the worker ends any stage that runs Python
+  (SymPy, localisation); a call into C that does not return (NumPy, BLAS) is ended by the
+  parent, which kills the worker one second past the deadline.
+* ``--max-memory`` is an OS limit (``RLIMIT_AS``) set in the worker before each file, above
+  what it has mapped then. Counting arrays ahead of time (``--max-entries``) misses NumPy's
+  temporaries, the tape and the truth (``tanh`` on 7000 x 7000 peaks at ~10x its input); an
+  address-space limit does not. Hitting it is a ``MemoryError`` in the worker, reported as a
+  located file error naming the flag, and the worker is replaced.
 * A worker that dies (the OOM killer's SIGKILL, a crash in C) costs only its file.
 
-Signals: workers ignore SIGINT (Ctrl-C reaches the whole foreground group; the parent
-alone handles it and kills them); SIGTERM to the parent kills every worker before it
-exits (128 + 15); a worker also ends within half a second of its parent's death (a watchdog
-thread), so even a SIGKILL of the parent leaves no orphan for long. Without ``fork`` (Windows) files are
-checked in this process, bounded by the checker's own deadline checks only.
+Signals: workers ignore SIGINT (Ctrl-C reaches the whole foreground group; the parent alone
+handles it and kills them); SIGTERM to the parent kills every worker before it exits
+(128 + 15); a worker also ends within half a second of its parent's death (a watchdog
+thread), so even a SIGKILL of the parent leaves no orphan for long. Without ``fork``
+(Windows) files are checked in this process, bounded by the checker's own clock checks only.
 """
 
 from __future__ import annotations
