@@ -45,6 +45,33 @@ def _limit_options(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
+def _setting_type(key: str) -> click.ParamType:
+    """The option's range from the one table the loader checks ``[check]`` against."""
+    from .model import SETTING_RANGES
+
+    low, high = SETTING_RANGES[key]
+    if isinstance(low, int):
+        return click.IntRange(low, high)
+    return click.FloatRange(low, high)
+
+
+class _BoundsCommand(click.Command):
+    """``--help`` lists the ``--max-*`` bounds under their own heading, after the everyday options."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        everyday, bounds = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx) if isinstance(param, click.Option) else None
+            if record is not None:
+                (bounds if param.name and param.name.startswith("bound_") else everyday).append(record)
+        if everyday:
+            with formatter.section("Options"):
+                formatter.write_dl(everyday)
+        if bounds:
+            with formatter.section("Bounds (a file that crosses one is an error, exit 2; see docs/cli.md)"):
+                formatter.write_dl(bounds)
+
+
 def _limits(bounds: dict[str, int | float | None]) -> Limits:
     return replace(DEFAULT_LIMITS, **{k[len("bound_"):]: v for k, v in bounds.items() if v is not None})
 
@@ -118,16 +145,16 @@ def main() -> None:
     """Prove or refute matrix-form backpropagation against the per-neuron chain rule."""
 
 
-@main.command()
+@main.command(cls=_BoundsCommand)
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--seed", type=click.IntRange(0, None), default=None, help="Seed for every random draw (default: the file's, else 0).")
-@click.option("--trials", type=click.IntRange(1, None), default=None,
+@click.option("--seed", type=_setting_type("seed"), default=None, help="Seed for every random draw (default: the file's, else 0).")
+@click.option("--trials", type=_setting_type("trials"), default=None,
               help="Numeric trials per file (default 20; at most --max-trials).")
-@click.option("--shapes", type=click.IntRange(0, None), default=None,
+@click.option("--shapes", type=_setting_type("shapes"), default=None,
               help="Small dim assignments for the symbolic proof (default 3; at most --max-shapes).")
-@click.option("--max-dim", type=click.IntRange(2, None), default=None, help="Largest random dim (default 64).")
-@click.option("--rtol", type=click.FloatRange(0, 1), default=None, help="Relative tolerance (default 1e-7).")
-@click.option("--atol", type=click.FloatRange(0, None), default=None, help="Absolute tolerance (default 1e-12).")
+@click.option("--max-dim", type=_setting_type("max_dim"), default=None, help="Largest random dim (default 64).")
+@click.option("--rtol", type=_setting_type("rtol"), default=None, help="Relative tolerance (default 1e-7, at most 1e-3).")
+@click.option("--atol", type=_setting_type("atol"), default=None, help="Absolute tolerance (default 1e-12, at most 1e-6).")
 @click.option("--dims", callback=_parse_dims, default=None, metavar="n=4096,m=512",
               help="Numeric trials at exactly these dims (production shapes).")
 @click.option("--no-symbolic", is_flag=True, help="Numeric trials only: verdicts are 'verified', not 'proved'.")
@@ -143,10 +170,14 @@ def main() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Show only what did not pass.")
 @click.option("-v", "--verbose", is_flag=True, help="Show every claim's evidence.")
 @click.option("--examples", is_flag=True, help="Also check the bundled derivations shipped in the package.")
+@click.option("--only-derivations", is_flag=True,
+              help="Skip valid TOML files without any derivation table (a pyproject.toml) and notes without "
+                   "blocks, as the pre-commit hook does; empty, broken or misspelt files are still checked.")
 @_limit_options
 def check(paths, seed, trials, shapes, max_dim, rtol, atol, dims, no_symbolic, timeout, jobs, fail_fast, fmt,
-          output, quiet, verbose, examples=False, **bounds) -> None:
-    """Check derivation files or folders (recursively *.toml); default ./derivations."""
+          output, quiet, verbose, examples=False, only_derivations=False, **bounds) -> None:
+    """Check derivation files or folders (recursively *.toml, and *.md notes holding "toml backpropcheck"
+    blocks); default ./derivations. A note's block is named NOTE.md:LINE, and that name is a PATH too."""
     from pathlib import Path
 
     from .checker import FileResult, Options, walk_files
@@ -161,8 +192,21 @@ def check(paths, seed, trials, shapes, max_dim, rtol, atol, dims, no_symbolic, t
             raise click.UsageError("no PATH given and no ./derivations folder here")
         paths = ("derivations",)
     files, unreadable = walk_files(list(paths))
+    if only_derivations:
+        from .discover import looks_like_derivation
+
+        files = [f for f in files if looks_like_derivation(f, _limits(bounds))]
     if not files and not unreadable:
-        raise click.UsageError(f"no *.toml files under {', '.join(paths)}")
+        from .notes import is_note
+
+        if only_derivations and paths:  # pre-commit passing a pyproject.toml: nothing to check
+            click.echo(f"no derivations in {', '.join(paths)}: nothing to check", err=True)
+            sys.exit(0)
+        if all(is_note(p) and Path(p).is_file() for p in paths):  # pre-commit passing a README: nothing to check
+            click.echo(f"no ```toml backpropcheck blocks in {', '.join(paths)}: nothing to check", err=True)
+            sys.exit(0)
+        raise click.UsageError(f"no *.toml files (nor *.md notes with ```toml backpropcheck blocks) under "
+                               f"{', '.join(paths)}")
     if output and not Path(output).absolute().parent.is_dir():  # say so now, not after the whole run
         raise click.BadParameter(f"the folder of {output!r} does not exist", param_hint="'--output'")
     options = Options(seed=seed, trials=trials, shapes=shapes, max_dim=max_dim, rtol=rtol, atol=atol, dims=dims,
@@ -280,11 +324,30 @@ def _interactive() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
 
+def _derivation_file(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A file, a note's block ``notes.md:LINE``, or the name of a bundled derivation as ``list`` prints it."""
+    from pathlib import Path
+
+    from .notes import split_ref
+
+    if Path(value).is_file() or split_ref(value) is not None:
+        return value
+    if Path(value).is_dir():
+        raise click.BadParameter(f"{value!r} is a folder; explain takes one file")
+    from .templates import bundled_files, bundled_folder
+
+    for relative, _ in bundled_files():
+        if value in (relative, relative.removesuffix(".toml")):
+            return str(Path(bundled_folder()) / relative)
+    raise click.BadParameter(f"no file {value!r}, and no bundled derivation of that name (see: backpropcheck list)")
+
+
 @main.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", callback=_derivation_file, metavar="FILE")
 @click.option("--claim", default=None, metavar="NAME", help="Explain only this claim (e.g. grad_W).")
 @click.option("--dims", callback=_parse_dims, default=None, metavar="n=3,m=2",
-              help=f"Small dims for the walk-through (each at most {EXPLAIN_MAX_DIM}; default 3, 2, then 2s).")
+              help=f"Small dims for the walk-through (each at most {EXPLAIN_MAX_DIM}; default 3, 2, 4, 5, 6: "
+                   "distinct, used throughout the explanation).")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "latex"]), default="text",
               show_default=True, help="markdown: GitHub math; latex: a standalone document.")
 @click.option("--output", type=click.Path(dir_okay=False, writable=True), default=None,
@@ -295,7 +358,12 @@ def _interactive() -> bool:
 @click.option("--timeout", type=click.FloatRange(0, None), default=10.0, show_default=True,
               help="CPU seconds of symbolic work per claim for the verdict.")
 def explain(file, claim, dims, fmt, output, trials, no_symbolic, timeout) -> None:
-    """Fill in the "???": the per-neuron chain rule, the Jacobian route and the matrix form of each claim."""
+    """Fill in the "???": the per-neuron chain rule, the Jacobian route and the matrix form of each claim.
+
+    FILE is a derivation file, a block of a note (notes.md:LINE) or a bundled derivation's name as
+    `backpropcheck list` prints it. Exit status as for check: 0 every explained claim holds (or matches
+    [expect]), 1 one does not, 2 an invalid file or claim.
+    """
     from .checker import Options
     from .errors import DerivationError
     from .explain import explain_file, render_latex, render_markdown, render_text
@@ -336,6 +404,14 @@ def explain(file, claim, dims, fmt, output, trials, no_symbolic, timeout) -> Non
                     click.echo(text, nl=False)
     except OutputError as exc:
         _leave(f"error: {exc}", 2)
+    sys.exit(_explain_status(explanation))
+
+
+def _explain_status(explanation) -> int:
+    """As check's: 2 the file or a claim is invalid, 1 an explained claim does not hold (nor match [expect])."""
+    if explanation.error is not None or any(r.verdict == "error" for r in explanation.results):
+        return 2
+    return 1 if any(not r.ok for r in explanation.results) else 0
 
 
 @main.command()
@@ -396,7 +472,7 @@ def list_() -> None:
         console.print(f"[cyan]{escape(relative.ljust(width))}[/]  {escape(title)}", highlight=False)
     folder = bundled_folder()
     console.print(f"{len(rows)} bundled derivations in {escape(folder)} (check them: backpropcheck check "
-                  f"--examples; explain one: backpropcheck explain {escape(folder)}/dense_column.toml)",
+                  f"--examples; explain one by the name above: backpropcheck explain dense_column.toml)",
                   style="dim", highlight=False)
 
 

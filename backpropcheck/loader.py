@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import keyword
+import re
 import stat
 import tomllib
 from pathlib import Path
@@ -18,7 +19,18 @@ from .lang.dims import Dim, Shape, fmt_shape, parse_dim
 from .lang.parse import BUILTIN_FUNCTIONS, Scope, parse_expression, parse_index_definition, parse_index_key
 from .lang.shapes import infer, infer_index
 from .limits import DEFAULT_LIMITS, Limits, exceeded
-from .model import DOMAINS, EXPECTATIONS, CheckSettings, Claim, Definition, Derivation, Input, Loss
+from .model import (
+    DOMAINS,
+    EXPECTATIONS,
+    SETTING_RANGES,
+    CheckSettings,
+    Claim,
+    Definition,
+    Derivation,
+    Input,
+    Loss,
+    setting_range_text,
+)
 
 TABLES = {
     "derivation": True, "dims": True, "inputs": True, "functions": False, "forward": True,
@@ -27,10 +39,18 @@ TABLES = {
 CHECK_KEYS = {"seed": int, "trials": int, "shapes": int, "max_dim": int, "rtol": float, "atol": float}
 
 
-def load(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> Derivation:
-    """Read and validate one derivation file; raise :class:`DerivationError` on the first problem."""
+def load(path: str | Path, limits: Limits = DEFAULT_LIMITS, name: str | None = None) -> Derivation:
+    """Read and validate one derivation file; raise :class:`DerivationError` on the first problem.
+
+    ``notes.md:LINE`` (or a note holding one block) loads the ``toml backpropcheck`` block there.
+    ``name`` is how reports name the file (default: ``path`` as given).
+    """
+    from . import notes
+
+    if notes.split_ref(str(path)) is not None or notes.is_note(path):
+        return notes.load_ref(str(path), limits, name)
     path = Path(path)
-    name = str(path)
+    name = str(path) if name is None else name
     try:
         info = path.stat()
         if not stat.S_ISREG(info.st_mode):  # /dev/zero or a FIFO behind a symlink would never end
@@ -54,6 +74,7 @@ def loads(data: bytes | str, name: str = "<string>", limits: Limits = DEFAULT_LI
             raise DerivationError(f"the file is not UTF-8 (byte {exc.start})", file=name) from None
     else:
         text = data
+    text = text.removeprefix("\ufeff")  # a byte-order mark (Notepad) is not part of the TOML
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -324,6 +345,8 @@ class _Builder:
                     definition = Definition(name, text, node, infer(node, self.env), key=where)
             except DerivationError as exc:
                 self._explain_later(exc, later)
+                if not grads:
+                    _forward_hint(exc)
                 raise exc.located(key=where) from None
             out.append(definition)
             self.env[name] = definition.shape
@@ -341,6 +364,7 @@ class _Builder:
             try:
                 shape = infer(node, self.env)
             except DerivationError as exc:
+                _forward_hint(exc)
                 raise exc.located(key="loss.E") from None
             if shape != ():
                 raise _fail("loss.E", f"the loss must be a scalar, but it has shape {fmt_shape(shape)}",
@@ -420,13 +444,27 @@ class _Builder:
             if key not in CHECK_KEYS:
                 raise _fail(where, f"unknown key {key!r}", _did_you_mean(key, CHECK_KEYS))
             kind = CHECK_KEYS[key]
-            if kind is int and (type(value) is not int or value < 0):
-                raise _fail(where, f"{key} must be a non-negative integer")
-            if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
-                                  or value == float("inf") or value != value):
-                raise _fail(where, f"{key} must be a finite non-negative number")
+            low, high = SETTING_RANGES[key]
+            if kind is int and type(value) is not int:
+                raise _fail(where, f"{key} must be an integer {setting_range_text(key)}")
+            if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float)) or value != value):
+                raise _fail(where, f"{key} must be a number {setting_range_text(key)}")
+            if value < low or (high is not None and value > high):
+                raise _fail(where, f"{key} must be {setting_range_text(key)}, not {value!r}")
             values[key] = value
         self.d.check = CheckSettings(**values)
+
+
+_BACKWARD_HINT = re.compile(r"with (?P<name>\w+) of shape (?P<shape>.+?) the gradient flows back through `(?P<via>[^`]+)`: "
+                            r"try `(?P<fixed>[^`]+)`")
+
+
+def _forward_hint(exc: DerivationError) -> None:
+    """A forward definition computes values, it sends no gradient back: say which orientation would fit."""
+    match = _BACKWARD_HINT.fullmatch(exc.hint or "")
+    if match:
+        exc.hint = (f"`{match['fixed']}` would fit: which orientation of {match['name']} (shape {match['shape']}) "
+                    f"does the forward pass use?")
 
 
 def _safe_index_key(key: str) -> bool:

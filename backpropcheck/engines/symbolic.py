@@ -18,15 +18,17 @@ caller's time budget.
 from __future__ import annotations
 
 import random
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import sympy as sp
+from sympy.polys.polyerrors import BasePolynomialError
 
 from ..lang.ir import Const
 from ..lang.ops import ELEMENTWISE, Elementwise
-from ..lang.symfuncs import SoftmaxEntry, generic, softmax_as_exp
+from ..lang.symfuncs import Relu, SoftmaxEntry, Step, generic, softmax_as_exp
 from ..model import Derivation
 from .evaluate import Backend, evaluate, evaluate_definition
 from .exact import Converter, Unsupported
@@ -65,12 +67,13 @@ class Decision:
     zero: bool | None
     how: str
     value: float | None = None
+    point: dict | None = None  # the inputs' values of a counterexample found by evaluation
 
 
 class SymbolicTruth:
     """The per-neuron truth of one derivation at one dim assignment, shared by all its claims."""
 
-    def __init__(self, d: Derivation, sizes: Mapping[str, int]):
+    def __init__(self, d: Derivation, sizes: Mapping[str, int], seed: int = 0):
         self.d = d
         self.sizes = dict(sizes)
         self.backend = symbolic_backend(d)
@@ -79,18 +82,30 @@ class SymbolicTruth:
         self.shapes = shapes
         self.env: dict[str, np.ndarray] = {}
         self.simplex: dict[sp.Symbol, sp.Expr] = {}
+        # The inputs' domains hold in the truth as in the trials: the symbol of an entry knows its
+        # domain (for the probes), a simplex column's last entry is 1 minus the others, and a
+        # one-hot label is a concrete one-hot array drawn for these dims (``drawn``).
+        self.domain_of: dict[sp.Symbol, str] = {}
+        self.columns: list[list[sp.Symbol]] = []  # the free entries of each simplex column
+        self.drawn: dict[str, np.ndarray] = {}
         differentiable: set[sp.Symbol] = set()
         for name, inp in d.inputs.items():
+            if inp.domain == "onehot":  # constant by the loader's rule
+                self.drawn[name] = _draw_onehot(inp, shapes[name], seed, name, self.sizes)
+                self.env[name] = _integer_array(self.drawn[name])
+                continue
             positive = inp.domain in ("positive", "unit", "simplex")
             arr = symbol_array(name, shapes[name], **({"positive": True} if positive else {"real": True}))
             self.env[name] = arr
+            self.domain_of.update((s, inp.domain) for s in arr.flat)
             if not inp.constant:
                 differentiable.update(arr.flat)
-            if inp.domain in ("simplex", "onehot"):
+            if inp.domain == "simplex":
                 moved = np.moveaxis(arr, inp.axis, 0)
                 for col in np.ndindex(*moved.shape[1:]):
                     column = [moved[(k,) + col] for k in range(moved.shape[0])]
                     self.simplex[column[-1]] = 1 - sum(column[:-1])
+                    self.columns.append(column[:-1])
         # forward atoms and their local definitions
         self.local: dict[sp.Symbol, sp.Expr] = {}
         self.order: list[tuple[str, np.ndarray]] = []
@@ -260,29 +275,187 @@ class SymbolicTruth:
         f = softmax_as_exp(self.full(e))
         if self.simplex:
             f = f.xreplace(self.simplex)
-        probe = self.probe(f, rng)
-        if probe is not None and abs(probe) > 1e-9:
-            return Decision(False, "evaluated at a random point", probe)
+        f = self.resolve_kinks(f)
+        if f == 0:
+            return Decision(True, "the inputs' domains fix every branch")
+        found = self.witness(f, rng)
+        if found is not None:
+            value, point = found
+            return Decision(False, "evaluated exactly at a point inside the inputs' domains", value, point)
         for how, step in (("cancel", _cancel), ("expand", sp.expand), ("simplify", sp.simplify)):
             if step(f) == 0:
                 return Decision(True, f"{how} after substituting the forward definitions")
         return Decision(None, "could not reduce the difference to zero")
 
-    def probe(self, expr: sp.Expr, rng: random.Random) -> float | None:
-        """The value of an input-level expression at random inputs from their domains (50 digits)."""
-        values = {}
-        for s in expr.free_symbols:
-            if s.is_positive:
-                values[s] = sp.Rational(rng.randint(10, 90), 100)
+    def resolve_kinks(self, f: sp.Expr) -> sp.Expr:
+        """Every ``Step``/``Relu`` whose argument has one sign on the inputs' domains, resolved:
+        ``abs(x - 1) = 1 - x`` for x in (0, 1). A unit entry is written ``t/(1 + t)`` with t > 0
+        for the sign test, so SymPy's assumptions see both of its bounds."""
+        kinks = f.atoms(Step, Relu)
+        if not kinks:
+            return f
+        unit = {s: (lambda t: t / (1 + t))(sp.Dummy(positive=True))
+                for s in f.free_symbols if self.domain_of.get(s) == "unit"}
+        resolved = {}
+        for kink in kinks:
+            u = kink.args[0]
+            v = sp.together(u.xreplace(unit)) if unit else u
+            if v.is_positive:
+                resolved[kink] = sp.Integer(1) if isinstance(kink, Step) else u
+            elif v.is_negative:
+                resolved[kink] = sp.Integer(0)
+        return sp.expand(f.xreplace(resolved)) if resolved else f
+
+    def witness(self, expr: sp.Expr, rng: random.Random) -> tuple[float, dict[sp.Symbol, sp.Rational]] | None:
+        """A point inside the inputs' domains where the input-level ``expr`` is certainly non-zero.
+
+        No tolerance: the value is exact (rational inputs, rational arithmetic) or evaluated by
+        SymPy with every digit certified (``evalf(strict=True)``), so any non-zero value is a
+        counterexample, however small (``1e-12 * a``). Besides random points, the points just on
+        either side of every kink (the root of each ``Step``/``Relu`` argument, solved for each
+        of its symbols) are tried, so a branch no random draw reaches (``where(a > 5, …)``) is
+        still examined. A point where a kink's argument is exactly 0 is a tie, never sampled.
+        Generic functions are replaced by one concrete smooth function and its derivatives: a
+        claim must hold for every f, so one f where it fails refutes it.
+        """
+        expr = self._concrete_functions(expr)
+        symbols = sorted(expr.free_symbols, key=lambda x: x.name)
+        kinks = [k.args[0] for k in expr.atoms(Step, Relu, sp.Abs, sp.sign, sp.Heaviside)]
+        for point in self._points(symbols, kinks, rng):
+            if any(_exact_or_certified(k.xreplace(point)) in (0, None) for k in kinks):
+                continue  # a tie (or an undecidable kink): ties are never sampled
+            value = _exact_or_certified(expr.xreplace(point))
+            if value is not None and value != 0:
+                return float(value), point
+        return None
+
+    def values_at(self, exprs: list[sp.Expr], point: Mapping[sp.Symbol, sp.Expr],
+                  rng: random.Random) -> list[float | None]:
+        """Entries' values (claimed, true) at a witness point — its other inputs drawn from their
+        domains, as the witness's value does not depend on them — or None where not certified."""
+        full = []
+        for expr in exprs:
+            f = softmax_as_exp(self.full(self.atomize(sp.sympify(expr, strict=True))))
+            full.append(self._concrete_functions(f.xreplace(self.simplex) if self.simplex else f))
+        others = sorted(set().union(*(f.free_symbols for f in full)) - set(point), key=lambda x: x.name)
+        complete = {**self._random_point(others, rng, 1), **point}
+        out = []
+        for f in full:
+            value = _exact_or_certified(f.xreplace(complete))
+            out.append(None if value is None else float(value))
+        return out
+
+    def describe_domains(self) -> str | None:
+        """The concrete draws this truth used for its domains (one-hot labels), for a report."""
+        if not self.drawn:
+            return None
+        return "; ".join(f"{name} = {value.tolist()}" for name, value in self.drawn.items())
+
+    def _points(self, symbols: list[sp.Symbol], kinks: list[sp.Expr], rng: random.Random):
+        """Random points from the inputs' domains (also at 10x and 100x the usual scale for
+        real inputs), then points on either side of each kink."""
+        for _ in range(3):
+            yield self._random_point(symbols, rng, 1)
+        yield from self._kink_points(symbols, kinks, rng)
+        for scale in (10, 100):
+            yield self._random_point(symbols, rng, scale)
+
+    def _kink_points(self, symbols: list[sp.Symbol], kinks: list[sp.Expr], rng: random.Random):
+        base = self._random_point(symbols, rng, 1)
+        tried = 0
+        for kink in kinks[:16]:
+            for s in sorted(kink.free_symbols & set(symbols), key=lambda x: x.name)[:4]:
+                if self.domain_of.get(s) == "simplex" or s in self.simplex:
+                    continue
+                g = kink.xreplace({k: v for k, v in base.items() if k != s})
+                for root in _real_roots(g, s):
+                    for delta in (sp.Rational(1, 4), -sp.Rational(1, 4), sp.Integer(2), -sp.Integer(2)):
+                        value = root + delta
+                        if self._inside(s, value):
+                            tried += 1
+                            yield {**base, s: value}
+                            if tried > 64:
+                                return
+
+    def _inside(self, s: sp.Symbol, value: sp.Rational) -> bool:
+        domain = self.domain_of.get(s, "real")
+        if domain == "positive":
+            return value > 0
+        if domain == "unit":
+            return 0 < value < 1
+        return True
+
+    def _random_point(self, symbols: list[sp.Symbol], rng: random.Random, scale: int) -> dict:
+        point: dict[sp.Symbol, sp.Rational] = {}
+        for column in self.columns:  # a simplex column: positive entries, the free ones summing below 1
+            weights = [rng.randint(1, 1000) for _ in range(len(column) + 1)]
+            total = sum(weights)
+            point.update((s, sp.Rational(w, total)) for s, w in zip(column, weights))
+        for s in symbols:
+            if s in point:
+                continue
+            domain = self.domain_of.get(s, "positive" if s.is_positive else "real")
+            if domain == "unit":
+                point[s] = sp.Rational(rng.randint(1, 999), 1000)
+            elif domain in ("positive", "simplex"):
+                point[s] = sp.Rational(rng.randint(1, 2000) * scale, 1000)
             else:
-                values[s] = sp.Rational(rng.randint(-150, 150), 100)
-        try:
-            value = expr.xreplace(values).evalf(50)
-        except (TypeError, ValueError, ZeroDivisionError):
-            return None
-        if not value.is_Number or value.has(sp.nan, sp.zoo, sp.oo):
-            return None
-        return float(value)
+                point[s] = sp.Rational(rng.randint(-1500, 1500) * scale, 1000)
+        return point
+
+    def _concrete_functions(self, expr: sp.Expr) -> sp.Expr:
+        """Every generic ``f``, ``f_prime``, … written as one concrete smooth function's derivatives."""
+        names = {}
+        for name in self.d.functions:
+            for order in range(4):
+                names[name + "_prime" * order] = order
+        found = [e for e in expr.atoms(sp.Function) if type(e).__name__ in names]
+        if not found:
+            return expr
+        x = sp.Dummy("x", real=True)
+        standin = sp.sin(x) + x**2 / 5  # smooth, not odd, not even: no accidental identity
+        return expr.xreplace({e: sp.diff(standin, x, names[type(e).__name__]).xreplace({x: e.args[0]})
+                              for e in found})
+
+
+def _real_roots(g: sp.Expr, s: sp.Symbol) -> list[sp.Rational]:
+    """Rational approximations of the real roots of ``g`` in ``s`` (a polynomial; else none)."""
+    try:
+        poly = sp.Poly(g, s)
+        if poly.degree() < 1 or poly.degree() > 8 or not all(c.is_Rational for c in poly.all_coeffs()):
+            return []
+        intervals = poly.intervals()  # isolating intervals of the real roots, exact
+    except (BasePolynomialError, ValueError, TypeError, NotImplementedError, ArithmeticError):
+        return []
+    return [(sp.Rational(low) + sp.Rational(high)) / 2 for (low, high), _ in intervals[:4]]
+
+
+def _exact_or_certified(value: sp.Expr) -> sp.Rational | sp.Float | None:
+    """An exact rational, or a float whose digits SymPy certifies; None when neither is possible."""
+    if value.is_Rational:
+        return value
+    try:
+        out = value.evalf(30, strict=True)
+    except (sp.core.evalf.PrecisionExhausted, TypeError, ValueError, ZeroDivisionError, ArithmeticError):
+        return None
+    if not out.is_Number or out.has(sp.nan, sp.zoo, sp.oo, -sp.oo) or not out.is_real:
+        return None
+    return out
+
+
+def _draw_onehot(inp, shape: tuple[int, ...], seed: int, name: str, sizes: Mapping[str, int]) -> np.ndarray:
+    """One one-hot label for these dims, drawn as the numeric trials draw it (seeded by the dims)."""
+    from .numeric import sample_input
+
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode()), *sorted(sizes.values())])
+    return sample_input(inp, shape, rng).astype(int)
+
+
+def _integer_array(values: np.ndarray) -> np.ndarray:
+    out = np.empty(values.shape, dtype=object)
+    for idx in np.ndindex(*values.shape):
+        out[idx] = sp.Integer(int(values[idx]))
+    return out
 
 
 def partials(expr: sp.Expr, wrt: set[sp.Symbol], templates: dict | None = None) -> dict[sp.Symbol, sp.Expr]:
