@@ -42,6 +42,7 @@ class Options:
     atol: float | None = None
     dims: tuple[tuple[str, int], ...] = ()
     symbolic: bool = True
+    scope: bool = True  # certify proved claims for all shapes (SPEC §8); off only to measure its cost
     timeout: float = 10.0
     limits: Limits = DEFAULT_LIMITS
 
@@ -570,14 +571,24 @@ class _FileCheck:
         truth_spent = 0.0
         try:
             small = self._small_shapes()
+            regular = len(small)
             small += [c for c in self._critical_shapes() if c not in small]
         except DerivationError as exc:
             return {c.name: {"status": "gave-up", "reason": f"no small dims for the symbolic check: {exc.message}"}
                     for c in claims}
-        for sizes in small:
+        largest = max((_work(self.d, self.spaces, s)[0] for s in small[:regular]), default=0)
+        for k, sizes in enumerate(small):
             if not pending:
                 break
             entries, _ = _work(self.d, self.spaces, sizes)
+            if k >= regular and entries > max(50 * largest, 4000):
+                # a size next to a kink of a dim used as a number (relu(n - 1000)) too large for a
+                # symbolic truth: not a proof there, so not `proved` (its numeric trial still ran)
+                for c in pending:
+                    out[c.name].update(status="gave-up", reason=(
+                        f"the symbolic check does not reach dims {_fmt_dims(sizes)}, where a dim used as a "
+                        f"number changes branch ({entries} entries, more than 50 times the sampled dims')"))
+                return out
             if entries > self.options.limits.max_symbolic_entries:  # one SymPy expression per entry
                 reason = exceeded(f"the entries of all arrays at the symbolic dims {_fmt_dims(sizes)}", entries,
                                   "max_symbolic_entries", self.options.limits)
@@ -629,6 +640,12 @@ class _FileCheck:
                     record.update(status="undecided", reason=f"at dims {_fmt_dims(sizes)}: {decision[1]}")
                 else:
                     record.update(status="counterexample", sizes=sizes, detail=decision[1])
+        if self.options.scope:  # proof scope (SPEC §8): all shapes by a finite certificate, or sampled
+            from .engines.scope import certify_records
+
+            certify_records(self.d, claims, out, budget, spent, lambda s: _work(self.d, self.spaces, s)[0],
+                            self.options.limits.max_symbolic_entries, time_budget, SymbolicTimeout,
+                            _SYMBOLIC_FAILURES)
         return out
 
     def _decide(self, truth, claim: Claim, rng: random.Random):
@@ -692,6 +709,7 @@ class _FileCheck:
             rounding = (f"; in {count} of them its float64 value was off by up to {err:.3g}, within the {bound:.3g} "
                         f"that rounding alone can cause in its evaluation (a large term cancels)")
         symbolic = {"shapes": sym.get("shapes", []), "seconds": round(sym.get("seconds", 0.0), 4)}
+        symbolic.update({k: sym[k] for k in ("scope", "argument") if k in sym})
         if status == "proved":
             shapes = "; ".join(_fmt_dims(s) for s in sym["shapes"])
             if not sym["shapes"] or not num["trials"]:  # never a proof without evidence

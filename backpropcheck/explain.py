@@ -1343,6 +1343,10 @@ def _verdict(out: Explanation, d: Derivation, c: Claim, r: ClaimResult | None, s
         return
     expected = "" if r.expected == "holds" else f" (the file expects {r.expected})"
     out.para(f"{c.name} = {c.text}: {r.verdict.upper()}{expected}. {r.message}")
+    scope = (r.symbolic or {}).get("scope") if r.verdict == "proved" else None
+    if scope is not None:  # SPEC §8: for every shape, or only at the sampled ones, and why
+        which = "for all shapes" if scope == "all-shapes" else "at the sampled shapes only"
+        out.para(f"Scope: proved {which} — {(r.symbolic or {}).get('argument', '')}.")
     if r.diagnosis:
         out.para(f"Diagnosis: {r.diagnosis}.")
     if r.verdict != "refuted" or c.node is None:

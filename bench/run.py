@@ -14,6 +14,8 @@
     jax.test_util.check_grads / torch.autograd.gradcheck when they are importable.
 (c) wall time of ``backpropcheck --version``, ``check derivations/dense_column.toml`` and
     ``check derivations/`` as subprocesses.
+(d) scope: ``check derivations/`` in-process with and without the all-shapes certificate
+    (SPEC §8), alternating in the same run, and the share of proved claims it proves for all shapes.
 
 Times are the best of --repeat runs (wall clock, ``time.perf_counter``; other load on the machine
 only ever adds time). Nothing here is a test.
@@ -274,11 +276,41 @@ def wall_section(repeat: int, library_repeat: int) -> None:
     print("    targets: --version imports neither NumPy nor SymPy; the seed check under 1.5 s")
 
 
+# ---------------------------------------------------------------------------
+# (d) the cost of the proof-scope certificate
+
+
+def scope_section(repeat: int) -> None:
+    from backpropcheck.checker import Options, check_path, find_files
+
+    files = find_files([str(ROOT / "derivations")])
+    print(f"(d) scope: check derivations/ ({len(files)} files) in-process, with and without the all-shapes "
+          "certificate")
+    results: dict[bool, list] = {}
+
+    def run(scope: bool) -> None:
+        results[scope] = [check_path(f, Options(scope=scope)) for f in files]
+
+    times: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+    for _ in range(repeat):  # alternating, so that load on the machine hits both alike
+        for scope in (False, True):
+            started, cpu = time.perf_counter(), time.process_time()
+            run(scope)
+            times[scope].append((time.perf_counter() - started, time.process_time() - cpu))
+    for scope, label in ((False, "without the certificate"), (True, "with the certificate")):
+        wall, cpu = min(times[scope])
+        print(f"    {label:<28} {wall:7.2f} s wall {cpu:7.2f} s CPU  (best of {repeat})")
+    proved = [c for r in results[True] for c in r.claims if c.verdict == "proved"]
+    scoped = [c for c in proved if (c.symbolic or {}).get("scope") == "all-shapes"]
+    print(f"    proved claims: {len(proved)}, proved for all shapes: {len(scoped)} "
+          f"({100 * len(scoped) / max(len(proved), 1):.1f} %); target >= 80 %")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="also the symbolic layer at (32, 33)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (the best is shown)")
-    parser.add_argument("--only", choices=["symbolic", "numeric", "wall"], action="append")
+    parser.add_argument("--only", choices=["symbolic", "numeric", "wall", "scope"], action="append")
     parser.add_argument("--widths", default="64,256,1024,4096")
     parser.add_argument("--batches", default="32,256")
     parser.add_argument("--fd-sample", type=int, default=10, help="timed finite-difference passes per row")
@@ -288,7 +320,7 @@ def main() -> None:
     if args.blas_threads:
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(args.blas_threads)
-    sections = args.only or ["symbolic", "numeric", "wall"]
+    sections = args.only or ["symbolic", "numeric", "wall", "scope"]
     sys.path.insert(0, str(ROOT))
     import numpy
     import sympy
@@ -306,6 +338,8 @@ def main() -> None:
                         args.repeat, args.fd_sample)
     if "wall" in sections:
         wall_section(args.repeat, 1)
+    if "scope" in sections:
+        scope_section(args.repeat)
 
 
 if __name__ == "__main__":
