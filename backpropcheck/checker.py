@@ -149,14 +149,29 @@ def draw_dims(d: Derivation, rng: np.random.Generator, low: int, high: int,
               fixed: dict[str, int]) -> dict[str, int]:
     """Distinct sizes in [low, high] for every dim not fixed, so a square coincidence cannot pass."""
     free = [n for n in d.dims if n not in fixed]
+    distinct = _distinct_dims(d)
     for _ in range(50):
         pool = np.arange(low, high + 1)
         values = rng.choice(pool, size=len(free), replace=len(free) > len(pool))
         sizes = dict(fixed)
         sizes.update({n: int(v) for n, v in zip(free, values)})
-        if all(dim.value(sizes) >= 1 for name in _all_shaped(d) for dim in d.shape_of(name)):
+        if all(dim.value(sizes) >= 1 for dim in distinct):
             return sizes
     raise DerivationError("no dim sizes make every shape positive; check the affine dims")
+
+
+_DISTINCT: dict[int, tuple[Derivation, frozenset]] = {}
+
+
+def _distinct_dims(d: Derivation) -> frozenset:
+    """The distinct dims of every shape, once per file (``shape_of`` is a linear search: with 120
+    definitions, checking every shape at each of 10,000 draws took seconds)."""
+    hit = _DISTINCT.get(id(d))
+    if hit is None or hit[0] is not d:
+        if len(_DISTINCT) > 16:
+            _DISTINCT.clear()
+        hit = _DISTINCT[id(d)] = (d, frozenset(dim for n in _all_shaped(d) for dim in d.shape_of(n)))
+    return hit[1]
 
 
 def _all_shaped(d: Derivation) -> list[str]:
@@ -167,7 +182,8 @@ def _entries(d: Derivation, sizes: dict[str, int]) -> int:
     return sum(math.prod(dim.value(sizes) for dim in d.shape_of(n)) for n in _all_shaped(d))
 
 
-def _spaces(d: Derivation, claims: list[Claim], limits: Limits) -> list[tuple[str, tuple]]:
+def _spaces(d: Derivation, claims: list[Claim], limits: Limits,
+            products: list[tuple[str, tuple]] | None = None) -> list[tuple[str, tuple]]:
     """Every array the engines build beyond the named tensors, as a tuple of dims, with its key.
 
     That is each intermediate value of a matrix-form expression (its rank must be at most
@@ -175,6 +191,9 @@ def _spaces(d: Derivation, claims: list[Claim], limits: Limits) -> list[tuple[st
     (one axis per free index and per sum) and each einsum's iteration space. With the named
     tensors, their entries at the drawn dims are bounded by ``max_entries`` before anything
     is allocated: a bound on memory, and on the work of a loop in C that no alarm interrupts.
+
+    ``products`` (if given) receives each matrix product's and einsum's iteration space (its
+    multiply-adds: (m, k) @ (k, n) is m·k·n), the work that entries alone do not show.
     """
     from .errors import LimitError
     from .lang.ir import Call, Var
@@ -211,6 +230,10 @@ def _spaces(d: Derivation, claims: list[Claim], limits: Limits) -> list[tuple[st
                     subs, _ = parse_einsum(node.params["spec"], [len(env[f"#{k}"]) for k in range(len(kids))])
                     letters = {c: dim for sub, k in zip(subs, range(len(kids))) for c, dim in zip(sub, env[f"#{k}"])}
                     out.append((key, tuple(letters.values())))
+                    if products is not None:
+                        products.append((key, tuple(letters.values())))
+                elif node.op in ("matmul", "dot") and products is not None and env["#0"]:
+                    products.append((key, shape + (env["#0"][-1],)))  # result entries x the summed dim
             else:
                 shape = ()
             if len(shape) > limits.max_rank:
@@ -249,8 +272,12 @@ def reproduce_command(path: str, seed: int, options: Options, cfg: dict[str, Any
 def check_path(path: str, options: Options = Options()) -> FileResult:
     """Load, check and judge one file; an invalid file is a result too, never an exception."""
     started = time.perf_counter()
+    deadline = time.monotonic() + options.limits.file_timeout
     try:
         d = load(path, options.limits)
+    except MemoryError:
+        return FileResult(path, "", "error", out_of_memory(path, options.limits),
+                          seconds=time.perf_counter() - started)
     except DerivationError as exc:
         return FileResult(path, "", "error", str(exc), seconds=time.perf_counter() - started)
     except Exception as exc:  # noqa: BLE001 - last resort, as below
@@ -258,7 +285,10 @@ def check_path(path: str, options: Options = Options()) -> FileResult:
         return FileResult(path, "", "error", message, seconds=time.perf_counter() - started)
     try:
         with np.errstate(all="ignore"):  # NaN/Inf are reported as values (NumericProblem), never as warnings
-            result = check_derivation(d, options)
+            result = check_derivation(d, options, deadline)
+    except MemoryError:
+        return FileResult(path, d.title, "error", out_of_memory(path, options.limits),
+                          seconds=time.perf_counter() - started)
     except Exception as exc:  # noqa: BLE001 - last resort: one file's bug must not stop the run
         message = f"{path}: internal error ({type(exc).__name__}: {exc}); please report this file"
         return FileResult(path, d.title, "error", message, seconds=time.perf_counter() - started)
@@ -266,14 +296,33 @@ def check_path(path: str, options: Options = Options()) -> FileResult:
     return result
 
 
-def check_derivation(d: Derivation, options: Options = Options()) -> FileResult:
-    return _FileCheck(d, options).run()
+def check_derivation(d: Derivation, options: Options = Options(), deadline: float | None = None) -> FileResult:
+    """``deadline`` is a ``time.monotonic()`` value (default: ``--file-timeout`` from now)."""
+    return _FileCheck(d, options, deadline).run()
+
+
+def out_of_memory(path: str, limits: Limits) -> str:
+    what = "the memory this file's check needs, in MB"
+    return f"{path}: ran out of memory: " + exceeded(what, f"over {limits.max_memory}", "max_memory", limits)
+
+
+def timed_out(path: str, seconds: float, limits: Limits, stage: str = "", predicted: bool = False) -> str:
+    """The message for a file past ``--file-timeout`` (here, or from the runner that killed its worker)."""
+    what = f"the wall-clock time of this file{stage}"
+    value = f"{seconds:.1f} s" + (", predicted from the trials so far" if predicted else "")
+    return f"{path}: " + exceeded(what, value, "file_timeout", limits)
+
+
+class FileTimeout(DerivationError):
+    pass
 
 
 class _FileCheck:
-    def __init__(self, d: Derivation, options: Options):
+    def __init__(self, d: Derivation, options: Options, deadline: float | None = None):
         self.d = d
         self.options = options
+        self.started = time.monotonic()
+        self.deadline = deadline if deadline is not None else self.started + options.limits.file_timeout
         self.cfg = settings(d, options)
         self.fixed = dict(options.dims)
         unknown = set(self.fixed) - set(d.dims)
@@ -296,8 +345,12 @@ class _FileCheck:
                 results[claim.name] = self._result(claim, verdict, message)
         live = [c for c in d.claims if c.name not in results]
         try:
-            self.spaces = _spaces(d, live, self.options.limits)
+            self.products: list[tuple[str, tuple]] = []
+            self.spaces = _spaces(d, live, self.options.limits, self.products)
+            self._preflight()
             numeric = self._numeric(live)
+        except FileTimeout as exc:
+            return FileResult(d.path, d.title, "error", exc.message)
         except DerivationError as exc:
             return FileResult(d.path, d.title, "error", str(exc.located(file=d.path)))
         except _NumericTrouble as exc:
@@ -336,6 +389,7 @@ class _FileCheck:
         # the drawn trials, then one at each size where a dim used as a number may change the claim
         extra = [(dim, size) for dim, size, _ in self._critical() if dim not in self.fixed]
         for trial in range(cfg["trials"] + len(extra)):
+            self._on_time(f" (before numeric trial {trial})", self._trial_work[trial] if trial < cfg["trials"] else 0)
             rng = rng_for(cfg["seed"], self.d.path, trial)
             fixed = self.fixed
             if trial >= cfg["trials"]:
@@ -362,6 +416,7 @@ class _FileCheck:
             except NumericProblem as exc:
                 raise _NumericTrouble(f"trial {trial} at dims {_fmt_dims(sizes)}: {exc}") from None
             for claim in claims:
+                self._on_time(f" (numeric trial {trial}, claim {claim.name})")
                 s = stats[claim.name]
                 if s["failure"] is not None or s["error"] is not None:
                     continue
@@ -384,7 +439,60 @@ class _FileCheck:
                 s["max_abs_err"] = max(s["max_abs_err"], abs_err)
                 s["max_rel_err"] = max(s["max_rel_err"], rel_err)
             del run  # at production dims, one trial's arrays at a time
+            self._done_work += self._trial_work[trial] if trial < cfg["trials"] else 0
         return stats
+
+    def _preflight(self) -> None:
+        """Every trial's dims are drawn up front (the draws are cheap and repeat exactly in the trial), so a
+        file whose products would take too long is refused before any work, not after minutes of it.
+
+        A trial's work is its entries plus the multiply-adds of its products; the forward pass's count
+        thrice (the product, and one for each operand's vector-Jacobian product)."""
+        from .engines.numeric import rng_for
+
+        cfg, limits = self.cfg, self.options.limits
+        self._trial_work: list[int] = []
+        self._done_work = 0
+        if not isinstance(cfg["trials"], int) or not 0 <= cfg["trials"] <= limits.max_trials:
+            return  # _numeric reports it
+        from collections import Counter
+
+        # each distinct space once, with its multiplicity: 10,000 trials of a file with 800 spaces stay cheap
+        entries_of: Counter[tuple] = Counter(self.d.shape_of(n) for n in _all_shaped(self.d))
+        entries_of.update(dims for _, dims in self.spaces)
+        flops_of: Counter[tuple] = Counter()
+        for key, dims in self.products:
+            flops_of[dims] += 3 if key.startswith(("forward.", "loss.")) else 1
+        seen: dict[tuple, tuple[int, int]] = {}
+        flops = 0
+        for trial in range(cfg["trials"]):
+            if trial % 100 == 0:
+                self._on_time(" (drawing the dims of the trials)")
+            sizes = draw_dims(self.d, rng_for(cfg["seed"], self.d.path, trial), 2, max(2, cfg["max_dim"]), self.fixed)
+            key = tuple(sizes.items())
+            if key not in seen:
+                seen[key] = tuple(sum(k * math.prod(dim.value(sizes) for dim in dims) for dims, k in table.items())
+                                  for table in (entries_of, flops_of))
+            entries, work = seen[key]
+            flops += work
+            if flops > limits.max_flops:
+                raise DerivationError(exceeded(f"the multiply-adds of the products summed over trials 0..{trial} "
+                                               f"(at dims {_fmt_dims(sizes)} in trial {trial})", flops,
+                                               "max_flops", limits))
+            self._trial_work.append(entries + work)
+        self._trials_started = time.monotonic()  # the pace of the trials is measured from here
+
+    def _on_time(self, stage: str, next_work: int = 0) -> None:
+        """Raise :class:`FileTimeout` past the deadline, or when the work done so far, at the rate it was done,
+        says that ``next_work`` cannot finish before it (refused before working, not killed in the middle)."""
+        now = time.monotonic()
+        predicted = 0.0
+        if next_work and self._done_work:
+            predicted = (now - self._trials_started) * next_work / self._done_work
+        if now + predicted > self.deadline:
+            limits = self.options.limits
+            seconds = now + predicted - (self.deadline - limits.file_timeout)
+            raise FileTimeout(timed_out(self.d.path, seconds, limits, stage, predicted=bool(predicted)))
 
     def _rounding_bound(self, claim: Claim, run, sizes: dict[str, int], trial: int) -> float:
         """How far rounding alone can move the claim's value in float64: 16·eps per operation of its
@@ -504,7 +612,7 @@ class _FileCheck:
                 return out
             shared = time.perf_counter() - started
             truth_spent += time.process_time() - cpu
-            rng = random.Random(zlib.crc32(f"{self.cfg['seed']}:{self.d.path}".encode()))
+            rng = random.Random(zlib.crc32(f"{self.cfg['seed']}:{self.d.path}".encode("utf-8", "surrogateescape")))
             for claim in list(pending):
                 record = out[claim.name]
                 started = time.perf_counter()
@@ -699,20 +807,45 @@ def _fmt_dims(sizes: dict[str, int]) -> str:
 def find_files(paths: list[str]) -> list[str]:
     """Files and folders (recursively ``*.toml``, and ``*.md`` notes holding ``toml backpropcheck``
     blocks: one ``NOTE.md:LINE`` per block, see :mod:`.notes`), in a stable order."""
+    return walk_files(paths)[0]
+
+
+def walk_files(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """What :func:`find_files` finds, and the folders that could not be read, each with the reason:
+    they are reported, never skipped in silence.
+
+    An explicit stack, not recursion: a tree 1,100 folders deep is walked like a flat one. Links to
+    folders are not followed (a link to an ancestor would never end); links to files are."""
+    import os
+
     from .notes import SUFFIXES, is_note, refs
 
     out: list[str] = []
+    unreadable: list[tuple[str, str]] = []
     for p in paths:
         path = Path(p)
-        if path.is_dir():
-            found = sorted(f for f in path.rglob("*") if f.suffix in (".toml", *SUFFIXES))
-            for f in found:
-                if is_note(f):
-                    out.extend(refs(f, explicit=False) if f.is_file() else [])
-                else:
-                    out.append(str(f))
-        elif is_note(path) and path.exists():
-            out.extend(refs(path))
-        else:
-            out.append(str(path))
-    return out
+        if not path.is_dir():
+            if is_note(path) and path.exists():
+                out.extend(refs(path))
+            else:
+                out.append(str(path))
+            continue
+        found: list[Path] = []
+        stack = [str(p)]
+        while stack:
+            folder = stack.pop()
+            try:
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        try:
+                            if entry.is_dir(follow_symlinks=False):
+                                stack.append(entry.path)
+                            elif Path(entry.name).suffix in (".toml", *SUFFIXES) and entry.is_file():
+                                found.append(Path(entry.path))
+                        except OSError as exc:
+                            unreadable.append((entry.path, exc.strerror or str(exc)))
+            except OSError as exc:
+                unreadable.append((str(Path(folder)), exc.strerror or str(exc)))
+        for f in sorted(found):
+            out.extend(refs(f, explicit=False) if is_note(f) else [str(f)])
+    return out, sorted(unreadable)

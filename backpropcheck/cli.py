@@ -76,7 +76,70 @@ def _limits(bounds: dict[str, int | float | None]) -> Limits:
     return replace(DEFAULT_LIMITS, **{k[len("bound_"):]: v for k, v in bounds.items() if v is not None})
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Ctrl-C exits 130 and SIGTERM 143, with one line and no traceback (click's own handling exits 1,
+    which means "a claim failed"); a reader that closes the pipe early (``| head``) is not an error."""
+
+    def invoke(self, ctx: click.Context):
+        from .runner import Terminated
+
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            _leave("backpropcheck: interrupted", 130)
+        except Terminated:
+            _leave("backpropcheck: terminated", 143)
+        except BrokenPipeError:
+            _stdout_gone()
+            sys.exit(0)
+
+
+def _leave(message: str, status: int) -> None:
+    """One line on stderr (text from a file shown, not obeyed) and the exit status; no traceback."""
+    from .textsafe import visible
+
+    try:
+        click.echo(visible(message), err=True)
+    except Exception:  # noqa: BLE001 - stderr may be gone too
+        pass
+    sys.exit(status)
+
+
+def _console(stream=None):
+    """A rich Console on ``stream`` (default stdout) that shows the text of a file as text (escape sequences,
+    control characters and undecodable bytes of file names escaped: see :mod:`.textsafe`), and whose broken
+    pipe is a BrokenPipeError for the command to handle (rich's own exits 1, which means "a claim failed")."""
+    from rich.console import Console
+    from rich.segment import Segment
+
+    from .textsafe import visible
+
+    class PipeConsole(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError()
+
+        def _render_buffer(self, buffer):  # rich's own control segments (colours, cursor) pass as they are
+            return super()._render_buffer([s if s.control else Segment(visible(s.text), s.style, s.control)
+                                           for s in buffer])
+
+    console = PipeConsole(file=stream) if stream else PipeConsole()
+    console.soft_wrap = not console.is_terminal
+    return console
+
+
+def _stdout_gone() -> None:
+    """The reader of stdout has gone: point stdout at /dev/null, so the flush at exit cannot fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except Exception:  # noqa: BLE001 - not a real file (tests), nothing to flush
+        pass
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="backpropcheck")
 def main() -> None:
     """Prove or refute matrix-form backpropagation against the per-neuron chain rule."""
@@ -98,7 +161,7 @@ def main() -> None:
 @click.option("--timeout", type=click.FloatRange(0, None), default=10.0, show_default=True,
               help="CPU seconds of symbolic work per claim before it falls back to 'verified'.")
 @click.option("--jobs", type=click.IntRange(1, 256), default=1, show_default=True,
-              help="Files checked in parallel processes.")
+              help="Files checked in parallel worker processes (every file runs in a worker: see --file-timeout).")
 @click.option("--fail-fast", is_flag=True, help="Stop after the first file that does not pass.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "junit", "markdown"]), default="text",
               show_default=True)
@@ -117,7 +180,7 @@ def check(paths, seed, trials, shapes, max_dim, rtol, atol, dims, no_symbolic, t
     blocks); default ./derivations. A note's block is named NOTE.md:LINE, and that name is a PATH too."""
     from pathlib import Path
 
-    from .checker import Options, find_files
+    from .checker import FileResult, Options, walk_files
     from .report import exit_status
 
     if examples:
@@ -128,12 +191,12 @@ def check(paths, seed, trials, shapes, max_dim, rtol, atol, dims, no_symbolic, t
         if not Path("derivations").is_dir():
             raise click.UsageError("no PATH given and no ./derivations folder here")
         paths = ("derivations",)
-    files = find_files(list(paths))
+    files, unreadable = walk_files(list(paths))
     if only_derivations:
         from .discover import looks_like_derivation
 
         files = [f for f in files if looks_like_derivation(f, _limits(bounds))]
-    if not files:
+    if not files and not unreadable:
         from .notes import is_note
 
         if only_derivations and paths:  # pre-commit passing a pyproject.toml: nothing to check
@@ -144,12 +207,19 @@ def check(paths, seed, trials, shapes, max_dim, rtol, atol, dims, no_symbolic, t
             sys.exit(0)
         raise click.UsageError(f"no *.toml files (nor *.md notes with ```toml backpropcheck blocks) under "
                                f"{', '.join(paths)}")
-    if output and not Path(output).resolve().parent.is_dir():  # say so now, not after the whole run
+    if output and not Path(output).absolute().parent.is_dir():  # say so now, not after the whole run
         raise click.BadParameter(f"the folder of {output!r} does not exist", param_hint="'--output'")
     options = Options(seed=seed, trials=trials, shapes=shapes, max_dim=max_dim, rtol=rtol, atol=atol, dims=dims,
                       symbolic=not no_symbolic, timeout=timeout, limits=_limits(bounds))
-    results = _run(files, options, jobs, fail_fast, progress=_want_progress(fmt, output, quiet, sys.stderr))
-    _report(results, fmt, output, seed if seed is not None else 0, quiet, verbose)
+    # a folder that cannot be read is an error of the run, reported first, like an invalid file
+    results = [FileResult(f, "", "error", f"{f}: cannot read this folder ({why}); the files in it were not checked")
+               for f, why in unreadable]
+    if files and not (fail_fast and results):
+        results += _run(files, options, jobs, fail_fast, progress=_want_progress(fmt, output, quiet, sys.stderr))
+    try:
+        _report(results, fmt, output, seed if seed is not None else 0, quiet, verbose)
+    except BrokenPipeError:  # `| head`: the reader has what it wanted; the status stays the check's
+        _stdout_gone()
     sys.exit(exit_status(results))
 
 
@@ -202,76 +272,47 @@ class _Progress:
 
 
 def _run(files: list[str], options, jobs: int, fail_fast: bool, progress: bool = False):
-    """Check ``files``; the results are in file order and identical for every ``jobs``.
+    """Check ``files``, each in its own worker (see :mod:`.runner`); the results are in file order and
+    identical for every ``jobs``. With ``fail_fast`` the run stops after the first file, in file order,
+    that does not pass — in parallel too, so ``--jobs`` never changes which files are reported."""
+    from .runner import run_files
 
-    With ``fail_fast`` the run stops after the first file, in file order, that does not
-    pass — in parallel too, so ``--jobs`` never changes which files are reported.
-    """
-    from .checker import check_path
-
-    if jobs > 1 and len(files) > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        with ProcessPoolExecutor(max_workers=min(jobs, len(files)),
-                                 mp_context=multiprocessing.get_context("fork")) as pool:
-            # every worker is forked here, at the first submit, before the progress bar starts its thread
-            futures = [pool.submit(check_path, path, options) for path in files]
-            index = {future: i for i, future in enumerate(futures)}
-            stop = len(files)  # with fail_fast: one past the first failing file seen so far
-            with _Progress(len(files), progress) as bar:
-                for future in as_completed(futures):
-                    if future.cancelled():
-                        continue
-                    i = index[future]
-                    bar.done(files[i])
-                    if fail_fast and i < stop and future.result().status != "passed":
-                        stop = i + 1
-                        for later in futures[stop:]:
-                            later.cancel()
-                    if stop < len(files) and all(f.done() for f in futures[:stop]):
-                        break
-            results = [f.result() for f in futures[:stop]]
-            pool.shutdown(wait=True, cancel_futures=True)
-        return results
-    results = []
     with _Progress(len(files), progress) as bar:
-        for path in files:
-            bar.start(path)
-            result = check_path(path, options)
-            results.append(result)
-            bar.done(path)
-            if fail_fast and result.status != "passed":
-                break
-    return results
+        return run_files(files, options, jobs, fail_fast, start=bar.start, done=bar.done)
 
 
 def _report(results, fmt: str, output: str | None, seed: int, quiet: bool, verbose: bool) -> None:
-    from rich.console import Console
+    """The report to stdout, or to ``output`` atomically (see :mod:`.outfile`; a write error exits 2)."""
+    import contextlib
 
-    stream = open(output, "w", encoding="utf-8") if output else None  # noqa: SIM115 - closed below
+    from .outfile import OutputError, atomic_output
+
     try:
-        if fmt == "json":
-            from .report import json as json_report
+        with atomic_output(output) if output else contextlib.nullcontext() as stream:
+            _write_report(stream, results, fmt, seed, quiet, verbose)
+    except OutputError as exc:
+        _leave(f"error: {exc}", 2)
 
-            (stream or sys.stdout).write(json_report.render(results, seed))
-        elif fmt == "junit":
-            from .report import junit
 
-            (stream or sys.stdout).write(junit.render(results, seed))
-        elif fmt == "markdown":
-            from .report import markdown
+def _write_report(stream, results, fmt: str, seed: int, quiet: bool, verbose: bool) -> None:
+    from .textsafe import visible
 
-            (stream or sys.stdout).write(markdown.render(results, seed, quiet=quiet))
-        else:
-            from .report import text
+    if fmt == "json":  # JSON escapes control characters itself; file names that are not UTF-8 too
+        from .report import json as json_report
 
-            console = Console(file=stream) if stream else Console()
-            console.soft_wrap = not console.is_terminal
-            text.render(results, console, verbose=verbose, quiet=quiet)
-    finally:
-        if stream:
-            stream.close()
+        (stream or sys.stdout).write(visible(json_report.render(results, seed)))
+    elif fmt == "junit":  # XML 1.0 may not hold control characters at all
+        from .report import junit
+
+        (stream or sys.stdout).write(visible(junit.render(results, seed)))
+    elif fmt == "markdown":
+        from .report import markdown
+
+        (stream or sys.stdout).write(visible(markdown.render(results, seed, quiet=quiet)))
+    else:
+        from .report import text
+
+        text.render(results, _console(stream), verbose=verbose, quiet=quiet)
 
 
 # -- classroom: explain, demo, new, list ------------------------------------------------------
@@ -332,31 +373,37 @@ def explain(file, claim, dims, fmt, output, trials, no_symbolic, timeout) -> Non
         raise click.BadParameter(f"{', '.join(too_big)}: explain works entry by entry, use dims up to "
                                  f"{EXPLAIN_MAX_DIM} (check --dims takes production sizes)", param_hint="--dims")
     options = Options(trials=trials, shapes=1, symbolic=not no_symbolic, timeout=timeout)
+    from .runner import memory_bounded
+
     try:
-        explanation = explain_file(file, claim, dict(dims), options)
+        with memory_bounded(options.limits.max_memory):  # as a check's worker is (see the README's "Bounds")
+            explanation = explain_file(file, claim, dict(dims), options)
+    except MemoryError:
+        from .checker import out_of_memory
+
+        _leave(f"error: {out_of_memory(file, options.limits)}", 2)
     except DerivationError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        _leave(f"error: {exc}", 2)
     except KeyError as exc:
         raise click.BadParameter(str(exc.args[0]), param_hint="--claim") from None
-    if fmt == "text":
-        from rich.console import Console
+    import contextlib
 
-        stream = open(output, "w", encoding="utf-8") if output else None  # noqa: SIM115 - closed below
-        try:
-            console = Console(file=stream) if stream else Console()
-            console.soft_wrap = not console.is_terminal
-            render_text(explanation, console)
-        finally:
-            if stream:
-                stream.close()
-        sys.exit(_explain_status(explanation))
-    text = render_markdown(explanation) if fmt == "markdown" else render_latex(explanation)
-    if output:
-        with open(output, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    else:
-        click.echo(text, nl=False)
+    from .outfile import OutputError, atomic_output
+
+    try:
+        with atomic_output(output) if output else contextlib.nullcontext() as stream:
+            if fmt == "text":
+                render_text(explanation, _console(stream))
+            else:
+                from .textsafe import visible
+
+                text = visible(render_markdown(explanation) if fmt == "markdown" else render_latex(explanation))
+                if stream:
+                    stream.write(text)
+                else:
+                    click.echo(text, nl=False)
+    except OutputError as exc:
+        _leave(f"error: {exc}", 2)
     sys.exit(_explain_status(explanation))
 
 
@@ -458,12 +505,10 @@ def derive(file, targets, fmt, output, no_symbolic, timeout) -> None:
 @click.option("--no-pause", is_flag=True, help="Run straight through (always so when not on a terminal).")
 def demo(no_pause) -> None:
     """The classroom walk-through on the bundled seed example (dense_column.toml)."""
-    from rich.console import Console
 
     from .explain import run_demo
 
-    console = Console()
-    console.soft_wrap = not console.is_terminal
+    console = _console()
     pausing = not no_pause and _interactive()
 
     def pause() -> None:
@@ -497,13 +542,11 @@ def list_() -> None:
     """The bundled example derivations, with their titles."""
     import tomllib
 
-    from rich.console import Console
     from rich.markup import escape
 
     from .templates import bundled_files, bundled_folder
 
-    console = Console()
-    console.soft_wrap = not console.is_terminal
+    console = _console()
     rows = []
     for relative, node in bundled_files():
         try:

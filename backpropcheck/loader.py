@@ -82,12 +82,53 @@ def loads(data: bytes | str, name: str = "<string>", limits: Limits = DEFAULT_LI
     except RecursionError:
         raise DerivationError("invalid TOML: nested too deeply", file=name) from None
     try:
-        return _Builder(doc, name, limits).build()
+        return _Builder(_nfkc_names(doc), name, limits).build()
     except DerivationError as exc:
         raise exc.located(file=name) from None
     except RecursionError:  # only reachable when --max-depth is raised past what Python's stack allows
         raise LimitError(exceeded("the expression nesting", "too deep for Python's stack", "max_depth", limits),
                          file=name) from None
+
+
+def _nfkc_names(doc: dict[str, Any]) -> dict[str, Any]:
+    """Names NFKC-normalised, as Python's parser does to the identifiers of every expression: a function
+    declared as ``"ｅｘｐ"`` is the ``ｅｘｐ`` (that is, ``exp``) that an expression calls. That is the keys
+    of every table and of [inputs]' inline tables, the names in [loss] upstream and the dims of a
+    shape. Expressions, titles and descriptions keep their text (and their columns)."""
+    import unicodedata
+
+    def norm(value: Any) -> Any:
+        return unicodedata.normalize("NFKC", value) if isinstance(value, str) else value
+
+    def keys(table: Any, where: str) -> Any:
+        if not isinstance(table, dict):
+            return table
+        out: dict[str, Any] = {}
+        for key, value in table.items():
+            new = norm(key)
+            if new in out:
+                raise _fail(f"{where}{new}", f"{key!r} is {new!r} after NFKC normalisation (as Python reads "
+                                             f"names), which is already defined")
+            out[new] = value
+        return out
+
+    doc = keys(doc, "")
+    for table, value in list(doc.items()):
+        doc[table] = keys(value, f"{table}.")
+    if isinstance(doc.get("inputs"), dict):
+        for name, spec in doc["inputs"].items():
+            if isinstance(spec, dict):
+                spec = keys(spec, f"inputs.{name}.")
+                if isinstance(spec.get("shape"), list):
+                    spec["shape"] = [norm(d) for d in spec["shape"]]
+            elif isinstance(spec, list):
+                spec = [norm(d) for d in spec]
+            doc["inputs"][name] = spec
+    loss = doc.get("loss")
+    if isinstance(loss, dict) and "upstream" in loss:
+        up = loss["upstream"]
+        loss["upstream"] = [norm(u) for u in up] if isinstance(up, list) else norm(up)
+    return doc
 
 
 def _fail(key: str, message: str, hint: str | None = None) -> DerivationError:

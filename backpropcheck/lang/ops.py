@@ -582,8 +582,8 @@ def parse_einsum(spec: str, ranks: list[int]) -> tuple[list[str], str]:
     if len(subs) != len(ranks):
         raise ShapeMismatch(f"einsum {spec!r} names {len(subs)} operands but is given {len(ranks)}")
     for s in subs + [out]:
-        if not s.isalpha() and s != "":
-            raise ShapeMismatch(f"einsum subscripts must be letters: {spec!r}")
+        if not (s.isascii() and s.isalpha()) and s != "":  # NumPy takes ASCII letters only
+            raise ShapeMismatch(f"einsum subscripts must be ASCII letters (a-z, A-Z): {spec!r}")
         if len(set(s)) != len(s):
             raise ShapeMismatch(
                 f"einsum {spec!r} repeats an index within one operand; use trace or diag for diagonals"
