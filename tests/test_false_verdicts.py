@@ -6,11 +6,14 @@ Each case here was a false ``proved``/``verified`` or a false ``refuted`` before
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from conftest import DENSE_COLUMN, check_text, claim, with_claims
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from backpropcheck.checker import Options
 from backpropcheck.cli import main
@@ -206,3 +209,42 @@ def test_mutants_of_the_gpt2_block_are_refuted(tmp_path: Path, old: str, new: st
     assert old in text
     result = check_text(tmp_path, text.replace(old, new), Options(trials=3, shapes=1))
     assert "refuted" in {c.verdict for c in result.claims}, [(c.name, c.verdict) for c in result.claims]
+
+
+# -- property: claims true on their domain are never refuted ----------------------------------------
+
+DOMAIN_CASES = {
+    # domain: (file text, claim name, the correct claim, a term that vanishes on the domain, the variable of R)
+    "simplex": (SIMPLEX_ONLY.format(domain='domain = "simplex", '), "grad_z", "p - y", "(sum(y) - 1)", "z"),
+    "onehot": (FUSED_XENT.format(domain='domain = "onehot", '), "grad_logits", "(probs - targets) / B",
+               "(targets * targets - targets)", "logits"),
+    "unit": (UNIT_ONLY.format(domain="unit"), "grad_x", "-grad_h", "relu(x - 1)", "x"),
+    "positive": (UNIT_ONLY.format(domain="positive").replace('"abs(x - 1)"', '"abs(x)"'), "grad_x", "grad_h",
+                 "relu(-x)", "x"),
+}
+RANDOM_FACTORS = ["{v}", "tanh({v})", "exp({v}) * {v}", "{v} ** 2 + 1", "sigmoid(3 * {v})", "1"]
+
+
+@settings(max_examples=16, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(domain=st.sampled_from(sorted(DOMAIN_CASES)), factor=st.sampled_from(RANDOM_FACTORS),
+       k=st.sampled_from(["1", "1e-9", "-3.5", "1000"]), seed=st.integers(0, 50))
+def test_random_claims_true_on_their_domain_are_never_refuted(domain: str, factor: str, k: str, seed: int) -> None:
+    text, name, correct, vanishing, var = DOMAIN_CASES[domain]
+    claim_text = f"{correct} + {k} * {vanishing} * ({factor.format(v=var)})"
+    with tempfile.TemporaryDirectory() as folder:
+        result = check_text(Path(folder), with_claims(text, {name: claim_text}), Options(seed=seed, trials=3, shapes=1))
+    c = claim(result, name)
+    assert c.verdict in ("proved", "verified"), (claim_text, c.verdict, c.message)
+
+
+@pytest.mark.parametrize("domain", sorted(DOMAIN_CASES))
+def test_the_vanishing_terms_do_not_vanish_off_their_domain(tmp_path: Path, domain: str) -> None:
+    """The property above is not vacuous: each term is non-zero somewhere off its domain."""
+    text, name, correct, vanishing, var = DOMAIN_CASES[domain]
+    off = {"simplex": ('domain = "simplex", ', 'domain = "positive", '),
+           "onehot": ('domain = "onehot", ', 'domain = "unit", '),
+           "unit": ('domain = "unit"', 'domain = "positive"'),
+           "positive": ('domain = "positive"', 'domain = "real"')}[domain]
+    assert off[0] in text
+    result = check_text(tmp_path, with_claims(text.replace(*off), {name: f"{correct} + {vanishing} * {var}"}))
+    assert claim(result, name).verdict == "refuted"
