@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import platform
 import subprocess
@@ -306,11 +307,43 @@ def scope_section(repeat: int) -> None:
           f"({100 * len(scoped) / max(len(proved), 1):.1f} %); target >= 80 %")
 
 
+# ---------------------------------------------------------------------------
+# (e) real blocks, and the wall time against the import floor
+
+
+def blocks_section(repeat: int) -> None:
+    """Per-claim symbolic seconds of the published blocks in bench/blocks (and which are only verified),
+    and the command line's wall time as a multiple of ``python -c "import sympy, numpy"``."""
+    exe = [sys.executable, "-m", "backpropcheck"]
+
+    def wall(args: list[str]) -> float:
+        return best_time(lambda: subprocess.run(args, cwd=ROOT, capture_output=True, check=False), repeat)
+
+    floor = wall([sys.executable, "-c", "import sympy, numpy"])
+    print(f"(e) blocks, and wall time over the import floor (python -c 'import sympy, numpy': {floor:.2f} s)")
+    for path in sorted((ROOT / "bench" / "blocks").glob("*.toml")):
+        seconds = wall(exe + ["check", str(path.relative_to(ROOT)), "-q"])
+        run = subprocess.run(exe + ["check", str(path.relative_to(ROOT)), "--format", "json"], cwd=ROOT,
+                             capture_output=True, text=True, check=False)
+        claims = [c for f in json.loads(run.stdout)["files"] for c in f["claims"]]
+        slow = sorted(claims, key=lambda c: -(c.get("symbolic") or {}).get("seconds", 0.0))[:3]
+        verified = [c["name"] for c in claims if c["verdict"] == "verified"]
+        print(f"    {path.name:<36} {seconds:6.2f} s wall ({seconds / floor:4.1f}x floor); "
+              f"{sum(c['verdict'] == 'proved' for c in claims)}/{len(claims)} proved; "
+              f"only verified: {', '.join(verified) or 'none'}; slowest symbolic: "
+              + ", ".join(f"{c['name']} {(c.get('symbolic') or {}).get('seconds', 0.0):.2f} s" for c in slow))
+    for label, args in (("check derivations/dense_column.toml", ["check", "derivations/dense_column.toml"]),
+                        ("check derivations -q", ["check", "derivations", "-q"])):
+        seconds = wall(exe + args)
+        print(f"    {label:<36} {seconds:6.2f} s wall ({seconds / floor:4.1f}x floor)")
+    print("    targets: the GPT-2 block <= 3 s; check derivations <= 6x the floor; dense_column <= 1.5x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="also the symbolic layer at (32, 33)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (the best is shown)")
-    parser.add_argument("--only", choices=["symbolic", "numeric", "wall", "scope"], action="append")
+    parser.add_argument("--only", choices=["symbolic", "numeric", "wall", "scope", "blocks"], action="append")
     parser.add_argument("--widths", default="64,256,1024,4096")
     parser.add_argument("--batches", default="32,256")
     parser.add_argument("--fd-sample", type=int, default=10, help="timed finite-difference passes per row")
@@ -320,7 +353,7 @@ def main() -> None:
     if args.blas_threads:
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(args.blas_threads)
-    sections = args.only or ["symbolic", "numeric", "wall", "scope"]
+    sections = args.only or ["symbolic", "numeric", "wall", "scope", "blocks"]
     sys.path.insert(0, str(ROOT))
     import numpy
     import sympy
@@ -340,6 +373,8 @@ def main() -> None:
         wall_section(args.repeat, 1)
     if "scope" in sections:
         scope_section(args.repeat)
+    if "blocks" in sections:
+        blocks_section(args.repeat)
 
 
 if __name__ == "__main__":

@@ -176,6 +176,7 @@ class SymbolicTruth:
                 self.grads[name] = _array_of(self.env[name], adj)
                 self.steps[name] = _array_of(self.env[name], step)
         self._full: dict[sp.Symbol, sp.Expr] = {}
+        self._layered: list | None = None  # the layered witness's points, made on first use
         self._over_atoms = Converter(self._lookup_simplex)
         self._over_inputs = Converter(self._lookup_definition)
         # claims read the same symbols, with every grad_X bound to its truth
@@ -333,36 +334,39 @@ class SymbolicTruth:
     def layered_witness(self, e: sp.Expr, rng: random.Random, tries: int = 2):
         """A point where ``e`` (over forward atoms and inputs) is far from zero, evaluating each
         atom's local definition at 60 significant digits in forward order — no expansion of the
-        atoms into the inputs, so a whole transformer block costs one pass.
+        atoms into the inputs, so a whole transformer block costs one pass (made once per truth
+        and point, shared by every entry and claim).
 
         60-digit arithmetic moves a value of size S by about 1e-60·S; a difference above 1e-25 is
         thirty-five orders of magnitude past that, so it is not rounding. Points where a mask's
         argument comes within 1e-20 of 0 are ties and skipped. None when no point shows one (the
         exact tests then decide)."""
-        inputs = sorted({s for name, inp in self.d.inputs.items() if name not in self.drawn
-                         for s in self.env[name].flat} | {s for g in self.upstream.values() for s in g.flat},
-                        key=lambda x: x.name)
+        if self._layered is None:
+            self._layered = [p for p in (self._layered_point(rng) for _ in range(tries)) if p is not None]
         e = self._concrete_functions(e)
-        for _ in range(tries):
-            point = self._random_point(inputs, rng, 1)
-            values: dict[sp.Symbol, sp.Expr] = {s: sp.Float(v, 60) for s, v in point.items()}
-            for last, rest in self.simplex.items():
-                values[last] = sp.Float(rest.xreplace(point), 60)
-            tie = False
-            for _, atoms in self.order:
-                for atom in atoms.flat:
-                    local = self._concrete_functions(self.local[atom])
-                    for kink in local.atoms(Step, Relu):
-                        arg = kink.args[0].xreplace(values).evalf(60)
-                        if not arg.is_Number or abs(arg) < sp.Float("1e-20"):
-                            tie = True
-                    values[atom] = local.xreplace(values).evalf(60)
-            if tie:
-                continue
+        for point, values in self._layered:
             value = e.xreplace(values).evalf(60)
             if value.is_Number and value.is_real and abs(value) > sp.Float("1e-25"):
                 return float(value), point
         return None
+
+    def _layered_point(self, rng: random.Random):
+        """(point, every input's and atom's value at 60 digits), or None at a tie."""
+        inputs = sorted({s for name in self.d.inputs if name not in self.drawn for s in self.env[name].flat}
+                        | {s for g in self.upstream.values() for s in g.flat}, key=lambda x: x.name)
+        point = self._random_point(inputs, rng, 1)
+        values: dict[sp.Symbol, sp.Expr] = {s: sp.Float(v, 60) for s, v in point.items()}
+        for last, rest in self.simplex.items():
+            values[last] = sp.Float(rest.xreplace(point), 60)
+        for _, atoms in self.order:
+            for atom in atoms.flat:
+                local = self._concrete_functions(self.local[atom])
+                for kink in local.atoms(Step, Relu):
+                    arg = kink.args[0].xreplace(values).evalf(60)
+                    if not arg.is_Number or abs(arg) < sp.Float("1e-20"):
+                        return None
+                values[atom] = local.xreplace(values).evalf(60)
+        return point, values
 
     def resolve_kinks(self, f: sp.Expr) -> sp.Expr:
         """Every ``Step``/``Relu`` whose argument has one sign on the inputs' domains, resolved:
