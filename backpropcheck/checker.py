@@ -696,7 +696,7 @@ class _FileCheck:
             trial, sizes, index, run = num["failure"]
             cex, diagnosis = self._localize(claim, trial, sizes, index, run)
             message = (f"the claim differs from the true gradient at entry {cex.index} "
-                       f"(dims {_fmt_dims(cex.dims)}): true {cex.true:.6g}, claimed {cex.claimed:.6g}")
+                       f"(dims {_fmt_dims(cex.dims)}): {true_and_claimed(cex.true, cex.claimed)}")
             if diagnosis:
                 message += f"; likely {diagnosis}"
             return self._result(claim, "refuted", message, numeric=numeric, counterexample=cex,
@@ -727,7 +727,7 @@ class _FileCheck:
             if detail["point"]:
                 message += f", at {detail['point']}"
                 if detail["true"] == detail["true"] and detail["claimed"] == detail["claimed"]:
-                    message += f" (true {detail['true']:.6g}, claimed {detail['claimed']:.6g})"
+                    message += f" ({true_and_claimed(detail['true'], detail['claimed'])})"
             if detail["domains"]:
                 message += f"; with the labels drawn as {detail['domains']}"
             return self._result(claim, "refuted", message, symbolic=symbolic, numeric=numeric, counterexample=cex)
@@ -798,6 +798,15 @@ class _FileCheck:
 
 class _NumericTrouble(Exception):
     pass
+
+
+def true_and_claimed(true: float, claimed: float, sep: str = ", ") -> str:
+    """``true 0.58951400012, claimed 0.58951400000``: as many digits as it takes for two different
+    values to print differently (6 at least, 17 at most)."""
+    digits = 6
+    while digits < 17 and true != claimed and f"{true:.{digits}g}" == f"{claimed:.{digits}g}":
+        digits += 1
+    return f"true {true:.{digits}g}{sep}claimed {claimed:.{digits}g}"
 
 
 def _fmt_dims(sizes: dict[str, int]) -> str:

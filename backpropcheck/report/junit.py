@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 from pathlib import PurePath
 
 from .. import __version__
-from ..checker import ClaimResult, FileResult
+from ..checker import ClaimResult, FileResult, true_and_claimed
 
 # XML 1.0 forbids most control characters even when escaped; a message quoting a file must not break the XML.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -42,7 +42,7 @@ def counterexample_lines(c: ClaimResult) -> list[str]:
     where = f"trial {cex.trial}, " if isinstance(cex.trial, int) else ""
     lines = [f"counterexample: {where}dims {dims}, seed {cex.seed}, entry {cex.index}"]
     if cex.true == cex.true:  # not NaN: the symbolic engine gives no numbers
-        lines.append(f"true {cex.true:.6g}, claimed {cex.claimed:.6g}")
+        lines.append(true_and_claimed(cex.true, cex.claimed))
     if cex.expression:
         lines.append(f"true entry, per neuron: {cex.expression}")
     lines.append(f"reproduce: {cex.command}")

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..checker import ClaimResult, FileResult
+from ..checker import ClaimResult, FileResult, true_and_claimed
 from . import Summary, verdict_label
 
 STYLE = {"proved": "bold green", "verified": "green", "refuted": "bold red", "shape-error": "bold red",
@@ -36,7 +36,7 @@ def _details(c: ClaimResult, verbose: bool) -> list[str]:
         else:
             lines.append(f"counterexample: dims {dims}, seed {cex.seed}, entry {cex.index}")
         if cex.true == cex.true:  # not NaN
-            lines.append(f"  true {cex.true:.6g}   claimed {cex.claimed:.6g}")
+            lines.append("  " + true_and_claimed(cex.true, cex.claimed, "   "))
         if cex.expression:
             lines.append(f"  true entry, per neuron: {escape(cex.expression)}")
         lines.append(f"  reproduce: {escape(cex.command)}")
