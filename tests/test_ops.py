@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from backpropcheck.lang.ops import ELEMENTWISE, GENERIC_STANDINS, OPS, unbroadcast
+from backpropcheck.lang.ops import ELEMENTWISE, GENERIC_STANDINS, OPS, MissingRule, Op, sig, unbroadcast
 from backpropcheck.lang.symfuncs import Relu, Step, derivative_of, generic
 
 Sampler = Callable[[np.random.Generator], np.ndarray]
@@ -149,7 +149,7 @@ def test_vjp_matches_central_differences(case: Case) -> None:
     """⟨g, J dx⟩ by central differences equals ⟨vjp(g), dx⟩, argument by argument."""
     op = OPS[case.op]
     if case.op in NOT_DIFFERENTIATED:
-        assert op.vjp is None
+        assert op.vjp is None and op.nograd
         return
     rng = _rng(case)
     args = _inputs(case, rng)
@@ -174,6 +174,80 @@ def test_vjp_matches_central_differences(case: Case) -> None:
         expected = float(np.sum(g * fd))
         got = float(np.sum(grad * dx))
         assert got == pytest.approx(expected, rel=1e-6, abs=1e-8), f"{case.id}: argument {k}"
+
+
+def test_every_op_has_its_rules_or_says_it_has_none() -> None:
+    """An op is either marked ``nograd`` or carries both a VJP and a tangent rule."""
+    for name, op in OPS.items():
+        assert op.nograd == (name in NOT_DIFFERENTIATED), name
+        if not op.nograd:
+            assert op.vjp is not None and op.tangent is not None, name
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_tangent_matches_central_differences(case: Case) -> None:
+    """The table's forward-mode rule: tangent(da, db, …) equals (op(x + ε·dx) − op(x − ε·dx)) / 2ε."""
+    op = OPS[case.op]
+    if case.op in NOT_DIFFERENTIATED:
+        return
+    rng = _rng(case)
+    args = _inputs(case, rng)
+    out = np.asarray(op.numeric(*args, **case.params), dtype=float)
+    diff_args = range(len(args)) if case.differentiable is None else case.differentiable
+    tans = [rng.normal(size=np.shape(a)) if k in diff_args else None for k, a in enumerate(args)]
+    got = np.asarray(op.forward_tangent(tuple(args), out, case.params, tans), dtype=float)
+    eps = 1e-6
+    plus = [a if t is None else a + eps * t for a, t in zip(args, tans)]
+    minus = [a if t is None else a - eps * t for a, t in zip(args, tans)]
+    fd = (np.asarray(op.numeric(*plus, **case.params)) - np.asarray(op.numeric(*minus, **case.params))) / (2 * eps)
+    np.testing.assert_allclose(np.broadcast_to(got, fd.shape), fd, rtol=1e-6, atol=1e-8, err_msg=case.id)
+
+
+def test_a_missing_rule_raises_instead_of_being_zero() -> None:
+    op = Op("nothing", lambda a, **_: a, lambda a: a, None)
+    with pytest.raises(MissingRule, match="vector-Jacobian"):
+        op.backward(np.ones(2), np.ones(2), np.ones(2))
+    with pytest.raises(MissingRule, match="tangent"):
+        op.forward_tangent((np.ones(2),), np.ones(2), {}, [np.ones(2)])
+
+
+CUMSUM = """
+[derivation]
+title = "a vector op registered without its derivative rules"
+
+[dims]
+n = "entries"
+
+[inputs]
+x = ["n"]
+
+[forward]
+h = "cumsum(x)"
+
+[loss]
+upstream = "h"
+
+[claims]
+grad_x = "grad_h"
+"""
+
+
+@pytest.mark.parametrize("symbolic", [False, True])
+def test_a_wrong_claim_through_an_op_without_rules_is_an_error_not_verified(
+    tmp_path, monkeypatch, symbolic: bool
+) -> None:
+    """Regression: a vector op without a VJP was treated as "never differentiated" by both the
+    reverse sweep and the forward check, so ``grad_x = grad_h`` through a cumsum came back
+    ``verified``. Now the missing rule is an error of backpropcheck, whatever else agrees."""
+    from conftest import check_text
+
+    from backpropcheck.checker import Options
+
+    monkeypatch.setitem(OPS, "cumsum", Op("cumsum", lambda a, **_: a, np.cumsum, None, signature=sig("x")))
+    result = check_text(tmp_path, CUMSUM, Options(trials=2, shapes=1, symbolic=symbolic))
+    assert result.status == "error", [(c.name, c.verdict) for c in result.claims]
+    assert not any(c.verdict in ("verified", "proved") for c in result.claims)
+    assert "'cumsum' has no vector-Jacobian product" in str(result.error)
 
 
 def _to_sympy(x: np.ndarray) -> np.ndarray:

@@ -51,10 +51,8 @@ def _params(node: Call, backend: Backend, sizes: Mapping[str, int]) -> dict:
     params = dict(node.params)
     if node.op == "elementwise":
         params["fn"] = backend.functions(params["fn"])
-    elif node.op in ("ones", "zeros", "eye"):
-        dims = tuple(sizes[d] if isinstance(d, str) else d for d in params["shape"])
-        params["dims"] = dims * 2 if node.op == "eye" else dims
-    return params
+    bind = OPS[node.op].bind
+    return bind(params, sizes) if bind is not None else params
 
 
 def evaluate(
@@ -200,10 +198,10 @@ def backprop(tape: Tape, root: Node, seed: np.ndarray, adjoints: dict[str, np.nd
             _push(grads, node.body, unbroadcast(local, np.shape(body)) if np.ndim(body) else local.sum())
         elif isinstance(node, Call):
             op = OPS[node.op]
-            if op.vjp is None:
-                continue
+            if op.nograd:
+                continue  # a comparison, a constant, an integer result: no derivative by nature
             g = unbroadcast(np.broadcast_to(g, np.broadcast_shapes(g.shape, out.shape)), out.shape)
-            for child, arg, local in zip(node.args, args, op.vjp(g, out, *args, **params)):
+            for child, arg, local in zip(node.args, args, op.backward(g, out, *args, **params)):
                 if local is not None:
                     _push(grads, child, unbroadcast(np.asarray(local), np.shape(arg)))
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import DerivationError
 from ..lang.ir import Const
-from ..lang.ops import ELEMENTWISE, GENERIC_STANDINS, Elementwise
+from ..lang.ops import ELEMENTWISE, GENERIC_STANDINS, Elementwise, MissingRule
 from ..model import Derivation, Input
 from .directional import Rank1, Tangent, dense, direction, inner, tangent_of, tolerance
 from .evaluate import Backend, Tape, backprop, evaluate, evaluate_definition
@@ -130,7 +130,7 @@ def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator,
             loss = evaluate(d.loss.expression, run.values, sizes, backend, loss_tape)
             _finite(loss, "E", d.loss.text)
             run.loss = float(loss)
-            backprop(loss_tape, d.loss.expression, np.asarray(1.0), adjoints, shapes)
+            _sweep(loss_tape, d.loss.expression, np.asarray(1.0), adjoints, shapes)
         else:
             for h, g in upstream.items():
                 adjoints[h] = g.copy()
@@ -138,7 +138,7 @@ def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator,
         for definition in reversed(d.forward):
             seed = adjoints.setdefault(definition.name, np.zeros(shapes[definition.name]))
             run.grads[definition.name] = seed.copy()
-            backprop(tapes[definition.name], definition.root, seed, adjoints, shapes, definition.index, sizes)
+            _sweep(tapes[definition.name], definition.root, seed, adjoints, shapes, definition.index, sizes)
         for name, inp in d.inputs.items():
             if not inp.constant:
                 run.grads[name] = adjoints.get(name, np.zeros(shapes[name]))
@@ -169,6 +169,14 @@ def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator,
     return run
 
 
+def _sweep(*args) -> None:
+    """The reverse sweep; an op without a derivative rule is an internal error, never a zero."""
+    try:
+        backprop(*args)
+    except MissingRule as exc:
+        raise TruthMismatch(f"internal error: {exc}; please report this file", "E") from None
+
+
 def directional_check(d: Derivation, run: NumericRun, tapes: Mapping[str, Tape], loss_tape: Tape,
                       upstream: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[int, ...]],
                       rng: np.random.Generator) -> None:
@@ -192,7 +200,7 @@ def directional_check(d: Derivation, run: NumericRun, tapes: Mapping[str, Tape],
         else:
             parts = [inner(g, total[h]) for h, g in upstream.items()]
             forward, size = sum(p[0] for p in parts), sum(p[1] for p in parts)
-    except (ArithmeticError, ValueError, TypeError) as exc:
+    except (ArithmeticError, ValueError, TypeError, MissingRule) as exc:
         raise TruthMismatch(f"internal error: the forward-mode pass failed ({exc}); please report this file",
                             "E") from None
     terms = [inner(run.grads[x], v) for x, v in dirs.items()] + [inner(run.grads[f], v) for f, v in own.items()]

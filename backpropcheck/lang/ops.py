@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -48,6 +48,7 @@ class Elementwise:
     numeric: Callable[[np.ndarray], np.ndarray]
     derivative: Callable[[np.ndarray], np.ndarray]
     symbolic: Callable[[Any], Any]
+    complex_safe: bool = False  # the NumPy form is complex-analytic: the tangent takes a complex step
 
 
 def _sigmoid(x):
@@ -105,6 +106,11 @@ ELEMENTWISE: dict[str, Elementwise] = {
         Elementwise("square", np.square, lambda x: 2.0 * x, lambda u: u**2),
     ]
 }
+
+
+# NumPy forms that are complex-analytic: their tangent is a complex step through the function itself
+for _name in ("exp", "log", "log1p", "sqrt", "rsqrt", "tanh", "sigmoid", "sin", "cos", "square"):
+    ELEMENTWISE[_name] = replace(ELEMENTWISE[_name], complex_safe=True)
 
 
 # Concrete smooth stand-ins for a generic f declared in [functions]: (f, f').
@@ -173,9 +179,78 @@ def _expand_reduced(g: np.ndarray, shape: tuple[int, ...], axis: int | None, kee
 # the op table
 
 
+class MissingRule(NotImplementedError):
+    """An op reached a derivative it has no rule for: a bug of the op table, never a verdict."""
+
+
+@dataclass(frozen=True)
+class Rank1:
+    """The matrix ``outer(p, q)``, kept factored (a direction of the forward-mode check)."""
+
+    p: np.ndarray
+    q: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.p.shape[0], self.q.shape[0])
+
+    def dense(self) -> np.ndarray:
+        return np.multiply.outer(self.p, self.q)
+
+
+def dense(t):
+    return t.dense() if isinstance(t, Rank1) else t
+
+
+@dataclass(frozen=True)
+class Param:
+    """One argument of an op as a file writes it: ``kind`` says how the parser reads it.
+
+    ``tensor`` an expression (an argument of the IR call); ``tensors`` a list of them
+    (``concat([A, B])``); every other kind is a static parameter read from literals:
+    ``axis`` (an int, None or a tuple of ints), ``int``, ``ints``, ``bool``, ``number``
+    (a signed literal), ``dim`` / ``dims`` (dim expressions), ``pads`` (pairs of dim
+    expressions), ``spec`` (a string), ``shape`` (a dim name or a list of them).
+    """
+
+    name: str
+    kind: str = "tensor"
+    default: Any = ...  # ``...``: required
+    keyword: bool = True  # may be given as ``name=value``
+
+
+@dataclass(frozen=True)
+class Signature:
+    """How a file calls an op by name: ``sum(X, axis=0, keepdims=True)``."""
+
+    params: tuple[Param, ...]
+    variadic: bool = False  # the last tensor param takes every remaining positional argument
+
+    @property
+    def keywords(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params if p.kind != "tensor" and p.keyword)
+
+
+def sig(*params: Param | str, variadic: bool = False) -> Signature:
+    return Signature(tuple(Param(p) if isinstance(p, str) else p for p in params), variadic)
+
+
+AXIS = Param("axis", "axis", None)
+KEEPDIMS = Param("keepdims", "bool", False)
+
+
 @dataclass(frozen=True)
 class Op:
-    """One primitive: shape rule, NumPy value, SymPy value and local backward step."""
+    """One primitive: its parse signature, shape rule, NumPy value, SymPy value, local backward
+    step (vector-Jacobian product) and local forward step (tangent), side by side.
+
+    ``nograd`` says the op has no derivative by nature (a comparison, a constant, an integer
+    result): it is never differentiated through. Otherwise a missing ``vjp`` or ``tangent`` is a
+    :class:`MissingRule` the moment a gradient flows through the op — never a silent zero.
+    ``tangent(args, out, params, tans)`` maps the arguments' tangents (None for a constant,
+    possibly a :class:`Rank1`) to the result's. ``bind(params, sizes)`` turns the static
+    parameters' dim expressions into numbers for evaluation.
+    """
 
     name: str
     shape: Callable[..., Shape]
@@ -184,6 +259,20 @@ class Op:
     symbolic: Callable[..., Any] | None = None
     arity: tuple[int, int] = (1, 1)
     params: tuple[str, ...] = field(default=())
+    tangent: Callable[..., Any] | None = None
+    nograd: bool = False
+    signature: Signature | None = None  # None: not callable by name (an operator or internal)
+    bind: Callable[[dict, Any], dict] | None = None
+
+    def backward(self, g, out, *args, **params) -> tuple:
+        if self.vjp is None:
+            raise MissingRule(f"the op {self.name!r} has no vector-Jacobian product in the op table")
+        return self.vjp(g, out, *args, **params)
+
+    def forward_tangent(self, args: tuple, out, params: dict, tans: list):
+        if self.tangent is None:
+            raise MissingRule(f"the op {self.name!r} has no tangent rule in the op table")
+        return self.tangent(args, out, params, tans)
 
 
 OPS: dict[str, Op] = {}
@@ -193,21 +282,60 @@ def _register(op: Op) -> None:
     OPS[op.name] = op
 
 
-def _binary(name, numeric, vjp):
-    _register(Op(name, lambda a, b, **_: broadcast(a, b), numeric, vjp, arity=(2, 2)))
+H = 1e-20  # complex step: h² terms vanish below float64 resolution
 
 
-_binary("add", lambda a, b: a + b, lambda g, out, a, b: (unbroadcast(g, a.shape), unbroadcast(g, b.shape)))
-_binary("sub", lambda a, b: a - b, lambda g, out, a, b: (unbroadcast(g, a.shape), unbroadcast(-g, b.shape)))
+def _complex_step(name: str):
+    def tangent(args, out, params, tans):
+        complex_args = [a if t is None else a + 1j * H * dense(t) for a, t in zip(args, tans)]
+        with np.errstate(all="ignore"):
+            value = OPS[name].numeric(*complex_args, **params)
+        return np.imag(np.asarray(value)) / H
+
+    return tangent
+
+
+def _linear(name: str):
+    """The tangent of an op linear in each argument separately *and* jointly (add, a reshape):
+    the op applied to the tangents, constants as zeros."""
+    def tangent(args, out, params, tans):
+        filled = [np.zeros(np.shape(a)) if t is None else dense(t) for a, t in zip(args, tans)]
+        return np.asarray(OPS[name].numeric(*filled, **params), dtype=float)
+
+    return tangent
+
+
+def _binary(name, numeric, vjp, tangent):
+    _register(Op(name, lambda a, b, **_: broadcast(a, b), numeric, vjp, arity=(2, 2), tangent=tangent))
+
+
+def _add_tangent(sign: int):
+    def tangent(args, out, params, tans):
+        ta, tb = tans
+        if tb is not None and sign < 0:
+            tb = -dense(tb)
+        total = dense(ta) if tb is None else (dense(tb) if ta is None else dense(ta) + dense(tb))
+        return np.broadcast_to(total, np.broadcast_shapes(np.shape(total), out.shape))
+
+    return tangent
+
+
+_binary("add", lambda a, b: a + b, lambda g, out, a, b: (unbroadcast(g, a.shape), unbroadcast(g, b.shape)),
+        _add_tangent(1))
+_binary("sub", lambda a, b: a - b, lambda g, out, a, b: (unbroadcast(g, a.shape), unbroadcast(-g, b.shape)),
+        _add_tangent(-1))
 _binary(
-    "mul", lambda a, b: a * b, lambda g, out, a, b: (unbroadcast(g * b, a.shape), unbroadcast(g * a, b.shape))
+    "mul", lambda a, b: a * b, lambda g, out, a, b: (unbroadcast(g * b, a.shape), unbroadcast(g * a, b.shape)),
+    _complex_step("mul"),
 )
 _binary(
     "div",
     lambda a, b: a / b,
     lambda g, out, a, b: (unbroadcast(g / b, a.shape), unbroadcast(-g * a / (b * b), b.shape)),
+    _complex_step("div"),
 )
-_register(Op("neg", lambda a, **_: a, lambda a: -a, lambda g, out, a: (-g,)))
+_register(Op("neg", lambda a, **_: a, lambda a: -a, lambda g, out, a: (-g,),
+             tangent=lambda args, out, params, tans: -dense(tans[0])))
 
 
 def _pow_sym(a, exponent, text):
@@ -223,6 +351,7 @@ _register(
         lambda g, out, a, exponent, text: (g * exponent * a ** (exponent - 1),),
         symbolic=_pow_sym,
         params=("exponent", "text"),
+        tangent=_complex_step("pow"),
     )
 )
 
@@ -273,8 +402,40 @@ def _matmul_sym(a, b):
     return out.reshape(a.shape[:-1] + b.shape[1:] if b.ndim == 2 else a.shape[:-1])
 
 
-_register(Op("matmul", _matmul_shape, lambda a, b: a @ b, _matmul_vjp, symbolic=_matmul_sym, arity=(2, 2)))
-_register(Op("dot", _matmul_shape, lambda a, b: np.dot(a, b), _matmul_vjp, symbolic=_matmul_sym, arity=(2, 2)))
+def _matmul_factored(a, b, numeric):
+    """``a @ b`` where either side may be a rank-one :class:`Rank1` (kept factored)."""
+    if isinstance(a, Rank1):
+        if b.ndim == 2:
+            return Rank1(a.p, b.T @ a.q)
+        return a.p * float(a.q @ b)
+    if isinstance(b, Rank1):
+        if a.ndim == 2:
+            return Rank1(a @ b.p, b.q)
+        return float(a @ b.p) * b.q
+    return numeric(a, b)
+
+
+def _matmul_tangent(numeric):
+    """d(a b) = da b + a db (bilinear), rank-one directions kept factored."""
+    def tangent(args, out, params, tans):
+        (a, b), (ta, tb) = args, tans
+        left = _matmul_factored(ta, b, numeric) if ta is not None else None
+        right = _matmul_factored(a, tb, numeric) if tb is not None else None
+        if left is None or right is None:
+            return right if left is None else left
+        return dense(left) + dense(right)
+
+    return tangent
+
+
+def _matmul(a, b):
+    return a @ b
+
+
+_register(Op("matmul", _matmul_shape, _matmul, _matmul_vjp, symbolic=_matmul_sym, arity=(2, 2),
+             tangent=_matmul_tangent(_matmul)))
+_register(Op("dot", _matmul_shape, np.dot, _matmul_vjp, symbolic=_matmul_sym, arity=(2, 2),
+             tangent=_matmul_tangent(np.dot), signature=sig("a", "b")))
 
 
 def _outer_shape(a: Shape, b: Shape, **_) -> Shape:
@@ -290,9 +451,19 @@ _register(
         lambda a, b: np.multiply.outer(a, b),
         lambda g, out, a, b: (g @ b, a @ g),
         arity=(2, 2),
+        tangent=_complex_step("outer"),
+        signature=sig("u", "v"),
     )
 )
-_register(Op("T", lambda a, **_: tuple(reversed(a)), lambda a: a.T, lambda g, out, a: (g.T,)))
+
+
+def _transpose_tangent(args, out, params, tans):
+    (t,) = tans
+    return Rank1(t.q, t.p) if isinstance(t, Rank1) else np.asarray(t).T
+
+
+_register(Op("T", lambda a, **_: tuple(reversed(a)), lambda a: a.T, lambda g, out, a: (g.T,),
+             tangent=_transpose_tangent))
 
 
 def _expand_shape(a: Shape, items: tuple, **_) -> Shape:
@@ -315,7 +486,8 @@ def _expand(a, items):
 
 
 _register(
-    Op("expand", _expand_shape, _expand, lambda g, out, a, items: (g.reshape(a.shape),), params=("items",))
+    Op("expand", _expand_shape, _expand, lambda g, out, a, items: (g.reshape(a.shape),), params=("items",),
+       tangent=_linear("expand"))
 )
 
 
@@ -339,6 +511,8 @@ _register(
         lambda a, axis=None, keepdims=False: np.sum(a, axis=axis, keepdims=keepdims),
         lambda g, out, a, axis=None, keepdims=False: (_expand_reduced(g, a.shape, axis, keepdims),),
         params=("axis", "keepdims"),
+        tangent=_linear("sum"),
+        signature=sig("X", AXIS, KEEPDIMS),
     )
 )
 _register(
@@ -353,6 +527,8 @@ _register(
             np.sum(a, axis=axis, keepdims=keepdims) / _sp().Integer(_count(a.shape, axis)), dtype=object
         ),
         params=("axis", "keepdims"),
+        tangent=_linear("mean"),
+        signature=sig("X", AXIS, KEEPDIMS),
     )
 )
 
@@ -364,7 +540,8 @@ def _square_shape(a: Shape, **_) -> Shape:
 
 
 _register(
-    Op("trace", _square_shape, np.trace, lambda g, out, a: (g * np.eye(a.shape[0]),))
+    Op("trace", _square_shape, np.trace, lambda g, out, a: (g * np.eye(a.shape[0]),), tangent=_linear("trace"),
+       signature=sig("X"))
 )
 
 
@@ -386,11 +563,20 @@ def _diag_sym(a):
     return np.array([a[i, i] for i in range(a.shape[0])], dtype=object)
 
 
-_register(Op("diag", _diag_shape, np.diag, lambda g, out, a: (np.diag(g),), symbolic=_diag_sym))
+_register(Op("diag", _diag_shape, np.diag, lambda g, out, a: (np.diag(g),), symbolic=_diag_sym,
+             tangent=_linear("diag"), signature=sig("v")))
 
 
 def _const_shape(*_, shape: tuple, **__) -> Shape:
-    return shape
+    return tuple(Dim.of(d) if isinstance(d, str) else Dim.lit(d) for d in shape)
+
+
+def _bind_dims(square: bool):
+    def bind(params: dict, sizes) -> dict:
+        dims = tuple(sizes[d] if isinstance(d, str) else d for d in params["shape"])
+        return {**params, "dims": dims * 2 if square else dims}
+
+    return bind
 
 
 def _filled(value):
@@ -405,7 +591,8 @@ def _filled(value):
 
 for _name, _value in (("ones", 1), ("zeros", 0)):
     _num, _sym = _filled(_value)
-    _register(Op(_name, _const_shape, _num, None, symbolic=_sym, arity=(0, 0), params=("shape", "dims")))
+    _register(Op(_name, _const_shape, _num, None, symbolic=_sym, arity=(0, 0), params=("shape", "dims"),
+                 nograd=True, signature=sig(Param("shape", "shape", keyword=False)), bind=_bind_dims(False)))
 
 
 def _eye_sym(shape, dims):
@@ -416,8 +603,9 @@ def _eye_sym(shape, dims):
 
 
 _register(
-    Op("eye", _const_shape, lambda shape, dims: np.eye(dims[0]), None, symbolic=_eye_sym, arity=(0, 0),
-       params=("shape", "dims"))
+    Op("eye", lambda *_, shape, **__: _const_shape(shape=shape) * 2, lambda shape, dims: np.eye(dims[0]), None,
+       symbolic=_eye_sym, arity=(0, 0), params=("shape", "dims"), nograd=True,
+       signature=sig(Param("shape", "dim", keyword=False)), bind=_bind_dims(True))
 )
 
 
@@ -431,7 +619,7 @@ def _compare(name, numeric, flip):
 
     _register(
         Op(name, lambda a, b, **_: broadcast(a, b), lambda a, b: numeric(a, b).astype(float), None,
-           symbolic=symbolic, arity=(2, 2))
+           symbolic=symbolic, arity=(2, 2), nograd=True)
     )
 
 
@@ -440,6 +628,15 @@ _compare("gt", lambda a, b: np.greater(np.real(a), np.real(b)), False)
 _compare("ge", lambda a, b: np.greater_equal(np.real(a), np.real(b)), False)
 _compare("lt", lambda a, b: np.less(np.real(a), np.real(b)), True)
 _compare("le", lambda a, b: np.less_equal(np.real(a), np.real(b)), True)
+
+
+def _where_tangent(args, out, params, tans):
+    """The mask is never differentiated: d where(c, a, b) = where(c, da, db)."""
+    c, a, b = args
+    _, ta, tb = tans
+    da = np.zeros(np.shape(a)) if ta is None else dense(ta)
+    db = np.zeros(np.shape(b)) if tb is None else dense(tb)
+    return np.where(c != 0, da, db)
 
 
 def _where_vjp(g, out, c, a, b):
@@ -455,6 +652,8 @@ _register(
         _where_vjp,
         symbolic=lambda c, a, b: np.asarray(c * a + (1 - c) * b, dtype=object),
         arity=(3, 3),
+        tangent=_where_tangent,
+        signature=sig("C", "A", "B"),
     )
 )
 
@@ -473,7 +672,8 @@ def _minmax(name, numeric, pick_a):
         r = _relu_sym(a - b)
         return np.asarray(b + r if name == "maximum" else a - r, dtype=object)
 
-    _register(Op(name, lambda a, b, **_: broadcast(a, b), numeric, vjp, symbolic=symbolic, arity=(2, 2)))
+    _register(Op(name, lambda a, b, **_: broadcast(a, b), numeric, vjp, symbolic=symbolic, arity=(2, 2),
+                 tangent=_complex_step(name), signature=sig("A", "B")))
 
 
 # The branch is chosen on real parts, exactly as the backward step's mask: a complex step
@@ -542,6 +742,8 @@ _register(
         lambda g, out, a, axis=None: (out * (g - np.sum(g * out, axis=axis, keepdims=True)),),
         symbolic=_softmax_sym,
         params=("axis",),
+        tangent=_complex_step("softmax"),
+        signature=sig("X", AXIS),
     )
 )
 _register(
@@ -552,6 +754,8 @@ _register(
         lambda g, out, a, axis=None: (g - np.exp(out) * np.sum(g, axis=axis, keepdims=True),),
         symbolic=_log_softmax_sym,
         params=("axis",),
+        tangent=_complex_step("log_softmax"),
+        signature=sig("X", AXIS),
     )
 )
 _register(
@@ -565,6 +769,8 @@ _register(
         ),
         symbolic=_logsumexp_sym,
         params=("axis", "keepdims"),
+        tangent=_complex_step("logsumexp"),
+        signature=sig("X", AXIS, KEEPDIMS),
     )
 )
 
@@ -632,6 +838,8 @@ _register(
         _einsum_vjp,
         arity=(1, 8),
         params=("spec",),
+        tangent=_complex_step("einsum"),
+        signature=sig(Param("spec", "spec", keyword=False), "operands", variadic=True),
     )
 )
 
@@ -653,11 +861,29 @@ def _ew_symbolic(a, fn: Elementwise, prime: bool):
 
 
 def _ew_vjp(g, out, a, fn: Elementwise, prime: bool):
+    if prime:
+        raise MissingRule(f"{fn.name}_prime is a derivative: it has no derivative rule of its own")
     return (g * fn.derivative(a),)
+
+
+def _ew_tangent(args, out, params, tans):
+    """f'(a)·da — for a built-in whose NumPy form is complex-analytic, a complex step through f
+    itself instead (independent of the table's derivative, which is thereby checked too), with a
+    step relative to each entry (log of a tiny p needs h ≪ p)."""
+    fn, (t,) = params["fn"], tans
+    if params.get("prime"):
+        raise MissingRule("a NAME_prime in the forward pass has no tangent rule")
+    if fn.complex_safe and ELEMENTWISE.get(fn.name) is fn:
+        a = np.asarray(args[0], dtype=float)
+        h = H * np.where(a != 0, np.abs(a), 1.0)
+        with np.errstate(all="ignore"):
+            return np.imag(fn.numeric(a + 1j * h * dense(t))) / h
+    return fn.derivative(args[0]) * dense(t)
 
 
 # ``fn`` is resolved by the engine: a built-in, or this trial's stand-in for a generic f.
 # ``NAME_prime`` is the same op with prime=True; it is never differentiated through.
 _register(
-    Op("elementwise", lambda a, **_: a, _ew_numeric, _ew_vjp, symbolic=_ew_symbolic, params=("fn", "prime"))
+    Op("elementwise", lambda a, **_: a, _ew_numeric, _ew_vjp, symbolic=_ew_symbolic, params=("fn", "prime"),
+       tangent=_ew_tangent)
 )

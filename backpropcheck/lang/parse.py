@@ -14,14 +14,13 @@ from dataclasses import dataclass, field
 from ..errors import DerivationError, LimitError
 from ..limits import DEFAULT_LIMITS, Limits, exceeded
 from .ir import Call, Const, DimSize, IndexDef, IndexRef, IndexSum, Node, Subscript, Var
-from .ops import ELEMENTWISE
+from .ops import ELEMENTWISE, OPS, Op, Param
 
 BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.MatMult: "matmul"}
 COMPARE = {ast.Gt: "gt", ast.GtE: "ge", ast.Lt: "lt", ast.LtE: "le"}
-FIXED_ARITY = {"outer": 2, "dot": 2, "maximum": 2, "minimum": 2, "where": 3, "diag": 1, "trace": 1}
-AXIS_OPS = {"sum": True, "mean": True, "logsumexp": True, "softmax": False, "log_softmax": False}
+# the functions a file may call: the op table's entries with a signature, and the element-wise ones
 BUILTIN_FUNCTIONS = (
-    set(FIXED_ARITY) | set(AXIS_OPS) | {"eye", "ones", "zeros", "einsum"}
+    {name for name, op in OPS.items() if op.signature is not None}
     | set(ELEMENTWISE) | {f"{n}_prime" for n in ELEMENTWISE}
 )
 
@@ -218,30 +217,13 @@ class _Parser:
         for arg in node.args:
             if isinstance(arg, ast.Starred):
                 raise self.error(arg, "*args are not allowed")
-        if name in AXIS_OPS:
-            return self._axis_call(node, name, kwargs)
-        if kwargs:
-            raise self.error(node, f"{name}() takes no keyword arguments")
-        if name in FIXED_ARITY:
-            if len(node.args) != FIXED_ARITY[name]:
-                raise self.error(node, f"{name}() takes {FIXED_ARITY[name]} argument(s), not {len(node.args)}")
-            return Call(col, name, tuple(self.expr(a) for a in node.args))
-        if name in ("eye", "ones", "zeros"):
-            if len(node.args) != 1:
-                raise self.error(node, f"{name}() takes one dim name or a list of dims")
-            shape = self._shape_arg(node.args[0], square=name == "eye")
-            return Call(col, name, (), {"shape": shape})
-        if name == "einsum":
-            if not node.args or not (isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
-                raise self.error(node, 'einsum takes a subscripts string first: einsum("ij,j->i", W, a)')
-            spec = node.args[0].value
-            if len(spec) > 64:
-                raise self.error(node.args[0], "the einsum subscripts are limited to 64 characters")
-            if len(node.args) < 2 or len(node.args) > 9:
-                raise self.error(node, "einsum takes between 1 and 8 operands")
-            return Call(col, "einsum", tuple(self.expr(a) for a in node.args[1:]), {"spec": spec})
+        op = OPS.get(name)  # read at call time: an entry added to the table is callable at once
+        if op is not None and op.signature is not None:
+            return self._table_call(node, name, op, kwargs)
         base, prime = (name[: -len("_prime")], True) if name.endswith("_prime") else (name, False)
         if base in ELEMENTWISE or base in self.scope.functions:
+            if kwargs:
+                raise self.error(node, f"{name}() takes no keyword arguments: write {name}(x)")
             if prime and not self.scope.allow_prime:
                 raise self.error(
                     node, f"{name} is a derivative: use it in [claims] or [backward], not in the forward pass"
@@ -254,27 +236,82 @@ class _Parser:
         hint = f"did you mean {close[0]!r}?" if close else "declare a generic function in [functions]"
         raise self.error(node.func, f"unknown function {name!r}", hint)
 
-    def _axis_call(self, node: ast.Call, name: str, kwargs: dict[str, ast.AST]) -> Node:
-        col = node.col_offset + 1
-        allowed = {"axis", "keepdims"} if AXIS_OPS[name] else {"axis"}
-        for key in kwargs:
-            if key not in allowed:
-                raise self.error(node, f"{name}() takes only {' and '.join(sorted(allowed))} as keywords, not {key!r}")
-        if not 1 <= len(node.args) <= 2:
-            raise self.error(node, f"{name}() takes an array and, optionally, an axis")
-        axis_node = node.args[1] if len(node.args) == 2 else kwargs.get("axis")
-        if len(node.args) == 2 and "axis" in kwargs:
-            raise self.error(node, f"{name}() got the axis twice")
-        axis = None
-        if axis_node is not None:
-            axis = self._int_literal(axis_node, "axis")
-        params: dict[str, object] = {"axis": axis}
-        if AXIS_OPS[name]:
-            keep = kwargs.get("keepdims")
-            if keep is not None and not (isinstance(keep, ast.Constant) and isinstance(keep.value, bool)):
-                raise self.error(keep, "keepdims must be True or False")
-            params["keepdims"] = bool(keep.value) if keep is not None else False
-        return Call(col, name, (self.expr(node.args[0]),), params)
+    def _table_call(self, node: ast.Call, name: str, op: Op, kwargs: dict[str, ast.AST]) -> Node:
+        """A call read by the op's signature in the table: tensors become arguments of the IR call,
+        everything else a static parameter read from literals."""
+        signature = op.signature
+        assert signature is not None
+        params_in = list(signature.params)
+        usage = _usage(name, params_in)
+        given: dict[str, ast.AST | list[ast.AST]] = {}
+        positional = list(node.args)
+        for k, p in enumerate(params_in):
+            if not positional:
+                break
+            if signature.variadic and k == len(params_in) - 1:
+                given[p.name] = positional
+                positional = []
+            else:
+                given[p.name] = positional.pop(0)
+        if positional:
+            required = sum(1 for p in params_in if p.default is ...)
+            count = f"{required} argument(s)" if required == len(params_in) else f"at most {len(params_in)} arguments"
+            raise self.error(node, f"{name}() takes {count} ({_words(params_in)}), not {len(node.args)}: "
+                             f"write {usage}")
+        keywords = {p.name for p in params_in if p.kind != "tensor" and p.keyword}
+        for key, value in kwargs.items():
+            if key not in keywords:
+                if not keywords:
+                    raise self.error(node, f"{name}() takes no keyword arguments: write {usage}")
+                raise self.error(node, f"{name}() takes only {' and '.join(sorted(keywords))} as keywords, "
+                                 f"not {key!r}: write {usage}")
+            if key in given:
+                raise self.error(node, f"{name}() got {key} twice")
+            given[key] = value
+        args: list[Node] = []
+        params: dict[str, object] = {}
+        for p in params_in:
+            if p.name not in given:
+                if p.default is ...:
+                    required = sum(1 for q in params_in if q.default is ...)
+                    raise self.error(node, f"{name}() takes {required} argument(s) ({_words(params_in)}), "
+                                     f"not {len(node.args)}: write {usage}")
+                if p.kind not in ("tensor", "tensors"):
+                    params[p.name] = p.default
+                continue
+            value = given[p.name]
+            if p.kind == "tensor" and isinstance(value, list):
+                low, high = op.arity
+                if not low <= len(value) <= high:
+                    raise self.error(node, f"{name}() takes between {low} and {high} operands")
+                args.extend(self.expr(v) for v in value)
+            elif p.kind == "tensor":
+                args.append(self.expr(value))
+            elif p.kind == "tensors":
+                if not isinstance(value, (ast.List, ast.Tuple)) or not value.elts:
+                    raise self.error(value, f"{name}() takes a list of arrays: write {usage}")
+                args.extend(self.expr(v) for v in value.elts)
+            else:
+                params[p.name] = self._static(value, p, node, name)
+        return Call(node.col_offset + 1, op.name, tuple(args), params)
+
+    def _static(self, node: ast.AST, p: Param, call: ast.Call, name: str) -> object:
+        """A static parameter from literals (never evaluated): its kind says how to read it."""
+        if p.kind == "axis":
+            return self._int_literal(node, p.name)
+        if p.kind == "bool":
+            if not (isinstance(node, ast.Constant) and isinstance(node.value, bool)):
+                raise self.error(node, f"{p.name} must be True or False")
+            return bool(node.value)
+        if p.kind == "spec":
+            if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+                raise self.error(call, f'{name} takes a subscripts string first: {name}("ij,j->i", W, a)')
+            if len(node.value) > 64:
+                raise self.error(node, f"the {name} subscripts are limited to 64 characters")
+            return node.value
+        if p.kind in ("shape", "dim"):
+            return self._shape_arg(node, square=p.kind == "dim")
+        raise self.error(node, f"{name}() cannot read its argument {p.name}")  # a table entry without a reader
 
     def _int_literal(self, node: ast.AST, what: str) -> int | None:
         if isinstance(node, ast.Constant) and node.value is None:
@@ -289,7 +326,7 @@ class _Parser:
     def _shape_arg(self, node: ast.AST, square: bool) -> tuple[str | int, ...]:
         items = node.elts if isinstance(node, (ast.List, ast.Tuple)) else [node]
         if square and len(items) != 1:
-            raise self.error(node, "eye() takes one dim name: eye(n)")
+            raise self.error(node, "eye() takes one dim name: write eye(n)")
         out: list[str | int] = []
         for it in items:
             if isinstance(it, ast.Name) and it.id in self.scope.dims:
@@ -337,6 +374,31 @@ _DISPATCH = {
     ast.UnaryOp: _Parser._UnaryOp, ast.Compare: _Parser._Compare, ast.Attribute: _Parser._Attribute,
     ast.Subscript: _Parser._Subscript, ast.Call: _Parser._Call,
 }
+
+
+KIND_WORDS = {
+    "tensor": "an array", "tensors": "a list of arrays", "dim": "one dim name", "dims": "dim expressions",
+    "shape": "a dim name or a list of dims", "spec": "a subscripts string", "axis": "an axis",
+    "bool": "True or False", "int": "an integer", "ints": "a tuple of integers", "number": "a number",
+    "pads": "pad widths",
+}
+
+
+def _words(params: list[Param]) -> str:
+    return ", ".join(KIND_WORDS.get(p.kind, p.kind) for p in params if p.default is ...)
+
+
+def _usage(name: str, params: list[Param]) -> str:
+    """How to call an op, from its signature: ``sum(X, axis=None, keepdims=False)``."""
+    parts = []
+    for p in params:
+        if p.kind in ("tensor", "tensors"):
+            parts.append(f"[{p.name}, ...]" if p.kind == "tensors" else p.name)
+        elif p.default is ...:
+            parts.append(p.name)
+        else:
+            parts.append(f"{p.name}={p.default!r}")
+    return f"{name}({', '.join(parts)})"
 
 
 def _is_colon(node: ast.AST) -> bool:

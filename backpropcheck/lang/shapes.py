@@ -28,14 +28,8 @@ def infer(node: Node, env: Mapping[str, Shape]) -> Shape:
     if isinstance(node, Call):
         shapes = [infer(arg, env) for arg in node.args]
         op = OPS[node.op]
-        params = dict(node.params)
-        if node.op in ("ones", "zeros", "eye"):
-            shape = tuple(Dim.of(d) if isinstance(d, str) else Dim.lit(d) for d in params["shape"])
-            return shape * 2 if node.op == "eye" else shape
-        if node.op == "elementwise":
-            params = {}
         try:
-            return op.shape(*shapes, **params)
+            return op.shape(*shapes, **node.params)
         except ShapeMismatch as exc:
             raise ShapeError(_message(node, exc), column=node.col, hint=_hint(node, env)) from None
     raise TypeError(f"unknown IR node {node!r}")
