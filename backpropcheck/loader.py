@@ -131,8 +131,9 @@ class _Builder:
             raise _fail(where, f"{name!r} is not a valid name (letters, digits and _, not a Python keyword)")
         if name.startswith("grad_"):
             raise _fail(where, f"{name!r}: names starting with grad_ are reserved for gradients")
-        if name in BUILTIN_FUNCTIONS or name in ("None", "True", "False"):
-            raise _fail(where, f"{name!r} is the name of a built-in function")
+        if name in ("None", "True", "False"):
+            raise _fail(where, f"{name!r} is a Python constant, not a name")
+        # a name like a built-in function (mean, max, cos) is fine: a call is the function, a bare name this
         taken = set(self.d.dims) | set(self.d.inputs) | self.d.functions
         taken |= {x.name for x in self.d.forward + self.d.backward}
         if name in taken:
@@ -148,6 +149,8 @@ class _Builder:
             raise LimitError(exceeded("the number of dims", len(dims), "max_dims", self.limits), key="dims")
         for name, desc in dims.items():
             self._name(f"dims.{name}", name)
+            if name in BUILTIN_FUNCTIONS:  # variables may be named like functions (SPEC §6.1), dims not
+                raise _fail(f"dims.{name}", f"{name!r} is the name of a built-in function; name the dim otherwise")
             if not isinstance(desc, str):
                 raise _fail(f"dims.{name}", "a dim maps to a short description (a string)")
             self.d.dims[name] = desc

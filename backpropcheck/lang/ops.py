@@ -49,6 +49,7 @@ class Elementwise:
     derivative: Callable[[np.ndarray], np.ndarray]
     symbolic: Callable[[Any], Any]
     complex_safe: bool = False  # the NumPy form is complex-analytic: the tangent takes a complex step
+    nograd: bool = False  # a derivative of 0 by nature (sign): never differentiated through
 
 
 def _sigmoid(x):
@@ -61,6 +62,21 @@ def _erf(x):
 
 _SQRT2 = math.sqrt(2.0)
 _SQRT2PI = math.sqrt(2.0 * math.pi)
+_GELU_C = math.sqrt(2.0 / math.pi)
+
+
+def _gelu_tanh(x):
+    """``0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`` and its derivative."""
+    inner = _GELU_C * (x + 0.044715 * x**3)
+    t = np.tanh(inner)
+    value = 0.5 * x * (1.0 + t)
+    slope = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _GELU_C * (1.0 + 3 * 0.044715 * x * x)
+    return value, slope
+
+
+def _gelu_tanh_sym(u):
+    sp = _sp()
+    return u * (1 + sp.tanh(sp.sqrt(2 / sp.pi) * (u + sp.Rational(44715, 10**6) * u**3))) / 2
 
 ELEMENTWISE: dict[str, Elementwise] = {
     e.name: e
@@ -104,12 +120,27 @@ ELEMENTWISE: dict[str, Elementwise] = {
         Elementwise("cos", np.cos, lambda x: -np.sin(x), lambda u: _sp().cos(u)),
         Elementwise("abs", np.abs, np.sign, lambda u: u * (2 * _sf().Step(u) - 1)),
         Elementwise("square", np.square, lambda x: 2.0 * x, lambda u: u**2),
+        Elementwise("cosh", np.cosh, np.sinh, lambda u: _sp().cosh(u)),
+        Elementwise("sinh", np.sinh, np.cosh, lambda u: _sp().sinh(u)),
+        Elementwise("expm1", np.expm1, np.exp, lambda u: _sp().exp(u) - 1),
+        Elementwise("atan", np.arctan, lambda x: 1.0 / (1.0 + x * x), lambda u: _sp().atan(u)),
+        Elementwise(
+            "silu",
+            lambda x: x * _sigmoid(x),
+            lambda x: _sigmoid(x) * (1.0 + x * (1.0 - _sigmoid(x))),
+            lambda u: u / (1 + _sp().exp(-u)),
+        ),
+        Elementwise("gelu_tanh", lambda x: _gelu_tanh(x)[0], lambda x: _gelu_tanh(x)[1], lambda u: _gelu_tanh_sym(u)),
+        Elementwise(
+            "sign", np.sign, lambda x: np.zeros(np.shape(x)), lambda u: 2 * _sf().Step(u) - 1, nograd=True
+        ),
     ]
 }
 
 
 # NumPy forms that are complex-analytic: their tangent is a complex step through the function itself
-for _name in ("exp", "log", "log1p", "sqrt", "rsqrt", "tanh", "sigmoid", "sin", "cos", "square"):
+for _name in ("exp", "log", "log1p", "sqrt", "rsqrt", "tanh", "sigmoid", "sin", "cos", "square", "cosh", "sinh",
+              "expm1", "atan", "silu", "gelu_tanh"):
     ELEMENTWISE[_name] = replace(ELEMENTWISE[_name], complex_safe=True)
 
 
@@ -158,6 +189,16 @@ def _axis(axis: int | None, rank: int) -> int | None:
     return axis % rank
 
 
+def _axes(axis, rank: int) -> tuple[int, ...] | None:
+    """An axis or a tuple of axes (``axis=(0, 1)``), normalised and sorted; None: every axis."""
+    if axis is None:
+        return None
+    axes = tuple(sorted(_axis(a, rank) for a in (axis if isinstance(axis, tuple) else (axis,))))  # type: ignore
+    if len(set(axes)) != len(axes):
+        raise ShapeMismatch(f"axis {axis} names an axis twice")
+    return axes
+
+
 def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Sum a gradient back over the axes that broadcasting stretched."""
     g = np.asarray(g)
@@ -169,9 +210,9 @@ def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return g
 
 
-def _expand_reduced(g: np.ndarray, shape: tuple[int, ...], axis: int | None, keepdims: bool):
+def _expand_reduced(g: np.ndarray, shape: tuple[int, ...], axis, keepdims: bool):
     if axis is not None and not keepdims:
-        g = np.expand_dims(g, axis)
+        g = np.expand_dims(g, _axes(axis, len(shape)))
     return np.broadcast_to(g, shape)
 
 
@@ -235,7 +276,8 @@ def sig(*params: Param | str, variadic: bool = False) -> Signature:
     return Signature(tuple(Param(p) if isinstance(p, str) else p for p in params), variadic)
 
 
-AXIS = Param("axis", "axis", None)
+AXIS = Param("axis", "axis", None)  # an int, None or a tuple of ints
+AXIS1 = Param("axis", "axis1", None)  # one axis
 KEEPDIMS = Param("keepdims", "bool", False)
 
 
@@ -492,16 +534,17 @@ _register(
 
 
 def _reduce_shape(a: Shape, axis=None, keepdims=False, **_) -> Shape:
-    ax = _axis(axis, len(a))
-    if ax is None:
+    axes = _axes(axis, len(a))
+    if axes is None:
         return tuple(Dim.lit(1) for _ in a) if keepdims else ()
     if keepdims:
-        return tuple(Dim.lit(1) if k == ax else d for k, d in enumerate(a))
-    return tuple(d for k, d in enumerate(a) if k != ax)
+        return tuple(Dim.lit(1) if k in axes else d for k, d in enumerate(a))
+    return tuple(d for k, d in enumerate(a) if k not in axes)
 
 
 def _count(shape, axis):
-    return int(np.prod(shape)) if axis is None else shape[axis]
+    axes = _axes(axis, len(shape))
+    return int(np.prod(shape)) if axes is None else int(np.prod([shape[k] for k in axes]))
 
 
 _register(
@@ -613,9 +656,15 @@ _register(
 
 
 def _compare(name, numeric, flip):
+    """``a > b`` is Step(a − b); ``a >= b`` is 1 − Step(b − a), which is 1 at a tie — exact for a mask
+    ``x >= max(x)`` that is equal by construction (other ties are never sampled)."""
+    strict = name in ("gt", "lt")
+
     def symbolic(a, b):
-        diff = (b - a) if flip else (a - b)
-        return np.asarray(np.frompyfunc(_sf().Step, 1, 1)(diff), dtype=object)
+        high, low = (b, a) if flip else (a, b)
+        step = np.frompyfunc(_sf().Step, 1, 1)
+        value = step(high - low) if strict else 1 - step(low - high)
+        return np.asarray(value, dtype=object)
 
     _register(
         Op(name, lambda a, b, **_: broadcast(a, b), lambda a, b: numeric(a, b).astype(float), None,
@@ -743,7 +792,7 @@ _register(
         symbolic=_softmax_sym,
         params=("axis",),
         tangent=_complex_step("softmax"),
-        signature=sig("X", AXIS),
+        signature=sig("X", AXIS1),
     )
 )
 _register(
@@ -755,7 +804,7 @@ _register(
         symbolic=_log_softmax_sym,
         params=("axis",),
         tangent=_complex_step("log_softmax"),
-        signature=sig("X", AXIS),
+        signature=sig("X", AXIS1),
     )
 )
 _register(
@@ -773,6 +822,70 @@ _register(
         signature=sig("X", AXIS, KEEPDIMS),
     )
 )
+
+
+# max/min reductions: the gradient goes to the arg-max (ties are never sampled)
+
+
+def _extreme(name: str):
+    pick = np.max if name == "max" else np.min
+
+    def numeric(a, axis=None, keepdims=False):
+        return pick(a, axis=axis, keepdims=keepdims)
+
+    def mask(a, out, axis, keepdims):
+        """1 at the arg-max/arg-min of each slice: the local Jacobian is a selection."""
+        return (np.real(a) == np.real(_expand_reduced(out, np.shape(a), axis, keepdims))).astype(float)
+
+    def vjp(g, out, a, axis=None, keepdims=False):
+        return (_expand_reduced(g, a.shape, axis, keepdims) * mask(a, out, axis, keepdims),)
+
+    def tangent(args, out, params, tans):
+        (a,), (t,) = args, tans
+        axis, keepdims = params.get("axis"), params.get("keepdims", False)
+        return np.sum(mask(a, out, axis, keepdims) * dense(t), axis=axis, keepdims=keepdims)
+
+    def symbolic(a, axis=None, keepdims=False):
+        fn = _sf().MaxOf if name == "max" else _sf().MinOf
+        axes = _axes(axis, a.ndim)
+        axes = tuple(range(a.ndim)) if axes is None else axes
+        rest = [k for k in range(a.ndim) if k not in axes]
+        moved = np.transpose(a, rest + list(axes))
+        kept = moved.shape[: len(rest)]
+        flat = moved.reshape(kept + (-1,))
+        out = np.empty(kept, dtype=object)
+        for idx in np.ndindex(*kept):
+            out[idx] = fn(*flat[idx])
+        if keepdims:
+            out = out.reshape(tuple(1 if k in axes else n for k, n in enumerate(a.shape)))
+        return out
+
+    _register(Op(name, _reduce_shape, numeric, vjp, symbolic=symbolic, params=("axis", "keepdims"),
+                 tangent=tangent, signature=sig("X", AXIS, KEEPDIMS)))
+
+
+_extreme("max")
+_extreme("min")
+
+
+def _clip_vjp(g, out, a, lo, hi):
+    return (g * ((a > lo) & (a < hi)),)
+
+
+def _clip_numeric(a, lo, hi):
+    """On real parts, so a complex step through it keeps the branch."""
+    r = np.real(a)
+    return np.where(r < lo, lo, np.where(r > hi, hi, a))
+
+
+def _clip_sym(a, lo, hi):
+    low, high = _sp().Rational(str(lo)), _sp().Rational(str(hi))
+    return _apply_sym(lambda u: _sf().Clip(u, low, high), a)
+
+
+_register(Op("clip", lambda a, **_: a, _clip_numeric, _clip_vjp, symbolic=_clip_sym, params=("lo", "hi"),
+             tangent=_complex_step("clip"),
+             signature=sig("X", Param("lo", "number", keyword=False), Param("hi", "number", keyword=False))))
 
 
 # einsum, explicit output only
@@ -863,6 +976,8 @@ def _ew_symbolic(a, fn: Elementwise, prime: bool):
 def _ew_vjp(g, out, a, fn: Elementwise, prime: bool):
     if prime:
         raise MissingRule(f"{fn.name}_prime is a derivative: it has no derivative rule of its own")
+    if fn.nograd:
+        return (None,)  # sign: a derivative of 0 by nature
     return (g * fn.derivative(a),)
 
 
@@ -873,6 +988,8 @@ def _ew_tangent(args, out, params, tans):
     fn, (t,) = params["fn"], tans
     if params.get("prime"):
         raise MissingRule("a NAME_prime in the forward pass has no tangent rule")
+    if fn.nograd:
+        return None
     if fn.complex_safe and ELEMENTWISE.get(fn.name) is fn:
         a = np.asarray(args[0], dtype=float)
         h = H * np.where(a != 0, np.abs(a), 1.0)

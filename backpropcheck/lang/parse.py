@@ -297,8 +297,14 @@ class _Parser:
 
     def _static(self, node: ast.AST, p: Param, call: ast.Call, name: str) -> object:
         """A static parameter from literals (never evaluated): its kind says how to read it."""
-        if p.kind == "axis":
-            return self._int_literal(node, p.name)
+        if p.kind == "axis" and isinstance(node, ast.Tuple):
+            if not node.elts:
+                raise self.error(node, "axis=() names no axis; leave axis out to reduce over every axis")
+            return tuple(self._int_literal(e, p.name, tuple_ok=False) for e in node.elts)
+        if p.kind in ("axis", "axis1"):
+            return self._int_literal(node, p.name, tuple_ok=p.kind == "axis")
+        if p.kind == "number":
+            return self._number(node, p.name)
         if p.kind == "bool":
             if not (isinstance(node, ast.Constant) and isinstance(node.value, bool)):
                 raise self.error(node, f"{p.name} must be True or False")
@@ -313,7 +319,7 @@ class _Parser:
             return self._shape_arg(node, square=p.kind == "dim")
         raise self.error(node, f"{name}() cannot read its argument {p.name}")  # a table entry without a reader
 
-    def _int_literal(self, node: ast.AST, what: str) -> int | None:
+    def _int_literal(self, node: ast.AST, what: str, tuple_ok: bool = False) -> int | None:
         if isinstance(node, ast.Constant) and node.value is None:
             return None
         sign = 1
@@ -321,7 +327,20 @@ class _Parser:
             sign, node = -1, node.operand
         if isinstance(node, ast.Constant) and type(node.value) is int and abs(node.value) < 16:
             return sign * node.value
-        raise self.error(node, f"{what} must be a small integer literal, like {what}=0")
+        more = f" or a tuple of them, like {what}=(0, 1)" if tuple_ok else ""
+        raise self.error(node, f"{what} must be a small integer literal, like {what}=0{more}")
+
+    def _number(self, node: ast.AST, what: str) -> float:
+        """A numeric literal, with a sign: ``clip(X, -1, 1)``."""
+        sign, inner = 1, node
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            sign, inner = (-1 if isinstance(node.op, ast.USub) else 1), node.operand
+        if not (isinstance(inner, ast.Constant) and type(inner.value) in (int, float)):
+            raise self.error(node, f"{what} must be a numeric literal, like -1 or 0.5")
+        if abs(inner.value) > self.limits.max_literal:
+            raise LimitError(exceeded("the numeric literal", inner.value, "max_literal", self.limits),
+                             column=node.col_offset + 1)
+        return sign * float(inner.value)
 
     def _shape_arg(self, node: ast.AST, square: bool) -> tuple[str | int, ...]:
         items = node.elts if isinstance(node, (ast.List, ast.Tuple)) else [node]

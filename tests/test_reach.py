@@ -1,0 +1,110 @@
+"""SPEC §6: the reach constructs, parsed in the file's own language and checked end to end."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import check_text, derivation_toml, verdicts
+
+from backpropcheck.checker import Options
+from backpropcheck.errors import DerivationError
+from backpropcheck.lang.ir import Call
+from backpropcheck.lang.parse import Scope, parse_expression
+
+FAST = Options(trials=3, shapes=2)
+
+
+def scope() -> Scope:
+    return Scope(tensors={"X", "x", "mean", "max"}, dims={"n", "m", "B"})
+
+
+@pytest.mark.parametrize(
+    "text, op, params",
+    [
+        ("max(X, axis=1, keepdims=True)", "max", {"axis": 1, "keepdims": True}),
+        ("max(X)", "max", {"axis": None, "keepdims": False}),
+        ("min(X, 0)", "min", {"axis": 0, "keepdims": False}),
+        ("sum(X, axis=(0, 1))", "sum", {"axis": (0, 1), "keepdims": False}),
+        ("logsumexp(X, axis=(0, -1), keepdims=True)", "logsumexp", {"axis": (0, -1), "keepdims": True}),
+        ("clip(X, -1, 1.5)", "clip", {"lo": -1.0, "hi": 1.5}),
+    ],
+)
+def test_reach_calls_parse_to_the_table_entry(text: str, op: str, params: dict) -> None:
+    node = parse_expression(text, scope())
+    assert isinstance(node, Call) and node.op == op and node.params == params
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("max(X, axis=k)", "axis=(0, 1)"),  # says what to write instead
+        ("softmax(X, axis=(0, 1))", "small integer literal"),
+        ("max(X, foo=1)", "write max(X, axis=None, keepdims=False)"),
+        ("clip(X, lo, 1)", "numeric literal"),
+        ("tanh(X, axis=0)", "write tanh(x)"),
+    ],
+)
+def test_reach_errors_speak_the_file_language(text: str, words: str) -> None:
+    with pytest.raises(DerivationError) as info:
+        parse_expression(text, scope())
+    assert words in str(info.value)
+    assert "positional argument" not in str(info.value)  # no Python message leaks through
+
+
+def test_a_variable_named_like_a_function_is_the_variable_when_bare() -> None:
+    node = parse_expression("mean(mean) + max(max, axis=0)", scope())
+    assert isinstance(node, Call) and node.op == "add"
+    assert [a.op for a in node.args] == ["mean", "max"]  # type: ignore[union-attr]
+
+
+def _file(forward: dict[str, str], claims: dict[str, str], expect: dict[str, str] | None = None,
+          inputs: dict[str, object] | None = None, loss: dict[str, object] | None = None) -> str:
+    return derivation_toml(
+        dims={"B": "rows", "K": "columns"},
+        inputs=inputs or {"X": ["B", "K"]},
+        forward=forward,
+        loss=loss or {"upstream": list(forward)[-1]},
+        claims=claims,
+        expect=expect,
+    )
+
+
+def test_max_reduction_gradient_goes_to_the_arg_max(tmp_path) -> None:
+    """Variables named like functions, and a mask against a max of shifted entries."""
+    text = _file(
+        {"mean": "mean(X, axis=1, keepdims=True)", "max": "max(X - mean, axis=1)"},
+        {"grad_X": "(X - mean >= max[:, None]) * grad_max[:, None] + grad_mean / K"},
+    )
+    assert verdicts(check_text(tmp_path, text, FAST)) == {"grad_X": "proved"}
+
+
+@pytest.mark.parametrize(
+    "claim, verdict",
+    [
+        ("(X >= m[:, None]) * grad_m[:, None]", "proved"),
+        ("grad_m[:, None] / K + 0 * X", "refuted"),  # the pooling gradient spread over the window
+        ("(X > m[:, None]) * grad_m[:, None]", "refuted"),  # strict: the arg-max itself is masked out
+    ],
+)
+def test_max_mask_claims(tmp_path, claim: str, verdict: str) -> None:
+    text = _file({"m": "max(X, axis=1)"}, {"grad_X": claim},
+                 expect=None if verdict == "proved" else {"grad_X": "refuted"})
+    result = check_text(tmp_path, text, FAST)
+    assert verdicts(result) == {"grad_X": verdict}
+
+
+def test_min_over_a_tuple_of_axes(tmp_path) -> None:
+    text = _file({"m": "min(X, axis=(0, 1), keepdims=True)"}, {"grad_X": "(X <= m) * grad_m"})
+    assert verdicts(check_text(tmp_path, text, FAST)) == {"grad_X": "proved"}
+
+
+@pytest.mark.parametrize("fn", ["cosh", "sinh", "expm1", "atan", "silu", "gelu_tanh"])
+def test_new_elementwise_functions_prove_their_prime(tmp_path, fn: str) -> None:
+    text = _file({"h": f"{fn}(X)"}, {"grad_X": f"grad_h * {fn}_prime(X)"})
+    assert verdicts(check_text(tmp_path, text, FAST)) == {"grad_X": "proved"}
+
+
+def test_sign_has_no_gradient_and_clip_passes_it_inside(tmp_path) -> None:
+    text = _file({"h": "sign(X) + clip(X, -0.5, 0.5)"}, {"grad_X": "grad_h * (X > -0.5) * (X < 0.5)"})
+    assert verdicts(check_text(tmp_path, text, FAST)) == {"grad_X": "proved"}
+    wrong = _file({"h": "sign(X) * X"}, {"grad_X": "grad_h * sign(X) + grad_h * X"}, expect={"grad_X": "refuted"})
+    assert verdicts(check_text(tmp_path, wrong, FAST)) == {"grad_X": "refuted"}
