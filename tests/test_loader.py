@@ -272,7 +272,7 @@ def test_limits_are_errors_with_flags() -> None:
         loads(base(dims=many), NAME)
     assert "--max-dims" in str(info.value) and NAME in str(info.value)
     with pytest.raises(LimitError) as info:
-        loads(base(inputs={"a": ["n", "n", "n", "n", "n"], "W": ["m", "n"], "b": ["m"]}), NAME)
+        loads(base(inputs={"a": ["n"] * 9, "W": ["m", "n"], "b": ["m"]}), NAME)
     assert "--max-rank" in str(info.value)
 
 

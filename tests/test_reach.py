@@ -108,3 +108,46 @@ def test_sign_has_no_gradient_and_clip_passes_it_inside(tmp_path) -> None:
     assert verdicts(check_text(tmp_path, text, FAST)) == {"grad_X": "proved"}
     wrong = _file({"h": "sign(X) * X"}, {"grad_X": "grad_h * sign(X) + grad_h * X"}, expect={"grad_X": "refuted"})
     assert verdicts(check_text(tmp_path, wrong, FAST)) == {"grad_X": "refuted"}
+
+
+def _struct(forward: dict[str, str], claims: dict[str, str], **kw) -> str:
+    return derivation_toml(
+        dims={"B": "batch", "T": "time", "H": "heads", "D": "head size"},
+        inputs={"X": ["B*T", "H*D"]},
+        forward=forward,
+        loss={"upstream": list(forward)[-1]},
+        claims=claims,
+        check={"max_dim": 4},
+        **kw,
+    )
+
+
+@pytest.mark.parametrize(
+    "expression, words",
+    [
+        ("reshape(X, (B, T, H, H))", "reshape from (B*T, D*H) to (B, T, H, H)"),  # products compared over names
+        ("reshape(X, (B, T, H*D + 1))", "differ for some dims"),
+        ("X[:, H*D:2*H*D]", "does not stay inside"),
+        ("X[:, 1:H*D]", None),  # empty at H = D = 1: a slice must be non-empty for every size
+        ("pad(X, ((0, 0), (1 - H, 0)))", "must be ≥ 0"),
+        ("transpose(X, (0, 0))", "not a permutation"),
+        ("concat([X, X.T], axis=0)", "differ on axis 1"),
+    ],
+)
+def test_structural_shapes_are_checked_over_dim_names(tmp_path, expression: str, words: str | None) -> None:
+    result = check_text(tmp_path, _struct({"y": expression}, {"grad_X": "0 * X"}), FAST)
+    if words is None:
+        assert result.status == "error" and "does not stay inside" in (result.error or "")
+        return
+    assert result.status == "error" and words in (result.error or ""), result.error
+
+
+def test_reshape_heads_and_back_needs_the_transpose(tmp_path) -> None:
+    """Multi-head split: (B*T, H*D) → (B, H, T, D) and back; without the transpose it is refuted."""
+    forward = {"q": "transpose(reshape(X, (B, T, H, D)), (0, 2, 1, 3))", "y": "tanh(q)"}
+    right = "reshape(transpose(grad_q, (0, 2, 1, 3)), (B*T, H*D))"
+    wrong = "reshape(swapaxes(grad_q, 1, 1), (B*T, H*D))"
+    result = check_text(tmp_path, _struct(forward, {"grad_X": right}), FAST)
+    assert verdicts(result) == {"grad_X": "proved"}
+    result = check_text(tmp_path, _struct(forward, {"grad_X": wrong}, expect={"grad_X": "refuted"}), FAST)
+    assert verdicts(result) == {"grad_X": "refuted"}

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from ..errors import DerivationError, LimitError
 from ..limits import DEFAULT_LIMITS, Limits, exceeded
+from .dims import Dim, dim_from_ast
 from .ir import Call, Const, DimSize, IndexDef, IndexRef, IndexSum, Node, Subscript, Var
 from .ops import ELEMENTWISE, OPS, Op, Param
 
@@ -151,6 +152,8 @@ class _Parser:
 
     def _Subscript(self, node: ast.Subscript) -> Node:
         items = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+        if any(isinstance(it, ast.Slice) and not _is_colon(it) for it in items) or any(_is_ellipsis(it) for it in items):
+            return self._slice(node, items)
         if all(_is_colon(it) or _is_none(it) for it in items):
             if not any(_is_none(it) for it in items):
                 raise self.error(node, "a subscript of only ':' does nothing; remove it")
@@ -168,6 +171,28 @@ class _Parser:
         assert self.index is not None
         axes = {name: self.index.axis(name) for sub in subs for name, _ in sub.terms}
         return IndexRef(node.col_offset + 1, node.value.id, subs, axes)
+
+    def _slice(self, node: ast.Subscript, items: list[ast.AST]) -> Node:
+        """``X[:, H:2*H]``, ``X[..., a:b]``: bounds are dim expressions, no steps."""
+        kinds: list[object] = []
+        for it in items:
+            if _is_ellipsis(it):
+                if "..." in kinds:
+                    raise self.error(it, "one ... per subscript")
+                kinds.append("...")
+            elif _is_none(it):
+                kinds.append(None)
+            elif _is_colon(it):
+                kinds.append(":")
+            elif isinstance(it, ast.Slice):
+                if it.step is not None:
+                    raise self.error(it.step, "slices take no step; write X[a:b]")
+                lo = None if it.lower is None else self._dim(it.lower)
+                hi = None if it.upper is None else self._dim(it.upper)
+                kinds.append((lo, hi))
+            else:
+                raise self.error(it, "in a slice, each position is ':', a:b with dim expressions, None or ...")
+        return Call(node.col_offset + 1, "slice", (self.expr(node.value),), {"items": tuple(kinds)})
 
     def _subscript(self, node: ast.AST) -> Subscript:
         terms: dict[str, int] = {}
@@ -317,6 +342,23 @@ class _Parser:
             return node.value
         if p.kind in ("shape", "dim"):
             return self._shape_arg(node, square=p.kind == "dim")
+        if p.kind == "int":
+            return self._int_literal(node, p.name)
+        if p.kind == "ints":
+            if isinstance(node, ast.Constant) and node.value is None:
+                return None
+            if not isinstance(node, (ast.Tuple, ast.List)):
+                raise self.error(node, f"{p.name} must be a tuple of integers, like (0, 2, 1, 3)")
+            return tuple(self._int_literal(e, p.name) for e in node.elts)
+        if p.kind == "dims":
+            items = node.elts if isinstance(node, (ast.Tuple, ast.List)) else [node]
+            return tuple(self._dim(e) for e in items)
+        if p.kind == "pads":
+            if not isinstance(node, (ast.Tuple, ast.List)) or not all(
+                isinstance(e, (ast.Tuple, ast.List)) and len(e.elts) == 2 for e in node.elts
+            ):
+                raise self.error(node, "pad widths are one (before, after) pair per axis, like ((0, 0), (K - 1, K - 1))")
+            return tuple((self._dim(e.elts[0]), self._dim(e.elts[1])) for e in node.elts)  # type: ignore[attr-defined]
         raise self.error(node, f"{name}() cannot read its argument {p.name}")  # a table entry without a reader
 
     def _int_literal(self, node: ast.AST, what: str, tuple_ok: bool = False) -> int | None:
@@ -329,6 +371,17 @@ class _Parser:
             return sign * node.value
         more = f" or a tuple of them, like {what}=(0, 1)" if tuple_ok else ""
         raise self.error(node, f"{what} must be a small integer literal, like {what}=0{more}")
+
+    def _dim(self, node: ast.AST) -> Dim:
+        """A dim expression in the text (``H*D``, ``K - 1``, ``2*H``): sums of products of dim names."""
+        text = ast.get_source_segment(self.text, node) or "?"
+        try:
+            dim = dim_from_ast(node, self.scope.dims, text)
+        except ValueError as exc:
+            raise self.error(node, str(exc)) from None
+        if abs(dim.const) > self.limits.max_dim:
+            raise self.error(node, f"the literal part of {text!r} is limited to --max-dim")
+        return dim
 
     def _number(self, node: ast.AST, what: str) -> float:
         """A numeric literal, with a sign: ``clip(X, -1, 1)``."""
@@ -352,8 +405,11 @@ class _Parser:
                 out.append(it.id)
             elif isinstance(it, ast.Constant) and type(it.value) is int and 1 <= it.value <= self.limits.max_dim:
                 out.append(it.value)
+            elif isinstance(it, ast.BinOp) and not square:
+                out.append(self._dim(it))  # type: ignore[arg-type]
             else:
-                raise self.error(it, "a shape entry must be a dim name or a positive integer")
+                raise self.error(it, "a shape entry must be a dim name or a positive integer (or a dim expression "
+                                     "like 2*H)")
         if len(out) > self.limits.max_rank:
             raise LimitError(exceeded("the rank", len(out), "max_rank", self.limits), column=node.col_offset + 1)
         return tuple(out)
@@ -422,6 +478,10 @@ def _usage(name: str, params: list[Param]) -> str:
 
 def _is_colon(node: ast.AST) -> bool:
     return isinstance(node, ast.Slice) and node.lower is None and node.upper is None and node.step is None
+
+
+def _is_ellipsis(node: ast.AST) -> bool:
+    return isinstance(node, ast.Constant) and node.value is Ellipsis
 
 
 def _is_none(node: ast.AST) -> bool:
