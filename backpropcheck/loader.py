@@ -16,7 +16,7 @@ from typing import Any
 from .errors import DerivationError, LimitError, ShapeError
 from .lang.dims import Dim, Shape, fmt_shape, parse_dim
 from .lang.parse import BUILTIN_FUNCTIONS, Scope, parse_expression, parse_index_definition, parse_index_key
-from .lang.shapes import infer, infer_index
+from .lang.shapes import infer, infer_index, integer_kind
 from .limits import DEFAULT_LIMITS, Limits, exceeded
 from .model import DOMAINS, EXPECTATIONS, CheckSettings, Claim, Definition, Derivation, Input, Loss
 
@@ -194,10 +194,10 @@ class _Builder:
             if isinstance(spec, list):
                 inp = Input(name, self._shape(where, spec))
             elif isinstance(spec, dict):
+                keys = ["shape", "domain", "axis", "constant", "range"]
                 for key in spec:
-                    if key not in ("shape", "domain", "axis", "constant"):
-                        raise _fail(f"{where}.{key}", f"unknown key {key!r}",
-                                    _did_you_mean(key, ["shape", "domain", "axis", "constant"]))
+                    if key not in keys:
+                        raise _fail(f"{where}.{key}", f"unknown key {key!r}", _did_you_mean(key, keys))
                 if "shape" not in spec:
                     raise _fail(where, "an input table needs a shape")
                 domain = spec.get("domain", "real")
@@ -215,6 +215,12 @@ class _Builder:
                     raise _fail(where, f"a {domain} input needs at least one axis")
                 if domain == "onehot" and not constant:
                     raise _fail(where, "a onehot input is a label: mark it constant = true")
+                if ("range" in spec) != (domain == "index"):
+                    raise _fail(where, 'an integer input is { shape = [...], domain = "index", range = "V" }: '
+                                'range goes with domain = "index" and only with it')
+                if domain == "index":
+                    (inp.range,) = self._shape(f"{where}.range", [spec["range"]])
+                    inp.constant = True  # integers have no gradient
             else:
                 raise _fail(where, "an input is a shape list or a table { shape = [...], domain = ... }")
             self.d.inputs[name] = inp
@@ -284,6 +290,10 @@ class _Builder:
                 else:
                     node = self._expr(where, text, scope, later)
                     definition = Definition(name, text, node, infer(node, self.env), key=where)
+                if integer_kind(definition.root, self.d.integers):
+                    if table != "forward":
+                        raise _fail(where, "a [backward] helper cannot be an integer array; use the input itself")
+                    self.d.integer_forward.append(name)
             except DerivationError as exc:
                 self._explain_later(exc, later)
                 raise exc.located(key=where) from None
@@ -307,6 +317,10 @@ class _Builder:
             if shape != ():
                 raise _fail("loss.E", f"the loss must be a scalar, but it has shape {fmt_shape(shape)}",
                             "sum it: E = \"sum(...)\"")
+            try:
+                integer_kind(node, self.d.integers)
+            except DerivationError as exc:
+                raise exc.located(key="loss.E") from None
             self.d.loss = Loss(expression=node, text=loss["E"])
             return
         names = loss["upstream"]
@@ -359,6 +373,8 @@ class _Builder:
                 if name in claim.uses:
                     raise DerivationError(f"the claim uses {name} itself, so it would hold trivially")
                 shape = infer(claim.node, self.env)
+                if integer_kind(claim.node, self.d.integers):
+                    raise ShapeError("a claim cannot be an integer array")
                 expected = self.env[target]
                 if shape != expected:
                     raise ShapeError(claim_shape_message(target, shape, expected, self.d), column=1)

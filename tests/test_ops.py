@@ -31,6 +31,16 @@ def away_from_zero(*shape: int) -> Sampler:
     return lambda rng: rng.uniform(0.3, 1.5, size=shape) * rng.choice([-1.0, 1.0], size=shape)
 
 
+def indices(high: int, *shape: int) -> Sampler:
+    """Integers in 0 … high-1 with a repeat: a gather's adjoint must add, not overwrite."""
+    def draw(rng: np.random.Generator) -> np.ndarray:
+        out = rng.integers(0, high, size=shape)
+        out.reshape(-1)[-1] = out.reshape(-1)[0]
+        return out
+
+    return draw
+
+
 def mask(*shape: int) -> Sampler:
     return lambda rng: (rng.uniform(size=shape) > 0.5).astype(float)
 
@@ -125,6 +135,11 @@ CASES: list[Case] = [
     Case("concat", [real(3, 2), real(3, 4), real(3, 1)], {"axis": 1}),
     Case("stack", [real(3, 2), real(3, 2)], {"axis": 1}),
     Case("pad", [real(3, 4)], {"widths": ((0, 1), (2, 3))}),
+    Case("gather", [real(5, 3), indices(5, 2, 4)], differentiable=(0,)),
+    Case("scatter_add", [real(2, 4, 3), indices(5, 2, 4)], {"V": 5}, differentiable=(0,)),
+    Case("one_hot", [indices(5, 2, 3)], {"V": 5}, differentiable=()),
+    Case("take_along_axis", [real(4, 5), indices(5, 4, 1)], {"axis": 1}, differentiable=(0,)),
+    Case("take_along_axis", [real(4, 5), indices(4, 3, 5)], {"axis": 0}, differentiable=(0,), label="take-axis0"),
     Case("einsum", [real(3, 4), real(4)], {"spec": "ij,j->i"}, label="einsum-mv"),
     Case("einsum", [real(3, 4), real(2, 4)], {"spec": "ij,kj->ik"}, label="einsum-abt"),
     Case("einsum", [real(3, 4)], {"spec": "ij->j"}, label="einsum-colsum"),
@@ -144,7 +159,7 @@ for _name, _fn in ELEMENTWISE.items():
                       differentiable=() if _fn.nograd else None))
 
 # ops the table defines but that are never differentiated through
-NOT_DIFFERENTIATED = {"gt", "ge", "lt", "le", "ones", "zeros", "eye"}
+NOT_DIFFERENTIATED = {"gt", "ge", "lt", "le", "ones", "zeros", "eye", "one_hot"}
 
 
 def _rng(case: Case) -> np.random.Generator:
@@ -158,7 +173,8 @@ def _inputs(case: Case, rng: np.random.Generator) -> list[np.ndarray]:
     if case.op in ("gt", "ge", "lt", "le"):
         a, b = _pair_distinct(rng, (3,))
         return [a, b]
-    return [np.asarray(s(rng), dtype=float) for s in case.inputs]
+    return [np.asarray(s(rng)) if s.__qualname__.startswith("indices") else np.asarray(s(rng), dtype=float)
+            for s in case.inputs]
 
 
 def test_every_op_is_covered() -> None:
@@ -174,7 +190,11 @@ def test_vjp_matches_central_differences(case: Case) -> None:
         assert op.vjp is None and op.nograd
         return
     rng = _rng(case)
-    args = _inputs(case, rng)
+    _check_vjp(case, _inputs(case, rng), rng)
+
+
+def _check_vjp(case: Case, args: list[np.ndarray], rng: np.random.Generator) -> None:
+    op = OPS[case.op]
     out = np.asarray(op.numeric(*args, **case.params), dtype=float)
     g = rng.normal(size=out.shape)
     local = op.vjp(g, out, *args, **case.params)
@@ -209,11 +229,14 @@ def test_every_op_has_its_rules_or_says_it_has_none() -> None:
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_tangent_matches_central_differences(case: Case) -> None:
     """The table's forward-mode rule: tangent(da, db, …) equals (op(x + ε·dx) − op(x − ε·dx)) / 2ε."""
-    op = OPS[case.op]
     if case.op in NOT_DIFFERENTIATED:
         return
     rng = _rng(case)
-    args = _inputs(case, rng)
+    _check_tangent(case, _inputs(case, rng), rng)
+
+
+def _check_tangent(case: Case, args: list[np.ndarray], rng: np.random.Generator) -> None:
+    op = OPS[case.op]
     out = np.asarray(op.numeric(*args, **case.params), dtype=float)
     diff_args = range(len(args)) if case.differentiable is None else case.differentiable
     tans = [rng.normal(size=np.shape(a)) if k in diff_args else None for k, a in enumerate(args)]
@@ -345,3 +368,82 @@ def test_step_and_relu() -> None:
     assert sp.diff(Relu(x), x) == Step(x)
     assert Relu(sp.Integer(-2)) == 0 and Relu(sp.Rational(3, 2)) == sp.Rational(3, 2)
     assert derivative_of(ELEMENTWISE["tanh"].symbolic)(x) == 1 - sp.tanh(x) ** 2
+
+
+def _random_reach_case(name: str, rng: np.random.Generator) -> tuple[Case, list[np.ndarray]]:
+    """One random instance of a SPEC §6 op: random sizes 1–4, random axes, bounds and widths."""
+    def size() -> int:
+        return int(rng.integers(1, 5))
+
+    def shape(rank: int) -> tuple[int, ...]:
+        return tuple(size() for _ in range(rank))
+
+    rank = int(rng.integers(1, 4))
+    x = rng.normal(size=shape(rank))
+    if name in ("max", "min"):
+        x = rng.permutation(np.arange(x.size, dtype=float)).reshape(x.shape) * 0.37 + rng.normal(size=x.shape) * 0.01
+        choice = rng.integers(0, 3)
+        axes = rng.choice(rank, size=int(rng.integers(1, rank + 1)), replace=False)
+        axis = None if choice == 0 else int(axes[0]) if choice == 1 else tuple(int(a) for a in axes)
+        return Case(name, [], {"axis": axis, "keepdims": bool(rng.integers(0, 2))}), [x]
+    if name == "clip":
+        x = rng.choice([-1.5, -0.9, -0.2, 0.3, 0.8, 1.4], size=x.shape) + rng.uniform(-0.05, 0.05, x.shape)
+        return Case(name, [], {"lo": -0.5, "hi": 0.6}), [x]
+    if name == "reshape":
+        p, q, r = shape(3)
+        return Case(name, [], {"shape": (q, p * r)}), [rng.normal(size=(p * q, r))]
+    if name == "transpose":
+        return Case(name, [], {"axes": tuple(int(a) for a in rng.permutation(rank))}), [x]
+    if name == "swapaxes":
+        a, b = rng.integers(0, rank, size=2)
+        return Case(name, [], {"axis1": int(a), "axis2": int(b)}), [x]
+    if name == "flip":
+        return Case(name, [], {"axis": int(rng.integers(0, rank))}), [x]
+    if name == "slice":
+        k = int(rng.integers(0, rank))
+        lo = int(rng.integers(0, x.shape[k]))
+        hi = int(rng.integers(lo + 1, x.shape[k] + 1))
+        return Case(name, [], {"items": (":",) * k + ((lo, hi),)}), [x]
+    if name in ("concat", "stack"):
+        k = int(rng.integers(0, rank + (name == "stack")))
+        parts = []
+        for _ in range(int(rng.integers(1, 4))):
+            s = list(x.shape)
+            if name == "concat":
+                s[k] = size()
+            parts.append(rng.normal(size=s))
+        return Case(name, [], {"axis": k}), parts
+    if name == "pad":
+        widths = tuple((int(rng.integers(0, 3)), int(rng.integers(0, 3))) for _ in range(rank))
+        return Case(name, [], {"widths": widths}), [x]
+    V = size() + 1
+    idx = indices(V, *shape(int(rng.integers(1, 3))))(rng)
+    if name == "gather":
+        return Case(name, [], differentiable=(0,)), [rng.normal(size=(V,) + shape(rank - 1)), idx]
+    if name == "scatter_add":
+        return Case(name, [], {"V": V}, differentiable=(0,)), [rng.normal(size=idx.shape + shape(rank - 1)), idx]
+    if name == "take_along_axis":
+        a = rng.normal(size=(size(), V))
+        along = indices(V, a.shape[0], size())(rng)
+        return Case(name, [], {"axis": 1}, differentiable=(0,)), [a, along]
+    raise KeyError(name)
+
+
+REACH_OPS = ["max", "min", "clip", "reshape", "transpose", "swapaxes", "flip", "slice", "concat", "stack", "pad",
+             "gather", "scatter_add", "take_along_axis"]
+
+
+@pytest.mark.parametrize("name", REACH_OPS)
+def test_reach_ops_vjp_tangent_and_sympy_over_random_shapes(name: str) -> None:
+    """Property test over random shapes: each op's VJP and tangent against central differences,
+    and its SymPy evaluation against its NumPy one."""
+    rng = np.random.default_rng(sum(map(ord, name)))
+    for _ in range(25):
+        case, args = _random_reach_case(name, rng)
+        _check_vjp(case, args, rng)
+        _check_tangent(case, args, rng)
+        op = OPS[name]
+        fn = op.symbolic if op.symbolic is not None else op.numeric
+        numeric = np.asarray(op.numeric(*args, **case.params), dtype=float)
+        symbolic = _to_float(fn(*[_to_sympy(a) for a in args], **case.params))
+        np.testing.assert_allclose(symbolic, numeric, rtol=1e-10, atol=1e-12, err_msg=f"{name} {case.params}")

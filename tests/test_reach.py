@@ -151,3 +151,68 @@ def test_reshape_heads_and_back_needs_the_transpose(tmp_path) -> None:
     assert verdicts(result) == {"grad_X": "proved"}
     result = check_text(tmp_path, _struct(forward, {"grad_X": wrong}, expect={"grad_X": "refuted"}), FAST)
     assert verdicts(result) == {"grad_X": "refuted"}
+
+
+def _embedding(forward: dict[str, str], claims: dict[str, str], expect: dict[str, str] | None = None) -> str:
+    return derivation_toml(
+        dims={"B": "batch", "V": "vocabulary", "E": "width"},
+        inputs={"X": '{ shape = ["B"], domain = "index", range = "V" }', "C": ["V", "E"]},
+        forward=forward,
+        loss={"upstream": list(forward)[-1]},
+        claims=claims,
+        expect=expect,
+        check={"max_dim": 6},
+    )
+
+
+@pytest.mark.parametrize(
+    "expression, words",
+    [
+        ("C[X + 1]", "arithmetic on the integer input X"),
+        ("C[X] * X[:, None]", "arithmetic on the integer input X"),
+        ("C[C]", "needs an integer array as its index"),
+        ("one_hot(C, V)", "needs an integer array"),
+    ],
+)
+def test_arithmetic_on_an_integer_input_is_a_located_error(tmp_path, expression: str, words: str) -> None:
+    result = check_text(tmp_path, _embedding({"h": expression}, {"grad_C": "0 * C"}), FAST)
+    assert result.status == "error" and words in (result.error or "") and "[forward.h]" in (result.error or "")
+    assert "column" in (result.error or "")
+
+
+@pytest.mark.parametrize(
+    "claim, verdict",
+    [
+        ("scatter_add(grad_h, X, V)", "proved"),
+        ("one_hot(X, V).T @ grad_h", "proved"),
+        # the classic slip: every row gets the sum over all positions
+        ("sum(grad_h, axis=0)[None, :] + 0 * C", "refuted"),
+    ],
+)
+def test_embedding_gradient_is_a_scatter_add(tmp_path, claim: str, verdict: str) -> None:
+    text = _embedding({"h": "C[X]"}, {"grad_C": claim}, None if verdict == "proved" else {"grad_C": verdict})
+    assert verdicts(check_text(tmp_path, text, FAST)) == {"grad_C": verdict}
+
+
+def test_integer_inputs_repeat_at_small_dims() -> None:
+    """A scatter_add that overwrote instead of adding would pass without a repeated index."""
+    import numpy as np
+
+    from backpropcheck.engines.numeric import draw_integers
+
+    for seed in range(20):
+        drawn = draw_integers((2, 3), 50, np.random.default_rng(seed))
+        assert len(set(drawn.reshape(-1).tolist())) < drawn.size
+
+
+def test_dropout_with_a_binary_mask(tmp_path) -> None:
+    text = derivation_toml(
+        dims={"B": "batch", "n": "width"},
+        inputs={"X": ["B", "n"], "M": '{ shape = ["B", "n"], domain = "binary", constant = true }'},
+        forward={"h": "X * M / (1 - 0.25)"},
+        loss={"upstream": "h"},
+        claims={"grad_X": "grad_h * M / 0.75"},
+    )
+    assert verdicts(check_text(tmp_path, text, FAST)) == {"grad_X": "proved"}
+    wrong = text.replace('grad_X = "grad_h * M / 0.75"', 'grad_X = "grad_h * M"') + '\n[expect]\ngrad_X = "refuted"\n'
+    assert verdicts(check_text(tmp_path, wrong, FAST)) == {"grad_X": "refuted"}

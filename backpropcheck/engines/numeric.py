@@ -61,8 +61,23 @@ def rng_for(seed: int, path: str, trial: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(Path(path).name.encode()), trial])
 
 
-def sample_input(inp: Input, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+def draw_integers(shape: tuple[int, ...], high: int, rng: np.random.Generator) -> np.ndarray:
+    """Integers uniform in 0 … high-1, with at least one repeated index whenever there are two
+    entries: a ``scatter_add`` replaced by an overwrite, or by a sum over positions, must show."""
+    out = rng.integers(0, max(high, 1), size=shape)
+    if out.size >= 2:
+        flat = out.reshape(-1)
+        flat[-1] = flat[0]
+    return out
+
+
+def sample_input(inp: Input, shape: tuple[int, ...], rng: np.random.Generator,
+                 sizes: Mapping[str, int] | None = None) -> np.ndarray:
     """Draw one input from its domain; matrices are scaled by 1/√(last dim) to keep layers unsaturated."""
+    if inp.domain == "index":
+        return draw_integers(shape, inp.range.value(sizes or {}), rng)
+    if inp.domain == "binary":
+        return rng.integers(0, 2, size=shape).astype(float)
     if inp.domain == "positive":
         return rng.lognormal(0.0, 0.5, size=shape)
     if inp.domain == "unit":
@@ -108,7 +123,7 @@ def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator,
     shapes = concrete_shapes(d, sizes)
     run = NumericRun(dict(sizes))
     for name, inp in d.inputs.items():
-        run.values[name] = sample_input(inp, shapes[name], rng)
+        run.values[name] = sample_input(inp, shapes[name], rng, sizes)
     upstream = {h: rng.normal(size=shapes[h]) for h in d.loss.upstream}
     directions = np.random.default_rng(rng.integers(2**63))  # drawn after the inputs: they stay as before
 

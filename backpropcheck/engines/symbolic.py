@@ -80,7 +80,11 @@ class SymbolicTruth:
         self.env: dict[str, np.ndarray] = {}
         self.simplex: dict[sp.Symbol, sp.Expr] = {}
         differentiable: set[sp.Symbol] = set()
+        concrete = _concrete_inputs(d, sizes)  # integer and binary inputs: numbers, not symbols
         for name, inp in d.inputs.items():
+            if name in concrete:
+                self.env[name] = concrete[name]
+                continue
             positive = inp.domain in ("positive", "unit", "simplex")
             arr = symbol_array(name, shapes[name], **({"positive": True} if positive else {"real": True}))
             self.env[name] = arr
@@ -96,6 +100,9 @@ class SymbolicTruth:
         self.order: list[tuple[str, np.ndarray]] = []
         for definition in d.forward:
             value = evaluate_definition(definition.root, definition.index, self.env, sizes, self.backend)
+            if definition.name in d.integer_forward:  # y[:, None] of an integer input: still concrete
+                self.env[definition.name] = value
+                continue
             atoms = symbol_array(definition.name, shapes[definition.name], real=True)
             for idx in np.ndindex(*atoms.shape):
                 self.local[atoms[idx]] = sp.sympify(value[idx], strict=True)
@@ -283,6 +290,25 @@ class SymbolicTruth:
         if not value.is_Number or value.has(sp.nan, sp.zoo, sp.oo):
             return None
         return float(value)
+
+
+def _concrete_inputs(d: Derivation, sizes: Mapping[str, int]) -> dict[str, np.ndarray]:
+    """``index`` inputs (integers, with a repeat) and ``binary`` ones (0/1) as concrete SymPy integer
+    arrays, drawn once per dim assignment (SPEC §6.1): ``C[I]`` then reads concrete rows."""
+    import zlib
+
+    from .numeric import draw_integers
+
+    out = {}
+    for name, inp in d.inputs.items():
+        if inp.domain not in ("index", "binary"):
+            continue
+        shape = tuple(dim.value(sizes) for dim in inp.shape)
+        rng = np.random.default_rng([zlib.crc32(name.encode()), *sorted(sizes.values()), len(sizes)])
+        high = inp.range.value(sizes) if inp.domain == "index" else 2
+        values = draw_integers(shape, high, rng) if inp.domain == "index" else rng.integers(0, 2, size=shape)
+        out[name] = np.vectorize(sp.Integer, otypes=[object])(values) if values.size else np.empty(shape, object)
+    return out
 
 
 def partials(expr: sp.Expr, wrt: set[sp.Symbol], templates: dict | None = None) -> dict[sp.Symbol, sp.Expr]:

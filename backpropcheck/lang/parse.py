@@ -160,10 +160,14 @@ class _Parser:
             kinds = tuple(":" if _is_colon(it) else None for it in items)
             return Call(node.col_offset + 1, "expand", (self.expr(node.value),), {"items": kinds})
         if self.index is None:
+            if len(items) == 1 and not isinstance(items[0], ast.Constant):
+                # C[I]: integer-array indexing along C's first axis (an embedding lookup)
+                return Call(node.col_offset + 1, "gather", (self.expr(node.value), self.expr(items[0])))
             raise self.error(
                 node,
                 "entries like x[i] are only allowed in index-form definitions (\"z[j]\" = ...); "
-                "in matrix form use [:, None] or [None, :] to add an axis",
+                "in matrix form use [:, None] or [None, :] to add an axis, a:b to slice, or C[I] with an "
+                "integer input I to gather rows",
             )
         if not isinstance(node.value, ast.Name) or node.value.id not in self.scope.tensors:
             raise self.error(node, "only a named tensor can be indexed, as in W[i, j]")
@@ -350,6 +354,8 @@ class _Parser:
             if not isinstance(node, (ast.Tuple, ast.List)):
                 raise self.error(node, f"{p.name} must be a tuple of integers, like (0, 2, 1, 3)")
             return tuple(self._int_literal(e, p.name) for e in node.elts)
+        if p.kind == "dimexpr":
+            return self._dim(node)
         if p.kind == "dims":
             items = node.elts if isinstance(node, (ast.Tuple, ast.List)) else [node]
             return tuple(self._dim(e) for e in items)
@@ -453,7 +459,7 @@ _DISPATCH = {
 
 KIND_WORDS = {
     "tensor": "an array", "tensors": "a list of arrays", "dim": "one dim name", "dims": "dim expressions",
-    "shape": "a dim name or a list of dims", "spec": "a subscripts string", "axis": "an axis",
+    "shape": "a dim name or a list of dims", "spec": "a subscripts string", "axis": "an axis", "dimexpr": "a dim",
     "bool": "True or False", "int": "an integer", "ints": "a tuple of integers", "number": "a number",
     "pads": "pad widths",
 }

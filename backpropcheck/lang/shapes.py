@@ -148,3 +148,41 @@ def _walk(node: Node):
     from .ir import walk
 
     return walk(node)
+
+
+def integer_kind(node: Node, integers: set[str]) -> bool:
+    """Is the expression an integer array (an ``index`` input, through structural ops only)?
+
+    An integer input is used only as an index (``C[I]``, ``one_hot``, ``take_along_axis``,
+    ``scatter_add``), possibly after ``[:, None]``, ``reshape``, slices or ``transpose``;
+    arithmetic on it is a located error, and so is a float where an index is needed.
+    """
+    if isinstance(node, Var):
+        return node.name in integers
+    if isinstance(node, IndexRef):
+        if node.name in integers:
+            raise ShapeError(f"`{node.src}`: the integer input {node.name} cannot be read as a number in index "
+                             f"form; use it as an index in matrix form (C[{node.name}], one_hot({node.name}, V))",
+                             column=node.col)
+        return False
+    if isinstance(node, IndexSum):
+        integer_kind(node.body, integers)
+        return False
+    if not isinstance(node, Call):
+        return False
+    kinds = [integer_kind(arg, integers) for arg in node.args]
+    op = OPS[node.op]
+    for k, (arg, is_int) in enumerate(zip(node.args, kinds)):
+        if k in op.index_args and not is_int:
+            raise ShapeError(f"`{node.src}` needs an integer array as its index: an input with "
+                             f"domain = \"index\" (and range = \"V\"), not `{arg.src}`", column=arg.col)
+        if k not in op.index_args and is_int and not op.keeps_integer:
+            name = next((n.name for n in _walk(arg) if isinstance(n, Var) and n.name in integers), arg.src)
+            raise ShapeError(f"`{node.src}`: arithmetic on the integer input {name}; an integer input is only "
+                             f"used as an index: C[{name}], one_hot({name}, V), take_along_axis(A, {name}, "
+                             f"axis=k) or scatter_add(S, {name}, V)", column=arg.col)
+    if op.keeps_integer and any(kinds):
+        if not all(kinds):
+            raise ShapeError(f"`{node.src}` mixes an integer array with floats", column=node.col)
+        return True
+    return False
