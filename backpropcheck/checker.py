@@ -459,9 +459,9 @@ class _FileCheck:
 
     def _decide(self, truth, claim: Claim, rng: random.Random):
         """None if every entry is proved equal; else ("undecided", why) or ("refuted", detail)."""
-        if truth.step_zero(claim.node, claim.target):
+        if truth.step_zero(claim.node, claim.target, claim.index):
             return None
-        claimed = truth.claim_value(claim.node)
+        claimed = truth.claim_value(claim.node, claim.index)
         target = truth.grads[claim.target]
         claimed = np.broadcast_to(claimed, target.shape)
         for idx in np.ndindex(*target.shape):
@@ -526,7 +526,7 @@ class _FileCheck:
     def _localize(self, claim: Claim, trial: int, sizes: dict[str, int], index: tuple, run):
         """Report the failure at a small shape where possible, with the entry's per-neuron expression."""
         from .diagnose import diagnose
-        from .engines.evaluate import evaluate
+        from .engines.evaluate import evaluate_definition
         from .engines.numeric import compare, numeric_backend, rng_for, run_trial
 
         seed = self.cfg["seed"]
@@ -562,8 +562,8 @@ class _FileCheck:
             local = dict(env)
             local.update(changes)
             for helper in self.d.backward:
-                local[helper.name] = evaluate(helper.root, local, shape, backend)
-            return evaluate(claim.node, local, shape, backend)
+                local[helper.name] = evaluate_definition(helper.root, helper.index, local, shape, backend)
+            return evaluate_definition(claim.node, claim.index, local, shape, backend)
 
         diagnosis = diagnose(self.d, claim.name, np.broadcast_to(claimed, truth.shape), truth, env, shape,
                              backend.functions, evaluate_with)

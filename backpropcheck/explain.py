@@ -32,7 +32,7 @@ from sympy.printing.latex import LatexPrinter
 from sympy.printing.str import StrPrinter
 
 from .checker import ClaimResult, Options, SymbolicTimeout, check_derivation, draw_dims, time_budget
-from .engines.evaluate import evaluate
+from .engines.evaluate import evaluate, evaluate_definition
 from .engines.symbolic import SymbolicTruth, symbol_array
 from .lang.dims import Dim, Shape, fmt_shape
 from .lang.ir import IndexSum, Var, walk
@@ -1354,7 +1354,7 @@ def symbolic_mismatches(a: Analysis, c: Claim, limit: int = 2) -> list[Math]:
     env.update({f"grad_{n}": g for n, g in a.grad_symbols.items()})
     for helper in d.backward:
         try:
-            env[helper.name] = evaluate(helper.root, env, a.sizes, a.truth.backend)
+            env[helper.name] = evaluate_definition(helper.root, helper.index, env, a.sizes, a.truth.backend)
         except Exception:  # noqa: BLE001
             return []
     try:

@@ -339,9 +339,6 @@ class _Builder:
         for name in self.d.differentiable:
             self.env[f"grad_{name}"] = self.env[name]
         self._definitions("backward", self.doc.get("backward", {}), self.d.backward, grads=True)
-        for b in self.d.backward:
-            if b.index is not None:
-                raise _fail(b.key, "index form is for [forward]; write [backward] helpers in matrix form")
 
     def _claims(self) -> None:
         claims = self.doc["claims"]
@@ -353,8 +350,13 @@ class _Builder:
         grad_names = {f"grad_{n}" for n in differentiable}
         scope = self._scope(grad_names | {b.name for b in self.d.backward}, allow_prime=True)
         helpers = {b.name: b for b in self.d.backward}
-        for name, text in claims.items():
-            where = f"claims.{name}"
+        for key, text in claims.items():
+            where = f"claims.{key}"
+            try:
+                indexed = parse_index_key(key)  # "grad_x[t]" = "...": a claim in index form
+            except DerivationError as exc:
+                raise exc.located(key=where) from None
+            name = indexed[0] if indexed else key
             if not name.startswith("grad_"):
                 raise _fail(where, f"a claim is named grad_X for an input or forward variable X, not {name!r}")
             target = name[5:]
@@ -365,14 +367,23 @@ class _Builder:
                             _did_you_mean(target, differentiable))
             if not isinstance(text, str):
                 raise _fail(where, "a claim is a string expression")
+            if any(c.name == name for c in self.d.claims):
+                raise _fail(where, f"{name} is claimed twice")
             claim = Claim(name, target, text, None)
             self.d.claims.append(claim)
             try:
-                claim.node = parse_expression(text, scope, self.limits)
+                if indexed:
+                    claim.index = parse_index_definition(text, indexed[1], scope, self.limits)
+                    claim.node = claim.index.body
+                else:
+                    claim.node = parse_expression(text, scope, self.limits)
                 claim.uses = frozenset(_closure(claim.node, helpers))
                 if name in claim.uses:
                     raise DerivationError(f"the claim uses {name} itself, so it would hold trivially")
-                shape = infer(claim.node, self.env)
+                if claim.index is not None:
+                    shape = infer_index(claim.index, self.env, self.d.dims, key_shape=self.env[target])
+                else:
+                    shape = infer(claim.node, self.env)
                 if integer_kind(claim.node, self.d.integers):
                     raise ShapeError("a claim cannot be an integer array")
                 expected = self.env[target]
@@ -425,8 +436,8 @@ def _closure(node, helpers: dict[str, Definition]) -> set[str]:
         if name in seen:
             continue
         seen.add(name)
-        if name in helpers and helpers[name].node is not None:
-            todo.extend(names_used(helpers[name].node))
+        if name in helpers:
+            todo.extend(names_used(helpers[name].root))
     return seen
 
 

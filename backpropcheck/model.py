@@ -47,6 +47,7 @@ class Claim:
     expected: str = "holds"
     error: DerivationError | None = None  # parse or shape problem found before any trial
     uses: frozenset[str] = frozenset()  # every name the claim reads, through [backward] helpers
+    index: IndexDef | None = None  # "grad_x[t]" = "...": the claim in index form (node is its body)
 
 
 @dataclass

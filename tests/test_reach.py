@@ -216,3 +216,48 @@ def test_dropout_with_a_binary_mask(tmp_path) -> None:
     assert verdicts(check_text(tmp_path, text, FAST)) == {"grad_X": "proved"}
     wrong = text.replace('grad_X = "grad_h * M / 0.75"', 'grad_X = "grad_h * M"') + '\n[expect]\ngrad_X = "refuted"\n'
     assert verdicts(check_text(tmp_path, wrong, FAST)) == {"grad_X": "refuted"}
+
+
+CONV1D = derivation_toml(
+    dims={"T": "outputs", "K": "taps"},
+    inputs={"x": ["T + K - 1"], "w": ["K"]},
+    forward={"y[t]": "sum(w[k] * x[t + k] for k in K)"},
+    loss={"upstream": "y"},
+    backward={"gpad": "pad(grad_y, ((K - 1, K - 1),))", "S[k]": "sum(grad_y[t] * x[t + k] for t in T)"},
+    claims={"grad_x[t]": "sum(w[k] * gpad[t + K - 1 - k] for k in K)", "grad_w": "S"},
+)
+
+
+def test_index_form_claims_and_helpers_full_convolution(tmp_path) -> None:
+    """grad_x of a valid conv1d is a full convolution with the flipped kernel (an index-form claim
+    reading a padded [backward] helper with a negative coefficient); unflipped, it is refuted."""
+    assert verdicts(check_text(tmp_path, CONV1D, FAST)) == {"grad_x": "proved", "grad_w": "proved"}
+    wrong = CONV1D.replace("gpad[t + K - 1 - k]", "gpad[t + k]") + '\n[expect]\ngrad_x = "refuted"\n'
+    assert verdicts(check_text(tmp_path, wrong, FAST))["grad_x"] == "refuted"
+
+
+@pytest.mark.parametrize(
+    "claim, words",
+    [
+        ("sum(w[k] * grad_y[t - k] for k in K)", "below the first index 0"),  # read outside: pad first
+        ("sum(w[k] * gpad[t + K - k] for k in K)", "past the last index"),
+    ],
+)
+def test_an_index_form_read_outside_an_axis_is_a_load_error(tmp_path, claim: str, words: str) -> None:
+    text = CONV1D.replace("sum(w[k] * gpad[t + K - 1 - k] for k in K)", claim)
+    result = check_text(tmp_path, text, FAST)
+    assert verdicts(result)["grad_x"] == "shape-error"
+    (c,) = [c for c in result.claims if c.name == "grad_x"]
+    assert words in c.message and "pad first" in c.message
+
+
+def test_several_for_clauses_in_one_sum(tmp_path) -> None:
+    text = derivation_toml(
+        dims={"n": "rows", "m": "columns"},
+        inputs={"A": ["n", "m"], "v": ["m"]},
+        forward={"s": "sum(A * A)"},
+        loss={"E": "s"},
+        backward={"t": "sum(A[i, j] * A[i, j] for i in n for j in m) * 0"},
+        claims={"grad_A[i, j]": "2 * A[i, j] + t"},
+    )
+    assert verdicts(check_text(tmp_path, text, FAST)) == {"grad_A": "proved"}

@@ -91,7 +91,7 @@ def _step(node, args, env, sizes, backend, space):
         return backend.wrap(backend.scalar(sizes[node.dim])), {}
     if isinstance(node, IndexRef):
         assert space is not None
-        index = _gather_index(node, env[node.name].shape, space)
+        index = _gather_index(node, env[node.name].shape, space, sizes)
         return _to_rank(env[node.name][index], space.rank), {"index": index}
     if isinstance(node, IndexSum):
         assert space is not None
@@ -114,15 +114,18 @@ def _to_rank(value: np.ndarray, rank: int) -> np.ndarray:
     return value
 
 
-def _gather_index(node: IndexRef, shape: tuple[int, ...], space: _IndexSpace) -> tuple:
+def _gather_index(node: IndexRef, shape: tuple[int, ...], space: _IndexSpace, sizes: Mapping[str, int]) -> tuple:
     index = []
     for k, sub in enumerate(node.subscripts):
-        position: Any = sub.const
-        low = high = sub.const
+        position: Any = sub.offset_value(sizes)
+        low = high = position
         for name, coeff in sub.terms:
             axis = node.axes[name]
             position = position + coeff * space.aranges[axis]
-            high += coeff * (space.ranges[axis] - 1)
+            if coeff > 0:
+                high += coeff * (space.ranges[axis] - 1)
+            else:
+                low += coeff * (space.ranges[axis] - 1)
         if low < 0 or high >= shape[k]:
             raise DerivationError(
                 f"`{node.src}` reaches index {high if high >= shape[k] else low} of an axis of size {shape[k]}",

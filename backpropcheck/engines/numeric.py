@@ -166,7 +166,7 @@ def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator,
         env.update({f"grad_{n}": g for n, g in run.grads.items()})
         for helper in d.backward:
             try:
-                env[helper.name] = evaluate(helper.root, env, sizes, backend)
+                env[helper.name] = evaluate_definition(helper.root, helper.index, env, sizes, backend)
             except (ArithmeticError, ValueError) as exc:
                 env[helper.name] = np.full(shapes[helper.name], np.nan)
                 run.claim_errors[helper.name] = str(exc)
@@ -174,7 +174,7 @@ def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator,
             if claim.error is not None or claim.node is None:
                 continue
             try:
-                value = evaluate(claim.node, env, sizes, backend)
+                value = evaluate_definition(claim.node, claim.index, env, sizes, backend)
             except DerivationError:
                 raise
             except (ArithmeticError, ValueError) as exc:

@@ -174,30 +174,33 @@ class SymbolicTruth:
         self.claim_env = dict(self.env)
         self.claim_env.update({f"grad_{n}": g for n, g in self.grads.items()})
         for helper in d.backward:
-            self.claim_env[helper.name] = evaluate(helper.root, self.claim_env, sizes, self.backend)
+            self.claim_env[helper.name] = evaluate_definition(helper.root, helper.index, self.claim_env, sizes,
+                                                              self.backend)
         # ... or, for the one-step comparison, every grad_v of a forward variable bound to ∇v
         self.step_env = dict(self.env)
         self.step_env.update({f"grad_{n}": g for n, g in self.steps.items() if n in d.inputs})
         self.step_env.update({f"grad_{n}": g for n, g in gradient_atoms.items()})
         for helper in d.backward:
-            self.step_env[helper.name] = evaluate(helper.root, self.step_env, sizes, self.backend)
+            self.step_env[helper.name] = evaluate_definition(helper.root, helper.index, self.step_env, sizes,
+                                                             self.backend)
 
     def atomize(self, e: sp.Expr) -> sp.Expr:
         """Write every forward definition that appears whole as its atom (``tanh(z[0])`` → ``h[0]``),
         as the sweep writes the local partials: equal values, one form for both sides."""
         return e.xreplace(self.by_definition) if self.by_definition else e
 
-    def claim_value(self, node) -> np.ndarray:
-        return evaluate(node, self.claim_env, self.sizes, self.backend)
+    def claim_value(self, node, index=None) -> np.ndarray:
+        return evaluate_definition(node, index, self.claim_env, self.sizes, self.backend)
 
-    def step_zero(self, node, target: str) -> bool:
+    def step_zero(self, node, target: str, index=None) -> bool:
         """Does the claim equal the truth as one chain-rule step, every ``∇v`` an independent atom?
 
         Sound: an identity in independent atoms holds at the atoms' true values. It is the cheap
         proof for a claim that reads the next gradient (``W.T @ grad_z``), whose expanded form
         can be large.
         """
-        claimed = np.broadcast_to(evaluate(node, self.step_env, self.sizes, self.backend), self.steps[target].shape)
+        claimed = np.broadcast_to(evaluate_definition(node, index, self.step_env, self.sizes, self.backend),
+                                  self.steps[target].shape)
         truth = self.steps[target]
         for idx in np.ndindex(*truth.shape):
             e = self.atomize(sp.sympify(claimed[idx] - truth[idx], strict=True))

@@ -200,11 +200,15 @@ class _Parser:
 
     def _subscript(self, node: ast.AST) -> Subscript:
         terms: dict[str, int] = {}
+        dim_terms: dict[str, int] = {}
         const = 0
         stack = [(node, 1)]
         while stack:
             current, sign = stack.pop()
-            if isinstance(current, ast.Name):
+            if isinstance(current, ast.Name) and current.id in self.scope.dims and self.index is not None and \
+                    current.id not in self.index.free and current.id not in self.index.bound:
+                dim_terms[current.id] = dim_terms.get(current.id, 0) + sign  # a dim in the offset: t + K - 1
+            elif isinstance(current, ast.Name):
                 assert self.index is not None
                 if current.id not in self.index.free and current.id not in self.index.bound:
                     raise self.error(current, f"{current.id!r} is not an index here (indices: "
@@ -221,13 +225,20 @@ class _Parser:
                 and isinstance(current.right, ast.Name)
             ):
                 stack.append((current.right, sign * current.left.value))
+            elif isinstance(current, ast.UnaryOp) and isinstance(current.op, (ast.USub, ast.UAdd)):
+                stack.append((current.operand, -sign if isinstance(current.op, ast.USub) else sign))
+            elif (
+                isinstance(current, ast.BinOp) and isinstance(current.op, ast.Mult)
+                and isinstance(current.right, ast.Constant) and type(current.right.value) is int
+                and isinstance(current.left, ast.Name)
+            ):
+                stack.append((current.left, sign * current.right.value))
             else:
                 raise self.error(current, "an index must be an affine expression of indices, like t + k - 1")
         if any(abs(c) > 64 for c in terms.values()) or abs(const) > self.limits.max_dim:
             raise self.error(node, "index coefficients are limited to 64 and offsets to --max-dim")
-        if any(c <= 0 for c in terms.values()):
-            raise self.error(node, "index coefficients must be positive (x[t + k], not x[t - k])")
-        return Subscript(tuple(sorted((k, v) for k, v in terms.items() if v)), const)
+        return Subscript(tuple(sorted((k, v) for k, v in terms.items() if v)), const,
+                         tuple(sorted((k, v) for k, v in dim_terms.items() if v)))
 
     # -- calls ---------------------------------------------------------------
 
@@ -425,29 +436,32 @@ class _Parser:
             raise self.error(
                 gen, "sum(... for i in n) is only allowed in index-form definitions (\"z[j]\" = ...)"
             )
-        if len(gen.generators) != 1:
-            raise self.error(gen, "one index per sum: nest sums for several, sum(sum(... for j in m) for i in n)")
-        comp = gen.generators[0]
-        if comp.ifs or comp.is_async:
-            raise self.error(gen, "an index sum takes no conditions: sum(... for i in n)")
-        if not isinstance(comp.target, ast.Name):
-            raise self.error(comp.target, "the index of a sum must be a single name")
-        if not (isinstance(comp.iter, ast.Name) and comp.iter.id in self.scope.dims):
-            raise self.error(comp.iter, "an index ranges over a dim name: sum(... for i in n)")
-        index = comp.target.id
-        if index in self.index.free or index in self.index.bound:
-            raise self.error(comp.target, f"the index {index!r} is already in use here")
-        if index in self.scope.tensors or index in self.scope.dims:
-            raise self.error(comp.target, f"the index {index!r} shadows a tensor or dim of the same name")
-        axis = len(self.index.free) + self.index.next_axis
-        self.index.next_axis += 1
-        self.index.bound[index] = axis
-        self.index.bound_dims[axis] = comp.iter.id
+        bound: list[tuple[str, str, int]] = []  # (index, dim, axis); several for clauses are nested sums
         try:
+            for comp in gen.generators:
+                if comp.ifs or comp.is_async:
+                    raise self.error(gen, "an index sum takes no conditions: sum(... for i in n)")
+                if not isinstance(comp.target, ast.Name):
+                    raise self.error(comp.target, "the index of a sum must be a single name")
+                if not (isinstance(comp.iter, ast.Name) and comp.iter.id in self.scope.dims):
+                    raise self.error(comp.iter, "an index ranges over a dim name: sum(... for i in n)")
+                index = comp.target.id
+                if index in self.index.free or index in self.index.bound:
+                    raise self.error(comp.target, f"the index {index!r} is already in use here")
+                if index in self.scope.tensors or index in self.scope.dims:
+                    raise self.error(comp.target, f"the index {index!r} shadows a tensor or dim of the same name")
+                axis = len(self.index.free) + self.index.next_axis
+                self.index.next_axis += 1
+                self.index.bound[index] = axis
+                self.index.bound_dims[axis] = comp.iter.id
+                bound.append((index, comp.iter.id, axis))
             body = self.expr(gen.elt)
         finally:
-            del self.index.bound[index]
-        return IndexSum(col, body, index, comp.iter.id, axis)
+            for index, _, _ in bound:
+                self.index.bound.pop(index, None)
+        for index, dim, axis in reversed(bound):
+            body = IndexSum(col, body, index, dim, axis)
+        return body
 
 
 _DISPATCH = {
