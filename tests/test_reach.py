@@ -239,7 +239,7 @@ def test_index_form_claims_and_helpers_full_convolution(tmp_path) -> None:
 @pytest.mark.parametrize(
     "claim, words",
     [
-        ("sum(w[k] * grad_y[t - k] for k in K)", "below the first index 0"),  # read outside: pad first
+        ("sum(w[k] * grad_y[t - k] for k in K)", "the index t - k runs from -K + 1"),  # read outside: pad first
         ("sum(w[k] * gpad[t + K - k] for k in K)", "past the last index"),
     ],
 )
