@@ -254,10 +254,10 @@ def test_an_index_form_read_outside_an_axis_is_a_load_error(tmp_path, claim: str
 def test_several_for_clauses_in_one_sum(tmp_path) -> None:
     text = derivation_toml(
         dims={"n": "rows", "m": "columns"},
-        inputs={"A": ["n", "m"], "v": ["m"]},
+        inputs={"A": ["n", "m"], "v": '{ shape = ["m"], constant = true }'},
         forward={"s": "sum(A * A)"},
         loss={"E": "s"},
-        backward={"t": "sum(A[i, j] * A[i, j] for i in n for j in m) * 0"},
-        claims={"grad_A[i, j]": "2 * A[i, j] + t"},
+        backward={"r[i]": "sum(A[i, j] * v[j] for j in m)"},
+        claims={"grad_A[i, j]": "2 * A[i, j] + sum(A[p, q] * v[q] * r[p] for p in n for q in m) * 0"},
     )
     assert verdicts(check_text(tmp_path, text, FAST)) == {"grad_A": "proved"}
