@@ -185,12 +185,14 @@ def _spaces(d: Derivation, claims: list[Claim], limits: Limits) -> list[tuple[st
     if d.loss.expression is not None:
         roots.append(("loss.E", d.loss.expression))
     roots += [(f"claims.{c.name}", c.node) for c in claims if c.node is not None]
-    for f in d.forward + d.backward:
-        if f.index is not None:
-            if f.index.rank > limits.max_rank:
-                raise LimitError(exceeded("the rank of the index space (free indices plus sums)", f.index.rank,
-                                          "max_rank", limits), key=f.key)
-            out.append((f.key, tuple(f.index.ranges.values())))
+    indexed = [(f.key, f.index) for f in d.forward + d.backward]
+    indexed += [(f"claims.{c.name}", c.index) for c in claims]  # an index-form claim has its space too
+    for key, index in indexed:
+        if index is not None:
+            if index.rank > limits.max_rank:
+                raise LimitError(exceeded("the rank of the index space (free indices plus sums)", index.rank,
+                                          "max_rank", limits), key=key)
+            out.append((key, tuple(index.ranges.values())))
     for key, root in roots:
         shapes: dict[int, tuple] = {}
         stack = [(root, False)]

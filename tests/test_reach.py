@@ -261,3 +261,18 @@ def test_several_for_clauses_in_one_sum(tmp_path) -> None:
         claims={"grad_A[i, j]": "2 * A[i, j] + sum(A[p, q] * v[q] * r[p] for p in n for q in m) * 0"},
     )
     assert verdicts(check_text(tmp_path, text, FAST)) == {"grad_A": "proved"}
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("view(X, (B, n))", "write reshape(X, (B, T, C)) instead"),
+        ("index_add(X, x, n)", "write scatter_add(S, I, V) instead"),
+        ("X[range(n), x]", "take_along_axis(L, y[:, None], axis=1)"),
+        ("cat([X, X], axis=0)", "concat([A, B], axis=k)"),
+    ],
+)
+def test_unsupported_spellings_say_what_to_write_instead(text: str, words: str) -> None:
+    with pytest.raises(DerivationError) as info:
+        parse_expression(text, scope())
+    assert words in str(info.value)

@@ -19,6 +19,14 @@ from .ops import ELEMENTWISE, OPS, Op, Param
 
 BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.MatMult: "matmul"}
 COMPARE = {ast.Gt: "gt", ast.GtE: "ge", ast.Lt: "lt", ast.LtE: "le"}
+# what to write instead of the PyTorch/NumPy spellings people transcribe
+INSTEAD = {
+    "view": "reshape(X, (B, T, C))", "concatenate": "concat([A, B], axis=k)", "cat": "concat([A, B], axis=k)",
+    "permute": "transpose(X, (0, 2, 1, 3))", "index_add": "scatter_add(S, I, V)", "amax": "max(X, axis=k)",
+    "amin": "min(X, axis=k)", "gather": "take_along_axis(A, I, axis=k)", "embedding": "C[I]",
+    "range": "take_along_axis(L, y[:, None], axis=1) to pick L[i, y[i]] for every row i",
+    "clamp": "clip(X, lo, hi)",
+}
 # the functions a file may call: the op table's entries with a signature, and the element-wise ones
 BUILTIN_FUNCTIONS = (
     {name for name, op in OPS.items() if op.signature is not None}
@@ -160,6 +168,10 @@ class _Parser:
             kinds = tuple(":" if _is_colon(it) else None for it in items)
             return Call(node.col_offset + 1, "expand", (self.expr(node.value),), {"items": kinds})
         if self.index is None:
+            if any(isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id in ("range", "arange")
+                   for it in items):
+                raise self.error(node, "rows picked by labels, as in L[range(n), y]: write "
+                                       "take_along_axis(L, y[:, None], axis=1)")
             if len(items) == 1 and not isinstance(items[0], ast.Constant):
                 # C[I]: integer-array indexing along C's first axis (an embedding lookup)
                 return Call(node.col_offset + 1, "gather", (self.expr(node.value), self.expr(items[0])))
@@ -271,6 +283,8 @@ class _Parser:
             if len(node.args) != 1:
                 raise self.error(node, f"{name}() takes one argument")
             return Call(col, "elementwise", (self.expr(node.args[0]),), {"fn": base, "prime": prime})
+        if name in INSTEAD:
+            raise self.error(node.func, f"unknown function {name!r}: write {INSTEAD[name]} instead")
         known = sorted(BUILTIN_FUNCTIONS | self.scope.functions)
         close = difflib.get_close_matches(name, known, n=1)
         hint = f"did you mean {close[0]!r}?" if close else "declare a generic function in [functions]"
