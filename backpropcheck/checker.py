@@ -42,6 +42,7 @@ class Options:
     atol: float | None = None
     dims: tuple[tuple[str, int], ...] = ()
     symbolic: bool = True
+    scope: bool = True  # certify proved claims for all shapes (SPEC §8); off only to measure its cost
     timeout: float = 10.0
     limits: Limits = DEFAULT_LIMITS
 
@@ -148,14 +149,29 @@ def draw_dims(d: Derivation, rng: np.random.Generator, low: int, high: int,
               fixed: dict[str, int]) -> dict[str, int]:
     """Distinct sizes in [low, high] for every dim not fixed, so a square coincidence cannot pass."""
     free = [n for n in d.dims if n not in fixed]
+    distinct = _distinct_dims(d)
     for _ in range(50):
         pool = np.arange(low, high + 1)
         values = rng.choice(pool, size=len(free), replace=len(free) > len(pool))
         sizes = dict(fixed)
         sizes.update({n: int(v) for n, v in zip(free, values)})
-        if all(dim.value(sizes) >= 1 for name in _all_shaped(d) for dim in d.shape_of(name)):
+        if all(dim.value(sizes) >= 1 for dim in distinct):
             return sizes
     raise DerivationError("no dim sizes make every shape positive; check the affine dims")
+
+
+_DISTINCT: dict[int, tuple[Derivation, frozenset]] = {}
+
+
+def _distinct_dims(d: Derivation) -> frozenset:
+    """The distinct dims of every shape, once per file (``shape_of`` is a linear search: with 120
+    definitions, checking every shape at each of 10,000 draws took seconds)."""
+    hit = _DISTINCT.get(id(d))
+    if hit is None or hit[0] is not d:
+        if len(_DISTINCT) > 16:
+            _DISTINCT.clear()
+        hit = _DISTINCT[id(d)] = (d, frozenset(dim for n in _all_shaped(d) for dim in d.shape_of(n)))
+    return hit[1]
 
 
 def _all_shaped(d: Derivation) -> list[str]:
@@ -166,7 +182,8 @@ def _entries(d: Derivation, sizes: dict[str, int]) -> int:
     return sum(math.prod(dim.value(sizes) for dim in d.shape_of(n)) for n in _all_shaped(d))
 
 
-def _spaces(d: Derivation, claims: list[Claim], limits: Limits) -> list[tuple[str, tuple]]:
+def _spaces(d: Derivation, claims: list[Claim], limits: Limits,
+            products: list[tuple[str, tuple]] | None = None) -> list[tuple[str, tuple]]:
     """Every array the engines build beyond the named tensors, as a tuple of dims, with its key.
 
     That is each intermediate value of a matrix-form expression (its rank must be at most
@@ -174,6 +191,9 @@ def _spaces(d: Derivation, claims: list[Claim], limits: Limits) -> list[tuple[st
     (one axis per free index and per sum) and each einsum's iteration space. With the named
     tensors, their entries at the drawn dims are bounded by ``max_entries`` before anything
     is allocated: a bound on memory, and on the work of a loop in C that no alarm interrupts.
+
+    ``products`` (if given) receives each matrix product's and einsum's iteration space (its
+    multiply-adds: (m, k) @ (k, n) is m·k·n), the work that entries alone do not show.
     """
     from .errors import LimitError
     from .lang.ir import Call, Var
@@ -212,6 +232,10 @@ def _spaces(d: Derivation, claims: list[Claim], limits: Limits) -> list[tuple[st
                     subs, _ = parse_einsum(node.params["spec"], [len(env[f"#{k}"]) for k in range(len(kids))])
                     letters = {c: dim for sub, k in zip(subs, range(len(kids))) for c, dim in zip(sub, env[f"#{k}"])}
                     out.append((key, tuple(letters.values())))
+                    if products is not None:
+                        products.append((key, tuple(letters.values())))
+                elif node.op in ("matmul", "dot") and products is not None and env["#0"]:
+                    products.append((key, shape + (env["#0"][-1],)))  # result entries x the summed dim
             else:
                 shape = ()
             if len(shape) > limits.max_rank:
@@ -250,8 +274,12 @@ def reproduce_command(path: str, seed: int, options: Options, cfg: dict[str, Any
 def check_path(path: str, options: Options = Options()) -> FileResult:
     """Load, check and judge one file; an invalid file is a result too, never an exception."""
     started = time.perf_counter()
+    deadline = time.monotonic() + options.limits.file_timeout
     try:
         d = load(path, options.limits)
+    except MemoryError:
+        return FileResult(path, "", "error", out_of_memory(path, options.limits),
+                          seconds=time.perf_counter() - started)
     except DerivationError as exc:
         return FileResult(path, "", "error", str(exc), seconds=time.perf_counter() - started)
     except Exception as exc:  # noqa: BLE001 - last resort, as below
@@ -259,7 +287,10 @@ def check_path(path: str, options: Options = Options()) -> FileResult:
         return FileResult(path, "", "error", message, seconds=time.perf_counter() - started)
     try:
         with np.errstate(all="ignore"):  # NaN/Inf are reported as values (NumericProblem), never as warnings
-            result = check_derivation(d, options)
+            result = check_derivation(d, options, deadline)
+    except MemoryError:
+        return FileResult(path, d.title, "error", out_of_memory(path, options.limits),
+                          seconds=time.perf_counter() - started)
     except Exception as exc:  # noqa: BLE001 - last resort: one file's bug must not stop the run
         message = f"{path}: internal error ({type(exc).__name__}: {exc}); please report this file"
         return FileResult(path, d.title, "error", message, seconds=time.perf_counter() - started)
@@ -267,14 +298,33 @@ def check_path(path: str, options: Options = Options()) -> FileResult:
     return result
 
 
-def check_derivation(d: Derivation, options: Options = Options()) -> FileResult:
-    return _FileCheck(d, options).run()
+def check_derivation(d: Derivation, options: Options = Options(), deadline: float | None = None) -> FileResult:
+    """``deadline`` is a ``time.monotonic()`` value (default: ``--file-timeout`` from now)."""
+    return _FileCheck(d, options, deadline).run()
+
+
+def out_of_memory(path: str, limits: Limits) -> str:
+    what = "the memory this file's check needs, in MB"
+    return f"{path}: ran out of memory: " + exceeded(what, f"over {limits.max_memory}", "max_memory", limits)
+
+
+def timed_out(path: str, seconds: float, limits: Limits, stage: str = "", predicted: bool = False) -> str:
+    """The message for a file past ``--file-timeout`` (here, or from the runner that killed its worker)."""
+    what = f"the wall-clock time of this file{stage}"
+    value = f"{seconds:.1f} s" + (", predicted from the trials so far" if predicted else "")
+    return f"{path}: " + exceeded(what, value, "file_timeout", limits)
+
+
+class FileTimeout(DerivationError):
+    pass
 
 
 class _FileCheck:
-    def __init__(self, d: Derivation, options: Options):
+    def __init__(self, d: Derivation, options: Options, deadline: float | None = None):
         self.d = d
         self.options = options
+        self.started = time.monotonic()
+        self.deadline = deadline if deadline is not None else self.started + options.limits.file_timeout
         self.cfg = settings(d, options)
         self.fixed = dict(options.dims)
         unknown = set(self.fixed) - set(d.dims)
@@ -297,8 +347,12 @@ class _FileCheck:
                 results[claim.name] = self._result(claim, verdict, message)
         live = [c for c in d.claims if c.name not in results]
         try:
-            self.spaces = _spaces(d, live, self.options.limits)
+            self.products: list[tuple[str, tuple]] = []
+            self.spaces = _spaces(d, live, self.options.limits, self.products)
+            self._preflight()
             numeric = self._numeric(live)
+        except FileTimeout as exc:
+            return FileResult(d.path, d.title, "error", exc.message)
         except DerivationError as exc:
             return FileResult(d.path, d.title, "error", str(exc.located(file=d.path)))
         except _NumericTrouble as exc:
@@ -334,10 +388,24 @@ class _FileCheck:
         stats = {c.name: {"trials": 0, "max_abs_err": 0.0, "max_rel_err": 0.0, "failure": None, "error": None}
                  for c in claims}
         total = 0
-        for trial in range(cfg["trials"]):
+        # the drawn trials, then one at each size where a dim used as a number may change the claim
+        extra = [(dim, size) for dim, size, _ in self._critical() if dim not in self.fixed]
+        for trial in range(cfg["trials"] + len(extra)):
+            self._on_time(f" (before numeric trial {trial})", self._trial_work[trial] if trial < cfg["trials"] else 0)
             rng = rng_for(cfg["seed"], self.d.path, trial)
-            sizes = draw_dims(self.d, rng, 2, max(2, cfg["max_dim"]), self.fixed)
+            fixed = self.fixed
+            if trial >= cfg["trials"]:
+                dim, size = extra[trial - cfg["trials"]]
+                fixed = {**self.fixed, dim: size}
+            try:
+                sizes = draw_dims(self.d, rng, 2, max(2, cfg["max_dim"]), fixed)
+            except DerivationError:
+                if trial < cfg["trials"]:
+                    raise
+                continue  # a critical size no shape allows
             entries, key = _work(self.d, self.spaces, sizes)
+            if entries > limits.max_entries and trial >= cfg["trials"]:
+                continue  # past the bounds numerically: the symbolic check examines it, or says it cannot
             if entries > limits.max_entries:
                 raise DerivationError(exceeded(f"the entries of all arrays at dims {_fmt_dims(sizes)}", entries,
                                                "max_entries", limits), key=key)
@@ -350,6 +418,7 @@ class _FileCheck:
             except NumericProblem as exc:
                 raise _NumericTrouble(f"trial {trial} at dims {_fmt_dims(sizes)}: {exc}") from None
             for claim in claims:
+                self._on_time(f" (numeric trial {trial}, claim {claim.name})")
                 s = stats[claim.name]
                 if s["failure"] is not None or s["error"] is not None:
                     continue
@@ -360,14 +429,119 @@ class _FileCheck:
                     run.claims[claim.name], run.grads[claim.target], cfg["rtol"], cfg["atol"]
                 )
                 s["trials"] += 1
+                if not ok:
+                    bound = self._rounding_bound(claim, run, sizes, trial)
+                    if abs_err <= bound:
+                        # the claim's own evaluation rounds more than it disagrees (a large term that
+                        # cancels): not a counterexample; the exact check decides (see _judge)
+                        count, worst, worst_bound = s.get("rounding") or (0, 0.0, 0.0)
+                        s["rounding"] = (count + 1, max(worst, abs_err), max(worst_bound, bound))
+                        continue
+                    s["failure"] = (trial, sizes, index, run)
                 s["max_abs_err"] = max(s["max_abs_err"], abs_err)
                 s["max_rel_err"] = max(s["max_rel_err"], rel_err)
-                if not ok:
-                    s["failure"] = (trial, sizes, index, run)
             del run  # at production dims, one trial's arrays at a time
+            self._done_work += self._trial_work[trial] if trial < cfg["trials"] else 0
         return stats
 
+    def _preflight(self) -> None:
+        """Every trial's dims are drawn up front (the draws are cheap and repeat exactly in the trial), so a
+        file whose products would take too long is refused before any work, not after minutes of it.
+
+        A trial's work is its entries plus the multiply-adds of its products; the forward pass's count
+        thrice (the product, and one for each operand's vector-Jacobian product)."""
+        from .engines.numeric import rng_for
+
+        cfg, limits = self.cfg, self.options.limits
+        self._trial_work: list[int] = []
+        self._done_work = 0
+        if not isinstance(cfg["trials"], int) or not 0 <= cfg["trials"] <= limits.max_trials:
+            return  # _numeric reports it
+        from collections import Counter
+
+        # each distinct space once, with its multiplicity: 10,000 trials of a file with 800 spaces stay cheap
+        entries_of: Counter[tuple] = Counter(self.d.shape_of(n) for n in _all_shaped(self.d))
+        entries_of.update(dims for _, dims in self.spaces)
+        flops_of: Counter[tuple] = Counter()
+        for key, dims in self.products:
+            flops_of[dims] += 3 if key.startswith(("forward.", "loss.")) else 1
+        seen: dict[tuple, tuple[int, int]] = {}
+        flops = 0
+        for trial in range(cfg["trials"]):
+            if trial % 100 == 0:
+                self._on_time(" (drawing the dims of the trials)")
+            sizes = draw_dims(self.d, rng_for(cfg["seed"], self.d.path, trial), 2, max(2, cfg["max_dim"]), self.fixed)
+            key = tuple(sizes.items())
+            if key not in seen:
+                seen[key] = tuple(sum(k * math.prod(dim.value(sizes) for dim in dims) for dims, k in table.items())
+                                  for table in (entries_of, flops_of))
+            entries, work = seen[key]
+            flops += work
+            if flops > limits.max_flops:
+                raise DerivationError(exceeded(f"the multiply-adds of the products summed over trials 0..{trial} "
+                                               f"(at dims {_fmt_dims(sizes)} in trial {trial})", flops,
+                                               "max_flops", limits))
+            self._trial_work.append(entries + work)
+        self._trials_started = time.monotonic()  # the pace of the trials is measured from here
+
+    def _on_time(self, stage: str, next_work: int = 0) -> None:
+        """Raise :class:`FileTimeout` past the deadline, or when the work done so far, at the rate it was done,
+        says that ``next_work`` cannot finish before it (refused before working, not killed in the middle)."""
+        now = time.monotonic()
+        predicted = 0.0
+        if next_work and self._done_work:
+            predicted = (now - self._trials_started) * next_work / self._done_work
+        if now + predicted > self.deadline:
+            limits = self.options.limits
+            seconds = now + predicted - (self.deadline - limits.file_timeout)
+            raise FileTimeout(timed_out(self.d.path, seconds, limits, stage, predicted=bool(predicted)))
+
+    def _rounding_bound(self, claim: Claim, run, sizes: dict[str, int], trial: int) -> float:
+        """How far rounding alone can move the claim's value in float64: 16·eps per operation of its
+        evaluation (and of the [backward] helpers it reads), times the largest magnitude any
+        intermediate reaches. ``(x + 1e18) - 1e18`` loses x entirely; ``W.T @ g`` keeps ~1e-16 of it."""
+        from .engines.evaluate import Tape, evaluate_definition
+        from .engines.numeric import numeric_backend
+
+        backend = numeric_backend(self.d, trial)
+        env = dict(run.values)
+        env.update({f"grad_{n}": g for n, g in run.grads.items()})
+        tape = Tape()
+        with np.errstate(all="ignore"):
+            for helper in self.d.backward:
+                env[helper.name] = evaluate_definition(helper.root, helper.index, env, sizes, backend, tape)
+            evaluate_definition(claim.node, claim.index, env, sizes, backend, tape)
+        peak = 0.0
+        for _, _, out, _ in tape.entries:
+            values = np.abs(np.asarray(out, dtype=float))
+            if values.size:
+                peak = max(peak, float(np.max(values[np.isfinite(values)], initial=0.0)))
+        return 16 * np.finfo(float).eps * len(tape.entries) * peak
+
     # -- symbolic ---------------------------------------------------------------
+
+    def _critical(self) -> list[tuple[str, int, bool]]:
+        """Sizes where a dim used as a number in a non-polynomial way may change a claim (see dimuse)."""
+        if not hasattr(self, "_critical_cache"):
+            from .dimuse import critical_sizes
+
+            self._critical_cache = critical_sizes(self.d, max(2, self.cfg["max_dim"]))
+        return self._critical_cache
+
+    def _critical_shapes(self) -> list[dict[str, int]]:
+        """A small symbolic dim assignment at each size next to a kink (the other dims small, distinct)."""
+        from .engines.numeric import rng_for
+
+        out = []
+        for k, (dim, size, kink) in enumerate(self._critical()):
+            if not kink:
+                continue
+            rng = rng_for(self.cfg["seed"], self.d.path, 300_000 + k)
+            try:
+                out.append(draw_dims(self.d, rng, 2, 2 + len(self.d.dims), {dim: size}))
+            except DerivationError:
+                continue
+        return out
 
     def _small_shapes(self) -> list[dict[str, int]]:
         from .engines.numeric import rng_for
@@ -399,13 +573,24 @@ class _FileCheck:
         truth_spent = 0.0
         try:
             small = self._small_shapes()
+            regular = len(small)
+            small += [c for c in self._critical_shapes() if c not in small]
         except DerivationError as exc:
             return {c.name: {"status": "gave-up", "reason": f"no small dims for the symbolic check: {exc.message}"}
                     for c in claims}
-        for sizes in small:
+        largest = max((_work(self.d, self.spaces, s)[0] for s in small[:regular]), default=0)
+        for k, sizes in enumerate(small):
             if not pending:
                 break
             entries, _ = _work(self.d, self.spaces, sizes)
+            if k >= regular and entries > max(50 * largest, 4000):
+                # a size next to a kink of a dim used as a number (relu(n - 1000)) too large for a
+                # symbolic truth: not a proof there, so not `proved` (its numeric trial still ran)
+                for c in pending:
+                    out[c.name].update(status="gave-up", reason=(
+                        f"the symbolic check does not reach dims {_fmt_dims(sizes)}, where a dim used as a "
+                        f"number changes branch ({entries} entries, more than 50 times the sampled dims')"))
+                return out
             if entries > self.options.limits.max_symbolic_entries:  # one SymPy expression per entry
                 reason = exceeded(f"the entries of all arrays at the symbolic dims {_fmt_dims(sizes)}", entries,
                                   "max_symbolic_entries", self.options.limits)
@@ -416,7 +601,7 @@ class _FileCheck:
             cpu = time.process_time()
             try:
                 with time_budget(_remaining(budget, truth_spent)):
-                    truth = SymbolicTruth(self.d, sizes)
+                    truth = SymbolicTruth(self.d, sizes, self.cfg["seed"])
             except SymbolicTimeout:
                 for c in pending:
                     out[c.name].update(status="timeout", reason=(
@@ -429,7 +614,7 @@ class _FileCheck:
                 return out
             shared = time.perf_counter() - started
             truth_spent += time.process_time() - cpu
-            rng = random.Random(zlib.crc32(f"{self.cfg['seed']}:{self.d.path}".encode()))
+            rng = random.Random(zlib.crc32(f"{self.cfg['seed']}:{self.d.path}".encode("utf-8", "surrogateescape")))
             for claim in list(pending):
                 record = out[claim.name]
                 started = time.perf_counter()
@@ -457,11 +642,18 @@ class _FileCheck:
                     record.update(status="undecided", reason=f"at dims {_fmt_dims(sizes)}: {decision[1]}")
                 else:
                     record.update(status="counterexample", sizes=sizes, detail=decision[1])
+        if self.options.scope:  # proof scope (SPEC §8): all shapes by a finite certificate, or sampled
+            from .engines.scope import certify_records
+
+            certify_records(self.d, claims, out, budget, spent, lambda s: _work(self.d, self.spaces, s)[0],
+                            self.options.limits.max_symbolic_entries, time_budget, SymbolicTimeout,
+                            _SYMBOLIC_FAILURES)
         return out
 
     def _decide(self, truth, claim: Claim, rng: random.Random):
         """None if every entry is proved equal; else ("undecided", why) or ("refuted", detail)."""
-        if truth.step_zero(claim.node, claim.target, claim.index):
+        if truth.step_zero(claim.node, claim.target, claim.index) or truth.chain_zero(
+                claim.node, claim.target, claim.index):
             return None
         claimed = truth.claim_value(claim.node, claim.index)
         target = truth.grads[claim.target]
@@ -471,8 +663,16 @@ class _FileCheck:
             if decision.zero is None:
                 return ("undecided", f"entry {list(idx)}: {decision.how}")
             if decision.zero is False:
-                return ("refuted", {"index": list(idx), "difference": decision.value,
-                                    "expression": str(target[idx])})
+                detail = {"index": list(idx), "difference": decision.value, "expression": str(target[idx]),
+                          "point": None, "true": float("nan"), "claimed": float("nan"),
+                          "domains": truth.describe_domains()}
+                if decision.point:
+                    shown = sorted(decision.point.items(), key=lambda kv: kv[0].name)
+                    detail["point"] = ", ".join(f"{s} = {v}" for s, v in shown[:8]) + (", …" if len(shown) > 8 else "")
+                    values = truth.values_at([target[idx], claimed[idx]], decision.point, rng)
+                    for key, value in zip(("true", "claimed"), values):
+                        detail[key] = float("nan") if value is None else value
+                return ("refuted", detail)
         return None
 
     # -- verdicts ------------------------------------------------------------------
@@ -506,22 +706,36 @@ class _FileCheck:
                                 diagnosis=diagnosis)
         assert sym is not None
         status = sym["status"]
+        rounding = ""
+        if num.get("rounding"):
+            count, err, bound = num["rounding"]
+            rounding = (f"; in {count} of them its float64 value was off by up to {err:.3g}, within the {bound:.3g} "
+                        f"that rounding alone can cause in its evaluation (a large term cancels)")
         symbolic = {"shapes": sym.get("shapes", []), "seconds": round(sym.get("seconds", 0.0), 4)}
+        symbolic.update({k: sym[k] for k in ("scope", "argument") if k in sym})
         if status == "proved":
             shapes = "; ".join(_fmt_dims(s) for s in sym["shapes"])
+            if not sym["shapes"] or not num["trials"]:  # never a proof without evidence
+                raise AssertionError(f"{claim.name}: proved with {len(sym['shapes'])} shapes, {num['trials']} trials")
             message = (f"symbolically equal to the per-neuron chain rule at dims {shapes}, and numerically "
-                       f"in {num['trials']} trials (max rel. error {num['max_rel_err']:.1e})")
+                       f"in {num['trials']} trials (max rel. error {num['max_rel_err']:.1e}){rounding}")
             return self._result(claim, "proved", message, symbolic=symbolic, numeric=numeric)
         if status == "counterexample":
             detail = sym["detail"]
-            cex = Counterexample(sym["sizes"], self.cfg["seed"], "symbolic", detail["index"], float("nan"),
-                                 float("nan"), detail["expression"],
+            cex = Counterexample(sym["sizes"], self.cfg["seed"], "symbolic", detail["index"], detail["true"],
+                                 detail["claimed"], detail["expression"],
                                  reproduce_command(self.d.path, self.cfg["seed"], self.options, self.cfg))
             message = (f"the numeric trials agreed, but the exact difference at entry {detail['index']} "
                        f"(dims {_fmt_dims(sym['sizes'])}) is {detail['difference']:.6g}, not 0")
+            if detail["point"]:
+                message += f", at {detail['point']}"
+                if detail["true"] == detail["true"] and detail["claimed"] == detail["claimed"]:
+                    message += f" (true {detail['true']:.6g}, claimed {detail['claimed']:.6g})"
+            if detail["domains"]:
+                message += f"; with the labels drawn as {detail['domains']}"
             return self._result(claim, "refuted", message, symbolic=symbolic, numeric=numeric, counterexample=cex)
         symbolic["reason"] = sym["reason"]
-        message = (f"numerically equal in {num['trials']} trials (max rel. error {num['max_rel_err']:.1e}); "
+        message = (f"numerically equal in {num['trials']} trials (max rel. error {num['max_rel_err']:.1e}){rounding}; "
                    f"not proved: {sym['reason']}")
         return self._result(claim, "verified", message, symbolic=symbolic, numeric=numeric)
 
@@ -579,7 +793,7 @@ class _FileCheck:
             from .engines.symbolic import SymbolicTruth
 
             with time_budget(self.options.timeout):
-                truth = SymbolicTruth(self.d, sizes)
+                truth = SymbolicTruth(self.d, sizes, self.cfg["seed"])
                 return str(truth.grads[claim.target][idx])
         except Exception:  # noqa: BLE001 - the counterexample stands without its expression
             return None
@@ -594,12 +808,47 @@ def _fmt_dims(sizes: dict[str, int]) -> str:
 
 
 def find_files(paths: list[str]) -> list[str]:
-    """Files and folders (recursively ``*.toml``), in a stable order."""
+    """Files and folders (recursively ``*.toml``, and ``*.md`` notes holding ``toml backpropcheck``
+    blocks: one ``NOTE.md:LINE`` per block, see :mod:`.notes`), in a stable order."""
+    return walk_files(paths)[0]
+
+
+def walk_files(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """What :func:`find_files` finds, and the folders that could not be read, each with the reason:
+    they are reported, never skipped in silence.
+
+    An explicit stack, not recursion: a tree 1,100 folders deep is walked like a flat one. Links to
+    folders are not followed (a link to an ancestor would never end); links to files are."""
+    import os
+
+    from .notes import SUFFIXES, is_note, refs
+
     out: list[str] = []
+    unreadable: list[tuple[str, str]] = []
     for p in paths:
         path = Path(p)
-        if path.is_dir():
-            out.extend(str(f) for f in sorted(path.rglob("*.toml")))
-        else:
-            out.append(str(path))
-    return out
+        if not path.is_dir():
+            if is_note(path) and path.exists():
+                out.extend(refs(path))
+            else:
+                out.append(str(path))
+            continue
+        found: list[Path] = []
+        stack = [str(p)]
+        while stack:
+            folder = stack.pop()
+            try:
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        try:
+                            if entry.is_dir(follow_symlinks=False):
+                                stack.append(entry.path)
+                            elif Path(entry.name).suffix in (".toml", *SUFFIXES) and entry.is_file():
+                                found.append(Path(entry.path))
+                        except OSError as exc:
+                            unreadable.append((entry.path, exc.strerror or str(exc)))
+            except OSError as exc:
+                unreadable.append((str(Path(folder)), exc.strerror or str(exc)))
+        for f in sorted(found):
+            out.extend(refs(f, explicit=False) if is_note(f) else [str(f)])
+    return out, sorted(unreadable)

@@ -45,33 +45,123 @@ def _limit_options(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
+def _setting_type(key: str) -> click.ParamType:
+    """The option's range from the one table the loader checks ``[check]`` against."""
+    from .model import SETTING_RANGES
+
+    low, high = SETTING_RANGES[key]
+    if isinstance(low, int):
+        return click.IntRange(low, high)
+    return click.FloatRange(low, high)
+
+
+class _BoundsCommand(click.Command):
+    """``--help`` lists the ``--max-*`` bounds under their own heading, after the everyday options."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        everyday, bounds = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx) if isinstance(param, click.Option) else None
+            if record is not None:
+                (bounds if param.name and param.name.startswith("bound_") else everyday).append(record)
+        if everyday:
+            with formatter.section("Options"):
+                formatter.write_dl(everyday)
+        if bounds:
+            with formatter.section("Bounds (a file that crosses one is an error, exit 2; see docs/cli.md)"):
+                formatter.write_dl(bounds)
+
+
 def _limits(bounds: dict[str, int | float | None]) -> Limits:
     return replace(DEFAULT_LIMITS, **{k[len("bound_"):]: v for k, v in bounds.items() if v is not None})
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Ctrl-C exits 130 and SIGTERM 143, with one line and no traceback (click's own handling exits 1,
+    which means "a claim failed"); a reader that closes the pipe early (``| head``) is not an error."""
+
+    def invoke(self, ctx: click.Context):
+        from .runner import Terminated
+
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            _leave("backpropcheck: interrupted", 130)
+        except Terminated:
+            _leave("backpropcheck: terminated", 143)
+        except BrokenPipeError:
+            _stdout_gone()
+            sys.exit(0)
+
+
+def _leave(message: str, status: int) -> None:
+    """One line on stderr (text from a file shown, not obeyed) and the exit status; no traceback."""
+    from .textsafe import visible
+
+    try:
+        click.echo(visible(message), err=True)
+    except Exception:  # noqa: BLE001 - stderr may be gone too
+        pass
+    sys.exit(status)
+
+
+def _console(stream=None):
+    """A rich Console on ``stream`` (default stdout) that shows the text of a file as text (escape sequences,
+    control characters and undecodable bytes of file names escaped: see :mod:`.textsafe`), and whose broken
+    pipe is a BrokenPipeError for the command to handle (rich's own exits 1, which means "a claim failed")."""
+    from rich.console import Console
+    from rich.segment import Segment
+
+    from .textsafe import visible
+
+    class PipeConsole(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError()
+
+        def _render_buffer(self, buffer):  # rich's own control segments (colours, cursor) pass as they are
+            return super()._render_buffer([s if s.control else Segment(visible(s.text), s.style, s.control)
+                                           for s in buffer])
+
+    console = PipeConsole(file=stream) if stream else PipeConsole()
+    console.soft_wrap = not console.is_terminal
+    return console
+
+
+def _stdout_gone() -> None:
+    """The reader of stdout has gone: point stdout at /dev/null, so the flush at exit cannot fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except Exception:  # noqa: BLE001 - not a real file (tests), nothing to flush
+        pass
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="backpropcheck")
 def main() -> None:
     """Prove or refute matrix-form backpropagation against the per-neuron chain rule."""
 
 
-@main.command()
+@main.command(cls=_BoundsCommand)
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--seed", type=click.IntRange(0, None), default=None, help="Seed for every random draw (default: the file's, else 0).")
-@click.option("--trials", type=click.IntRange(1, None), default=None,
+@click.option("--seed", type=_setting_type("seed"), default=None, help="Seed for every random draw (default: the file's, else 0).")
+@click.option("--trials", type=_setting_type("trials"), default=None,
               help="Numeric trials per file (default 20; at most --max-trials).")
-@click.option("--shapes", type=click.IntRange(0, None), default=None,
+@click.option("--shapes", type=_setting_type("shapes"), default=None,
               help="Small dim assignments for the symbolic proof (default 3; at most --max-shapes).")
-@click.option("--max-dim", type=click.IntRange(2, None), default=None, help="Largest random dim (default 64).")
-@click.option("--rtol", type=click.FloatRange(0, 1), default=None, help="Relative tolerance (default 1e-7).")
-@click.option("--atol", type=click.FloatRange(0, None), default=None, help="Absolute tolerance (default 1e-12).")
+@click.option("--max-dim", type=_setting_type("max_dim"), default=None, help="Largest random dim (default 64).")
+@click.option("--rtol", type=_setting_type("rtol"), default=None, help="Relative tolerance (default 1e-7, at most 1e-3).")
+@click.option("--atol", type=_setting_type("atol"), default=None, help="Absolute tolerance (default 1e-12, at most 1e-6).")
 @click.option("--dims", callback=_parse_dims, default=None, metavar="n=4096,m=512",
               help="Numeric trials at exactly these dims (production shapes).")
 @click.option("--no-symbolic", is_flag=True, help="Numeric trials only: verdicts are 'verified', not 'proved'.")
 @click.option("--timeout", type=click.FloatRange(0, None), default=10.0, show_default=True,
               help="CPU seconds of symbolic work per claim before it falls back to 'verified'.")
 @click.option("--jobs", type=click.IntRange(1, 256), default=1, show_default=True,
-              help="Files checked in parallel processes.")
+              help="Files checked in parallel worker processes (every file runs in a worker: see --file-timeout).")
 @click.option("--fail-fast", is_flag=True, help="Stop after the first file that does not pass.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "junit", "markdown"]), default="text",
               show_default=True)
@@ -80,13 +170,17 @@ def main() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Show only what did not pass.")
 @click.option("-v", "--verbose", is_flag=True, help="Show every claim's evidence.")
 @click.option("--examples", is_flag=True, help="Also check the bundled derivations shipped in the package.")
+@click.option("--only-derivations", is_flag=True,
+              help="Skip valid TOML files without any derivation table (a pyproject.toml) and notes without "
+                   "blocks, as the pre-commit hook does; empty, broken or misspelt files are still checked.")
 @_limit_options
 def check(paths, seed, trials, shapes, max_dim, rtol, atol, dims, no_symbolic, timeout, jobs, fail_fast, fmt,
-          output, quiet, verbose, examples=False, **bounds) -> None:
-    """Check derivation files or folders (recursively *.toml); default ./derivations."""
+          output, quiet, verbose, examples=False, only_derivations=False, **bounds) -> None:
+    """Check derivation files or folders (recursively *.toml, and *.md notes holding "toml backpropcheck"
+    blocks); default ./derivations. A note's block is named NOTE.md:LINE, and that name is a PATH too."""
     from pathlib import Path
 
-    from .checker import Options, find_files
+    from .checker import FileResult, Options, walk_files
     from .report import exit_status
 
     if examples:
@@ -97,15 +191,35 @@ def check(paths, seed, trials, shapes, max_dim, rtol, atol, dims, no_symbolic, t
         if not Path("derivations").is_dir():
             raise click.UsageError("no PATH given and no ./derivations folder here")
         paths = ("derivations",)
-    files = find_files(list(paths))
-    if not files:
-        raise click.UsageError(f"no *.toml files under {', '.join(paths)}")
-    if output and not Path(output).resolve().parent.is_dir():  # say so now, not after the whole run
+    files, unreadable = walk_files(list(paths))
+    if only_derivations:
+        from .discover import looks_like_derivation
+
+        files = [f for f in files if looks_like_derivation(f, _limits(bounds))]
+    if not files and not unreadable:
+        from .notes import is_note
+
+        if only_derivations and paths:  # pre-commit passing a pyproject.toml: nothing to check
+            click.echo(f"no derivations in {', '.join(paths)}: nothing to check", err=True)
+            sys.exit(0)
+        if all(is_note(p) and Path(p).is_file() for p in paths):  # pre-commit passing a README: nothing to check
+            click.echo(f"no ```toml backpropcheck blocks in {', '.join(paths)}: nothing to check", err=True)
+            sys.exit(0)
+        raise click.UsageError(f"no *.toml files (nor *.md notes with ```toml backpropcheck blocks) under "
+                               f"{', '.join(paths)}")
+    if output and not Path(output).absolute().parent.is_dir():  # say so now, not after the whole run
         raise click.BadParameter(f"the folder of {output!r} does not exist", param_hint="'--output'")
     options = Options(seed=seed, trials=trials, shapes=shapes, max_dim=max_dim, rtol=rtol, atol=atol, dims=dims,
                       symbolic=not no_symbolic, timeout=timeout, limits=_limits(bounds))
-    results = _run(files, options, jobs, fail_fast, progress=_want_progress(fmt, output, quiet, sys.stderr))
-    _report(results, fmt, output, seed if seed is not None else 0, quiet, verbose)
+    # a folder that cannot be read is an error of the run, reported first, like an invalid file
+    results = [FileResult(f, "", "error", f"{f}: cannot read this folder ({why}); the files in it were not checked")
+               for f, why in unreadable]
+    if files and not (fail_fast and results):
+        results += _run(files, options, jobs, fail_fast, progress=_want_progress(fmt, output, quiet, sys.stderr))
+    try:
+        _report(results, fmt, output, seed if seed is not None else 0, quiet, verbose)
+    except BrokenPipeError:  # `| head`: the reader has what it wanted; the status stays the check's
+        _stdout_gone()
     sys.exit(exit_status(results))
 
 
@@ -158,76 +272,47 @@ class _Progress:
 
 
 def _run(files: list[str], options, jobs: int, fail_fast: bool, progress: bool = False):
-    """Check ``files``; the results are in file order and identical for every ``jobs``.
+    """Check ``files``, each in its own worker (see :mod:`.runner`); the results are in file order and
+    identical for every ``jobs``. With ``fail_fast`` the run stops after the first file, in file order,
+    that does not pass — in parallel too, so ``--jobs`` never changes which files are reported."""
+    from .runner import run_files
 
-    With ``fail_fast`` the run stops after the first file, in file order, that does not
-    pass — in parallel too, so ``--jobs`` never changes which files are reported.
-    """
-    from .checker import check_path
-
-    if jobs > 1 and len(files) > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        with ProcessPoolExecutor(max_workers=min(jobs, len(files)),
-                                 mp_context=multiprocessing.get_context("fork")) as pool:
-            # every worker is forked here, at the first submit, before the progress bar starts its thread
-            futures = [pool.submit(check_path, path, options) for path in files]
-            index = {future: i for i, future in enumerate(futures)}
-            stop = len(files)  # with fail_fast: one past the first failing file seen so far
-            with _Progress(len(files), progress) as bar:
-                for future in as_completed(futures):
-                    if future.cancelled():
-                        continue
-                    i = index[future]
-                    bar.done(files[i])
-                    if fail_fast and i < stop and future.result().status != "passed":
-                        stop = i + 1
-                        for later in futures[stop:]:
-                            later.cancel()
-                    if stop < len(files) and all(f.done() for f in futures[:stop]):
-                        break
-            results = [f.result() for f in futures[:stop]]
-            pool.shutdown(wait=True, cancel_futures=True)
-        return results
-    results = []
     with _Progress(len(files), progress) as bar:
-        for path in files:
-            bar.start(path)
-            result = check_path(path, options)
-            results.append(result)
-            bar.done(path)
-            if fail_fast and result.status != "passed":
-                break
-    return results
+        return run_files(files, options, jobs, fail_fast, start=bar.start, done=bar.done)
 
 
 def _report(results, fmt: str, output: str | None, seed: int, quiet: bool, verbose: bool) -> None:
-    from rich.console import Console
+    """The report to stdout, or to ``output`` atomically (see :mod:`.outfile`; a write error exits 2)."""
+    import contextlib
 
-    stream = open(output, "w", encoding="utf-8") if output else None  # noqa: SIM115 - closed below
+    from .outfile import OutputError, atomic_output
+
     try:
-        if fmt == "json":
-            from .report import json as json_report
+        with atomic_output(output) if output else contextlib.nullcontext() as stream:
+            _write_report(stream, results, fmt, seed, quiet, verbose)
+    except OutputError as exc:
+        _leave(f"error: {exc}", 2)
 
-            (stream or sys.stdout).write(json_report.render(results, seed))
-        elif fmt == "junit":
-            from .report import junit
 
-            (stream or sys.stdout).write(junit.render(results, seed))
-        elif fmt == "markdown":
-            from .report import markdown
+def _write_report(stream, results, fmt: str, seed: int, quiet: bool, verbose: bool) -> None:
+    from .textsafe import visible
 
-            (stream or sys.stdout).write(markdown.render(results, seed, quiet=quiet))
-        else:
-            from .report import text
+    if fmt == "json":  # JSON escapes control characters itself; file names that are not UTF-8 too
+        from .report import json as json_report
 
-            console = Console(file=stream) if stream else Console()
-            console.soft_wrap = not console.is_terminal
-            text.render(results, console, verbose=verbose, quiet=quiet)
-    finally:
-        if stream:
-            stream.close()
+        (stream or sys.stdout).write(visible(json_report.render(results, seed)))
+    elif fmt == "junit":  # XML 1.0 may not hold control characters at all
+        from .report import junit
+
+        (stream or sys.stdout).write(visible(junit.render(results, seed)))
+    elif fmt == "markdown":
+        from .report import markdown
+
+        (stream or sys.stdout).write(visible(markdown.render(results, seed, quiet=quiet)))
+    else:
+        from .report import text
+
+        text.render(results, _console(stream), verbose=verbose, quiet=quiet)
 
 
 # -- classroom: explain, demo, new, list ------------------------------------------------------
@@ -239,11 +324,30 @@ def _interactive() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
 
+def _derivation_file(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A file, a note's block ``notes.md:LINE``, or the name of a bundled derivation as ``list`` prints it."""
+    from pathlib import Path
+
+    from .notes import split_ref
+
+    if Path(value).is_file() or split_ref(value) is not None:
+        return value
+    if Path(value).is_dir():
+        raise click.BadParameter(f"{value!r} is a folder; explain takes one file")
+    from .templates import bundled_files, bundled_folder
+
+    for relative, _ in bundled_files():
+        if value in (relative, relative.removesuffix(".toml")):
+            return str(Path(bundled_folder()) / relative)
+    raise click.BadParameter(f"no file {value!r}, and no bundled derivation of that name (see: backpropcheck list)")
+
+
 @main.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", callback=_derivation_file, metavar="FILE")
 @click.option("--claim", default=None, metavar="NAME", help="Explain only this claim (e.g. grad_W).")
 @click.option("--dims", callback=_parse_dims, default=None, metavar="n=3,m=2",
-              help=f"Small dims for the walk-through (each at most {EXPLAIN_MAX_DIM}; default 3, 2, then 2s).")
+              help=f"Small dims for the walk-through (each at most {EXPLAIN_MAX_DIM}; default 3, 2, 4, 5, 6: "
+                   "distinct, used throughout the explanation).")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "latex"]), default="text",
               show_default=True, help="markdown: GitHub math; latex: a standalone document.")
 @click.option("--output", type=click.Path(dir_okay=False, writable=True), default=None,
@@ -254,7 +358,12 @@ def _interactive() -> bool:
 @click.option("--timeout", type=click.FloatRange(0, None), default=10.0, show_default=True,
               help="CPU seconds of symbolic work per claim for the verdict.")
 def explain(file, claim, dims, fmt, output, trials, no_symbolic, timeout) -> None:
-    """Fill in the "???": the per-neuron chain rule, the Jacobian route and the matrix form of each claim."""
+    """Fill in the "???": the per-neuron chain rule, the Jacobian route and the matrix form of each claim.
+
+    FILE is a derivation file, a block of a note (notes.md:LINE) or a bundled derivation's name as
+    `backpropcheck list` prints it. Exit status as for check: 0 every explained claim holds (or matches
+    [expect]), 1 one does not, 2 an invalid file or claim.
+    """
     from .checker import Options
     from .errors import DerivationError
     from .explain import explain_file, render_latex, render_markdown, render_text
@@ -264,13 +373,102 @@ def explain(file, claim, dims, fmt, output, trials, no_symbolic, timeout) -> Non
         raise click.BadParameter(f"{', '.join(too_big)}: explain works entry by entry, use dims up to "
                                  f"{EXPLAIN_MAX_DIM} (check --dims takes production sizes)", param_hint="--dims")
     options = Options(trials=trials, shapes=1, symbolic=not no_symbolic, timeout=timeout)
+    from .runner import memory_bounded
+
     try:
-        explanation = explain_file(file, claim, dict(dims), options)
+        with memory_bounded(options.limits.max_memory):  # as a check's worker is (see the README's "Bounds")
+            explanation = explain_file(file, claim, dict(dims), options)
+    except MemoryError:
+        from .checker import out_of_memory
+
+        _leave(f"error: {out_of_memory(file, options.limits)}", 2)
+    except DerivationError as exc:
+        _leave(f"error: {exc}", 2)
+    except KeyError as exc:
+        raise click.BadParameter(str(exc.args[0]), param_hint="--claim") from None
+    import contextlib
+
+    from .outfile import OutputError, atomic_output
+
+    try:
+        with atomic_output(output) if output else contextlib.nullcontext() as stream:
+            if fmt == "text":
+                render_text(explanation, _console(stream))
+            else:
+                from .textsafe import visible
+
+                text = visible(render_markdown(explanation) if fmt == "markdown" else render_latex(explanation))
+                if stream:
+                    stream.write(text)
+                else:
+                    click.echo(text, nl=False)
+    except OutputError as exc:
+        _leave(f"error: {exc}", 2)
+    sys.exit(_explain_status(explanation))
+
+
+def _explain_status(explanation) -> int:
+    """As check's: 2 the file or a claim is invalid, 1 an explained claim does not hold (nor match [expect])."""
+    if explanation.error is not None or any(r.verdict == "error" for r in explanation.results):
+        return 2
+    return 1 if any(not r.ok for r in explanation.results) else 0
+
+
+def _derive_source(file: str) -> tuple[str, str]:
+    """derive's input: a file's path, or the TOML text of a note's block (``notes.md:LINE``, or a note
+    holding exactly one block), with the name to report it by."""
+    from .errors import DerivationError
+    from .notes import blocks, is_note, read_note, split_ref
+
+    ref = split_ref(file)
+    if ref is None and not is_note(file):
+        return file, file
+    path, line = ref if ref is not None else (file, None)
+    try:
+        found = blocks(read_note(path))
     except DerivationError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except KeyError as exc:
-        raise click.BadParameter(str(exc.args[0]), param_hint="--claim") from None
+    chosen = [b for b in found if line is None or b.line == line]
+    if len(chosen) != 1 or not chosen[0].closed:
+        starts = ", ".join(str(b.line) for b in found) or "none"
+        click.echo(f"error: {path}: name one closed ```toml backpropcheck block as {path}:LINE "
+                   f"(blocks start at lines {starts})", err=True)
+        sys.exit(2)
+    return chosen[0].text, f"{path}:{chosen[0].line}"
+
+
+@main.command()
+@click.argument("file", callback=_derivation_file, metavar="FILE")
+@click.option("--for", "targets", default=None, metavar="NAME,...",
+              help="Derive only these gradients (grad_W or W; comma-separated).")
+@click.option("--format", "fmt", type=click.Choice(["toml", "text", "markdown", "latex", "json"]), default="toml",
+              show_default=True, help="toml: a [claims] table to paste into the file; text/markdown/latex: the steps.")
+@click.option("--output", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write to FILE instead of standard output.")
+@click.option("--no-symbolic", is_flag=True, help="Check the derived claims numerically only ('verified').")
+@click.option("--timeout", type=click.FloatRange(0, None), default=10.0, show_default=True,
+              help="CPU seconds of symbolic work per claim.")
+def derive(file, targets, fmt, output, no_symbolic, timeout) -> None:
+    """Write the matrix-form gradients of FILE's forward pass (its claims are ignored), and prove them.
+
+    FILE is a derivation file, a block of a note (notes.md:LINE) or a bundled derivation's name as
+    list prints it.
+
+    Exit status 0 when every derived claim is proved, 1 when one is not (a bug of derive) or a
+    gradient could not be derived, 2 for an invalid file."""
+    import json
+
+    from .checker import Options
+    from .derive import derive as derive_file
+    from .derive import render_latex, render_markdown, render_text
+
+    wanted = [t.strip() for t in targets.split(",") if t.strip()] if targets else None
+    source, name = _derive_source(file)
+    result = derive_file(source, wanted, Options(symbolic=not no_symbolic, timeout=timeout), name=name)
+    if result.error and not result.claims:
+        click.echo(f"error: {result.error}", err=True)
+        sys.exit(2)
     if fmt == "text":
         from rich.console import Console
 
@@ -278,29 +476,39 @@ def explain(file, claim, dims, fmt, output, trials, no_symbolic, timeout) -> Non
         try:
             console = Console(file=stream) if stream else Console()
             console.soft_wrap = not console.is_terminal
-            render_text(explanation, console)
+            render_text(result, console)
         finally:
             if stream:
                 stream.close()
-        return
-    text = render_markdown(explanation) if fmt == "markdown" else render_latex(explanation)
-    if output:
-        with open(output, "w", encoding="utf-8") as fh:
-            fh.write(text)
     else:
-        click.echo(text, nl=False)
+        text = {"toml": result.to_toml, "markdown": lambda: render_markdown(result),
+                "latex": lambda: render_latex(result),
+                "json": lambda: json.dumps(result.to_json(), indent=2) + "\n"}[fmt]()
+        if output:
+            with open(output, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        else:
+            click.echo(text, nl=False)
+    bad = [c for c in result.claims if not c.ok]
+    for c in bad:
+        click.echo(f"derive: {c.name} = {c.expr} is {c.verdict}, not proved: a bug of derive, please report it"
+                   f" ({c.message})", err=True)
+    for target, why in result.not_derived.items():
+        click.echo(f"derive: grad_{target} not derived: {why}", err=True)
+    if result.error:
+        click.echo(f"derive: {result.error}", err=True)
+    if bad or result.not_derived or result.error:
+        sys.exit(1)
 
 
 @main.command()
 @click.option("--no-pause", is_flag=True, help="Run straight through (always so when not on a terminal).")
 def demo(no_pause) -> None:
     """The classroom walk-through on the bundled seed example (dense_column.toml)."""
-    from rich.console import Console
 
     from .explain import run_demo
 
-    console = Console()
-    console.soft_wrap = not console.is_terminal
+    console = _console()
     pausing = not no_pause and _interactive()
 
     def pause() -> None:
@@ -334,13 +542,11 @@ def list_() -> None:
     """The bundled example derivations, with their titles."""
     import tomllib
 
-    from rich.console import Console
     from rich.markup import escape
 
     from .templates import bundled_files, bundled_folder
 
-    console = Console()
-    console.soft_wrap = not console.is_terminal
+    console = _console()
     rows = []
     for relative, node in bundled_files():
         try:
@@ -353,7 +559,7 @@ def list_() -> None:
         console.print(f"[cyan]{escape(relative.ljust(width))}[/]  {escape(title)}", highlight=False)
     folder = bundled_folder()
     console.print(f"{len(rows)} bundled derivations in {escape(folder)} (check them: backpropcheck check "
-                  f"--examples; explain one: backpropcheck explain {escape(folder)}/dense_column.toml)",
+                  f"--examples; explain one by the name above: backpropcheck explain dense_column.toml)",
                   style="dim", highlight=False)
 
 

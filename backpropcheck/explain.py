@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import itertools
 import re
+import sys
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +33,17 @@ import sympy as sp
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.str import StrPrinter
 
-from .checker import ClaimResult, Options, SymbolicTimeout, check_derivation, draw_dims, time_budget
-from .engines.evaluate import evaluate, evaluate_definition
+from .checker import (
+    ClaimResult,
+    Counterexample,
+    Options,
+    SymbolicTimeout,
+    check_derivation,
+    draw_dims,
+    settings,
+    time_budget,
+)
+from .engines.evaluate import evaluate_definition
 from .engines.symbolic import SymbolicTruth, symbol_array
 from .lang.dims import Dim, Shape, fmt_shape
 from .lang.ir import IndexSum, Var, walk
@@ -96,6 +107,8 @@ class Explanation:
     path: str
     sizes: dict[str, int]
     blocks: list[Block] = field(default_factory=list)
+    results: list[ClaimResult] = field(default_factory=list)  # the verdicts of the explained claims
+    error: str | None = None  # why the file could not be checked, if it could not
 
     def heading(self, text: str, level: int = 2, *more: Segment) -> None:
         self.blocks.append(Block("heading", [text, *more], level))
@@ -909,19 +922,43 @@ def _tied(J: np.ndarray, rv: int, ties: dict[int, int], constant: bool = False) 
 # -- sizes ------------------------------------------------------------------------------
 
 
+SMALL_DIMS = (3, 2, 4, 5, 6)  # distinct, so no layer is square by coincidence; at most explain's largest dim
+
+
 def small_sizes(d: Derivation, given: Mapping[str, int] | None = None) -> dict[str, int]:
-    """Small dims for the walk-through: the given ones, else 3, 2, then 2s (every shape ≥ 1)."""
+    """Small distinct dims for the walk-through: the given ones, else 3, 2, 4, 5, 6 (every shape ≥ 1).
+
+    One explanation uses these dims throughout: walk-through, verdict, counterexample and grid."""
     given = {k: v for k, v in (given or {}).items() if k in d.dims}
-    defaults = [3, 2]
     sizes = dict(given)
-    free = [n for n in d.dims if n not in given]
-    for k, n in enumerate(free):
-        sizes[n] = defaults[k] if k < len(defaults) else 2
+    unused = [v for v in SMALL_DIMS if v not in given.values()]
+    for n in (n for n in d.dims if n not in given):
+        sizes[n] = unused.pop(0) if unused else 2
     names = list(d.inputs) + [f.name for f in d.forward + d.backward]
     if all(dim.value(sizes) >= 1 for n in names for dim in d.shape_of(n)):
         return {n: sizes[n] for n in d.dims}
     rng = np.random.default_rng(0)
-    return draw_dims(d, rng, 2, 4, given)
+    return draw_dims(d, rng, 2, max(SMALL_DIMS), given)
+
+
+def _at_these_dims(d: Derivation, opts: Options, checked, sizes: dict[str, int]):
+    """A claim refuted at other dims is refuted again at the walk-through's ``sizes`` when it can be,
+    so the counterexample, the grid and the walk-through show one set of dims."""
+    from dataclasses import replace
+
+    elsewhere = {r.name for r in checked.claims
+                 if r.verdict == "refuted" and r.counterexample is not None and r.counterexample.dims != sizes}
+    if not elsewhere:
+        return checked
+    try:
+        # numeric only: a refutation is numeric, and only the refuted claims' results are taken
+        again = check_derivation(d, replace(opts, dims=tuple(sizes.items()), symbolic=False))
+    except Exception:  # noqa: BLE001 - the first verdicts stand
+        return checked
+    here = {r.name: r for r in again.claims if r.name in elsewhere and r.verdict == "refuted"
+            and r.counterexample is not None and r.counterexample.dims == sizes}
+    checked.claims = [here.get(r.name, r) for r in checked.claims]
+    return checked
 
 
 # -- the explanation ----------------------------------------------------------------------
@@ -959,8 +996,10 @@ def explain_derivation(d: Derivation, claim: str | None = None, sizes: Mapping[s
                                                     r"\nabla u = \left(\frac{\partial v}{\partial u}\right)^\top"
                                                     r" \nabla v"), ".")
     opts = options or Options(trials=5, shapes=1, timeout=10.0)
-    checked = check_derivation(d, opts)
+    checked = _at_these_dims(d, opts, check_derivation(d, opts), sizes)
     results = {r.name: r for r in checked.claims}
+    out.results = [results[c.name] for c in claims if c.name in results]
+    out.error = checked.error if checked.status == "error" and not checked.claims else None
     try:
         with time_budget(opts.timeout):
             analysis: Analysis | None = Analysis(d, sizes)
@@ -981,7 +1020,7 @@ def explain_derivation(d: Derivation, claim: str | None = None, sizes: Mapping[s
                 out.para(f"(The walk-through stopped at its {opts.timeout:g} s budget; raise it with --timeout.)")
             except Exception as exc:  # noqa: BLE001 - explain is best effort on exotic files; the verdict stands
                 out.para(f"(The walk-through stopped early: {type(exc).__name__}: {exc}.)")
-        _verdict(out, d, c, results.get(c.name), analysis, checked.error)
+        _verdict(out, d, c, results.get(c.name), sizes, analysis, checked.error)
     return out
 
 
@@ -1296,24 +1335,30 @@ def _tt(text: str) -> str:
 # -- the verdict ------------------------------------------------------------------------
 
 
-def _verdict(out: Explanation, d: Derivation, c: Claim, r: ClaimResult | None, a: Analysis | None,
-             file_error: str | None = None) -> None:
+def _verdict(out: Explanation, d: Derivation, c: Claim, r: ClaimResult | None, sizes: dict[str, int],
+             a: Analysis | None, file_error: str | None = None) -> None:
     out.heading("4. Verdict on the claim", 3)
     if r is None:
         out.para(f"(no verdict: the file could not be checked: {file_error or 'unknown error'})")
         return
     expected = "" if r.expected == "holds" else f" (the file expects {r.expected})"
     out.para(f"{c.name} = {c.text}: {r.verdict.upper()}{expected}. {r.message}")
+    scope = (r.symbolic or {}).get("scope") if r.verdict == "proved" else None
+    if scope is not None:  # SPEC §8: for every shape, or only at the sampled ones, and why
+        which = "for all shapes" if scope == "all-shapes" else "at the sampled shapes only"
+        out.para(f"Scope: proved {which} — {(r.symbolic or {}).get('argument', '')}.")
     if r.diagnosis:
         out.para(f"Diagnosis: {r.diagnosis}.")
     if r.verdict != "refuted" or c.node is None:
         return
-    sizes = a.sizes if a is not None else small_sizes(d)
-    grid = numeric_grid(d, c, sizes)
     cex = r.counterexample
+    max_dim = settings(d, Options())["max_dim"]
+    grid = numeric_grid(d, c, sizes, cex, max_dim)
     if (grid is None or not any(any(row) for row in grid.bad)) and cex is not None and cex.dims \
-            and all(v <= 6 for v in cex.dims.values()):
-        grid = numeric_grid(d, c, cex.dims)  # these dims hide the mistake; the checker's do not
+            and cex.dims != sizes and all(v <= 6 for v in cex.dims.values()):
+        out.para(f"(At the walk-through's dims {_dims_text(sizes)} this claim happens to agree; the checker's "
+                 f"counterexample is at dims {_dims_text(cex.dims)}.)")
+        grid = numeric_grid(d, c, cex.dims, cex, max_dim)  # these dims hide the mistake; the checker's do not
     if grid is not None:
         out.para("True entries next to the claimed ones (mismatches marked):")
         out.add_grid(grid)
@@ -1322,12 +1367,25 @@ def _verdict(out: Explanation, d: Derivation, c: Claim, r: ClaimResult | None, a
             out.math(line)
 
 
-def numeric_grid(d: Derivation, c: Claim, sizes: Mapping[str, int]) -> Grid | None:
-    """True vs claimed entries from one numeric trial at ``sizes`` (None if the claim cannot be evaluated)."""
+def _dims_text(sizes: Mapping[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sizes.items())
+
+
+def numeric_grid(d: Derivation, c: Claim, sizes: Mapping[str, int], cex: Counterexample | None = None,
+                 max_dim: int = 64) -> Grid | None:
+    """True vs claimed entries from one numeric trial at ``sizes`` (None if the claim cannot be evaluated).
+
+    With a counterexample at these dims, the grid replays its very trial: its true and claimed
+    values are entries of the grid."""
     from .engines.numeric import rng_for, run_trial
 
     try:
-        run = run_trial(d, dict(sizes), rng_for(0, d.path, 300_000), 0)
+        if cex is not None and isinstance(cex.trial, int) and cex.dims == dict(sizes):
+            rng = rng_for(cex.seed, d.path, cex.trial)
+            draw_dims(d, rng, 2, max(2, max_dim), dict(sizes))  # as the checker's trial drew them
+            run = run_trial(d, dict(sizes), rng, cex.trial)
+        else:
+            run = run_trial(d, dict(sizes), rng_for(0, d.path, 300_000), 0)
     except Exception:  # noqa: BLE001 - the grid is an illustration; the verdict stands without it
         return None
     if c.name not in run.claims:
@@ -1358,7 +1416,8 @@ def symbolic_mismatches(a: Analysis, c: Claim, limit: int = 2) -> list[Math]:
         except Exception:  # noqa: BLE001
             return []
     try:
-        claimed = np.broadcast_to(evaluate(c.node, env, a.sizes, a.truth.backend), a.arrays[c.target].shape)
+        claimed = np.broadcast_to(evaluate_definition(c.node, c.index, env, a.sizes, a.truth.backend),
+                                  a.arrays[c.target].shape)
     except Exception:  # noqa: BLE001
         return []
     true = a.truth.grads[c.target]
@@ -1582,7 +1641,7 @@ def run_demo(console, pause: Callable[[], None], options: Options | None = None)
     seed = _demo_derivation(SEED_EXAMPLE)
     if seed is None:
         raise FileNotFoundError(f"the bundled seed example {SEED_EXAMPLE} is missing from the package")
-    steps = 6
+    steps = 7
 
     def step(k: int, title: str) -> None:
         if k > 1:
@@ -1634,6 +1693,78 @@ def run_demo(console, pause: Callable[[], None], options: Options | None = None)
             console.print("Writing the column-convention answer W.T @ grad_z in this file is caught before any "
                           f"number is drawn — {result.verdict}:")
             console.print("    " + escape(result.message), style="red", highlight=False)
+    step(7, "derived, not just checked")
+    console.print("backpropcheck can also write the matrix form itself, from the forward pass alone, and prove "
+                  "what it wrote (backpropcheck derive):")
+    seed_text = bundled_text(SEED_EXAMPLE)
+    if seed_text is not None:
+        from .derive import derive
+        from .derive import render_text as render_derived
+
+        render_derived(derive(seed_text, options=opts, name=SEED_EXAMPLE), console)
     console.print()
     console.print("Try it on your own derivation: backpropcheck new my_layer.toml, then backpropcheck explain "
-                  "my_layer.toml.")
+                  "my_layer.toml and backpropcheck derive my_layer.toml.")
+
+
+# -- the local Jacobian of one op, in words (shared with ``derive``'s steps) -----------------
+
+
+def jacobian_note(op: str, params: Mapping[str, object], position: int, shapes: list[Shape]) -> str:
+    """What ``∂out/∂arg`` of one op is, and what its transpose does to the upstream gradient,
+    in the vocabulary of the Jacobian walk above (diagonal → element-wise product, W → Wᵀ,
+    Kronecker → outer product, copies → a sum)."""
+    ranks = [len(s) for s in shapes]
+    if op in ("matmul", "dot"):
+        other = 1 - position
+        if ranks[other] == 2 and ranks[position] >= 1:
+            side = "on the left" if position == 1 else "on the right"
+            if ranks[position] == 2:
+                return f"a matrix product: the transposed Jacobian multiplies by the other factor, transposed, {side}"
+            return "∂(W x)/∂x = W: the gradient takes the transposed Jacobian, Wᵀ"
+        if ranks[position] == 2:
+            return "Kronecker structure (one block per row): the transposed Jacobian is an outer product"
+        return "a dot product: the Jacobian is the other vector"
+    if op == "outer":
+        return "Kronecker structure: the transposed Jacobian contracts the gradient with the other vector"
+    if op in ("add", "sub"):
+        if shapes and any(s != shapes[position] for s in shapes):
+            return "the identity on copies (broadcasting): the transposed Jacobian sums over the broadcast axes"
+        return "the identity" + (" (negated)" if op == "sub" and position == 1 else "")
+    if op in ("mul", "div", "pow", "elementwise", "where", "maximum", "minimum", "neg"):
+        return "diagonal: its transpose is itself, an element-wise product"
+    if op == "T":
+        return "a permutation (the transpose): the gradient is transposed back"
+    if op == "expand":
+        return "a new axis of size one: the gradient drops it again"
+    if op in ("sum", "mean"):
+        tail = " divided by the count" if op == "mean" else ""
+        return f"a row of ones (a sum): its transpose copies the gradient back over the summed axis{tail}"
+    if op == "softmax":
+        return "diag(p) − p pᵀ along the axis: the transpose gives p ⊙ (g − Σ g ⊙ p)"
+    if op == "log_softmax":
+        return "I − 1 pᵀ along the axis: the transpose gives g − p Σ g"
+    if op == "logsumexp":
+        return "the softmax as a row: the gradient is copied back and weighted by softmax"
+    if op == "trace":
+        return "the identity matrix's entries (only the diagonal counts)"
+    if op == "diag":
+        return "a diagonal embedding: the gradient keeps only the diagonal"
+    if op == "einsum":
+        return "a contraction: the transposed Jacobian contracts the gradient with the other operands"
+    return ""
+
+
+# -- the API's name ---------------------------------------------------------------------------------------------
+# ``backpropcheck.explain`` is this submodule (Python sets it on the package at import), and it must also be the
+# API function ``bpc.explain(...)`` (SPEC §9). So the module is callable: calling it is ``api.explain``.
+
+
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args, **kwargs):
+        from .api import explain as api_explain
+
+        return api_explain(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -25,9 +25,12 @@ class Limits:
     max_dim: int = 8192
     max_entries: int = 200_000_000  # about 1.6 GB of float64; --dims n=4096,m=4096 needs 5e7
     max_total_entries: int = 2_000_000_000  # about a minute of NumPy work
+    max_flops: int = 2_000_000_000_000  # multiply-adds of products over a file's trials: ~1 min of BLAS
     max_symbolic_entries: int = 100_000
     max_trials: int = 10_000
     max_shapes: int = 20
+    file_timeout: float = 120.0  # wall-clock seconds per file, all stages (the worker is killed past it)
+    max_memory: int = 4096  # MB of address space per file's worker (RLIMIT_AS above its start)
 
     @staticmethod
     def flag(field_name: str) -> str:
@@ -57,6 +60,9 @@ DESCRIPTIONS = {
     "max_symbolic_entries": "entries of all arrays at the small symbolic dims (one SymPy expression each)",
     "max_trials": "numeric trials per file (--trials or [check] trials)",
     "max_shapes": "symbolic dim assignments per file (--shapes or [check] shapes)",
+    "max_flops": "multiply-adds of every matrix product and einsum summed over a file's numeric trials",
+    "file_timeout": "wall-clock seconds for one file, all stages (load, numeric, symbolic, localisation)",
+    "max_memory": "megabytes of memory one file's check may allocate (an OS limit on its worker process)",
 }
 
 DEFAULT_LIMITS = Limits()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import keyword
+import re
 import stat
 import tomllib
 from pathlib import Path
@@ -18,7 +19,18 @@ from .lang.dims import Dim, Shape, fmt_shape, parse_dim
 from .lang.parse import BUILTIN_FUNCTIONS, Scope, parse_expression, parse_index_definition, parse_index_key
 from .lang.shapes import infer, infer_index, integer_kind
 from .limits import DEFAULT_LIMITS, Limits, exceeded
-from .model import DOMAINS, EXPECTATIONS, CheckSettings, Claim, Definition, Derivation, Input, Loss
+from .model import (
+    DOMAINS,
+    EXPECTATIONS,
+    SETTING_RANGES,
+    CheckSettings,
+    Claim,
+    Definition,
+    Derivation,
+    Input,
+    Loss,
+    setting_range_text,
+)
 
 TABLES = {
     "derivation": True, "dims": True, "inputs": True, "functions": False, "forward": True,
@@ -27,10 +39,18 @@ TABLES = {
 CHECK_KEYS = {"seed": int, "trials": int, "shapes": int, "max_dim": int, "rtol": float, "atol": float}
 
 
-def load(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> Derivation:
-    """Read and validate one derivation file; raise :class:`DerivationError` on the first problem."""
+def load(path: str | Path, limits: Limits = DEFAULT_LIMITS, name: str | None = None) -> Derivation:
+    """Read and validate one derivation file; raise :class:`DerivationError` on the first problem.
+
+    ``notes.md:LINE`` (or a note holding one block) loads the ``toml backpropcheck`` block there.
+    ``name`` is how reports name the file (default: ``path`` as given).
+    """
+    from . import notes
+
+    if notes.split_ref(str(path)) is not None or notes.is_note(path):
+        return notes.load_ref(str(path), limits, name)
     path = Path(path)
-    name = str(path)
+    name = str(path) if name is None else name
     try:
         info = path.stat()
         if not stat.S_ISREG(info.st_mode):  # /dev/zero or a FIFO behind a symlink would never end
@@ -54,6 +74,7 @@ def loads(data: bytes | str, name: str = "<string>", limits: Limits = DEFAULT_LI
             raise DerivationError(f"the file is not UTF-8 (byte {exc.start})", file=name) from None
     else:
         text = data
+    text = text.removeprefix("\ufeff")  # a byte-order mark (Notepad) is not part of the TOML
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -61,12 +82,53 @@ def loads(data: bytes | str, name: str = "<string>", limits: Limits = DEFAULT_LI
     except RecursionError:
         raise DerivationError("invalid TOML: nested too deeply", file=name) from None
     try:
-        return _Builder(doc, name, limits).build()
+        return _Builder(_nfkc_names(doc), name, limits).build()
     except DerivationError as exc:
         raise exc.located(file=name) from None
     except RecursionError:  # only reachable when --max-depth is raised past what Python's stack allows
         raise LimitError(exceeded("the expression nesting", "too deep for Python's stack", "max_depth", limits),
                          file=name) from None
+
+
+def _nfkc_names(doc: dict[str, Any]) -> dict[str, Any]:
+    """Names NFKC-normalised, as Python's parser does to the identifiers of every expression: a function
+    declared as ``"ｅｘｐ"`` is the ``ｅｘｐ`` (that is, ``exp``) that an expression calls. That is the keys
+    of every table and of [inputs]' inline tables, the names in [loss] upstream and the dims of a
+    shape. Expressions, titles and descriptions keep their text (and their columns)."""
+    import unicodedata
+
+    def norm(value: Any) -> Any:
+        return unicodedata.normalize("NFKC", value) if isinstance(value, str) else value
+
+    def keys(table: Any, where: str) -> Any:
+        if not isinstance(table, dict):
+            return table
+        out: dict[str, Any] = {}
+        for key, value in table.items():
+            new = norm(key)
+            if new in out:
+                raise _fail(f"{where}{new}", f"{key!r} is {new!r} after NFKC normalisation (as Python reads "
+                                             f"names), which is already defined")
+            out[new] = value
+        return out
+
+    doc = keys(doc, "")
+    for table, value in list(doc.items()):
+        doc[table] = keys(value, f"{table}.")
+    if isinstance(doc.get("inputs"), dict):
+        for name, spec in doc["inputs"].items():
+            if isinstance(spec, dict):
+                spec = keys(spec, f"inputs.{name}.")
+                if isinstance(spec.get("shape"), list):
+                    spec["shape"] = [norm(d) for d in spec["shape"]]
+            elif isinstance(spec, list):
+                spec = [norm(d) for d in spec]
+            doc["inputs"][name] = spec
+    loss = doc.get("loss")
+    if isinstance(loss, dict) and "upstream" in loss:
+        up = loss["upstream"]
+        loss["upstream"] = [norm(u) for u in up] if isinstance(up, list) else norm(up)
+    return doc
 
 
 def _fail(key: str, message: str, hint: str | None = None) -> DerivationError:
@@ -296,6 +358,8 @@ class _Builder:
                     self.d.integer_forward.append(name)
             except DerivationError as exc:
                 self._explain_later(exc, later)
+                if not grads:
+                    _forward_hint(exc)
                 raise exc.located(key=where) from None
             out.append(definition)
             self.env[name] = definition.shape
@@ -313,6 +377,7 @@ class _Builder:
             try:
                 shape = infer(node, self.env)
             except DerivationError as exc:
+                _forward_hint(exc)
                 raise exc.located(key="loss.E") from None
             if shape != ():
                 raise _fail("loss.E", f"the loss must be a scalar, but it has shape {fmt_shape(shape)}",
@@ -409,13 +474,27 @@ class _Builder:
             if key not in CHECK_KEYS:
                 raise _fail(where, f"unknown key {key!r}", _did_you_mean(key, CHECK_KEYS))
             kind = CHECK_KEYS[key]
-            if kind is int and (type(value) is not int or value < 0):
-                raise _fail(where, f"{key} must be a non-negative integer")
-            if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
-                                  or value == float("inf") or value != value):
-                raise _fail(where, f"{key} must be a finite non-negative number")
+            low, high = SETTING_RANGES[key]
+            if kind is int and type(value) is not int:
+                raise _fail(where, f"{key} must be an integer {setting_range_text(key)}")
+            if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float)) or value != value):
+                raise _fail(where, f"{key} must be a number {setting_range_text(key)}")
+            if value < low or (high is not None and value > high):
+                raise _fail(where, f"{key} must be {setting_range_text(key)}, not {value!r}")
             values[key] = value
         self.d.check = CheckSettings(**values)
+
+
+_BACKWARD_HINT = re.compile(r"with (?P<name>\w+) of shape (?P<shape>.+?) the gradient flows back through `(?P<via>[^`]+)`: "
+                            r"try `(?P<fixed>[^`]+)`")
+
+
+def _forward_hint(exc: DerivationError) -> None:
+    """A forward definition computes values, it sends no gradient back: say which orientation would fit."""
+    match = _BACKWARD_HINT.fullmatch(exc.hint or "")
+    if match:
+        exc.hint = (f"`{match['fixed']}` would fit: which orientation of {match['name']} (shape {match['shape']}) "
+                    f"does the forward pass use?")
 
 
 def _safe_index_key(key: str) -> bool:

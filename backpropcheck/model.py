@@ -59,6 +59,21 @@ class Loss:
     upstream: tuple[str, ...] = ()
 
 
+# The range of every [check] setting, shared by the loader, the CLI and the pytest plugin, so a file
+# cannot switch off its own evidence: at least one numeric trial and one symbolic dim assignment,
+# and no tolerance past what float64 rounding can explain (1e-3 relative, 1e-6 absolute; the
+# evaluations here round at ~1e-13). ``None``: no upper bound (the limits bound those).
+SETTING_RANGES: dict[str, tuple[int | float, int | float | None]] = {
+    "seed": (0, None), "trials": (1, None), "shapes": (1, None), "max_dim": (2, None),
+    "rtol": (0.0, 1e-3), "atol": (0.0, 1e-6),
+}
+
+
+def setting_range_text(key: str) -> str:
+    low, high = SETTING_RANGES[key]
+    return f"from {low:g} to {high:g}" if high is not None else f"at least {low:g}"
+
+
 @dataclass
 class CheckSettings:
     seed: int | None = None

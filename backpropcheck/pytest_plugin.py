@@ -4,18 +4,23 @@ Registered through the ``pytest11`` entry point, so it is loaded by every pytest
 run in an environment where backpropcheck is installed; without
 ``--backpropcheck`` it does nothing, and it imports neither NumPy nor SymPy.
 
-* A ``*.toml`` file named on the command line is always collected; one found
-  while pytest walks a folder is collected when it has a ``[derivation]`` or
-  ``[claims]`` table (or is not valid TOML, so a broken file is never skipped
-  silently) — a ``pyproject.toml`` next to the derivations is left alone.
+* A ``*.toml`` file named on the command line is always collected. One found
+  while pytest walks a folder is collected unless it is valid TOML holding none of
+  a derivation's tables nor a near-miss of one (``[derivaton]``): a ``pyproject.toml``
+  is left alone, but an empty file, a typo, invalid TOML or an oversized file (the
+  size is checked before anything is read) is a failing item, as ``check`` fails on it.
+* A Markdown note (``*.md``) with ```` ```toml backpropcheck ```` blocks is collected
+  with one collector per block, ``notes.md::line12`` (``check`` names it
+  ``notes.md:12``); a note without blocks is left alone.
 * An item passes when its claim's ``ClaimResult.ok``: ``[expect]`` works like a
   strict xfail, so an expected ``refuted`` passes and an unexpected ``holds`` fails.
 * A failing item shows the verdict, the message, the counterexample and the
-  command that reproduces it — never a plugin traceback.
+  command that reproduces it — never a plugin traceback (a file name that is not
+  UTF-8 is shown with backslash escapes).
 * An invalid file is one failing item, ``FILE::invalid``, showing the error.
 * A file is checked once, when its first item runs (not at collection, so
   pytest-xdist workers do not each check every file); the result is cached on
-  the file's collector. Under ``-n N --dist loadgroup`` a file's claims stay on
+  the file's collector, even when the check itself fails. Under ``-n N --dist loadgroup`` a file's claims stay on
   one worker (each item carries ``xdist_group(FILE)``); with plain ``-n N``
   items of one file may land on several workers, each checking the file.
 """
@@ -24,18 +29,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .model import SETTING_RANGES
+
 if TYPE_CHECKING:
     from .checker import ClaimResult, FileResult, Options
 
 INVALID = "invalid"  # the single item of a file that does not load
-_MARKERS = ("derivation", "claims")
 
 
 def _at_least(low: float, kind: type = int) -> Any:
@@ -60,9 +65,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "one per claim.")
     group.addoption("--backpropcheck-seed", type=_at_least(0), default=None, metavar="INT",
                     help="Seed for every random draw (default: the file's, else 0).")
-    group.addoption("--backpropcheck-trials", type=_at_least(1), default=None, metavar="INT",
+    group.addoption("--backpropcheck-trials", type=_at_least(SETTING_RANGES["trials"][0]), default=None, metavar="INT",
                     help="Numeric trials per file (default: the file's, else 20).")
-    group.addoption("--backpropcheck-shapes", type=_at_least(0), default=None, metavar="INT",
+    group.addoption("--backpropcheck-shapes", type=_at_least(SETTING_RANGES["shapes"][0]), default=None, metavar="INT",
                     help="Small dim assignments for the symbolic proof (default: the file's, else 3).")
     group.addoption("--backpropcheck-timeout", type=_at_least(0, float), default=10.0, metavar="SECONDS",
                     help="Seconds of symbolic work per claim before it falls back to 'verified' (default 10).")
@@ -75,20 +80,31 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", "xdist_group(name): keep items of one group on one pytest-xdist worker")
 
 
-def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> DerivationFile | None:
-    if file_path.suffix != ".toml" or not parent.config.getoption("backpropcheck"):
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.File | None:
+    if not parent.config.getoption("backpropcheck"):
         return None
-    if not parent.session.isinitpath(file_path) and not _looks_like_derivation(file_path):
+    from .notes import is_note
+
+    named = parent.session.isinitpath(file_path)
+    if is_note(file_path):
+        return NotesFile.from_parent(parent, path=file_path) if _has_blocks(file_path, named) else None
+    if file_path.suffix != ".toml":
+        return None
+    if not named and not _looks_like_derivation(file_path):
         return None
     return DerivationFile.from_parent(parent, path=file_path)
 
 
+def _has_blocks(path: Path, named: bool) -> bool:
+    from .notes import refs
+
+    return bool(refs(path, explicit=named))
+
+
 def _looks_like_derivation(path: Path) -> bool:
-    try:
-        doc = tomllib.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
-        return True  # let the item report why it cannot be read
-    return any(table in doc for table in _MARKERS)
+    from .discover import looks_like_derivation
+
+    return looks_like_derivation(path)
 
 
 def _options(config: pytest.Config) -> Options:
@@ -104,49 +120,49 @@ def _display_path(path: Path, config: pytest.Config) -> str:
     """The path as ``backpropcheck check`` would name it from where pytest was started.
 
     The name feeds the seeds and the reproduce command, so ``backpropcheck check
-    derivations/x.toml`` run from the same folder repeats the plugin's trials.
+    derivations/x.toml`` run from the same folder repeats the plugin's trials. A name
+    that is not UTF-8 is shown with backslash escapes: it must print, and seed, cleanly.
     """
     start = Path(config.invocation_params.dir)
     try:
-        return Path(os.path.relpath(path, start)).as_posix() if path.is_relative_to(start) else str(path)
+        shown = Path(os.path.relpath(path, start)).as_posix() if path.is_relative_to(start) else str(path)
     except ValueError:  # another drive on Windows
-        return str(path)
+        shown = str(path)
+    return os.fsencode(shown).decode("utf-8", "backslashreplace")
 
 
-class DerivationFile(pytest.File):
-    """One derivation file: loaded at collection for its claim names, checked once when first needed."""
+class _Checked:
+    """A derivation (a file, or one block of a note) checked once, when its first claim runs."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.display = _display_path(self.path, self.config)
+    display: str
+    config: pytest.Config
+
+    def _setup_check(self) -> None:
         self._derivation: Any = None
         self._load_error: str | None = None
         self._result: FileResult | None = None
 
-    def collect(self) -> Iterator[ClaimItem]:
-        from .errors import DerivationError
-        from .loader import loads
+    def _load(self, options: Options) -> Any:
+        raise NotImplementedError
 
-        options = _options(self.config)
+    def _claims(self) -> Iterator[ClaimItem]:
+        from .errors import DerivationError
+
         try:
-            self._derivation = loads(self._read(), self.display, options.limits)
+            self._derivation = self._load(_options(self.config))
         except DerivationError as exc:
             self._load_error = str(exc.located(file=self.display))
-            yield ClaimItem.from_parent(self, name=INVALID)
+        except Exception as exc:  # noqa: BLE001 - a failing item, never a collection crash
+            self._load_error = f"{self.display}: internal error ({type(exc).__name__}: {exc}); please report this file"
+        if self._load_error is not None:
+            yield ClaimItem.from_parent(self, name=INVALID)  # type: ignore[arg-type]
             return
         for claim in self._derivation.claims:
-            yield ClaimItem.from_parent(self, name=claim.name)
-
-    def _read(self) -> bytes:
-        from .errors import DerivationError
-
-        try:
-            return self.path.read_bytes()
-        except OSError as exc:
-            raise DerivationError(f"cannot read the file: {exc.strerror or exc}", file=self.display) from None
+            yield ClaimItem.from_parent(self, name=claim.name)  # type: ignore[arg-type]
 
     def result(self) -> FileResult:
-        """The file's :class:`FileResult`, computed on the first call (``backpropcheck check`` semantics)."""
+        """The :class:`FileResult`, computed on the first call (``backpropcheck check`` semantics) and kept,
+        whatever happens: the check never runs twice for one file."""
         if self._result is None:
             import time
 
@@ -155,15 +171,71 @@ class DerivationFile(pytest.File):
 
             if self._load_error is not None:
                 self._result = FileResult(self.display, "", "error", self._load_error)
-            else:
-                started = time.perf_counter()
-                try:
+                return self._result
+            started = time.perf_counter()
+            title = self._derivation.title
+            try:
+                import numpy as np
+
+                with np.errstate(all="ignore"):
                     self._result = check_derivation(self._derivation, _options(self.config))
-                except DerivationError as exc:
-                    self._result = FileResult(self.display, self._derivation.title, "error",
-                                              str(exc.located(file=self.display)))
-                self._result.seconds = time.perf_counter() - started
+            except DerivationError as exc:
+                self._result = FileResult(self.display, title, "error", str(exc.located(file=self.display)))
+            except Exception as exc:  # noqa: BLE001 - as check_path: one file's bug is that file's error
+                self._result = FileResult(self.display, title, "error", f"{self.display}: internal error "
+                                          f"({type(exc).__name__}: {exc}); please report this file")
+            self._result.seconds = time.perf_counter() - started
         return self._result
+
+
+class DerivationFile(_Checked, pytest.File):
+    """One derivation file: loaded at collection for its claim names, checked once when first needed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.display = _display_path(self.path, self.config)
+        self._setup_check()
+
+    def _load(self, options: Options) -> Any:
+        from .loader import load
+
+        return load(self.path, options.limits, name=self.display)  # the size is checked before reading
+
+    def collect(self) -> Iterator[ClaimItem]:
+        return self._claims()
+
+
+class NotesFile(pytest.File):
+    """A Markdown note: one :class:`NoteBlock` per ``toml backpropcheck`` block."""
+
+    def collect(self) -> Iterator[NoteBlock]:
+        from .notes import refs, split_ref
+
+        display = _display_path(self.path, self.config)
+        for ref in refs(self.path, explicit=True):
+            parsed = split_ref(ref)
+            line = parsed[1] if parsed else None
+            yield NoteBlock.from_parent(self, name=f"line{line}" if line else INVALID, note_display=display,
+                                        line=line)
+
+
+class NoteBlock(_Checked, pytest.Collector):
+    """One block of a note, named like ``check`` names it: ``notes.md:12``."""
+
+    def __init__(self, *args: Any, note_display: str, line: int | None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.line = line
+        self.display = f"{note_display}:{line}" if line else note_display
+        self._setup_check()
+
+    def _load(self, options: Options) -> Any:
+        from .notes import load_ref
+
+        source = f"{self.path}:{self.line}" if self.line else str(self.path)
+        return load_ref(source, options.limits, display=self.display)
+
+    def collect(self) -> Iterator[ClaimItem]:
+        return self._claims()
 
 
 class ClaimFailure(Exception):
@@ -182,7 +254,7 @@ class ClaimItem(pytest.Item):
         self.add_marker(pytest.mark.xdist_group(self.parent.display))
 
     @property
-    def file(self) -> DerivationFile:
+    def file(self) -> _Checked:
         return self.parent  # type: ignore[return-value]
 
     def runtest(self) -> None:
@@ -203,7 +275,8 @@ class ClaimItem(pytest.Item):
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
-        return self.path, None, f"{self.file.display}::{self.name}"
+        line = getattr(self.file, "line", None)
+        return self.path, (line - 1 if line else None), f"{self.file.display}::{self.name}"
 
 
 def _find(result: FileResult, name: str) -> ClaimResult:

@@ -14,6 +14,8 @@
     jax.test_util.check_grads / torch.autograd.gradcheck when they are importable.
 (c) wall time of ``backpropcheck --version``, ``check derivations/dense_column.toml`` and
     ``check derivations/`` as subprocesses.
+(d) scope: ``check derivations/`` in-process with and without the all-shapes certificate
+    (SPEC §8), alternating in the same run, and the share of proved claims it proves for all shapes.
 
 Times are the best of --repeat runs (wall clock, ``time.perf_counter``; other load on the machine
 only ever adds time). Nothing here is a test.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import platform
 import subprocess
@@ -274,11 +277,73 @@ def wall_section(repeat: int, library_repeat: int) -> None:
     print("    targets: --version imports neither NumPy nor SymPy; the seed check under 1.5 s")
 
 
+# ---------------------------------------------------------------------------
+# (d) the cost of the proof-scope certificate
+
+
+def scope_section(repeat: int) -> None:
+    from backpropcheck.checker import Options, check_path, find_files
+
+    files = find_files([str(ROOT / "derivations")])
+    print(f"(d) scope: check derivations/ ({len(files)} files) in-process, with and without the all-shapes "
+          "certificate")
+    results: dict[bool, list] = {}
+
+    def run(scope: bool) -> None:
+        results[scope] = [check_path(f, Options(scope=scope)) for f in files]
+
+    times: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+    for _ in range(repeat):  # alternating, so that load on the machine hits both alike
+        for scope in (False, True):
+            started, cpu = time.perf_counter(), time.process_time()
+            run(scope)
+            times[scope].append((time.perf_counter() - started, time.process_time() - cpu))
+    for scope, label in ((False, "without the certificate"), (True, "with the certificate")):
+        wall, cpu = min(times[scope])
+        print(f"    {label:<28} {wall:7.2f} s wall {cpu:7.2f} s CPU  (best of {repeat})")
+    proved = [c for r in results[True] for c in r.claims if c.verdict == "proved"]
+    scoped = [c for c in proved if (c.symbolic or {}).get("scope") == "all-shapes"]
+    print(f"    proved claims: {len(proved)}, proved for all shapes: {len(scoped)} "
+          f"({100 * len(scoped) / max(len(proved), 1):.1f} %); target >= 80 %")
+
+
+# ---------------------------------------------------------------------------
+# (e) real blocks, and the wall time against the import floor
+
+
+def blocks_section(repeat: int) -> None:
+    """Per-claim symbolic seconds of the published blocks in bench/blocks (and which are only verified),
+    and the command line's wall time as a multiple of ``python -c "import sympy, numpy"``."""
+    exe = [sys.executable, "-m", "backpropcheck"]
+
+    def wall(args: list[str]) -> float:
+        return best_time(lambda: subprocess.run(args, cwd=ROOT, capture_output=True, check=False), repeat)
+
+    floor = wall([sys.executable, "-c", "import sympy, numpy"])
+    print(f"(e) blocks, and wall time over the import floor (python -c 'import sympy, numpy': {floor:.2f} s)")
+    for path in sorted((ROOT / "bench" / "blocks").glob("*.toml")):
+        seconds = wall(exe + ["check", str(path.relative_to(ROOT)), "-q"])
+        run = subprocess.run(exe + ["check", str(path.relative_to(ROOT)), "--format", "json"], cwd=ROOT,
+                             capture_output=True, text=True, check=False)
+        claims = [c for f in json.loads(run.stdout)["files"] for c in f["claims"]]
+        slow = sorted(claims, key=lambda c: -(c.get("symbolic") or {}).get("seconds", 0.0))[:3]
+        verified = [c["name"] for c in claims if c["verdict"] == "verified"]
+        print(f"    {path.name:<36} {seconds:6.2f} s wall ({seconds / floor:4.1f}x floor); "
+              f"{sum(c['verdict'] == 'proved' for c in claims)}/{len(claims)} proved; "
+              f"only verified: {', '.join(verified) or 'none'}; slowest symbolic: "
+              + ", ".join(f"{c['name']} {(c.get('symbolic') or {}).get('seconds', 0.0):.2f} s" for c in slow))
+    for label, args in (("check derivations/dense_column.toml", ["check", "derivations/dense_column.toml"]),
+                        ("check derivations -q", ["check", "derivations", "-q"])):
+        seconds = wall(exe + args)
+        print(f"    {label:<36} {seconds:6.2f} s wall ({seconds / floor:4.1f}x floor)")
+    print("    targets: the GPT-2 block <= 3 s; check derivations <= 6x the floor; dense_column <= 1.5x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="also the symbolic layer at (32, 33)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (the best is shown)")
-    parser.add_argument("--only", choices=["symbolic", "numeric", "wall"], action="append")
+    parser.add_argument("--only", choices=["symbolic", "numeric", "wall", "scope", "blocks"], action="append")
     parser.add_argument("--widths", default="64,256,1024,4096")
     parser.add_argument("--batches", default="32,256")
     parser.add_argument("--fd-sample", type=int, default=10, help="timed finite-difference passes per row")
@@ -288,7 +353,7 @@ def main() -> None:
     if args.blas_threads:
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(args.blas_threads)
-    sections = args.only or ["symbolic", "numeric", "wall"]
+    sections = args.only or ["symbolic", "numeric", "wall", "scope", "blocks"]
     sys.path.insert(0, str(ROOT))
     import numpy
     import sympy
@@ -306,6 +371,10 @@ def main() -> None:
                         args.repeat, args.fd_sample)
     if "wall" in sections:
         wall_section(args.repeat, 1)
+    if "scope" in sections:
+        scope_section(args.repeat)
+    if "blocks" in sections:
+        blocks_section(args.repeat)
 
 
 if __name__ == "__main__":

@@ -90,8 +90,9 @@ def test_demo_tells_the_whole_story_without_pausing_when_piped(outside, monkeypa
     shown = run("demo")
     assert shown.exit_code == 0, shown.output
     out = shown.output
-    for k in range(1, 7):
-        assert f"Step {k}/6" in out
+    for k in range(1, 8):
+        assert f"Step {k}/7" in out
+    assert "grad_a = W.T @ grad_z   proved" in out and "grad_W = outer(grad_z, a)   proved" in out  # derived
     assert "z[0] = W[0,0]·a[0] + W[0,1]·a[1] + W[0,2]·a[2] + b[0]" in out  # scalar equations
     assert "∂h/∂z is diagonal" in out and "∇a = (∂z/∂a)ᵀ ∇z = Wᵀ ∇z" in out and "∇W = ∇z aᵀ" in out
     assert "PROVED" in out
@@ -105,7 +106,7 @@ def test_demo_pauses_between_steps_on_a_terminal_unless_no_pause(outside, monkey
     monkeypatch.setattr(click, "pause", lambda *a, **k: pauses.append(1))
     monkeypatch.setattr(cli, "_interactive", lambda: True)
     assert run("demo").exit_code == 0
-    assert len(pauses) == 5
+    assert len(pauses) == 6  # between the 7 steps
     pauses.clear()
     assert run("demo", "--no-pause").exit_code == 0
     assert pauses == []
@@ -148,3 +149,61 @@ def test_explain_walk_through_respects_the_timeout(outside):
     shown = run("explain", str(DERIVATIONS / "attention.toml"), "--timeout", "0.001", *FAST)
     assert shown.exit_code == 0, shown.output
     assert "budget" in shown.output and "4. Verdict on the claim" in shown.output
+
+
+# -- issue 14: explain's exit status, list's names, one set of dims ----------------------------------------------
+
+DENSE = (DERIVATIONS / "dense_column.toml").read_text(encoding="utf-8")
+
+
+def test_explain_exits_1_when_the_claim_it_explains_is_refuted(outside):
+    (outside / "wrong.toml").write_text(DENSE.replace('grad_b = "grad_z"', 'grad_b = "-grad_z"'))
+    refuted = run("explain", "wrong.toml", "--claim", "grad_b", *FAST)
+    assert "REFUTED" in refuted.output and refuted.exit_code == 1
+    holds = run("explain", "wrong.toml", "--claim", "grad_a", *FAST)
+    assert "VERIFIED" in holds.output and holds.exit_code == 0
+    assert run("explain", "wrong.toml", *FAST, "--format", "markdown").exit_code == 1  # every claim, one refuted
+    expected = run("explain", "mistakes/missing_transpose_square.toml", *FAST)  # refuted, as [expect] says
+    assert "REFUTED (the file expects refuted)" in expected.output and expected.exit_code == 0
+    (outside / "bad.toml").write_text(DENSE.replace('grad_b = "grad_z"', 'grad_b = "grad_q"'))
+    assert run("explain", "bad.toml", "--claim", "grad_b", *FAST).exit_code == 2
+
+
+def test_explain_accepts_every_name_list_prints(outside):
+    listed = run("list").output.splitlines()
+    names = [line.split()[0] for line in listed if line.split() and line.split()[0].endswith(".toml")]
+    assert "dense_column.toml" in names and "mistakes/missing_transpose_square.toml" in names
+    for name in ("dense_column.toml", "mistakes/missing_transpose_square.toml", "dense_column"):
+        shown = run("explain", name, "--claim", "grad_a", *FAST)
+        assert shown.exit_code == 0, (name, shown.output)
+    assert "backpropcheck explain dense_column.toml" in listed[-1]
+    missing = run("explain", "no_such_example.toml")
+    assert missing.exit_code == 2 and "backpropcheck list" in missing.output
+
+
+def _dims_mentioned(text: str) -> set[str]:
+    import re
+
+    return set(re.findall(r"dims ((?:[A-Za-z_]\w*=\d+(?:, )?)+)", text))
+
+
+def _cex_true(text: str) -> float:
+    import re
+
+    return float(re.search(r"\): true (-?[0-9.e+-]+), claimed", text).group(1))
+
+
+def test_one_explanation_uses_one_set_of_distinct_dims(outside):
+    """The walk-through, the counterexample and the grid of a refuted claim all at the same distinct dims."""
+    (outside / "three.toml").write_text(
+        DENSE.replace('m = "units in layer k+1"', 'm = "units in layer k+1"\np = "unused"')
+        .replace('grad_b = "grad_z"', 'grad_b = "-grad_z"'))
+    shown = run("explain", "three.toml", "--claim", "grad_b", "--trials", "2")
+    assert shown.exit_code == 1
+    assert _dims_mentioned(shown.output) == {"n=3, m=2, p=4"}, shown.output
+    true = _cex_true(shown.output)  # the counterexample's true value …
+    assert f"{true:.3f}" in shown.output.split("True entries next to")[1]  # … is an entry of its grid
+    square = run("explain", "mistakes/missing_transpose_square.toml", "--claim", "grad_a", "--trials", "2")
+    assert _dims_mentioned(square.output) == {"n=3"}, square.output
+    true = _cex_true(square.output)
+    assert f"{true:.3f}" in square.output.split("True entries next to")[1]

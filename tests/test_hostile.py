@@ -369,6 +369,14 @@ BOUND_CASES = {
                                       'T = { shape = [400, 400], constant = true }'), "200000"),
     "max_trials": (_bounded(derivation='title = "t"\n[check]\ntrials = 1000000000'), None),
     "max_shapes": (_bounded(derivation='title = "t"\n[check]\nshapes = 1000'), None),
+    # like max_total_entries, the test lowers the limit (to 1e6): a 300 x 300 product is 2.7e7 multiply-adds
+    "max_flops": (_bounded(inputs='a = ["n"]\nW = ["m", "n"]\nb = ["m"]\nM = { shape = [300, 300], constant = true }',
+                           forward='z = "W @ a + b"\nh = "tanh(z)"\nq = "M @ M"'), None),
+    # 10,000 trials at dims up to 300 take half a minute; the test gives the file 2 s
+    "file_timeout": (_bounded(derivation='title = "t"\n[check]\ntrials = 10000\nmax_dim = 300'), None),
+    # tanh of a 3000 x 3000 input needs several 72 MB arrays; the test allows 64 MB, the raised value 1000
+    "max_memory": (_bounded(inputs='a = ["n"]\nW = ["m", "n"]\nb = ["m"]\nX = { shape = [3000, 3000], '
+                            'constant = true }', forward='z = "W @ a + b"\nh = "tanh(z)"\nq = "tanh(X)"'), "1000"),
 }
 
 
@@ -382,7 +390,7 @@ def test_crossing_a_bound_names_it_and_its_flag(field: str, tmp_path: Path, good
     bad = tmp_path / "bad.toml"
     bad.write_text(text)
     extra = list(QUICK) + ["--no-symbolic"]
-    if field in ("max_trials", "max_shapes", "max_dim", "max_total_entries"):
+    if field in ("max_trials", "max_shapes", "max_dim", "max_total_entries", "file_timeout"):
         extra = ["--no-symbolic", "--timeout", "1"]  # the file's [check] values apply
     limit = vars(DEFAULT_LIMITS)[field]
     if field == "max_total_entries":  # 100 trials of >= 8 * 2**18 entries cross 1e6; the good file's 20 do not
@@ -390,6 +398,9 @@ def test_crossing_a_bound_names_it_and_its_flag(field: str, tmp_path: Path, good
         extra += ["--max-total-entries", str(limit), "--max-dim", "64"]
     if field == "max_symbolic_entries":
         extra = ["--trials", "1", "--shapes", "1", "--timeout", "5", "--max-dim", "6"]
+    if field in ("max_flops", "file_timeout", "max_memory"):  # lowered limits, as for max_total_entries
+        limit = {"max_flops": 1_000_000, "file_timeout": 2.0, "max_memory": 64}[field]
+        extra += [Limits.flag(field), str(limit)]
     status, out = cli(str(bad), str(good), *extra)
     assert status == (0 if field == "max_symbolic_entries" else 2), out
     assert f"exceeds the limit of {limit}; raise it with {Limits.flag(field)}" in out, out

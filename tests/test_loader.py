@@ -170,12 +170,17 @@ def test_every_bundled_derivation_loads_without_claim_errors_unless_expected(pat
         (base(claims={"grad_z": 1.5}), "claims.grad_z", "a string expression"),
         (base(expect={"grad_W": "refuted"}), "expect.grad_W", "'grad_W' is not a claim"),
         (base(expect={"grad_z": "fails"}), "expect.grad_z", "expect one of holds, refuted, shape-error"),
-        (base(check={"trials": "many"}), "check.trials", "non-negative integer"),
-        (base(check={"seed": -1}), "check.seed", "non-negative integer"),
-        (base(check={"shapes": 1.5}), "check.shapes", "non-negative integer"),
-        (base(check={"trials": True}), "check.trials", "non-negative integer"),
-        (base(check={"rtol": "1e-7"}), "check.rtol", "non-negative number"),
-        (base(check={"atol": True}), "check.atol", "non-negative number"),
+        (base(check={"trials": "many"}), "check.trials", "trials must be an integer at least 1"),
+        (base(check={"seed": -1}), "check.seed", "seed must be at least 0, not -1"),
+        (base(check={"shapes": 1.5}), "check.shapes", "shapes must be an integer at least 1"),
+        (base(check={"trials": True}), "check.trials", "trials must be an integer at least 1"),
+        (base(check={"rtol": "1e-7"}), "check.rtol", "rtol must be a number from 0 to 0.001"),
+        (base(check={"atol": True}), "check.atol", "atol must be a number from 0 to 1e-06"),
+        # a file may not switch off its own evidence (issue 10, point 1)
+        (base(check={"trials": 0}), "check.trials", "trials must be at least 1, not 0"),
+        (base(check={"shapes": 0}), "check.shapes", "shapes must be at least 1, not 0"),
+        (base(check={"rtol": 1e300}), "check.rtol", "rtol must be from 0 to 0.001, not 1e+300"),
+        (base(check={"atol": 1.0}), "check.atol", "atol must be from 0 to 1e-06, not 1.0"),
         (base(check={"tirals": 3}), "check.tirals", "did you mean 'trials'?"),
     ],
 )
@@ -294,3 +299,25 @@ def test_bundled_derivations_ship_with_the_installed_package() -> None:
     if BUNDLED.is_dir():  # the checkout beside the tests: nothing may be left out of the wheel
         assert names == {p.name for p in BUNDLED.glob("*.toml")}
         assert mistakes == {p.name for p in (BUNDLED / "mistakes").glob("*.toml")}
+
+
+# -- issue 14: a BOM, and a forward shape error's hint ---------------------------------------------------------
+
+
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    """Notepad writes a BOM before the first byte: the file is still the same derivation."""
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + DENSE_COLUMN.encode("utf-8"))
+    d = load(path)
+    assert d.title == "Dense layer, column vectors" and [c.name for c in d.claims][:2] == ["grad_z", "grad_a"]
+    assert loads("\ufeff" + DENSE_COLUMN).title == "Dense layer, column vectors"
+
+
+def test_a_forward_shape_error_gets_no_hint_about_the_gradient_flowing_back() -> None:
+    exc = error_of(base(forward={"z": "W.T @ a + b", "h": "tanh(z)"}))
+    assert isinstance(exc, ShapeError) and exc.key == "forward.z"
+    assert "gradient" not in str(exc) and "flows back" not in str(exc)
+    assert exc.hint is not None and "`W @ a` would fit" in exc.hint
+    # a claim keeps it: that is where the gradient does flow back
+    claim_error = load_text(base(claims={"grad_a": "W @ grad_h"})).claims[0].error
+    assert claim_error is not None and "the gradient flows back through `W.T`" in str(claim_error)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import subprocess
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -139,36 +141,197 @@ def test_works_under_xdist(pytester: pytest.Pytester) -> None:
                                  "*reproduce: backpropcheck check wrong.toml --seed 0 --trials 3*"])
 
 
+# -- issue 14 / issue 10.10: the plugin fails wherever check fails ---------------------------------------------
+
+
+def test_every_file_check_fails_on_is_a_failing_item(pytester: pytest.Pytester) -> None:
+    """An empty file, table typos and invalid TOML fail, in a folder too; only a pyproject.toml is left alone."""
+    pytester.makefile(".toml", good=DENSE_COLUMN, empty="", broken=INVALID,
+                      typo=DENSE_COLUMN.replace("[derivation]", "[derivaton]"),
+                      claim=DENSE_COLUMN.replace("[claims]", "[claim]"),
+                      pyproject="[project]\nname = 'x'\n[tool.ruff]\nline-length = 1\n")
+    result = pytester.runpytest(*FAST, "-rf")
+    result.assert_outcomes(passed=4, failed=4)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines_random([
+        "FAILED empty.toml::invalid*", "FAILED typo.toml::invalid*", "FAILED claim.toml::invalid*",
+        "FAILED broken.toml::invalid*"])
+    text = result.stdout.str()  # (fnmatch reads [..] as a character class)
+    assert "typo.toml, [derivaton]: unknown table [derivaton]" in text
+    assert "claim.toml, [claim]: unknown table [claim]" in text
+    assert "pyproject.toml::" not in text and not [line for line in result.outlines if line.startswith("pyproject")]
+    cli = CliRunner().invoke(main, ["check", str(pytester.path / "empty.toml"), str(pytester.path / "typo.toml")])
+    assert cli.exit_code == 2  # the same files, the same judgement
+
+
+def test_the_size_is_checked_before_a_file_is_parsed(pytester: pytest.Pytester,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import tomllib
+
+    parsed: list[int] = []
+    real = tomllib.loads
+
+    def counting(text: str, **kwargs):
+        parsed.append(len(text))
+        return real(text, **kwargs)
+
+    monkeypatch.setattr(tomllib, "loads", counting)
+    pytester.makefile(".toml", big="# padding\n" * 40_000)  # 400 kB of comments: no tables at all
+    result = pytester.runpytest(*FAST)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*big.toml*exceeds the limit of 262144*--max-file-bytes*"])
+    assert not any(n > 262_144 for n in parsed)
+
+
+def test_a_file_name_that_is_not_utf8_runs_without_tracebacks(pytester: pytest.Pytester) -> None:
+    name = os.fsdecode(b"d\xe9nse.toml")
+    (pytester.path / name).write_text(WRONG, encoding="utf-8")
+    result = pytester.runpytest(*FAST, "-rf")
+    result.assert_outcomes(passed=3, failed=1)
+    text = result.stdout.str()
+    assert "Traceback" not in text and "UnicodeEncodeError" not in text
+    result.stdout.fnmatch_lines(["*refuted: grad_a = W.T @ grad_h*", "reproduce: backpropcheck check *d\\xe9nse.toml*"])
+
+
+def test_a_check_that_breaks_is_run_once_and_fails_every_item(pytester: pytest.Pytester,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    def broken(d, *args, **kwargs):
+        calls.append(d.path)
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(checker, "check_derivation", broken)
+    pytester.makefile(".toml", good=DENSE_COLUMN)
+    result = pytester.runpytest(*FAST)
+    result.assert_outcomes(failed=4)
+    assert calls == ["good.toml"]
+    result.stdout.fnmatch_lines(["good.toml: internal error (RuntimeError: boom); please report this file"])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_notes_blocks_are_items_and_other_markdown_is_left_alone(pytester: pytest.Pytester) -> None:
+    note = f"# Week 1\n\n```toml backpropcheck\n{DENSE_COLUMN.strip()}\n```\n\ntext\n\n```toml backpropcheck\n" \
+           f"{WRONG.strip()}\n```\n"
+    pytester.makefile(".md", notes=note, README="# a readme\n\n```toml\n[x]\n```\n")
+    second = next(k for k, line in enumerate(note.splitlines(), 1) if k > 5 and line == "[derivation]")
+    collected = pytester.runpytest(*FAST, "--collect-only", "-q")
+    ids = [line for line in collected.outlines if "::" in line]
+    assert ids[0] == "notes.md::line4::grad_z" and ids[4] == f"notes.md::line{second}::grad_z" and len(ids) == 8
+    result = pytester.runpytest(*FAST, "-rf")
+    result.assert_outcomes(passed=7, failed=1)
+    result.stdout.fnmatch_lines([f"reproduce: backpropcheck check notes.md:{second} --seed 0 --trials 3 --shapes 1"])
+    assert "README" not in result.stdout.str()
+
+
+
 # -- the pre-commit hook ---------------------------------------------------------------------------------------
 
 
-def _hooks() -> list[dict[str, str]]:
-    """``.pre-commit-hooks.yaml`` read without PyYAML: a list of flat ``key: value`` mappings."""
-    hooks: list[dict[str, str]] = []
-    text = (Path(__file__).resolve().parent.parent / ".pre-commit-hooks.yaml").read_text(encoding="utf-8")
+def _yaml_items(text: str) -> list[dict[str, str]]:
+    """The flat ``key: value`` mappings of a YAML list (``- id: …``), read without PyYAML."""
+    items: list[dict[str, str]] = []
     for line in text.splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
             continue
-        if line.startswith("- "):
-            hooks.append({})
-            line = line[2:]
-        key, _, value = line.strip().partition(":")
-        hooks[-1][key] = value.strip()
-    return hooks
+        if stripped.startswith("- "):
+            items.append({})
+            stripped = stripped[2:]
+        key, _, value = stripped.partition(":")
+        if items:
+            items[-1][key.strip()] = value.strip()
+    return items
 
 
-def test_the_pre_commit_hook_checks_the_derivation_files_a_commit_touches(monkeypatch: pytest.MonkeyPatch) -> None:
-    (hook,) = _hooks()
-    assert hook["id"] == "backpropcheck" and hook["language"] == "python" and hook["pass_filenames"] == "true"
+def _hooks() -> list[dict[str, str]]:
+    return _yaml_items((REPO / ".pre-commit-hooks.yaml").read_text(encoding="utf-8"))
+
+
+def _readme_hook() -> dict[str, str]:
+    """The hook of the README's ``.pre-commit-config.yaml`` snippet, exactly as printed."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    snippet = re.search(r"```yaml\n(# \.pre-commit-config\.yaml\n.*?)```", text, re.S).group(1)
+    assert "<" not in snippet and "rev:" not in snippet  # no placeholder, no tag that does not exist
+    repo, hook = _yaml_items(snippet)
+    assert repo == {"repo": "local", "hooks": ""}
+    return hook
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+                          check=True, capture_output=True, text=True).stdout
+
+
+def _scratch_repository(tmp_path: Path) -> Path:
+    """A course repository: derivations in two places, notes, a README, a pyproject.toml, one broken file."""
+    repo = tmp_path / "course"
+    (repo / "derivations").mkdir(parents=True)
+    (repo / "week2" / "extra").mkdir(parents=True)
+    (repo / "derivations" / "dense.toml").write_text(DENSE_COLUMN, encoding="utf-8")
+    (repo / "week2" / "extra" / "typo.toml").write_text(DENSE_COLUMN.replace("[derivation]", "[derivaton]"))
+    (repo / "week2" / "lecture.md").write_text(f"# Week 2\n\n```toml backpropcheck\n{WRONG.strip()}\n```\n")
+    (repo / "README.md").write_text("# Course\n\n```toml\n[not]\nchecked = true\n```\n")
+    (repo / "pyproject.toml").write_text("[project]\nname = 'course'\n")
+    _git(repo, "init", "-q")
+    _git(repo, "add", "-A")
+    return repo
+
+
+def _pre_commit_files(repo: Path, hook: dict[str, str]) -> list[str]:
+    """The file names pre-commit passes to a hook: staged files matched by ``files`` (re.search), not ``exclude``."""
+    staged = _git(repo, "diff", "--cached", "--name-only").split()
     files = re.compile(hook["files"])
-    assert files.search("derivations/dense_column.toml") and files.search("derivations/mistakes/x.toml")
-    assert not files.search("pyproject.toml") and not files.search("derivations/README.md")
-    # pre-commit runs `entry` with the staged file names appended
+    exclude = re.compile(hook.get("exclude", "^$"))
+    return [f for f in staged if files.search(f) and not exclude.search(f) and (repo / f).is_file()]
+
+
+@pytest.mark.parametrize("source", ["README", ".pre-commit-hooks.yaml"])
+def test_the_pre_commit_hook_fails_wherever_check_fails(source: str, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    hook = _readme_hook() if source == "README" else _hooks()[0]
+    if source != "README":
+        assert hook["id"] == "backpropcheck" and hook["language"] == "python" and hook["pass_filenames"] == "true"
+        assert hook["types"] == "[file]"
+    repo = _scratch_repository(tmp_path)
+    files = _pre_commit_files(repo, hook)
+    assert files == ["README.md", "derivations/dense.toml", "pyproject.toml", "week2/extra/typo.toml",
+                     "week2/lecture.md"]
     command = shlex.split(hook["entry"])
     assert command[0] == "backpropcheck"
-    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
-    result = CliRunner().invoke(main, [*command[1:], "derivations/dense_column.toml", "--trials", "3", "--shapes", "1"])
-    assert result.exit_code == 0, result.output
+    monkeypatch.chdir(repo)
+    fast = ["--trials", "3", "--shapes", "1"]  # as `args:` would add, before the file names
+    result = CliRunner().invoke(main, [*command[1:], *fast, *files])
+    assert result.exit_code == 2, result.output  # the misspelt table, wherever it is
+    assert "week2/extra/typo.toml, [derivaton]: unknown table [derivaton]" in result.stdout
+    assert "week2/lecture.md:4" in result.stdout and "grad_a refuted" in result.stdout  # the note's wrong claim
+    assert "pyproject" not in result.stdout and "README" not in result.stdout
+    # a commit that touches only a README and a pyproject.toml has nothing to check
+    quiet = CliRunner().invoke(main, [*command[1:], "README.md", "pyproject.toml"])
+    assert quiet.exit_code == 0 and "nothing to check" in quiet.stderr
+    good = CliRunner().invoke(main, [*command[1:], *fast, "derivations/dense.toml", "README.md"])
+    assert good.exit_code == 0, good.output
+
+
+def test_the_plugin_fails_on_the_same_files_in_the_scratch_repository(pytester: pytest.Pytester, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = _scratch_repository(tmp_path)
+    monkeypatch.chdir(repo)
+    result = pytester.runpytest(*FAST, "-rf")
+    result.assert_outcomes(passed=7, failed=2)
+    text = result.stdout.str()
+    assert "week2/extra/typo.toml::invalid" in text and "week2/lecture.md::line4::grad_a" in text
+    assert "pyproject.toml::" not in text and "README.md::" not in text
+
+
+def test_the_hook_and_check_agree_on_which_tables_make_a_derivation() -> None:
+    from backpropcheck.discover import TABLES
+    from backpropcheck.loader import TABLES as LOADER_TABLES
+
+    assert TABLES == tuple(LOADER_TABLES)
 
 
 def test_option_values_are_checked_like_the_cli(pytester: pytest.Pytester) -> None:

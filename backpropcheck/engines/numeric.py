@@ -9,6 +9,7 @@ need only the forward evaluation.
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -58,7 +59,7 @@ def rng_for(seed: int, path: str, trial: int) -> np.random.Generator:
     """One generator per (seed, file, trial): reports never depend on run order or --jobs."""
     from pathlib import Path
 
-    return np.random.default_rng([seed, zlib.crc32(Path(path).name.encode()), trial])
+    return np.random.default_rng([seed, zlib.crc32(os.fsencode(Path(path).name)), trial])  # any file name
 
 
 def draw_integers(shape: tuple[int, ...], high: int, rng: np.random.Generator) -> np.ndarray:

@@ -18,15 +18,17 @@ caller's time budget.
 from __future__ import annotations
 
 import random
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import sympy as sp
+from sympy.polys.polyerrors import BasePolynomialError
 
 from ..lang.ir import Const
 from ..lang.ops import ELEMENTWISE, Elementwise
-from ..lang.symfuncs import SoftmaxEntry, generic, softmax_as_exp
+from ..lang.symfuncs import Relu, SoftmaxEntry, Step, generic, softmax_as_exp
 from ..model import Derivation
 from .evaluate import Backend, evaluate, evaluate_definition
 from .exact import Converter, Unsupported
@@ -65,12 +67,13 @@ class Decision:
     zero: bool | None
     how: str
     value: float | None = None
+    point: dict | None = None  # the inputs' values of a counterexample found by evaluation
 
 
 class SymbolicTruth:
     """The per-neuron truth of one derivation at one dim assignment, shared by all its claims."""
 
-    def __init__(self, d: Derivation, sizes: Mapping[str, int]):
+    def __init__(self, d: Derivation, sizes: Mapping[str, int], seed: int = 0):
         self.d = d
         self.sizes = dict(sizes)
         self.backend = symbolic_backend(d)
@@ -79,22 +82,35 @@ class SymbolicTruth:
         self.shapes = shapes
         self.env: dict[str, np.ndarray] = {}
         self.simplex: dict[sp.Symbol, sp.Expr] = {}
+        # The inputs' domains hold in the truth as in the trials: the symbol of an entry knows its
+        # domain (for the probes), a simplex column's last entry is 1 minus the others, and a
+        # one-hot label is a concrete one-hot array drawn for these dims (``drawn``).
+        self.domain_of: dict[sp.Symbol, str] = {}
+        self.columns: list[list[sp.Symbol]] = []  # the free entries of each simplex column
+        self.drawn: dict[str, np.ndarray] = {}
         differentiable: set[sp.Symbol] = set()
         concrete = _concrete_inputs(d, sizes)  # integer and binary inputs: numbers, not symbols
         for name, inp in d.inputs.items():
-            if name in concrete:
-                self.env[name] = concrete[name]
+            if name in concrete:  # integer and binary inputs: concrete draws, like a one-hot label
+                self.drawn[name] = concrete[name]
+                self.env[name] = _integer_array(concrete[name])
+                continue
+            if inp.domain == "onehot":  # constant by the loader's rule
+                self.drawn[name] = _draw_onehot(inp, shapes[name], seed, name, self.sizes)
+                self.env[name] = _integer_array(self.drawn[name])
                 continue
             positive = inp.domain in ("positive", "unit", "simplex")
             arr = symbol_array(name, shapes[name], **({"positive": True} if positive else {"real": True}))
             self.env[name] = arr
+            self.domain_of.update((s, inp.domain) for s in arr.flat)
             if not inp.constant:
                 differentiable.update(arr.flat)
-            if inp.domain in ("simplex", "onehot"):
+            if inp.domain == "simplex":
                 moved = np.moveaxis(arr, inp.axis, 0)
                 for col in np.ndindex(*moved.shape[1:]):
                     column = [moved[(k,) + col] for k in range(moved.shape[0])]
                     self.simplex[column[-1]] = 1 - sum(column[:-1])
+                    self.columns.append(column[:-1])
         # forward atoms and their local definitions
         self.local: dict[sp.Symbol, sp.Expr] = {}
         self.order: list[tuple[str, np.ndarray]] = []
@@ -168,6 +184,7 @@ class SymbolicTruth:
                 self.grads[name] = _array_of(self.env[name], adj)
                 self.steps[name] = _array_of(self.env[name], step)
         self._full: dict[sp.Symbol, sp.Expr] = {}
+        self._layered: list | None = None  # the layered witness's points, made on first use
         self._over_atoms = Converter(self._lookup_simplex)
         self._over_inputs = Converter(self._lookup_definition)
         # claims read the same symbols, with every grad_X bound to its truth
@@ -213,6 +230,43 @@ class SymbolicTruth:
                 return False
         return True
 
+    def chain_zero(self, node, target: str, index=None) -> bool:
+        """Does the claim equal the truth over several chain-rule steps, each ``∇v`` the claim reads
+        an independent atom?
+
+        For a claim that skips steps (``grad_x`` written with ``grad_xn`` of a layer norm two
+        variables later), every gradient atom of the one-step truth that the claim does not read
+        is replaced by its own step (``∇v = Σ ∇w ∂w/∂v``, an identity), until only atoms the
+        claim reads remain; then forward atoms may be replaced by their definitions (``xn`` by
+        ``xc·rstd``) while the gradient atoms stay independent. Sound for the same reason as
+        :meth:`step_zero`, and far smaller than the fully expanded adjoints.
+        """
+        claimed = np.broadcast_to(evaluate_definition(node, index, self.step_env, self.sizes, self.backend),
+                                  self.steps[target].shape)
+        truth = self.steps[target]
+        for idx in np.ndindex(*truth.shape):
+            c = sp.sympify(claimed[idx], strict=True)
+            t = truth[idx]
+            read = {s for s in c.free_symbols if s in self.grad_atoms}
+            for _ in range(len(self.order) + 1):
+                deeper = {s: self.grad_atoms[s] for s in t.free_symbols if s in self.grad_atoms and s not in read}
+                if not deeper:
+                    break
+                t = t.xreplace(deeper)
+            else:
+                return False
+            e = self.atomize(c - t)
+            if e == 0:
+                continue
+            try:
+                if self._over_atoms.is_zero(e):
+                    continue
+                if not self._over_inputs.is_zero(softmax_as_exp(e)):
+                    return False
+            except (Unsupported, ZeroDivisionError):
+                return False
+        return True
+
     def full(self, expr: sp.Expr) -> sp.Expr:
         """Replace every forward atom by its definition, down to the inputs."""
         atoms = [s for s in expr.free_symbols if s in self.local]
@@ -239,7 +293,7 @@ class SymbolicTruth:
             return self._over_inputs(softmax_as_exp(self.local[s]))
         return None
 
-    def exact_zero(self, e: sp.Expr) -> str | None:
+    def exact_zero(self, e: sp.Expr, over_inputs: bool = True) -> str | None:
         """Prove ``e == 0`` by exact rational arithmetic (see :mod:`.exact`), or None.
 
         First with the forward atoms as independent variables, then with every atom
@@ -248,7 +302,7 @@ class SymbolicTruth:
         try:
             if self._over_atoms.is_zero(e):
                 return "exact rational arithmetic over the per-neuron atoms"
-            if (any(s in self.local for s in e.free_symbols) or e.has(SoftmaxEntry)) and \
+            if over_inputs and (any(s in self.local for s in e.free_symbols) or e.has(SoftmaxEntry)) and \
                     self._over_inputs.is_zero(softmax_as_exp(e)):
                 return "exact rational arithmetic after substituting the forward definitions"
         except (Unsupported, ZeroDivisionError):
@@ -260,7 +314,14 @@ class SymbolicTruth:
         e = self.atomize(sp.sympify(difference, strict=True))
         if e == 0:
             return Decision(True, "identical")
-        how = self.exact_zero(e)
+        how = self.exact_zero(e, over_inputs=False)
+        if how is None:  # a quick look for a counterexample before the costly exact test over the inputs
+            found = self.layered_witness(e.xreplace(self.simplex) if self.simplex else e, rng)
+            if found is not None:
+                value, point = found
+                return Decision(False, "evaluated layer by layer at 60 digits at a point inside the inputs' "
+                                       "domains", value, point)
+            how = self.exact_zero(e)
         if how is not None:
             return Decision(True, how)
         if self.simplex:
@@ -270,36 +331,229 @@ class SymbolicTruth:
         f = softmax_as_exp(self.full(e))
         if self.simplex:
             f = f.xreplace(self.simplex)
-        probe = self.probe(f, rng)
-        if probe is not None and abs(probe) > 1e-9:
-            return Decision(False, "evaluated at a random point", probe)
+        f = self.resolve_kinks(f)
+        if f == 0:
+            return Decision(True, "the inputs' domains fix every branch")
+        found = self.witness(f, rng)
+        if found is not None:
+            value, point = found
+            return Decision(False, "evaluated exactly at a point inside the inputs' domains", value, point)
         for how, step in (("cancel", _cancel), ("expand", sp.expand), ("simplify", sp.simplify)):
             if step(f) == 0:
                 return Decision(True, f"{how} after substituting the forward definitions")
         return Decision(None, "could not reduce the difference to zero")
 
-    def probe(self, expr: sp.Expr, rng: random.Random) -> float | None:
-        """The value of an input-level expression at random inputs from their domains (50 digits)."""
-        values = {}
-        for s in expr.free_symbols:
-            if s.is_positive:
-                values[s] = sp.Rational(rng.randint(10, 90), 100)
+    def layered_witness(self, e: sp.Expr, rng: random.Random, tries: int = 2):
+        """A point where ``e`` (over forward atoms and inputs) is far from zero, evaluating each
+        atom's local definition at 60 significant digits in forward order — no expansion of the
+        atoms into the inputs, so a whole transformer block costs one pass (made once per truth
+        and point, shared by every entry and claim).
+
+        60-digit arithmetic moves a value of size S by about 1e-60·S; a difference above 1e-25 is
+        thirty-five orders of magnitude past that, so it is not rounding. Points where a mask's
+        argument comes within 1e-20 of 0 are ties and skipped. None when no point shows one (the
+        exact tests then decide)."""
+        if self._layered is None:
+            self._layered = [p for p in (self._layered_point(rng) for _ in range(tries)) if p is not None]
+        e = self._concrete_functions(e)
+        for point, values in self._layered:
+            value = e.xreplace(values).evalf(60)
+            if value.is_Number and value.is_real and abs(value) > sp.Float("1e-25"):
+                return float(value), point
+        return None
+
+    def _layered_point(self, rng: random.Random):
+        """(point, every input's and atom's value at 60 digits), or None at a tie."""
+        inputs = sorted({s for name in self.d.inputs if name not in self.drawn for s in self.env[name].flat}
+                        | {s for g in self.upstream.values() for s in g.flat}, key=lambda x: x.name)
+        point = self._random_point(inputs, rng, 1)
+        values: dict[sp.Symbol, sp.Expr] = {s: sp.Float(v, 60) for s, v in point.items()}
+        for last, rest in self.simplex.items():
+            values[last] = sp.Float(rest.xreplace(point), 60)
+        for _, atoms in self.order:
+            for atom in atoms.flat:
+                local = self._concrete_functions(self.local[atom])
+                for kink in local.atoms(Step, Relu):
+                    arg = kink.args[0].xreplace(values).evalf(60)
+                    if not arg.is_Number or abs(arg) < sp.Float("1e-20"):
+                        return None
+                values[atom] = local.xreplace(values).evalf(60)
+        return point, values
+
+    def resolve_kinks(self, f: sp.Expr) -> sp.Expr:
+        """Every ``Step``/``Relu`` whose argument has one sign on the inputs' domains, resolved:
+        ``abs(x - 1) = 1 - x`` for x in (0, 1). A unit entry is written ``t/(1 + t)`` with t > 0
+        for the sign test, so SymPy's assumptions see both of its bounds."""
+        kinks = f.atoms(Step, Relu)
+        if not kinks:
+            return f
+        unit = {s: (lambda t: t / (1 + t))(sp.Dummy(positive=True))
+                for s in f.free_symbols if self.domain_of.get(s) == "unit"}
+        resolved = {}
+        for kink in kinks:
+            u = kink.args[0]
+            v = sp.together(u.xreplace(unit)) if unit else u
+            if v.is_positive:
+                resolved[kink] = sp.Integer(1) if isinstance(kink, Step) else u
+            elif v.is_negative:
+                resolved[kink] = sp.Integer(0)
+        return sp.expand(f.xreplace(resolved)) if resolved else f
+
+    def witness(self, expr: sp.Expr, rng: random.Random) -> tuple[float, dict[sp.Symbol, sp.Rational]] | None:
+        """A point inside the inputs' domains where the input-level ``expr`` is certainly non-zero.
+
+        No tolerance: the value is exact (rational inputs, rational arithmetic) or evaluated by
+        SymPy with every digit certified (``evalf(strict=True)``), so any non-zero value is a
+        counterexample, however small (``1e-12 * a``). Besides random points, the points just on
+        either side of every kink (the root of each ``Step``/``Relu`` argument, solved for each
+        of its symbols) are tried, so a branch no random draw reaches (``where(a > 5, …)``) is
+        still examined. A point where a kink's argument is exactly 0 is a tie, never sampled.
+        Generic functions are replaced by one concrete smooth function and its derivatives: a
+        claim must hold for every f, so one f where it fails refutes it.
+        """
+        expr = self._concrete_functions(expr)
+        symbols = sorted(expr.free_symbols, key=lambda x: x.name)
+        kinks = [k.args[0] for k in expr.atoms(Step, Relu, sp.Abs, sp.sign, sp.Heaviside)]
+        for point in self._points(symbols, kinks, rng):
+            if any(_exact_or_certified(k.xreplace(point)) in (0, None) for k in kinks):
+                continue  # a tie (or an undecidable kink): ties are never sampled
+            value = _exact_or_certified(expr.xreplace(point))
+            if value is not None and value != 0:
+                return float(value), point
+        return None
+
+    def values_at(self, exprs: list[sp.Expr], point: Mapping[sp.Symbol, sp.Expr],
+                  rng: random.Random) -> list[float | None]:
+        """Entries' values (claimed, true) at a witness point — its other inputs drawn from their
+        domains, as the witness's value does not depend on them — or None where not certified."""
+        full = []
+        for expr in exprs:
+            f = softmax_as_exp(self.full(self.atomize(sp.sympify(expr, strict=True))))
+            full.append(self._concrete_functions(f.xreplace(self.simplex) if self.simplex else f))
+        others = sorted(set().union(*(f.free_symbols for f in full)) - set(point), key=lambda x: x.name)
+        complete = {**self._random_point(others, rng, 1), **point}
+        out = []
+        for f in full:
+            value = _exact_or_certified(f.xreplace(complete))
+            out.append(None if value is None else float(value))
+        return out
+
+    def describe_domains(self) -> str | None:
+        """The concrete draws this truth used for its domains (one-hot labels), for a report."""
+        if not self.drawn:
+            return None
+        return "; ".join(f"{name} = {value.tolist()}" for name, value in self.drawn.items())
+
+    def _points(self, symbols: list[sp.Symbol], kinks: list[sp.Expr], rng: random.Random):
+        """Random points from the inputs' domains (also at 10x and 100x the usual scale for
+        real inputs), then points on either side of each kink."""
+        for _ in range(3):
+            yield self._random_point(symbols, rng, 1)
+        yield from self._kink_points(symbols, kinks, rng)
+        for scale in (10, 100):
+            yield self._random_point(symbols, rng, scale)
+
+    def _kink_points(self, symbols: list[sp.Symbol], kinks: list[sp.Expr], rng: random.Random):
+        base = self._random_point(symbols, rng, 1)
+        tried = 0
+        for kink in kinks[:16]:
+            for s in sorted(kink.free_symbols & set(symbols), key=lambda x: x.name)[:4]:
+                if self.domain_of.get(s) == "simplex" or s in self.simplex:
+                    continue
+                g = kink.xreplace({k: v for k, v in base.items() if k != s})
+                for root in _real_roots(g, s):
+                    for delta in (sp.Rational(1, 4), -sp.Rational(1, 4), sp.Integer(2), -sp.Integer(2)):
+                        value = root + delta
+                        if self._inside(s, value):
+                            tried += 1
+                            yield {**base, s: value}
+                            if tried > 64:
+                                return
+
+    def _inside(self, s: sp.Symbol, value: sp.Rational) -> bool:
+        domain = self.domain_of.get(s, "real")
+        if domain == "positive":
+            return value > 0
+        if domain == "unit":
+            return 0 < value < 1
+        return True
+
+    def _random_point(self, symbols: list[sp.Symbol], rng: random.Random, scale: int) -> dict:
+        point: dict[sp.Symbol, sp.Rational] = {}
+        for column in self.columns:  # a simplex column: positive entries, the free ones summing below 1
+            weights = [rng.randint(1, 1000) for _ in range(len(column) + 1)]
+            total = sum(weights)
+            point.update((s, sp.Rational(w, total)) for s, w in zip(column, weights))
+        for s in symbols:
+            if s in point:
+                continue
+            domain = self.domain_of.get(s, "positive" if s.is_positive else "real")
+            if domain == "unit":
+                point[s] = sp.Rational(rng.randint(1, 999), 1000)
+            elif domain in ("positive", "simplex"):
+                point[s] = sp.Rational(rng.randint(1, 2000) * scale, 1000)
             else:
-                values[s] = sp.Rational(rng.randint(-150, 150), 100)
-        try:
-            value = expr.xreplace(values).evalf(50)
-        except (TypeError, ValueError, ZeroDivisionError):
-            return None
-        if not value.is_Number or value.has(sp.nan, sp.zoo, sp.oo):
-            return None
-        return float(value)
+                point[s] = sp.Rational(rng.randint(-1500, 1500) * scale, 1000)
+        return point
+
+    def _concrete_functions(self, expr: sp.Expr) -> sp.Expr:
+        """Every generic ``f``, ``f_prime``, … written as one concrete smooth function's derivatives."""
+        names = {}
+        for name in self.d.functions:
+            for order in range(4):
+                names[name + "_prime" * order] = order
+        found = [e for e in expr.atoms(sp.Function) if type(e).__name__ in names]
+        if not found:
+            return expr
+        x = sp.Dummy("x", real=True)
+        standin = sp.sin(x) + x**2 / 5  # smooth, not odd, not even: no accidental identity
+        return expr.xreplace({e: sp.diff(standin, x, names[type(e).__name__]).xreplace({x: e.args[0]})
+                              for e in found})
+
+
+def _real_roots(g: sp.Expr, s: sp.Symbol) -> list[sp.Rational]:
+    """Rational approximations of the real roots of ``g`` in ``s`` (a polynomial; else none)."""
+    try:
+        poly = sp.Poly(g, s)
+        if poly.degree() < 1 or poly.degree() > 8 or not all(c.is_Rational for c in poly.all_coeffs()):
+            return []
+        intervals = poly.intervals()  # isolating intervals of the real roots, exact
+    except (BasePolynomialError, ValueError, TypeError, NotImplementedError, ArithmeticError):
+        return []
+    return [(sp.Rational(low) + sp.Rational(high)) / 2 for (low, high), _ in intervals[:4]]
+
+
+def _exact_or_certified(value: sp.Expr) -> sp.Rational | sp.Float | None:
+    """An exact rational, or a float whose digits SymPy certifies; None when neither is possible."""
+    if value.is_Rational:
+        return value
+    try:
+        out = value.evalf(30, strict=True)
+    except (sp.core.evalf.PrecisionExhausted, TypeError, ValueError, ZeroDivisionError, ArithmeticError):
+        return None
+    if not out.is_Number or out.has(sp.nan, sp.zoo, sp.oo, -sp.oo) or not out.is_real:
+        return None
+    return out
+
+
+def _draw_onehot(inp, shape: tuple[int, ...], seed: int, name: str, sizes: Mapping[str, int]) -> np.ndarray:
+    """One one-hot label for these dims, drawn as the numeric trials draw it (seeded by the dims)."""
+    from .numeric import sample_input
+
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode()), *sorted(sizes.values())])
+    return sample_input(inp, shape, rng).astype(int)
+
+
+def _integer_array(values: np.ndarray) -> np.ndarray:
+    out = np.empty(values.shape, dtype=object)
+    for idx in np.ndindex(*values.shape):
+        out[idx] = sp.Integer(int(values[idx]))
+    return out
 
 
 def _concrete_inputs(d: Derivation, sizes: Mapping[str, int]) -> dict[str, np.ndarray]:
-    """``index`` inputs (integers, with a repeat) and ``binary`` ones (0/1) as concrete SymPy integer
+    """``index`` inputs (integers, with a repeat) and ``binary`` ones (0/1) as concrete integer
     arrays, drawn once per dim assignment (SPEC §6.1): ``C[I]`` then reads concrete rows."""
-    import zlib
-
     from .numeric import draw_integers
 
     out = {}
@@ -309,8 +563,7 @@ def _concrete_inputs(d: Derivation, sizes: Mapping[str, int]) -> dict[str, np.nd
         shape = tuple(dim.value(sizes) for dim in inp.shape)
         rng = np.random.default_rng([zlib.crc32(name.encode()), *sorted(sizes.values()), len(sizes)])
         high = inp.range.value(sizes) if inp.domain == "index" else 2
-        values = draw_integers(shape, high, rng) if inp.domain == "index" else rng.integers(0, 2, size=shape)
-        out[name] = np.vectorize(sp.Integer, otypes=[object])(values) if values.size else np.empty(shape, object)
+        out[name] = draw_integers(shape, high, rng) if inp.domain == "index" else rng.integers(0, 2, size=shape)
     return out
 
 

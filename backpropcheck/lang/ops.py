@@ -301,6 +301,7 @@ class Op:
     symbolic: Callable[..., Any] | None = None
     arity: tuple[int, int] = (1, 1)
     params: tuple[str, ...] = field(default=())
+    adjoint: Callable[..., tuple] | None = None  # the VJP as a matrix-language template (end of file)
     tangent: Callable[..., Any] | None = None
     nograd: bool = False
     signature: Signature | None = None  # None: not callable by name (an operator or internal)
@@ -1220,8 +1221,8 @@ def parse_einsum(spec: str, ranks: list[int]) -> tuple[list[str], str]:
     if len(subs) != len(ranks):
         raise ShapeMismatch(f"einsum {spec!r} names {len(subs)} operands but is given {len(ranks)}")
     for s in subs + [out]:
-        if not s.isalpha() and s != "":
-            raise ShapeMismatch(f"einsum subscripts must be letters: {spec!r}")
+        if not (s.isascii() and s.isalpha()) and s != "":  # NumPy takes ASCII letters only
+            raise ShapeMismatch(f"einsum subscripts must be ASCII letters (a-z, A-Z): {spec!r}")
         if len(set(s)) != len(s):
             raise ShapeMismatch(
                 f"einsum {spec!r} repeats an index within one operand; use trace or diag for diagonals"
@@ -1324,6 +1325,260 @@ _register(
     Op("elementwise", lambda a, **_: a, _ew_numeric, _ew_vjp, symbolic=_ew_symbolic, params=("fn", "prime"),
        tangent=_ew_tangent)
 )
+
+
+# ---------------------------------------------------------------------------
+# adjoints: each op's VJP again, as a matrix-language template (IR -> IR) for ``derive``.
+#
+# ``adjoint(cx, g, out, *args, **params)`` returns one IR node per argument (None: no
+# gradient flows there). ``g`` is the gradient of ``out`` (the op's own IR node); it may be
+# smaller than ``out`` as long as it broadcasts to it (a sum's gradient is not copied out
+# until something needs it). ``cx`` knows shapes: ``cx.shape(node)``,
+# ``cx.unbroadcast(node, shape)`` (a sum over the axes broadcasting stretched) and
+# ``cx.full(node, shape)`` (make a lazily broadcast gradient exactly ``shape``). The
+# results are raw; ``backpropcheck.derive`` rewrites them into textbook form.
+
+from dataclasses import replace as _replace  # noqa: E402
+
+from .ir import Call as _Call  # noqa: E402
+from .ir import Const as _Const  # noqa: E402
+from .ir import DimSize as _DimSize  # noqa: E402
+
+
+class NoAdjoint(Exception):
+    """``derive`` cannot write this op's gradient in matrix form (yet)."""
+
+
+def _c(op: str, *args, **params) -> _Call:
+    return _Call(0, op, tuple(args), params)
+
+
+def num_text(value: float) -> str:
+    """A literal's text: ``2`` rather than ``2.0``."""
+    value = float(value)
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+
+
+def _k(value: float) -> _Const:
+    return _Const(0, float(value), num_text(value))
+
+
+def _dim_node(d: Dim):
+    if not d.terms:
+        return _k(d.const)
+    if d.const == 0 and len(d.terms) == 1 and d.terms[0][1] == 1:
+        return _DimSize(0, d.terms[0][0])
+    raise NoAdjoint(f"the size {d} is not a single dim name")
+
+
+def _shape_names(shape: Shape) -> tuple:
+    out = []
+    for d in shape:
+        node = _dim_node(d)
+        out.append(node.dim if isinstance(node, _DimSize) else int(node.value))
+    return tuple(out)
+
+
+def _adj_add(cx, g, out, a, b):
+    return cx.unbroadcast(g, cx.shape(a)), cx.unbroadcast(g, cx.shape(b))
+
+
+def _adj_sub(cx, g, out, a, b):
+    return cx.unbroadcast(g, cx.shape(a)), cx.unbroadcast(_c("neg", g), cx.shape(b))
+
+
+def _adj_mul(cx, g, out, a, b):
+    return cx.unbroadcast(_c("mul", g, b), cx.shape(a)), cx.unbroadcast(_c("mul", g, a), cx.shape(b))
+
+
+def _adj_div(cx, g, out, a, b):
+    db = _c("neg", _c("div", _c("mul", g, out), b))  # -g a / b² = -g (a / b) / b
+    return cx.unbroadcast(_c("div", g, b), cx.shape(a)), cx.unbroadcast(db, cx.shape(b))
+
+
+def _adj_pow(cx, g, out, a, exponent, text):
+    lower = _c("pow", a, exponent=exponent - 1, text=num_text(exponent - 1))
+    return (_c("mul", _c("mul", _k(exponent), g), lower),)
+
+
+def _adj_matmul(cx, g, out, a, b):
+    g = cx.full(g, cx.shape(out))
+    ra, rb = len(cx.shape(a)), len(cx.shape(b))
+    if ra == 2 and rb == 2:
+        return _c("matmul", g, _c("T", b)), _c("matmul", _c("T", a), g)
+    if ra == 2:  # matrix @ vector: the weight gets an outer product
+        return _c("outer", g, b), _c("matmul", _c("T", a), g)
+    if rb == 2:  # vector @ matrix
+        return _c("matmul", b, g), _c("outer", a, g)
+    return _c("mul", g, b), _c("mul", g, a)  # a dot product: g is a scalar
+
+
+def _adj_outer(cx, g, out, a, b):
+    g = cx.full(g, cx.shape(out))
+    return _c("matmul", g, b), _c("matmul", _c("T", g), a)
+
+
+def _adj_T(cx, g, out, a):
+    return (_c("T", cx.full(g, cx.shape(out))),)
+
+
+def _adj_expand(cx, g, out, a, items):
+    g = cx.full(g, cx.shape(out))
+    for p in reversed([p for p, it in enumerate(items) if it is None]):
+        g = _c("sum", g, axis=p, keepdims=False)  # a size-1 axis: the sum drops it
+    return (g,)
+
+
+def _expand_back(cx, g, a, axis, keepdims):
+    """The gradient of a reduction, with its reduced axis back (size 1: it broadcasts)."""
+    shape = cx.shape(a)
+    if axis is None or keepdims or len(shape) <= 1 or cx.shape(g) == ():
+        return g  # nothing to re-insert, or a scalar that broadcasts anyway
+    g = cx.full(g, tuple(d for k, d in enumerate(shape) if k != axis % len(shape)))
+    ax = axis % len(shape)
+    items = tuple(None if k == ax else ":" for k in range(len(shape)))
+    return _c("expand", g, items=items)
+
+
+def _reduced_count(cx, a, axis):
+    shape = cx.shape(a)
+    dims = list(shape) if axis is None else [shape[axis % len(shape)]]
+    nodes = [_dim_node(d) for d in dims]
+    count = nodes[0] if nodes else _k(1)
+    for n in nodes[1:]:
+        count = _c("mul", count, n)
+    return count
+
+
+def _adj_sum(cx, g, out, a, axis=None, keepdims=False):
+    return (_expand_back(cx, g, a, axis, keepdims),)
+
+
+def _adj_mean(cx, g, out, a, axis=None, keepdims=False):
+    return (_c("div", _expand_back(cx, g, a, axis, keepdims), _reduced_count(cx, a, axis)),)
+
+
+def _adj_trace(cx, g, out, a):
+    return (_c("mul", g, _c("eye", shape=_shape_names(cx.shape(a)[:1]))),)
+
+
+def _adj_diag(cx, g, out, a):
+    return (_c("diag", cx.full(g, cx.shape(out))),)
+
+
+def _adj_softmax(cx, g, out, a, axis=None):
+    return (_c("mul", out, _c("sub", g, _c("sum", _c("mul", g, out), axis=axis, keepdims=True))),)
+
+
+def _adj_log_softmax(cx, g, out, a, axis=None):
+    g = cx.full(g, cx.shape(out))  # the sum along the axis needs the axis
+    p = _c("softmax", a, axis=axis)
+    return (_c("sub", g, _c("mul", p, _c("sum", g, axis=axis, keepdims=True))),)
+
+
+def _adj_logsumexp(cx, g, out, a, axis=None, keepdims=False):
+    return (_c("mul", _expand_back(cx, g, a, axis, keepdims), _c("softmax", a, axis=axis)),)
+
+
+def _adj_elementwise(cx, g, out, a, fn, prime):
+    if prime:
+        raise NoAdjoint(f"{fn}_prime is a derivative; derive does not differentiate through it")
+    if fn == "exp":
+        return (_c("mul", g, out),)
+    if fn == "log":
+        return (_c("div", g, a),)
+    if fn == "square":
+        return (_c("mul", _c("mul", _k(2), g), a),)
+    return (_c("mul", g, _c("elementwise", a, fn=fn, prime=True)),)
+
+
+def _adj_where(cx, g, out, c, a, b):
+    zero = _k(0)
+    return (None, cx.unbroadcast(_c("where", c, g, zero), cx.shape(a)),
+            cx.unbroadcast(_c("where", c, zero, g), cx.shape(b)))
+
+
+def _adj_minmax(mask_a: str, mask_b: str):
+    def adjoint(cx, g, out, a, b):
+        return (cx.unbroadcast(_c("mul", g, _c(mask_a, a, b)), cx.shape(a)),
+                cx.unbroadcast(_c("mul", g, _c(mask_b, a, b)), cx.shape(b)))
+
+    return adjoint
+
+
+def _adj_none(cx, g, out, *args, **_):
+    return tuple(None for _ in args)
+
+
+def _adj_einsum(cx, g, out, *args, spec):
+    g = cx.full(g, cx.shape(out))
+    subs, out_sub = parse_einsum(spec, [len(cx.shape(a)) for a in args])
+    grads = []
+    for k, sub in enumerate(subs):
+        others = [(s, x) for j, (s, x) in enumerate(zip(subs, args)) if j != k]
+        available = set(out_sub) | set("".join(s for s, _ in others))
+        if any(letter not in available for letter in sub):
+            raise NoAdjoint(f"einsum {spec!r} sums an index of operand {k + 1} alone")
+        terms = ",".join([out_sub] + [s for s, _ in others])
+        grads.append(_c("einsum", g, *[x for _, x in others], spec=f"{terms}->{sub}"))
+    return tuple(grads)
+
+
+ADJOINTS: dict[str, Callable[..., tuple]] = {
+    "add": _adj_add, "sub": _adj_sub, "mul": _adj_mul, "div": _adj_div,
+    "neg": lambda cx, g, out, a: (_c("neg", g),), "pow": _adj_pow,
+    "matmul": _adj_matmul, "dot": _adj_matmul, "outer": _adj_outer, "T": _adj_T, "expand": _adj_expand,
+    "sum": _adj_sum, "mean": _adj_mean, "trace": _adj_trace, "diag": _adj_diag,
+    "softmax": _adj_softmax, "log_softmax": _adj_log_softmax, "logsumexp": _adj_logsumexp,
+    "elementwise": _adj_elementwise, "where": _adj_where,
+    "maximum": _adj_minmax("gt", "le"), "minimum": _adj_minmax("lt", "ge"),
+    "gt": _adj_none, "ge": _adj_none, "lt": _adj_none, "le": _adj_none,
+    "ones": _adj_none, "zeros": _adj_none, "eye": _adj_none, "einsum": _adj_einsum,
+}
+
+def _no_adjoint(name: str):
+    def adjoint(cx, g, out, *args, **_):
+        raise NoAdjoint(f"derive does not write the gradient through {name} yet")
+
+    return adjoint
+
+
+def _adj_perm(name: str):
+    """swapaxes and flip are their own inverses; a transpose takes the inverse permutation."""
+    def adjoint(cx, g, out, a, **params):
+        g = cx.full(g, cx.shape(out))
+        if name == "transpose" and params.get("axes") is not None:
+            params = {"axes": tuple(int(k) for k in np.argsort(params["axes"]))}
+        return (_c(name, g, **params),)
+
+    return adjoint
+
+
+def _adj_extreme(mask: str):
+    """The gradient to the arg-max (arg-min): ``(a >= max) * g``, both brought back to a's rank."""
+    def adjoint(cx, g, out, a, axis=None, keepdims=False):
+        if isinstance(axis, tuple):
+            raise NoAdjoint("derive does not write a max over a tuple of axes yet")
+        back = _expand_back(cx, out, a, axis, keepdims)
+        return (_c("mul", _c(mask, a, back), _expand_back(cx, g, a, axis, keepdims)),)
+
+    return adjoint
+
+
+ADJOINTS.update({
+    "transpose": _adj_perm("transpose"), "swapaxes": _adj_perm("swapaxes"), "flip": _adj_perm("flip"),
+    "reshape": lambda cx, g, out, a, shape: (_c("reshape", cx.full(g, cx.shape(out)), shape=cx.shape(a)),),
+    "max": _adj_extreme("ge"), "min": _adj_extreme("le"),
+    "clip": lambda cx, g, out, a, lo, hi: (_c("mul", g, _c("mul", _c("gt", a, _k(lo)), _c("lt", a, _k(hi)))),),
+    "gather": lambda cx, g, out, c, i: (_c("scatter_add", cx.full(g, cx.shape(out)), i, V=cx.shape(c)[0]), None),
+    "scatter_add": lambda cx, g, out, s, i, V: (_c("gather", g, i), None),
+    "one_hot": _adj_none,
+    **{name: _no_adjoint(name) for name in ("slice", "concat", "stack", "pad", "take_along_axis")},
+})
+
+for _name, _adjoint in ADJOINTS.items():
+    if _name in OPS:
+        OPS[_name] = _replace(OPS[_name], adjoint=_adjoint)
 
 
 # structural ops carry an integer array through unchanged (SPEC §6.2: y[:, None], reshape, slices)

@@ -34,6 +34,12 @@ BUILTIN_FUNCTIONS = (
 )
 
 
+# Python's operator names, in the file's own spelling
+_OPERATOR_WORDS = {ast.BitAnd: "`&`", ast.BitOr: "`|`", ast.LShift: "`<<`", ast.RShift: "`>>`",
+                   ast.FloorDiv: "`//` (write / for a division)", ast.Mod: "`%`", ast.MatMult: "`@`",
+                   ast.Invert: "`~`", ast.Not: "`not`"}
+
+
 @dataclass
 class Scope:
     """What names mean in one expression."""
@@ -116,7 +122,16 @@ class _Parser:
             return Call(col, "pow", (self.expr(node.left),), {"exponent": exponent, "text": text})
         op = BINOPS.get(type(node.op))
         if op is None:
-            raise self.error(node, f"the operator {type(node.op).__name__} is not allowed")
+            if isinstance(node.op, ast.BitXor):
+                first = node.right
+                while isinstance(first, ast.BinOp):  # W^T @ g parses as W ^ (T @ g)
+                    first = first.left
+                if isinstance(first, ast.Name) and first.id == "T":
+                    left = ast.get_source_segment(self.text, node.left) or "W"
+                    raise self.error(node, f"`^T` is not a transpose here: write {left}.T for a transpose")
+                raise self.error(node, "`^` is not a power here: write x ** 2 for a power, or W.T for a transpose")
+            raise self.error(node, f"the operator {_OPERATOR_WORDS.get(type(node.op), type(node.op).__name__)} "
+                                   "is not allowed")
         return Call(col, op, (self.expr(node.left), self.expr(node.right)))
 
     def _exponent(self, node: ast.AST) -> tuple[float, str]:
@@ -143,7 +158,8 @@ class _Parser:
             if isinstance(inner, Const):
                 return Const(node.col_offset + 1, -inner.value, "-" + inner.text)
             return Call(node.col_offset + 1, "neg", (inner,))
-        raise self.error(node, f"the operator {type(node.op).__name__} is not allowed")
+        raise self.error(node, f"the operator {_OPERATOR_WORDS.get(type(node.op), type(node.op).__name__)} "
+                               "is not allowed")
 
     def _Compare(self, node: ast.Compare) -> Node:
         if len(node.ops) != 1:
@@ -256,6 +272,10 @@ class _Parser:
 
     def _Call(self, node: ast.Call) -> Node:
         if not isinstance(node.func, ast.Name):
+            func = node.func
+            if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+                prefix = func.value.id
+                raise self.error(node, f"drop the `{prefix}.` prefix: write {func.attr}(...)")
             raise self.error(node, "only named functions can be called, like tanh(z)")
         name = node.func.id
         col = node.col_offset + 1

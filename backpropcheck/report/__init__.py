@@ -28,6 +28,16 @@ class Summary:
         )
 
 
+def verdict_label(c) -> str:
+    """``proved (all shapes)`` or ``proved (at n=2,m=3; n=3,m=2)`` (SPEC §8); other verdicts as they are."""
+    if c.verdict != "proved" or not c.symbolic or "scope" not in c.symbolic:
+        return c.verdict
+    if c.symbolic["scope"] == "all-shapes":
+        return "proved (all shapes)"
+    shapes = "; ".join(",".join(f"{k}={v}" for k, v in s.items()) for s in c.symbolic.get("shapes", []))
+    return f"proved (at {shapes})" if shapes else "proved (sampled shapes)"
+
+
 def exit_status(results: list[FileResult]) -> int:
     """0 every claim holds or matches [expect]; 1 some claim does not; 2 an invalid file or claim."""
     if any(r.status == "error" for r in results):

@@ -13,7 +13,7 @@ import re
 
 from .. import __version__
 from ..checker import ClaimResult, FileResult
-from . import Summary
+from . import Summary, verdict_label
 from .junit import counterexample_lines
 
 STATUS = {"passed": "✅ passed", "failed": "❌ failed", "error": "⚠️ error"}
@@ -66,7 +66,7 @@ def _file_table(r: FileResult) -> list[str]:
         lines += [f"**note:** {_plain(r.error)}", ""]
     lines += ["| | claim | verdict | expression | detail |", "|---|---|---|---|---|"]
     for c in r.claims:
-        lines.append(f"| {_mark(c)} | {_code(c.name)} | {c.verdict} | {_code(c.expr)} | {_detail(c)} |")
+        lines.append(f"| {_mark(c)} | {_code(c.name)} | {_plain(verdict_label(c))} | {_code(c.expr)} | {_detail(c)} |")
     return lines + [""]
 
 

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..checker import ClaimResult, FileResult
-from . import Summary
+from . import Summary, verdict_label
 
 STYLE = {"proved": "bold green", "verified": "green", "refuted": "bold red", "shape-error": "bold red",
          "error": "bold magenta"}
@@ -26,6 +26,8 @@ def _details(c: ClaimResult, verbose: bool) -> list[str]:
     lines = []
     if not c.ok or verbose or c.verdict == "verified":
         lines.append(escape(c.message))
+    if verbose and c.symbolic and c.symbolic.get("argument"):
+        lines.append(f"scope: {escape(c.symbolic['argument'])}")
     cex = c.counterexample
     if cex is not None and (not c.ok or verbose):
         dims = ", ".join(f"{k}={v}" for k, v in cex.dims.items())
@@ -66,13 +68,13 @@ def render(results: list[FileResult], console: Console, verbose: bool = False, q
                 extra = _details(c, verbose)
                 if extra:
                     body += "\n" + "\n".join(f"[dim]{x}[/]" if i else x for i, x in enumerate(extra))
-                table.add_row(_mark(c), c.name, f"[{STYLE[c.verdict]}]{c.verdict}[/]", body)
+                table.add_row(_mark(c), c.name, f"[{STYLE[c.verdict]}]{escape(verdict_label(c))}[/]", body)
             console.print(table)
         else:
             for c in r.claims:
                 if quiet and c.ok:
                     continue
-                console.print(f"  {_mark(c)} {c.name} [{STYLE[c.verdict]}]{c.verdict}[/]  {escape(c.expr)}")
+                console.print(f"  {_mark(c)} {c.name} [{STYLE[c.verdict]}]{escape(verdict_label(c))}[/]  {escape(c.expr)}")
                 for line in _details(c, verbose):
                     console.print(f"      {line}")
         console.print()

@@ -1,0 +1,102 @@
+"""Dims used as numbers: the sizes at which such a use can change a claim's value.
+
+A dim that enters an expression only through shapes, or as a number in a
+polynomial or rational way (``sum(X) / B``, ``n / (n - 1)``), behaves alike at
+every size the trials draw. A dim inside a non-polynomial function
+(``relu(n - 64)``, ``where(n > 64, …)``, ``exp(n)``) may not: the claim can
+agree at every drawn size (2 … max_dim) and differ beyond. For each such use
+this module names the sizes to examine as well: both sides of every kink of
+the dim-only argument (the roots of ``n - 64``, solved exactly), and sizes past
+the drawn range.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+from .lang.ir import Call, DimSize, IndexRef, Node, Var, walk
+from .model import Derivation
+
+# ops through which a dim used as a number stays a polynomial or rational function of it
+_RATIONAL = {"add", "sub", "mul", "div", "neg", "T", "expand", "sum", "mean", "outer", "dot", "matmul", "trace", "diag"}
+
+
+def _roots(d: Derivation) -> Iterator[Node]:
+    for f in d.forward + d.backward:
+        yield f.root
+    if d.loss.expression is not None:
+        yield d.loss.expression
+    for c in d.claims:
+        if c.node is not None:
+            yield c.node
+
+
+def _non_rational(node: Call) -> bool:
+    if node.op == "pow":
+        exponent = node.params.get("exponent")
+        return not (isinstance(exponent, (int, float)) and float(exponent).is_integer())
+    return node.op not in _RATIONAL
+
+
+def _dim_only(node: Node) -> bool:
+    return not any(isinstance(n, (Var, IndexRef)) or (isinstance(n, Call) and n.op in ("ones", "zeros", "eye"))
+                   for n in walk(node))
+
+
+def critical_sizes(d: Derivation, max_dim: int) -> list[tuple[str, int, bool]]:
+    """``(dim, size, kink)`` for every size a dim used as a number must also be examined at;
+    ``kink``: the size is next to a point where a piecewise function of the dim changes branch
+    (the symbolic check examines those too; the sizes past the drawn range get numeric trials)."""
+    found: dict[tuple[str, int], bool] = {}
+    for root in _roots(d):
+        for node in walk(root):
+            if not isinstance(node, Call) or not _non_rational(node):
+                continue
+            dims = {n.dim for n in walk(node) if isinstance(n, DimSize)}
+            if not dims:
+                continue
+            for dim in dims:  # past the drawn range, whatever the function
+                for size in (max_dim + 1, 4 * max_dim + 3):
+                    found.setdefault((dim, size), False)
+            if _dim_only(node):
+                for dim, size in _kinks(d, node, dims):
+                    found[(dim, size)] = True
+    return sorted(((dim, size, kink) for (dim, size), kink in found.items()), key=lambda t: (t[0], t[1]))
+
+
+def _kinks(d: Derivation, node: Call, dims: set[str]) -> Iterator[tuple[str, int]]:
+    """Sizes on both sides of every point where the dim-only ``node`` changes branch."""
+    import sympy as sp
+    from sympy.polys.polyerrors import BasePolynomialError
+
+    from .engines.evaluate import Backend, evaluate
+    from .engines.symbolic import symbolic_backend
+    from .lang.symfuncs import Relu, Step
+
+    symbols = {name: sp.Symbol(name, positive=True, integer=True) for name in dims}
+    base = symbolic_backend(d)
+    backend = Backend(symbolic=True, functions=base.functions, const=base.const, scalar=lambda v: v)
+    try:
+        value = sp.sympify(evaluate(node, {}, symbols, backend)[()], strict=True)
+    except Exception:  # noqa: BLE001 - an argument SymPy cannot write: the sizes past the range remain
+        return
+    arguments = [k.args[0] for k in value.atoms(Step, Relu, sp.Abs, sp.sign, sp.Heaviside)]
+    for argument in arguments:
+        for name, s in symbols.items():
+            if s not in argument.free_symbols:
+                continue
+            others = {t: 2 for t in argument.free_symbols if t != s}  # the smallest drawn size
+            try:
+                poly = sp.Poly(argument.xreplace(others), s)
+                if not 1 <= poly.degree() <= 8 or not all(c.is_Rational for c in poly.all_coeffs()):
+                    continue
+                intervals = poly.intervals()
+            except (BasePolynomialError, ValueError, TypeError, NotImplementedError, ArithmeticError):
+                continue
+            for (low, high), _ in intervals[:4]:
+                root = math.floor((low + high) / 2)
+                for size in (root - 1, root, root + 1, root + 2):
+                    if size >= 1:
+                        yield name, int(size)
+

@@ -1,0 +1,627 @@
+"""``derive``: the op table's adjoint templates, the rewrite rules, and the derived claims.
+
+Every adjoint template is compared with central finite differences of ``sum(G * op(...))``
+at random shapes; every rewrite rule is checked to keep an expression's value (on hand-made
+cases where it must fire, and as a hypothesis property over random trees); and the derived
+claims of the bundled derivations are checked to be the textbook forms, all proved.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import BUNDLED, DENSE_COLUMN, FAST
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from backpropcheck import derive as dv
+from backpropcheck.checker import Options
+from backpropcheck.cli import main
+from backpropcheck.engines.evaluate import Backend, evaluate
+from backpropcheck.lang import ops
+from backpropcheck.lang.dims import Dim
+from backpropcheck.lang.ir import Call, Var, walk
+from backpropcheck.lang.ops import ELEMENTWISE
+from backpropcheck.lang.parse import Scope, parse_expression
+from backpropcheck.lang.shapes import infer
+
+BACKEND = Backend(symbolic=False, functions=ELEMENTWISE.__getitem__, const=lambda n: n.value, scalar=float)
+DIMS = ("m", "n", "p")
+
+
+def _setup(shapes: dict[str, tuple[str, ...]], text: str):
+    env = {name: tuple(Dim.of(d) if isinstance(d, str) else Dim.lit(d) for d in dims) for name, dims in shapes.items()}
+    node = parse_expression(text, Scope(tensors=set(shapes) | {"G"}, dims=set(DIMS)))
+    env["G"] = infer(node, env)
+    return node, dv.Context(env)
+
+
+def _arrays(shapes, sizes, rng, domain):
+    out = {}
+    for name, dims in shapes.items():
+        shape = tuple(sizes[d] if isinstance(d, str) else d for d in dims)
+        if domain == "positive":
+            out[name] = rng.uniform(0.5, 2.0, shape)
+        elif domain == "unit":
+            out[name] = rng.uniform(0.1, 0.9, shape)
+        else:
+            out[name] = rng.normal(size=shape)
+    return out
+
+
+def _value(node, env, sizes):
+    return np.asarray(evaluate(dv.as_tree(node), env, sizes, BACKEND), dtype=float)
+
+
+# (expression, shapes of its operands, domain of their entries)
+ADJOINT_CASES = [
+    ("A + b", {"A": ("m", "n"), "b": ("n",)}, "real"),
+    ("A + c", {"A": ("m", "n"), "c": ("m", 1)}, "real"),
+    ("A - B", {"A": ("m", "n"), "B": ("m", "n")}, "real"),
+    ("b - A", {"A": ("m", "n"), "b": ("n",)}, "real"),
+    ("A * b", {"A": ("m", "n"), "b": ("n",)}, "real"),
+    ("A * s", {"A": ("m", "n"), "s": ()}, "real"),
+    ("A / B", {"A": ("m", "n"), "B": ("m", "n")}, "positive"),
+    ("A / b[:, None]", {"A": ("m", "n"), "b": ("m",)}, "positive"),
+    ("-A", {"A": ("m", "n")}, "real"),
+    ("A ** 3", {"A": ("m", "n")}, "real"),
+    ("A ** -1.5", {"A": ("m", "n")}, "positive"),
+    ("A @ B", {"A": ("m", "n"), "B": ("n", "p")}, "real"),
+    ("A @ x", {"A": ("m", "n"), "x": ("n",)}, "real"),
+    ("x @ A", {"A": ("n", "p"), "x": ("n",)}, "real"),
+    ("x @ y", {"x": ("n",), "y": ("n",)}, "real"),
+    ("dot(x, y)", {"x": ("n",), "y": ("n",)}, "real"),
+    ("dot(A, x)", {"A": ("m", "n"), "x": ("n",)}, "real"),
+    ("outer(x, y)", {"x": ("m",), "y": ("n",)}, "real"),
+    ("A.T", {"A": ("m", "n")}, "real"),
+    ("x[:, None] * A", {"x": ("m",), "A": ("m", "n")}, "real"),
+    ("x[None, :] * A", {"x": ("n",), "A": ("m", "n")}, "real"),
+    ("sum(A)", {"A": ("m", "n")}, "real"),
+    ("sum(A, axis=0)", {"A": ("m", "n")}, "real"),
+    ("sum(A, axis=1, keepdims=True)", {"A": ("m", "n")}, "real"),
+    ("sum(A, axis=-1)", {"A": ("m", "n")}, "real"),
+    ("mean(A)", {"A": ("m", "n")}, "real"),
+    ("mean(A, axis=0, keepdims=True)", {"A": ("m", "n")}, "real"),
+    ("mean(A, axis=1)", {"A": ("m", "n")}, "real"),
+    ("mean(sum(A, axis=0))", {"A": ("m", "n")}, "real"),  # a scalar gradient reaching an axis sum
+    ("sum(logsumexp(A, axis=1))", {"A": ("m", "n")}, "real"),
+    ("sum(log_softmax(A, axis=0))", {"A": ("m", "n")}, "real"),  # a scalar gradient into an axis op
+    ("sum(softmax(x))", {"x": ("n",)}, "real"),
+    ("trace(S)", {"S": ("n", "n")}, "real"),
+    ("diag(x)", {"x": ("n",)}, "real"),
+    ("diag(S)", {"S": ("n", "n")}, "real"),
+    ("softmax(A, axis=0)", {"A": ("m", "n")}, "real"),
+    ("softmax(A, axis=1)", {"A": ("m", "n")}, "real"),
+    ("softmax(x)", {"x": ("n",)}, "real"),
+    ("log_softmax(A, axis=0)", {"A": ("m", "n")}, "real"),
+    ("log_softmax(A, axis=1)", {"A": ("m", "n")}, "real"),
+    ("logsumexp(A, axis=0)", {"A": ("m", "n")}, "real"),
+    ("logsumexp(A, axis=1, keepdims=True)", {"A": ("m", "n")}, "real"),
+    ("logsumexp(A)", {"A": ("m", "n")}, "real"),
+    ("where(C > 0, A, B)", {"C": ("m", "n"), "A": ("m", "n"), "B": ("m", "n")}, "real"),
+    ("where(C > 0, A, b)", {"C": ("m", "n"), "A": ("m", "n"), "b": ("n",)}, "real"),
+    ("maximum(A, B)", {"A": ("m", "n"), "B": ("m", "n")}, "real"),
+    ("minimum(A, b)", {"A": ("m", "n"), "b": ("n",)}, "real"),
+    ("einsum('ij,j->i', A, x)", {"A": ("m", "n"), "x": ("n",)}, "real"),
+    ("einsum('ij,jk->ki', A, B)", {"A": ("m", "n"), "B": ("n", "p")}, "real"),
+    ("einsum('i,ij,j->', x, A, y)", {"x": ("m",), "A": ("m", "n"), "y": ("n",)}, "real"),
+    ("einsum('ij,ij->ji', A, B)", {"A": ("m", "n"), "B": ("m", "n")}, "real"),
+    ("einsum('ij->ji', A)", {"A": ("m", "n")}, "real"),
+] + [
+    (f"{name}(A)", {"A": ("m", "n")},
+     "unit" if name == "logit" else "positive" if name in ("log", "log1p", "sqrt", "rsqrt") else "real")
+    for name in sorted(ELEMENTWISE)
+]
+
+
+def _finite_difference(node, env, sizes, g, name, h=1e-6):
+    x = env[name]
+    grad = np.zeros_like(x)
+    for idx in np.ndindex(*x.shape):
+        plus, minus = dict(env), dict(env)
+        plus[name] = x.copy()
+        minus[name] = x.copy()
+        plus[name][idx] += h
+        minus[name][idx] -= h
+        grad[idx] = (np.sum(g * _value(node, plus, sizes)) - np.sum(g * _value(node, minus, sizes))) / (2 * h)
+    return grad
+
+
+@pytest.mark.parametrize("text,shapes,domain", ADJOINT_CASES, ids=[c[0] for c in ADJOINT_CASES])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_each_adjoint_template_matches_finite_differences(text, shapes, domain, seed):
+    rng = np.random.default_rng([seed, len(text)])
+    sizes = dict(zip(DIMS, rng.permutation([2, 3, 4, 5])[:3].tolist()))
+    node, cx = _setup(shapes, text)
+    env = _arrays(shapes, sizes, rng, domain)
+    if "C" in env:
+        env["C"] = rng.choice([-1.0, 1.0], env["C"].shape)
+    out = _value(node, env, sizes)
+    env["G"] = rng.normal(size=out.shape)
+    for name in shapes:
+        if name == "C":  # a mask: no gradient flows through a comparison
+            assert dv.backprop(cx, node, Var(0, "G"), name) == []
+            continue
+        parts = dv.backprop(cx, node, Var(0, "G"), name)
+        assert parts, f"no gradient reached {name}"
+        raw = parts[0]
+        for p in parts[1:]:
+            raw = dv.call("add", raw, p)
+        raw = cx.full(cx.unbroadcast(raw, cx.env[name]), cx.env[name])
+        expected = _finite_difference(node, env, sizes, env["G"], name)
+        got = _value(raw, env, sizes)
+        assert got.shape == env[name].shape, (text, name, dv.to_text(raw))
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, err_msg=f"{text}: {dv.to_text(raw)}")
+        simple = dv.Rewriter(cx)(raw)
+        np.testing.assert_allclose(_value(simple, env, sizes), expected, rtol=1e-5, atol=1e-6,
+                                   err_msg=f"{text}: rewritten {dv.to_text(simple)}")
+
+
+def test_every_op_of_the_table_has_an_adjoint_template():
+    missing = [name for name, op in ops.OPS.items() if op.adjoint is None]
+    assert missing == []
+
+
+# -- rewrite rules ---------------------------------------------------------------------------------
+
+RULE_SHAPES = {"A": ("m", "n"), "B": ("n", "p"), "S": ("n", "n"), "x": ("n",), "y": ("m",), "u": ("n",),
+               "s": (), "k": ("m", 1)}
+
+# for each rule: expressions at whose root it must fire
+RULE_CASES = {
+    "r_identity": ["1 * A", "A * 1", "0 + A", "A + 0", "A - 0", "0 - A", "A / 1", "A ** 1", "-1 * A", "A * -1"],
+    "r_constants": ["2 * (0.5 * A / s)", "A * 2", "2 * (3 * A)", "2 * 3", "(2 * s) * A"],
+    "r_signs": ["--A", "-(A - 2 * A)", "-A * A", "A * -A", "-A @ B", "A @ -B", "A / -s", "outer(-x, y)",
+                "A + -A", "-A + A", "A - -A", "(-A).T"],
+    "r_transpose": ["A.T.T", "x.T", "(A @ B).T", "outer(x, y).T", "(s * A).T", "(A / s).T", "eye(n) @ S",
+                    "S @ eye(n)"],
+    "r_ones": ["ones([m, n]) * A", "A * ones([m, n])", "A + A"],
+    "r_sums": ["sum(sum(A, axis=1, keepdims=True), axis=1)", "sum(sum(A))", "sum(sum(A, keepdims=True))", "sum(s)"],
+    "r_einsum": ["einsum('ij,j->i', A, x)", "einsum('ij,jk->ik', A, B)", "einsum('ij,jk->ki', A, B)",
+                 "einsum('ji,j->i', A, y)", "einsum('i,j->ij', y, x)", "einsum('i,j->ji', y, x)",
+                 "einsum(',ij->ij', s, A)", "einsum('ij->ji', A)", "einsum('ij->i', A)", "einsum('ij,ij->ij', A, A)",
+                 "einsum('ij,j->ij', A, x)", "einsum('ij,i->ij', A, y)", "einsum('i,ij,j->', y, A, x)",
+                 "einsum('i,i->', x, u)", "einsum('i,jk,k->ij', y, S, x)"],
+    "r_scalars_out": ["(A / s) @ B", "A @ (B / s)", "(s * A) @ B", "outer(s * x, y)"],
+    "r_leading_axis": ["x[None, :] * A", "A - x[None, :]", "x[None, :] / s"],
+    "r_factor": ["A @ x + A @ x", "S @ x - S.T @ x", "(x / s) * u"],
+    "r_diag": ["diag(outer(x, u))", "diag(u) @ x", "diag(y) @ A", "A @ diag(x)", "x @ diag(u)", "diag(x).T"],
+    "r_mean": ["sum(-A, axis=0)", "sum(A, axis=0) / m", "sum(A, axis=1, keepdims=True) / n"],
+}
+
+
+def _rule_env(seed=0):
+    rng = np.random.default_rng(seed)
+    sizes = {"m": 3, "n": 4, "p": 5}
+    env = {name: rng.uniform(0.5, 1.5, tuple(sizes[d] if isinstance(d, str) else d for d in dims))
+           for name, dims in RULE_SHAPES.items()}
+    return env, sizes
+
+
+def test_every_rule_has_cases():
+    assert set(RULE_CASES) == {r.__name__ for r in dv.RULES}
+
+
+@pytest.mark.parametrize("rule,text", [(r, t) for r, texts in RULE_CASES.items() for t in texts])
+def test_each_rewrite_rule_fires_and_keeps_the_value(rule, text):
+    node, cx = _setup(RULE_SHAPES, text)
+    fn = getattr(dv, rule)
+    out = fn(cx, node)
+    assert out is not None, f"{rule} did not fire on {text}"
+    env, sizes = _rule_env()
+    assert cx.shape(out) == cx.shape(node)
+    np.testing.assert_allclose(_value(out, env, sizes), _value(node, env, sizes), rtol=1e-12, atol=1e-12)
+
+
+# random trees over RULE_SHAPES, built shape-first so every tree is well-shaped
+MAT, VEC_N, VEC_M, SCALAR = ("m", "n"), ("n",), ("m",), ()
+
+
+def _tree(draw, shape, depth):
+    leaves = {MAT: ["A"], VEC_N: ["x", "u"], VEC_M: ["y"], SCALAR: ["s", "2", "1", "0", "-1"]}
+    if depth <= 0 or draw(st.integers(0, 3)) == 0:
+        return draw(st.sampled_from(leaves[shape]))
+    sub = lambda sh: _tree(draw, sh, depth - 1)  # noqa: E731
+    options = ["add", "sub", "mul", "neg", "scal", "ones"]
+    if shape == MAT:
+        options += ["TT", "matmul_mm", "outer", "einsum_t", "expand", "div", "diag_l", "diag_r"]
+    if shape == VEC_N:
+        options += ["matvec_t", "sumaxis0", "einsum_mv"]
+    if shape == VEC_M:
+        options += ["matvec", "sumaxis1keep"]
+    if shape == SCALAR:
+        options += ["sum", "dot"]
+    choice = draw(st.sampled_from(options))
+    if choice in ("add", "sub", "mul"):
+        sym = {"add": "+", "sub": "-", "mul": "*"}[choice]
+        return f"({sub(shape)} {sym} {sub(shape if draw(st.booleans()) else SCALAR)})"
+    if choice == "neg":
+        return f"(-{sub(shape)})"
+    if choice == "scal":
+        return f"({sub(SCALAR)} * {sub(shape)})"
+    if choice == "ones":
+        dims = {MAT: "[m, n]", VEC_N: "n", VEC_M: "m", SCALAR: None}[shape]
+        return f"(ones({dims}) * {sub(shape)})" if dims else sub(shape)
+    if choice == "TT":
+        return f"({sub(MAT)}.T.T)"
+    if choice == "matmul_mm":
+        return f"(A @ S.T @ ({sub(MAT)}.T @ A))"
+    if choice == "outer":
+        return f"outer({sub(VEC_M)}, {sub(VEC_N)})"
+    if choice == "einsum_t":
+        return f"einsum('ji->ij', {sub(MAT)}.T)"
+    if choice == "expand":
+        return f"({sub(VEC_N)}[None, :] * {sub(MAT)})"
+    if choice == "diag_l":
+        return f"(diag({sub(VEC_M)}).T @ {sub(MAT)})"
+    if choice == "diag_r":
+        return f"({sub(MAT)} @ diag({sub(VEC_N)}))"
+    if choice == "div":
+        return f"({sub(MAT)} / (2 + s))"
+    if choice == "matvec_t":
+        return f"({sub(MAT)}.T @ {sub(VEC_M)})"
+    if choice == "sumaxis0":
+        return f"sum(sum({sub(MAT)}, axis=0, keepdims=True), axis=0)"
+    if choice == "einsum_mv":
+        return f"einsum('ij,i->j', {sub(MAT)}, {sub(VEC_M)})"
+    if choice == "matvec":
+        return f"({sub(MAT)} @ {sub(VEC_N)})"
+    if choice == "sumaxis1keep":
+        return f"(sum({sub(MAT)}, axis=1) / n)"
+    if choice == "sum":
+        return f"sum(-{sub(MAT)})"
+    return f"dot({sub(VEC_N)}, {sub(VEC_N)})"
+
+
+@st.composite
+def trees(draw):
+    shape = draw(st.sampled_from([MAT, VEC_N, VEC_M, SCALAR]))
+    return _tree(draw, shape, 4)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(trees())
+def test_rewrites_keep_the_value_of_random_trees(text):
+    node, cx = _setup(RULE_SHAPES, text)
+    env, sizes = _rule_env(1)
+    want = _value(node, env, sizes)
+    for sub in list(walk(node)):
+        if not isinstance(sub, Call):
+            continue
+        for rule in dv.RULES:  # each rule, wherever it fires
+            out = rule(cx, sub)
+            if out is not None:
+                assert cx.shape(out) == cx.shape(sub), (rule.__name__, dv.to_text(sub))
+                np.testing.assert_allclose(_value(out, env, sizes), _value(sub, env, sizes), rtol=1e-9, atol=1e-9,
+                                           err_msg=f"{rule.__name__} on {dv.to_text(sub)} -> {dv.to_text(out)}")
+    simple = dv.Rewriter(cx)(node)
+    np.testing.assert_allclose(_value(simple, env, sizes), want, rtol=1e-9, atol=1e-9,
+                               err_msg=f"{text} -> {dv.to_text(simple)}")
+    # the printed text parses back to the same value: what derive writes is what gets checked
+    again, _ = _setup(RULE_SHAPES, dv.to_text(simple))
+    np.testing.assert_allclose(_value(again, env, sizes), want, rtol=1e-9, atol=1e-9)
+
+
+def test_the_printer_keeps_precedence():
+    for text in ["-(A @ B).T", "(A - A) * A", "A - (A - A)", "(-2) ** 2 * s", "-A ** 2", "x @ (A.T @ y)",
+                 "A * (x[None, :] > 0)", "s / (s * s)", "-(A * A) @ S"]:
+        shapes = {**RULE_SHAPES}
+        node, _ = _setup(shapes, text)
+        again, _ = _setup(shapes, dv.to_text(node))
+        env, sizes = _rule_env()
+        np.testing.assert_allclose(_value(again, env, sizes), _value(node, env, sizes), err_msg=text)
+
+
+# -- derived claims ------------------------------------------------------------------------------
+
+
+def _claims(source, **kw):
+    result = dv.derive(source, options=FAST, **kw)
+    assert result.error is None, result.error
+    return {c.name: c for c in result.claims}, result
+
+
+def test_dense_layer_in_both_conventions():
+    column, _ = _claims(BUNDLED / "dense_column.toml")
+    assert column["grad_a"].expr == "W.T @ grad_z"
+    assert column["grad_W"].expr == "outer(grad_z, a)"
+    assert column["grad_z"].expr == "grad_h * f_prime(z)"
+    assert column["grad_b"].expr == "grad_z"
+    index, _ = _claims(BUNDLED / "dense_index_convention.toml")
+    assert index["grad_a"].expr == "W @ grad_z"
+    assert index["grad_W"].expr == "outer(a, grad_z)"
+    assert index["grad_a"].steps[0].entry == "grad_a[i] = sum_j grad_z[j] * W[i, j]"  # the file's own indices
+    assert all(c.verdict == "proved" for c in [*column.values(), *index.values()])
+
+
+ROWS = """
+[derivation]
+title = "batch as rows, W (n, m)"
+[dims]
+B = "batch"
+n = "in"
+m = "out"
+[inputs]
+X = ["B", "n"]
+W = ["n", "m"]
+b = ["m"]
+[forward]
+Z = "X @ W + b"
+H = "tanh(Z)"
+[loss]
+upstream = "H"
+[claims]
+grad_W = "X.T @ grad_Z"
+"""
+
+
+def test_batch_as_columns_and_as_rows():
+    columns, _ = _claims(BUNDLED / "dense_column_batch.toml")
+    assert columns["grad_W"].expr == "grad_Z @ X.T"
+    assert columns["grad_b"].expr == "sum(grad_Z, axis=1)"
+    assert columns["grad_X"].expr == "W.T @ grad_Z"
+    rows, _ = _claims(ROWS)
+    assert rows["grad_W"].expr == "X.T @ grad_Z"
+    assert rows["grad_X"].expr == "grad_Z @ W.T"
+    assert rows["grad_b"].expr == "sum(grad_Z, axis=0)"
+    assert rows["grad_Z"].expr == "grad_H * tanh_prime(Z)"
+    pytorch, _ = _claims(BUNDLED / "dense_rowmajor_batch.toml")
+    assert pytorch["grad_W"].expr == "grad_Y.T @ X"
+    assert all(c.verdict == "proved" for c in [*columns.values(), *rows.values(), *pytorch.values()])
+
+
+def test_cross_entropy_folds_only_where_the_labels_domain_makes_it_true():
+    ce, _ = _claims(BUNDLED / "softmax_cross_entropy.toml")
+    assert ce["grad_z"].expr == "p - y" and ce["grad_z"].verdict == "proved"
+    batch, _ = _claims(BUNDLED / "softmax_regression_batch.toml")
+    assert batch["grad_Z"].expr == "(P - Y) / B" and batch["grad_Z"].verdict == "proved"
+    nll, _ = _claims(BUNDLED / "log_softmax_nll.toml")
+    assert nll["grad_Z"].expr == "softmax(Z, axis=0) - Y" and nll["grad_Z"].verdict == "proved"
+    real_labels = (BUNDLED / "softmax_cross_entropy.toml").read_text().replace('domain = "simplex", ', "")
+    plain, _ = _claims(real_labels)
+    assert plain["grad_z"].expr != "p - y" and plain["grad_z"].verdict == "proved"
+    assert plain["grad_z"].expr == "p * (grad_p - sum(grad_p * p, axis=0, keepdims=True))"
+
+
+CORRECT = sorted(p for p in BUNDLED.glob("*.toml"))
+CANNOT_YET: set[tuple[str, str]] = set()
+
+
+MISTAKES = sorted((BUNDLED / "mistakes").glob("*.toml"))  # wrong claims, but a sound forward pass
+
+
+@pytest.mark.parametrize("path", CORRECT + MISTAKES, ids=[p.name for p in CORRECT + MISTAKES])
+def test_every_claimed_gradient_is_derived_and_proved(path):
+    result = dv.derive(path, options=FAST)
+    assert result.error is None
+    assert [c for c in result.claims if c.verdict != "proved"] == []
+    claimed = set(tomllib.loads(path.read_text())["claims"])
+    derived = {c.name for c in result.claims}
+    assert {(path.name, n) for n in claimed - derived} <= CANNOT_YET
+
+
+def test_contributions_from_several_readers_are_summed():
+    rnn, _ = _claims(BUNDLED / "rnn_two_steps.toml")
+    assert rnn["grad_W"].expr == "outer(grad_a1, h0) + outer(grad_a2, h1)"
+    assert rnn["grad_b"].expr == "grad_a1 + grad_a2"
+    quad, _ = _claims(BUNDLED / "quadratic_form.toml")
+    assert quad["grad_x"].expr == "(A + A.T) @ x"
+
+
+def test_for_selects_targets_and_rejects_unknown_names():
+    claims, _ = _claims(DENSE_COLUMN, targets=["grad_W", "b"])
+    assert list(claims) == ["grad_W", "grad_b"]
+    result = dv.derive(DENSE_COLUMN, targets=["grad_nope"], options=FAST)
+    assert result.error and "nope" in result.error
+    given = dv.derive(DENSE_COLUMN, targets=["grad_h"], options=FAST)
+    assert given.error and "upstream" in given.error
+
+
+def test_results_display_in_a_notebook():
+    _, result = _claims(DENSE_COLUMN)
+    assert "<td><code>W.T @ grad_z</code></td><td>proved</td>" in result._repr_html_()
+    assert "| `grad_a` | `W.T @ grad_z` | proved |" in result._repr_markdown_()
+
+
+def _wrong_sign(cx, g, out, a, b):
+    first, second = ops._adj_matmul(cx, g, out, a, b)
+    return first, dv.call("neg", second)
+
+
+def test_a_derived_claim_that_is_not_proved_is_reported_as_a_bug(monkeypatch):
+    monkeypatch.setitem(ops.OPS, "matmul", ops._replace(ops.OPS["matmul"], adjoint=_wrong_sign))
+    result = dv.derive(BUNDLED / "mlp_two_layer_mse.toml", options=FAST)
+    assert not result.ok
+    bad = {c.name: c.verdict for c in result.claims if not c.ok}
+    assert bad == {"grad_h1": "refuted", "grad_x": "refuted"}
+
+
+def test_an_ill_shaped_template_is_reported_as_a_bug_not_raised(monkeypatch):
+    def transposeless(cx, g, out, a, b):
+        return ops._adj_matmul(cx, g, out, a, b)[0], dv.call("matmul", a, g)
+
+    monkeypatch.setitem(ops.OPS, "matmul", ops._replace(ops.OPS["matmul"], adjoint=transposeless))
+    result = dv.derive(BUNDLED / "mlp_two_layer_mse.toml", options=FAST)
+    assert set(result.not_derived) == {"h1", "x"} and not result.ok
+    assert all("a bug of derive" in why for why in result.not_derived.values())
+
+
+# -- command line --------------------------------------------------------------------------------
+
+
+def test_cli_toml_pastes_into_the_file_and_checks(tmp_path):
+    runner = CliRunner()
+    shown = runner.invoke(main, ["derive", str(BUNDLED / "softmax_regression_batch.toml")])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.splitlines()[1] == "[claims]"
+    text = (BUNDLED / "softmax_regression_batch.toml").read_text()
+    pasted = re.sub(r"\[claims\].*?(?=\n\[|\Z)", lambda _: shown.output.split("\n", 1)[1], text, flags=re.S)
+    assert tomllib.loads(pasted)["claims"]["grad_Z"] == "(P - Y) / B"
+    target = tmp_path / "pasted.toml"
+    target.write_text(pasted)
+    checked = runner.invoke(main, ["check", str(target), "--trials", "3", "--shapes", "1"])
+    assert checked.exit_code == 0, checked.output
+
+
+def test_cli_json_and_text_formats():
+    runner = CliRunner()
+    shown = runner.invoke(main, ["derive", str(BUNDLED / "dense_column.toml"), "--format", "json"])
+    assert shown.exit_code == 0, shown.output
+    data = json.loads(shown.output)
+    assert {"name": "grad_a", "expr": "W.T @ grad_z", "verdict": "proved"} in data["claims"]
+    text = runner.invoke(main, ["derive", str(BUNDLED / "softmax_regression_batch.toml"), "--format", "text"])
+    assert text.exit_code == 0
+    assert "grad_Z = (P - Y) / B   proved" in text.output
+    assert "chain:" in text.output and "local Jacobian ∂P/∂Z, (k, B) × (k, B): diag(p) − p pᵀ" in text.output
+    for fmt, marker in (("markdown", "| `grad_W` | `grad_Z @ X.T` | proved |"), ("latex", "\\begin{itemize}")):
+        out = runner.invoke(main, ["derive", str(BUNDLED / "softmax_regression_batch.toml"), "--format", fmt])
+        assert out.exit_code == 0 and marker in out.output
+    latex = runner.invoke(main, ["derive", str(BUNDLED / "softmax_regression_batch.toml"), "--format", "latex"]).output
+    assert latex.startswith("\\documentclass") and latex.isascii()  # pdflatex-safe, like explain's
+
+
+def test_cli_exit_status(tmp_path, monkeypatch):
+    runner = CliRunner()
+    conv = runner.invoke(main, ["derive", str(BUNDLED / "conv1d_valid.toml")])
+    assert conv.exit_code == 1 and "grad_x not derived" in conv.output  # x[t + k]: needs index-form claims
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[derivation]\ntitle = 'x'\n")
+    assert runner.invoke(main, ["derive", str(bad)]).exit_code == 2
+
+    monkeypatch.setitem(ops.OPS, "matmul", ops._replace(ops.OPS["matmul"], adjoint=_wrong_sign))
+    broken = runner.invoke(main, ["derive", str(BUNDLED / "mlp_two_layer_mse.toml"), "--no-symbolic"])
+    assert broken.exit_code == 1 and "a bug of derive" in broken.output
+
+
+def test_derive_never_hands_text_to_an_evaluator():
+    source = (dv.__file__ and open(dv.__file__, encoding="utf-8").read())
+    for word in ("eval(", "exec(", "sympify", "parse_expr", "lambdify"):
+        assert word not in source
+
+
+def test_python_entry_takes_text_or_a_path():
+    from_text, _ = _claims(DENSE_COLUMN)
+    from_path, _ = _claims(str(BUNDLED / "dense_column.toml"))
+    assert {n: c.expr for n, c in from_text.items()} == {n: c.expr for n, c in from_path.items()}
+    assert [c.expr for c in dv(DENSE_COLUMN, check=False).claims] == [c.expr for c in from_text.values()]  # callable
+    unchecked = dv.derive(DENSE_COLUMN, check=False)
+    assert unchecked.claims[0].verdict == "error" and not unchecked.ok
+
+
+def test_a_gradient_past_the_limits_is_not_derived_rather_than_a_bug():
+    deep = "tanh(" * 30 + "W @ a" + ")" * 30
+    text = DENSE_COLUMN.replace('z = "W @ a + b"', f'z = "{deep} + b"')
+    result = dv.derive(text, options=FAST)
+    assert "grad_a" not in {c.name for c in result.claims} and "a" in result.not_derived
+    assert "split the forward definition" in result.not_derived["a"]
+    assert {c.name: c.verdict for c in result.claims}["grad_b"] == "proved"
+
+
+INDEX_FORMS = """
+[derivation]
+title = "index forms"
+[dims]
+n = "n"
+m = "m"
+p = "p"
+B = "B"
+[inputs]
+W = ["m", "n"]
+X = ["n", "B"]
+c = ["m"]
+A = ["m", "m"]
+x = ["m"]
+P = ["m", "n"]
+Q = ["n", "p"]
+r = ["p"]
+u = ["m"]
+v = ["n"]
+[forward]
+"Z[i, b]" = "sum(W[i, j] * X[j, b] for j in n) + c[i]"
+"y[i]" = "2 * x[i] - sum(A[i, j] * x[j] for j in m)"
+"s[i]" = "sum(sum(P[i, j] * Q[j, k] * r[k] for k in p) for j in n)"
+"T[j, i]" = "W[i, j]"
+"O[i, j]" = "u[i] + v[j]"
+[loss]
+upstream = ["Z", "y", "s", "T", "O"]
+[claims]
+grad_W = "W"
+"""
+
+
+def test_index_form_forwards_derive_to_matrix_form():
+    claims, result = _claims(INDEX_FORMS)
+    assert not result.not_derived
+    assert {n: c.expr for n, c in claims.items()} == {
+        "grad_u": "sum(grad_O, axis=1)", "grad_v": "sum(grad_O, axis=0)",
+        "grad_P": "outer(grad_s, Q @ r)", "grad_Q": "outer(P.T @ grad_s, r)", "grad_r": "Q.T @ (P.T @ grad_s)",
+        "grad_A": "-outer(grad_y, x)", "grad_x": "2 * grad_y - A.T @ grad_y",
+        "grad_W": "grad_Z @ X.T + grad_T.T", "grad_X": "W.T @ grad_Z", "grad_c": "sum(grad_Z, axis=1)",
+    }
+    assert all(c.verdict == "proved" for c in claims.values())
+
+
+def test_a_kernel_gradient_reads_the_shifted_entries_from_a_variable_that_holds_exactly_them():
+    conv = (BUNDLED / "conv1d_valid.toml").read_text()
+    claims, result = _claims(conv)
+    assert claims["grad_w"].expr == "Xcol.T @ grad_y" and claims["grad_w"].verdict == "proved"
+    assert "read from Xcol" in claims["grad_w"].steps[0].note
+    assert "x" in result.not_derived  # x itself sits at the shifted index: never replaced
+    scaled = conv.replace('taps = "ones(K)"', 'taps = "2 * ones(K)"')
+    assert scaled != conv
+    claims, result = _claims(scaled)
+    assert "grad_w" not in claims and "w" in result.not_derived  # Xcol no longer holds x[t + k]
+
+
+def test_a_file_without_claims_is_derived_and_its_expectations_play_no_part(tmp_path):
+    bare = DENSE_COLUMN.split("[claims]")[0]
+    claims, _ = _claims(bare)
+    assert claims["grad_a"].expr == "W.T @ grad_z" and claims["grad_a"].verdict == "proved"
+    wrong = DENSE_COLUMN.replace('grad_a = "W.T @ grad_z"', 'grad_a = "W @ grad_z"') + '[expect]\ngrad_a = "refuted"\n'
+    claims, _ = _claims(wrong)
+    assert claims["grad_a"].expr == "W.T @ grad_z" and claims["grad_a"].verdict == "proved"
+    out = tmp_path / "claims.toml"
+    path = tmp_path / "layer.toml"
+    path.write_text(bare)
+    shown = CliRunner().invoke(main, ["derive", str(path), "--output", str(out)])
+    assert shown.exit_code == 0 and shown.output == ""
+    assert tomllib.loads(out.read_text())["claims"]["grad_W"] == "outer(grad_z, a)"
+
+
+@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 10**6))
+def test_random_forward_passes_never_crash_derive_or_build_ill_shaped_claims(seed):
+    import random
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench.fuzz import typed_file
+
+    text = typed_file(random.Random(seed), b"").decode()
+    result = dv.derive(text, options=Options(trials=2, shapes=1, timeout=2))
+    if result.error:  # the file's own problem (an ill-shaped or NaN forward pass), located
+        assert result.error.startswith(("<string>", "checking the derived claims failed: <string>")), result.error
+        return
+    assert not any("bug of derive" in why for why in result.not_derived.values()), result.not_derived
+    assert all(c.verdict in ("proved", "verified", "refuted") for c in result.claims), \
+        [(c.name, c.verdict, c.message) for c in result.claims]
+
+
+def test_cli_takes_a_bundled_name_and_a_note_block(tmp_path):
+    runner = CliRunner()
+    bundled = runner.invoke(main, ["derive", "dense_column.toml", "--format", "json"])
+    assert bundled.exit_code == 0, bundled.output
+    assert {"name": "grad_W", "expr": "outer(grad_z, a)", "verdict": "proved"} in json.loads(bundled.output)["claims"]
+    note = tmp_path / "notes.md"
+    note.write_text("# Notes\n\n```toml backpropcheck\n" + DENSE_COLUMN.strip() + "\n```\n")
+    for ref in (str(note), f"{note}:4"):
+        shown = runner.invoke(main, ["derive", ref])
+        assert shown.exit_code == 0, shown.output
+        assert 'grad_a = "W.T @ grad_z"' in shown.output and f"{note}:4" in shown.output
+    assert runner.invoke(main, ["derive", f"{note}:9"]).exit_code == 2
