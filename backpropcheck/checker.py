@@ -205,12 +205,14 @@ def _spaces(d: Derivation, claims: list[Claim], limits: Limits,
     if d.loss.expression is not None:
         roots.append(("loss.E", d.loss.expression))
     roots += [(f"claims.{c.name}", c.node) for c in claims if c.node is not None]
-    for f in d.forward + d.backward:
-        if f.index is not None:
-            if f.index.rank > limits.max_rank:
-                raise LimitError(exceeded("the rank of the index space (free indices plus sums)", f.index.rank,
-                                          "max_rank", limits), key=f.key)
-            out.append((f.key, tuple(f.index.ranges.values())))
+    indexed = [(f.key, f.index) for f in d.forward + d.backward]
+    indexed += [(f"claims.{c.name}", c.index) for c in claims]  # an index-form claim has its space too
+    for key, index in indexed:
+        if index is not None:
+            if index.rank > limits.max_rank:
+                raise LimitError(exceeded("the rank of the index space (free indices plus sums)", index.rank,
+                                          "max_rank", limits), key=key)
+            out.append((key, tuple(index.ranges.values())))
     for key, root in roots:
         shapes: dict[int, tuple] = {}
         stack = [(root, False)]
@@ -498,7 +500,7 @@ class _FileCheck:
         """How far rounding alone can move the claim's value in float64: 16·eps per operation of its
         evaluation (and of the [backward] helpers it reads), times the largest magnitude any
         intermediate reaches. ``(x + 1e18) - 1e18`` loses x entirely; ``W.T @ g`` keeps ~1e-16 of it."""
-        from .engines.evaluate import Tape, evaluate
+        from .engines.evaluate import Tape, evaluate_definition
         from .engines.numeric import numeric_backend
 
         backend = numeric_backend(self.d, trial)
@@ -507,8 +509,8 @@ class _FileCheck:
         tape = Tape()
         with np.errstate(all="ignore"):
             for helper in self.d.backward:
-                env[helper.name] = evaluate(helper.root, env, sizes, backend, tape)
-            evaluate(claim.node, env, sizes, backend, tape)
+                env[helper.name] = evaluate_definition(helper.root, helper.index, env, sizes, backend, tape)
+            evaluate_definition(claim.node, claim.index, env, sizes, backend, tape)
         peak = 0.0
         for _, _, out, _ in tape.entries:
             values = np.abs(np.asarray(out, dtype=float))
@@ -650,9 +652,10 @@ class _FileCheck:
 
     def _decide(self, truth, claim: Claim, rng: random.Random):
         """None if every entry is proved equal; else ("undecided", why) or ("refuted", detail)."""
-        if truth.step_zero(claim.node, claim.target) or truth.chain_zero(claim.node, claim.target):
+        if truth.step_zero(claim.node, claim.target, claim.index) or truth.chain_zero(
+                claim.node, claim.target, claim.index):
             return None
-        claimed = truth.claim_value(claim.node)
+        claimed = truth.claim_value(claim.node, claim.index)
         target = truth.grads[claim.target]
         claimed = np.broadcast_to(claimed, target.shape)
         for idx in np.ndindex(*target.shape):
@@ -739,7 +742,7 @@ class _FileCheck:
     def _localize(self, claim: Claim, trial: int, sizes: dict[str, int], index: tuple, run):
         """Report the failure at a small shape where possible, with the entry's per-neuron expression."""
         from .diagnose import diagnose
-        from .engines.evaluate import evaluate
+        from .engines.evaluate import evaluate_definition
         from .engines.numeric import compare, numeric_backend, rng_for, run_trial
 
         seed = self.cfg["seed"]
@@ -775,8 +778,8 @@ class _FileCheck:
             local = dict(env)
             local.update(changes)
             for helper in self.d.backward:
-                local[helper.name] = evaluate(helper.root, local, shape, backend)
-            return evaluate(claim.node, local, shape, backend)
+                local[helper.name] = evaluate_definition(helper.root, helper.index, local, shape, backend)
+            return evaluate_definition(claim.node, claim.index, local, shape, backend)
 
         diagnosis = diagnose(self.d, claim.name, np.broadcast_to(claimed, truth.shape), truth, env, shape,
                              backend.functions, evaluate_with)

@@ -43,7 +43,7 @@ from .checker import (
     settings,
     time_budget,
 )
-from .engines.evaluate import evaluate
+from .engines.evaluate import evaluate_definition
 from .engines.symbolic import SymbolicTruth, symbol_array
 from .lang.dims import Dim, Shape, fmt_shape
 from .lang.ir import IndexSum, Var, walk
@@ -1412,11 +1412,12 @@ def symbolic_mismatches(a: Analysis, c: Claim, limit: int = 2) -> list[Math]:
     env.update({f"grad_{n}": g for n, g in a.grad_symbols.items()})
     for helper in d.backward:
         try:
-            env[helper.name] = evaluate(helper.root, env, a.sizes, a.truth.backend)
+            env[helper.name] = evaluate_definition(helper.root, helper.index, env, a.sizes, a.truth.backend)
         except Exception:  # noqa: BLE001
             return []
     try:
-        claimed = np.broadcast_to(evaluate(c.node, env, a.sizes, a.truth.backend), a.arrays[c.target].shape)
+        claimed = np.broadcast_to(evaluate_definition(c.node, c.index, env, a.sizes, a.truth.backend),
+                                  a.arrays[c.target].shape)
     except Exception:  # noqa: BLE001
         return []
     true = a.truth.grads[c.target]

@@ -17,7 +17,7 @@ class Limits:
     max_definitions: int = 128
     max_claims: int = 64
     max_functions: int = 64
-    max_rank: int = 4
+    max_rank: int = 8  # a 2x2 max-pool reshapes to rank 5; a conv2d's index space has 7-8 axes (SPEC §6.2)
     max_expr_chars: int = 2000
     max_depth: int = 64
     max_literal: float = 1e6

@@ -17,7 +17,7 @@ from typing import Any
 from .errors import DerivationError, LimitError, ShapeError
 from .lang.dims import Dim, Shape, fmt_shape, parse_dim
 from .lang.parse import BUILTIN_FUNCTIONS, Scope, parse_expression, parse_index_definition, parse_index_key
-from .lang.shapes import infer, infer_index
+from .lang.shapes import infer, infer_index, integer_kind
 from .limits import DEFAULT_LIMITS, Limits, exceeded
 from .model import (
     DOMAINS,
@@ -193,8 +193,9 @@ class _Builder:
             raise _fail(where, f"{name!r} is not a valid name (letters, digits and _, not a Python keyword)")
         if name.startswith("grad_"):
             raise _fail(where, f"{name!r}: names starting with grad_ are reserved for gradients")
-        if name in BUILTIN_FUNCTIONS or name in ("None", "True", "False"):
-            raise _fail(where, f"{name!r} is the name of a built-in function")
+        if name in ("None", "True", "False"):
+            raise _fail(where, f"{name!r} is a Python constant, not a name")
+        # a name like a built-in function (mean, max, cos) is fine: a call is the function, a bare name this
         taken = set(self.d.dims) | set(self.d.inputs) | self.d.functions
         taken |= {x.name for x in self.d.forward + self.d.backward}
         if name in taken:
@@ -210,6 +211,8 @@ class _Builder:
             raise LimitError(exceeded("the number of dims", len(dims), "max_dims", self.limits), key="dims")
         for name, desc in dims.items():
             self._name(f"dims.{name}", name)
+            if name in BUILTIN_FUNCTIONS:  # variables may be named like functions (SPEC §6.1), dims not
+                raise _fail(f"dims.{name}", f"{name!r} is the name of a built-in function; name the dim otherwise")
             if not isinstance(desc, str):
                 raise _fail(f"dims.{name}", "a dim maps to a short description (a string)")
             self.d.dims[name] = desc
@@ -253,10 +256,10 @@ class _Builder:
             if isinstance(spec, list):
                 inp = Input(name, self._shape(where, spec))
             elif isinstance(spec, dict):
+                keys = ["shape", "domain", "axis", "constant", "range"]
                 for key in spec:
-                    if key not in ("shape", "domain", "axis", "constant"):
-                        raise _fail(f"{where}.{key}", f"unknown key {key!r}",
-                                    _did_you_mean(key, ["shape", "domain", "axis", "constant"]))
+                    if key not in keys:
+                        raise _fail(f"{where}.{key}", f"unknown key {key!r}", _did_you_mean(key, keys))
                 if "shape" not in spec:
                     raise _fail(where, "an input table needs a shape")
                 domain = spec.get("domain", "real")
@@ -274,6 +277,12 @@ class _Builder:
                     raise _fail(where, f"a {domain} input needs at least one axis")
                 if domain == "onehot" and not constant:
                     raise _fail(where, "a onehot input is a label: mark it constant = true")
+                if ("range" in spec) != (domain == "index"):
+                    raise _fail(where, 'an integer input is { shape = [...], domain = "index", range = "V" }: '
+                                'range goes with domain = "index" and only with it')
+                if domain == "index":
+                    (inp.range,) = self._shape(f"{where}.range", [spec["range"]])
+                    inp.constant = True  # integers have no gradient
             else:
                 raise _fail(where, "an input is a shape list or a table { shape = [...], domain = ... }")
             self.d.inputs[name] = inp
@@ -343,6 +352,10 @@ class _Builder:
                 else:
                     node = self._expr(where, text, scope, later)
                     definition = Definition(name, text, node, infer(node, self.env), key=where)
+                if integer_kind(definition.root, self.d.integers):
+                    if table != "forward":
+                        raise _fail(where, "a [backward] helper cannot be an integer array; use the input itself")
+                    self.d.integer_forward.append(name)
             except DerivationError as exc:
                 self._explain_later(exc, later)
                 if not grads:
@@ -369,6 +382,10 @@ class _Builder:
             if shape != ():
                 raise _fail("loss.E", f"the loss must be a scalar, but it has shape {fmt_shape(shape)}",
                             "sum it: E = \"sum(...)\"")
+            try:
+                integer_kind(node, self.d.integers)
+            except DerivationError as exc:
+                raise exc.located(key="loss.E") from None
             self.d.loss = Loss(expression=node, text=loss["E"])
             return
         names = loss["upstream"]
@@ -387,9 +404,6 @@ class _Builder:
         for name in self.d.differentiable:
             self.env[f"grad_{name}"] = self.env[name]
         self._definitions("backward", self.doc.get("backward", {}), self.d.backward, grads=True)
-        for b in self.d.backward:
-            if b.index is not None:
-                raise _fail(b.key, "index form is for [forward]; write [backward] helpers in matrix form")
 
     def _claims(self) -> None:
         claims = self.doc["claims"]
@@ -401,8 +415,13 @@ class _Builder:
         grad_names = {f"grad_{n}" for n in differentiable}
         scope = self._scope(grad_names | {b.name for b in self.d.backward}, allow_prime=True)
         helpers = {b.name: b for b in self.d.backward}
-        for name, text in claims.items():
-            where = f"claims.{name}"
+        for key, text in claims.items():
+            where = f"claims.{key}"
+            try:
+                indexed = parse_index_key(key)  # "grad_x[t]" = "...": a claim in index form
+            except DerivationError as exc:
+                raise exc.located(key=where) from None
+            name = indexed[0] if indexed else key
             if not name.startswith("grad_"):
                 raise _fail(where, f"a claim is named grad_X for an input or forward variable X, not {name!r}")
             target = name[5:]
@@ -413,14 +432,25 @@ class _Builder:
                             _did_you_mean(target, differentiable))
             if not isinstance(text, str):
                 raise _fail(where, "a claim is a string expression")
+            if any(c.name == name for c in self.d.claims):
+                raise _fail(where, f"{name} is claimed twice")
             claim = Claim(name, target, text, None)
             self.d.claims.append(claim)
             try:
-                claim.node = parse_expression(text, scope, self.limits)
+                if indexed:
+                    claim.index = parse_index_definition(text, indexed[1], scope, self.limits)
+                    claim.node = claim.index.body
+                else:
+                    claim.node = parse_expression(text, scope, self.limits)
                 claim.uses = frozenset(_closure(claim.node, helpers))
                 if name in claim.uses:
                     raise DerivationError(f"the claim uses {name} itself, so it would hold trivially")
-                shape = infer(claim.node, self.env)
+                if claim.index is not None:
+                    shape = infer_index(claim.index, self.env, self.d.dims, key_shape=self.env[target])
+                else:
+                    shape = infer(claim.node, self.env)
+                if integer_kind(claim.node, self.d.integers):
+                    raise ShapeError("a claim cannot be an integer array")
                 expected = self.env[target]
                 if shape != expected:
                     raise ShapeError(claim_shape_message(target, shape, expected, self.d), column=1)
@@ -485,8 +515,8 @@ def _closure(node, helpers: dict[str, Definition]) -> set[str]:
         if name in seen:
             continue
         seen.add(name)
-        if name in helpers and helpers[name].node is not None:
-            todo.extend(names_used(helpers[name].node))
+        if name in helpers:
+            todo.extend(names_used(helpers[name].root))
     return seen
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import DerivationError
-from .lang.dims import Shape
+from .lang.dims import Dim, Shape
 from .lang.ir import IndexDef, Node
 
-DOMAINS = ("real", "positive", "unit", "simplex", "onehot")
+DOMAINS = ("real", "positive", "unit", "simplex", "onehot", "index", "binary")
 EXPECTATIONS = ("holds", "refuted", "shape-error")
 
 
@@ -19,6 +19,7 @@ class Input:
     domain: str = "real"
     axis: int = 0
     constant: bool = False
+    range: Dim | None = None  # domain "index": integers in 0 … range-1
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Claim:
     expected: str = "holds"
     error: DerivationError | None = None  # parse or shape problem found before any trial
     uses: frozenset[str] = frozenset()  # every name the claim reads, through [backward] helpers
+    index: IndexDef | None = None  # "grad_x[t]" = "...": the claim in index form (node is its body)
 
 
 @dataclass
@@ -96,6 +98,12 @@ class Derivation:
     backward: list[Definition] = field(default_factory=list)
     claims: list[Claim] = field(default_factory=list)
     check: CheckSettings = field(default_factory=CheckSettings)
+    integer_forward: list[str] = field(default_factory=list)  # forward variables that are integer arrays
+
+    @property
+    def integers(self) -> set[str]:
+        """Inputs and forward variables that are integer arrays (``domain = "index"``)."""
+        return {n for n, i in self.inputs.items() if i.domain == "index"} | set(self.integer_forward)
 
     def shape_of(self, name: str) -> Shape:
         if name in self.inputs:
@@ -110,4 +118,6 @@ class Derivation:
     @property
     def differentiable(self) -> list[str]:
         """Inputs that are not constants, then forward variables: everything with a ``grad_``."""
-        return [n for n, i in self.inputs.items() if not i.constant] + [d.name for d in self.forward]
+        return [n for n, i in self.inputs.items() if not i.constant] + [
+            d.name for d in self.forward if d.name not in self.integer_forward
+        ]

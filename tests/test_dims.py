@@ -109,7 +109,6 @@ def test_parse_dim_equal_expressions_compare_equal() -> None:
     [
         ("q", "unknown dim 'q'"),
         ("n + q", "unknown dim 'q'"),
-        ("n * m", "not an affine expression"),
         ("n / 2", "not an affine expression"),
         ("n ** 2", "not an affine expression"),
         ("f(n)", "not an affine expression"),
@@ -150,3 +149,15 @@ def test_parse_dim_is_affine_arithmetic(terms: list[tuple[str, int, bool]], cons
     dim = parse_dim(text, KNOWN)
     assert dim.value(sizes) == expected
     assert parse_dim(str(dim), KNOWN) == dim  # str is a parseable, canonical form
+
+
+def test_products_of_dim_names_are_polynomials() -> None:
+    """SPEC §6.1: ``"B*T"``, ``"4*C"``; equal only as polynomials, so reshapes check for every size."""
+    bt = parse_dim("n * m", KNOWN)
+    assert bt == parse_dim("m*n", KNOWN) and bt != parse_dim("n + m", KNOWN)
+    assert bt.value({"n": 3, "m": 5}) == 15 and str(bt) == "m*n"
+    assert parse_dim("2*n*m - m*n", KNOWN) == bt
+    assert Dim.of("n") * Dim.of("m") == bt
+    assert (Dim.of("n") + Dim.lit(1)) * Dim.lit(2) == parse_dim("2*n + 2", KNOWN)
+    with pytest.raises(ValueError, match="H\\*D instead"):
+        parse_dim("n / m", KNOWN)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from backpropcheck.checker import Options, check_path
-from backpropcheck.lang.ir import Call, DimSize, walk
+from backpropcheck.lang.ir import Call, DimSize, IndexRef, IndexSum, walk
+from backpropcheck.lang.parse import BUILTIN_FUNCTIONS
 from backpropcheck.loader import load
 
 LIBRARY = Path(__file__).resolve().parent.parent / "backpropcheck" / "derivations"
@@ -73,6 +74,27 @@ def _constructs(path: Path) -> set[str]:
     for f in d.forward:
         if f.index is not None:
             found.add("index form")
+    for f in d.backward:
+        if f.index is not None:
+            found.add("index-form helper")
+    for c in d.claims:
+        if c.index is not None:
+            found.add("index-form claim")
+    for root in roots:
+        for node in walk(root):
+            if isinstance(node, Call) and isinstance(node.params.get("axis"), tuple):
+                found.add("tuple axis")
+            if isinstance(node, IndexSum) and isinstance(node.body, IndexSum):
+                found.add("several for clauses")
+            if isinstance(node, IndexRef) and any(c < 0 for s in node.subscripts for _, c in s.terms):
+                found.add("negative index coefficient")
+    for i in d.inputs.values():
+        found.add(f"domain {i.domain}")
+        if any(len(dim.names) and any("*" in k for k, _ in dim.terms) for dim in i.shape):
+            found.add("product dim")
+    names = set(d.inputs) | {f.name for f in d.forward + d.backward}
+    if names & BUILTIN_FUNCTIONS:
+        found.add("variable named like a function")
     return found
 
 
@@ -88,3 +110,18 @@ def test_every_spec_construct_is_exercised_by_the_library() -> None:
         "sigmoid_prime", "tanh_prime", "relu_prime", "dim as a scalar",
     }
     assert spec - used == set()
+
+
+def test_every_reach_construct_is_exercised_by_the_library() -> None:
+    """SPEC §6.1: each new construct appears in at least one bundled file."""
+    used: set[str] = set()
+    for path in FILES:
+        used |= _constructs(path)
+    reach = {
+        "max", "min", "tuple axis", "cosh", "sinh", "expm1", "atan", "silu", "gelu_tanh", "sign",
+        "atan_prime", "silu_prime", "gelu_tanh_prime", "sign_prime", "clip", "domain index", "one_hot",
+        "gather", "take_along_axis", "scatter_add", "product dim", "reshape", "transpose", "swapaxes", "slice",
+        "concat", "stack", "pad", "flip", "domain binary", "index-form claim", "index-form helper",
+        "several for clauses", "negative index coefficient", "variable named like a function",
+    }
+    assert reach - used == set()

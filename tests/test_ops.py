@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from backpropcheck.lang.ops import ELEMENTWISE, GENERIC_STANDINS, OPS, unbroadcast
+from backpropcheck.lang.ops import ELEMENTWISE, GENERIC_STANDINS, OPS, MissingRule, Op, sig, unbroadcast
 from backpropcheck.lang.symfuncs import Relu, Step, derivative_of, generic
 
 Sampler = Callable[[np.random.Generator], np.ndarray]
@@ -29,6 +29,16 @@ def positive(*shape: int) -> Sampler:
 def away_from_zero(*shape: int) -> Sampler:
     """Magnitudes in [0.3, 1.5] with random signs: kinks (abs, relu) are never within reach of a step."""
     return lambda rng: rng.uniform(0.3, 1.5, size=shape) * rng.choice([-1.0, 1.0], size=shape)
+
+
+def indices(high: int, *shape: int) -> Sampler:
+    """Integers in 0 … high-1 with a repeat: a gather's adjoint must add, not overwrite."""
+    def draw(rng: np.random.Generator) -> np.ndarray:
+        out = rng.integers(0, high, size=shape)
+        out.reshape(-1)[-1] = out.reshape(-1)[0]
+        return out
+
+    return draw
 
 
 def mask(*shape: int) -> Sampler:
@@ -104,6 +114,32 @@ CASES: list[Case] = [
     Case("logsumexp", [real(3, 4)], {"axis": 0, "keepdims": False}, label="logsumexp-0"),
     Case("logsumexp", [real(3, 4)], {"axis": 1, "keepdims": True}, label="logsumexp-1-keep"),
     Case("logsumexp", [real(3, 4)], {"axis": None, "keepdims": False}, label="logsumexp-all"),
+    Case("sum", [real(2, 3, 4)], {"axis": (0, 2), "keepdims": False}, label="sum-tuple"),
+    Case("mean", [real(2, 3, 4)], {"axis": (1, -1), "keepdims": True}, label="mean-tuple-keep"),
+    Case("logsumexp", [real(2, 3, 4)], {"axis": (0, 1), "keepdims": False}, label="logsumexp-tuple"),
+    Case("max", [real(3, 4)], {"axis": 1, "keepdims": False}, label="max-1"),
+    Case("max", [real(3, 4)], {"axis": None, "keepdims": False}, label="max-all"),
+    Case("max", [real(2, 3, 4)], {"axis": (1, 2), "keepdims": True}, label="max-tuple-keep"),
+    Case("min", [real(3, 4)], {"axis": 0, "keepdims": True}, label="min-0-keep"),
+    Case("min", [real(2, 3, 4)], {"axis": -1, "keepdims": False}, label="min-last"),
+    Case("clip", [lambda rng: rng.choice([-1.2, -0.8, -0.3, 0.1, 0.4, 0.9], size=(3, 4)) + rng.uniform(-0.05, 0.05, (3, 4))],
+         {"lo": -0.5, "hi": 0.6}, label="clip"),
+    Case("reshape", [real(6, 4)], {"shape": (2, 3, 2, 2)}),
+    Case("transpose", [real(2, 3, 4)], {"axes": (1, 2, 0)}),
+    Case("transpose", [real(2, 3, 4)], {"axes": None}, label="transpose-reverse"),
+    Case("swapaxes", [real(2, 3, 4)], {"axis1": 0, "axis2": 2}),
+    Case("flip", [real(3, 4)], {"axis": 1}),
+    Case("flip", [real(2, 3, 4)], {"axis": (0, 2)}, label="flip-tuple"),
+    Case("slice", [real(3, 8)], {"items": (":", (2, 5))}),
+    Case("slice", [real(2, 3, 8)], {"items": ("...", (0, 4), None)}, label="slice-ellipsis-none"),
+    Case("concat", [real(3, 2), real(3, 4), real(3, 1)], {"axis": 1}),
+    Case("stack", [real(3, 2), real(3, 2)], {"axis": 1}),
+    Case("pad", [real(3, 4)], {"widths": ((0, 1), (2, 3))}),
+    Case("gather", [real(5, 3), indices(5, 2, 4)], differentiable=(0,)),
+    Case("scatter_add", [real(2, 4, 3), indices(5, 2, 4)], {"V": 5}, differentiable=(0,)),
+    Case("one_hot", [indices(5, 2, 3)], {"V": 5}, differentiable=()),
+    Case("take_along_axis", [real(4, 5), indices(5, 4, 1)], {"axis": 1}, differentiable=(0,)),
+    Case("take_along_axis", [real(4, 5), indices(4, 3, 5)], {"axis": 0}, differentiable=(0,), label="take-axis0"),
     Case("einsum", [real(3, 4), real(4)], {"spec": "ij,j->i"}, label="einsum-mv"),
     Case("einsum", [real(3, 4), real(2, 4)], {"spec": "ij,kj->ik"}, label="einsum-abt"),
     Case("einsum", [real(3, 4)], {"spec": "ij->j"}, label="einsum-colsum"),
@@ -115,14 +151,15 @@ CASES: list[Case] = [
 _DOMAIN: dict[str, Callable[..., Sampler]] = {
     "log": positive, "sqrt": positive, "rsqrt": positive, "log1p": positive,
     "logit": lambda *s: (lambda rng: rng.uniform(0.1, 0.9, size=s)),
-    "abs": away_from_zero, "relu": away_from_zero,
+    "abs": away_from_zero, "relu": away_from_zero, "sign": away_from_zero,
 }
 for _name, _fn in ELEMENTWISE.items():
     _sampler = _DOMAIN.get(_name, real)(3, 2)
-    CASES.append(Case("elementwise", [_sampler], {"fn": _fn, "prime": False}, label=f"elementwise-{_name}"))
+    CASES.append(Case("elementwise", [_sampler], {"fn": _fn, "prime": False}, label=f"elementwise-{_name}",
+                      differentiable=() if _fn.nograd else None))
 
 # ops the table defines but that are never differentiated through
-NOT_DIFFERENTIATED = {"gt", "ge", "lt", "le", "ones", "zeros", "eye"}
+NOT_DIFFERENTIATED = {"gt", "ge", "lt", "le", "ones", "zeros", "eye", "one_hot"}
 
 
 def _rng(case: Case) -> np.random.Generator:
@@ -136,7 +173,8 @@ def _inputs(case: Case, rng: np.random.Generator) -> list[np.ndarray]:
     if case.op in ("gt", "ge", "lt", "le"):
         a, b = _pair_distinct(rng, (3,))
         return [a, b]
-    return [np.asarray(s(rng), dtype=float) for s in case.inputs]
+    return [np.asarray(s(rng)) if s.__qualname__.startswith("indices") else np.asarray(s(rng), dtype=float)
+            for s in case.inputs]
 
 
 def test_every_op_is_covered() -> None:
@@ -149,10 +187,14 @@ def test_vjp_matches_central_differences(case: Case) -> None:
     """⟨g, J dx⟩ by central differences equals ⟨vjp(g), dx⟩, argument by argument."""
     op = OPS[case.op]
     if case.op in NOT_DIFFERENTIATED:
-        assert op.vjp is None
+        assert op.vjp is None and op.nograd
         return
     rng = _rng(case)
-    args = _inputs(case, rng)
+    _check_vjp(case, _inputs(case, rng), rng)
+
+
+def _check_vjp(case: Case, args: list[np.ndarray], rng: np.random.Generator) -> None:
+    op = OPS[case.op]
     out = np.asarray(op.numeric(*args, **case.params), dtype=float)
     g = rng.normal(size=out.shape)
     local = op.vjp(g, out, *args, **case.params)
@@ -174,6 +216,84 @@ def test_vjp_matches_central_differences(case: Case) -> None:
         expected = float(np.sum(g * fd))
         got = float(np.sum(grad * dx))
         assert got == pytest.approx(expected, rel=1e-6, abs=1e-8), f"{case.id}: argument {k}"
+
+
+def test_every_op_has_its_rules_or_says_it_has_none() -> None:
+    """An op is either marked ``nograd`` or carries both a VJP and a tangent rule."""
+    for name, op in OPS.items():
+        assert op.nograd == (name in NOT_DIFFERENTIATED), name
+        if not op.nograd:
+            assert op.vjp is not None and op.tangent is not None, name
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_tangent_matches_central_differences(case: Case) -> None:
+    """The table's forward-mode rule: tangent(da, db, …) equals (op(x + ε·dx) − op(x − ε·dx)) / 2ε."""
+    if case.op in NOT_DIFFERENTIATED:
+        return
+    rng = _rng(case)
+    _check_tangent(case, _inputs(case, rng), rng)
+
+
+def _check_tangent(case: Case, args: list[np.ndarray], rng: np.random.Generator) -> None:
+    op = OPS[case.op]
+    out = np.asarray(op.numeric(*args, **case.params), dtype=float)
+    diff_args = range(len(args)) if case.differentiable is None else case.differentiable
+    tans = [rng.normal(size=np.shape(a)) if k in diff_args else None for k, a in enumerate(args)]
+    got = op.forward_tangent(tuple(args), out, case.params, tans)
+    got = np.zeros(out.shape) if got is None else np.asarray(got, dtype=float)  # None: a zero tangent
+    eps = 1e-6
+    plus = [a if t is None else a + eps * t for a, t in zip(args, tans)]
+    minus = [a if t is None else a - eps * t for a, t in zip(args, tans)]
+    fd = (np.asarray(op.numeric(*plus, **case.params)) - np.asarray(op.numeric(*minus, **case.params))) / (2 * eps)
+    np.testing.assert_allclose(np.broadcast_to(got, fd.shape), fd, rtol=1e-6, atol=1e-8, err_msg=case.id)
+
+
+def test_a_missing_rule_raises_instead_of_being_zero() -> None:
+    op = Op("nothing", lambda a, **_: a, lambda a: a, None)
+    with pytest.raises(MissingRule, match="vector-Jacobian"):
+        op.backward(np.ones(2), np.ones(2), np.ones(2))
+    with pytest.raises(MissingRule, match="tangent"):
+        op.forward_tangent((np.ones(2),), np.ones(2), {}, [np.ones(2)])
+
+
+CUMSUM = """
+[derivation]
+title = "a vector op registered without its derivative rules"
+
+[dims]
+n = "entries"
+
+[inputs]
+x = ["n"]
+
+[forward]
+h = "cumsum(x)"
+
+[loss]
+upstream = "h"
+
+[claims]
+grad_x = "grad_h"
+"""
+
+
+@pytest.mark.parametrize("symbolic", [False, True])
+def test_a_wrong_claim_through_an_op_without_rules_is_an_error_not_verified(
+    tmp_path, monkeypatch, symbolic: bool
+) -> None:
+    """Regression: a vector op without a VJP was treated as "never differentiated" by both the
+    reverse sweep and the forward check, so ``grad_x = grad_h`` through a cumsum came back
+    ``verified``. Now the missing rule is an error of backpropcheck, whatever else agrees."""
+    from conftest import check_text
+
+    from backpropcheck.checker import Options
+
+    monkeypatch.setitem(OPS, "cumsum", Op("cumsum", lambda a, **_: a, np.cumsum, None, signature=sig("x")))
+    result = check_text(tmp_path, CUMSUM, Options(trials=2, shapes=1, symbolic=symbolic))
+    assert result.status == "error", [(c.name, c.verdict) for c in result.claims]
+    assert not any(c.verdict in ("verified", "proved") for c in result.claims)
+    assert "'cumsum' has no vector-Jacobian product" in str(result.error)
 
 
 def _to_sympy(x: np.ndarray) -> np.ndarray:
@@ -248,3 +368,82 @@ def test_step_and_relu() -> None:
     assert sp.diff(Relu(x), x) == Step(x)
     assert Relu(sp.Integer(-2)) == 0 and Relu(sp.Rational(3, 2)) == sp.Rational(3, 2)
     assert derivative_of(ELEMENTWISE["tanh"].symbolic)(x) == 1 - sp.tanh(x) ** 2
+
+
+def _random_reach_case(name: str, rng: np.random.Generator) -> tuple[Case, list[np.ndarray]]:
+    """One random instance of a SPEC §6 op: random sizes 1–4, random axes, bounds and widths."""
+    def size() -> int:
+        return int(rng.integers(1, 5))
+
+    def shape(rank: int) -> tuple[int, ...]:
+        return tuple(size() for _ in range(rank))
+
+    rank = int(rng.integers(1, 4))
+    x = rng.normal(size=shape(rank))
+    if name in ("max", "min"):
+        x = rng.permutation(np.arange(x.size, dtype=float)).reshape(x.shape) * 0.37 + rng.normal(size=x.shape) * 0.01
+        choice = rng.integers(0, 3)
+        axes = rng.choice(rank, size=int(rng.integers(1, rank + 1)), replace=False)
+        axis = None if choice == 0 else int(axes[0]) if choice == 1 else tuple(int(a) for a in axes)
+        return Case(name, [], {"axis": axis, "keepdims": bool(rng.integers(0, 2))}), [x]
+    if name == "clip":
+        x = rng.choice([-1.5, -0.9, -0.2, 0.3, 0.8, 1.4], size=x.shape) + rng.uniform(-0.05, 0.05, x.shape)
+        return Case(name, [], {"lo": -0.5, "hi": 0.6}), [x]
+    if name == "reshape":
+        p, q, r = shape(3)
+        return Case(name, [], {"shape": (q, p * r)}), [rng.normal(size=(p * q, r))]
+    if name == "transpose":
+        return Case(name, [], {"axes": tuple(int(a) for a in rng.permutation(rank))}), [x]
+    if name == "swapaxes":
+        a, b = rng.integers(0, rank, size=2)
+        return Case(name, [], {"axis1": int(a), "axis2": int(b)}), [x]
+    if name == "flip":
+        return Case(name, [], {"axis": int(rng.integers(0, rank))}), [x]
+    if name == "slice":
+        k = int(rng.integers(0, rank))
+        lo = int(rng.integers(0, x.shape[k]))
+        hi = int(rng.integers(lo + 1, x.shape[k] + 1))
+        return Case(name, [], {"items": (":",) * k + ((lo, hi),)}), [x]
+    if name in ("concat", "stack"):
+        k = int(rng.integers(0, rank + (name == "stack")))
+        parts = []
+        for _ in range(int(rng.integers(1, 4))):
+            s = list(x.shape)
+            if name == "concat":
+                s[k] = size()
+            parts.append(rng.normal(size=s))
+        return Case(name, [], {"axis": k}), parts
+    if name == "pad":
+        widths = tuple((int(rng.integers(0, 3)), int(rng.integers(0, 3))) for _ in range(rank))
+        return Case(name, [], {"widths": widths}), [x]
+    V = size() + 1
+    idx = indices(V, *shape(int(rng.integers(1, 3))))(rng)
+    if name == "gather":
+        return Case(name, [], differentiable=(0,)), [rng.normal(size=(V,) + shape(rank - 1)), idx]
+    if name == "scatter_add":
+        return Case(name, [], {"V": V}, differentiable=(0,)), [rng.normal(size=idx.shape + shape(rank - 1)), idx]
+    if name == "take_along_axis":
+        a = rng.normal(size=(size(), V))
+        along = indices(V, a.shape[0], size())(rng)
+        return Case(name, [], {"axis": 1}, differentiable=(0,)), [a, along]
+    raise KeyError(name)
+
+
+REACH_OPS = ["max", "min", "clip", "reshape", "transpose", "swapaxes", "flip", "slice", "concat", "stack", "pad",
+             "gather", "scatter_add", "take_along_axis"]
+
+
+@pytest.mark.parametrize("name", REACH_OPS)
+def test_reach_ops_vjp_tangent_and_sympy_over_random_shapes(name: str) -> None:
+    """Property test over random shapes: each op's VJP and tangent against central differences,
+    and its SymPy evaluation against its NumPy one."""
+    rng = np.random.default_rng(sum(map(ord, name)))
+    for _ in range(25):
+        case, args = _random_reach_case(name, rng)
+        _check_vjp(case, args, rng)
+        _check_tangent(case, args, rng)
+        op = OPS[name]
+        fn = op.symbolic if op.symbolic is not None else op.numeric
+        numeric = np.asarray(op.numeric(*args, **case.params), dtype=float)
+        symbolic = _to_float(fn(*[_to_sympy(a) for a in args], **case.params))
+        np.testing.assert_allclose(symbolic, numeric, rtol=1e-10, atol=1e-12, err_msg=f"{name} {case.params}")

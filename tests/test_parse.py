@@ -276,13 +276,21 @@ def test_index_definition_affine_subscript() -> None:
     assert {(s.terms, s.const) for s in subs} == {((("t", 1),), 2), ((("t", 2),), 0)}
 
 
+def test_index_arithmetic_with_negative_coefficients_and_several_for_clauses() -> None:
+    """SPEC §6.1: ``gpad[t + K - 1 - k]`` style subscripts, ``for p in P for q in Q`` in one sum."""
+    d = parse_index_definition("sum(x[t - k] * W[p, q] for k in K for p in n for q in m)", ("t",), scope())
+    sums = [n for n in walk(d.body) if isinstance(n, IndexSum)]
+    assert [s.index for s in sums] == ["k", "p", "q"] and d.rank == 4
+    (ref,) = [n for n in walk(d.body) if isinstance(n, IndexRef) and n.name == "x"]
+    assert dict(ref.subscripts[0].terms) == {"k": -1, "t": 1}
+
+
 @pytest.mark.parametrize(
     ("text", "free", "words"),
     [
         ("j * b[j]", ("j",), "only be used inside a subscript"),
         ("b[q]", ("j",), "not an index here"),
         ("b[j - k]", ("j",), "not an index here"),
-        ("sum(x[t - k] for k in K)", ("t",), "coefficients must be positive"),
         ("b[j * j]", ("j",), "affine expression of indices"),
         ("sum(W[i, j] for i in q)", ("j",), "ranges over a dim name"),
         ("sum(W[i, j] for i in n if i)", ("j",), "no conditions"),

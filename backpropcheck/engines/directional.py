@@ -8,11 +8,12 @@ the directional derivative of the loss,
 
 where ``grad_f`` is the adjoint of f through everything computed after it — the
 same quantities the reverse sweep produced. The tangent pass replays the real
-forward tape (no second primal evaluation): linear and bilinear ops propagate
-tangents directly, and every other op takes a complex step,
-``Im op(a + i·h·t) / h`` (exact to first order, no cancellation) — element-wise
-functions too where their NumPy form is complex-analytic, so the table's
-derivatives are checked as well; the others multiply by their derivative. A large matrix input gets a rank-one direction
+forward tape (no second primal evaluation), each op by the tangent rule of its
+entry in the op table: linear and bilinear ops propagate tangents directly, and
+most others take a complex step, ``Im op(a + i·h·t) / h`` (exact to first
+order, no cancellation) — element-wise functions too where their NumPy form is
+complex-analytic, so the table's derivatives are checked as well. An op without
+a tangent rule is an error (:class:`~..lang.ops.MissingRule`), never a zero. A large matrix input gets a rank-one direction
 ``p qᵀ`` so that ``d_W @ X = p (qᵀ X)`` costs no matrix product and no copy
 of W. The pass costs O(1) forward passes, never one per parameter.
 """
@@ -21,42 +22,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from ..lang.ir import Call, Const, DimSize, IndexDef, IndexRef, IndexSum, Node, Var
-from ..lang.ops import ELEMENTWISE, OPS
+from ..lang.ops import OPS, Rank1, dense
 from .evaluate import Tape, _to_rank, index_space
 
-H = 1e-20  # complex step: h² terms vanish below float64 resolution
 EPS = float(np.finfo(float).eps)
 RANK1_MIN = 1024  # matrices with at least this many entries get a rank-one direction
-# built-in element-wise functions whose NumPy evaluation is complex-analytic
-COMPLEX_SAFE = frozenset({"exp", "log", "log1p", "sqrt", "rsqrt", "tanh", "sigmoid", "sin", "cos", "square"})
-
-
-@dataclass(frozen=True)
-class Rank1:
-    """The matrix ``outer(p, q)``, kept factored."""
-
-    p: np.ndarray
-    q: np.ndarray
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.p.shape[0], self.q.shape[0])
-
-    def dense(self) -> np.ndarray:
-        return np.multiply.outer(self.p, self.q)
 
 
 Tangent = np.ndarray | Rank1 | None
-
-
-def dense(t: Tangent) -> np.ndarray | None:
-    return t.dense() if isinstance(t, Rank1) else t
 
 
 def direction(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray | Rank1:
@@ -86,63 +63,12 @@ def inner(g: np.ndarray, t: np.ndarray | Rank1) -> tuple[float, float]:
 # tangent propagation over a recorded forward tape
 
 
-def _matmul(a: Any, b: Any, numeric: Callable) -> Tangent:
-    if isinstance(a, Rank1):
-        if b.ndim == 2:
-            return Rank1(a.p, b.T @ a.q)
-        return a.p * float(a.q @ b)
-    if isinstance(b, Rank1):
-        if a.ndim == 2:
-            return Rank1(a @ b.p, b.q)
-        return float(a @ b.p) * b.q
-    return numeric(a, b)
-
-
-def _add(x: Tangent, y: Tangent) -> Tangent:
-    if x is None:
-        return y
-    if y is None:
-        return x
-    return dense(x) + dense(y)
-
-
 def _jvp(node: Call, args: tuple, out: np.ndarray, params: dict, tans: list[Tangent]) -> Tangent:
+    """The op table's tangent rule; an op with no derivative by nature carries none."""
     op = OPS[node.op]
-    if op.vjp is None or all(t is None for t in tans):
+    if op.nograd or all(t is None for t in tans):
         return None  # masks, comparisons and constants are never differentiated through
-    if node.op in ("matmul", "dot"):
-        (a, b), (ta, tb) = args, tans
-        left = _matmul(ta, b, op.numeric) if ta is not None else None
-        right = _matmul(a, tb, op.numeric) if tb is not None else None
-        return _add(left, right)
-    if node.op == "T":
-        (t,) = tans
-        return Rank1(t.q, t.p) if isinstance(t, Rank1) else np.asarray(t).T
-    if node.op == "elementwise":
-        fn = params["fn"]
-        if params.get("prime"):
-            raise ValueError("a NAME_prime in the forward pass has no tangent rule")
-        if fn.name in COMPLEX_SAFE and ELEMENTWISE.get(fn.name) is fn:
-            # independent of the table's derivative: a complex step through the function itself,
-            # entry by entry with a step relative to the entry (log of a tiny p needs h ≪ p)
-            a = np.asarray(args[0], dtype=float)
-            h = H * np.where(a != 0, np.abs(a), 1.0)
-            with np.errstate(all="ignore"):
-                return np.imag(fn.numeric(a + 1j * h * dense(tans[0]))) / h
-        return fn.derivative(args[0]) * dense(tans[0])
-    if node.op in ("add", "sub"):
-        ta, tb = tans
-        if tb is not None and node.op == "sub":
-            tb = -dense(tb)
-        total = dense(_add(ta, tb))
-        return np.broadcast_to(total, np.broadcast_shapes(np.shape(total), out.shape))
-    if node.op == "neg":
-        return -dense(tans[0])
-    # any other op: a complex step through its own NumPy evaluation
-    complex_args = [a if t is None else a + 1j * H * dense(t) for a, t in zip(args, tans)]
-    with np.errstate(all="ignore"):
-        value = op.numeric(*complex_args, **params)
-    return np.imag(np.asarray(value)) / H
+    return op.forward_tangent(args, out, params, tans)
 
 
 def tangent_of(tape: Tape, var_tangent: Callable[[str], Tangent], index: IndexDef | None = None,

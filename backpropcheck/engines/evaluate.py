@@ -51,10 +51,8 @@ def _params(node: Call, backend: Backend, sizes: Mapping[str, int]) -> dict:
     params = dict(node.params)
     if node.op == "elementwise":
         params["fn"] = backend.functions(params["fn"])
-    elif node.op in ("ones", "zeros", "eye"):
-        dims = tuple(sizes[d] if isinstance(d, str) else d for d in params["shape"])
-        params["dims"] = dims * 2 if node.op == "eye" else dims
-    return params
+    bind = OPS[node.op].bind
+    return bind(params, sizes) if bind is not None else params
 
 
 def evaluate(
@@ -93,7 +91,7 @@ def _step(node, args, env, sizes, backend, space):
         return backend.wrap(backend.scalar(sizes[node.dim])), {}
     if isinstance(node, IndexRef):
         assert space is not None
-        index = _gather_index(node, env[node.name].shape, space)
+        index = _gather_index(node, env[node.name].shape, space, sizes)
         return _to_rank(env[node.name][index], space.rank), {"index": index}
     if isinstance(node, IndexSum):
         assert space is not None
@@ -116,15 +114,18 @@ def _to_rank(value: np.ndarray, rank: int) -> np.ndarray:
     return value
 
 
-def _gather_index(node: IndexRef, shape: tuple[int, ...], space: _IndexSpace) -> tuple:
+def _gather_index(node: IndexRef, shape: tuple[int, ...], space: _IndexSpace, sizes: Mapping[str, int]) -> tuple:
     index = []
     for k, sub in enumerate(node.subscripts):
-        position: Any = sub.const
-        low = high = sub.const
+        position: Any = sub.offset_value(sizes)
+        low = high = position
         for name, coeff in sub.terms:
             axis = node.axes[name]
             position = position + coeff * space.aranges[axis]
-            high += coeff * (space.ranges[axis] - 1)
+            if coeff > 0:
+                high += coeff * (space.ranges[axis] - 1)
+            else:
+                low += coeff * (space.ranges[axis] - 1)
         if low < 0 or high >= shape[k]:
             raise DerivationError(
                 f"`{node.src}` reaches index {high if high >= shape[k] else low} of an axis of size {shape[k]}",
@@ -200,10 +201,10 @@ def backprop(tape: Tape, root: Node, seed: np.ndarray, adjoints: dict[str, np.nd
             _push(grads, node.body, unbroadcast(local, np.shape(body)) if np.ndim(body) else local.sum())
         elif isinstance(node, Call):
             op = OPS[node.op]
-            if op.vjp is None:
-                continue
+            if op.nograd:
+                continue  # a comparison, a constant, an integer result: no derivative by nature
             g = unbroadcast(np.broadcast_to(g, np.broadcast_shapes(g.shape, out.shape)), out.shape)
-            for child, arg, local in zip(node.args, args, op.vjp(g, out, *args, **params)):
+            for child, arg, local in zip(node.args, args, op.backward(g, out, *args, **params)):
                 if local is not None:
                     _push(grads, child, unbroadcast(np.asarray(local), np.shape(arg)))
 

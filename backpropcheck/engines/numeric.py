@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import DerivationError
 from ..lang.ir import Const
-from ..lang.ops import ELEMENTWISE, GENERIC_STANDINS, Elementwise
+from ..lang.ops import ELEMENTWISE, GENERIC_STANDINS, Elementwise, MissingRule
 from ..model import Derivation, Input
 from .directional import Rank1, Tangent, dense, direction, inner, tangent_of, tolerance
 from .evaluate import Backend, Tape, backprop, evaluate, evaluate_definition
@@ -62,8 +62,23 @@ def rng_for(seed: int, path: str, trial: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(os.fsencode(Path(path).name)), trial])  # any file name
 
 
-def sample_input(inp: Input, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+def draw_integers(shape: tuple[int, ...], high: int, rng: np.random.Generator) -> np.ndarray:
+    """Integers uniform in 0 … high-1, with at least one repeated index whenever there are two
+    entries: a ``scatter_add`` replaced by an overwrite, or by a sum over positions, must show."""
+    out = rng.integers(0, max(high, 1), size=shape)
+    if out.size >= 2:
+        flat = out.reshape(-1)
+        flat[-1] = flat[0]
+    return out
+
+
+def sample_input(inp: Input, shape: tuple[int, ...], rng: np.random.Generator,
+                 sizes: Mapping[str, int] | None = None) -> np.ndarray:
     """Draw one input from its domain; matrices are scaled by 1/√(last dim) to keep layers unsaturated."""
+    if inp.domain == "index":
+        return draw_integers(shape, inp.range.value(sizes or {}), rng)
+    if inp.domain == "binary":
+        return rng.integers(0, 2, size=shape).astype(float)
     if inp.domain == "positive":
         return rng.lognormal(0.0, 0.5, size=shape)
     if inp.domain == "unit":
@@ -109,7 +124,7 @@ def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator,
     shapes = concrete_shapes(d, sizes)
     run = NumericRun(dict(sizes))
     for name, inp in d.inputs.items():
-        run.values[name] = sample_input(inp, shapes[name], rng)
+        run.values[name] = sample_input(inp, shapes[name], rng, sizes)
     upstream = {h: rng.normal(size=shapes[h]) for h in d.loss.upstream}
     directions = np.random.default_rng(rng.integers(2**63))  # drawn after the inputs: they stay as before
 
@@ -131,7 +146,7 @@ def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator,
             loss = evaluate(d.loss.expression, run.values, sizes, backend, loss_tape)
             _finite(loss, "E", d.loss.text)
             run.loss = float(loss)
-            backprop(loss_tape, d.loss.expression, np.asarray(1.0), adjoints, shapes)
+            _sweep(loss_tape, d.loss.expression, np.asarray(1.0), adjoints, shapes)
         else:
             for h, g in upstream.items():
                 adjoints[h] = g.copy()
@@ -139,7 +154,7 @@ def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator,
         for definition in reversed(d.forward):
             seed = adjoints.setdefault(definition.name, np.zeros(shapes[definition.name]))
             run.grads[definition.name] = seed.copy()
-            backprop(tapes[definition.name], definition.root, seed, adjoints, shapes, definition.index, sizes)
+            _sweep(tapes[definition.name], definition.root, seed, adjoints, shapes, definition.index, sizes)
         for name, inp in d.inputs.items():
             if not inp.constant:
                 run.grads[name] = adjoints.get(name, np.zeros(shapes[name]))
@@ -152,7 +167,7 @@ def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator,
         env.update({f"grad_{n}": g for n, g in run.grads.items()})
         for helper in d.backward:
             try:
-                env[helper.name] = evaluate(helper.root, env, sizes, backend)
+                env[helper.name] = evaluate_definition(helper.root, helper.index, env, sizes, backend)
             except (ArithmeticError, ValueError) as exc:
                 env[helper.name] = np.full(shapes[helper.name], np.nan)
                 run.claim_errors[helper.name] = str(exc)
@@ -160,7 +175,7 @@ def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator,
             if claim.error is not None or claim.node is None:
                 continue
             try:
-                value = evaluate(claim.node, env, sizes, backend)
+                value = evaluate_definition(claim.node, claim.index, env, sizes, backend)
             except DerivationError:
                 raise
             except (ArithmeticError, ValueError) as exc:
@@ -168,6 +183,14 @@ def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator,
                 continue
             run.claims[claim.name] = np.broadcast_to(value, shapes.get(claim.target, value.shape))
     return run
+
+
+def _sweep(*args) -> None:
+    """The reverse sweep; an op without a derivative rule is an internal error, never a zero."""
+    try:
+        backprop(*args)
+    except MissingRule as exc:
+        raise TruthMismatch(f"internal error: {exc}; please report this file", "E") from None
 
 
 def directional_check(d: Derivation, run: NumericRun, tapes: Mapping[str, Tape], loss_tape: Tape,
@@ -193,7 +216,7 @@ def directional_check(d: Derivation, run: NumericRun, tapes: Mapping[str, Tape],
         else:
             parts = [inner(g, total[h]) for h, g in upstream.items()]
             forward, size = sum(p[0] for p in parts), sum(p[1] for p in parts)
-    except (ArithmeticError, ValueError, TypeError) as exc:
+    except (ArithmeticError, ValueError, TypeError, MissingRule) as exc:
         raise TruthMismatch(f"internal error: the forward-mode pass failed ({exc}); please report this file",
                             "E") from None
     terms = [inner(run.grads[x], v) for x, v in dirs.items()] + [inner(run.grads[f], v) for f, v in own.items()]

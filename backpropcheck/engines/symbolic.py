@@ -89,7 +89,12 @@ class SymbolicTruth:
         self.columns: list[list[sp.Symbol]] = []  # the free entries of each simplex column
         self.drawn: dict[str, np.ndarray] = {}
         differentiable: set[sp.Symbol] = set()
+        concrete = _concrete_inputs(d, sizes)  # integer and binary inputs: numbers, not symbols
         for name, inp in d.inputs.items():
+            if name in concrete:  # integer and binary inputs: concrete draws, like a one-hot label
+                self.drawn[name] = concrete[name]
+                self.env[name] = _integer_array(concrete[name])
+                continue
             if inp.domain == "onehot":  # constant by the loader's rule
                 self.drawn[name] = _draw_onehot(inp, shapes[name], seed, name, self.sizes)
                 self.env[name] = _integer_array(self.drawn[name])
@@ -111,6 +116,9 @@ class SymbolicTruth:
         self.order: list[tuple[str, np.ndarray]] = []
         for definition in d.forward:
             value = evaluate_definition(definition.root, definition.index, self.env, sizes, self.backend)
+            if definition.name in d.integer_forward:  # y[:, None] of an integer input: still concrete
+                self.env[definition.name] = value
+                continue
             atoms = symbol_array(definition.name, shapes[definition.name], real=True)
             for idx in np.ndindex(*atoms.shape):
                 self.local[atoms[idx]] = sp.sympify(value[idx], strict=True)
@@ -183,30 +191,33 @@ class SymbolicTruth:
         self.claim_env = dict(self.env)
         self.claim_env.update({f"grad_{n}": g for n, g in self.grads.items()})
         for helper in d.backward:
-            self.claim_env[helper.name] = evaluate(helper.root, self.claim_env, sizes, self.backend)
+            self.claim_env[helper.name] = evaluate_definition(helper.root, helper.index, self.claim_env, sizes,
+                                                              self.backend)
         # ... or, for the one-step comparison, every grad_v of a forward variable bound to ∇v
         self.step_env = dict(self.env)
         self.step_env.update({f"grad_{n}": g for n, g in self.steps.items() if n in d.inputs})
         self.step_env.update({f"grad_{n}": g for n, g in gradient_atoms.items()})
         for helper in d.backward:
-            self.step_env[helper.name] = evaluate(helper.root, self.step_env, sizes, self.backend)
+            self.step_env[helper.name] = evaluate_definition(helper.root, helper.index, self.step_env, sizes,
+                                                             self.backend)
 
     def atomize(self, e: sp.Expr) -> sp.Expr:
         """Write every forward definition that appears whole as its atom (``tanh(z[0])`` → ``h[0]``),
         as the sweep writes the local partials: equal values, one form for both sides."""
         return e.xreplace(self.by_definition) if self.by_definition else e
 
-    def claim_value(self, node) -> np.ndarray:
-        return evaluate(node, self.claim_env, self.sizes, self.backend)
+    def claim_value(self, node, index=None) -> np.ndarray:
+        return evaluate_definition(node, index, self.claim_env, self.sizes, self.backend)
 
-    def step_zero(self, node, target: str) -> bool:
+    def step_zero(self, node, target: str, index=None) -> bool:
         """Does the claim equal the truth as one chain-rule step, every ``∇v`` an independent atom?
 
         Sound: an identity in independent atoms holds at the atoms' true values. It is the cheap
         proof for a claim that reads the next gradient (``W.T @ grad_z``), whose expanded form
         can be large.
         """
-        claimed = np.broadcast_to(evaluate(node, self.step_env, self.sizes, self.backend), self.steps[target].shape)
+        claimed = np.broadcast_to(evaluate_definition(node, index, self.step_env, self.sizes, self.backend),
+                                  self.steps[target].shape)
         truth = self.steps[target]
         for idx in np.ndindex(*truth.shape):
             e = self.atomize(sp.sympify(claimed[idx] - truth[idx], strict=True))
@@ -219,7 +230,7 @@ class SymbolicTruth:
                 return False
         return True
 
-    def chain_zero(self, node, target: str) -> bool:
+    def chain_zero(self, node, target: str, index=None) -> bool:
         """Does the claim equal the truth over several chain-rule steps, each ``∇v`` the claim reads
         an independent atom?
 
@@ -230,7 +241,8 @@ class SymbolicTruth:
         ``xc·rstd``) while the gradient atoms stay independent. Sound for the same reason as
         :meth:`step_zero`, and far smaller than the fully expanded adjoints.
         """
-        claimed = np.broadcast_to(evaluate(node, self.step_env, self.sizes, self.backend), self.steps[target].shape)
+        claimed = np.broadcast_to(evaluate_definition(node, index, self.step_env, self.sizes, self.backend),
+                                  self.steps[target].shape)
         truth = self.steps[target]
         for idx in np.ndindex(*truth.shape):
             c = sp.sympify(claimed[idx], strict=True)
@@ -536,6 +548,22 @@ def _integer_array(values: np.ndarray) -> np.ndarray:
     out = np.empty(values.shape, dtype=object)
     for idx in np.ndindex(*values.shape):
         out[idx] = sp.Integer(int(values[idx]))
+    return out
+
+
+def _concrete_inputs(d: Derivation, sizes: Mapping[str, int]) -> dict[str, np.ndarray]:
+    """``index`` inputs (integers, with a repeat) and ``binary`` ones (0/1) as concrete integer
+    arrays, drawn once per dim assignment (SPEC §6.1): ``C[I]`` then reads concrete rows."""
+    from .numeric import draw_integers
+
+    out = {}
+    for name, inp in d.inputs.items():
+        if inp.domain not in ("index", "binary"):
+            continue
+        shape = tuple(dim.value(sizes) for dim in inp.shape)
+        rng = np.random.default_rng([zlib.crc32(name.encode()), *sorted(sizes.values()), len(sizes)])
+        high = inp.range.value(sizes) if inp.domain == "index" else 2
+        out[name] = draw_integers(shape, high, rng) if inp.domain == "index" else rng.integers(0, 2, size=shape)
     return out
 
 

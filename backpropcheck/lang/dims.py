@@ -1,7 +1,10 @@
-"""Dimensions as affine expressions of dim names: ``n``, ``T + K - 1``, ``2*m``.
+"""Dimensions as expressions of dim names: ``n``, ``T + K - 1``, ``2*m``, ``B*T``, ``4*C``.
 
-Shapes are tuples of :class:`Dim`; two dims are equal only when they are the same
-affine expression, so shape checks hold for *every* size, not just the drawn one.
+A :class:`Dim` is a polynomial with integer coefficients: a sum of products of dim
+names (each product keyed by its sorted names joined by ``*``, a single name for
+the affine dims of Part I). Shapes are tuples of :class:`Dim`; two dims are equal
+only when they are the same polynomial, so shape checks hold for *every* size,
+not just the drawn one — ``reshape`` from ``(B*T, H*D)`` to ``(B, T, H, D)`` too.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Dim:
-    """``const + Σ coeff·name`` with integer coefficients (terms sorted by name)."""
+    """``const + Σ coeff·monomial`` with integer coefficients (terms sorted by monomial); a
+    monomial is a dim name or a product of them, written ``"B*T"`` (names sorted)."""
 
     terms: tuple[tuple[str, int], ...] = ()
     const: int = 0
@@ -40,16 +44,47 @@ class Dim:
     def __sub__(self, other: Dim) -> Dim:
         return self._combine(other, -1)
 
+    def __mul__(self, other: Dim) -> Dim:
+        """The product of two polynomials in dim names: ``(B)·(T) = B*T``, ``(2)·(H) = 2*H``."""
+        coeffs: dict[str, int] = {}
+        left = list(self.terms) + ([("", self.const)] if self.const else [])
+        right = list(other.terms) + ([("", other.const)] if other.const else [])
+        const = 0
+        for ma, ca in left:
+            for mb, cb in right:
+                names = sorted(n for n in ma.split("*") + mb.split("*") if n)
+                if not names:
+                    const += ca * cb
+                    continue
+                key = "*".join(names)
+                coeffs[key] = coeffs.get(key, 0) + ca * cb
+        return Dim(tuple(sorted((k, v) for k, v in coeffs.items() if v)), const)
+
     @property
     def is_one(self) -> bool:
         return not self.terms and self.const == 1
 
     @property
     def names(self) -> tuple[str, ...]:
-        return tuple(name for name, _ in self.terms)
+        return tuple(dict.fromkeys(n for key, _ in self.terms for n in key.split("*")))
+
+    @property
+    def monotone(self) -> bool:
+        """Non-decreasing in every dim (no negative coefficient): its least value is at all ones."""
+        return all(c >= 0 for _, c in self.terms)
+
+    @property
+    def at_ones(self) -> int:
+        return self.const + sum(c for _, c in self.terms)
 
     def value(self, sizes: Mapping[str, int]) -> int:
-        return self.const + sum(c * sizes[name] for name, c in self.terms)
+        total = self.const
+        for key, c in self.terms:
+            product = 1
+            for name in key.split("*"):
+                product *= sizes[name]
+            total += c * product
+        return total
 
     def __str__(self) -> str:
         out = ""
@@ -123,4 +158,18 @@ def _affine(node: ast.AST, known: Mapping[str, object], text: str) -> Dim:
                 c = -literal.value if negative else literal.value  # "-2*m", as str(Dim) writes it
                 d = _affine(other, known, text)
                 return Dim(tuple((k, v * c) for k, v in d.terms), d.const * c)
-    raise ValueError(f"{text!r} is not an affine expression of dims (use names, integers, + and -)")
+        left, right = _affine(node.left, known, text), _affine(node.right, known, text)
+        product = left * right
+        if len(product.terms) > 16 or any(len(k.split("*")) > 4 for k, _ in product.terms):
+            raise ValueError(f"{text!r}: a dim expression is limited to products of at most 4 names")
+        return product
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Div, ast.FloorDiv)):
+        raise ValueError(f"{text!r} is not an affine expression of dims: a dim cannot be divided (C/H); "
+                         f"declare D and write H*D instead")
+    raise ValueError(f"{text!r} is not an affine expression of dims or a product of them "
+                     f"(use names, integers, +, - and *)")
+
+
+def dim_from_ast(node: ast.AST, known: Mapping[str, object], text: str) -> Dim:
+    """A dim expression written inside an expression (a slice bound, a pad width, a reshape)."""
+    return _affine(node, known, text)

@@ -61,12 +61,27 @@ class Subscript:
 
     terms: tuple[tuple[str, int], ...]
     const: int
+    dim_terms: tuple[tuple[str, int], ...] = ()  # dim names in the offset: gpad[t + K - 1 - k]
+
+    @property
+    def offset(self):
+        """The constant part as a dim expression, ``K - 1`` (a :class:`~.dims.Dim`)."""
+        from .dims import Dim
+
+        return Dim(self.dim_terms, self.const)
+
+    def offset_value(self, sizes) -> int:
+        return self.const + sum(c * sizes[n] for n, c in self.dim_terms)
 
     def __str__(self) -> str:
-        parts = [n if c == 1 else f"{c}*{n}" for n, c in self.terms]
-        text = " + ".join(parts) or "0"
-        if self.const:
-            text += f" {'-' if self.const < 0 else '+'} {abs(self.const)}"
+        text = ""
+        for n, c in sorted(self.terms, key=lambda t: t[1] < 0):  # positive terms first: t - k, not -k + t
+            term = n if abs(c) == 1 else f"{abs(c)}*{n}"
+            text = (f"-{term}" if c < 0 else term) if not text else f"{text} {'-' if c < 0 else '+'} {term}"
+        text = text or "0"
+        if self.dim_terms or self.const:
+            off = str(self.offset)
+            text += f" - {off[1:]}" if off.startswith("-") else f" + {off}"
         return text
 
 

@@ -13,15 +13,23 @@ from dataclasses import dataclass, field
 
 from ..errors import DerivationError, LimitError
 from ..limits import DEFAULT_LIMITS, Limits, exceeded
+from .dims import Dim, dim_from_ast
 from .ir import Call, Const, DimSize, IndexDef, IndexRef, IndexSum, Node, Subscript, Var
-from .ops import ELEMENTWISE
+from .ops import ELEMENTWISE, OPS, Op, Param
 
 BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.MatMult: "matmul"}
 COMPARE = {ast.Gt: "gt", ast.GtE: "ge", ast.Lt: "lt", ast.LtE: "le"}
-FIXED_ARITY = {"outer": 2, "dot": 2, "maximum": 2, "minimum": 2, "where": 3, "diag": 1, "trace": 1}
-AXIS_OPS = {"sum": True, "mean": True, "logsumexp": True, "softmax": False, "log_softmax": False}
+# what to write instead of the PyTorch/NumPy spellings people transcribe
+INSTEAD = {
+    "view": "reshape(X, (B, T, C))", "concatenate": "concat([A, B], axis=k)", "cat": "concat([A, B], axis=k)",
+    "permute": "transpose(X, (0, 2, 1, 3))", "index_add": "scatter_add(S, I, V)", "amax": "max(X, axis=k)",
+    "amin": "min(X, axis=k)", "gather": "take_along_axis(A, I, axis=k)", "embedding": "C[I]",
+    "range": "take_along_axis(L, y[:, None], axis=1) to pick L[i, y[i]] for every row i",
+    "clamp": "clip(X, lo, hi)",
+}
+# the functions a file may call: the op table's entries with a signature, and the element-wise ones
 BUILTIN_FUNCTIONS = (
-    set(FIXED_ARITY) | set(AXIS_OPS) | {"eye", "ones", "zeros", "einsum"}
+    {name for name, op in OPS.items() if op.signature is not None}
     | set(ELEMENTWISE) | {f"{n}_prime" for n in ELEMENTWISE}
 )
 
@@ -168,16 +176,26 @@ class _Parser:
 
     def _Subscript(self, node: ast.Subscript) -> Node:
         items = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+        if any(isinstance(it, ast.Slice) and not _is_colon(it) for it in items) or any(_is_ellipsis(it) for it in items):
+            return self._slice(node, items)
         if all(_is_colon(it) or _is_none(it) for it in items):
             if not any(_is_none(it) for it in items):
                 raise self.error(node, "a subscript of only ':' does nothing; remove it")
             kinds = tuple(":" if _is_colon(it) else None for it in items)
             return Call(node.col_offset + 1, "expand", (self.expr(node.value),), {"items": kinds})
         if self.index is None:
+            if any(isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id in ("range", "arange")
+                   for it in items):
+                raise self.error(node, "rows picked by labels, as in L[range(n), y]: write "
+                                       "take_along_axis(L, y[:, None], axis=1)")
+            if len(items) == 1 and not isinstance(items[0], ast.Constant):
+                # C[I]: integer-array indexing along C's first axis (an embedding lookup)
+                return Call(node.col_offset + 1, "gather", (self.expr(node.value), self.expr(items[0])))
             raise self.error(
                 node,
                 "entries like x[i] are only allowed in index-form definitions (\"z[j]\" = ...); "
-                "in matrix form use [:, None] or [None, :] to add an axis",
+                "in matrix form use [:, None] or [None, :] to add an axis, a:b to slice, or C[I] with an "
+                "integer input I to gather rows",
             )
         if not isinstance(node.value, ast.Name) or node.value.id not in self.scope.tensors:
             raise self.error(node, "only a named tensor can be indexed, as in W[i, j]")
@@ -186,13 +204,39 @@ class _Parser:
         axes = {name: self.index.axis(name) for sub in subs for name, _ in sub.terms}
         return IndexRef(node.col_offset + 1, node.value.id, subs, axes)
 
+    def _slice(self, node: ast.Subscript, items: list[ast.AST]) -> Node:
+        """``X[:, H:2*H]``, ``X[..., a:b]``: bounds are dim expressions, no steps."""
+        kinds: list[object] = []
+        for it in items:
+            if _is_ellipsis(it):
+                if "..." in kinds:
+                    raise self.error(it, "one ... per subscript")
+                kinds.append("...")
+            elif _is_none(it):
+                kinds.append(None)
+            elif _is_colon(it):
+                kinds.append(":")
+            elif isinstance(it, ast.Slice):
+                if it.step is not None:
+                    raise self.error(it.step, "slices take no step; write X[a:b]")
+                lo = None if it.lower is None else self._dim(it.lower)
+                hi = None if it.upper is None else self._dim(it.upper)
+                kinds.append((lo, hi))
+            else:
+                raise self.error(it, "in a slice, each position is ':', a:b with dim expressions, None or ...")
+        return Call(node.col_offset + 1, "slice", (self.expr(node.value),), {"items": tuple(kinds)})
+
     def _subscript(self, node: ast.AST) -> Subscript:
         terms: dict[str, int] = {}
+        dim_terms: dict[str, int] = {}
         const = 0
         stack = [(node, 1)]
         while stack:
             current, sign = stack.pop()
-            if isinstance(current, ast.Name):
+            if isinstance(current, ast.Name) and current.id in self.scope.dims and self.index is not None and \
+                    current.id not in self.index.free and current.id not in self.index.bound:
+                dim_terms[current.id] = dim_terms.get(current.id, 0) + sign  # a dim in the offset: t + K - 1
+            elif isinstance(current, ast.Name):
                 assert self.index is not None
                 if current.id not in self.index.free and current.id not in self.index.bound:
                     raise self.error(current, f"{current.id!r} is not an index here (indices: "
@@ -209,13 +253,20 @@ class _Parser:
                 and isinstance(current.right, ast.Name)
             ):
                 stack.append((current.right, sign * current.left.value))
+            elif isinstance(current, ast.UnaryOp) and isinstance(current.op, (ast.USub, ast.UAdd)):
+                stack.append((current.operand, -sign if isinstance(current.op, ast.USub) else sign))
+            elif (
+                isinstance(current, ast.BinOp) and isinstance(current.op, ast.Mult)
+                and isinstance(current.right, ast.Constant) and type(current.right.value) is int
+                and isinstance(current.left, ast.Name)
+            ):
+                stack.append((current.left, sign * current.right.value))
             else:
                 raise self.error(current, "an index must be an affine expression of indices, like t + k - 1")
         if any(abs(c) > 64 for c in terms.values()) or abs(const) > self.limits.max_dim:
             raise self.error(node, "index coefficients are limited to 64 and offsets to --max-dim")
-        if any(c <= 0 for c in terms.values()):
-            raise self.error(node, "index coefficients must be positive (x[t + k], not x[t - k])")
-        return Subscript(tuple(sorted((k, v) for k, v in terms.items() if v)), const)
+        return Subscript(tuple(sorted((k, v) for k, v in terms.items() if v)), const,
+                         tuple(sorted((k, v) for k, v in dim_terms.items() if v)))
 
     # -- calls ---------------------------------------------------------------
 
@@ -238,30 +289,13 @@ class _Parser:
         for arg in node.args:
             if isinstance(arg, ast.Starred):
                 raise self.error(arg, "*args are not allowed")
-        if name in AXIS_OPS:
-            return self._axis_call(node, name, kwargs)
-        if kwargs:
-            raise self.error(node, f"{name}() takes no keyword arguments")
-        if name in FIXED_ARITY:
-            if len(node.args) != FIXED_ARITY[name]:
-                raise self.error(node, f"{name}() takes {FIXED_ARITY[name]} argument(s), not {len(node.args)}")
-            return Call(col, name, tuple(self.expr(a) for a in node.args))
-        if name in ("eye", "ones", "zeros"):
-            if len(node.args) != 1:
-                raise self.error(node, f"{name}() takes one dim name or a list of dims")
-            shape = self._shape_arg(node.args[0], square=name == "eye")
-            return Call(col, name, (), {"shape": shape})
-        if name == "einsum":
-            if not node.args or not (isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
-                raise self.error(node, 'einsum takes a subscripts string first: einsum("ij,j->i", W, a)')
-            spec = node.args[0].value
-            if len(spec) > 64:
-                raise self.error(node.args[0], "the einsum subscripts are limited to 64 characters")
-            if len(node.args) < 2 or len(node.args) > 9:
-                raise self.error(node, "einsum takes between 1 and 8 operands")
-            return Call(col, "einsum", tuple(self.expr(a) for a in node.args[1:]), {"spec": spec})
+        op = OPS.get(name)  # read at call time: an entry added to the table is callable at once
+        if op is not None and op.signature is not None:
+            return self._table_call(node, name, op, kwargs)
         base, prime = (name[: -len("_prime")], True) if name.endswith("_prime") else (name, False)
         if base in ELEMENTWISE or base in self.scope.functions:
+            if kwargs:
+                raise self.error(node, f"{name}() takes no keyword arguments: write {name}(x)")
             if prime and not self.scope.allow_prime:
                 raise self.error(
                     node, f"{name} is a derivative: use it in [claims] or [backward], not in the forward pass"
@@ -269,34 +303,116 @@ class _Parser:
             if len(node.args) != 1:
                 raise self.error(node, f"{name}() takes one argument")
             return Call(col, "elementwise", (self.expr(node.args[0]),), {"fn": base, "prime": prime})
+        if name in INSTEAD:
+            raise self.error(node.func, f"unknown function {name!r}: write {INSTEAD[name]} instead")
         known = sorted(BUILTIN_FUNCTIONS | self.scope.functions)
         close = difflib.get_close_matches(name, known, n=1)
         hint = f"did you mean {close[0]!r}?" if close else "declare a generic function in [functions]"
         raise self.error(node.func, f"unknown function {name!r}", hint)
 
-    def _axis_call(self, node: ast.Call, name: str, kwargs: dict[str, ast.AST]) -> Node:
-        col = node.col_offset + 1
-        allowed = {"axis", "keepdims"} if AXIS_OPS[name] else {"axis"}
-        for key in kwargs:
-            if key not in allowed:
-                raise self.error(node, f"{name}() takes only {' and '.join(sorted(allowed))} as keywords, not {key!r}")
-        if not 1 <= len(node.args) <= 2:
-            raise self.error(node, f"{name}() takes an array and, optionally, an axis")
-        axis_node = node.args[1] if len(node.args) == 2 else kwargs.get("axis")
-        if len(node.args) == 2 and "axis" in kwargs:
-            raise self.error(node, f"{name}() got the axis twice")
-        axis = None
-        if axis_node is not None:
-            axis = self._int_literal(axis_node, "axis")
-        params: dict[str, object] = {"axis": axis}
-        if AXIS_OPS[name]:
-            keep = kwargs.get("keepdims")
-            if keep is not None and not (isinstance(keep, ast.Constant) and isinstance(keep.value, bool)):
-                raise self.error(keep, "keepdims must be True or False")
-            params["keepdims"] = bool(keep.value) if keep is not None else False
-        return Call(col, name, (self.expr(node.args[0]),), params)
+    def _table_call(self, node: ast.Call, name: str, op: Op, kwargs: dict[str, ast.AST]) -> Node:
+        """A call read by the op's signature in the table: tensors become arguments of the IR call,
+        everything else a static parameter read from literals."""
+        signature = op.signature
+        assert signature is not None
+        params_in = list(signature.params)
+        usage = _usage(name, params_in)
+        given: dict[str, ast.AST | list[ast.AST]] = {}
+        positional = list(node.args)
+        for k, p in enumerate(params_in):
+            if not positional:
+                break
+            if signature.variadic and k == len(params_in) - 1:
+                given[p.name] = positional
+                positional = []
+            else:
+                given[p.name] = positional.pop(0)
+        if positional:
+            required = sum(1 for p in params_in if p.default is ...)
+            count = f"{required} argument(s)" if required == len(params_in) else f"at most {len(params_in)} arguments"
+            raise self.error(node, f"{name}() takes {count} ({_words(params_in)}), not {len(node.args)}: "
+                             f"write {usage}")
+        keywords = {p.name for p in params_in if p.kind != "tensor" and p.keyword}
+        for key, value in kwargs.items():
+            if key not in keywords:
+                if not keywords:
+                    raise self.error(node, f"{name}() takes no keyword arguments: write {usage}")
+                raise self.error(node, f"{name}() takes only {' and '.join(sorted(keywords))} as keywords, "
+                                 f"not {key!r}: write {usage}")
+            if key in given:
+                raise self.error(node, f"{name}() got {key} twice")
+            given[key] = value
+        args: list[Node] = []
+        params: dict[str, object] = {}
+        for p in params_in:
+            if p.name not in given:
+                if p.default is ...:
+                    required = sum(1 for q in params_in if q.default is ...)
+                    raise self.error(node, f"{name}() takes {required} argument(s) ({_words(params_in)}), "
+                                     f"not {len(node.args)}: write {usage}")
+                if p.kind not in ("tensor", "tensors"):
+                    params[p.name] = p.default
+                continue
+            value = given[p.name]
+            if p.kind == "tensor" and isinstance(value, list):
+                low, high = op.arity
+                if not low <= len(value) <= high:
+                    raise self.error(node, f"{name}() takes between {low} and {high} operands")
+                args.extend(self.expr(v) for v in value)
+            elif p.kind == "tensor":
+                args.append(self.expr(value))
+            elif p.kind == "tensors":
+                if not isinstance(value, (ast.List, ast.Tuple)) or not value.elts:
+                    raise self.error(value, f"{name}() takes a list of arrays: write {usage}")
+                args.extend(self.expr(v) for v in value.elts)
+            else:
+                params[p.name] = self._static(value, p, node, name)
+        return Call(node.col_offset + 1, op.name, tuple(args), params)
 
-    def _int_literal(self, node: ast.AST, what: str) -> int | None:
+    def _static(self, node: ast.AST, p: Param, call: ast.Call, name: str) -> object:
+        """A static parameter from literals (never evaluated): its kind says how to read it."""
+        if p.kind == "axis" and isinstance(node, ast.Tuple):
+            if not node.elts:
+                raise self.error(node, "axis=() names no axis; leave axis out to reduce over every axis")
+            return tuple(self._int_literal(e, p.name, tuple_ok=False) for e in node.elts)
+        if p.kind in ("axis", "axis1"):
+            return self._int_literal(node, p.name, tuple_ok=p.kind == "axis")
+        if p.kind == "number":
+            return self._number(node, p.name)
+        if p.kind == "bool":
+            if not (isinstance(node, ast.Constant) and isinstance(node.value, bool)):
+                raise self.error(node, f"{p.name} must be True or False")
+            return bool(node.value)
+        if p.kind == "spec":
+            if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+                raise self.error(call, f'{name} takes a subscripts string first: {name}("ij,j->i", W, a)')
+            if len(node.value) > 64:
+                raise self.error(node, f"the {name} subscripts are limited to 64 characters")
+            return node.value
+        if p.kind in ("shape", "dim"):
+            return self._shape_arg(node, square=p.kind == "dim")
+        if p.kind == "int":
+            return self._int_literal(node, p.name)
+        if p.kind == "ints":
+            if isinstance(node, ast.Constant) and node.value is None:
+                return None
+            if not isinstance(node, (ast.Tuple, ast.List)):
+                raise self.error(node, f"{p.name} must be a tuple of integers, like (0, 2, 1, 3)")
+            return tuple(self._int_literal(e, p.name) for e in node.elts)
+        if p.kind == "dimexpr":
+            return self._dim(node)
+        if p.kind == "dims":
+            items = node.elts if isinstance(node, (ast.Tuple, ast.List)) else [node]
+            return tuple(self._dim(e) for e in items)
+        if p.kind == "pads":
+            if not isinstance(node, (ast.Tuple, ast.List)) or not all(
+                isinstance(e, (ast.Tuple, ast.List)) and len(e.elts) == 2 for e in node.elts
+            ):
+                raise self.error(node, "pad widths are one (before, after) pair per axis, like ((0, 0), (K - 1, K - 1))")
+            return tuple((self._dim(e.elts[0]), self._dim(e.elts[1])) for e in node.elts)  # type: ignore[attr-defined]
+        raise self.error(node, f"{name}() cannot read its argument {p.name}")  # a table entry without a reader
+
+    def _int_literal(self, node: ast.AST, what: str, tuple_ok: bool = False) -> int | None:
         if isinstance(node, ast.Constant) and node.value is None:
             return None
         sign = 1
@@ -304,20 +420,47 @@ class _Parser:
             sign, node = -1, node.operand
         if isinstance(node, ast.Constant) and type(node.value) is int and abs(node.value) < 16:
             return sign * node.value
-        raise self.error(node, f"{what} must be a small integer literal, like {what}=0")
+        more = f" or a tuple of them, like {what}=(0, 1)" if tuple_ok else ""
+        raise self.error(node, f"{what} must be a small integer literal, like {what}=0{more}")
+
+    def _dim(self, node: ast.AST) -> Dim:
+        """A dim expression in the text (``H*D``, ``K - 1``, ``2*H``): sums of products of dim names."""
+        text = ast.get_source_segment(self.text, node) or "?"
+        try:
+            dim = dim_from_ast(node, self.scope.dims, text)
+        except ValueError as exc:
+            raise self.error(node, str(exc)) from None
+        if abs(dim.const) > self.limits.max_dim:
+            raise self.error(node, f"the literal part of {text!r} is limited to --max-dim")
+        return dim
+
+    def _number(self, node: ast.AST, what: str) -> float:
+        """A numeric literal, with a sign: ``clip(X, -1, 1)``."""
+        sign, inner = 1, node
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            sign, inner = (-1 if isinstance(node.op, ast.USub) else 1), node.operand
+        if not (isinstance(inner, ast.Constant) and type(inner.value) in (int, float)):
+            raise self.error(node, f"{what} must be a numeric literal, like -1 or 0.5")
+        if abs(inner.value) > self.limits.max_literal:
+            raise LimitError(exceeded("the numeric literal", inner.value, "max_literal", self.limits),
+                             column=node.col_offset + 1)
+        return sign * float(inner.value)
 
     def _shape_arg(self, node: ast.AST, square: bool) -> tuple[str | int, ...]:
         items = node.elts if isinstance(node, (ast.List, ast.Tuple)) else [node]
         if square and len(items) != 1:
-            raise self.error(node, "eye() takes one dim name: eye(n)")
+            raise self.error(node, "eye() takes one dim name: write eye(n)")
         out: list[str | int] = []
         for it in items:
             if isinstance(it, ast.Name) and it.id in self.scope.dims:
                 out.append(it.id)
             elif isinstance(it, ast.Constant) and type(it.value) is int and 1 <= it.value <= self.limits.max_dim:
                 out.append(it.value)
+            elif isinstance(it, ast.BinOp) and not square:
+                out.append(self._dim(it))  # type: ignore[arg-type]
             else:
-                raise self.error(it, "a shape entry must be a dim name or a positive integer")
+                raise self.error(it, "a shape entry must be a dim name or a positive integer (or a dim expression "
+                                     "like 2*H)")
         if len(out) > self.limits.max_rank:
             raise LimitError(exceeded("the rank", len(out), "max_rank", self.limits), column=node.col_offset + 1)
         return tuple(out)
@@ -327,29 +470,32 @@ class _Parser:
             raise self.error(
                 gen, "sum(... for i in n) is only allowed in index-form definitions (\"z[j]\" = ...)"
             )
-        if len(gen.generators) != 1:
-            raise self.error(gen, "one index per sum: nest sums for several, sum(sum(... for j in m) for i in n)")
-        comp = gen.generators[0]
-        if comp.ifs or comp.is_async:
-            raise self.error(gen, "an index sum takes no conditions: sum(... for i in n)")
-        if not isinstance(comp.target, ast.Name):
-            raise self.error(comp.target, "the index of a sum must be a single name")
-        if not (isinstance(comp.iter, ast.Name) and comp.iter.id in self.scope.dims):
-            raise self.error(comp.iter, "an index ranges over a dim name: sum(... for i in n)")
-        index = comp.target.id
-        if index in self.index.free or index in self.index.bound:
-            raise self.error(comp.target, f"the index {index!r} is already in use here")
-        if index in self.scope.tensors or index in self.scope.dims:
-            raise self.error(comp.target, f"the index {index!r} shadows a tensor or dim of the same name")
-        axis = len(self.index.free) + self.index.next_axis
-        self.index.next_axis += 1
-        self.index.bound[index] = axis
-        self.index.bound_dims[axis] = comp.iter.id
+        bound: list[tuple[str, str, int]] = []  # (index, dim, axis); several for clauses are nested sums
         try:
+            for comp in gen.generators:
+                if comp.ifs or comp.is_async:
+                    raise self.error(gen, "an index sum takes no conditions: sum(... for i in n)")
+                if not isinstance(comp.target, ast.Name):
+                    raise self.error(comp.target, "the index of a sum must be a single name")
+                if not (isinstance(comp.iter, ast.Name) and comp.iter.id in self.scope.dims):
+                    raise self.error(comp.iter, "an index ranges over a dim name: sum(... for i in n)")
+                index = comp.target.id
+                if index in self.index.free or index in self.index.bound:
+                    raise self.error(comp.target, f"the index {index!r} is already in use here")
+                if index in self.scope.tensors or index in self.scope.dims:
+                    raise self.error(comp.target, f"the index {index!r} shadows a tensor or dim of the same name")
+                axis = len(self.index.free) + self.index.next_axis
+                self.index.next_axis += 1
+                self.index.bound[index] = axis
+                self.index.bound_dims[axis] = comp.iter.id
+                bound.append((index, comp.iter.id, axis))
             body = self.expr(gen.elt)
         finally:
-            del self.index.bound[index]
-        return IndexSum(col, body, index, comp.iter.id, axis)
+            for index, _, _ in bound:
+                self.index.bound.pop(index, None)
+        for index, dim, axis in reversed(bound):
+            body = IndexSum(col, body, index, dim, axis)
+        return body
 
 
 _DISPATCH = {
@@ -359,8 +505,37 @@ _DISPATCH = {
 }
 
 
+KIND_WORDS = {
+    "tensor": "an array", "tensors": "a list of arrays", "dim": "one dim name", "dims": "dim expressions",
+    "shape": "a dim name or a list of dims", "spec": "a subscripts string", "axis": "an axis", "dimexpr": "a dim",
+    "bool": "True or False", "int": "an integer", "ints": "a tuple of integers", "number": "a number",
+    "pads": "pad widths",
+}
+
+
+def _words(params: list[Param]) -> str:
+    return ", ".join(KIND_WORDS.get(p.kind, p.kind) for p in params if p.default is ...)
+
+
+def _usage(name: str, params: list[Param]) -> str:
+    """How to call an op, from its signature: ``sum(X, axis=None, keepdims=False)``."""
+    parts = []
+    for p in params:
+        if p.kind in ("tensor", "tensors"):
+            parts.append(f"[{p.name}, ...]" if p.kind == "tensors" else p.name)
+        elif p.default is ...:
+            parts.append(p.name)
+        else:
+            parts.append(f"{p.name}={p.default!r}")
+    return f"{name}({', '.join(parts)})"
+
+
 def _is_colon(node: ast.AST) -> bool:
     return isinstance(node, ast.Slice) and node.lower is None and node.upper is None and node.step is None
+
+
+def _is_ellipsis(node: ast.AST) -> bool:
+    return isinstance(node, ast.Constant) and node.value is Ellipsis
 
 
 def _is_none(node: ast.AST) -> bool:

@@ -28,14 +28,8 @@ def infer(node: Node, env: Mapping[str, Shape]) -> Shape:
     if isinstance(node, Call):
         shapes = [infer(arg, env) for arg in node.args]
         op = OPS[node.op]
-        params = dict(node.params)
-        if node.op in ("ones", "zeros", "eye"):
-            shape = tuple(Dim.of(d) if isinstance(d, str) else Dim.lit(d) for d in params["shape"])
-            return shape * 2 if node.op == "eye" else shape
-        if node.op == "elementwise":
-            params = {}
         try:
-            return op.shape(*shapes, **params)
+            return op.shape(*shapes, **node.params)
         except ShapeMismatch as exc:
             raise ShapeError(_message(node, exc), column=node.col, hint=_hint(node, env)) from None
     raise TypeError(f"unknown IR node {node!r}")
@@ -75,9 +69,16 @@ def _hint(node: Call, env: Mapping[str, Shape]) -> str | None:
     return None
 
 
-def infer_index(definition: IndexDef, env: Mapping[str, Shape], dims: Mapping[str, object]) -> Shape:
-    """Check an index-form body and find each free index's range from the shapes it indexes."""
+def infer_index(definition: IndexDef, env: Mapping[str, Shape], dims: Mapping[str, object],
+                key_shape: Shape | None = None) -> Shape:
+    """Check an index-form body and find each free index's range from the shapes it indexes — or,
+    for a claim (``"grad_w[f, c, p, q]"``), from the target's axes, which the key ranges over."""
     ranges: dict[int, Dim] = {axis: Dim.of(dim) for axis, dim in definition.bound_dims.items()}
+    if key_shape is not None:
+        if len(key_shape) != len(definition.free):
+            raise ShapeError(f"the key has {len(definition.free)} index(es) but the target has shape "
+                             f"{fmt_shape(key_shape)}")
+        ranges.update(enumerate(key_shape))
     refs = [n for n in _walk(definition.body) if isinstance(n, IndexRef)]
     for ref in refs:
         shape = env[ref.name]
@@ -90,7 +91,7 @@ def infer_index(definition: IndexDef, env: Mapping[str, Shape], dims: Mapping[st
     # an index alone in a position ranges over that position's dim
     for ref in refs:
         for sub, dim in zip(ref.subscripts, env[ref.name]):
-            if len(sub.terms) == 1 and sub.terms[0][1] == 1 and sub.const == 0:
+            if len(sub.terms) == 1 and sub.terms[0][1] == 1 and sub.const == 0 and not sub.dim_terms:
                 axis = ref.axes[sub.terms[0][0]]
                 if axis in ranges and ranges[axis] != dim:
                     raise ShapeError(
@@ -98,7 +99,7 @@ def infer_index(definition: IndexDef, env: Mapping[str, Shape], dims: Mapping[st
                         f"`{ref.src}` where that axis has {dim} entries (it ranges over both {ranges[axis]} and {dim})",
                         column=ref.col,
                     )
-                ranges[axis] = dim
+                ranges.setdefault(axis, dim)
     # otherwise it follows from an affine position: x[t + k] with x (T + K - 1,), k in K gives t in T
     changed = True
     while changed:
@@ -107,7 +108,7 @@ def infer_index(definition: IndexDef, env: Mapping[str, Shape], dims: Mapping[st
             for sub, dim in zip(ref.subscripts, env[ref.name]):
                 unknown = [(n, c) for n, c in sub.terms if ref.axes[n] not in ranges]
                 if len(unknown) == 1 and unknown[0][1] == 1:
-                    span = dim - Dim.lit(sub.const)
+                    span = dim - sub.offset
                     for n, c in sub.terms:
                         if ref.axes[n] in ranges:
                             extent = ranges[ref.axes[n]] - Dim.lit(1)
@@ -132,25 +133,67 @@ def infer_index(definition: IndexDef, env: Mapping[str, Shape], dims: Mapping[st
 
 
 def _check_in_range(ref: IndexRef, sub, dim: Dim, ranges: dict[int, Dim]) -> None:
-    """``x[t + k]`` must stay inside x for *every* size: the slack ``dim − 1 − max index`` is
-    affine in the dims, and is ≥ 0 for all sizes ≥ 1 when its coefficients are ≥ 0 and it is
-    ≥ 0 with every dim at 1."""
-    top = Dim.lit(sub.const)
+    """``x[t + k]`` must stay inside x for *every* size: the lowest index and the slack
+    ``dim − 1 − highest index`` are expressions in the dims, and are ≥ 0 for all sizes ≥ 1 when
+    their coefficients are ≥ 0 and they are ≥ 0 with every dim at 1. Negative coefficients
+    (``gpad[t + K - 1 - k]``) lower the lowest index."""
+    top = bottom = sub.offset
     for name, coeff in sub.terms:
         extent = ranges[ref.axes[name]] - Dim.lit(1)
-        for _ in range(coeff):
-            top = top + extent
+        for _ in range(abs(coeff)):
+            if coeff > 0:
+                top = top + extent
+            else:
+                bottom = bottom - extent
     slack = dim - Dim.lit(1) - top
-    at_ones = slack.const + sum(c for _, c in slack.terms)
-    if sub.const < 0 or at_ones < 0 or any(c < 0 for _, c in slack.terms):
-        raise ShapeError(
-            f"`{ref.src}`: the index {sub} runs from {sub.const} to {top}, past the last index "
-            f"{dim - Dim.lit(1)} of that axis of {ref.name}",
-            column=ref.col,
-        )
+    for bound, where in ((slack, f"past the last index {dim - Dim.lit(1)}"), (bottom, "below the first index 0")):
+        if not (bound.monotone and bound.at_ones >= 0):
+            raise ShapeError(
+                f"`{ref.src}`: the index {sub} runs from {bottom} to {top}, {where} of that axis of {ref.name} "
+                f"(pad first, with a [backward] helper, to read zeros)",
+                column=ref.col,
+            )
 
 
 def _walk(node: Node):
     from .ir import walk
 
     return walk(node)
+
+
+def integer_kind(node: Node, integers: set[str]) -> bool:
+    """Is the expression an integer array (an ``index`` input, through structural ops only)?
+
+    An integer input is used only as an index (``C[I]``, ``one_hot``, ``take_along_axis``,
+    ``scatter_add``), possibly after ``[:, None]``, ``reshape``, slices or ``transpose``;
+    arithmetic on it is a located error, and so is a float where an index is needed.
+    """
+    if isinstance(node, Var):
+        return node.name in integers
+    if isinstance(node, IndexRef):
+        if node.name in integers:
+            raise ShapeError(f"`{node.src}`: the integer input {node.name} cannot be read as a number in index "
+                             f"form; use it as an index in matrix form (C[{node.name}], one_hot({node.name}, V))",
+                             column=node.col)
+        return False
+    if isinstance(node, IndexSum):
+        integer_kind(node.body, integers)
+        return False
+    if not isinstance(node, Call):
+        return False
+    kinds = [integer_kind(arg, integers) for arg in node.args]
+    op = OPS[node.op]
+    for k, (arg, is_int) in enumerate(zip(node.args, kinds)):
+        if k in op.index_args and not is_int:
+            raise ShapeError(f"`{node.src}` needs an integer array as its index: an input with "
+                             f"domain = \"index\" (and range = \"V\"), not `{arg.src}`", column=arg.col)
+        if k not in op.index_args and is_int and not op.keeps_integer:
+            name = next((n.name for n in _walk(arg) if isinstance(n, Var) and n.name in integers), arg.src)
+            raise ShapeError(f"`{node.src}`: arithmetic on the integer input {name}; an integer input is only "
+                             f"used as an index: C[{name}], one_hot({name}, V), take_along_axis(A, {name}, "
+                             f"axis=k) or scatter_add(S, {name}, V)", column=arg.col)
+    if op.keeps_integer and any(kinds):
+        if not all(kinds):
+            raise ShapeError(f"`{node.src}` mixes an integer array with floats", column=node.col)
+        return True
+    return False

@@ -24,6 +24,9 @@ class Step(sp.Function):
     def eval(cls, x):  # noqa: D102 - SymPy's hook
         if x.is_Number:
             return sp.Integer(1) if x > 0 else sp.Integer(0)
+        extreme = _against_extreme(x)
+        if extreme is not None:
+            return extreme
         if x.could_extract_minus_sign():
             return 1 - cls(-x)
         coeff, rest = x.as_coeff_Mul()
@@ -126,3 +129,96 @@ def derivative_of(fn):
     x = sp.Dummy("x", real=True)
     expr = sp.diff(fn(x), x)
     return lambda u: expr.xreplace({x: u})
+
+
+class MaxOf(sp.Function):
+    """``max(x_0, …, x_{k-1})`` of one slice. Its partial ``∂/∂x_i = Π_{j≠i} Step(x_i − x_j)`` is the
+    indicator of the arg-max (ties are never sampled): the gradient goes to the largest entry."""
+
+    @classmethod
+    def eval(cls, *xs):  # noqa: D102
+        if len(xs) == 1:
+            return xs[0]
+        if all(x.is_Number for x in xs):
+            return max(xs)
+        return None
+
+    def fdiff(self, argindex=1):  # noqa: D102
+        return is_extreme(self, argindex - 1)
+
+    def _eval_evalf(self, prec):
+        values = [x.evalf(prec) for x in self.args]
+        return max(values) if all(v.is_Number for v in values) else None
+
+
+class MinOf(sp.Function):
+    """``min(x_0, …, x_{k-1})``: ``∂/∂x_i = Π_{j≠i} Step(x_j − x_i)``, the arg-min's indicator."""
+
+    @classmethod
+    def eval(cls, *xs):  # noqa: D102
+        if len(xs) == 1:
+            return xs[0]
+        if all(x.is_Number for x in xs):
+            return min(xs)
+        return None
+
+    def fdiff(self, argindex=1):  # noqa: D102
+        return is_extreme(self, argindex - 1)
+
+    def _eval_evalf(self, prec):
+        values = [x.evalf(prec) for x in self.args]
+        return min(values) if all(v.is_Number for v in values) else None
+
+
+def is_extreme(e: MaxOf | MinOf, i: int) -> sp.Expr:
+    """1 where entry ``i`` of the slice is its max (or min), else 0: a product of steps."""
+    xs = e.args
+    if isinstance(e, MaxOf):
+        return sp.Mul(*[Step(xs[i] - x) for j, x in enumerate(xs) if j != i and x != xs[i]])
+    return sp.Mul(*[Step(x - xs[i]) for j, x in enumerate(xs) if j != i and x != xs[i]])
+
+
+def _against_extreme(x: sp.Expr) -> sp.Expr | None:
+    """``Step(x_i − max(xs))`` for an entry x_i of xs is the arg-max indicator of x_i, and
+    ``Step(max(xs) − x_i)`` its complement (likewise for min): a mask ``x >= max(x)`` equals the
+    indicator *by construction*, not by a sampled tie. The tie counts as ``>=`` either way, as
+    ``Step(−u) = 1 − Step(u)`` requires; a strict ``x > max(x)`` (0 everywhere) is left to the
+    numeric trials, which evaluate it exactly."""
+    if not x.is_Add:
+        return None
+    found = [(t, 1) if isinstance(t, (MaxOf, MinOf)) else (t.args[1], -1) for t in x.args
+             if isinstance(t, (MaxOf, MinOf)) or (t.is_Mul and len(t.args) == 2 and t.args[0] == -1
+                                                  and isinstance(t.args[1], (MaxOf, MinOf)))]
+    if len(found) == 1:
+        term, sign = found[0]
+        entry = -(x - sign * term) if sign == 1 else x + term
+        matches = [k for k, arg in enumerate(term.args) if arg == entry or sp.expand(arg - entry) == 0]
+        if len(matches) != 1:
+            return None
+        indicator = is_extreme(term, matches[0])
+        entry_side = (sign == -1) == isinstance(term, MaxOf)  # Step(x_i − max) or Step(min − x_i)
+        return indicator if entry_side else 1 - indicator
+    return None
+
+
+class Clip(sp.Function):
+    """``clip(u, lo, hi)`` with ``lo``/``hi`` numbers; its derivative is the product
+    ``Step(u − lo)·Step(hi − u)`` (1 strictly inside, 0 outside), the form a mask claim takes."""
+
+    nargs = 3
+
+    @classmethod
+    def eval(cls, u, lo, hi):  # noqa: D102
+        if u.is_Number:
+            return min(max(u, lo), hi)
+        return None
+
+    def fdiff(self, argindex=1):  # noqa: D102
+        if argindex != 1:
+            return sp.Integer(0)  # the bounds are literals
+        u, lo, hi = self.args
+        return Step(u - lo) * Step(hi - u)
+
+    def _eval_evalf(self, prec):
+        u, lo, hi = (a.evalf(prec) for a in self.args)
+        return min(max(u, lo), hi) if u.is_Number else None
