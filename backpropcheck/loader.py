@@ -288,6 +288,9 @@ class _Builder:
             self.d.inputs[name] = inp
             self.env[name] = inp.shape
 
+    def _integer_ranges(self) -> dict[str, Dim]:
+        return {n: i.range for n, i in self.d.inputs.items() if i.domain == "index" and i.range is not None}
+
     def _scope(self, extra: set[str], allow_prime: bool) -> Scope:
         return Scope(
             tensors=set(self.d.inputs) | {f.name for f in self.d.forward} | extra,
@@ -347,7 +350,7 @@ class _Builder:
             try:
                 if indexed:
                     index = parse_index_definition(text, indexed[1], scope, self.limits)
-                    shape = infer_index(index, self.env, self.d.dims)
+                    shape = infer_index(index, self.env, self.d.dims, integer_ranges=self._integer_ranges())
                     definition = Definition(name, text, None, shape, index, key=where)
                 else:
                     node = self._expr(where, text, scope, later)
@@ -446,7 +449,8 @@ class _Builder:
                 if name in claim.uses:
                     raise DerivationError(f"the claim uses {name} itself, so it would hold trivially")
                 if claim.index is not None:
-                    shape = infer_index(claim.index, self.env, self.d.dims, key_shape=self.env[target])
+                    shape = infer_index(claim.index, self.env, self.d.dims, key_shape=self.env[target],
+                                        integer_ranges=self._integer_ranges())
                 else:
                     shape = infer(claim.node, self.env)
                 if integer_kind(claim.node, self.d.integers):

@@ -276,3 +276,31 @@ def test_unsupported_spellings_say_what_to_write_instead(text: str, words: str) 
     with pytest.raises(DerivationError) as info:
         parse_expression(text, scope())
     assert words in str(info.value)
+
+
+NLL = derivation_toml(
+    dims={"B": "rows", "K": "classes"},
+    inputs={"Z": ["B", "K"], "y": '{ shape = ["B"], domain = "index", range = "K" }', "W": ["B", "K"]},
+    forward={"L": "log_softmax(Z, axis=1)", "picked[b]": "L[b, y[b]]"},
+    loss={"E": "-mean(picked)"},
+    claims={"grad_Z": "(softmax(Z, axis=1) - one_hot(y, K)) / B"},
+)
+
+
+def test_an_integer_input_as_an_index_form_subscript(tmp_path) -> None:
+    """logp[b, y[b]]: the labels pick one entry per row in index form (SPEC §6.1)."""
+    assert verdicts(check_text(tmp_path, NLL, FAST)) == {"grad_Z": "proved"}
+    wrong = NLL.replace("one_hot(y, K)) / B", "one_hot(y, K))") + '\n[expect]\ngrad_Z = "refuted"\n'
+    assert verdicts(check_text(tmp_path, wrong, FAST)) == {"grad_Z": "refuted"}
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (('range = "K"', 'range = "B"'), "y takes values in 0 … B - 1 but indexes an axis of K entries"),
+        (("L[b, y[b]]", "L[b, W[b, b]]"), "must be an integer input"),
+    ],
+)
+def test_a_lookup_subscript_must_be_an_integer_input_of_the_axis_range(tmp_path, change, words) -> None:
+    result = check_text(tmp_path, NLL.replace(*change), FAST)
+    assert result.status == "error" and words in (result.error or ""), result.error

@@ -91,7 +91,7 @@ def _step(node, args, env, sizes, backend, space):
         return backend.wrap(backend.scalar(sizes[node.dim])), {}
     if isinstance(node, IndexRef):
         assert space is not None
-        index = _gather_index(node, env[node.name].shape, space, sizes)
+        index = _gather_index(node.subscripts, node, env[node.name].shape, space, sizes, env)
         return _to_rank(env[node.name][index], space.rank), {"index": index}
     if isinstance(node, IndexSum):
         assert space is not None
@@ -114,9 +114,15 @@ def _to_rank(value: np.ndarray, rank: int) -> np.ndarray:
     return value
 
 
-def _gather_index(node: IndexRef, shape: tuple[int, ...], space: _IndexSpace, sizes: Mapping[str, int]) -> tuple:
+def _gather_index(subscripts, node: IndexRef, shape: tuple[int, ...], space: _IndexSpace,
+                  sizes: Mapping[str, int], env: Mapping[str, np.ndarray]) -> tuple:
     index = []
-    for k, sub in enumerate(node.subscripts):
+    for k, sub in enumerate(subscripts):
+        if sub.lookup is not None:  # logp[b, y[b]]: the entries of an integer array as positions
+            name, inner = sub.lookup
+            values = env[name][_gather_index(inner, node, env[name].shape, space, sizes, env)]
+            index.append(np.asarray(np.real(values) if np.iscomplexobj(values) else values).astype(int))
+            continue
         position: Any = sub.offset_value(sizes)
         low = high = position
         for name, coeff in sub.terms:

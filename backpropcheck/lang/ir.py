@@ -62,6 +62,7 @@ class Subscript:
     terms: tuple[tuple[str, int], ...]
     const: int
     dim_terms: tuple[tuple[str, int], ...] = ()  # dim names in the offset: gpad[t + K - 1 - k]
+    lookup: tuple[str, tuple[Subscript, ...]] | None = None  # logp[b, y[b]]: the position is y[b]
 
     @property
     def offset(self):
@@ -74,6 +75,8 @@ class Subscript:
         return self.const + sum(c * sizes[n] for n, c in self.dim_terms)
 
     def __str__(self) -> str:
+        if self.lookup is not None:
+            return f"{self.lookup[0]}[{', '.join(str(s) for s in self.lookup[1])}]"
         text = ""
         for n, c in sorted(self.terms, key=lambda t: t[1] < 0):  # positive terms first: t - k, not -k + t
             term = n if abs(c) == 1 else f"{abs(c)}*{n}"

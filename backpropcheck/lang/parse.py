@@ -201,7 +201,7 @@ class _Parser:
             raise self.error(node, "only a named tensor can be indexed, as in W[i, j]")
         subs = tuple(self._subscript(it) for it in items)
         assert self.index is not None
-        axes = {name: self.index.axis(name) for sub in subs for name, _ in sub.terms}
+        axes = {name: self.index.axis(name) for sub in _flat_subscripts(subs) for name, _ in sub.terms}
         return IndexRef(node.col_offset + 1, node.value.id, subs, axes)
 
     def _slice(self, node: ast.Subscript, items: list[ast.AST]) -> Node:
@@ -227,6 +227,10 @@ class _Parser:
         return Call(node.col_offset + 1, "slice", (self.expr(node.value),), {"items": tuple(kinds)})
 
     def _subscript(self, node: ast.AST) -> Subscript:
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id in self.scope.tensors:
+            # logp[b, y[b]]: an entry of an integer input as the position (checked to be one at load)
+            inner = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+            return Subscript((), 0, (), lookup=(node.value.id, tuple(self._subscript(it) for it in inner)))
         terms: dict[str, int] = {}
         dim_terms: dict[str, int] = {}
         const = 0
@@ -532,6 +536,18 @@ def _usage(name: str, params: list[Param]) -> str:
 
 def _is_colon(node: ast.AST) -> bool:
     return isinstance(node, ast.Slice) and node.lower is None and node.upper is None and node.step is None
+
+
+def _flat_subscripts(subs) -> list[Subscript]:
+    """Every subscript, the ones inside a lookup (``y[b]`` in ``logp[b, y[b]]``) included."""
+    out: list[Subscript] = []
+    stack = list(subs)
+    while stack:
+        sub = stack.pop()
+        out.append(sub)
+        if sub.lookup is not None:
+            stack.extend(sub.lookup[1])
+    return out
 
 
 def _is_ellipsis(node: ast.AST) -> bool:

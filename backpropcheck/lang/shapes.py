@@ -70,7 +70,7 @@ def _hint(node: Call, env: Mapping[str, Shape]) -> str | None:
 
 
 def infer_index(definition: IndexDef, env: Mapping[str, Shape], dims: Mapping[str, object],
-                key_shape: Shape | None = None) -> Shape:
+                key_shape: Shape | None = None, integer_ranges: Mapping[str, Dim] | None = None) -> Shape:
     """Check an index-form body and find each free index's range from the shapes it indexes — or,
     for a claim (``"grad_w[f, c, p, q]"``), from the target's axes, which the key ranges over."""
     ranges: dict[int, Dim] = {axis: Dim.of(dim) for axis, dim in definition.bound_dims.items()}
@@ -80,6 +80,7 @@ def infer_index(definition: IndexDef, env: Mapping[str, Shape], dims: Mapping[st
                              f"{fmt_shape(key_shape)}")
         ranges.update(enumerate(key_shape))
     refs = [n for n in _walk(definition.body) if isinstance(n, IndexRef)]
+    refs += _lookups(refs, env, integer_ranges or {})
     for ref in refs:
         shape = env[ref.name]
         if len(shape) != len(ref.subscripts):
@@ -132,11 +133,37 @@ def infer_index(definition: IndexDef, env: Mapping[str, Shape], dims: Mapping[st
     return tuple(ranges[axis] for axis in free_axes)
 
 
+def _lookups(refs: list[IndexRef], env: Mapping[str, Shape], integer_ranges: Mapping[str, Dim]) -> list[IndexRef]:
+    """The integer arrays read as positions (``y[b]`` in ``logp[b, y[b]]``), as refs of their own:
+    their indices range over their axes. Each must be an ``index`` input whose range is the axis
+    it indexes, so the position stays inside for every draw."""
+    out: list[IndexRef] = []
+    todo = list(refs)
+    while todo:
+        ref = todo.pop()
+        for sub, dim in zip(ref.subscripts, env[ref.name]):
+            if sub.lookup is None:
+                continue
+            name, inner = sub.lookup
+            if name not in integer_ranges:
+                raise ShapeError(f"`{ref.src}`: {name} is used as a position, so it must be an integer input "
+                                 f'(domain = "index", range = "{dim}")', column=ref.col)
+            if integer_ranges[name] != dim:
+                raise ShapeError(f"`{ref.src}`: {name} takes values in 0 … {integer_ranges[name]} - 1 but indexes an "
+                                 f"axis of {dim} entries", column=ref.col)
+            nested = IndexRef(ref.col, name, inner, ref.axes, src=f"{name}[...]")
+            out.append(nested)
+            todo.append(nested)
+    return out
+
+
 def _check_in_range(ref: IndexRef, sub, dim: Dim, ranges: dict[int, Dim]) -> None:
     """``x[t + k]`` must stay inside x for *every* size: the lowest index and the slack
     ``dim − 1 − highest index`` are expressions in the dims, and are ≥ 0 for all sizes ≥ 1 when
     their coefficients are ≥ 0 and they are ≥ 0 with every dim at 1. Negative coefficients
     (``gpad[t + K - 1 - k]``) lower the lowest index."""
+    if sub.lookup is not None:
+        return  # an integer input's range was matched with the axis in _lookups
     top = bottom = sub.offset
     for name, coeff in sub.terms:
         extent = ranges[ref.axes[name]] - Dim.lit(1)
