@@ -356,7 +356,11 @@ class SymbolicTruth:
         if self._layered is None:
             self._layered = [p for p in (self._layered_point(rng) for _ in range(tries)) if p is not None]
         e = self._concrete_functions(e)
+        kinks = [k.args[0] for k in e.atoms(Step, Relu)]
         for point, values in self._layered:
+            if any(not (arg := k.xreplace(values).evalf(60)).is_Number or abs(arg) < sp.Float("1e-20")
+                   for k in kinks):
+                continue  # a tie (x >= max(x) at the arg-max is one by construction): never a witness
             value = e.xreplace(values).evalf(60)
             if value.is_Number and value.is_real and abs(value) > sp.Float("1e-25"):
                 return float(value), point
