@@ -228,6 +228,8 @@ class _Builder:
                 raise _fail(f"functions.{name}", f'a function must be declared "elementwise", not {kind!r}')
             if name.endswith("_prime"):
                 raise _fail(f"functions.{name}", "declare f; f_prime is its derivative and comes with it")
+            if name in BUILTIN_FUNCTIONS:  # a call could mean either function
+                raise _fail(f"functions.{name}", f"{name!r} is the name of a built-in function; name yours otherwise")
             self.d.functions.add(name)
 
     def _shape(self, where: str, value: Any) -> Shape:
