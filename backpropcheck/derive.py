@@ -121,6 +121,54 @@ def to_text(node: Node) -> str:
     return _text(node)[0]
 
 
+def _dims(dims) -> str:
+    """A tuple of dim expressions as the language writes it: ``(B, T, H*D)``, ``(n,)``."""
+    parts = [str(d) for d in dims]
+    return f"({parts[0]},)" if len(parts) == 1 else f"({', '.join(parts)})"
+
+
+def _bound(d) -> str:
+    return "" if d is None else str(d)
+
+
+def _slice_text(n: Call) -> str:
+    items = []
+    for it in n.params["items"]:
+        if it is None:
+            items.append("None")
+        elif it in (":", "..."):
+            items.append(it)
+        else:
+            items.append(f"{_bound(it[0])}:{_bound(it[1])}")
+    return f"{_wrap(_text(n.args[0]), _ATOM)}[{', '.join(items)}]"
+
+
+def _axis_kw(n: Call) -> str:
+    return "" if n.params.get("axis") is None else f", axis={n.params['axis']}"
+
+
+# ops written with their static parameters (shapes, axes, bounds, widths)
+_STRUCTURAL: dict[str, Callable[[Call], str]] = {
+    "reshape": lambda n: f"reshape({to_text(n.args[0])}, {_dims(n.params['shape'])})",
+    "transpose": lambda n: f"transpose({to_text(n.args[0])}"
+                           + ("" if n.params.get("axes") is None else f", {_dims(n.params['axes'])}") + ")",
+    "swapaxes": lambda n: f"swapaxes({to_text(n.args[0])}, {n.params['axis1']}, {n.params['axis2']})",
+    "flip": lambda n: f"flip({to_text(n.args[0])}{_axis_kw(n)})",
+    "slice": _slice_text,
+    "concat": lambda n: f"concat([{', '.join(to_text(a) for a in n.args)}], axis={n.params.get('axis', 0)})",
+    "stack": lambda n: f"stack([{', '.join(to_text(a) for a in n.args)}], axis={n.params.get('axis', 0)})",
+    "pad": lambda n: f"pad({to_text(n.args[0])}, ("
+                     + ", ".join(f"({lo}, {hi})" for lo, hi in n.params["widths"])
+                     + ("," if len(n.params["widths"]) == 1 else "") + "))",
+    "clip": lambda n: f"clip({to_text(n.args[0])}, {num_text(n.params['lo'])}, {num_text(n.params['hi'])})",
+    "gather": lambda n: f"{_wrap(_text(n.args[0]), _ATOM)}[{to_text(n.args[1])}]",
+    "scatter_add": lambda n: f"scatter_add({to_text(n.args[0])}, {to_text(n.args[1])}, {n.params['V']})",
+    "one_hot": lambda n: f"one_hot({to_text(n.args[0])}, {n.params['V']})",
+    "take_along_axis": lambda n: f"take_along_axis({to_text(n.args[0])}, {to_text(n.args[1])}, "
+                                 f"axis={n.params.get('axis', 0)})",
+}
+
+
 def _wrap(part: tuple[str, int], need: int) -> str:
     return part[0] if part[1] >= need else f"({part[0]})"
 
@@ -152,7 +200,9 @@ def _text(node: Node) -> tuple[str, int]:
     if op == "expand":
         items = ", ".join(":" if it == ":" else "None" for it in p["items"])
         return f"{_wrap(_text(args[0]), _ATOM)}[{items}]", _ATOM
-    if op in ("sum", "mean", "logsumexp", "softmax", "log_softmax"):
+    if op in _STRUCTURAL:
+        return _STRUCTURAL[op](node), _ATOM
+    if op in ("sum", "mean", "logsumexp", "softmax", "log_softmax", "max", "min"):
         parts = [to_text(args[0])]
         if p.get("axis") is not None:
             parts.append(f"axis={p['axis']}")

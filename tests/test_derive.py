@@ -24,7 +24,7 @@ from backpropcheck.checker import Options
 from backpropcheck.cli import main
 from backpropcheck.engines.evaluate import Backend, evaluate
 from backpropcheck.lang import ops
-from backpropcheck.lang.dims import Dim
+from backpropcheck.lang.dims import Dim, parse_dim
 from backpropcheck.lang.ir import Call, Var, walk
 from backpropcheck.lang.ops import ELEMENTWISE
 from backpropcheck.lang.parse import Scope, parse_expression
@@ -34,8 +34,16 @@ BACKEND = Backend(symbolic=False, functions=ELEMENTWISE.__getitem__, const=lambd
 DIMS = ("m", "n", "p")
 
 
+# integer inputs of the adjoint cases, and the dim their entries index
+INDEX_RANGE = {"I": "p", "I1": "n", "J": "m", "K3": "n"}
+
+
+def _dim(d):
+    return parse_dim(d, {k: None for k in DIMS}) if isinstance(d, str) else Dim.lit(d)
+
+
 def _setup(shapes: dict[str, tuple[str, ...]], text: str):
-    env = {name: tuple(Dim.of(d) if isinstance(d, str) else Dim.lit(d) for d in dims) for name, dims in shapes.items()}
+    env = {name: tuple(_dim(d) for d in dims) for name, dims in shapes.items()}
     node = parse_expression(text, Scope(tensors=set(shapes) | {"G"}, dims=set(DIMS)))
     env["G"] = infer(node, env)
     return node, dv.Context(env)
@@ -44,8 +52,10 @@ def _setup(shapes: dict[str, tuple[str, ...]], text: str):
 def _arrays(shapes, sizes, rng, domain):
     out = {}
     for name, dims in shapes.items():
-        shape = tuple(sizes[d] if isinstance(d, str) else d for d in dims)
-        if domain == "positive":
+        shape = tuple(_dim(d).value(sizes) for d in dims)
+        if name in INDEX_RANGE:
+            out[name] = rng.integers(0, sizes[INDEX_RANGE[name]], shape).astype(float)
+        elif domain == "positive":
             out[name] = rng.uniform(0.5, 2.0, shape)
         elif domain == "unit":
             out[name] = rng.uniform(0.1, 0.9, shape)
@@ -112,6 +122,38 @@ ADJOINT_CASES = [
     ("einsum('i,ij,j->', x, A, y)", {"x": ("m",), "A": ("m", "n"), "y": ("n",)}, "real"),
     ("einsum('ij,ij->ji', A, B)", {"A": ("m", "n"), "B": ("m", "n")}, "real"),
     ("einsum('ij->ji', A)", {"A": ("m", "n")}, "real"),
+    # SPEC §6 ops: structural ops, max/min reductions, clip and the integer-index ops
+    ("reshape(A, (n, m))", {"A": ("m", "n")}, "real"),
+    ("reshape(R, (m*n, p))", {"R": ("m", "n", "p")}, "real"),
+    ("transpose(R, (1, 2, 0))", {"R": ("m", "n", "p")}, "real"),
+    ("transpose(R)", {"R": ("m", "n", "p")}, "real"),
+    ("swapaxes(R, 0, 2)", {"R": ("m", "n", "p")}, "real"),
+    ("flip(A, axis=1)", {"A": ("m", "n")}, "real"),
+    ("flip(R)", {"R": ("m", "n", "p")}, "real"),
+    ("A[:, n:n + p]", {"A": ("m", "n + p")}, "real"),
+    ("A[:n]", {"A": ("n + p", "m")}, "real"),
+    ("A[None, m:, None, :p]", {"A": ("2*m", "p + 1")}, "real"),
+    ("R[..., 1:p + 1]", {"R": ("m", "n", "p + 2")}, "real"),
+    ("concat([A, B], axis=1)", {"A": ("m", "n"), "B": ("m", "p")}, "real"),
+    ("concat([A, B, A], axis=0)", {"A": ("m", "n"), "B": ("p", "n")}, "real"),
+    ("stack([A, B], axis=1)", {"A": ("m", "n"), "B": ("m", "n")}, "real"),
+    ("stack([A, B, A])", {"A": ("m", "n"), "B": ("m", "n")}, "real"),
+    ("pad(A, ((1, 0), (n, p)))", {"A": ("m", "n")}, "real"),
+    ("pad(x, ((p - 1, p - 1),))", {"x": ("n",)}, "real"),
+    ("max(A)", {"A": ("m", "n")}, "real"),
+    ("max(A, axis=1, keepdims=True)", {"A": ("m", "n")}, "real"),
+    ("min(A, axis=0)", {"A": ("m", "n")}, "real"),
+    ("max(R, axis=(0, 2))", {"R": ("m", "n", "p")}, "real"),
+    ("min(R, axis=(1, 2), keepdims=True)", {"R": ("m", "n", "p")}, "real"),
+    ("mean(R, axis=(0, 2))", {"R": ("m", "n", "p")}, "real"),
+    ("sum(R, axis=(0, 1))", {"R": ("m", "n", "p")}, "real"),
+    ("clip(A, -0.5, 0.5)", {"A": ("m", "n")}, "real"),
+    ("Em[I]", {"Em": ("p", "n"), "I": ("m", 2)}, "real"),
+    ("scatter_add(S, I, p)", {"S": ("m", 2, "n"), "I": ("m", 2)}, "real"),
+    ("take_along_axis(A, I1[:, None], axis=1)", {"A": ("m", "n"), "I1": ("m",)}, "real"),
+    ("take_along_axis(A, J, axis=0)", {"A": ("m", "n"), "J": (2, "n")}, "real"),
+    ("take_along_axis(R, K3, axis=1)", {"R": ("m", "n", "p"), "K3": ("m", 3, "p")}, "real"),
+    ("one_hot(I1, n) * A", {"A": ("m", "n"), "I1": ("m",)}, "real"),
 ] + [
     (f"{name}(A)", {"A": ("m", "n")},
      "unit" if name == "logit" else "positive" if name in ("log", "log1p", "sqrt", "rsqrt") else "real")
@@ -144,7 +186,7 @@ def test_each_adjoint_template_matches_finite_differences(text, shapes, domain, 
     out = _value(node, env, sizes)
     env["G"] = rng.normal(size=out.shape)
     for name in shapes:
-        if name == "C":  # a mask: no gradient flows through a comparison
+        if name == "C" or name in INDEX_RANGE:  # a mask or an index: no gradient flows there
             assert dv.backprop(cx, node, Var(0, "G"), name) == []
             continue
         parts = dv.backprop(cx, node, Var(0, "G"), name)
@@ -160,6 +202,10 @@ def test_each_adjoint_template_matches_finite_differences(text, shapes, domain, 
         simple = dv.Rewriter(cx)(raw)
         np.testing.assert_allclose(_value(simple, env, sizes), expected, rtol=1e-5, atol=1e-6,
                                    err_msg=f"{text}: rewritten {dv.to_text(simple)}")
+        # the printed form reads back as the same expression (shapes, axes, bounds and widths included)
+        printed = parse_expression(dv.to_text(simple), Scope(tensors=set(shapes) | {"G"}, dims=set(DIMS)))
+        np.testing.assert_allclose(_value(printed, env, sizes), expected, rtol=1e-5, atol=1e-6,
+                                   err_msg=f"{text}: printed {dv.to_text(simple)}")
 
 
 def test_every_op_of_the_table_has_an_adjoint_template():

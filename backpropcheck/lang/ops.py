@@ -1364,18 +1364,35 @@ def _k(value: float) -> _Const:
 
 
 def _dim_node(d: Dim):
+    """A dim expression as an IR number: ``B*T`` → ``B * T``, ``T + K - 1`` → ``T + K - 1``."""
     if not d.terms:
         return _k(d.const)
-    if d.const == 0 and len(d.terms) == 1 and d.terms[0][1] == 1:
-        return _DimSize(0, d.terms[0][0])
-    raise NoAdjoint(f"the size {d} is not a single dim name")
+    out = None
+    for monomial, coeff in d.terms:
+        term = None
+        for name in monomial.split("*"):
+            term = _DimSize(0, name) if term is None else _c("mul", term, _DimSize(0, name))
+        if abs(coeff) != 1:
+            term = _c("mul", _k(abs(coeff)), term)
+        if out is None:
+            out = term if coeff > 0 else _c("neg", term)
+        else:
+            out = _c("add" if coeff > 0 else "sub", out, term)
+    if d.const:
+        out = _c("add" if d.const > 0 else "sub", out, _k(abs(d.const)))
+    return out
 
 
 def _shape_names(shape: Shape) -> tuple:
-    out = []
+    """A shape as ``ones``/``zeros`` take it: dim names, integers, or dim expressions."""
+    out: list = []
     for d in shape:
-        node = _dim_node(d)
-        out.append(node.dim if isinstance(node, _DimSize) else int(node.value))
+        if not d.terms:
+            out.append(int(d.const))
+        elif d.const == 0 and len(d.terms) == 1 and d.terms[0][1] == 1 and "*" not in d.terms[0][0]:
+            out.append(d.terms[0][0])
+        else:
+            out.append(d)
     return tuple(out)
 
 
@@ -1430,19 +1447,22 @@ def _adj_expand(cx, g, out, a, items):
 
 
 def _expand_back(cx, g, a, axis, keepdims):
-    """The gradient of a reduction, with its reduced axis back (size 1: it broadcasts)."""
+    """The gradient of a reduction, with its reduced axes back (size 1: they broadcast)."""
     shape = cx.shape(a)
     if axis is None or keepdims or len(shape) <= 1 or cx.shape(g) == ():
         return g  # nothing to re-insert, or a scalar that broadcasts anyway
-    g = cx.full(g, tuple(d for k, d in enumerate(shape) if k != axis % len(shape)))
-    ax = axis % len(shape)
-    items = tuple(None if k == ax else ":" for k in range(len(shape)))
+    axes = {k % len(shape) for k in (axis if isinstance(axis, tuple) else (axis,))}
+    if len(axes) == len(shape):
+        return g
+    g = cx.full(g, tuple(d for k, d in enumerate(shape) if k not in axes))
+    items = tuple(None if k in axes else ":" for k in range(len(shape)))
     return _c("expand", g, items=items)
 
 
 def _reduced_count(cx, a, axis):
     shape = cx.shape(a)
-    dims = list(shape) if axis is None else [shape[axis % len(shape)]]
+    dims = list(shape) if axis is None else \
+        [shape[k % len(shape)] for k in (axis if isinstance(axis, tuple) else (axis,))]
     nodes = [_dim_node(d) for d in dims]
     count = nodes[0] if nodes else _k(1)
     for n in nodes[1:]:
@@ -1536,11 +1556,6 @@ ADJOINTS: dict[str, Callable[..., tuple]] = {
     "ones": _adj_none, "zeros": _adj_none, "eye": _adj_none, "einsum": _adj_einsum,
 }
 
-def _no_adjoint(name: str):
-    def adjoint(cx, g, out, *args, **_):
-        raise NoAdjoint(f"derive does not write the gradient through {name} yet")
-
-    return adjoint
 
 
 def _adj_perm(name: str):
@@ -1548,7 +1563,7 @@ def _adj_perm(name: str):
     def adjoint(cx, g, out, a, **params):
         g = cx.full(g, cx.shape(out))
         if name == "transpose" and params.get("axes") is not None:
-            params = {"axes": tuple(int(k) for k in np.argsort(params["axes"]))}
+            params = {"axes": tuple(int(k) for k in np.argsort(_perm(params["axes"], len(params["axes"]))))}
         return (_c(name, g, **params),)
 
     return adjoint
@@ -1557,23 +1572,112 @@ def _adj_perm(name: str):
 def _adj_extreme(mask: str):
     """The gradient to the arg-max (arg-min): ``(a >= max) * g``, both brought back to a's rank."""
     def adjoint(cx, g, out, a, axis=None, keepdims=False):
-        if isinstance(axis, tuple):
-            raise NoAdjoint("derive does not write a max over a tuple of axes yet")
         back = _expand_back(cx, out, a, axis, keepdims)
-        return (_c("mul", _c(mask, a, back), _expand_back(cx, g, a, axis, keepdims)),)
+        return (_c("mul", _expand_back(cx, g, a, axis, keepdims), _c(mask, a, back)),)
 
     return adjoint
+
+
+def _zero_dim(d) -> bool:
+    return d is None or (not d.terms and d.const == 0)
+
+
+def _adj_slice(cx, g, out, a, items):
+    """``X[a:b]`` → ``pad(G, ((a, n - b),))``: zeros where the slice did not read; an axis the
+    slice added (``None``) is summed away first (it has size 1)."""
+    g = cx.full(g, cx.shape(out))
+    shape = cx.shape(a)
+    added, widths, k = [], [], 0
+    for j, it in enumerate(_slice_items(shape, items)):
+        if it is None:
+            added.append(j)
+            continue
+        if it == ":":
+            widths.append((Dim.lit(0), Dim.lit(0)))
+        else:
+            lo, hi = it
+            lo = Dim.lit(0) if lo is None else lo
+            widths.append((lo, Dim.lit(0) if hi is None else shape[k] - hi))
+        k += 1
+    for j in reversed(added):
+        g = _c("sum", g, axis=j, keepdims=False)
+    if all(_zero_dim(lo) and _zero_dim(hi) for lo, hi in widths):
+        return (g,)
+    return (_c("pad", g, widths=tuple(widths)),)
+
+
+def _cut(shape, axis: int, lo, hi) -> tuple:
+    """Slice items reading ``lo:hi`` along ``axis`` (None for a bound at the axis' own end)."""
+    ax = axis % len(shape)
+    lo = None if _zero_dim(lo) else lo
+    hi = None if hi == shape[ax] else hi
+    return (":",) * ax + ((lo, hi),)
+
+
+def _adj_concat(cx, g, out, *args, axis=0):
+    """``concat([A, B], axis)`` → each operand's block of G: ``G[:, :n]``, ``G[:, n:]``."""
+    g = cx.full(g, cx.shape(out))
+    shape = cx.shape(out)
+    ax = axis % len(shape)
+    grads, lo = [], Dim.lit(0)
+    for a in args:
+        hi = lo + cx.shape(a)[ax]
+        grads.append(_c("slice", g, items=_cut(shape, ax, lo, hi)))
+        lo = hi
+    return tuple(grads)
+
+
+def _adj_stack(cx, g, out, *args, axis=0):
+    """``stack([A, B], axis)`` → ``sum(G[k:k+1], axis)`` (the size-1 slice without its axis)."""
+    g = cx.full(g, cx.shape(out))
+    shape = cx.shape(out)
+    ax = axis % len(shape)
+    return tuple(_c("sum", _c("slice", g, items=_cut(shape, ax, Dim.lit(k), Dim.lit(k + 1))), axis=ax, keepdims=False)
+                 for k in range(len(args)))
+
+
+def _adj_pad(cx, g, out, a, widths):
+    """``pad(X, widths)`` → the block of G that holds X."""
+    g = cx.full(g, cx.shape(out))
+    shape = cx.shape(out)
+    items = tuple(":" if _zero_dim(lo) and _zero_dim(hi) else ((None if _zero_dim(lo) else lo),
+                                                                (None if _zero_dim(hi) else n - hi))
+                  for n, (lo, hi) in zip(shape, widths))
+    while items and items[-1] == ":":
+        items = items[:-1]
+    return (_c("slice", g, items=items) if items else g,)
+
+
+def _adj_take_along_axis(cx, g, out, a, i, axis=0):
+    """``take_along_axis(A, I, axis)`` → ``sum(G[..., None] * one_hot(I, n), axis)`` with the one-hot
+    axis moved back to ``axis``: each picked entry receives its G."""
+    shape, ishape = cx.shape(a), cx.shape(i)
+    ax = axis % len(shape)
+    if any(d != e for k, (d, e) in enumerate(zip(shape, ishape)) if k != ax):
+        raise NoAdjoint("take_along_axis with an index array that broadcasts along another axis")
+    g = cx.full(g, cx.shape(out))
+    hot = _c("one_hot", i, V=shape[ax])
+    picked = _c("mul", _c("expand", g, items=(":",) * len(shape) + (None,)), hot)
+    grad = _c("sum", picked, axis=ax, keepdims=False)  # (…, n) with n last
+    if ax != len(shape) - 1:
+        perm = list(range(len(shape) - 1))
+        perm.insert(ax, len(shape) - 1)
+        grad = _c("transpose", grad, axes=tuple(perm))
+    return grad, None
+
+
+def _adj_clip(cx, g, out, a, lo, hi):
+    return (_c("mul", g, _c("mul", _c("gt", a, _k(lo)), _c("lt", a, _k(hi)))),)
 
 
 ADJOINTS.update({
     "transpose": _adj_perm("transpose"), "swapaxes": _adj_perm("swapaxes"), "flip": _adj_perm("flip"),
     "reshape": lambda cx, g, out, a, shape: (_c("reshape", cx.full(g, cx.shape(out)), shape=cx.shape(a)),),
-    "max": _adj_extreme("ge"), "min": _adj_extreme("le"),
-    "clip": lambda cx, g, out, a, lo, hi: (_c("mul", g, _c("mul", _c("gt", a, _k(lo)), _c("lt", a, _k(hi)))),),
+    "max": _adj_extreme("ge"), "min": _adj_extreme("le"), "clip": _adj_clip,
     "gather": lambda cx, g, out, c, i: (_c("scatter_add", cx.full(g, cx.shape(out)), i, V=cx.shape(c)[0]), None),
-    "scatter_add": lambda cx, g, out, s, i, V: (_c("gather", g, i), None),
-    "one_hot": _adj_none,
-    **{name: _no_adjoint(name) for name in ("slice", "concat", "stack", "pad", "take_along_axis")},
+    "scatter_add": lambda cx, g, out, s, i, V: (_c("gather", cx.full(g, cx.shape(out)), i), None),
+    "one_hot": _adj_none, "slice": _adj_slice, "concat": _adj_concat, "stack": _adj_stack, "pad": _adj_pad,
+    "take_along_axis": _adj_take_along_axis,
 })
 
 for _name, _adjoint in ADJOINTS.items():
