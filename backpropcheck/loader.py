@@ -279,6 +279,8 @@ class _Builder:
                     raise _fail(where, f"a {domain} input needs at least one axis")
                 if domain == "onehot" and not constant:
                     raise _fail(where, "a onehot input is a label: mark it constant = true")
+                if domain == "binary" and not constant:  # a 0/1 draw has no derivative to take
+                    raise _fail(where, "a binary input is a mask: mark it constant = true")
                 if ("range" in spec) != (domain == "index"):
                     raise _fail(where, 'an integer input is { shape = [...], domain = "index", range = "V" }: '
                                 'range goes with domain = "index" and only with it')

@@ -248,3 +248,26 @@ def test_the_vanishing_terms_do_not_vanish_off_their_domain(tmp_path: Path, doma
     assert off[0] in text
     result = check_text(tmp_path, with_claims(text.replace(*off), {name: f"{correct} + {vanishing} * {var}"}))
     assert claim(result, name).verdict == "refuted"
+
+
+def test_a_binary_mask_must_be_constant(tmp_path: Path) -> None:
+    """A 0/1 draw has no derivative: claiming grad_M of a non-constant mask was refuted although right."""
+    text = """
+[derivation]
+title = "dropout"
+[dims]
+n = "units"
+[inputs]
+x = ["n"]
+M = { shape = ["n"], domain = "binary" }
+[forward]
+h = "x * M"
+[loss]
+upstream = "h"
+[claims]
+grad_x = "grad_h * M"
+"""
+    result = check_text(tmp_path, text)
+    assert result.status == "error" and "constant = true" in (result.error or "")
+    fixed = check_text(tmp_path, text.replace('domain = "binary" }', 'domain = "binary", constant = true }'))
+    assert claim(fixed, "grad_x").verdict == "proved"

@@ -304,3 +304,31 @@ def test_an_integer_input_as_an_index_form_subscript(tmp_path) -> None:
 def test_a_lookup_subscript_must_be_an_integer_input_of_the_axis_range(tmp_path, change, words) -> None:
     result = check_text(tmp_path, NLL.replace(*change), FAST)
     assert result.status == "error" and words in (result.error or ""), result.error
+
+
+def test_an_index_range_past_the_indexed_axis_is_a_located_error(tmp_path) -> None:
+    """The shapes agree over names, but y drawn in 0 … W-1 reaches past C's V rows: a file error at the
+    definition, never an internal error."""
+    text = """
+[derivation]
+title = "embedding with a range that is not C's first dim"
+[dims]
+V = "vocabulary"
+E = "embedding"
+B = "batch"
+W = "another dim"
+[inputs]
+C = ["V", "E"]
+y = { shape = ["B"], domain = "index", range = "W" }
+[forward]
+h = "C[y]"
+[loss]
+upstream = "h"
+[claims]
+grad_C = "scatter_add(grad_h, y, V)"
+[check]
+max_dim = 6
+"""
+    result = check_text(tmp_path, text, Options(trials=8, shapes=1))
+    assert result.status == "error", result
+    assert "[forward.h]" in result.error and "range" in result.error and "internal error" not in result.error

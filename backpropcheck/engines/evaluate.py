@@ -104,7 +104,15 @@ def _step(node, args, env, sizes, backend, space):
     params = _params(node, backend, sizes)
     op = OPS[node.op]
     fn = op.symbolic if backend.symbolic and op.symbolic is not None else op.numeric
-    return backend.wrap(fn(*args, **params)), params
+    try:
+        return backend.wrap(fn(*args, **params)), params
+    except IndexError:
+        if not op.index_args:
+            raise
+        # the shapes agree over names, but an integer input drawn from its range reached past the axis
+        # it indexes: the range and the axis differ
+        raise DerivationError(f"`{node.src}`: an integer index reaches past the axis it indexes; declare the "
+                              f"index input's range = \"…\" as that axis's dim", column=node.col) from None
 
 
 def _to_rank(value: np.ndarray, rank: int) -> np.ndarray:
