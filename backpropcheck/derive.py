@@ -466,7 +466,49 @@ def r_sums(cx: Context, n: Call) -> Node | None:
         return x if not x.params.get("keepdims") else call("sum", x.args[0], axis=None, keepdims=False)
     if cx.shape(x) == () and axis is None:
         return x
+    if _is(x, "sum") and not keep and not x.params.get("keepdims") and axis is not None \
+            and x.params.get("axis") is not None:  # sum(sum(X, axis=2), axis=1) → sum(X, axis=(1, 2))
+        rank = len(cx.shape(x.args[0]))
+        inner = x.params["axis"]
+        gone = {k % rank for k in (inner if isinstance(inner, tuple) else (inner,))}
+        kept = [k for k in range(rank) if k not in gone]
+        outer = axis if isinstance(axis, tuple) else (axis,)
+        axes = tuple(sorted(gone | {kept[k % len(kept)] for k in outer}))
+        return call("sum", x.args[0], axis=axes if len(axes) < rank else None, keepdims=False)
     return None
+
+
+def _terms(node: Node) -> list[Node]:
+    if _is(node, "add"):
+        return _terms(node.args[0]) + _terms(node.args[1])
+    return [node]
+
+
+def r_blocks(cx: Context, n: Call) -> Node | None:
+    """Pads that tile one axis, added: ``pad(a, ((0, 0), (0, H))) + pad(b, ((0, 0), (H, 0)))`` →
+    ``concat([a, b], axis=1)`` (each block of the gradient is written where it goes)."""
+    if n.op != "add":
+        return None
+    terms = _terms(n)
+    if len(terms) < 2 or not all(_is(t, "pad") for t in terms):
+        return None
+    padded = [[k for k, (lo, hi) in enumerate(t.params["widths"]) if lo.terms or lo.const or hi.terms or hi.const]
+              for t in terms]
+    if any(len(p) != 1 for p in padded) or len({p[0] for p in padded}) != 1:
+        return None
+    axis = padded[0][0]
+    total = cx.shape(n)[axis]
+    blocks = sorted(terms, key=lambda t: (t.params["widths"][axis][0].at_ones, str(t.params["widths"][axis][0])))
+    at = Dim.lit(0)
+    for t in blocks:
+        lo, hi = t.params["widths"][axis]
+        extent = cx.shape(t.args[0])[axis]
+        if lo != at or hi != total - at - extent:
+            return None
+        at = at + extent
+    if at != total:
+        return None
+    return call("concat", *[t.args[0] for t in blocks], axis=axis)
 
 
 def r_einsum(cx: Context, n: Call) -> Node | None:
@@ -639,6 +681,7 @@ RULES: list[Callable[[Context, Call], Node | None]] = [
     r_diag,
     r_factor, r_mean,
     r_identity, r_constants, r_signs, r_transpose, r_ones, r_sums, r_einsum, r_scalars_out, r_leading_axis,
+    r_blocks,
 ]
 
 
@@ -646,20 +689,28 @@ RULES: list[Callable[[Context, Call], Node | None]] = [
 # index form → einsum
 
 
-def index_to_matrix(definition, lookup: Callable | None = None, protect: str | None = None) -> Node | None:
+def index_to_matrix(definition, lookup: Callable | None = None, protect: str | None = None,
+                    only: str | None = None, shapes: dict[str, Shape] | None = None) -> Node | None:
     """An index-form body that is a sum of products of plainly indexed entries, as einsums.
 
     With ``lookup``, an entry read at shifted indices (``x[t + k]``) may stand for a forward
     variable that holds exactly those entries (``Xcol[t, k] = x[t + k]``): ``lookup(ref, range_of)``
     returns ``(name, indices)`` or None. That is only sound for the gradient of *another* factor,
-    so an entry of ``protect`` (the variable being differentiated) is never replaced."""
+    so an entry of ``protect`` (the variable being differentiated) is never replaced.
+
+    With ``only``, the terms that do not read ``only`` are left out: the result then has the
+    same derivative with respect to ``only`` (and is used for nothing else)."""
     idx = definition.index
     letters: dict[str, str] = {}
     for name in idx.free:
         letters[name] = _letter(name, letters)
-    terms = _index_terms(idx.body, {}, letters, affine=lookup is not None)
+    terms = _index_terms(idx.body, {}, letters, affine=lookup is not None or only is not None, shapes=shapes)
     if terms is None:
         return None
+    if only is not None:
+        terms = [t for t in terms if any(_ref_name(r) == only for r in t[2])]
+        if not terms:
+            return None
     axes = {name: k for k, name in enumerate(idx.free)}
     axes.update({n.index: n.axis for n in walk(idx.body) if isinstance(n, IndexSum)})
 
@@ -687,7 +738,8 @@ def index_to_matrix(definition, lookup: Callable | None = None, protect: str | N
         if not refs:
             return None
         covered = "".join(c for c in out if c in used)  # a term without some free index broadcasts along it
-        node: Node = call("einsum", *[Var(0, r[0]) for r in refs], spec=",".join(subs) + "->" + covered)
+        operands = [r[0] if isinstance(r[0], Node) else Var(0, r[0]) for r in refs]
+        node: Node = call("einsum", *operands, spec=",".join(subs) + "->" + covered)
         if covered != out:
             node = call("expand", node, items=tuple(":" if c in used else None for c in out))
         for index, dim in bound.items():
@@ -702,6 +754,13 @@ def index_to_matrix(definition, lookup: Callable | None = None, protect: str | N
     return total
 
 
+def _ref_name(ref) -> str:
+    """The tensor an entry of :func:`_index_terms` reads."""
+    if ref[0] == "@":
+        return ref[1].name
+    return ref[0] if isinstance(ref[0], str) else ""
+
+
 def _letter(index: str, taken: dict[str, str]) -> str:
     """The einsum letter of an index: its own name when that is one free letter (so the steps read
     ``einsum("j,ij->i", grad_z, W)`` in the file's own indices), else the first unused letter."""
@@ -709,6 +768,13 @@ def _letter(index: str, taken: dict[str, str]) -> str:
     if len(index) == 1 and index.isascii() and index.isalpha() and index not in used:
         return index
     return next(c for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in used)
+
+
+def _plain_index(sub) -> str | None:
+    """The index of a subscript that is one index alone (``i``, not ``i + 1`` or ``y[b]``)."""
+    if sub.lookup is not None or sub.const != 0 or sub.dim_terms or len(sub.terms) != 1 or sub.terms[0][1] != 1:
+        return None
+    return sub.terms[0][0]
 
 
 def entry_form(node: Node, target: str = "") -> str | None:
@@ -723,42 +789,59 @@ def entry_form(node: Node, target: str = "") -> str | None:
     return lead + (f"sum_{''.join(summed)} " if summed else "") + body
 
 
-def _index_terms(node: Node, bound: dict[str, str], letters: dict[str, str], affine: bool = False):
+def _index_terms(node: Node, bound: dict[str, str], letters: dict[str, str], affine: bool = False,
+                 shapes: dict[str, Shape] | None = None):
     """``[(sign, scalar nodes, [(name, indices)], bound indices)]`` or None; with ``affine``, an
-    entry at shifted indices comes back as ``("@", the IndexRef)``."""
+    entry at shifted indices comes back as ``("@", the IndexRef)``. With ``shapes``, an entry read
+    at an integer input's value (``logp[b, y[b]]``) becomes a sum over that axis against a one-hot
+    (``Σ_z logp[b, z] · one_hot(y, K)[b, z]``): the operand is then an IR node, not a name."""
     if isinstance(node, Call) and node.op in ("add", "sub"):
-        a = _index_terms(node.args[0], bound, letters, affine)
-        b = _index_terms(node.args[1], bound, letters, affine)
+        a = _index_terms(node.args[0], bound, letters, affine, shapes)
+        b = _index_terms(node.args[1], bound, letters, affine, shapes)
         if a is None or b is None:
             return None
         if node.op == "sub":
             b = [(-s, sc, r, bd) for s, sc, r, bd in b]
         return a + b
     if isinstance(node, Call) and node.op == "neg":
-        a = _index_terms(node.args[0], bound, letters, affine)
+        a = _index_terms(node.args[0], bound, letters, affine, shapes)
         return None if a is None else [(-s, sc, r, bd) for s, sc, r, bd in a]
     if isinstance(node, IndexSum):
         if node.index not in letters:
             letters[node.index] = _letter(node.index, letters)
-        inner = _index_terms(node.body, {**bound, node.index: node.dim}, letters, affine)
+        inner = _index_terms(node.body, {**bound, node.index: node.dim}, letters, affine, shapes)
         if inner is None:
             return None
         return [(s, sc, r, {**bd, node.index: node.dim}) for s, sc, r, bd in inner]
     if isinstance(node, Call) and node.op == "mul":
-        a = _index_terms(node.args[0], bound, letters, affine)
-        b = _index_terms(node.args[1], bound, letters, affine)
+        a = _index_terms(node.args[0], bound, letters, affine, shapes)
+        b = _index_terms(node.args[1], bound, letters, affine, shapes)
         if a is None or b is None:
             return None
         return [(sa * sb, sca + scb, ra + rb, {**bda, **bdb}) for sa, sca, ra, bda in a for sb, scb, rb, bdb in b]
     if isinstance(node, IndexRef):
         indices = []
-        for sub in node.subscripts:
-            if sub.const != 0 or len(sub.terms) != 1 or sub.terms[0][1] != 1:
-                return [(1, [], [("@", node)], {})] if affine else None
-            indices.append(sub.terms[0][0])
+        picks: list[tuple[Node, tuple[str, ...]]] = []
+        for axis, sub in enumerate(node.subscripts):
+            if sub.lookup is not None:
+                if shapes is None or node.name not in shapes:
+                    return None
+                plain = [_plain_index(s) for s in sub.lookup[1]]
+                if any(i is None or i not in letters for i in plain):
+                    return None
+                z = f"{node.name}~{axis}"  # a fresh index: no index name of the file has a ~
+                letters[z] = _letter(z, letters)
+                indices.append(z)
+                hot = call("one_hot", Var(0, sub.lookup[0]), V=shapes[node.name][axis])
+                picks.append((hot, tuple(plain) + (z,)))  # type: ignore[arg-type]
+                continue
+            index = _plain_index(sub)
+            if index is None:
+                return [(1, [], [("@", node)], {})] if affine and not picks else None
+            indices.append(index)
         if len(set(indices)) != len(indices) or any(i not in letters for i in indices):
             return None
-        return [(1, [], [(node.name, tuple(indices))], {})]
+        return [(1, [], [(node.name, tuple(indices)), *picks], {z: "" for _, (*_, z) in picks})]
     if isinstance(node, (Const, DimSize)):
         return [(1, [node], [], {})]
     return None
@@ -850,6 +933,11 @@ class DerivedClaim:
     steps: list[Step] = field(default_factory=list)
     shape: str = ""
     file_claim: str | None = None  # the file's own claim, if it makes one
+    key: str = ""  # the [claims] key when it is not the name: "grad_w[f, c, p, q]" (index form)
+
+    @property
+    def toml_key(self) -> str:
+        return self.key or self.name
 
     @property
     def ok(self) -> bool:
@@ -878,9 +966,9 @@ class DeriveResult:
 
     def to_toml(self) -> str:
         lines = [f"# derived by `backpropcheck derive {self.path}`; each claim on its own step", "[claims]"]
-        width = max((len(c.name) for c in self.claims), default=0)
+        width = max((len(_toml_key(c.toml_key)) for c in self.claims), default=0)
         for c in self.claims:
-            lines.append(f"{c.name.ljust(width)} = {json.dumps(c.expr)}  # {c.verdict}")
+            lines.append(f"{_toml_key(c.toml_key).ljust(width)} = {json.dumps(c.expr)}  # {c.verdict}")
         for t, r in self.not_derived.items():
             lines.append(f"# grad_{t}: not derived ({r})")
         return "\n".join(lines) + "\n"
@@ -902,6 +990,11 @@ class DeriveResult:
 
 # ---------------------------------------------------------------------------
 # the driver
+
+
+def claim_name(key: str) -> str:
+    """A [claims] key's gradient name: ``"grad_w[f, c, p, q]"`` → ``grad_w``."""
+    return key.split("[", 1)[0].strip()
 
 
 def _is_text(source: str | Path) -> bool:
@@ -975,6 +1068,7 @@ def derive(source: str | Path, targets: Iterable[str] | None = None, options: Op
     except DerivationError as exc:
         return DeriveResult(name, "", error=str(exc))
     file_claims = doc.get("claims", {}) if isinstance(doc.get("claims"), dict) else {}
+    file_claims = {claim_name(k): v for k, v in file_claims.items()}
     try:
         result = _Deriver(d).run(targets)
     finally:
@@ -988,7 +1082,7 @@ def derive(source: str | Path, targets: Iterable[str] | None = None, options: Op
 
 
 def _prove(result: DeriveResult, doc: dict[str, Any], name: str, options: Options) -> None:
-    claims = {c.name: c.expr for c in result.claims}
+    claims = {c.toml_key: c.expr for c in result.claims}
     try:
         d = loads(_with_claims(doc, claims), name)
         checked = check_derivation(d, options)
@@ -1026,7 +1120,7 @@ class _Deriver:
             return not (isinstance(node, Var) or (_is(node, "T") and isinstance(node.args[0], Var)))
 
         for f in d.forward:
-            node = f.node if f.index is None else index_to_matrix(f)
+            node = f.node if f.index is None else index_to_matrix(f, shapes=env)
             if node is None:
                 self.unsupported[f.name] = "index form beyond sums of products of plain entries (e.g. x[t + k])"
                 continue
@@ -1143,12 +1237,17 @@ class _Deriver:
                 continue
             if c != "E" and c in self.unsupported:
                 definition = next(f for f in d.forward if f.name == c)
-                alt = index_to_matrix(definition, self.holder, protect=v) if definition.index else None
+                alt = index_to_matrix(definition, self.holder, protect=v, only=v, shapes=self.cx.env) \
+                    if definition.index else None
                 if alt is None or v not in names_used(alt):
-                    raise NoAdjoint(f"{v} feeds {c}, whose {self.unsupported[c]}")
+                    written = self.index_claim(v, definition, live)
+                    if written is not None:
+                        return written
+                    raise NoAdjoint(f"{v} feeds {c}, whose {self.unsupported[c]}{_WHY_SHIFTED}")
                 expr = alt  # for v's gradient only: the shifted entries are read from the variable holding them
                 held = sorted(names_used(alt) - names_used(definition.index.body))
-                note_extra = f"; the shifted entries are read from {', '.join(held)}, which holds exactly them"
+                note_extra = (f"; the shifted entries are read from {', '.join(held)}, which holds exactly them"
+                              if held else f"; only the terms that read {v} are kept")
             else:
                 expr = d.loss.expression if c == "E" else self.exprs[c]
                 note_extra = ""
@@ -1156,7 +1255,13 @@ class _Deriver:
             known = self.derived.get(c)
             if isinstance(known, Const) or _is(known, "eye") or _is(known, "ones"):
                 g = known  # a constant gradient (E = q + r, E = trace(M)) is written out, not named
-            raw_parts = backprop(cx, expr, g, v)
+            try:
+                raw_parts = backprop(cx, expr, g, v)
+            except NoAdjoint:
+                written = self.unpad_claim(v, expr, c, live)
+                if written is None:
+                    raise
+                return written
             if not raw_parts:  # read only through a comparison: no gradient flows there
                 continue
             raw = raw_parts[0]
@@ -1188,12 +1293,128 @@ class _Deriver:
         self.derived[v] = node
         return DerivedClaim(f"grad_{v}", v, to_text(node), steps=steps, shape=fmt_shape(shape))
 
+    def _only_reader(self, v: str, c: str, live: set[str]) -> bool:
+        return [r for r in self.consumers(v) if r == "E" or r in live] == [c]
+
+    def index_claim(self, v: str, definition, live: set[str]) -> DerivedClaim | None:
+        """``v``'s gradient in index form, when v is read (at plain indices) by an index-form
+        definition that reads some other entry at shifted positions with no variable holding them
+        (a convolution's kernel): ``grad_w[k] = Σ_t grad_y[t] · x[t + k]``. Every read of the body
+        is one the forward makes, so it stays inside its axis. None when v has other readers."""
+        if not self._only_reader(v, definition.name, live):
+            return None
+        written = index_gradient(definition, v, self.cx.shape(Var(0, v)), self.d.forward)
+        if written is None:
+            return None
+        key_text, body = written
+        step = Step(definition.name, self._def_text(definition.name), "index form",
+                    f"{v} is read at plain indices: each entry of grad_{v} sums grad_{definition.name} times the "
+                    f"other factors over the indices {v} does not carry (index form: the other factor is read at "
+                    "shifted positions, which no matrix product writes)", "", body, "",
+                    f"∂{definition.name}/∂{v}, {fmt_shape(definition.shape)} × {fmt_shape(self.cx.shape(Var(0, v)))}")
+        return DerivedClaim(f"grad_{v}", v, body, steps=[step], shape=fmt_shape(self.cx.shape(Var(0, v))),
+                            key=key_text)
+
+    def unpad_claim(self, v: str, expr: Node, c: str, live: set[str]) -> DerivedClaim | None:
+        """``xp = pad(x, widths)`` where the block holding x cannot be sliced for every size (x's own
+        axis, like ``Ho + K - 3``, is not ≥ 1 at all ones): ``grad_x[i, j] = grad_xp[i + a, j + b]``."""
+        if not (_is(expr, "pad") and isinstance(expr.args[0], Var) and expr.args[0].name == v
+                and self._only_reader(v, c, live)):
+            return None
+        shape = self.cx.shape(Var(0, v))
+        taken = {n for n in self.cx.env} | {str(x) for d in shape for x in d.names}
+        indices = [n for n in ("i", "j", "k", "l", "m", "n", "p", "q", "r", "s", "t", "u") if n not in taken]
+        if len(indices) < len(shape):
+            return None
+        indices = indices[:len(shape)]
+        reads = []
+        for i, (lo, _) in zip(indices, expr.params["widths"]):
+            reads.append(i if not lo.terms and lo.const == 0 else f"{i} + {lo}")
+        body = f"grad_{c}[{', '.join(reads)}]"
+        step = Step(c, self._def_text(c), "pad", f"{v} sits inside the zeros: its gradient is the block of grad_{c} "
+                    "that holds it, read in index form (the slice would be empty for some sizes)", "", body, "",
+                    f"∂{c}/∂{v}, {fmt_shape(self.cx.shape(expr))} × {fmt_shape(shape)}")
+        return DerivedClaim(f"grad_{v}", v, body, steps=[step], shape=fmt_shape(shape),
+                            key=f"grad_{v}[{', '.join(indices)}]")
+
     def _def_text(self, name: str) -> str:
         for f in self.d.forward:
             if f.name == name:
                 key_text = f.key.split(".", 1)[1] if "." in f.key else name
                 return f"{key_text} = {f.text}"
         return name
+
+
+_WHY_SHIFTED = ("; its gradient reads grad at shifted positions (a full correlation), past the axis' ends at the "
+                "edges: writing it takes a zero-padded [backward] helper, which a [claims] table cannot hold")
+
+
+def _entry_text(ref, order: list[str]) -> str:
+    """An entry as the file writes it; in a shifted position the indices come in ``order`` (the
+    definition's free indices first: ``x[t + k]``, not ``x[k + t]``)."""
+    if ref[0] == "@":
+        from dataclasses import replace
+
+        rank = {name: k for k, name in enumerate(order)}
+        subs = [replace(sub, terms=tuple(sorted(sub.terms, key=lambda t: rank.get(t[0], len(rank)))))
+                for sub in ref[1].subscripts]
+        return f"{ref[1].name}[{', '.join(str(sub) for sub in subs)}]"
+    return f"{ref[0]}[{', '.join(ref[1])}]" if ref[1] else ref[0]
+
+
+def index_gradient(definition, v: str, shape: Shape, forward) -> tuple[str, str] | None:
+    """``("grad_v[indices]", body)``: the index-form gradient of ``v`` through one index-form
+    definition that is a sum of products, v read once per term at the same plain indices; or None."""
+    idx = definition.index
+    letters: dict[str, str] = {}
+    for name in idx.free:
+        letters[name] = _letter(name, letters)
+    terms = _index_terms(idx.body, {}, letters, affine=True)
+    if terms is None:
+        return None
+    terms = [t for t in terms if any(_ref_name(r) == v for r in t[2])]
+    free_dims = {name: definition.shape[k] for k, name in enumerate(idx.free)}
+    mine_indices: tuple[str, ...] | None = None
+    texts: list[tuple[int, str]] = []
+    for sign, scalars, refs, bound in terms:
+        mine = [r for r in refs if _ref_name(r) == v]
+        if len(mine) != 1 or mine[0][0] == "@" or not mine[0][1]:
+            return None
+        if mine_indices is None:
+            mine_indices = mine[0][1]
+        elif mine[0][1] != mine_indices:
+            return None
+        ranges = {**free_dims, **{i: Dim.of(dim) for i, dim in bound.items()}}
+        if any(ranges.get(i) != d for i, d in zip(mine_indices, shape)):  # v's axes, each read whole
+            return None
+        factors = [f"grad_{definition.name}[{', '.join(idx.free)}]" if idx.free else f"grad_{definition.name}"]
+        factors += [_entry_text(r, list(idx.free) + list(bound)) for r in refs if r is not mine[0]]
+        for sc in scalars:
+            if isinstance(sc, Const):
+                factors.insert(0, num_text(sc.value) if sc.value >= 0 else f"({num_text(sc.value)})")
+            elif isinstance(sc, DimSize):
+                factors.insert(0, sc.dim)
+            else:
+                return None
+        summed = []
+        for i in list(idx.free) + list(bound):
+            if i in mine_indices or i in summed:
+                continue
+            dim = ranges[i]
+            if not (dim.const == 0 and len(dim.terms) == 1 and dim.terms[0][1] == 1 and "*" not in dim.terms[0][0]):
+                return None  # `for i in D` takes one dim name
+            summed.append(i)
+        body = " * ".join(factors)
+        if summed:
+            clauses = " ".join(f"for {i} in {ranges[i].terms[0][0]}" for i in summed)
+            body = f"sum({body} {clauses})"
+        texts.append((sign, body))
+    if not texts or mine_indices is None:
+        return None
+    out = ("-" if texts[0][0] < 0 else "") + texts[0][1]
+    for sign, body in texts[1:]:
+        out += f" {'-' if sign < 0 else '+'} {body}"
+    return f"grad_{v}[{', '.join(mine_indices)}]", out
 
 
 def _factors(node: Node) -> list[Node] | None:

@@ -1645,7 +1645,13 @@ def _adj_pad(cx, g, out, a, widths):
                   for n, (lo, hi) in zip(shape, widths))
     while items and items[-1] == ":":
         items = items[:-1]
-    return (_c("slice", g, items=items) if items else g,)
+    if not items:
+        return (g,)
+    try:
+        _slice_shape(shape, items)
+    except ShapeMismatch as exc:  # X's own axis, e.g. Ho + K - 3, is not ≥ 1 for every size
+        raise NoAdjoint(f"the block of the padded gradient that holds the input cannot be sliced out: {exc}") from None
+    return (_c("slice", g, items=items),)
 
 
 def _adj_take_along_axis(cx, g, out, a, i, axis=0):
