@@ -1243,7 +1243,14 @@ class _Deriver:
                     written = self.index_claim(v, definition, live)
                     if written is not None:
                         return written
-                    raise NoAdjoint(f"{v} feeds {c}, whose {self.unsupported[c]}{_WHY_SHIFTED}")
+                    shifted = [n for n in walk(definition.index.body) if isinstance(n, IndexRef) and n.name == v
+                               and any(_plain_index(sub) is None for sub in n.subscripts)]
+                    if shifted:
+                        read = _entry_text(("@", shifted[0]), list(definition.index.free))
+                        raise NoAdjoint(f"{v} is read at shifted positions in {c} ({read}): its gradient is a full "
+                                        f"correlation that reads grad_{c} past the ends of its axes, which takes a "
+                                        "zero-padded [backward] helper; a [claims] table cannot hold one")
+                    raise NoAdjoint(f"{v} feeds {c}, whose {self.unsupported[c]}")
                 expr = alt  # for v's gradient only: the shifted entries are read from the variable holding them
                 held = sorted(names_used(alt) - names_used(definition.index.body))
                 note_extra = (f"; the shifted entries are read from {', '.join(held)}, which holds exactly them"
@@ -1343,10 +1350,6 @@ class _Deriver:
                 key_text = f.key.split(".", 1)[1] if "." in f.key else name
                 return f"{key_text} = {f.text}"
         return name
-
-
-_WHY_SHIFTED = ("; its gradient reads grad at shifted positions (a full correlation), past the axis' ends at the "
-                "edges: writing it takes a zero-padded [backward] helper, which a [claims] table cannot hold")
 
 
 def _entry_text(ref, order: list[str]) -> str:
