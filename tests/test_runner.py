@@ -206,10 +206,10 @@ def test_ctrl_c_exits_130_without_a_traceback(tmp_path: Path, jobs: str) -> None
     proc = _spawn("check", *files, "--jobs", jobs, "--no-symbolic", start_new_session=True)
     workers = _wait_for(lambda: len(kids := _children(proc.pid)) == int(jobs) and kids)
     os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole foreground group
-    _, err = proc.communicate(timeout=20)
+    _, err = proc.communicate(timeout=60)  # generous: a loaded CI machine is slow, not wrong
     assert proc.returncode == 130, err
     assert b"Traceback" not in err and b"KeyboardInterrupt" not in err
-    _wait_for(lambda: not any(_alive(w) for w in workers), 10)
+    _wait_for(lambda: not any(_alive(w) for w in workers), 30)
 
 
 def test_ctrl_c_in_one_process_is_130_not_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
