@@ -458,7 +458,8 @@ def shape_text(shape: Shape | None) -> str:
 class Structure:
     """What ``∂v/∂u`` is, and how its transpose acts on ``∇v``."""
 
-    kind: str  # zero | identity | scaled | diagonal | permutation | matrix | kronecker | gradient | dense | large
+    kind: str  # zero | identity | scaled | diagonal | permutation | matrix | kronecker | selection | mask | band
+    #            | block | gradient | dense | large
     says: list[Segment]  # a sentence naming the structure
     vjp: Form  # the contribution (∂v/∂u)ᵀ ∇v to ∇u, in matrix form
     ties: dict[int, int] = field(default_factory=dict)  # axis of v -> axis of u with a Kronecker delta
@@ -681,6 +682,9 @@ class Analysis:
                                            "single tensor of the file, but built from them), so ∇", u,
                                            " is that block's transpose applied to each slice of ∇", v, "."],
                              generic_vjp, unnamed)
+        routed = _routing(J, rv)
+        if routed is not None:
+            return Structure(routed, _routing_says(routed, jname, v, u, sv, su), generic_vjp)
         ties = self.delta_ties(v, u)
         if ties:
             tied = ", ".join(f"{v}'s axis {a} ({sv[a]}) with {u}'s axis {b}" for a, b in ties.items())
@@ -863,6 +867,64 @@ def _dim_constant(c1: sp.Expr, c2: sp.Expr, sizes1: Mapping[str, int], sizes2: M
             if _same(k, sp.simplify(c2 / n2**power)):
                 return k * sp.Symbol(name, positive=True) ** power
     return None
+
+
+def _is_mask(e: sp.Expr) -> bool:
+    """A 0/1 value by construction: 1, or a product of steps (a comparison, an arg-max mask)."""
+    from .lang.symfuncs import Step
+
+    def step_like(f: sp.Expr) -> bool:  # Step(x), 1 - Step(x), or a power of one
+        if f.is_Pow:
+            f = f.base
+        return isinstance(f, Step) or (f.is_Add and len(f.args) == 2 and sp.Integer(1) in f.args
+                                       and any(isinstance(-a, Step) for a in f.args))
+
+    factors = e.args if e.is_Mul else (e,)
+    return all(step_like(f) for f in factors)
+
+
+def _routing(J: np.ndarray, rv: int) -> str | None:
+    """``selection``: every entry of v is one entry of u (a gather, a slice, a reshape): J is 0/1 with at
+    most one 1 per row. ``mask``: the same with 0/1 masks for the ones (a max-pooling window's arg-max).
+    ``band``: u and v of one rank, each entry depending only on the offset of the indices, along at least
+    two offsets (a convolution's Toeplitz band). None otherwise."""
+    rows = int(np.prod(J.shape[:rv], dtype=int))
+    flat = J.reshape(rows, -1)
+    nonzero = [[k for k, e in enumerate(row) if e != 0] for row in flat]
+    picked = [flat[r, k] for r, ks in enumerate(nonzero) for k in ks]
+    if picked and all(len(ks) <= 1 for ks in nonzero) and all(e == 1 for e in picked):
+        return "selection"
+    if picked and all(e == 1 or _is_mask(e) for e in picked) and not all(e == 1 for e in picked):
+        return "mask"  # several candidates per row, exactly one of them 1 at any point without ties
+    ru = J.ndim - rv
+    if rv == ru and rv > 0:
+        by_offset: dict[tuple[int, ...], sp.Expr] = {}
+        for full in np.ndindex(*J.shape):
+            e = J[full]
+            if e == 0:
+                continue
+            offset = tuple(full[rv + k] - full[k] for k in range(rv))
+            if offset in by_offset and not _same(by_offset[offset], e):
+                return None
+            by_offset.setdefault(offset, e)
+        if len(by_offset) >= 2:
+            return "band"
+    return None
+
+
+def _routing_says(kind: str, jname: Math, v: str, u: str, sv: Shape, su: Shape) -> list[Segment]:
+    shapes = f"({shape_text(sv)} × {shape_text(su)})"
+    if kind == "selection":
+        return [jname, f" is a selection {shapes}: each entry of {v} is one entry of {u} (a gather, a slice or a "
+                f"reshape), so its transpose scatters: ∇{u} adds up ∇{v} at the entries that read each entry "
+                f"of {u} (zero where none does, a sum where several do — scatter_add)."]
+    if kind == "mask":
+        return [jname, f" is a mask {shapes}: each entry of {v} is one entry of {u} chosen by a comparison (the "
+                f"arg-max of a pooling window), so ∇{u} receives ∇{v} only at the chosen entries and zero elsewhere "
+                "— never spread over the window."]
+    return [jname, f" is a Toeplitz band {shapes}: each entry depends only on the offset between the indices of "
+            f"{v} and {u}, as a convolution's kernel slides. Its transpose is the band read the other way: ∇{u} "
+            f"is a full correlation of ∇{v} with the flipped kernel (pad ∇{v}, then flip)."]
 
 
 def _same(a: sp.Expr, b: sp.Expr) -> bool:

@@ -283,3 +283,24 @@ def test_a_jacobian_too_large_to_build_still_gives_a_true_instance(column, monke
     text = plain(explain_derivation(column, "grad_a", SIZES, FAST))
     assert "too large to build" in text
     assert "∂E/∂a[2] = W[0,2]·∇h[0]·f'(z[0]) + W[1,2]·∇h[1]·f'(z[1])" in text
+
+
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "backpropcheck" / "derivations"
+
+
+@pytest.mark.parametrize("file, sizes, v, u, kind", [
+    ("conv1d_valid.toml", {"T": 3, "K": 2}, "y", "x", "band"),  # a convolution's Toeplitz band
+    ("maxpool_2x2.toml", None, "m", "windows", "mask"),  # the arg-max of each window
+    ("embedding_cross_entropy.toml", None, "picked", "logp", "selection"),  # a gather by the labels
+])
+def test_reach_jacobians_are_named_by_their_structure(file: str, sizes, v: str, u: str, kind: str) -> None:
+    d = load(str(BUNDLED_DIR / file))
+    a = Analysis(d, sizes or small_sizes(d))
+    assert a.structure(v, u).kind == kind
+    words = {"band": "Toeplitz band", "mask": "never spread over the window", "selection": "scatter_add"}[kind]
+    assert words in "".join(str(x) for x in a.structure(v, u).says)
+
+
+def test_a_dense_jacobian_is_not_called_a_band_or_a_selection(column):
+    a = Analysis(column, SIZES)
+    assert a.structure("z", "a").kind not in ("band", "selection", "mask")
