@@ -100,6 +100,8 @@ def _step(node, args, env, sizes, backend, space):
         count = space.ranges[node.axis]
         if body.shape[node.axis] == 1:
             return backend.wrap(body * backend.scalar(count)), {"count": count}
+        if backend.symbolic and body.dtype == object:
+            return backend.wrap(_object_sum(body, node.axis)), {}
         return backend.wrap(np.sum(body, axis=node.axis, keepdims=True)), {}
     params = _params(node, backend, sizes)
     op = OPS[node.op]
@@ -113,6 +115,19 @@ def _step(node, args, env, sizes, backend, space):
         # it indexes: the range and the axis differ
         raise DerivationError(f"`{node.src}`: an integer index reaches past the axis it indexes; declare the "
                               f"index input's range = \"…\" as that axis's dim", column=node.col) from None
+
+
+def _object_sum(body: np.ndarray, axis: int) -> np.ndarray:
+    """``Σ`` over one axis of SymPy entries, each result one ``Add`` of its terms: NumPy's pairwise
+    ``+`` re-flattens a growing sum at every step (quadratic in the terms, and a conv2d's index
+    space sums many)."""
+    from sympy import Add
+
+    moved = np.moveaxis(body, axis, -1)
+    out = np.empty(moved.shape[:-1], dtype=object)
+    for idx in np.ndindex(*out.shape):
+        out[idx] = Add(*moved[idx])
+    return np.expand_dims(out, axis)
 
 
 def _to_rank(value: np.ndarray, rank: int) -> np.ndarray:
