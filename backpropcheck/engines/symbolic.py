@@ -358,12 +358,13 @@ class SymbolicTruth:
         e = self._concrete_functions(e)
         kinks = [k.args[0] for k in e.atoms(Step, Relu)]
         for point, values in self._layered:
+            value = e.xreplace(values).evalf(60)
+            if not (value.is_Number and value.is_real and abs(value) > sp.Float("1e-25")):
+                continue
             if any(not (arg := k.xreplace(values).evalf(60)).is_Number or abs(arg) < sp.Float("1e-20")
                    for k in kinks):
                 continue  # a tie (x >= max(x) at the arg-max is one by construction): never a witness
-            value = e.xreplace(values).evalf(60)
-            if value.is_Number and value.is_real and abs(value) > sp.Float("1e-25"):
-                return float(value), point
+            return float(value), point
         return None
 
     def _layered_point(self, rng: random.Random):
