@@ -142,7 +142,7 @@ def judge(index: int, seed: int) -> tuple[int, str, str, str, float, str]:
         path = Path(folder) / "case.toml"
         path.write_text(text)
         started = time.perf_counter()
-        result = check_path(str(path), Options(seed=check_seed, trials=4, shapes=2))
+        result = check_path(str(path), Options(seed=check_seed, trials=3, shapes=1, scope=False))
         seconds = time.perf_counter() - started
     verdict = "error"
     message = result.error or ""
