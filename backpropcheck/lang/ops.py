@@ -1662,6 +1662,9 @@ def _adj_take_along_axis(cx, g, out, a, i, axis=0):
     if any(d != e for k, (d, e) in enumerate(zip(shape, ishape)) if k != ax):
         raise NoAdjoint("take_along_axis with an index array that broadcasts along another axis")
     g = cx.full(g, cx.shape(out))
+    last = (":",) * (len(shape) - 1) + (None,)
+    if ax == len(shape) - 1 and isinstance(i, _Call) and i.op == "expand" and tuple(i.params["items"]) == last:
+        return _c("mul", g, _c("one_hot", i.args[0], V=shape[ax])), None  # L at labels y[:, None]: G * one_hot(y)
     hot = _c("one_hot", i, V=shape[ax])
     picked = _c("mul", _c("expand", g, items=(":",) * len(shape) + (None,)), hot)
     grad = _c("sum", picked, axis=ax, keepdims=False)  # (…, n) with n last
