@@ -959,7 +959,8 @@ class DeriveResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "path": self.path,
-            "claims": [{"name": c.name, "expr": c.expr, "verdict": c.verdict} for c in self.claims],
+            "claims": [{"name": c.name, "expr": c.expr, "verdict": c.verdict, **({"key": c.key} if c.key else {})}
+                       for c in self.claims],  # key: an index-form claim's [claims] key, "grad_w[k]"
             "not_derived": [{"name": f"grad_{t}", "reason": r} for t, r in self.not_derived.items()],
             "error": self.error,
         }

@@ -680,6 +680,8 @@ def test_index_form_gradients_and_unpadding_are_written_in_the_files_indices():
     assert all(c.verdict == "proved" for c in conv.values())
     toml = result.to_toml()
     assert '"grad_w[f, c, p, q]" = ' in toml and "# grad_xp: not derived" in toml
+    as_json = {c["name"]: c for c in result.to_json()["claims"]}
+    assert as_json["grad_w"]["key"] == "grad_w[f, c, p, q]" and "key" not in as_json["grad_b"]
     labels, _ = _claims(BUNDLED / "cross_entropy_integer_labels.toml")  # logp[b, y[b]]: a one-hot pick
     assert labels["grad_logp"].expr == "grad_picked[:, None] * one_hot(y, K)"
     assert labels["grad_logp"].verdict == "proved"
