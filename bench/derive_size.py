@@ -40,7 +40,7 @@ def measure(path: Path, check: bool) -> dict:
     result = derive(path, options=Options(trials=10), check=check)
     derived = {c.name: c for c in result.claims}
     doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    parsed = {c.name: c for c in loads(_with_claims(doc, {n: c.expr for n, c in derived.items()}), str(path)).claims} \
+    parsed = {c.name: c for c in loads(_with_claims(doc, {c.toml_key: c.expr for c in derived.values()}), str(path)).claims} \
         if derived else {}
     rows, missing = [], []
     for name, claim in mine.items():
