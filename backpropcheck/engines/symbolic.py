@@ -218,7 +218,10 @@ class SymbolicTruth:
         """
         claimed = np.broadcast_to(evaluate_definition(node, index, self.step_env, self.sizes, self.backend),
                                   self.steps[target].shape)
-        truth = self.steps[target]
+        return self.identical_over_atoms(claimed, self.steps[target])
+
+    def identical_over_atoms(self, claimed: np.ndarray, truth: np.ndarray) -> bool:
+        """Is every entry of ``claimed - truth`` zero by exact arithmetic, the atoms independent?"""
         for idx in np.ndindex(*truth.shape):
             e = self.atomize(sp.sympify(claimed[idx] - truth[idx], strict=True))
             if e == 0:
