@@ -367,6 +367,12 @@ class SymbolicTruth:
             if any(not (arg := k.xreplace(values).evalf(60)).is_Number or abs(arg) < sp.Float("1e-20")
                    for k in kinks):
                 continue  # a tie (x >= max(x) at the arg-max is one by construction): never a witness
+            # relative to the magnitude the evaluation handled (every sum as a sum of absolute values):
+            # huge terms that cancel (exp(100) - exp(100)) leave 1e-60 of their size, never 1e-25 of it
+            magnitude = e.replace(lambda x: x.is_Add, lambda x: sp.Add(*[sp.Abs(a) for a in x.args]))
+            scale = magnitude.xreplace(values).evalf(60)
+            if not scale.is_Number or abs(value) <= sp.Float("1e-25") * max(sp.Float(1), abs(scale)):
+                continue
             return float(value), point
         return None
 
