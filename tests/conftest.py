@@ -6,9 +6,11 @@ CI has no copy of the SPEC's examples folder, so tests write what they need into
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +20,7 @@ from backpropcheck.model import Derivation
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLED = REPO / "backpropcheck" / "derivations"
+LIBRARY_FILES = sorted(BUNDLED.rglob("*.toml"))
 
 # Few trials and one small symbolic shape: enough to tell right from wrong, and fast.
 FAST = Options(trials=3, shapes=1)
@@ -158,6 +161,26 @@ def derivation_toml(
     return "\n".join(out)
 
 
+DENSE_TABLES: dict[str, Any] = {
+    "title": "Dense tanh layer",
+    "dims": {"n": "inputs", "m": "outputs"},
+    "inputs": {"a": ["n"], "W": ["m", "n"], "b": ["m"]},
+    "forward": {"z": "W @ a + b", "h": "tanh(z)"},
+    "loss": {"upstream": "h"},
+    "claims": {"grad_z": "grad_h * tanh_prime(z)", "grad_a": "W.T @ grad_z"},
+}
+
+
+def dense_toml(*, extra_inputs: Mapping[str, object] | None = None, **tables: Any) -> str:
+    """The dense layer ``z = W @ a + b``, ``h = tanh(z)`` (W is m x n, ``upstream = "h"``, claims grad_z
+    and grad_a): keyword arguments replace whole tables as in ``derivation_toml``; ``extra_inputs``
+    follow a, W and b."""
+    spec = {**DENSE_TABLES, **tables}
+    if extra_inputs:
+        spec["inputs"] = {**spec["inputs"], **extra_inputs}
+    return derivation_toml(**spec)
+
+
 def with_claims(text: str, claims: Mapping[str, str], expect: Mapping[str, str] | None = None) -> str:
     """Replace the [claims] table of one of the example texts above (it must be the last table)."""
     head = text.split("[claims]")[0]
@@ -196,3 +219,23 @@ def claim(result: FileResult, name: str):
 @pytest.fixture
 def bundled() -> Path:
     return BUNDLED
+
+
+@functools.cache
+def library_result(path: Path) -> FileResult:
+    """A bundled file checked with the default options once per process: the library's verdicts
+    (test_library) and its all-shapes share (test_scope) read the same result. Callers must not
+    mutate it. Tests that use it carry ``LIBRARY_GROUP`` so that ``--dist loadgroup`` runs them on
+    one xdist worker and the library is checked once per session."""
+    return check_path(str(path), Options())
+
+
+LIBRARY_GROUP = pytest.mark.xdist_group("library")
+
+
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    """Without pytest-xdist (not installed, or ``-p no:xdist``) the ``-n``/``--dist`` of addopts mean one process."""
+    if not pluginmanager.has_plugin("xdist"):
+        group = parser.getgroup("xdist fallback (pytest-xdist is not loaded: one process)")
+        group.addoption("-n", "--numprocesses", dest="numprocesses", default=None)
+        group.addoption("--dist", dest="dist", default="no")

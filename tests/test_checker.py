@@ -15,6 +15,7 @@ from conftest import (
     SOFTMAX_REGRESSION,
     check_text,
     claim,
+    dense_toml,
     derivation_toml,
     load_text,
     verdicts,
@@ -61,35 +62,14 @@ grad_a = "refuted"
 grad_W = "refuted"
 """
 
-MSE_SIGMOID = """
-[derivation]
-title = "Sigmoid output with squared error"
-
-[dims]
-n = "inputs"
-m = "outputs"
-
-[inputs]
-a = ["n"]
-W = ["m", "n"]
-b = ["m"]
-y = { shape = ["m"], constant = true }
-
-[forward]
-z = "W @ a + b"
-h = "sigmoid(z)"
-
-[loss]
-E = "0.5 * sum((h - y) ** 2)"
-
-[claims]
-grad_h = "h - y"
-grad_z = "(h - y) * sigmoid_prime(h)"
-grad_b = "(h - y) * h * (1 - h)"
-
-[expect]
-grad_z = "refuted"
-"""
+MSE_SIGMOID = dense_toml(
+    title="Sigmoid output with squared error",
+    extra_inputs={"y": '{ shape = ["m"], constant = true }'},
+    forward={"z": "W @ a + b", "h": "sigmoid(z)"},
+    loss={"E": "0.5 * sum((h - y) ** 2)"},
+    claims={"grad_h": "h - y", "grad_z": "(h - y) * sigmoid_prime(h)", "grad_b": "(h - y) * h * (1 - h)"},
+    expect={"grad_z": "refuted"},
+)
 
 MEAN_SQUARED_BATCH = derivation_toml(
     dims={"n": "features", "m": "outputs", "B": "batch"},
@@ -221,11 +201,7 @@ def test_depends_on_refuted_but_judged_with_the_true_gradient(tmp_path: Path) ->
 
 
 def test_depends_on_refuted_through_a_backward_helper(tmp_path: Path) -> None:
-    text = derivation_toml(
-        dims={"n": "in", "m": "out"},
-        inputs={"a": ["n"], "W": ["m", "n"], "b": ["m"]},
-        forward={"z": "W @ a + b", "h": "tanh(z)"},
-        loss={"upstream": "h"},
+    text = dense_toml(
         backward={"delta": "grad_z * 1"},
         claims={"grad_z": "grad_h * tanh(z)", "grad_W": "outer(delta, a)"},
     )

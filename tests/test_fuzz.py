@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import dense_toml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,25 +30,7 @@ FAST = settings(COMMON, max_examples=60)
 SLOW = settings(COMMON, max_examples=1500)
 
 EXPR_NAMES = ["a", "W", "b", "z", "h", "n", "m", "grad_h", "grad_z", "1", "0.5"]
-BASE = """
-[derivation]
-title = "fuzz"
-[dims]
-n = "n"
-m = "m"
-[inputs]
-a = ["n"]
-W = ["m", "n"]
-b = ["m"]
-[forward]
-z = "W @ a + b"
-h = "tanh(z)"
-[loss]
-upstream = "h"
-[claims]
-grad_z = "grad_h * tanh_prime(z)"
-grad_a = "W.T @ grad_z"
-"""
+BASE = dense_toml(title="fuzz")  # the dense tanh layer, claims grad_z and grad_a
 
 TOKENS = st.sampled_from([
     "a", "W", "b", "z", "h", "grad_h", "n", "(", ")", "[", "]", ",", ".T", "@", "*", "+", "-", "/", "**", "2",

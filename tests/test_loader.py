@@ -5,7 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import BUNDLED, DENSE_COLUMN, DENSE_INDEX, SOFTMAX_REGRESSION, derivation_toml, load_text, with_claims
+from conftest import (
+    BUNDLED,
+    DENSE_COLUMN,
+    DENSE_INDEX,
+    SOFTMAX_REGRESSION,
+    dense_toml,
+    derivation_toml,
+    load_text,
+    with_claims,
+)
 
 from backpropcheck.errors import DerivationError, LimitError, ShapeError
 from backpropcheck.lang.dims import Dim
@@ -15,16 +24,8 @@ NAME = "some/dir/bad_file.toml"
 
 
 def base(**changes: object) -> str:
-    """A small valid derivation; keyword arguments replace whole tables."""
-    tables: dict[str, object] = {
-        "dims": {"n": "inputs", "m": "outputs"},
-        "inputs": {"a": ["n"], "W": ["m", "n"], "b": ["m"]},
-        "forward": {"z": "W @ a + b", "h": "tanh(z)"},
-        "loss": {"upstream": "h"},
-        "claims": {"grad_z": "grad_h * tanh_prime(z)", "grad_a": "W.T @ grad_z"},
-    }
-    tables.update(changes)
-    return derivation_toml(**tables)  # type: ignore[arg-type]
+    """A small valid derivation (conftest's dense layer); keyword arguments replace whole tables."""
+    return dense_toml(**{"title": "a test derivation", **changes})
 
 
 def error_of(text: str) -> DerivationError:
