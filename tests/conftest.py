@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import random
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -216,6 +217,31 @@ def claim(result: FileResult, name: str):
     raise KeyError(name)
 
 
+def random_sympy_expr(rng: random.Random, depth: int) -> Any:
+    """A random SymPy expression over real x, y, z: sums, differences, products, quotients, exp, tanh, squares."""
+    import sympy as sp  # here, not at the top: most test modules never need SymPy
+
+    x, y, z = sp.symbols("x y z", real=True)
+    leaves = [x, y, z, sp.Integer(rng.randint(1, 3)), sp.Rational(1, rng.randint(2, 4))]
+    if depth == 0:
+        return rng.choice(leaves)
+    a, b = random_sympy_expr(rng, depth - 1), random_sympy_expr(rng, depth - 1)
+    kind = rng.randrange(7)
+    if kind == 0:
+        return a + b
+    if kind == 1:
+        return a - b
+    if kind == 2:
+        return a * b
+    if kind == 3:
+        return a / (b ** 2 + 1)
+    if kind == 4:
+        return sp.exp(a / 3)
+    if kind == 5:
+        return sp.tanh(a)
+    return a ** 2
+
+
 @pytest.fixture
 def bundled() -> Path:
     return BUNDLED
@@ -234,8 +260,9 @@ LIBRARY_GROUP = pytest.mark.xdist_group("library")
 
 
 def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
-    """Without pytest-xdist (not installed, or ``-p no:xdist``) the ``-n``/``--dist`` of addopts mean one process."""
+    """Without pytest-xdist (not installed, or ``-p no:xdist``) the ``--numprocesses``/``--dist`` of
+    pyproject's addopts are accepted and mean one process."""
     if not pluginmanager.has_plugin("xdist"):
-        group = parser.getgroup("xdist fallback (pytest-xdist is not loaded: one process)")
-        group.addoption("-n", "--numprocesses", dest="numprocesses", default=None)
-        group.addoption("--dist", dest="dist", default="no")
+        group = parser.getgroup("xdist fallback", "pytest-xdist is not loaded: the tests run in one process")
+        group.addoption("--numprocesses", dest="numprocesses", default=None, help="ignored without pytest-xdist")
+        group.addoption("--dist", dest="dist", default="no", help="ignored without pytest-xdist")

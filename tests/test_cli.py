@@ -234,3 +234,22 @@ def test_help_and_version_import_neither_numpy_nor_sympy() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "Usage:" in proc.stdout and __version__ in proc.stdout
     assert "HEAVY:\n" in proc.stdout, proc.stdout
+
+
+# -- start-up: --no-symbolic never imports SymPy (help and version: the test above) ----------------
+
+
+def _modules_after(args: list[str]) -> set[str]:
+    code = (
+        "import sys\nfrom backpropcheck.cli import main\n"
+        f"try:\n    main({args!r}, prog_name='backpropcheck')\nexcept SystemExit:\n    pass\n"
+        "print('MODULES', ' '.join(m for m in ('numpy', 'sympy') if m in sys.modules))"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, check=False)
+    line = next(li for li in out.stdout.splitlines() if li.startswith("MODULES"))
+    return set(line.split()[1:])
+
+
+def test_no_symbolic_never_imports_sympy() -> None:
+    assert _modules_after(["check", str(BUNDLED / "dense_column.toml"), "--no-symbolic", "-q"]) == {"numpy"}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DENSE_COLUMN, REPO
+from conftest import DENSE_COLUMN, LIBRARY_FILES, LIBRARY_GROUP, REPO, library_result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -46,15 +46,14 @@ def test_every_claim_of_the_dense_seed_file_is_proved_for_all_shapes(tmp_path: P
         assert "pattern" in c.symbolic["argument"] and "docs/proof-scope.md" in c.symbolic["argument"]
 
 
+@LIBRARY_GROUP
 def test_most_proved_claims_in_derivations_are_all_shapes() -> None:
     """A guard against regressions, not the target: issue 16 asks for 80 %; with the §6 library
     (index-form convolutions, reshapes, slices, integer and binary inputs, outside the class) the
     share is 69 % (80 % on the files before it). Raise the bound as the class grows."""
-    from backpropcheck.checker import find_files
-
     proved = scoped = 0
-    for path in find_files([str(REPO / "derivations")]):
-        for c in check_path(path, Options()).claims:
+    for path in LIBRARY_FILES:  # checked once per session, shared with test_library
+        for c in library_result(path).claims:
             if c.verdict == "proved":
                 proved += 1
                 scoped += c.symbolic.get("scope") == ALL_SHAPES

@@ -1,15 +1,14 @@
-"""The engines: SymPy's per-neuron truth has the textbook structure; NumPy's reverse
-sweep agrees with central finite differences of the loss, in loss, upstream and index form."""
+"""engines/numeric.py (and evaluate.py): NumPy's reverse sweep agrees with central finite
+differences of the loss, in loss, upstream and index form; inputs sample their domains; the
+blocked comparison equals the whole-array one."""
 
 from __future__ import annotations
 
-import random
-
 import numpy as np
 import pytest
-import sympy as sp
 from conftest import BUNDLED, DENSE_COLUMN, DENSE_INDEX, SOFTMAX_REGRESSION, check_text, derivation_toml, load_text
 
+from backpropcheck.engines import numeric
 from backpropcheck.engines.evaluate import evaluate, evaluate_definition
 from backpropcheck.engines.numeric import (
     NumericProblem,
@@ -20,77 +19,10 @@ from backpropcheck.engines.numeric import (
     sample_input,
     standin_for,
 )
-from backpropcheck.engines.symbolic import SymbolicTruth
 from backpropcheck.lang.dims import Dim
 from backpropcheck.lang.ops import GENERIC_STANDINS
-from backpropcheck.lang.symfuncs import generic
 from backpropcheck.loader import load
 from backpropcheck.model import Derivation, Input
-
-# -- symbolic ----------------------------------------------------------------------------
-
-
-def test_symbolic_truth_of_the_dense_layer_has_the_outer_product_structure() -> None:
-    d = load_text(DENSE_COLUMN)
-    truth = SymbolicTruth(d, {"n": 3, "m": 2})
-    a, W = truth.env["a"], truth.env["W"]
-    z, grad_h = truth.env["z"], truth.upstream["h"]
-    f_prime = generic("f_prime")
-    assert truth.grads["W"].shape == (2, 3)
-    for i in range(2):
-        # grad_z[i] = grad_h[i] * f'(z[i]): the element-wise (diagonal Jacobian) step
-        assert sp.expand(truth.grads["z"][i] - grad_h[i] * f_prime(z[i])) == 0
-        assert sp.expand(truth.grads["b"][i] - truth.grads["z"][i]) == 0
-        for j in range(3):
-            # grad_W[i, j] = grad_z[i] * a[j]: the outer product
-            assert sp.expand(truth.grads["W"][i, j] - truth.grads["z"][i] * a[j]) == 0
-    for j in range(3):
-        # grad_a[j] = sum_i W[i, j] grad_z[i]: W.T @ grad_z
-        expected = sum(W[i, j] * truth.grads["z"][i] for i in range(2))
-        assert sp.expand(truth.grads["a"][j] - expected) == 0
-    # the forward atom z[i] is defined per neuron
-    assert sp.expand(truth.local[z[1]] - (W[1, 0] * a[0] + W[1, 1] * a[1] + W[1, 2] * a[2] + truth.env["b"][1])) == 0
-
-
-def test_symbolic_truth_of_the_index_convention_uses_w_untransposed() -> None:
-    d = load_text(DENSE_INDEX)
-    truth = SymbolicTruth(d, {"n": 2, "m": 3})
-    W = truth.env["W"]
-    gz = truth.grads["z"]
-    for i in range(2):
-        assert sp.expand(truth.grads["a"][i] - sum(W[i, j] * gz[j] for j in range(3))) == 0
-
-
-def test_symbolic_claims_decide() -> None:
-    d = load_text(DENSE_COLUMN)
-    truth = SymbolicTruth(d, {"n": 3, "m": 2})
-    rng = random.Random(0)
-    right = truth.claim_value(d.claims[2].node)  # outer(grad_z, a)
-    for idx in np.ndindex(2, 3):
-        assert truth.decide(right[idx] - truth.grads["W"][idx], rng).zero is True
-    # a generic f cannot be evaluated at a point, so a wrong claim stays undecided here
-    assert truth.decide(truth.grads["W"][0, 1], rng).zero is not True
-    concrete = load_text(SOFTMAX_REGRESSION)
-    softmax = SymbolicTruth(concrete, {"n": 2, "k": 3, "B": 2})
-    entry = softmax.grads["W"][0, 1]
-    decision = softmax.decide(2 * entry - entry, rng)
-    assert decision.zero is False and decision.value is not None and decision.value != 0
-
-
-def test_symbolic_simplex_columns_sum_to_one() -> None:
-    d = load_text(SOFTMAX_REGRESSION)
-    truth = SymbolicTruth(d, {"n": 2, "k": 3, "B": 2})
-    Y = truth.env["Y"]
-    for col in range(2):
-        assert truth.simplex[Y[2, col]] == 1 - Y[0, col] - Y[1, col]
-    # (P - Y) / B holds only with the simplex substitution
-    rng = random.Random(1)
-    claim = truth.claim_value(d.claims[0].node)
-    for idx in np.ndindex(3, 2):
-        assert truth.decide(claim[idx] - truth.grads["Z"][idx], rng).zero is True
-
-
-# -- numeric -----------------------------------------------------------------------------
 
 
 def _forward_loss(d: Derivation, values: dict[str, np.ndarray], sizes: dict[str, int], trial: int,
@@ -274,3 +206,50 @@ def test_index_form_out_of_range_is_located() -> None:
         evaluate_definition(z.root, z.index, {"W": np.zeros((2, 3)), "a": np.zeros(2), "b": np.zeros(3)},
                             sizes, numeric_backend(d, 0))
     assert "reaches index 2 of an axis of size 2" in str(info.value)
+
+
+def _compare_reference(claimed, truth, rtol, atol):
+    if claimed.shape != truth.shape:
+        claimed = np.broadcast_to(claimed, truth.shape)
+    err = np.abs(claimed - truth)
+    if err.size == 0:
+        return True, 0.0, 0.0, ()
+    if not np.all(np.isfinite(claimed)):
+        idx = np.unravel_index(int(np.argmax(~np.isfinite(claimed))), claimed.shape)
+        return False, float("inf"), float("inf"), tuple(int(i) for i in idx)
+    scale = float(np.max(np.abs(truth)))
+    tol = atol + rtol * (np.abs(truth) + scale)
+    worst = np.unravel_index(int(np.argmax(err - tol)), err.shape)
+    max_abs = float(np.max(err))
+    max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
+    return bool(np.all(err <= tol)), max_abs, max_rel, tuple(int(i) for i in worst)
+
+
+def test_blocked_compare_equals_the_whole_array_compare(monkeypatch):
+    monkeypatch.setattr(numeric, "CHUNK", 64)
+    rng = np.random.default_rng(1)
+    for shape in [(), (0,), (5,), (300,), (7, 50), (50, 7), (3, 40, 9), (200, 3)]:
+        for case in range(6):
+            t = rng.normal(size=shape)
+            c = np.array(t + rng.normal(size=shape) * 1e-12)
+            if case == 1 and c.size:
+                c.flat[rng.integers(c.size)] += 1.0
+            if case == 2 and c.size:
+                c.flat[rng.integers(c.size)] = np.nan
+            if case == 3 and c.size:
+                c.flat[rng.integers(c.size)] = np.inf
+            if case == 4:
+                c, t = np.zeros(shape), np.zeros(shape)
+            if case == 5 and shape and shape[0]:
+                c = np.broadcast_to(c[:1], shape)
+            got, want = numeric.compare(c, t, 1e-7, 1e-12), _compare_reference(c, t, 1e-7, 1e-12)
+            assert got[:3] == want[:3]
+            if not want[0]:  # the worst entry is reported (and needed) only when the claim fails
+                assert got[3] == want[3]
+
+
+def test_finite_still_reports_nan_and_inf():
+    numeric._finite(np.array([1e308, 1e308]), "x", "x")  # the sum overflows; the entries are finite
+    for bad in (np.nan, np.inf, -np.inf):
+        with pytest.raises(numeric.NumericProblem):
+            numeric._finite(np.array([1.0, bad]), "x", "x")

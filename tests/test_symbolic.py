@@ -1,0 +1,152 @@
+"""engines/symbolic.py: SymPy's per-neuron truth has the textbook structure, its partials equal
+sp.diff, its templates and matmul match the plain constructions, and claims decide."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import sympy as sp
+from conftest import DENSE_COLUMN, DENSE_INDEX, REPO, SOFTMAX_REGRESSION, load_text, random_sympy_expr
+
+from backpropcheck.checker import Options, check_path
+from backpropcheck.engines.symbolic import SymbolicTruth, partials
+from backpropcheck.lang import ops
+from backpropcheck.lang.symfuncs import generic
+from backpropcheck.loader import load
+
+x, y, z = sp.symbols("x y z", real=True)
+
+
+def test_symbolic_truth_of_the_dense_layer_has_the_outer_product_structure() -> None:
+    d = load_text(DENSE_COLUMN)
+    truth = SymbolicTruth(d, {"n": 3, "m": 2})
+    a, W = truth.env["a"], truth.env["W"]
+    z, grad_h = truth.env["z"], truth.upstream["h"]
+    f_prime = generic("f_prime")
+    assert truth.grads["W"].shape == (2, 3)
+    for i in range(2):
+        # grad_z[i] = grad_h[i] * f'(z[i]): the element-wise (diagonal Jacobian) step
+        assert sp.expand(truth.grads["z"][i] - grad_h[i] * f_prime(z[i])) == 0
+        assert sp.expand(truth.grads["b"][i] - truth.grads["z"][i]) == 0
+        for j in range(3):
+            # grad_W[i, j] = grad_z[i] * a[j]: the outer product
+            assert sp.expand(truth.grads["W"][i, j] - truth.grads["z"][i] * a[j]) == 0
+    for j in range(3):
+        # grad_a[j] = sum_i W[i, j] grad_z[i]: W.T @ grad_z
+        expected = sum(W[i, j] * truth.grads["z"][i] for i in range(2))
+        assert sp.expand(truth.grads["a"][j] - expected) == 0
+    # the forward atom z[i] is defined per neuron
+    assert sp.expand(truth.local[z[1]] - (W[1, 0] * a[0] + W[1, 1] * a[1] + W[1, 2] * a[2] + truth.env["b"][1])) == 0
+
+
+def test_symbolic_truth_of_the_index_convention_uses_w_untransposed() -> None:
+    d = load_text(DENSE_INDEX)
+    truth = SymbolicTruth(d, {"n": 2, "m": 3})
+    W = truth.env["W"]
+    gz = truth.grads["z"]
+    for i in range(2):
+        assert sp.expand(truth.grads["a"][i] - sum(W[i, j] * gz[j] for j in range(3))) == 0
+
+
+def test_symbolic_claims_decide() -> None:
+    d = load_text(DENSE_COLUMN)
+    truth = SymbolicTruth(d, {"n": 3, "m": 2})
+    rng = random.Random(0)
+    right = truth.claim_value(d.claims[2].node)  # outer(grad_z, a)
+    for idx in np.ndindex(2, 3):
+        assert truth.decide(right[idx] - truth.grads["W"][idx], rng).zero is True
+    # a generic f cannot be evaluated at a point, so a wrong claim stays undecided here
+    assert truth.decide(truth.grads["W"][0, 1], rng).zero is not True
+    concrete = load_text(SOFTMAX_REGRESSION)
+    softmax = SymbolicTruth(concrete, {"n": 2, "k": 3, "B": 2})
+    entry = softmax.grads["W"][0, 1]
+    decision = softmax.decide(2 * entry - entry, rng)
+    assert decision.zero is False and decision.value is not None and decision.value != 0
+
+
+def test_symbolic_simplex_columns_sum_to_one() -> None:
+    d = load_text(SOFTMAX_REGRESSION)
+    truth = SymbolicTruth(d, {"n": 2, "k": 3, "B": 2})
+    Y = truth.env["Y"]
+    for col in range(2):
+        assert truth.simplex[Y[2, col]] == 1 - Y[0, col] - Y[1, col]
+    # (P - Y) / B holds only with the simplex substitution
+    rng = random.Random(1)
+    claim = truth.claim_value(d.claims[0].node)
+    for idx in np.ndindex(3, 2):
+        assert truth.decide(claim[idx] - truth.grads["Z"][idx], rng).zero is True
+
+
+def test_partials_equal_sympy_diff():
+    rng = random.Random(3)
+    wrt = {x, y, z}
+    for _ in range(60):
+        e = sp.sympify(random_sympy_expr(rng, 3)) + x * y * random_sympy_expr(rng, 1)
+        got = partials(e, wrt, {})
+        for s in wrt:
+            expected = sp.diff(e, s)
+            assert got.get(s, sp.Integer(0)) == expected, (e, s)
+
+
+def test_truth_is_the_same_with_templates_shared_across_neurons():
+    d = load(str(REPO / "bench" / "dense_sigmoid_mse.toml"))
+    truth = SymbolicTruth(d, {"n": 3, "m": 4})
+    for j in range(4):
+        z_j = truth.env["z"][j]
+        h_j = truth.env["h"][j]
+        assert truth.grads["z"][j] == sp.diff(truth.local[h_j], z_j) * truth.grads["h"][j]
+
+
+def test_symbolic_matmul_matches_numpy_object_matmul():
+    a = np.array([[x, y, 2], [z, x * y, 1]], dtype=object)
+    b = np.array([[1, x], [y, 2], [z, 3]], dtype=object)
+    vec = np.array([x, y, z], dtype=object)
+    for left, right in ((a, b), (a, vec), (vec, b), (vec, vec)):
+        expected = np.asarray(left @ right, dtype=object)
+        got = np.asarray(ops._matmul_sym(left, right), dtype=object)
+        assert got.shape == expected.shape
+        assert all(g == e for g, e in zip(got.flat, expected.flat))
+    with pytest.raises(ValueError):
+        ops._matmul_sym(a, a)
+
+
+def test_softmax_entries_differentiate_through_themselves():
+    from backpropcheck.lang.symfuncs import SoftmaxEntry, softmax_as_exp
+
+    a, b, c = sp.symbols("a b c", real=True)
+    s0 = SoftmaxEntry(sp.Integer(0), a, b, c)
+    s1 = SoftmaxEntry(sp.Integer(1), a, b, c)
+    assert sp.diff(s0, a) == s0 * (1 - s0)
+    assert sp.diff(s0, b) == -s0 * s1
+    # the same derivative as the exponential form's
+    exp_form = softmax_as_exp(s0)
+    assert sp.simplify(softmax_as_exp(sp.diff(s0, b)) - sp.diff(exp_form, b)) == 0
+    assert abs(float(s0.subs({a: 1, b: 0, c: 0}).evalf()) - float(sp.E / (sp.E + 2))) < 1e-15
+
+
+def test_claims_in_either_form_prove_against_a_softmax_or_a_log_softmax(tmp_path):
+    text = """
+[derivation]
+title = "softmax forms"
+[dims]
+k = "classes"
+B = "batch"
+[inputs]
+Z = ["k", "B"]
+Y = { shape = ["k", "B"], domain = "simplex", constant = true }
+[forward]
+L = "log_softmax(Z, axis=0)"
+P = "softmax(Z, axis=0)"
+[loss]
+E = "-sum(Y * L) + sum(P * P)"
+[claims]
+grad_L = "-Y"
+grad_P = "2 * P"
+grad_Z = "exp(L) - Y + P * (grad_P - sum(grad_P * P, axis=0, keepdims=True))"
+"""
+    path = tmp_path / "forms.toml"
+    path.write_text(text)
+    result = check_path(str(path), Options(trials=3, shapes=2))
+    assert [c.verdict for c in result.claims] == ["proved"] * 3, [c.message for c in result.claims]
