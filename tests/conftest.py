@@ -6,12 +6,18 @@ CI has no copy of the SPEC's examples folder, so tests write what they need into
 
 from __future__ import annotations
 
-import functools
 import json
+import os
+import pickle
 import random
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: each xdist worker checks the library itself
+    fcntl = None  # type: ignore[assignment]
 
 import pytest
 
@@ -247,16 +253,45 @@ def bundled() -> Path:
     return BUNDLED
 
 
-@functools.cache
+_LIBRARY_RESULTS: dict[Path, FileResult] = {}
+
+
 def library_result(path: Path) -> FileResult:
-    """A bundled file checked with the default options once per process: the library's verdicts
+    """A bundled file checked with the default options once per session: the library's verdicts
     (test_library) and its all-shapes share (test_scope) read the same result. Callers must not
-    mutate it. Tests that use it carry ``LIBRARY_GROUP`` so that ``--dist loadgroup`` runs them on
-    one xdist worker and the library is checked once per session."""
-    return check_path(str(path), Options())
+    mutate it. Under pytest-xdist the workers share it through a pickle in the run's base temporary
+    folder (one lock per file, so a worker that needs a file another is checking waits for it);
+    xdist's ``loadgroup`` cannot do this under pytest 9.2 (pytest-xdist issue #1386)."""
+    if path in _LIBRARY_RESULTS:
+        return _LIBRARY_RESULTS[path]
+    shared = os.environ.get(_SHARED_ENV)
+    if not shared or fcntl is None:
+        result = check_path(str(path), Options())
+    else:
+        target = Path(shared) / (str(path.relative_to(BUNDLED)).replace(os.sep, "__") + ".pickle")
+        with open(target.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            if target.exists():
+                result = pickle.loads(target.read_bytes())
+            else:
+                result = check_path(str(path), Options())
+                partial = target.with_suffix(".partial")
+                partial.write_bytes(pickle.dumps(result))
+                partial.replace(target)
+    _LIBRARY_RESULTS[path] = result
+    return result
 
 
-LIBRARY_GROUP = pytest.mark.xdist_group("library")
+_SHARED_ENV = "BACKPROPCHECK_TEST_LIBRARY_CACHE"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _library_cache_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Under xdist, every worker's base temporary folder sits in the run's one: the shared cache goes there."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.getbasetemp().parent / "library-results"
+        folder.mkdir(exist_ok=True)
+        os.environ[_SHARED_ENV] = str(folder)
 
 
 def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import BUNDLED, LIBRARY_FILES, LIBRARY_GROUP, library_result
+from conftest import BUNDLED, LIBRARY_FILES, library_result
 
 from backpropcheck.checker import Options, check_path
 from backpropcheck.lang.ir import Call, DimSize, IndexRef, IndexSum, walk
@@ -32,7 +32,6 @@ def _promised(path: Path, seed: int) -> list[str]:
     return broken
 
 
-@LIBRARY_GROUP
 @pytest.mark.parametrize("path", FILES, ids=[str(p.relative_to(LIBRARY)) for p in FILES])
 def test_every_claim_is_proved_or_fails_as_expected(path: Path) -> None:
     assert _promised(path, 0) == []

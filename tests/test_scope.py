@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DENSE_COLUMN, LIBRARY_FILES, LIBRARY_GROUP, REPO, library_result
+from conftest import DENSE_COLUMN, LIBRARY_FILES, REPO, library_result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -46,7 +46,6 @@ def test_every_claim_of_the_dense_seed_file_is_proved_for_all_shapes(tmp_path: P
         assert "pattern" in c.symbolic["argument"] and "docs/proof-scope.md" in c.symbolic["argument"]
 
 
-@LIBRARY_GROUP
 def test_most_proved_claims_in_derivations_are_all_shapes() -> None:
     """A guard against regressions, not the target: issue 16 asks for 80 %; with the §6 library
     (index-form convolutions, reshapes, slices, integer and binary inputs, outside the class) the
