@@ -409,13 +409,17 @@ def test_a_dim_inside_a_function_of_a_forward_definition_is_outside_the_class() 
 
 
 def _claims_with_traps():
+    """Every claim of every bundled file; by default the first of each file, the rest under -m slow."""
     for path in sorted((REPO / "derivations").glob("*.toml")):
         text = path.read_text()
         d = loads(text, path.name)
+        first = True
         for c in d.claims:
             names = [dim.terms[0][0] for dim in d.shape_of(c.target) if dim.terms] if c.error is None else []
             if names:
-                yield pytest.param(path.name, c.name, c.target, names[0], id=f"{path.stem}-{c.name}")
+                yield pytest.param(path.name, c.name, c.target, names[0], id=f"{path.stem}-{c.name}",
+                                   marks=() if first else pytest.mark.slow)
+                first = False
 
 
 @pytest.mark.parametrize("file, name, target, dim", list(_claims_with_traps()))
