@@ -1,0 +1,135 @@
+"""The checker's verdict on a claim, and for a refuted claim the true entries beside the claimed ones."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import sympy as sp
+
+from ..checker import ClaimResult, Counterexample, Options, draw_dims, settings
+from ..engines.evaluate import evaluate_definition
+from ..model import Claim, Derivation
+from .analysis import Analysis
+from .document import Explanation, Grid, Math
+from .jacobian import same
+from .printing import concrete_rename, render, tex_name
+
+
+def verdict(out: Explanation, d: Derivation, c: Claim, r: ClaimResult | None, sizes: dict[str, int],
+             a: Analysis | None, file_error: str | None = None) -> None:
+    out.heading("4. Verdict on the claim", 3)
+    if r is None:
+        out.para(f"(no verdict: the file could not be checked: {file_error or 'unknown error'})")
+        return
+    expected = "" if r.expected == "holds" else f" (the file expects {r.expected})"
+    out.para(f"{c.name} = {c.text}: {r.verdict.upper()}{expected}. {r.message}")
+    scope = (r.symbolic or {}).get("scope") if r.verdict == "proved" else None
+    if scope is not None:  # SPEC §8: for every shape, or only at the sampled ones, and why
+        which = "for all shapes" if scope == "all-shapes" else "at the sampled shapes only"
+        out.para(f"Scope: proved {which} — {(r.symbolic or {}).get('argument', '')}.")
+    if r.diagnosis:
+        out.para(f"Diagnosis: {r.diagnosis}.")
+    if r.verdict != "refuted" or c.node is None:
+        return
+    cex = r.counterexample
+    max_dim = settings(d, Options())["max_dim"]
+    grid = numeric_grid(d, c, sizes, cex, max_dim)
+    if (grid is None or not any(any(row) for row in grid.bad)) and cex is not None and cex.dims \
+            and cex.dims != sizes and all(v <= 6 for v in cex.dims.values()):
+        out.para(f"(At the walk-through's dims {_dims_text(sizes)} this claim happens to agree; the checker's "
+                 f"counterexample is at dims {_dims_text(cex.dims)}.)")
+        grid = numeric_grid(d, c, cex.dims, cex, max_dim)  # these dims hide the mistake; the checker's do not
+    if grid is not None:
+        out.para("True entries next to the claimed ones (mismatches marked):")
+        out.add_grid(grid)
+    if a is not None:
+        for line in symbolic_mismatches(a, c):
+            out.math(line)
+
+
+def _dims_text(sizes: Mapping[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sizes.items())
+
+
+def numeric_grid(d: Derivation, c: Claim, sizes: Mapping[str, int], cex: Counterexample | None = None,
+                 max_dim: int = 64) -> Grid | None:
+    """True vs claimed entries from one numeric trial at ``sizes`` (None if the claim cannot be evaluated).
+
+    With a counterexample at these dims, the grid replays its very trial: its true and claimed
+    values are entries of the grid."""
+    from ..engines.numeric import rng_for, run_trial
+
+    try:
+        if cex is not None and isinstance(cex.trial, int) and cex.dims == dict(sizes):
+            rng = rng_for(cex.seed, d.path, cex.trial)
+            draw_dims(d, rng, 2, max(2, max_dim), dict(sizes))  # as the checker's trial drew them
+            run = run_trial(d, dict(sizes), rng, cex.trial)
+        else:
+            run = run_trial(d, dict(sizes), rng_for(0, d.path, 300_000), 0)
+    except Exception:  # noqa: BLE001 - the grid is an illustration; the verdict stands without it
+        return None
+    if c.name not in run.claims:
+        return None
+    true = np.asarray(run.grads[c.target], dtype=float)
+    claimed = np.asarray(np.broadcast_to(run.claims[c.name], true.shape), dtype=float)
+    if true.ndim > 2 or true.size > 64:
+        return None
+    t2 = true.reshape(-1, 1) if true.ndim < 2 else true
+    c2 = claimed.reshape(-1, 1) if claimed.ndim < 2 else claimed
+    bad = ~np.isclose(c2, t2, rtol=1e-7, atol=1e-12)
+    dims = ", ".join(f"{k}={v}" for k, v in sizes.items())
+    with np.errstate(all="ignore"):
+        ratio = [[f"{c / t:.3f}" if abs(t) > 1e-12 else "—" for c, t in zip(rc, rt)] for rc, rt in zip(c2, t2)]
+    return Grid(f"grad_{c.target} at dims {dims} (random inputs; rows × columns as in {c.target})",
+                [[f"{x:.3f}" for x in row] for row in t2], [[f"{x:.3f}" for x in row] for row in c2],
+                bad.tolist(), ratio)
+
+
+def symbolic_mismatches(a: Analysis, c: Claim, limit: int = 2) -> list[Math]:
+    """The first mismatching entries, true vs claimed, in per-neuron symbols (∇v kept as symbols)."""
+    d = a.d
+    env = dict(a.truth.env)
+    env.update({f"grad_{n}": g for n, g in a.grad_symbols.items()})
+    for helper in d.backward:
+        try:
+            env[helper.name] = evaluate_definition(helper.root, helper.index, env, a.sizes, a.truth.backend)
+        except Exception:  # noqa: BLE001
+            return []
+    try:
+        claimed = np.broadcast_to(evaluate_definition(c.node, c.index, env, a.sizes, a.truth.backend),
+                                  a.arrays[c.target].shape)
+    except Exception:  # noqa: BLE001
+        return []
+    true = a.truth.grads[c.target]
+    out = []
+    for idx in np.ndindex(*true.shape):
+        t = sp.sympify(claimed[idx], strict=True)
+        if same(t, one_step_truth(a, c.target, idx)) or same(a.truth.full(t), a.truth.full(true[idx])):
+            continue
+        lhs = f"[{','.join(map(str, idx))}]" if idx else ""
+        tt = render(one_step_truth(a, c.target, idx), concrete_rename)
+        cc = render(t, concrete_rename)
+        out.append(Math(f"true ∇{c.target}{lhs} = {tt.text}    claimed = {cc.text}",
+                        rf"\text{{true }} (\nabla {tex_name(c.target)})_{{{','.join(map(str, idx))}}} = {tt.tex}"
+                        rf"\qquad \text{{claimed}} = {cc.tex}"))
+        if len(out) >= limit:
+            break
+    return out
+
+
+def one_step_truth(a: Analysis, x: str, idx: tuple[int, ...]) -> sp.Expr:
+    """``∂E/∂x[idx] = Σ_v Σ_k ∇v[k] ∂v[k]/∂x[idx]`` (+ the given ∇x or the loss's direct term)."""
+    total: sp.Expr = sp.Integer(0)
+    if x in a.d.loss.upstream:
+        total += a.grad_symbols[x][idx]
+    if x in a.loss_reads:
+        total += sp.diff(a.truth.loss, a.arrays[x][idx])
+    for v in a.consumers(x):
+        J = a.jacobian(v, x)
+        if J is None:
+            return a.truth.grads[x][idx]
+        G = a.grad_symbols[v]
+        for kv in np.ndindex(*G.shape):
+            total += G[kv] * J[kv + idx]
+    return total
