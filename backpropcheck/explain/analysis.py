@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import sympy as sp
 
-from ..engines.symbolic import SymbolicTruth, symbol_array
+from ..engines.symbolic import SymbolicTruth, partials
 from ..lang.ir import Var
 from ..model import Derivation
 from .forms import Form, tensor, tr
@@ -40,9 +40,7 @@ class Analysis:
             self.reads[name] = used
         loss = getattr(self.truth, "loss", None)
         self.loss_reads = {self.owner[s] for s in loss.free_symbols if s in self.owner} if loss is not None else set()
-        self.grad_symbols = {n: symbol_array(f"grad_{n}", self.arrays[n].shape, real=True) for n in self.names}
-        for h, g in self.truth.upstream.items():
-            self.grad_symbols[h] = g
+        self._templates: dict = {}  # the engine's derivative templates, shared by every Jacobian built here
         self._jac: dict[tuple[str, str], np.ndarray | None] = {}
         self._structure: dict[tuple[str, str], Structure] = {}
 
@@ -53,30 +51,34 @@ class Analysis:
     def size(self, name: str) -> int:
         return int(np.prod(self.arrays[name].shape)) if self.arrays[name].shape else 1
 
+    def gradient_atoms(self, v: str) -> np.ndarray:
+        """The engine's gradient atoms ``∇v[k]`` of a forward variable (0 where v[k] cannot reach the loss)."""
+        return np.asarray(self.truth.step_env[f"grad_{v}"])
+
     def jacobian(self, v: str, u: str) -> np.ndarray | None:
         """``J[kv + ku] = ∂ v[kv] / ∂ u[ku]`` from v's local definition (None when too large)."""
         key = (v, u)
         if key not in self._jac:
-            V, U = self.arrays[v], self.arrays[u]
-            if self.size(v) * self.size(u) > MAX_JACOBIAN:
-                self._jac[key] = None
-            else:
-                J = np.empty(V.shape + U.shape, dtype=object)
-                for kv in np.ndindex(*V.shape):
-                    local = self.truth.local[V[kv]]
-                    free = local.free_symbols
-                    for ku in np.ndindex(*U.shape):
-                        s = U[ku]
-                        J[kv + ku] = self.truth.atomize(sp.diff(local, s)) if s in free else sp.Integer(0)
-                self._jac[key] = J
+            self._jac[key] = self._build_jacobian(v, u) if self.size(v) * self.size(u) <= MAX_JACOBIAN else None
         return self._jac[key]
 
+    def _build_jacobian(self, v: str, u: str) -> np.ndarray:
+        """The engine's local partials of each entry of v, at the entries of u they read."""
+        V, U = self.arrays[v], self.arrays[u]
+        where = _positions(U)
+        J = np.full(V.shape + U.shape, sp.Integer(0), dtype=object)
+        for kv in np.ndindex(*V.shape):
+            for s, ds in partials(self.truth.local[V[kv]], set(where), self._templates).items():
+                J[kv + where[s]] = self.truth.atomize(ds)
+        return J
+
     def loss_gradient(self, u: str) -> np.ndarray:
-        """``∂E/∂u`` through E's own expression only (the direct term)."""
+        """``∂E/∂u`` through E's own expression only (the direct term), from the engine's partials."""
         U = self.arrays[u]
+        found = partials(self.truth.loss, set(_positions(U)), self._templates)
         out = np.empty(U.shape, dtype=object)
         for k in np.ndindex(*U.shape):
-            out[k] = sp.diff(self.truth.loss, U[k])
+            out[k] = found.get(U[k], sp.Integer(0))
         return out
 
     # -- structure -------------------------------------------------------------------
@@ -169,3 +171,8 @@ class Analysis:
                 and isinstance(root.args[0], Var)):
             return root.params["fn"], root.args[0].name
         return None
+
+
+def _positions(U: np.ndarray) -> dict[sp.Symbol, tuple[int, ...]]:
+    """Each symbol of an array of entries, with its index (concrete entries, such as labels, left out)."""
+    return {U[k]: k for k in np.ndindex(*U.shape) if isinstance(U[k], sp.Symbol)}

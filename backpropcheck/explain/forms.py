@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from ..lang.dims import Dim, Shape
+from ..lang.ops import OPS, ShapeMismatch
 from ..model import Derivation
 from .printing import bare_rename, code_text, concrete_rename, render, shape_text, tex_name, text_name
 
@@ -49,22 +50,21 @@ def _paren(f: Form) -> Form:
     return Form(f"({f.text})", rf"\left({f.tex}\right)", f"({f.code})", f.shape)
 
 
-def _matmul_shape(a: Shape | None, b: Shape | None) -> Shape | None:
-    if a is None or b is None:
+def _shape_rule(op: str, *shapes: Shape | None) -> Shape | None:
+    """The op table's shape rule for ``op`` over dim names; None when a shape is unknown or they do not fit."""
+    known = [s for s in shapes if s is not None]
+    if len(known) < len(shapes):
         return None
-    if len(a) == 2 and len(b) == 2:
-        return (a[0], b[1])
-    if len(a) == 2 and len(b) == 1:
-        return (a[0],)
-    if len(a) == 1 and len(b) == 2:
-        return (b[1],)
-    return ()
+    try:
+        return OPS[op].shape(*known)
+    except ShapeMismatch:
+        return None
 
 
 def matmul(a: Form, b: Form) -> Form:
     """``a b`` (matrix-matrix, matrix-vector or vector-matrix), with its shape rule annotated."""
     a, b = _paren(a), _paren(b)
-    shape = _matmul_shape(a.shape, b.shape)
+    shape = _shape_rule("matmul", a.shape, b.shape)
     return Form(f"{a.text} {b.text}", f"{a.tex} {b.tex}", f"{a.code} @ {b.code}", shape, atom=False,
                 annot=f"{shape_text(a.shape)} · {shape_text(b.shape)} → {shape_text(shape)}",
                 annot_tex=rf"{shape_text(a.shape)} \cdot {shape_text(b.shape)} \to {shape_text(shape)}")
@@ -81,7 +81,7 @@ def hadamard(a: Form, b: Form) -> Form:
 
 def outer(u: Form, v: Form) -> Form:
     """``u vᵀ``, the outer product of two vectors."""
-    shape = (u.shape[0], v.shape[0]) if u.shape and v.shape else None
+    shape = _shape_rule("outer", u.shape, v.shape)
     return Form(f"{u.text} {v.text}ᵀ", rf"{u.tex} {v.tex}^\top", f"outer({u.code}, {v.code})", shape, atom=False,
                 annot=f"{shape_text(u.shape)} column times {shape_text(v.shape)}ᵀ row → {shape_text(shape)}, "
                       "an outer product",

@@ -14,7 +14,7 @@ from .document import Math
 
 GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "eta", "theta", "lambda", "mu", "nu", "xi", "pi", "rho",
          "sigma", "tau", "phi", "chi", "psi", "omega"}
-_ENTRY = re.compile(r"^(\w+)\[([\d,]*)\]$")
+_ENTRY = re.compile(r"^(∇?\w+)\[([\d,]*)\]$")
 
 
 def tex_name(name: str) -> str:
@@ -56,11 +56,16 @@ def entry_tex(name: str, letters: list[str]) -> str:
 
 
 def split_entry(symbol: sp.Symbol) -> tuple[str, tuple[int, ...]]:
-    """``W[0,2]`` → ``("W", (0, 2))``; a scalar → ``(name, ())``."""
+    """``W[0,2]`` → ``("W", (0, 2))``, ``∇z[1]`` → ``("grad_z", (1,))``; a scalar → ``(name, ())``."""
     m = _ENTRY.match(symbol.name)
     if not m:
-        return symbol.name, ()
-    return m.group(1), tuple(int(x) for x in m.group(2).split(",") if x)
+        return _tensor_name(symbol.name), ()
+    return _tensor_name(m.group(1)), tuple(int(x) for x in m.group(2).split(",") if x)
+
+
+def _tensor_name(name: str) -> str:
+    """The symbolic engine's gradient atoms are ``∇z[k]``: the file names that gradient ``grad_z``."""
+    return "grad_" + name[1:] if name.startswith("∇") else name
 
 
 def _func_name(expr) -> tuple[str, bool]:
@@ -115,8 +120,18 @@ class _CodePrinter(StrPrinter):
 
 
 def render(expr: sp.Expr, rename: Callable[[sp.Symbol], tuple[str, str]]) -> Math:
+    """``expr`` in Unicode and in LaTeX, each symbol written by ``rename``."""
+    expr = _file_names(expr)
     text = _TextPrinter(rename).doprint(expr).replace("**", "^").replace("*", "·")
     return Math(text, _TexPrinter(rename).doprint(expr))
+
+
+def _file_names(expr: sp.Expr) -> sp.Expr:
+    """The engine's gradient atoms ``∇z[k]`` under the file's name ``grad_z[k]``: SymPy orders the terms
+    and factors it prints by symbol name, and a product reads ``∇z[0]·W[0,2]`` under the file's names."""
+    atoms = {s: sp.Symbol(_tensor_name(s.name), **s.assumptions0)
+             for s in expr.free_symbols if s.name.startswith("∇")}
+    return expr.xreplace(atoms) if atoms else expr
 
 
 def concrete_rename(symbol: sp.Symbol) -> tuple[str, str]:
@@ -145,7 +160,7 @@ def generic_rename(symbol: sp.Symbol) -> tuple[str, str]:
 
 def bare_rename(symbol: sp.Symbol) -> tuple[str, str]:
     """Any entry as its tensor's bare name (``z_j`` → ``z``), for array expressions."""
-    name = symbol.name.split("@")[0].split("[")[0]
+    name = _tensor_name(symbol.name.split("@")[0].split("[")[0])
     return text_name(name), tex_name(name)
 
 

@@ -7,8 +7,10 @@ from collections.abc import Mapping
 import numpy as np
 import sympy as sp
 
-from ..checker import ClaimResult, Counterexample, Options, draw_dims, settings
+from ..checker import DEFAULTS, ClaimResult, Counterexample, Options, draw_dims, settings
 from ..engines.evaluate import evaluate_definition
+from ..engines.numeric import compare
+from ..engines.symbolic import SymbolicTruth
 from ..model import Claim, Derivation
 from .analysis import Analysis
 from .document import Explanation, Grid, Math
@@ -33,13 +35,14 @@ def verdict(out: Explanation, d: Derivation, c: Claim, r: ClaimResult | None, si
     if r.verdict != "refuted" or c.node is None:
         return
     cex = r.counterexample
-    max_dim = settings(d, Options())["max_dim"]
-    grid = numeric_grid(d, c, sizes, cex, max_dim)
+    cfg = settings(d, Options())  # the file's own [check] settings, as the checker read them
+    max_dim, tolerance = cfg["max_dim"], (cfg["rtol"], cfg["atol"])
+    grid = numeric_grid(d, c, sizes, cex, max_dim, tolerance)
     if (grid is None or not any(any(row) for row in grid.bad)) and cex is not None and cex.dims \
             and cex.dims != sizes and all(v <= 6 for v in cex.dims.values()):
         out.para(f"(At the walk-through's dims {_dims_text(sizes)} this claim happens to agree; the checker's "
                  f"counterexample is at dims {_dims_text(cex.dims)}.)")
-        grid = numeric_grid(d, c, cex.dims, cex, max_dim)  # these dims hide the mistake; the checker's do not
+        grid = numeric_grid(d, c, cex.dims, cex, max_dim, tolerance)  # these dims hide the mistake; the checker's do not
     if grid is not None:
         out.para("True entries next to the claimed ones (mismatches marked):")
         out.add_grid(grid)
@@ -53,11 +56,12 @@ def _dims_text(sizes: Mapping[str, int]) -> str:
 
 
 def numeric_grid(d: Derivation, c: Claim, sizes: Mapping[str, int], cex: Counterexample | None = None,
-                 max_dim: int = 64) -> Grid | None:
+                 max_dim: int = 64, tolerance: tuple[float, float] | None = None) -> Grid | None:
     """True vs claimed entries from one numeric trial at ``sizes`` (None if the claim cannot be evaluated).
 
     With a counterexample at these dims, the grid replays its very trial: its true and claimed
-    values are entries of the grid."""
+    values are entries of the grid. An entry is marked as the checker's comparison would judge it,
+    at ``tolerance`` = (rtol, atol) (the checker's defaults when not given)."""
     from ..engines.numeric import rng_for, run_trial
 
     try:
@@ -77,7 +81,8 @@ def numeric_grid(d: Derivation, c: Claim, sizes: Mapping[str, int], cex: Counter
         return None
     t2 = true.reshape(-1, 1) if true.ndim < 2 else true
     c2 = claimed.reshape(-1, 1) if claimed.ndim < 2 else claimed
-    bad = ~np.isclose(c2, t2, rtol=1e-7, atol=1e-12)
+    rtol, atol = tolerance or (DEFAULTS["rtol"], DEFAULTS["atol"])
+    bad = mismatched_entries(c2, t2, rtol, atol)
     dims = ", ".join(f"{k}={v}" for k, v in sizes.items())
     with np.errstate(all="ignore"):
         ratio = [[f"{c / t:.3f}" if abs(t) > 1e-12 else "—" for c, t in zip(rc, rt)] for rc, rt in zip(c2, t2)]
@@ -86,29 +91,37 @@ def numeric_grid(d: Derivation, c: Claim, sizes: Mapping[str, int], cex: Counter
                 bad.tolist(), ratio)
 
 
-def symbolic_mismatches(a: Analysis, c: Claim, limit: int = 2) -> list[Math]:
-    """The first mismatching entries, true vs claimed, in per-neuron symbols (∇v kept as symbols)."""
-    d = a.d
-    env = dict(a.truth.env)
-    env.update({f"grad_{n}": g for n, g in a.grad_symbols.items()})
-    for helper in d.backward:
-        try:
-            env[helper.name] = evaluate_definition(helper.root, helper.index, env, a.sizes, a.truth.backend)
-        except Exception:  # noqa: BLE001
-            return []
-    try:
-        claimed = np.broadcast_to(evaluate_definition(c.node, c.index, env, a.sizes, a.truth.backend),
-                                  a.arrays[c.target].shape)
-    except Exception:  # noqa: BLE001
-        return []
-    true = a.truth.grads[c.target]
-    out = []
+def mismatched_entries(claimed: np.ndarray, true: np.ndarray, rtol: float, atol: float) -> np.ndarray:
+    """The entries the checker's comparison (:func:`~backpropcheck.engines.numeric.compare`) rejects,
+    one at a time: each probe differs from the truth at one entry only, so the tensor's scale still counts."""
+    bad = np.zeros(true.shape, dtype=bool)
     for idx in np.ndindex(*true.shape):
+        probe = true.copy()
+        probe[idx] = claimed[idx]
+        bad[idx] = not compare(probe, true, rtol, atol)[0]
+    return bad
+
+
+def symbolic_mismatches(a: Analysis, c: Claim, limit: int = 2) -> list[Math]:
+    """The first mismatching entries, true vs claimed, in per-neuron symbols: the claim read as the
+    symbolic engine judges one chain-rule step (each ``∇v`` an atom), beside the engine's step."""
+    truth = a.truth
+    steps = truth.steps.get(c.target)
+    if steps is None or c.node is None:
+        return []
+    try:
+        claimed = np.broadcast_to(evaluate_definition(c.node, c.index, truth.step_env, a.sizes, truth.backend),
+                                  steps.shape)
+    except Exception:  # noqa: BLE001 - an illustration; the verdict stands without it
+        return []
+    out = []
+    for idx in np.ndindex(*steps.shape):
         t = sp.sympify(claimed[idx], strict=True)
-        if same(t, one_step_truth(a, c.target, idx)) or same(a.truth.full(t), a.truth.full(true[idx])):
+        shown = _in_claims_atoms(truth, t, steps[idx])
+        if same(t, shown) or same(truth.full(t), truth.full(truth.grads[c.target][idx])):
             continue
         lhs = f"[{','.join(map(str, idx))}]" if idx else ""
-        tt = render(one_step_truth(a, c.target, idx), concrete_rename)
+        tt = render(shown, concrete_rename)
         cc = render(t, concrete_rename)
         out.append(Math(f"true ∇{c.target}{lhs} = {tt.text}    claimed = {cc.text}",
                         rf"\text{{true }} (\nabla {tex_name(c.target)})_{{{','.join(map(str, idx))}}} = {tt.tex}"
@@ -118,18 +131,20 @@ def symbolic_mismatches(a: Analysis, c: Claim, limit: int = 2) -> list[Math]:
     return out
 
 
-def one_step_truth(a: Analysis, x: str, idx: tuple[int, ...]) -> sp.Expr:
-    """``∂E/∂x[idx] = Σ_v Σ_k ∇v[k] ∂v[k]/∂x[idx]`` (+ the given ∇x or the loss's direct term)."""
-    total: sp.Expr = sp.Integer(0)
-    if x in a.d.loss.upstream:
-        total += a.grad_symbols[x][idx]
-    if x in a.loss_reads:
-        total += sp.diff(a.truth.loss, a.arrays[x][idx])
-    for v in a.consumers(x):
-        J = a.jacobian(v, x)
-        if J is None:
-            return a.truth.grads[x][idx]
-        G = a.grad_symbols[v]
-        for kv in np.ndindex(*G.shape):
-            total += G[kv] * J[kv + idx]
-    return total
+def _in_claims_atoms(truth: SymbolicTruth, claimed: sp.Expr, step: sp.Expr) -> sp.Expr:
+    """The one-step truth, or — for a claim that skips steps — written with the gradients the claim
+    reads, as the engine's chain proof compares them (``∇xp`` replaced by its own step when the claim
+    reads ``∇y`` one variable later)."""
+    def tensors(e: sp.Expr) -> set[str]:
+        return {s.name.split("[")[0] for s in e.free_symbols if s in truth.grad_atoms}
+
+    read = tensors(claimed)
+    if read <= tensors(step):
+        return step
+    for _ in range(len(truth.order) + 1):
+        deeper = {s: truth.grad_atoms[s] for s in step.free_symbols
+                  if s in truth.grad_atoms and s.name.split("[")[0] not in read}
+        if not deeper:
+            break
+        step = step.xreplace(deeper)
+    return step

@@ -146,7 +146,7 @@ def _explain_claim(out: Explanation, a: Analysis, c: Claim) -> None:
         chain_x.append(g.tex + r"\ \text{(given)}")
         value_t.append(g.text)
         value_x.append(g.tex)
-        concrete_terms.append((None, a.grad_symbols[x][x_idx]))
+        concrete_terms.append((None, a.truth.upstream[x][x_idx]))
     if in_loss:
         lg = a.loss_gradient(x)
         pattern = generalize(lg[x_idx], ctx, d)
@@ -219,10 +219,10 @@ def _explain_claim(out: Explanation, a: Analysis, c: Claim) -> None:
             value_t.append(f"{sig_t}{g_t} · ∂{ve_t}/∂{entry_text(x, x_letters)}")
             value_x.append(rf"{sig_x}{g_x} \frac{{\partial {ve_x}}}{{\partial {entry_tex(x, x_letters)}}}")
         if J is not None:
-            G = a.grad_symbols[v]
+            G = a.gradient_atoms(v)
             for kv in np.ndindex(*G.shape):
                 term = J[kv + x_idx]
-                if term != 0:
+                if term != 0 and G[kv] != 0:
                     concrete_terms.append((G[kv], term))
         else:
             incomplete = True
