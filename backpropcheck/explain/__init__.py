@@ -32,7 +32,6 @@ import sys
 import types
 from typing import Any
 
-from ..demo import run_demo
 from .analysis import MAX_JACOBIAN, Analysis
 from .document import Block, Explanation, Grid, Math, Segment, code, select
 from .forms import Form
@@ -50,6 +49,15 @@ __all__ = [
     "Structure", "_tex_text", "code", "explain_derivation", "explain_file", "jacobian_note", "numeric_grid",
     "render_latex", "render_markdown", "render_text", "run_demo", "select", "small_sizes", "symbolic_mismatches",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``run_demo`` lives beside the CLI (:mod:`backpropcheck.demo`, which imports this package)."""
+    if name == "run_demo":
+        from ..demo import run_demo
+
+        return run_demo
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # -- the API's name ---------------------------------------------------------------------------------------------

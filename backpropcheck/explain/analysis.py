@@ -83,20 +83,26 @@ class Analysis:
 
     # -- structure -------------------------------------------------------------------
 
+    def _matrices(self, shape: tuple[int, ...]) -> list[tuple[str, bool, np.ndarray]]:
+        """Every 2-D tensor of the file, and every transpose, of this shape: (name, transposed, entries)."""
+        out = []
+        for name, arr in self.arrays.items():
+            if arr.ndim == 2:
+                out += [(name, transposed, m) for m, transposed in ((arr, False), (arr.T, True)) if m.shape == shape]
+        return out
+
+    def _named(self, name: str, transposed: bool) -> Form:
+        f = tensor(self.d, name)
+        return tr(f) if transposed else f
+
     def match_matrix(self, M: np.ndarray) -> Form | None:
         """``W`` or ``Wᵀ`` (or their negatives) when M's entries are exactly a 2-D tensor's symbols."""
-        for name, arr in self.arrays.items():
-            if arr.ndim != 2:
-                continue
-            for candidate, transposed in ((arr, False), (arr.T, True)):
-                if candidate.shape != M.shape:
-                    continue
-                for sign in (1, -1):
-                    if all(same(M[k], sign * candidate[k]) for k in np.ndindex(*M.shape)):
-                        f = tensor(self.d, name)
-                        f = tr(f) if transposed else f
-                        return f if sign == 1 else Form("-" + f.text, "-" + f.tex, "-" + f.code, f.shape,
-                                                        base=None, atom=False)
+        for name, transposed, candidate in self._matrices(M.shape):
+            for sign in (1, -1):
+                if all(same(M[k], sign * candidate[k]) for k in np.ndindex(*M.shape)):
+                    f = self._named(name, transposed)
+                    return f if sign == 1 else Form("-" + f.text, "-" + f.tex, "-" + f.code, f.shape,
+                                                    base=None, atom=False)
         return None
 
     def match_scaled(self, M: np.ndarray, redo: Callable[[Analysis], np.ndarray | None]
@@ -106,28 +112,27 @@ class Analysis:
         f = self.match_matrix(M)
         if f is not None:
             return f, sp.Integer(1)
-        for name, arr in self.arrays.items():
-            if arr.ndim != 2 or M.ndim != 2:
+        if M.ndim != 2 or M.size == 0:
+            return None
+        for name, transposed, candidate in self._matrices(M.shape):
+            c = sp.simplify(M.flat[0] / candidate.flat[0])
+            if c == 0 or c.free_symbols or not all(same(M[k], c * candidate[k]) for k in np.ndindex(*M.shape)):
                 continue
-            for candidate, transposed in ((arr, False), (arr.T, True)):
-                if candidate.shape != M.shape or M.size == 0:
-                    continue
-                c = sp.simplify(M.flat[0] / candidate.flat[0])
-                if c == 0 or c.free_symbols or not all(same(M[k], c * candidate[k]) for k in np.ndindex(*M.shape)):
-                    continue
-                big = self.larger()
-                M2 = redo(big) if big is not None else None
-                if M2 is None or M2.shape[0] == 0:
-                    return None
-                big_arr = big.arrays[name].T if transposed else big.arrays[name]
-                if M2.shape != big_arr.shape:
-                    return None
-                general = dim_constant(c, sp.simplify(M2.flat[0] / big_arr.flat[0]), self.sizes, big.sizes)
-                if general is None:
-                    return None
-                f = tensor(self.d, name)
-                return (tr(f) if transposed else f), general
+            general = self._general_constant(c, name, transposed, redo)
+            return None if general is None else (self._named(name, transposed), general)
         return None
+
+    def _general_constant(self, c: sp.Expr, name: str, transposed: bool,
+                          redo: Callable[[Analysis], np.ndarray | None]) -> sp.Expr | None:
+        """The constant c of ``c · name`` in dims, read off the same block redone at dims one larger."""
+        big = self.larger()
+        M2 = redo(big) if big is not None else None
+        if big is None or M2 is None or M2.shape[0] == 0:
+            return None
+        big_arr = big.arrays[name].T if transposed else big.arrays[name]
+        if M2.shape != big_arr.shape:
+            return None
+        return dim_constant(c, sp.simplify(M2.flat[0] / big_arr.flat[0]), self.sizes, big.sizes)
 
     def match_vector(self, c: np.ndarray) -> Form | None:
         """A 1-D tensor whose symbols are exactly c's entries."""

@@ -51,28 +51,11 @@ def tie_candidates(sv: Shape, su: Shape) -> list[dict[int, int]]:
 def tied_block(J: np.ndarray, rv: int, ties: dict[int, int], constant: bool = False) -> np.ndarray | None:
     """Check ``J`` vanishes unless the tied indices agree; return the block over the untied axes
     (at the first tied value). With ``constant``, the block must not depend on the tied value."""
-    shape = J.shape
+    if not _vanishes_off_ties(J, rv, ties):
+        return None
     first: np.ndarray | None = None
-    v_rest = [k for k in range(rv) if k not in ties]
-    u_rest = [rv + k for k in range(len(shape) - rv) if k not in ties.values()]
-    for full in np.ndindex(*shape):
-        agree = all(full[a] == full[rv + b] for a, b in ties.items())
-        if not agree and J[full] != 0:
-            return None
-    # the block at each tied value
-    tied_axes = list(ties.items())
-    ranges = [range(shape[a]) for a, _ in tied_axes]
-    rest_shape = tuple(shape[k] for k in v_rest + u_rest)
-    for values in itertools.product(*ranges):
-        block = np.empty(rest_shape, dtype=object)
-        for rest in np.ndindex(*rest_shape):
-            full = [0] * len(shape)
-            for (a, b), val in zip(tied_axes, values):
-                full[a] = val
-                full[rv + b] = val
-            for k, r in zip(v_rest + u_rest, rest):
-                full[k] = r
-            block[rest] = J[tuple(full)]
+    for values in itertools.product(*[range(J.shape[a]) for a in ties]):
+        block = _block_at(J, rv, ties, values)
         if first is None:
             first = block
             if not constant:
@@ -80,6 +63,27 @@ def tied_block(J: np.ndarray, rv: int, ties: dict[int, int], constant: bool = Fa
         elif not all(same(x, y) for x, y in zip(first.flat, block.flat)):
             return None
     return first
+
+
+def _vanishes_off_ties(J: np.ndarray, rv: int, ties: dict[int, int]) -> bool:
+    """Is every entry of J zero where a tied pair of indices disagrees?"""
+    return all(J[full] == 0 for full in np.ndindex(*J.shape)
+               if not all(full[a] == full[rv + b] for a, b in ties.items()))
+
+
+def _block_at(J: np.ndarray, rv: int, ties: dict[int, int], values: tuple[int, ...]) -> np.ndarray:
+    """The block of J over the untied axes (v's, then u's) where the tied pairs take ``values``."""
+    rest_axes = [k for k in range(rv) if k not in ties] + \
+        [rv + k for k in range(J.ndim - rv) if k not in ties.values()]
+    block = np.empty(tuple(J.shape[k] for k in rest_axes), dtype=object)
+    full = [0] * J.ndim
+    for (a, b), val in zip(ties.items(), values):
+        full[a] = full[rv + b] = val
+    for rest in np.ndindex(*block.shape):
+        for k, r in zip(rest_axes, rest):
+            full[k] = r
+        block[rest] = J[tuple(full)]
+    return block
 
 
 def is_mask(e: sp.Expr) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
@@ -162,6 +162,11 @@ def bare_rename(symbol: sp.Symbol) -> tuple[str, str]:
     """Any entry as its tensor's bare name (``z_j`` → ``z``), for array expressions."""
     name = _tensor_name(symbol.name.split("@")[0].split("[")[0])
     return text_name(name), tex_name(name)
+
+
+def dims_text(sizes: Mapping[str, int]) -> str:
+    """``n=3, m=2``."""
+    return ", ".join(f"{k}={v}" for k, v in sizes.items())
 
 
 def shape_text(shape: Shape | None) -> str:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import sympy as sp
 
-from ..lang.dims import Shape
+from ..lang.dims import Dim, Shape
 from .document import Math, Segment
 from .forms import Form, array_form, hadamard, matmul, opaque, outer, reduce_sum, scaled, tensor, tr
 from .jacobian import dim_constant, routing, same, tie_candidates, tied_block
@@ -42,104 +42,193 @@ class Structure:
     transposed: Form | None = None  # (∂v/∂u)ᵀ as a named matrix, for vector chains
 
 
+@dataclass
+class _Edge:
+    """One local Jacobian ``∂v/∂u`` being classified, with the pieces every sentence names."""
+
+    an: Analysis
+    v: str
+    u: str
+    J: np.ndarray
+    unnamed: dict[int, int] | None = None  # ties of a constant block that is no single tensor of the file
+
+    @property
+    def sv(self) -> Shape:
+        return self.an.d.shape_of(self.v)
+
+    @property
+    def su(self) -> Shape:
+        return self.an.d.shape_of(self.u)
+
+    @property
+    def rv(self) -> int:
+        return len(self.sv)
+
+    @property
+    def gv(self) -> Form:
+        return tensor(self.an.d, f"grad_{self.v}")
+
+    @property
+    def jname(self) -> Math:
+        return _jacobian_name(self.v, self.u)
+
+    @property
+    def generic_vjp(self) -> Form:
+        return _generic_vjp(self.v, self.u, self.su)
+
+    @property
+    def shapes(self) -> str:
+        return f"({shape_text(self.sv)} × {shape_text(self.su)})"
+
+    def gradient_is(self, vjp: Form) -> Math:
+        """``∇u = <vjp>``."""
+        return Math(f"∇{self.u} = {vjp.text}", rf"\nabla {tex_name(self.u)} = {vjp.tex}")
+
+
+def _jacobian_name(v: str, u: str) -> Math:
+    return Math(f"∂{v}/∂{u}", rf"\partial {tex_name(v)} / \partial {tex_name(u)}")
+
+
+def _generic_vjp(v: str, u: str, su: Shape) -> Form:
+    return opaque(f"(∂{v}/∂{u})ᵀ ∇{v}",
+                  rf"\left(\frac{{\partial {tex_name(v)}}}{{\partial {tex_name(u)}}}\right)^\top "
+                  rf"\nabla {tex_name(v)}", su)
+
+
 def classify(an: Analysis, v: str, u: str) -> Structure:
-    d = an.d
-    gv = tensor(d, f"grad_{v}")
-    sv, su = d.shape_of(v), d.shape_of(u)
-    jname = Math(f"∂{v}/∂{u}", rf"\partial {tex_name(v)} / \partial {tex_name(u)}")
-    generic_vjp = opaque(f"(∂{v}/∂{u})ᵀ ∇{v}",
-                         rf"\left(\frac{{\partial {tex_name(v)}}}{{\partial {tex_name(u)}}}\right)^\top "
-                         rf"\nabla {tex_name(v)}", su)
+    """Name ``∂v/∂u`` by the first structure that fits, from the most specific to dense."""
     J = an.jacobian(v, u)
     if J is None:
-        return Structure("large", [jname, f" is too large to build at these dims; ∇{u} contracts its transpose with ",
-                                   Math(gv.text, gv.tex), "."], generic_vjp)
-    rv, ru = len(sv), len(su)
-    if all(e == 0 for e in J.flat):
-        return Structure("zero", [jname, " is zero."], opaque("0", "0", su))
-    # diagonal: the same shape, nonzero only where the indices agree
-    if sv == su and rv > 0:
-        ties = {k: k for k in range(rv)}
-        U = tied_block(J, rv, ties)
-        if U is not None:
-            diag = np.empty(an.arrays[v].shape, dtype=object)
-            for k in np.ndindex(*diag.shape):
-                diag[k] = J[k + k]
-            if all(e == 1 for e in diag.flat):
-                return Structure("identity", [jname, " is the identity I: the gradient passes through "
-                                              "unchanged."], gv, ties, opaque("I", "I", sv))
-            if all(same(e, diag.flat[0]) for e in diag.flat) and not diag.flat[0].free_symbols:
-                c = diag.flat[0]
-                return Structure("scaled", [jname, " is ", render(c, concrete_rename),
-                                            " times the identity: a constant factor."], scaled(c, gv), ties)
-            vec = _diag_form(an, v, diag)
-            mul = hadamard(gv, vec)
-            return Structure(
-                "diagonal",
-                [jname, " is diagonal, diag(", Math(vec.text, vec.tex), "): entry ", Math(
-                    entry_text(v, ["k"]), entry_tex(v, ["k"])),
-                 " depends only on ", Math(entry_text(u, ["k"]), entry_tex(u, ["k"])),
-                 ". Multiplying by a diagonal matrix is an element-wise product, so its transpose (itself) "
-                 "acts as ", Math(mul.text, mul.tex), "."],
-                mul, ties, opaque(f"diag({vec.text})", rf"\operatorname{{diag}}\left({vec.tex}\right)", None))
-    # Kronecker structure: some axes of v tied to axes of u by a delta, the rest a fixed block
-    unnamed: dict[int, int] | None = None  # a constant block that is no single tensor of the file
-    for ties in tie_candidates(sv, su):
-        U = tied_block(J, rv, ties, constant=True)
-        if U is None:
-            continue
-        found = _kronecker(an, v, u, ties, U, jname, gv)
+        gv = tensor(an.d, f"grad_{v}")
+        return Structure("large", [_jacobian_name(v, u), f" is too large to build at these dims; ∇{u} contracts its "
+                                   "transpose with ", Math(gv.text, gv.tex), "."], _generic_vjp(v, u, an.d.shape_of(u)))
+    e = _Edge(an, v, u, J)
+    for rule in (_zero, _diagonal, _kronecker_any, _matrix, _unnamed_kronecker, _routed, _block, _scalar_gradient):
+        found = rule(e)
         if found is not None:
             return found
-        unnamed = ties if unnamed is None else unnamed
-    if rv == 1 and ru == 1:
-        found = an.match_scaled(J, lambda big: big.jacobian(v, u))
-        if found is not None:
-            M, c = found
-            back = tr(M)
-            vjp = matmul(back, gv)
-            if c != 1:
-                M, back, vjp = scaled(c, M), scaled(c, back), scaled(c, vjp)
-            return Structure("matrix", [jname, " = ", Math(M.text, M.tex), f" {shape_text(M.shape)}: entry (",
-                                        "row of ", v, ", column of ", u, ") is ", Math(M.text, M.tex),
-                                        "'s entry there. The gradient takes the transposed Jacobian: ",
-                                        Math(f"∇{u} = (∂{v}/∂{u})ᵀ ∇{v} = {vjp.text}",
-                                             rf"\nabla {tex_name(u)} = \left(\frac{{\partial {tex_name(v)}}}"
-                                             rf"{{\partial {tex_name(u)}}}\right)^\top \nabla {tex_name(v)}"
-                                             rf" = {vjp.tex}"), "."],
-                             vjp, {}, back)
-    if unnamed:
-        tie_words = _ties_text(v, u, sv, unnamed)
-        return Structure("kronecker", [jname, f" has Kronecker structure ({shape_text(sv)} × {shape_text(su)}): "
-                                       f"a Kronecker delta ties {tie_words}, and every slice has the same block (not a "
-                                       "single tensor of the file, but built from them), so ∇", u,
-                                       " is that block's transpose applied to each slice of ∇", v, "."],
-                         generic_vjp, unnamed)
-    routed = routing(J, rv)
-    if routed is not None:
-        return Structure(routed, _routing_says(routed, jname, v, u, sv, su), generic_vjp)
-    ties = an.delta_ties(v, u)
-    if ties:
-        tie_words = _ties_text(v, u, sv, ties)
-        return Structure("block", [jname, f" is block-diagonal ({shape_text(sv)} × {shape_text(su)}): a "
-                                   f"Kronecker delta ties {tie_words}, so each slice of {v} depends only on the "
-                                   f"same slice of {u}; the blocks differ from slice to slice, so ∇{u} is "
-                                   f"each block's transpose times ∇{v}'s slice."],
-                         generic_vjp, ties)
-    if rv == 0:
-        return _scalar_gradient(an, v, u, J, jname, gv, generic_vjp)
-    symmetric = ""
-    if rv == 1 and ru == 1 and J.shape[0] == J.shape[1]:
-        if all(same(J[i, k], J[k, i]) for i in range(J.shape[0]) for k in range(i)):
-            symmetric = " It is symmetric, so its transpose is the Jacobian itself."
-    return Structure("dense", [jname, f" is dense ({shape_text(sv)} × {shape_text(su)}): entries of {v} "
-                               f"depend on several entries of {u}, so no element-wise shortcut; ∇{u} is the "
-                               "full transposed Jacobian times ∇", v, "." + symmetric], generic_vjp)
+    return _dense(e)
 
-def _scalar_gradient(an: Analysis, v: str, u: str, J: np.ndarray, jname: Math, gv: Form,
-                     generic_vjp: Form) -> Structure:
+
+def _zero(e: _Edge) -> Structure | None:
+    if all(x == 0 for x in e.J.flat):
+        return Structure("zero", [e.jname, " is zero."], opaque("0", "0", e.su))
+    return None
+
+
+def _diagonal(e: _Edge) -> Structure | None:
+    """The same shape, nonzero only where the indices agree: the identity, a constant times it, or diag(·)."""
+    if e.sv != e.su or e.rv == 0:
+        return None
+    ties = {k: k for k in range(e.rv)}
+    if tied_block(e.J, e.rv, ties) is None:
+        return None
+    diag = np.empty(e.an.arrays[e.v].shape, dtype=object)
+    for k in np.ndindex(*diag.shape):
+        diag[k] = e.J[k + k]
+    gv, jname = e.gv, e.jname
+    if all(x == 1 for x in diag.flat):
+        return Structure("identity", [jname, " is the identity I: the gradient passes through "
+                                      "unchanged."], gv, ties, opaque("I", "I", e.sv))
+    if all(same(x, diag.flat[0]) for x in diag.flat) and not diag.flat[0].free_symbols:
+        c = diag.flat[0]
+        return Structure("scaled", [jname, " is ", render(c, concrete_rename),
+                                    " times the identity: a constant factor."], scaled(c, gv), ties)
+    vec = _diag_form(e.an, e.v, diag)
+    mul = hadamard(gv, vec)
+    v, u = e.v, e.u
+    return Structure(
+        "diagonal",
+        [jname, " is diagonal, diag(", Math(vec.text, vec.tex), "): entry ", Math(
+            entry_text(v, ["k"]), entry_tex(v, ["k"])),
+         " depends only on ", Math(entry_text(u, ["k"]), entry_tex(u, ["k"])),
+         ". Multiplying by a diagonal matrix is an element-wise product, so its transpose (itself) "
+         "acts as ", Math(mul.text, mul.tex), "."],
+        mul, ties, opaque(f"diag({vec.text})", rf"\operatorname{{diag}}\left({vec.tex}\right)", None))
+
+
+def _kronecker_any(e: _Edge) -> Structure | None:
+    """Some axes of v tied to axes of u by a delta, the rest a fixed block (remembered when unnamed)."""
+    for ties in tie_candidates(e.sv, e.su):
+        U = tied_block(e.J, e.rv, ties, constant=True)
+        if U is None:
+            continue
+        found = _kronecker(e, ties, U)
+        if found is not None:
+            return found
+        e.unnamed = ties if e.unnamed is None else e.unnamed
+    return None
+
+
+def _matrix(e: _Edge) -> Structure | None:
+    """A vector's Jacobian equal to a matrix of the file (or its transpose), up to a constant."""
+    if e.rv != 1 or len(e.su) != 1:
+        return None
+    v, u = e.v, e.u
+    found = e.an.match_scaled(e.J, lambda big: big.jacobian(v, u))
+    if found is None:
+        return None
+    M, c = found
+    back = tr(M)
+    vjp = matmul(back, e.gv)
+    if c != 1:
+        M, back, vjp = scaled(c, M), scaled(c, back), scaled(c, vjp)
+    return Structure("matrix", [e.jname, " = ", Math(M.text, M.tex), f" {shape_text(M.shape)}: entry (",
+                                "row of ", v, ", column of ", u, ") is ", Math(M.text, M.tex),
+                                "'s entry there. The gradient takes the transposed Jacobian: ",
+                                Math(f"∇{u} = (∂{v}/∂{u})ᵀ ∇{v} = {vjp.text}",
+                                     rf"\nabla {tex_name(u)} = \left(\frac{{\partial {tex_name(v)}}}"
+                                     rf"{{\partial {tex_name(u)}}}\right)^\top \nabla {tex_name(v)}"
+                                     rf" = {vjp.tex}"), "."],
+                     vjp, {}, back)
+
+
+def _unnamed_kronecker(e: _Edge) -> Structure | None:
+    if not e.unnamed:
+        return None
+    v, u = e.v, e.u
+    return Structure("kronecker", [e.jname, f" has Kronecker structure {e.shapes}: "
+                                   f"a Kronecker delta ties {_ties_text(v, u, e.sv, e.unnamed)}, and every slice has "
+                                   "the same block (not a single tensor of the file, but built from them), so ∇", u,
+                                   " is that block's transpose applied to each slice of ∇", v, "."],
+                     e.generic_vjp, e.unnamed)
+
+
+def _routed(e: _Edge) -> Structure | None:
+    kind = routing(e.J, e.rv)
+    if kind is None:
+        return None
+    return Structure(kind, _routing_says(kind, e.jname, e.v, e.u, e.sv, e.su), e.generic_vjp)
+
+
+def _block(e: _Edge) -> Structure | None:
+    ties = e.an.delta_ties(e.v, e.u)
+    if not ties:
+        return None
+    v, u = e.v, e.u
+    return Structure("block", [e.jname, f" is block-diagonal {e.shapes}: a "
+                               f"Kronecker delta ties {_ties_text(v, u, e.sv, ties)}, so each slice of {v} depends "
+                               f"only on the same slice of {u}; the blocks differ from slice to slice, so ∇{u} is "
+                               f"each block's transpose times ∇{v}'s slice."],
+                     e.generic_vjp, ties)
+
+
+def _dense(e: _Edge) -> Structure:
+    J, v, u = e.J, e.v, e.u
+    symmetric = ""
+    if e.rv == 1 and len(e.su) == 1 and J.shape[0] == J.shape[1] and all(
+            same(J[i, k], J[k, i]) for i in range(J.shape[0]) for k in range(i)):
+        symmetric = " It is symmetric, so its transpose is the Jacobian itself."
+    return Structure("dense", [e.jname, f" is dense {e.shapes}: entries of {v} "
+                               f"depend on several entries of {u}, so no element-wise shortcut; ∇{u} is the "
+                               "full transposed Jacobian times ∇", v, "." + symmetric], e.generic_vjp)
+
+
+def _scalar_gradient(e: _Edge) -> Structure | None:
     """∂v/∂u for a scalar v: the identity (a trace), a tensor of the file (``sum(A * B)``), or as is."""
-    su = an.d.shape_of(u)
+    if e.rv != 0:
+        return None
+    an, v, u, J, jname, gv, su = e.an, e.v, e.u, e.J, e.jname, e.gv, e.su
     says: list[Segment] = [jname, f" is the gradient of the scalar {v}, shaped like {u} {shape_text(su)}"]
     named: Form | None = None
     if J.ndim == 2 and J.shape[0] == J.shape[1] and all(
@@ -153,7 +242,7 @@ def _scalar_gradient(an: Analysis, v: str, u: str, J: np.ndarray, jname: Math, g
         named = found
         says += [": equal to ", Math(found.text, found.tex)]
     if named is None:
-        return Structure("gradient", says + ["."], generic_vjp)
+        return Structure("gradient", says + ["."], e.generic_vjp)
     vjp = Form(f"{gv.text} {named.text}", rf"{gv.tex} \, {named.tex}", f"{gv.code} * {named.code}", su,
                atom=False)
     return Structure("gradient", says + [". A scalar's gradient just scales it: ",
@@ -198,83 +287,100 @@ def _constant_block(an: Analysis, U: np.ndarray, v: str, u: str) -> sp.Expr | No
         return None
     return dim_constant(c, c2, an.sizes, big.sizes)
 
-def _kronecker(an: Analysis, v: str, u: str, ties: dict[int, int], U: np.ndarray, jname: Math,
-               gv: Form) -> Structure | None:
-    d = an.d
-    sv, su = d.shape_of(v), d.shape_of(u)
+def _kronecker(e: _Edge, ties: dict[int, int], U: np.ndarray) -> Structure | None:
+    """A Kronecker-structured Jacobian whose block is named: a row or column read whole, a matrix of the
+    file applied to every slice, a broadcast, or a permutation of the axes."""
+    sv, su = e.sv, e.su
     v_rest = [k for k in range(len(sv)) if k not in ties]
     u_rest = [k for k in range(len(su)) if k not in ties.values()]
-    tie_words = _ties_text(v, u, sv, ties)
     if not v_rest and len(u_rest) == 1 and len(sv) == 1 and len(su) == 2:
-        shared, rest = ties[0], su[u_rest[0]]
-        k = _constant_block(an, U, v, u)
-        if k is not None:  # a mean or a sum over the rest axis: every entry of the slice gets the same share
-            ones = Form(f"1_{rest}", rf"\mathbf{{1}}_{{{rest}}}", f"ones({rest})", (rest,))
-            vjp = outer(gv, ones) if shared == 0 else outer(ones, gv)
-            if k != 1:
-                vjp = scaled(k, vjp)
-            return Structure(
-                "kronecker",
-                [jname, f" has Kronecker structure: entry {v}[k] reads only {'row' if shared == 0 else 'column'} "
-                 f"k of {u}, each of its {rest} entries with the same weight ", render(k, concrete_rename),
-                 f". So every entry of that {'row' if shared == 0 else 'column'} receives the same share of ∇",
-                 v, ": ", Math(f"∇{u} = {vjp.text}", rf"\nabla {tex_name(u)} = {vjp.tex}"), "."], vjp, ties)
-        c = an.match_vector(U)
-        if c is None:
-            return None
-        vjp = outer(gv, c) if shared == 0 else outer(c, gv)
-        block = Math(f"{c.text}ᵀ", rf"{c.tex}^\top")
-        return Structure(
-            "kronecker",
-            [jname, f" has Kronecker structure ({shape_text(sv)} × {shape_text(su)}): entry {v}[k] depends "
-             f"only on {'row' if shared == 0 else 'column'} k of {u} — each row of the "
-             "Jacobian has one nonzero block, equal to ", block, f" (a Kronecker delta ties {tie_words}). "
-             "Contracting ∇", v, " with it stacks the blocks into an outer product: ",
-             Math(vjp.text, vjp.tex), "."],
-            vjp, ties)
+        return _kron_slice(e, ties, U, su[u_rest[0]])
     if len(v_rest) == 1 and len(u_rest) == 1 and len(sv) == 2 and len(su) == 2:
-        def redo(big: Analysis) -> np.ndarray | None:
-            J2 = big.jacobian(v, u)
-            return None if J2 is None else tied_block(J2, len(sv), ties, constant=True)
-
-        found = an.match_scaled(U, redo)
-        if found is None:
-            return None
-        M, c = found
-        v_shared_last = list(ties)[0] == 1
-        u_shared_last = ties[list(ties)[0]] == 1
-        if v_shared_last and u_shared_last:
-            vjp = matmul(tr(M), gv)
-        elif not v_shared_last and not u_shared_last:
-            vjp = matmul(gv, M)
-        elif not v_shared_last and u_shared_last:
-            vjp = matmul(tr(M), tr(gv))
-        else:
-            vjp = matmul(tr(gv), M)
-        if c != 1:
-            M, vjp = scaled(c, M), scaled(c, vjp)
-        return Structure(
-            "kronecker",
-            [jname, f" has Kronecker structure: a Kronecker delta ties {tie_words}, and the remaining block is ",
-             Math(M.text, M.tex), " — the same linear map applied to every slice. So ",
-             Math(f"∇{u} = {vjp.text}", rf"\nabla {tex_name(u)} = {vjp.tex}"), "."],
-            vjp, ties)
-    k = _constant_block(an, U, v, u) if len(v_rest) == 1 and not u_rest else None
-    if k is not None:
-        axis = v_rest[0]
-        vjp = reduce_sum(gv, axis, sv[axis])
-        vjp = vjp if k == 1 else scaled(k, vjp)
-        return Structure(
-            "kronecker",
-            [jname, f": {u} is broadcast along {v}'s axis {axis} ({sv[axis]}); every copy receives the "
-             f"gradient, so they add up: ", Math(f"∇{u} = {vjp.text}", rf"\nabla {tex_name(u)} = {vjp.tex}"),
-             "."], vjp, ties)
-    if len(ties) == len(sv) == len(su) and all(e == 1 for e in U.flat):
-        vjp = tr(gv)
-        return Structure("permutation", [jname, " is a permutation: ", v, " is ", u,
+        return _kron_matrix(e, ties, U)
+    if len(v_rest) == 1 and not u_rest:
+        found = _kron_broadcast(e, ties, U, v_rest[0])
+        if found is not None:
+            return found
+    if len(ties) == len(sv) == len(su) and all(x == 1 for x in U.flat):
+        v, u = e.v, e.u
+        return Structure("permutation", [e.jname, " is a permutation: ", v, " is ", u,
                                          " with its axes swapped, so ∇", u, " is ∇", v, " transposed."],
-                         vjp, ties)
+                         tr(e.gv), ties)
     return None
+
+
+def _kron_slice(e: _Edge, ties: dict[int, int], U: np.ndarray, rest: Dim) -> Structure | None:
+    """Entry v[k] reads row (or column) k of u: a mean or sum of it, or its dot product with a vector."""
+    v, u, gv = e.v, e.u, e.gv
+    shared = ties[0]
+    side = "row" if shared == 0 else "column"
+    k = _constant_block(e.an, U, v, u)
+    if k is not None:  # a mean or a sum over the rest axis: every entry of the slice gets the same share
+        ones = Form(f"1_{rest}", rf"\mathbf{{1}}_{{{rest}}}", f"ones({rest})", (rest,))
+        vjp = outer(gv, ones) if shared == 0 else outer(ones, gv)
+        if k != 1:
+            vjp = scaled(k, vjp)
+        return Structure(
+            "kronecker",
+            [e.jname, f" has Kronecker structure: entry {v}[k] reads only {side} "
+             f"k of {u}, each of its {rest} entries with the same weight ", render(k, concrete_rename),
+             f". So every entry of that {side} receives the same share of ∇",
+             v, ": ", e.gradient_is(vjp), "."], vjp, ties)
+    c = e.an.match_vector(U)
+    if c is None:
+        return None
+    vjp = outer(gv, c) if shared == 0 else outer(c, gv)
+    block = Math(f"{c.text}ᵀ", rf"{c.tex}^\top")
+    return Structure(
+        "kronecker",
+        [e.jname, f" has Kronecker structure {e.shapes}: entry {v}[k] depends "
+         f"only on {side} k of {u} — each row of the "
+         "Jacobian has one nonzero block, equal to ", block,
+         f" (a Kronecker delta ties {_ties_text(v, u, e.sv, ties)}). "
+         "Contracting ∇", v, " with it stacks the blocks into an outer product: ",
+         Math(vjp.text, vjp.tex), "."],
+        vjp, ties)
+
+
+def _kron_matrix(e: _Edge, ties: dict[int, int], U: np.ndarray) -> Structure | None:
+    """Matrices v and u with one axis tied: the same matrix of the file applied to every slice."""
+    v, u, gv, rv = e.v, e.u, e.gv, e.rv
+
+    def redo(big: Analysis) -> np.ndarray | None:
+        J2 = big.jacobian(v, u)
+        return None if J2 is None else tied_block(J2, rv, ties, constant=True)
+
+    found = e.an.match_scaled(U, redo)
+    if found is None:
+        return None
+    M, c = found
+    (a, b), = ties.items()
+    # which side M multiplies, and whether ∇v or M is transposed, follows from which axes are tied
+    vjp = {(1, 1): lambda: matmul(tr(M), gv), (0, 0): lambda: matmul(gv, M),
+           (0, 1): lambda: matmul(tr(M), tr(gv)), (1, 0): lambda: matmul(tr(gv), M)}[(a, b)]()
+    if c != 1:
+        M, vjp = scaled(c, M), scaled(c, vjp)
+    return Structure(
+        "kronecker",
+        [e.jname, f" has Kronecker structure: a Kronecker delta ties {_ties_text(v, u, e.sv, ties)}, and the "
+         "remaining block is ", Math(M.text, M.tex), " — the same linear map applied to every slice. So ",
+         e.gradient_is(vjp), "."],
+        vjp, ties)
+
+
+def _kron_broadcast(e: _Edge, ties: dict[int, int], U: np.ndarray, axis: int) -> Structure | None:
+    """u copied along one axis of v: every copy's gradient adds up (a sum over that axis)."""
+    k = _constant_block(e.an, U, e.v, e.u)
+    if k is None:
+        return None
+    v, u, sv = e.v, e.u, e.sv
+    vjp = reduce_sum(e.gv, axis, sv[axis])
+    vjp = vjp if k == 1 else scaled(k, vjp)
+    return Structure(
+        "kronecker",
+        [e.jname, f": {u} is broadcast along {v}'s axis {axis} ({sv[axis]}); every copy receives the "
+         f"gradient, so they add up: ", e.gradient_is(vjp),
+         "."], vjp, ties)
 
 
 def _routing_says(kind: str, jname: Math, v: str, u: str, sv: Shape, su: Shape) -> list[Segment]:

@@ -15,7 +15,7 @@ from ..model import Claim, Derivation
 from .analysis import Analysis
 from .document import Explanation, Grid, Math
 from .jacobian import same
-from .printing import concrete_rename, render, tex_name
+from .printing import concrete_rename, dims_text, render, tex_name
 
 
 def verdict(out: Explanation, d: Derivation, c: Claim, r: ClaimResult | None, sizes: dict[str, int],
@@ -40,8 +40,8 @@ def verdict(out: Explanation, d: Derivation, c: Claim, r: ClaimResult | None, si
     grid = numeric_grid(d, c, sizes, cex, max_dim, tolerance)
     if (grid is None or not any(any(row) for row in grid.bad)) and cex is not None and cex.dims \
             and cex.dims != sizes and all(v <= 6 for v in cex.dims.values()):
-        out.para(f"(At the walk-through's dims {_dims_text(sizes)} this claim happens to agree; the checker's "
-                 f"counterexample is at dims {_dims_text(cex.dims)}.)")
+        out.para(f"(At the walk-through's dims {dims_text(sizes)} this claim happens to agree; the checker's "
+                 f"counterexample is at dims {dims_text(cex.dims)}.)")
         grid = numeric_grid(d, c, cex.dims, cex, max_dim, tolerance)  # these dims hide the mistake; the checker's do not
     if grid is not None:
         out.para("True entries next to the claimed ones (mismatches marked):")
@@ -49,10 +49,6 @@ def verdict(out: Explanation, d: Derivation, c: Claim, r: ClaimResult | None, si
     if a is not None:
         for line in symbolic_mismatches(a, c):
             out.math(line)
-
-
-def _dims_text(sizes: Mapping[str, int]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sizes.items())
 
 
 def numeric_grid(d: Derivation, c: Claim, sizes: Mapping[str, int], cex: Counterexample | None = None,
@@ -83,7 +79,7 @@ def numeric_grid(d: Derivation, c: Claim, sizes: Mapping[str, int], cex: Counter
     c2 = claimed.reshape(-1, 1) if claimed.ndim < 2 else claimed
     rtol, atol = tolerance or (DEFAULTS["rtol"], DEFAULTS["atol"])
     bad = mismatched_entries(c2, t2, rtol, atol)
-    dims = ", ".join(f"{k}={v}" for k, v in sizes.items())
+    dims = dims_text(sizes)
     with np.errstate(all="ignore"):
         ratio = [[f"{c / t:.3f}" if abs(t) > 1e-12 else "—" for c, t in zip(rc, rt)] for rc, rt in zip(c2, t2)]
     return Grid(f"grad_{c.target} at dims {dims} (random inputs; rows × columns as in {c.target})",
@@ -132,19 +128,42 @@ def symbolic_mismatches(a: Analysis, c: Claim, limit: int = 2) -> list[Math]:
 
 
 def _in_claims_atoms(truth: SymbolicTruth, claimed: sp.Expr, step: sp.Expr) -> sp.Expr:
-    """The one-step truth, or — for a claim that skips steps — written with the gradients the claim
-    reads, as the engine's chain proof compares them (``∇xp`` replaced by its own step when the claim
-    reads ``∇y`` one variable later)."""
-    def tensors(e: sp.Expr) -> set[str]:
-        return {s.name.split("[")[0] for s in e.free_symbols if s in truth.grad_atoms}
-
-    read = tensors(claimed)
-    if read <= tensors(step):
+    """The one-step truth; for a claim that skips steps, its gradient atoms on the way to the ones the
+    claim reads are replaced by their own steps, as the engine's chain proof does (``∇xp`` by its step
+    when the claim reads ``∇y`` one variable later). Atoms of a path that never reaches what the claim
+    reads (a sibling gate's ``∇i`` for a claim reading ``∇f``) stay, so the two can be compared."""
+    read = _gradient_tensors(truth, claimed)
+    if read <= _gradient_tensors(truth, step):
         return step
+    leads = _leading_to(truth, read)
     for _ in range(len(truth.order) + 1):
         deeper = {s: truth.grad_atoms[s] for s in step.free_symbols
-                  if s in truth.grad_atoms and s.name.split("[")[0] not in read}
+                  if s in truth.grad_atoms and _tensor_of(s) in leads}
         if not deeper:
             break
         step = step.xreplace(deeper)
     return step
+
+
+def _tensor_of(atom: sp.Symbol) -> str:
+    return str(atom.name).split("[")[0]
+
+
+def _gradient_tensors(truth: SymbolicTruth, e: sp.Expr) -> set[str]:
+    return {_tensor_of(s) for s in e.free_symbols if s in truth.grad_atoms}
+
+
+def _leading_to(truth: SymbolicTruth, read: set[str]) -> set[str]:
+    """The gradient tensors not in ``read`` whose steps lead, step after step, to one in ``read``."""
+    feeds: dict[str, set[str]] = {}  # ∇v -> the gradient tensors its step is written with
+    for atom, step in truth.grad_atoms.items():
+        feeds.setdefault(_tensor_of(atom), set()).update(_gradient_tensors(truth, step))
+    leads: set[str] = set()
+    grew = True
+    while grew:
+        grew = False
+        for name, used in feeds.items():
+            if name not in read and name not in leads and used & (read | leads):
+                leads.add(name)
+                grew = True
+    return leads

@@ -3,22 +3,19 @@ stacking into matrix form, and the verdict (see :mod:`backpropcheck.explain`).""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-import sympy as sp
 
 from ..checker import Options, SymbolicTimeout, check_derivation, draw_dims, time_budget
-from ..lang.dims import Dim
 from ..loader import load
 from ..model import Claim, Derivation
 from .analysis import Analysis
+from .chainrule import ChainRule
 from .document import Explanation, Math, code
-from .forms import Form, array_form, opaque, tensor
-from .letters import Context, checked, generalize
-from .printing import concrete_rename, entry_tex, entry_text, generic_rename, prime_of, render, shape_text, tex_name
+from .forms import Form, opaque, tensor
+from .printing import dims_text, shape_text, tex_name
 from .structure import Structure
 from .verdict import verdict
 
@@ -76,11 +73,30 @@ def explain_derivation(d: Derivation, claim: str | None = None, sizes: Mapping[s
         raise KeyError(f"no claim {claim!r} in {d.path} (claims: {known})")
     sizes = small_sizes(d, sizes)
     out = Explanation(d.title, d.path, sizes)
-    dims = ", ".join(f"{k}={v}" for k, v in sizes.items())
+    _preamble(out, d, sizes)
+    opts = options or Options(trials=5, shapes=1, timeout=10.0)
+    checked = _at_these_dims(d, opts, check_derivation(d, opts), sizes)
+    results = {r.name: r for r in checked.claims}
+    out.results = [results[c.name] for c in claims if c.name in results]
+    out.error = checked.error if checked.status == "error" and not checked.claims else None
+    analysis, problem = _analysis(d, sizes, opts.timeout)
+    for c in claims:
+        out.heading(f"{c.name} = ", 2, code(c.text))
+        if analysis is None:
+            out.para(f"(The per-neuron walk-through is not available for this file at dims {dims_text(sizes)}: "
+                     f"{problem}.)")
+        elif c.target in analysis.arrays and not (c.target in d.inputs and d.inputs[c.target].constant):
+            _walk_claim(out, analysis, c, opts.timeout)
+        verdict(out, d, c, results.get(c.name), sizes, analysis, checked.error)
+    return out
+
+
+def _preamble(out: Explanation, d: Derivation, sizes: Mapping[str, int]) -> None:
+    """The file's summary, its shapes, its loss, and the layouts the walk-through uses."""
     if d.summary:
         out.para(" ".join(d.summary.split()))
     shapes = "; ".join(f"{n} {shape_text(d.shape_of(n))}" for n in list(d.inputs) + [f.name for f in d.forward])
-    out.para(f"Shapes: {shapes}. Worked at small dims {dims}; entries are 0-based.")
+    out.para(f"Shapes: {shapes}. Worked at small dims {dims_text(sizes)}; entries are 0-based.")
     if d.loss.upstream:
         given = ", ".join(f"∇{h} = ∂E/∂{h}" for h in d.loss.upstream)
         out.para(f"Loss: E is unknown beyond {', '.join(d.loss.upstream)}; {given} is given (upstream mode).")
@@ -92,168 +108,65 @@ def explain_derivation(d: Derivation, claim: str | None = None, sizes: Mapping[s
              "column ∇u it is its transpose, ", Math("∇u = (∂v/∂u)ᵀ ∇v",
                                                     r"\nabla u = \left(\frac{\partial v}{\partial u}\right)^\top"
                                                     r" \nabla v"), ".")
-    opts = options or Options(trials=5, shapes=1, timeout=10.0)
-    checked = _at_these_dims(d, opts, check_derivation(d, opts), sizes)
-    results = {r.name: r for r in checked.claims}
-    out.results = [results[c.name] for c in claims if c.name in results]
-    out.error = checked.error if checked.status == "error" and not checked.claims else None
+
+
+def _analysis(d: Derivation, sizes: Mapping[str, int], timeout: float) -> tuple[Analysis | None, str | None]:
+    """The per-neuron truth within the time budget, or None and why not."""
     try:
-        with time_budget(opts.timeout):
-            analysis: Analysis | None = Analysis(d, sizes)
-        problem = None
+        with time_budget(timeout):
+            return Analysis(d, sizes), None
     except SymbolicTimeout:
-        analysis, problem = None, f"building the per-neuron truth ran past the {opts.timeout:g} s budget (--timeout)"
-    except Exception as exc:  # noqa: BLE001 - the verdicts below still stand without the walk-through
-        analysis, problem = None, str(exc) or type(exc).__name__
-    for c in claims:
-        out.heading(f"{c.name} = ", 2, code(c.text))
-        if analysis is None:
-            out.para(f"(The per-neuron walk-through is not available for this file at dims {dims}: {problem}.)")
-        elif c.target in analysis.arrays and not (c.target in d.inputs and d.inputs[c.target].constant):
-            try:  # the true gradient does not depend on the claim: explain it even for an ill-shaped claim
-                with time_budget(opts.timeout):
-                    _explain_claim(out, analysis, c)
-            except SymbolicTimeout:
-                out.para(f"(The walk-through stopped at its {opts.timeout:g} s budget; raise it with --timeout.)")
-            except Exception as exc:  # noqa: BLE001 - explain is best effort on exotic files; the verdict stands
-                out.para(f"(The walk-through stopped early: {type(exc).__name__}: {exc}.)")
-        verdict(out, d, c, results.get(c.name), sizes, analysis, checked.error)
-    return out
+        return None, f"building the per-neuron truth ran past the {timeout:g} s budget (--timeout)"
+    except Exception as exc:  # noqa: BLE001 - the verdicts still stand without the walk-through
+        return None, str(exc) or type(exc).__name__
+
+
+def _walk_claim(out: Explanation, analysis: Analysis, c: Claim, timeout: float) -> None:
+    """Parts 1-3 for one claim, best effort: the verdict follows whatever happens here."""
+    try:  # the true gradient does not depend on the claim: explain it even for an ill-shaped claim
+        with time_budget(timeout):
+            _explain_claim(out, analysis, c)
+    except SymbolicTimeout:
+        out.para(f"(The walk-through stopped at its {timeout:g} s budget; raise it with --timeout.)")
+    except Exception as exc:  # noqa: BLE001 - explain is best effort on exotic files; the verdict stands
+        out.para(f"(The walk-through stopped early: {type(exc).__name__}: {exc}.)")
 
 
 def _explain_claim(out: Explanation, a: Analysis, c: Claim) -> None:
-    d = a.d
     x = c.target
     consumers = a.consumers(x)
-    in_loss = x in a.loss_reads
-    upstream = x in d.loss.upstream
-    # 1. the per-neuron chain rule
+    in_loss, upstream = x in a.loss_reads, x in a.d.loss.upstream
     out.heading("1. Per neuron: the scalar chain rule", 3)
-    ctx = Context(a.letters)
-    xs = d.shape_of(x)
-    x_letters = [ctx.new(dim) for dim in xs]
-    x_idx = tuple(ctx.value[L] for L in x_letters)
-    lhs = Math(f"∂E/∂{entry_text(x, x_letters)}", rf"\frac{{\partial E}}{{\partial {entry_tex(x, x_letters)}}}")
-    chain_t, chain_x, value_t, value_x = [], [], [], []
-    concrete_terms: list[tuple[sp.Expr | None, sp.Expr]] = []  # (∇v entry, local partial), in chain order
-    structures: dict[str, Structure] = {}
-    dims_note = False
-    incomplete = False
-    loss_form: Form | None = None  # the direct term ∂E/∂x as an array expression, when it has one
+    structures = {v: a.structure(v, x) for v in consumers}
+    rule = ChainRule.of(a, x)
     if upstream:
-        g = Math(entry_text(f"grad_{x}", x_letters), entry_tex(f"grad_{x}", x_letters))
-        chain_t.append(g.text + " (given)")
-        chain_x.append(g.tex + r"\ \text{(given)}")
-        value_t.append(g.text)
-        value_x.append(g.tex)
-        concrete_terms.append((None, a.truth.upstream[x][x_idx]))
+        rule.add_upstream()
     if in_loss:
-        lg = a.loss_gradient(x)
-        pattern = generalize(lg[x_idx], ctx, d)
-        if pattern is not None:
-            pattern, local_only = checked(a, pattern, x_letters, ctx,
-                                           lambda an, val: an.loss_gradient(x)[tuple(val[L] for L in x_letters)])
-            dims_note = dims_note or local_only
-            if pattern is not None and not local_only:
-                loss_form = array_form(pattern, x_letters, xs)
-        chain_t.append(f"∂E/∂{entry_text(x, x_letters)}|direct")
-        chain_x.append(rf"\left.\frac{{\partial E}}{{\partial {entry_tex(x, x_letters)}}}\right|_{{\text{{direct}}}}")
-        if pattern is not None:
-            m = render(pattern, generic_rename)
-            value_t.append(m.text)
-            value_x.append(m.tex)
-        else:
-            value_t.append(f"∂E/∂{entry_text(x, x_letters)}")
-            value_x.append(rf"\frac{{\partial E}}{{\partial {entry_tex(x, x_letters)}}}")
-        concrete_terms.append((None, lg[x_idx]))
+        rule.add_loss()
     for v in consumers:
-        s = a.structure(v, x)
-        structures[v] = s
-        vs = d.shape_of(v)
-        sub = Context(a.letters)
-        sub.dim, sub.value, sub.ok = dict(ctx.dim), dict(ctx.value), ctx.ok
-        v_letters = []
-        summed = []
-        ties = a.delta_ties(v, x)
-        for axis, dim in enumerate(vs):
-            if axis in ties:
-                v_letters.append(x_letters[ties[axis]])
-            else:
-                L = sub.new(dim)
-                v_letters.append(L)
-                summed.append(L)
-        J = a.jacobian(v, x)
-        if J is not None and summed:
-            _nonzero_representative(sub, summed, v_letters, x_idx, J)
-        v_idx = tuple(sub.value[L] for L in v_letters)
-        local = J[v_idx + x_idx] if J is not None else None
-        sig_t = ("Σ_" + ",".join(summed) + " ") if summed else ""
-        sig_x = (r"\sum_{" + ",".join(summed) + "} ") if summed else ""
-        ve_t, ve_x = entry_text(v, v_letters), entry_tex(v, v_letters)
-        chain_t.append(f"{sig_t}∂E/∂{ve_t} · ∂{ve_t}/∂{entry_text(x, x_letters)}")
-        chain_x.append(rf"{sig_x}\frac{{\partial E}}{{\partial {ve_x}}} \frac{{\partial {ve_x}}}"
-                       rf"{{\partial {entry_tex(x, x_letters)}}}")
-        pattern = generalize(local, sub, d) if local is not None else None
-        if pattern is not None:
-            def actual(an: Analysis, val: dict[str, int], v=v, v_letters=v_letters) -> sp.Expr | None:
-                jac = an.jacobian(v, x)
-                if jac is None:
-                    return None
-                return jac[tuple(val[L] for L in v_letters) + tuple(val[L] for L in x_letters)]
-
-            pattern, local_only = checked(a, pattern, list(dict.fromkeys(v_letters + x_letters)), sub, actual)
-            dims_note = dims_note or local_only
-        g_t, g_x = entry_text(f"grad_{v}", v_letters), entry_tex(f"grad_{v}", v_letters)
-        named = a.elementwise_of(v)
-        if pattern is not None and named is not None and named[1] == x and v_letters == x_letters:
-            m = prime_of(named[0], entry_text(x, x_letters), entry_tex(x, x_letters))  # = the pattern, by name
-            value_t.append(f"{sig_t}{g_t} · {m.text}")
-            value_x.append(rf"{sig_x}{g_x} \, {m.tex}")
-        elif pattern is not None:
-            m = render(pattern, generic_rename)
-            mt = f"({m.text})" if isinstance(pattern, sp.Add) else m.text
-            mx = rf"\left({m.tex}\right)" if isinstance(pattern, sp.Add) else m.tex
-            value_t.append(f"{sig_t}{g_t}" + ("" if pattern == 1 else f" · {mt}"))
-            value_x.append(rf"{sig_x}{g_x}" + ("" if pattern == 1 else rf" \, {mx}"))
-        else:
-            value_t.append(f"{sig_t}{g_t} · ∂{ve_t}/∂{entry_text(x, x_letters)}")
-            value_x.append(rf"{sig_x}{g_x} \frac{{\partial {ve_x}}}{{\partial {entry_tex(x, x_letters)}}}")
-        if J is not None:
-            G = a.gradient_atoms(v)
-            for kv in np.ndindex(*G.shape):
-                term = J[kv + x_idx]
-                if term != 0 and G[kv] != 0:
-                    concrete_terms.append((G[kv], term))
-        else:
-            incomplete = True
-    if incomplete:  # a Jacobian too large to build: the instance is the engine's expanded truth instead
-        concrete_terms = [(None, a.truth.grads[x][x_idx])]
-    if not chain_t:
-        out.para(f"Nothing after {x} reads it and the loss does not use it: ∇{x} = 0.")
-    else:
-        out.math(Math(f"{lhs.text} = " + " + ".join(chain_t) + " = " + " + ".join(value_t),
-                      f"{lhs.tex} = " + " + ".join(chain_x) + " = " + " + ".join(value_x)))
-        entry = Math(f"∂E/∂{x}[{','.join(map(str, x_idx))}]" if x_idx else f"∂E/∂{x}",
-                     rf"\frac{{\partial E}}{{\partial {concrete_rename(a.arrays[x][x_idx])[1]}}}")
-        m = _chain_sum(concrete_terms)
-        out.para(f"At dims {', '.join(f'{k}={v}' for k, v in a.sizes.items())} (one instance):")
-        out.math(Math(f"{entry.text} = {m.text}", f"{entry.tex} = {m.tex}"))
-        if not ctx.ok:
-            out.para("(A dim is too small here for a letter per index; use larger --dims for the general pattern.)")
-        if dims_note:
-            out.para("(The lettered formula holds at these dims; its constants change with the dims — see the "
-                     "matrix form below for the general case.)")
-    # 2. the Jacobian route
+        rule.add_consumer(v)
+    rule.write(out)
     out.heading("2. The Jacobian route", 3)
-    if upstream:
-        out.para(f"{x} is an upstream variable: ∇{x} = ∂E/∂{x} is given (E is unknown beyond it).")
+    _route_part(out, a, x, structures)
+    out.heading("3. Stacking into the matrix form", 3)
+    terms: list[Form] = [tensor(a.d, f"grad_{x}")] if upstream else []
     if in_loss:
-        out.para("The loss reads ", x, " directly: ", code(f"E = {d.loss.text}"),
+        direct = opaque(f"∂E/∂{x}", rf"\partial E / \partial {tex_name(x)}", a.d.shape_of(x))
+        terms.append(rule.loss_form or direct)
+    terms += [s.vjp for s in structures.values()]
+    _stacking_part(out, a.d, c, rule.x_letters, terms)
+
+
+def _route_part(out: Explanation, a: Analysis, x: str, structures: dict[str, Structure]) -> None:
+    """Part 2: each local Jacobian from x towards the loss, named by its structure."""
+    if x in a.d.loss.upstream:
+        out.para(f"{x} is an upstream variable: ∇{x} = ∂E/∂{x} is given (E is unknown beyond it).")
+    if x in a.loss_reads:
+        out.para("The loss reads ", x, " directly: ", code(f"E = {a.d.loss.text}"),
                  f", whose gradient with respect to {x} is computed entry by entry above.")
-    for v in consumers:
-        s = structures[v]
+    for v, s in structures.items():
         out.para(f"{v} reads {x}: ", *s.says)
-    edges = _route(a, consumers)
+    edges = _route(a, list(structures))
     if edges:
         out.para("Further along the route to the loss:")
         for v, u in edges:
@@ -261,23 +174,20 @@ def _explain_claim(out: Explanation, a: Analysis, c: Claim) -> None:
     chain = _vector_chain(a, x)
     if chain is not None:
         out.math(chain)
-    # 3. stacking
-    out.heading("3. Stacking into the matrix form", 3)
-    terms: list[Form] = []
-    if upstream:
-        terms.append(tensor(d, f"grad_{x}"))
-    if in_loss:
-        terms.append(loss_form or opaque(f"∂E/∂{x}", rf"\partial E / \partial {tex_name(x)}", xs))
-    terms += [structures[v].vjp for v in consumers]
+
+
+def _stacking_part(out: Explanation, d: Derivation, c: Claim, x_letters: list[str], terms: list[Form]) -> None:
+    """Part 3: the entries stacked into x's shape, each term's shapes, and the sum in the file's language."""
+    x = c.target
+    xs = d.shape_of(x)
     if not terms:
         out.para(f"∇{x} = 0 {shape_text(xs)}.")
         return
     letters_t = ", ".join(f"{L} ∈ {dim}" for L, dim in zip(x_letters, xs))
-    total_t = " + ".join(t.text for t in terms)
-    total_x = " + ".join(t.tex for t in terms)
     out.para(f"The formula above holds for every {letters_t}" if xs else "The formula above is the whole gradient",
              f"; stacking the entries into {x}'s own shape {shape_text(xs)} gives")
-    out.math(Math(f"∇{x} = {total_t}", rf"\nabla {tex_name(x)} = {total_x}"))
+    out.math(Math(f"∇{x} = " + " + ".join(t.text for t in terms),
+                  rf"\nabla {tex_name(x)} = " + " + ".join(t.tex for t in terms)))
     for t in terms:
         if t.annot:
             out.para("Shapes: ", Math(f"{t.text}: {t.annot}", rf"{t.tex}:\ {t.annot_tex}"), ".")
@@ -287,44 +197,6 @@ def _explain_claim(out: Explanation, a: Analysis, c: Claim) -> None:
     out.para("In the file's language: ", code(" + ".join(t.code for t in terms)),
              f" — to compare with the claim {c.name} = ",
              code(c.text), ".")
-
-
-def _chain_sum(terms: list[tuple[sp.Expr | None, sp.Expr]]) -> Math:
-    """``∇z[0]·W[0,2] + ∇z[1]·W[1,2]``: each term as gradient · local partial, in the chain rule's order."""
-    texts, texes = [], []
-    for g, local in terms:
-        m = render(local, concrete_rename)
-        wrap = isinstance(local, sp.Add) or m.text.startswith("-")
-        mt, mx = (f"({m.text})", rf"\left({m.tex}\right)") if wrap else (m.text, m.tex)
-        if g is None:
-            texts.append(m.text)
-            texes.append(m.tex)
-        else:
-            gm = render(g, concrete_rename)
-            texts.append(gm.text if local == 1 else f"{gm.text}·{mt}")
-            texes.append(gm.tex if local == 1 else rf"{gm.tex} \, {mx}")
-    return Math(" + ".join(texts) or "0", " + ".join(texes) or "0")
-
-
-def _nonzero_representative(ctx: Context, summed: list[str], v_letters: list[str], x_idx: tuple[int, ...],
-                            J: np.ndarray) -> None:
-    """Give the summed letters values (distinct from the other letters of their dim) at which the
-    local partial is nonzero, so the general pattern is read off a term that occurs."""
-    choices = []
-    for L in summed:
-        dim = ctx.dim[L]
-        taken = {v for x, v in ctx.value.items() if ctx.dim[x] == dim and x not in summed}
-        choices.append([v for v in range(dim.value(ctx.letters.sizes) - 1, -1, -1) if v not in taken])
-    for values in itertools.product(*choices):
-        per_dim: dict[tuple[Dim, int], int] = {}
-        if any(per_dim.setdefault((ctx.dim[L], v), k) != k for k, (L, v) in enumerate(zip(summed, values))):
-            continue  # two summed letters of one dim need two values
-        trial = dict(ctx.value)
-        trial.update(zip(summed, values))
-        v_idx = tuple(trial[L] for L in v_letters)
-        if J[v_idx + x_idx] != 0:
-            ctx.value.update(zip(summed, values))
-            return
 
 
 def _route(a: Analysis, start: list[str], limit: int = 6) -> list[tuple[str, str]]:
