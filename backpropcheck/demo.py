@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from rich.console import Console
 from rich.markup import escape
 
 from .checker import Options, check_derivation
@@ -14,6 +14,9 @@ from .explain.printing import concrete_rename, render
 from .explain.render import render_text
 from .explain.walkthrough import explain_derivation
 from .model import Derivation
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 SIZES = {"n": 3, "m": 2}  # the seed layer's dims throughout the demo
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import numpy as np
-import sympy as sp
+import sympy as sp  # type: ignore[import-untyped]
 
 from ..engines.symbolic import SymbolicTruth, partials
-from ..lang.ir import Var
+from ..lang.ir import Call, Var
 from ..model import Derivation
 from .forms import Form, tensor, tr
 from .jacobian import dim_constant, same, tie_candidates, tied_block
@@ -40,7 +40,7 @@ class Analysis:
             self.reads[name] = used
         loss = getattr(self.truth, "loss", None)
         self.loss_reads = {self.owner[s] for s in loss.free_symbols if s in self.owner} if loss is not None else set()
-        self._templates: dict = {}  # the engine's derivative templates, shared by every Jacobian built here
+        self._templates: dict[tuple[sp.Expr, sp.Symbol], sp.Expr] = {}  # the engine's derivative templates, shared by every Jacobian built here
         self._jac: dict[tuple[str, str], np.ndarray | None] = {}
         self._structure: dict[tuple[str, str], Structure] = {}
 
@@ -172,9 +172,9 @@ class Analysis:
         """``("sigmoid", "z")`` when the file defines ``v = sigmoid(z)`` in matrix form."""
         definition = next((f for f in self.d.forward if f.name == v), None)
         root = definition.root if definition is not None and definition.index is None else None
-        if (root is not None and getattr(root, "op", None) == "elementwise" and not root.params.get("prime")
+        if (isinstance(root, Call) and root.op == "elementwise" and not root.params.get("prime")
                 and isinstance(root.args[0], Var)):
-            return root.params["fn"], root.args[0].name
+            return str(root.params["fn"]), root.args[0].name
         return None
 
 

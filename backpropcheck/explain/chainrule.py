@@ -7,7 +7,7 @@ import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
-import sympy as sp
+import sympy as sp  # type: ignore[import-untyped]
 
 from ..lang.dims import Dim
 from .analysis import Analysis

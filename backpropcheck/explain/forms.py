@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import sympy as sp
+import sympy as sp  # type: ignore[import-untyped]
 
 from ..lang.dims import Dim, Shape
 from ..lang.ops import OPS, ShapeMismatch

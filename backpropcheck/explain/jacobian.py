@@ -6,7 +6,7 @@ import itertools
 from collections.abc import Mapping
 
 import numpy as np
-import sympy as sp
+import sympy as sp  # type: ignore[import-untyped]
 
 from ..lang.dims import Shape
 from ..lang.symfuncs import Step
@@ -29,10 +29,11 @@ def dim_constant(c1: sp.Expr, c2: sp.Expr, sizes1: Mapping[str, int], sizes2: Ma
 
 
 def same(a: sp.Expr, b: sp.Expr) -> bool:
+    """Equal as expressions, or after expansion."""
     if a == b:
         return True
     try:
-        return sp.expand(a - b) == 0
+        return bool(sp.expand(a - b) == 0)
     except (TypeError, ValueError):  # pragma: no cover - SymPy edge cases
         return False
 

@@ -6,7 +6,7 @@ import itertools
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-import sympy as sp
+import sympy as sp  # type: ignore[import-untyped]
 
 from ..lang.dims import Dim
 from ..lang.ir import IndexSum, walk

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 
-import sympy as sp
-from sympy.printing.latex import LatexPrinter
-from sympy.printing.str import StrPrinter
+import sympy as sp  # type: ignore[import-untyped]
+from sympy.printing.latex import LatexPrinter  # type: ignore[import-untyped]
+from sympy.printing.str import StrPrinter  # type: ignore[import-untyped]
 
 from ..lang.dims import Shape, fmt_shape
 from .document import Math
@@ -68,38 +68,42 @@ def _tensor_name(name: str) -> str:
     return "grad_" + name[1:] if name.startswith("∇") else name
 
 
-def _func_name(expr) -> tuple[str, bool]:
+def _func_name(expr: sp.Expr) -> tuple[str, bool]:
     name = type(expr).__name__
     if name.endswith("_prime"):
         return name[: -len("_prime")], True
     return name, False
 
 
-class _TextPrinter(StrPrinter):
-    def __init__(self, rename: Callable[[sp.Symbol], tuple[str, str]]):
+class _TextPrinter(StrPrinter):  # type: ignore[misc]  # SymPy is untyped
+    """Unicode: entries by ``rename``, ``f'(z)`` for a derivative, ``relu(x)``."""
+
+    def __init__(self, rename: Callable[[sp.Symbol], tuple[str, str]]) -> None:
         super().__init__()
         self.rename = rename
 
-    def _print_Symbol(self, expr):
+    def _print_Symbol(self, expr: sp.Symbol) -> str:
         return self.rename(expr)[0]
 
-    def _print_Function(self, expr):
+    def _print_Function(self, expr: sp.Expr) -> str:
         name, prime = _func_name(expr)
         args = ", ".join(self._print(a) for a in expr.args)
         return f"{name.lower() if name in ('Relu', 'Step') else name}{chr(39) if prime else ''}({args})"
 
 
-class _TexPrinter(LatexPrinter):
-    def __init__(self, rename: Callable[[sp.Symbol], tuple[str, str]]):
+class _TexPrinter(LatexPrinter):  # type: ignore[misc]  # SymPy is untyped
+    """LaTeX: entries by ``rename``, products without a sign, ``\\operatorname{f}'`` for a derivative."""
+
+    def __init__(self, rename: Callable[[sp.Symbol], tuple[str, str]]) -> None:
         super().__init__({"mul_symbol": None})
         self.rename = rename
 
-    def _print_Symbol(self, expr, style="plain"):
+    def _print_Symbol(self, expr: sp.Symbol, style: str = "plain") -> str:
         return self.rename(expr)[1]
 
-    def _print_Function(self, expr, exp=None):
+    def _print_Function(self, expr: sp.Expr, exp: str | None = None) -> str:
         if type(expr).__module__.startswith("sympy."):
-            return super()._print_Function(expr, exp)
+            return str(super()._print_Function(expr, exp))
         name, prime = _func_name(expr)
         base = name if len(name) == 1 else r"\operatorname{" + name.lower().replace("_", r"\_") + "}"
         args = ", ".join(self._print(a) for a in expr.args)
@@ -107,13 +111,13 @@ class _TexPrinter(LatexPrinter):
         return f"{out}^{{{exp}}}" if exp else out
 
 
-class _CodePrinter(StrPrinter):
+class _CodePrinter(StrPrinter):  # type: ignore[misc]  # SymPy is untyped
     """The expression language: bare tensor names (``f_prime(z)``), for 'in the file's language'."""
 
-    def _print_Symbol(self, expr):
+    def _print_Symbol(self, expr: sp.Symbol) -> str:
         return bare_rename(expr)[0].replace("∇", "grad_")
 
-    def _print_Function(self, expr):
+    def _print_Function(self, expr: sp.Expr) -> str:
         name = type(expr).__name__
         args = ", ".join(self._print(a) for a in expr.args)
         return f"{name.lower() if name in ('Relu', 'Step') else name}({args})"

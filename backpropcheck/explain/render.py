@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from .document import Explanation, Grid, Math, Segment
+from .document import Block, Explanation, Grid, Math, Segment
 from .tex import ascii_tex, tex_text
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _plain(parts: list[Segment], tex: bool = False, md: bool = False) -> str:
@@ -20,7 +24,7 @@ def _plain(parts: list[Segment], tex: bool = False, md: bool = False) -> str:
     return "".join(out)
 
 
-def render_text(e: Explanation, console, header: bool = True) -> None:
+def render_text(e: Explanation, console: Console, header: bool = True) -> None:
     """Rich output for a terminal (plain when piped)."""
     from rich.markup import escape
 
@@ -34,7 +38,7 @@ def render_text(e: Explanation, console, header: bool = True) -> None:
         elif b.kind == "para":
             console.print(escape(_plain(b.parts)))
         elif b.kind == "math":
-            console.print("    " + escape(b.parts[0].text), style="green", highlight=False)
+            console.print("    " + escape(_formula(b).text), style="green", highlight=False)
         elif b.kind == "grid" and b.grid is not None:
             g = b.grid
             console.print(escape(g.caption), style="dim")
@@ -72,7 +76,7 @@ def render_markdown(e: Explanation) -> str:
         elif b.kind == "para":
             lines += [_plain(b.parts, md=True), ""]
         elif b.kind == "math":
-            lines += ["$$", b.parts[0].tex, "$$", ""]
+            lines += ["$$", _formula(b).tex, "$$", ""]
         elif b.kind == "grid" and b.grid is not None:
             g = b.grid
             lines += [f"*{g.caption}*", ""]
@@ -109,8 +113,16 @@ def render_latex(e: Explanation) -> str:
         elif b.kind == "para":
             lines += [ascii_tex(_plain(b.parts, tex=True)), ""]
         elif b.kind == "math":
-            lines += [r"\[", ascii_tex(b.parts[0].tex), r"\]", ""]
+            lines += [r"\[", ascii_tex(_formula(b).tex), r"\]", ""]
         elif b.kind == "grid" and b.grid is not None:
             lines += [r"\noindent\emph{" + tex_text(b.grid.caption) + "}", r"\[", _tex_grid(b.grid), r"\]", ""]
     lines.append(r"\end{document}")
     return "\n".join(lines) + "\n"
+
+
+def _formula(b: Block) -> Math:
+    """The formula of a ``math`` block."""
+    m = b.parts[0]
+    if not isinstance(m, Math):
+        raise TypeError(f"a math block holds a formula, not {m!r}")
+    return m

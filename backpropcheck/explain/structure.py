@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-import sympy as sp
+import sympy as sp  # type: ignore[import-untyped]
 
 from ..lang.dims import Dim, Shape
 from .document import Math, Segment
@@ -283,7 +283,7 @@ def _constant_block(an: Analysis, U: np.ndarray, v: str, u: str) -> sp.Expr | No
     big = an.larger()
     J2 = big.jacobian(v, u) if big is not None else None
     c2 = next((e for e in J2.flat if e != 0), None) if J2 is not None else None
-    if c2 is None:
+    if big is None or c2 is None:
         return None
     return dim_constant(c, c2, an.sizes, big.sizes)
 

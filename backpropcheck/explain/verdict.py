@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-import sympy as sp
+import sympy as sp  # type: ignore[import-untyped]
 
 from ..checker import DEFAULTS, ClaimResult, Counterexample, Options, draw_dims, settings
 from ..engines.evaluate import evaluate_definition

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checker import Options, SymbolicTimeout, check_derivation, draw_dims, time_budget
+from ..checker import FileResult, Options, SymbolicTimeout, check_derivation, draw_dims, time_budget
 from ..loader import load
 from ..model import Claim, Derivation
 from .analysis import Analysis
@@ -38,7 +38,7 @@ def small_sizes(d: Derivation, given: Mapping[str, int] | None = None) -> dict[s
     return draw_dims(d, rng, 2, max(SMALL_DIMS), given)
 
 
-def _at_these_dims(d: Derivation, opts: Options, checked, sizes: dict[str, int]):
+def _at_these_dims(d: Derivation, opts: Options, checked: FileResult, sizes: dict[str, int]) -> FileResult:
     """A claim refuted at other dims is refuted again at the walk-through's ``sizes`` when it can be,
     so the counterexample, the grid and the walk-through show one set of dims."""
     from dataclasses import replace
