@@ -104,27 +104,35 @@ def routing(J: np.ndarray, rv: int) -> str | None:
     most one 1 per row. ``mask``: the same with 0/1 masks for the ones (a max-pooling window's arg-max).
     ``band``: u and v of one rank, each entry depending only on the offset of the indices, along at least
     two offsets (a convolution's Toeplitz band). None otherwise."""
+    return _picking(J, rv) or ("band" if _is_band(J, rv) else None)
+
+
+def _picking(J: np.ndarray, rv: int) -> str | None:
+    """``selection`` or ``mask`` from the nonzero entries of each row of J (None for neither)."""
     rows = int(np.prod(J.shape[:rv], dtype=int))
     flat = J.reshape(rows, -1)
     nonzero = [[k for k, e in enumerate(row) if e != 0] for row in flat]
     picked = [flat[r, k] for r, ks in enumerate(nonzero) for k in ks]
-    if picked and all(len(ks) <= 1 for ks in nonzero) and all(e == 1 for e in picked):
+    if not picked:
+        return None
+    ones = all(e == 1 for e in picked)
+    if ones and all(len(ks) <= 1 for ks in nonzero):
         return "selection"
-    if picked and all(e == 1 or is_mask(e) for e in picked) and not all(e == 1 for e in picked):
+    if not ones and all(e == 1 or is_mask(e) for e in picked):
         return "mask"  # several candidates per row, exactly one of them 1 at any point without ties
-    ru = J.ndim - rv
-    if rv == ru and rv > 0:
-        by_offset: dict[tuple[int, ...], sp.Expr] = {}
-        for full in np.ndindex(*J.shape):
-            e = J[full]
-            if e == 0:
-                continue
-            offset = tuple(full[rv + k] - full[k] for k in range(rv))
-            if offset in by_offset and not same(by_offset[offset], e):
-                return None
-            by_offset.setdefault(offset, e)
-        if len(by_offset) >= 2:
-            return "band"
     return None
 
 
+def _is_band(J: np.ndarray, rv: int) -> bool:
+    """v and u of one rank, every nonzero entry a function of the offset alone, at two offsets or more."""
+    if rv == 0 or J.ndim != 2 * rv:
+        return False
+    by_offset: dict[tuple[int, ...], sp.Expr] = {}
+    for full in np.ndindex(*J.shape):
+        e = J[full]
+        if e == 0:
+            continue
+        offset = tuple(full[rv + k] - full[k] for k in range(rv))
+        if not same(by_offset.setdefault(offset, e), e):
+            return False
+    return len(by_offset) >= 2

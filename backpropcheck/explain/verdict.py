@@ -32,9 +32,14 @@ def verdict(out: Explanation, d: Derivation, c: Claim, r: ClaimResult | None, si
         out.para(f"Scope: proved {which} — {(r.symbolic or {}).get('argument', '')}.")
     if r.diagnosis:
         out.para(f"Diagnosis: {r.diagnosis}.")
-    if r.verdict != "refuted" or c.node is None:
-        return
-    cex = r.counterexample
+    if r.verdict == "refuted" and c.node is not None:
+        _refutation(out, d, c, r.counterexample, sizes, a)
+
+
+def _refutation(out: Explanation, d: Derivation, c: Claim, cex: Counterexample | None, sizes: dict[str, int],
+                a: Analysis | None) -> None:
+    """A refuted claim: the grid of true vs claimed entries (at the checker's dims when these hide the
+    mistake), then the first mismatching entries in per-neuron symbols."""
     cfg = settings(d, Options())  # the file's own [check] settings, as the checker read them
     max_dim, tolerance = cfg["max_dim"], (cfg["rtol"], cfg["atol"])
     grid = numeric_grid(d, c, sizes, cex, max_dim, tolerance)
@@ -42,7 +47,7 @@ def verdict(out: Explanation, d: Derivation, c: Claim, r: ClaimResult | None, si
             and cex.dims != sizes and all(v <= 6 for v in cex.dims.values()):
         out.para(f"(At the walk-through's dims {dims_text(sizes)} this claim happens to agree; the checker's "
                  f"counterexample is at dims {dims_text(cex.dims)}.)")
-        grid = numeric_grid(d, c, cex.dims, cex, max_dim, tolerance)  # these dims hide the mistake; the checker's do not
+        grid = numeric_grid(d, c, cex.dims, cex, max_dim, tolerance)  # these dims hide the mistake, not the checker's
     if grid is not None:
         out.para("True entries next to the claimed ones (mismatches marked):")
         out.add_grid(grid)
