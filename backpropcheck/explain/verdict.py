@@ -119,7 +119,7 @@ def symbolic_mismatches(a: Analysis, c: Claim, limit: int = 2) -> list[Math]:
     for idx in np.ndindex(*steps.shape):
         t = sp.sympify(claimed[idx], strict=True)
         shown = _in_claims_atoms(truth, t, steps[idx])
-        if same(t, shown) or same(truth.full(t), truth.full(truth.grads[c.target][idx])):
+        if _identical(truth, t, shown) or same(truth.full(t), truth.full(truth.grads[c.target][idx])):
             continue
         lhs = f"[{','.join(map(str, idx))}]" if idx else ""
         tt = render(shown, concrete_rename)
@@ -130,6 +130,13 @@ def symbolic_mismatches(a: Analysis, c: Claim, limit: int = 2) -> list[Math]:
         if len(out) >= limit:
             break
     return out
+
+
+def _identical(truth: SymbolicTruth, a: sp.Expr, b: sp.Expr) -> bool:
+    """The engine's identity test over its atoms (the one behind its one-step proof), for one entry."""
+    pair = np.empty((2,), dtype=object)
+    pair[0], pair[1] = a, b
+    return truth.identical_over_atoms(pair[:1], pair[1:])
 
 
 def _in_claims_atoms(truth: SymbolicTruth, claimed: sp.Expr, step: sp.Expr) -> sp.Expr:
