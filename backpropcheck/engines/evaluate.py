@@ -48,11 +48,11 @@ class _IndexSpace:
 
 
 def _params(node: Call, backend: Backend, sizes: Mapping[str, int]) -> dict:
+    op = OPS[node.op]
     params = dict(node.params)
-    if node.op == "elementwise":
-        params["fn"] = backend.functions(params["fn"])
-    bind = OPS[node.op].bind
-    return bind(params, sizes) if bind is not None else params
+    for name in op.functions:  # a built-in, or this trial's stand-in for a generic f
+        params[name] = backend.functions(params[name])
+    return op.bind(params, sizes) if op.bind is not None else params
 
 
 def evaluate(

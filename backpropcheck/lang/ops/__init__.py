@@ -17,7 +17,8 @@ The table is one package, grouped by kind of op:
 - :mod:`.reduce` — ``sum``, ``mean``, ``max``/``min``, ``softmax``, ``log_softmax``, ``logsumexp``;
 - :mod:`.structure` — ``[:, None]``, ``reshape``, ``transpose``, slices, ``concat``, ``stack``, ``pad``;
 - :mod:`.indexing` — ``C[I]``, ``scatter_add``, ``one_hot``, ``take_along_axis``;
-- :mod:`.adjoints` — every op's adjoint template for ``derive``.
+- :mod:`.adjoints` — every op's adjoint template for ``derive``;
+- :mod:`.certificate` — every op's rules in the all-shapes certificate (``engines/scope.py``).
 
 Adding an op is one entry in the module of its kind plus a test.
 """
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import replace as _replace
 
-from . import arith, elementwise, indexing, linalg, reduce, structure  # noqa: F401 - registers the ops
+from . import arith, certificate, elementwise, indexing, linalg, reduce, structure  # noqa: F401 - registers the ops
 from .adjoints import ADJOINTS, NoAdjoint, _adj_matmul, _shape_names, num_text
 from .core import (
     AXIS,

@@ -11,6 +11,7 @@ from ..dims import Dim, Shape
 from ..ir import Call as _Call
 from ..ir import Const as _Const
 from ..ir import DimSize as _DimSize
+from . import arith, elementwise, indexing, linalg, reduce, structure  # noqa: F401 - every op registered first
 from .core import OPS, ShapeMismatch
 from .linalg import parse_einsum
 from .structure import _perm, _slice_items, _slice_shape

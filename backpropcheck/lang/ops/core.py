@@ -168,6 +168,14 @@ class Op:
     ``tangent(args, out, params, tans)`` maps the arguments' tangents (None for a constant,
     possibly a :class:`Rank1`) to the result's. ``bind(params, sizes)`` turns the static
     parameters' dim expressions into numbers for evaluation.
+
+    ``adjoint`` is the VJP again as a matrix-language template for ``derive`` (:mod:`.adjoints`);
+    ``scope_value`` / ``scope_adjoint`` are the op's rules in the all-shapes certificate's abstract
+    interpretation (:mod:`.certificate`) — an op without them keeps a claim at ``sampled shapes``,
+    never a wrong verdict. ``same_site``: the op reads every operand at the result's own index tuple.
+    ``hint(node, env, infer)`` may suggest a fix when the op's shape rule fails. ``functions``
+    names the static parameters that hold an element-wise function's name; the engine resolves
+    each to a built-in or this trial's stand-in for a generic f before evaluation.
     """
 
     name: str
@@ -177,13 +185,18 @@ class Op:
     symbolic: Callable[..., Any] | None = None
     arity: tuple[int, int] = (1, 1)
     params: tuple[str, ...] = field(default=())
-    adjoint: Callable[..., tuple] | None = None  # the VJP as a matrix-language template (end of file)
+    adjoint: Callable[..., tuple] | None = None  # the VJP as a matrix-language template (adjoints.py)
     tangent: Callable[..., Any] | None = None
     nograd: bool = False
     signature: Signature | None = None  # None: not callable by name (an operator or internal)
     bind: Callable[[dict, Any], dict] | None = None
     index_args: tuple[int, ...] = ()  # arguments that must be integer arrays (C[I]'s I)
     keeps_integer: bool = False  # structural: an integer argument gives an integer result
+    scope_value: Callable[..., Any] | None = None  # certificate.py
+    scope_adjoint: Callable[..., Any] | None = None  # certificate.py
+    same_site: bool = False
+    hint: Callable[..., str | None] | None = None
+    functions: tuple[str, ...] = ()  # static params naming an element-wise function the engine resolves
 
     def backward(self, g, out, *args, **params) -> tuple:
         if self.vjp is None:

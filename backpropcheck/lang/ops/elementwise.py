@@ -23,6 +23,14 @@ class Elementwise:
     symbolic: Callable[[Any], Any]
     complex_safe: bool = False  # the NumPy form is complex-analytic: the tangent takes a complex step
     nograd: bool = False  # a derivative of 0 by nature (sign): never differentiated through
+    # the all-shapes certificate's class (certificate.py): the value, NAME_prime's value, the
+    # derivative and NAME_prime's derivative are polynomials in generators (no denominator besides
+    # monomials); ``monomial_den``: the derivative's denominator is the argument itself
+    poly_value: bool = False
+    poly_prime_value: bool = False
+    poly_derivative: bool = False
+    poly_prime_derivative: bool = False
+    monomial_den: bool = False
 
 
 def _sigmoid(x):
@@ -116,6 +124,15 @@ for _name in ("exp", "log", "log1p", "sqrt", "rsqrt", "tanh", "sigmoid", "sin", 
               "expm1", "atan", "silu", "gelu_tanh"):
     ELEMENTWISE[_name] = replace(ELEMENTWISE[_name], complex_safe=True)
 
+# the certificate's class, per function (see the fields of Elementwise)
+for _name in ("exp", "tanh", "sin", "cos", "erf", "gelu", "abs", "square", "relu"):
+    ELEMENTWISE[_name] = replace(ELEMENTWISE[_name], poly_value=True, poly_prime_value=True, poly_derivative=True,
+                                 poly_prime_derivative=_name not in ("erf", "gelu"))
+for _name in ("softplus", "log", "log1p", "sqrt", "logit"):
+    ELEMENTWISE[_name] = replace(ELEMENTWISE[_name], poly_value=True)
+for _name in ("log", "sqrt", "rsqrt"):
+    ELEMENTWISE[_name] = replace(ELEMENTWISE[_name], monomial_den=True)
+
 
 # Concrete smooth stand-ins for a generic f declared in [functions]: (f, f').
 GENERIC_STANDINS: list[tuple[str, Callable, Callable]] = [
@@ -163,6 +180,6 @@ def _ew_tangent(args, out, params, tans):
 # ``fn`` is resolved by the engine: a built-in, or this trial's stand-in for a generic f.
 # ``NAME_prime`` is the same op with prime=True; it is never differentiated through.
 _register(
-    Op("elementwise", lambda a, **_: a, _ew_numeric, _ew_vjp, symbolic=_ew_symbolic, params=("fn", "prime"),
+    Op("elementwise", lambda a, **_: a, _ew_numeric, _ew_vjp, symbolic=_ew_symbolic, params=("fn", "prime"), functions=("fn",),
        tangent=_ew_tangent)
 )

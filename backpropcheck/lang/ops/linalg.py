@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..dims import Dim, Shape, fmt_shape
+from ..ir import Call, Var
 from .core import Op, Param, Rank1, ShapeMismatch, _complex_step, _linear, _register, _sp, dense, sig
 
 
@@ -85,10 +86,39 @@ def _matmul(a, b):
     return a @ b
 
 
+def _matmul_hint(node, env, infer) -> str | None:
+    """For a failed ``@``: would the other orientation of a named matrix fit?"""
+    if len(node.args) != 2:
+        return None
+    a, b = node.args
+    for k, arg in enumerate((a, b)):
+        transposed = isinstance(arg, Call) and arg.op == "T" and isinstance(arg.args[0], Var)
+        plain = isinstance(arg, Var) and len(env[arg.name]) == 2
+        if not (transposed or plain):
+            continue
+        name = arg.args[0].name if transposed else arg.name
+        base = env[name]
+        flipped = base if transposed else tuple(reversed(base))
+        shapes = [infer(x, env) for x in (a, b)]
+        shapes[k] = flipped
+        try:
+            _matmul_shape(*shapes)
+        except ShapeMismatch:
+            continue
+        other = b.src if k == 0 else a.src
+        suggestion = name if transposed else f"{name}.T"
+        fixed = f"{suggestion} @ {other}" if k == 0 else f"{other} @ {suggestion}"
+        return (
+            f"with {name} of shape {fmt_shape(base)} the gradient flows back through "
+            f"`{suggestion}`: try `{fixed}`"
+        )
+    return None
+
+
 _register(Op("matmul", _matmul_shape, _matmul, _matmul_vjp, symbolic=_matmul_sym, arity=(2, 2),
-             tangent=_matmul_tangent(_matmul)))
+             tangent=_matmul_tangent(_matmul), hint=_matmul_hint))
 _register(Op("dot", _matmul_shape, np.dot, _matmul_vjp, symbolic=_matmul_sym, arity=(2, 2),
-             tangent=_matmul_tangent(np.dot), signature=sig("a", "b")))
+             tangent=_matmul_tangent(np.dot), signature=sig("a", "b"), hint=_matmul_hint))
 
 
 def _outer_shape(a: Shape, b: Shape, **_) -> Shape:
