@@ -447,3 +447,26 @@ def test_reach_ops_vjp_tangent_and_sympy_over_random_shapes(name: str) -> None:
         numeric = np.asarray(op.numeric(*args, **case.params), dtype=float)
         symbolic = _to_float(fn(*[_to_sympy(a) for a in args], **case.params))
         np.testing.assert_allclose(symbolic, numeric, rtol=1e-10, atol=1e-12, err_msg=f"{name} {case.params}")
+
+
+SPELLINGS = [
+    "sum(X, axis=(0, 1), keepdims=True)", "mean(X, axis=1)", "max(X)", "min(X, axis=0, keepdims=True)",
+    "logsumexp(X, axis=0)", "softmax(X, axis=1)", "log_softmax(X, axis=-1)", 'einsum("ij,j->i", X, v)',
+    "concat([X, X], axis=1)", "stack([X, X])", "clip(X, -1, 0.5)", "reshape(X, (n, 2*m))", "transpose(X, axes=(1, 0))",
+    "swapaxes(X, 0, 1)", "flip(X, axis=1)", "pad(X, ((0, 1), (n, n - 1)))", "where(X, X, X)", "maximum(X, X)",
+    "outer(v, v)", "dot(v, v)", "trace(X)", "diag(v)", "ones((n, m))", "zeros(n)", "eye(n)", "one_hot(I, n)",
+    "take_along_axis(X, I, axis=1)", "scatter_add(X, I, n)",
+]
+
+
+@pytest.mark.parametrize("text", SPELLINGS)
+def test_spell_writes_a_call_back_as_the_parser_reads_it(text: str) -> None:
+    """``spell`` (how ``derive`` writes an op it has no printer of its own for) is the parser's inverse,
+    from the op's signature alone: an op added to the table is written back with its parameters."""
+    from backpropcheck.lang.ir import Call
+    from backpropcheck.lang.ops import spell
+    from backpropcheck.lang.parse import Scope, parse_expression
+
+    node = parse_expression(text, Scope(tensors={"X", "v", "I"}, dims={"n", "m"}))
+    assert isinstance(node, Call)
+    assert spell(node.op, [a.src for a in node.args], node.params) == text

@@ -44,6 +44,7 @@ from .core import (
     broadcast,
     dense,
     sig,
+    spell,
     unbroadcast,
 )
 from .elementwise import ELEMENTWISE, GENERIC_STANDINS, Elementwise
@@ -52,5 +53,5 @@ from .linalg import _matmul_sym, parse_einsum
 __all__ = [
     "ADJOINTS", "AXIS", "AXIS1", "ELEMENTWISE", "GENERIC_STANDINS", "H", "KEEPDIMS", "OPS", "Elementwise",
     "MissingRule", "NoAdjoint", "Op", "Param", "Rank1", "ShapeMismatch", "Signature", "broadcast", "dense",
-    "num_text", "parse_einsum", "sig", "unbroadcast", "_adj_matmul", "_matmul_sym", "_replace", "_shape_names",
+    "num_text", "parse_einsum", "sig", "spell", "unbroadcast", "_adj_matmul", "_matmul_sym", "_replace", "_shape_names",
 ]

@@ -4,7 +4,7 @@ group of ops shares (broadcasting over dim names, complex-step and linear tangen
 from __future__ import annotations
 
 import math  # noqa: F401
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -259,3 +259,44 @@ def _nonnegative(d: Dim) -> bool:
     """≥ 0 for every size ≥ 1: no negative coefficient, and ≥ 0 with every dim at 1."""
     return d.monotone and d.at_ones >= 0
 
+
+
+def _literal(value: Any) -> str:
+    """A static parameter as a file writes it: ``1``, ``True``, ``(0, 2)``, ``H*D``, ``"ij->i"``."""
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (tuple, list)):
+        parts = [_literal(v) for v in value]
+        return f"({parts[0]},)" if len(parts) == 1 else f"({', '.join(parts)})"
+    return str(value)  # an int or a Dim
+
+
+def spell(name: str, args: list[str], params: Mapping[str, Any]) -> str:
+    """A call of the op as a file writes it, read back from its signature (the parser's inverse):
+    tensors in order, static parameters positionally or as ``key=value`` (left out at their default)."""
+    op = OPS[name]
+    if op.signature is None:
+        return f"{name}({', '.join(args)})"
+    parts: list[str] = []
+    rest = list(args)
+    last = len(op.signature.params) - 1
+    for k, p in enumerate(op.signature.params):
+        if p.kind == "tensors" or (p.kind == "tensor" and op.signature.variadic and k == last):
+            parts.append(f"[{', '.join(rest)}]" if p.kind == "tensors" else ", ".join(rest))
+            rest = []
+        elif p.kind == "tensor":
+            parts.append(rest.pop(0))
+        else:
+            value = params.get(p.name, p.default)
+            if p.keyword and p.default is not ... and value == p.default:
+                continue
+            if p.kind in ("shape", "dim"):  # dim names, unquoted: ones((B, T)), eye(n)
+                names = [str(v) for v in value]
+                parts.append(names[0] if len(names) == 1 else f"({', '.join(names)})")
+                continue
+            parts.append(f"{p.name}={_literal(value)}" if p.keyword else _literal(value))
+    return f"{name}({', '.join(parts)})"
