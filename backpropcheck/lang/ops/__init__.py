@@ -14,7 +14,7 @@ The table is one package, grouped by kind of op:
 - :mod:`.elementwise` — ``tanh``, ``relu``, … and the ``elementwise`` op;
 - :mod:`.arith` — ``+ - * / **``, comparisons, ``where``, ``maximum``/``minimum``, ``clip``;
 - :mod:`.linalg` — ``@``, ``dot``, ``outer``, ``.T``, ``trace``, ``diag``, ``ones``/``zeros``/``eye``, ``einsum``;
-- :mod:`.reduce` — ``sum``, ``mean``, ``max``/``min``, ``softmax``, ``log_softmax``, ``logsumexp``;
+- :mod:`.reduce` — ``sum``, ``mean``, ``max``/``min``, ``softmax``, ``log_softmax``, ``logsumexp``, ``cumsum``;
 - :mod:`.structure` — ``[:, None]``, ``reshape``, ``transpose``, slices, ``concat``, ``stack``, ``pad``;
 - :mod:`.indexing` — ``C[I]``, ``scatter_add``, ``one_hot``, ``take_along_axis``;
 - :mod:`.adjoints` — every op's adjoint template for ``derive``;

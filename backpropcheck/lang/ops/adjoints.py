@@ -361,6 +361,12 @@ def _adj_clip(cx, g, out, a, lo, hi):
     return (_c("mul", g, _c("mul", _c("gt", a, _k(lo)), _c("lt", a, _k(hi)))),)
 
 
+def _adj_cumsum(cx, g, out, a, axis):
+    """``cumsum(X, axis)`` → the running sum of G from the other end: ``flip(cumsum(flip(G)))``."""
+    g = cx.full(g, cx.shape(out))
+    return (_c("flip", _c("cumsum", _c("flip", g, axis=axis), axis=axis), axis=axis),)
+
+
 ADJOINTS.update({
     "transpose": _adj_perm("transpose"), "swapaxes": _adj_perm("swapaxes"), "flip": _adj_perm("flip"),
     "reshape": lambda cx, g, out, a, shape: (_c("reshape", cx.full(g, cx.shape(out)), shape=cx.shape(a)),),
@@ -368,7 +374,7 @@ ADJOINTS.update({
     "gather": lambda cx, g, out, c, i: (_c("scatter_add", cx.full(g, cx.shape(out)), i, V=cx.shape(c)[0]), None),
     "scatter_add": lambda cx, g, out, s, i, V: (_c("gather", cx.full(g, cx.shape(out)), i), None),
     "one_hot": _adj_none, "slice": _adj_slice, "concat": _adj_concat, "stack": _adj_stack, "pad": _adj_pad,
-    "take_along_axis": _adj_take_along_axis,
+    "take_along_axis": _adj_take_along_axis, "cumsum": _adj_cumsum,
 })
 
 for _name, _adjoint in ADJOINTS.items():

@@ -1,5 +1,5 @@
 """Reductions and functions along an axis: ``sum``, ``mean``, ``max``, ``min``, ``softmax``,
-``log_softmax``, ``logsumexp``."""
+``log_softmax``, ``logsumexp``, ``cumsum``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from .core import (
     AXIS1,
     KEEPDIMS,
     Op,
+    Param,
+    ShapeMismatch,
     _axes,
     _axis,
     _complex_step,
@@ -202,3 +204,22 @@ def _extreme(name: str):
 
 _extreme("max")
 _extreme("min")
+
+
+# running sums along an axis: linear, so the tangent is the op itself; the VJP is the running sum
+# taken from the other end (each input entry reaches every output entry at or after it)
+
+
+def _cumsum_shape(a: Shape, axis: int | None = None, **_) -> Shape:
+    if axis is None:
+        raise ShapeMismatch("cumsum runs along one axis: write cumsum(X, axis=k)")
+    _axis(axis, len(a))
+    return a
+
+
+def _cumsum_vjp(g, out, a, axis: int):
+    return (np.flip(np.cumsum(np.flip(g, axis=axis), axis=axis), axis=axis),)
+
+
+_register(Op("cumsum", _cumsum_shape, lambda a, axis: np.cumsum(a, axis=axis), _cumsum_vjp, params=("axis",),
+             tangent=_linear("cumsum"), signature=sig("X", Param("axis", "int"))))
