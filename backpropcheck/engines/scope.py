@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -265,9 +265,9 @@ def plan(d: Derivation, claim: Claim, route: str) -> Plan:
     _check_names(d, used_defs)
     free: dict[str, int] = {}
     for dim in env[target].shape:
-        name = named(dim)
-        if name is not None:
-            free = _add(free, {name: 1})
+        dim_name = named(dim)
+        if dim_name is not None:
+            free = _add(free, {dim_name: 1})
     u = _max(claimed.bound, truth.bound)
     k = _add(free, u)
     degree = _add(u, _add(claimed.expl, truth.expl))
@@ -435,7 +435,7 @@ def certify_records(d: Derivation, claims: list[Claim], records: dict[str, dict[
         record.update(scope=scope.kind, argument=scope.argument)
 
 
-def expression_plan(node: Node, shapes: Mapping[str, Shape], functions: set[str] = frozenset()) -> Plan:
+def expression_plan(node: Node, shapes: Mapping[str, Shape], functions: Collection[str] = frozenset()) -> Plan:
     """The certificate's thresholds for one expression whose tensors are independent atoms (``e1 - e2``
     of two expressions to compare): every dim at least ``k``, ``degree + 1`` sizes of each."""
     av = Interpreter(set(functions), {n: _atom(s) for n, s in shapes.items()}).value(node)

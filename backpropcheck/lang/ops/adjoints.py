@@ -11,6 +11,7 @@ from ..dims import Dim, Shape
 from ..ir import Call as _Call
 from ..ir import Const as _Const
 from ..ir import DimSize as _DimSize
+from ..ir import Node as _Node
 from . import arith, elementwise, indexing, linalg, reduce, structure  # noqa: F401 - every op registered first
 from .core import OPS, ShapeMismatch
 from .linalg import parse_einsum
@@ -46,13 +47,13 @@ def _k(value: float) -> _Const:
     return _Const(0, float(value), num_text(value))
 
 
-def _dim_node(d: Dim):
+def _dim_node(d: Dim) -> _Node:
     """A dim expression as an IR number: ``B*T`` → ``B * T``, ``T + K - 1`` → ``T + K - 1``."""
     if not d.terms:
         return _k(d.const)
-    out = None
+    out: _Node | None = None
     for monomial, coeff in d.terms:
-        term = None
+        term: _Node | None = None
         for name in monomial.split("*"):
             term = _DimSize(0, name) if term is None else _c("mul", term, _DimSize(0, name))
         if abs(coeff) != 1:
@@ -63,6 +64,7 @@ def _dim_node(d: Dim):
             out = _c("add" if coeff > 0 else "sub", out, term)
     if d.const:
         out = _c("add" if d.const > 0 else "sub", out, _k(abs(d.const)))
+    assert out is not None  # d has a term
     return out
 
 

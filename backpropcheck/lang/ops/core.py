@@ -58,18 +58,20 @@ def broadcast(*shapes: Shape) -> Shape:
 
 
 def _axis(axis: int | None, rank: int) -> int | None:
-    if axis is None:
-        return None
+    return None if axis is None else _one_axis(axis, rank)
+
+
+def _one_axis(axis: int, rank: int) -> int:
     if not -rank <= axis < rank:
         raise ShapeMismatch(f"axis {axis} is out of range for an array of rank {rank}")
     return axis % rank
 
 
-def _axes(axis, rank: int) -> tuple[int, ...] | None:
+def _axes(axis: int | tuple[int, ...] | None, rank: int) -> tuple[int, ...] | None:
     """An axis or a tuple of axes (``axis=(0, 1)``), normalised and sorted; None: every axis."""
     if axis is None:
         return None
-    axes = tuple(sorted(_axis(a, rank) for a in (axis if isinstance(axis, tuple) else (axis,))))  # type: ignore
+    axes = tuple(sorted(_one_axis(a, rank) for a in (axis if isinstance(axis, tuple) else (axis,))))
     if len(set(axes)) != len(axes):
         raise ShapeMismatch(f"axis {axis} names an axis twice")
     return axes
@@ -87,8 +89,9 @@ def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _expand_reduced(g: np.ndarray, shape: tuple[int, ...], axis, keepdims: bool):
-    if axis is not None and not keepdims:
-        g = np.expand_dims(g, _axes(axis, len(shape)))
+    axes = _axes(axis, len(shape))
+    if axes is not None and not keepdims:
+        g = np.expand_dims(g, axes)
     return np.broadcast_to(g, shape)
 
 

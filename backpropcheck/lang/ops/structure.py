@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from types import EllipsisType
+
 import numpy as np
 
 from ..dims import Dim, Shape, fmt_shape
@@ -136,7 +138,7 @@ def _slice_shape(a: Shape, items: tuple, **_) -> Shape:
 
 
 def _slice_index(shape: tuple[int, ...], items: tuple) -> tuple:
-    index = []
+    index: list[slice | None | EllipsisType] = []
     for it in items:
         if it is None:
             index.append(None)
