@@ -36,7 +36,7 @@ from typing import Any
 from ..lang.dims import Shape
 from ..lang.ir import Call, Const, DimSize, IndexRef, IndexSum, Node, Var, names_used, walk
 from ..lang.ops import OPS, Op
-from ..lang.ops.certificate import AV, Outside, _add, _atom, _max, _reduced_axes, _sum_adjoints, named
+from ..lang.ops.certificate import AV, Outside, add_counts, atom, max_counts, named, reduced_axes, sum_adjoints
 from ..model import Claim, Derivation
 
 ALL_SHAPES = "all-shapes"
@@ -125,7 +125,7 @@ class Interpreter:
         av = self.env[arg.name]
         if av.bound or av.expl or av.inner or av.den or not av.monomial:
             raise Outside(f"`{node.src or node.op}` is applied to a value that is not an atom")
-        for k in _reduced_axes(node.params, len(av.shape)):
+        for k in reduced_axes(node.params, len(av.shape)):
             if named(av.shape[k]) is None:
                 raise Outside(f"`{node.src or node.op}` runs over an axis of literal size")
 
@@ -146,7 +146,7 @@ class Backprop:
             node, g = stack.pop()
             if isinstance(node, Var):
                 if only is None or node.name in only:
-                    out[node.name] = _sum_adjoints(out.get(node.name), g)
+                    out[node.name] = sum_adjoints(out.get(node.name), g)
                 continue
             if not isinstance(node, Call):
                 continue
@@ -192,7 +192,7 @@ def plan(d: Derivation, claim: Claim, route: str) -> Plan:
     """Pattern thresholds and degrees for ``claim − truth``, or :class:`Outside`."""
     if claim.node is None:
         raise Outside("the claim did not parse")
-    env: dict[str, AV] = {name: _atom(inp.shape) for name, inp in d.inputs.items()}
+    env: dict[str, AV] = {name: atom(inp.shape) for name, inp in d.inputs.items()}
     for f in d.forward:
         env[f.name] = AV(tuple(f.shape), atoms=True)  # validated when it enters a term
     interp = Interpreter(set(d.functions), env, set(d.inputs) | {f.name for f in d.forward})
@@ -210,18 +210,18 @@ def plan(d: Derivation, claim: Claim, route: str) -> Plan:
     if route == "step":
         grads: dict[str, AV] = {}
         for name in forward_names:
-            grads[f"grad_{name}"] = _atom(env[name].shape)  # the gradient atoms ∇v
+            grads[f"grad_{name}"] = atom(env[name].shape)  # the gradient atoms ∇v
 
         def step_of(x: str) -> AV:
             out: dict[str, AV] = {}
             for f in d.forward:
                 if f.node is not None and x in _names(f.node) or f.index is not None and x in _names(f.root):
-                    back.vjp(definition(f), _atom(f.shape), out, {x})
+                    back.vjp(definition(f), atom(f.shape), out, {x})
             if d.loss.expression is not None and x in _names(d.loss.expression):
                 used_defs.append(d.loss.expression)
                 back.vjp(d.loss.expression, AV(()), out, {x})
             if x in d.loss.upstream:
-                out[x] = _sum_adjoints(out.get(x), _atom(env[x].shape))
+                out[x] = sum_adjoints(out.get(x), atom(env[x].shape))
             if x not in out:
                 return AV(env[x].shape)
             return out[x]
@@ -243,7 +243,7 @@ def plan(d: Derivation, claim: Claim, route: str) -> Plan:
             back.vjp(d.loss.expression, AV(()), adj, downstream)
         for h in d.loss.upstream:
             if h in downstream:
-                adj[h] = _sum_adjoints(adj.get(h), _atom(env[h].shape))
+                adj[h] = sum_adjoints(adj.get(h), atom(env[h].shape))
         for f in reversed(d.forward):
             if f.name in adj and _names(f.root) & downstream:
                 back.vjp(definition(f), adj[f.name], adj, downstream)
@@ -267,10 +267,10 @@ def plan(d: Derivation, claim: Claim, route: str) -> Plan:
     for dim in env[target].shape:
         dim_name = named(dim)
         if dim_name is not None:
-            free = _add(free, {dim_name: 1})
-    u = _max(claimed.bound, truth.bound)
-    k = _add(free, u)
-    degree = _add(u, _add(claimed.expl, truth.expl))
+            free = add_counts(free, {dim_name: 1})
+    u = max_counts(claimed.bound, truth.bound)
+    k = add_counts(free, u)
+    degree = add_counts(u, add_counts(claimed.expl, truth.expl))
     return Plan(route, k, degree)
 
 
@@ -438,10 +438,10 @@ def certify_records(d: Derivation, claims: list[Claim], records: dict[str, dict[
 def expression_plan(node: Node, shapes: Mapping[str, Shape], functions: Collection[str] = frozenset()) -> Plan:
     """The certificate's thresholds for one expression whose tensors are independent atoms (``e1 - e2``
     of two expressions to compare): every dim at least ``k``, ``degree + 1`` sizes of each."""
-    av = Interpreter(set(functions), {n: _atom(s) for n, s in shapes.items()}).value(node)
+    av = Interpreter(set(functions), {n: atom(s) for n, s in shapes.items()}).value(node)
     free: dict[str, int] = {}
     for dim in av.shape:
         name = named(dim)
         if name is not None:
-            free = _add(free, {name: 1})
-    return Plan("expression", _add(free, av.bound), _add(dict(av.bound), av.expl))
+            free = add_counts(free, {name: 1})
+    return Plan("expression", add_counts(free, av.bound), add_counts(dict(av.bound), av.expl))

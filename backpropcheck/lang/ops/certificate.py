@@ -59,14 +59,14 @@ class AV:
         return not any(self.bound.values()) and not any(self.expl.values()) and not self.inner
 
 
-def _add(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
+def add_counts(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
     out = dict(a)
     for k, v in b.items():
         out[k] = out.get(k, 0) + v
     return {k: v for k, v in out.items() if v}
 
 
-def _max(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
+def max_counts(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
     out = dict(a)
     for k, v in b.items():
         out[k] = max(out.get(k, 0), v)
@@ -90,7 +90,7 @@ def _named_axes(shape: Shape) -> frozenset:
     return frozenset(k for k, d in enumerate(shape) if named(d) is not None)
 
 
-def _atom(shape: Shape) -> AV:
+def atom(shape: Shape) -> AV:
     return AV(tuple(shape), atoms=True)
 
 
@@ -106,8 +106,8 @@ def _elementwise(avs: list[AV], shape: Shape, mode: str) -> AV:
     expl: dict[str, int] = {}
     den: frozenset = frozenset()
     for av in avs:
-        bound = _add(bound, av.bound) if mode == "mul" else _max(bound, av.bound)
-        expl = _add(expl, av.expl)
+        bound = add_counts(bound, av.bound) if mode == "mul" else max_counts(bound, av.bound)
+        expl = add_counts(expl, av.expl)
         den |= _align(av, shape)
     monomial = all(a.monomial for a in avs) if mode == "mul" else False
     return AV(tuple(shape), bound, expl, monomial, den, any(a.inner for a in avs), any(a.atoms for a in avs))
@@ -123,12 +123,12 @@ def _contract(operands: list[tuple[AV, str]], out: str, letters: Mapping[str, Di
     bound: dict[str, int] = {}
     expl: dict[str, int] = {}
     for av, _ in operands:
-        bound = _add(bound, av.bound)
-        expl = _add(expl, av.expl)
+        bound = add_counts(bound, av.bound)
+        expl = add_counts(expl, av.expl)
     for letter in summed:
         name = named(letters[letter])
         if name is not None:
-            bound = _add(bound, {name: 1})
+            bound = add_counts(bound, {name: 1})
     den = frozenset(out.index(sub[k]) for av, sub in operands for k in av.den if sub[k] in out
                     and named(av.shape[k]) is not None)
     shape = tuple(letters[c] for c in out)
@@ -177,7 +177,7 @@ def _expand_map(items: tuple, rank: int) -> list[int | None]:
     return src + list(range(k, rank))
 
 
-def _reduced_axes(params: Mapping[str, Any], rank: int) -> list[int]:
+def reduced_axes(params: Mapping[str, Any], rank: int) -> list[int]:
     axis = params.get("axis")
     if axis is None:
         return list(range(rank))
@@ -238,7 +238,7 @@ def _softmax_like(a: AV, axes: list[int], den: bool) -> AV:
     for k in axes:
         name = named(a.shape[k])
         if name is not None:
-            bound = _add(bound, {name: 1})
+            bound = add_counts(bound, {name: 1})
     others = frozenset(k for k in _named_axes(a.shape) if k not in axes)
     return AV(a.shape, bound, {}, False, others, True, True)
 
@@ -248,7 +248,7 @@ def _spread(r: AV, shape: Shape, axes: list[int]) -> AV:
     return AV(tuple(shape), r.bound, r.expl, r.monomial, frozenset(kept[j] for j in r.den), r.inner, r.atoms)
 
 
-def _sum_adjoints(a: AV | None, b: AV) -> AV:
+def sum_adjoints(a: AV | None, b: AV) -> AV:
     if a is None:
         return b
     return _elementwise([a, b], a.shape if len(a.shape) >= len(b.shape) else b.shape, "add")
@@ -314,7 +314,7 @@ def _reduced_shape(shape: Shape, axes: list[int], keepdims: bool) -> Shape:
 def _v_reduce(mean: bool) -> ValueRule:
     def rule(cx, node, args: list[AV]) -> AV:
         a, p = args[0], node.params
-        axes = _reduced_axes(p, len(a.shape))
+        axes = reduced_axes(p, len(a.shape))
         subs = "".join(chr(97 + k) for k in range(len(a.shape)))
         out = "".join(c for k, c in enumerate(subs) if k not in axes)
         r = _contract([(a, subs)], out, _letters((a.shape, subs)))
@@ -323,8 +323,8 @@ def _v_reduce(mean: bool) -> ValueRule:
             for k in axes:
                 name = named(a.shape[k])
                 if name is not None:
-                    extra = _add(extra, {name: 1})
-            r = AV(r.shape, r.bound, _add(r.expl, extra), False, r.den, r.inner, r.atoms)
+                    extra = add_counts(extra, {name: 1})
+            r = AV(r.shape, r.bound, add_counts(r.expl, extra), False, r.den, r.inner, r.atoms)
         if p.get("keepdims"):
             kept = [k for k in range(len(a.shape)) if k not in axes]
             r = AV(_reduced_shape(a.shape, axes, True), r.bound, r.expl, r.monomial, frozenset(kept[j] for j in r.den),
@@ -399,7 +399,7 @@ def _v_log_softmax(cx, node, args: list[AV]) -> AV:
 def _v_logsumexp(cx, node, args: list[AV]) -> AV:
     cx.whole_axis_operand(node)
     a = args[0]
-    shape = _reduced_shape(a.shape, _reduced_axes(node.params, len(a.shape)), bool(node.params.get("keepdims")))
+    shape = _reduced_shape(a.shape, reduced_axes(node.params, len(a.shape)), bool(node.params.get("keepdims")))
     return AV(shape, monomial=False, inner=True, atoms=True)
 
 
@@ -466,7 +466,7 @@ def _a_reduce(kind: str) -> AdjointRule:
     denominator adds its own sum): g spread back over the reduced axes."""
     def rule(cx, node, g: AV, k: int, avs: list[AV]) -> AV:
         a, p = avs[k], node.params
-        axes = _reduced_axes(p, len(a.shape))
+        axes = reduced_axes(p, len(a.shape))
         kept = [j for j in range(len(a.shape)) if j not in axes]
         gden = frozenset(g.den) if p.get("keepdims") else frozenset(kept[j] for j in g.den)
         expl = dict(g.expl)
@@ -474,7 +474,7 @@ def _a_reduce(kind: str) -> AdjointRule:
             for j in axes:
                 name = named(a.shape[j])
                 if name is not None:
-                    expl = _add(expl, {name: 1})
+                    expl = add_counts(expl, {name: 1})
         spread = AV(a.shape, g.bound, expl, g.monomial, gden, g.inner, g.atoms)
         if kind == "logsumexp":
             spread = _elementwise([spread, _softmax_like(a, axes, den=True)], a.shape, "mul")
@@ -517,7 +517,7 @@ def _a_softmax(log: bool) -> AdjointRule:
     """softmax: ``P * (g - Σ_axis g * P)``; log_softmax: ``g - exp(a)/S * Σ_axis g``."""
     def rule(cx, node, g: AV, k: int, avs: list[AV]) -> AV:
         a = avs[k]
-        axes = _reduced_axes(node.params, len(a.shape))
+        axes = reduced_axes(node.params, len(a.shape))
         subs = "".join(chr(97 + j) for j in range(len(a.shape)))
         out = "".join(c for j, c in enumerate(subs) if j not in axes)
         probs = _softmax_like(a, axes, den=log)
