@@ -539,3 +539,23 @@ def test_cumsum_needs_one_axis_in_range() -> None:
 
     with pytest.raises(ShapeError, match="axis 2 is out of range"):
         infer(node, {"X": (Dim.of("B"), Dim.of("T"))})
+
+
+def test_the_engines_walkers_name_no_op() -> None:
+    """Per-op knowledge lives in the op table: the shape pass, the evaluator, the reverse and forward
+    sweeps and the certificate's walker compare no op name (a string literal naming an op)."""
+    import ast
+    from pathlib import Path
+
+    import backpropcheck
+
+    root = Path(backpropcheck.__file__).parent
+    names = set(OPS) | set(ELEMENTWISE)
+    for module in ("lang/shapes.py", "engines/evaluate.py", "engines/directional.py", "engines/scope.py"):
+        tree = ast.parse((root / module).read_text(encoding="utf-8"))
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                      if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and n.body
+                      and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        found = {n.value for n in ast.walk(tree)
+                 if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings}
+        assert not found & names, (module, found & names)
