@@ -31,7 +31,7 @@ from typing import Any
 from .checker import Options, check_derivation
 from .errors import DerivationError
 from .lang.dims import Dim, Shape, fmt_shape
-from .lang.ir import Call, Const, DimSize, IndexRef, IndexSum, Node, Var, names_used, walk
+from .lang.ir import Call, Const, DimSize, IndexRef, IndexSum, Node, Subscript, Var, names_used, walk
 from .lang.ops import OPS, NoAdjoint, ShapeMismatch, num_text, parse_einsum
 from .lang.shapes import infer
 from .loader import loads
@@ -921,6 +921,7 @@ class Step:
     simplified: str
     entry: str = ""  # for an index-form definition: the per-entry sum, in the file's indices
     jacobian: str = ""  # ∂through/∂v with its shape, e.g. "∂z/∂a, (m,) × (n,)"
+    helper: str = ""  # a [backward] helper the step introduces: "gpad_y = pad(grad_y, ((K - 1, K - 1),))"
 
 
 @dataclass
@@ -934,6 +935,7 @@ class DerivedClaim:
     shape: str = ""
     file_claim: str | None = None  # the file's own claim, if it makes one
     key: str = ""  # the [claims] key when it is not the name: "grad_w[f, c, p, q]" (index form)
+    helpers: list[tuple[str, str]] = field(default_factory=list)  # the [backward] helpers it reads
 
     @property
     def toml_key(self) -> str:
@@ -956,9 +958,15 @@ class DeriveResult:
     def ok(self) -> bool:
         return self.error is None and not self.not_derived and all(c.ok for c in self.claims)
 
+    @property
+    def helpers(self) -> dict[str, str]:
+        """The [backward] helpers the derived claims read, in order."""
+        return {name: text for c in self.claims for name, text in c.helpers}
+
     def to_json(self) -> dict[str, Any]:
         return {
             "path": self.path,
+            "backward": [{"name": n, "expr": e} for n, e in self.helpers.items()],
             "claims": [{"name": c.name, "expr": c.expr, "verdict": c.verdict, **({"key": c.key} if c.key else {})}
                        for c in self.claims],  # key: an index-form claim's [claims] key, "grad_w[k]"
             "not_derived": [{"name": f"grad_{t}", "reason": r} for t, r in self.not_derived.items()],
@@ -966,7 +974,12 @@ class DeriveResult:
         }
 
     def to_toml(self) -> str:
-        lines = [f"# derived by `backpropcheck derive {self.path}`; each claim on its own step", "[claims]"]
+        lines = [f"# derived by `backpropcheck derive {self.path}`; each claim on its own step"]
+        if self.helpers:  # before the claims, so the two tables paste into the file as they are
+            lines.append("[backward]")
+            lines += [f"{_toml_key(n)} = {json.dumps(e)}" for n, e in self.helpers.items()]
+            lines.append("")
+        lines.append("[claims]")
         width = max((len(_toml_key(c.toml_key)) for c in self.claims), default=0)
         for c in self.claims:
             lines.append(f"{_toml_key(c.toml_key).ljust(width)} = {json.dumps(c.expr)}  # {c.verdict}")
@@ -1043,8 +1056,10 @@ def dump_toml(doc: dict[str, dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def _with_claims(doc: dict[str, Any], claims: dict[str, str]) -> str:
+def _with_claims(doc: dict[str, Any], claims: dict[str, str], helpers: dict[str, str] | None = None) -> str:
     new = {k: v for k, v in doc.items() if k not in ("claims", "expect", "backward")}
+    if helpers:
+        new["backward"] = helpers
     new["claims"] = claims
     return dump_toml(new)
 
@@ -1085,7 +1100,7 @@ def derive(source: str | Path, targets: Iterable[str] | None = None, options: Op
 def _prove(result: DeriveResult, doc: dict[str, Any], name: str, options: Options) -> None:
     claims = {c.toml_key: c.expr for c in result.claims}
     try:
-        d = loads(_with_claims(doc, claims), name)
+        d = loads(_with_claims(doc, claims, result.helpers), name)
         checked = check_derivation(d, options)
     except DerivationError as exc:
         result.error = f"derive wrote a file the loader refuses (a bug of derive): {exc}"
@@ -1140,6 +1155,7 @@ class _Deriver:
                     self.matrix_names.setdefault(key(matrix), f.name)
         self.rw.names = self.matrix_names
         self.derived: dict[str, Node] = {}
+        self.helpers: dict[str, str] = {}  # [backward] helpers the derived claims read, in order
 
     def holder(self, ref: IndexRef, range_of) -> tuple[str, tuple[str, ...]] | None:
         """A forward variable F with ``F[p, q] = ref`` up to factors of ones (an im2col ``Xcol``):
@@ -1247,6 +1263,9 @@ class _Deriver:
                     shifted = [n for n in walk(definition.index.body) if isinstance(n, IndexRef) and n.name == v
                                and any(_plain_index(sub) is None for sub in n.subscripts)]
                     if shifted:
+                        written = self.shifted_claim(v, definition, live)
+                        if written is not None:
+                            return written
                         read = _entry_text(("@", shifted[0]), list(definition.index.free))
                         raise NoAdjoint(f"{v} is read at shifted positions in {c} ({read}): its gradient is a full "
                                         f"correlation that reads grad_{c} past the ends of its axes, which takes a "
@@ -1322,6 +1341,34 @@ class _Deriver:
                     f"∂{definition.name}/∂{v}, {fmt_shape(definition.shape)} × {fmt_shape(self.cx.shape(Var(0, v)))}")
         return DerivedClaim(f"grad_{v}", v, body, steps=[step], shape=fmt_shape(self.cx.shape(Var(0, v))),
                             key=key_text)
+
+    def shifted_claim(self, v: str, definition, live: set[str]) -> DerivedClaim | None:
+        """``v``'s gradient in index form when ``definition`` reads it at shifted positions (a
+        convolution's input): a full correlation of the zero-padded ``grad_`` with the flipped
+        kernel, the padding a [backward] helper (:func:`shifted_gradient`)."""
+        if not self._only_reader(v, definition.name, live):
+            return None
+        taken = set(self.cx.env) | set(self.d.functions) | set(self.helpers)
+        helper_name = f"gpad_{definition.name}"
+        while helper_name in taken:
+            helper_name += "_"
+        shape = self.cx.shape(Var(0, v))
+        written = shifted_gradient(definition, v, shape, helper_name)
+        if written is None:
+            return None
+        helpers = []
+        if written.helper is not None:
+            self.helpers[written.helper[0]] = written.helper[1]
+            helpers.append(written.helper)
+        c = definition.name
+        shown = f"{written.helper[0]} = {written.helper[1]}" if written.helper else ""
+        step = Step(c, self._def_text(c), "index form",
+                    f"{v} is read at shifted positions: each entry of {v} feeds {c} at every position the kernel "
+                    f"reaches it from, so grad_{v} is a full correlation of grad_{c} with the flipped kernel, "
+                    f"grad_{c} zero-padded so that the reads past the ends of its axes are zeros", "", written.body, "",
+                    f"∂{c}/∂{v}, {fmt_shape(definition.shape)} × {fmt_shape(shape)}", shown)
+        return DerivedClaim(f"grad_{v}", v, written.body, steps=[step], shape=fmt_shape(shape), key=written.key,
+                            helpers=helpers)
 
     def unpad_claim(self, v: str, expr: Node, c: str, live: set[str]) -> DerivedClaim | None:
         """``xp = pad(x, widths)`` where the block holding x cannot be sliced for every size (x's own
@@ -1421,6 +1468,149 @@ def index_gradient(definition, v: str, shape: Shape, forward) -> tuple[str, str]
     return f"grad_{v}[{', '.join(mine_indices)}]", out
 
 
+def _sub_of(ref) -> tuple[Subscript, ...]:
+    """The subscripts of an entry of :func:`_index_terms` (a plain one as ``i`` alone)."""
+    if ref[0] == "@":
+        return tuple(ref[1].subscripts)
+    return tuple(Subscript(((i, 1),), 0) for i in ref[1])
+
+
+def _nonneg(dim: Dim) -> bool:
+    """``dim ≥ 0`` for every size (each dim name ≥ 1)."""
+    return dim.monotone and dim.at_ones >= 0
+
+
+def _padding(dim: Dim) -> Dim | None:
+    """The zeros a read needs on one side: ``dim`` when it is ≥ 0 for every size, none when it
+    is ≤ 0 for every size, None when its sign depends on the sizes."""
+    if _nonneg(dim):
+        return dim
+    if _nonneg(Dim() - dim):
+        return Dim()
+    return None
+
+
+@dataclass
+class Shifted:
+    """A gradient through shifted reads, in index form: ``key = body``, with the [backward]
+    helper (a zero-padded upstream gradient) it reads, if it needs one."""
+
+    key: str
+    body: str
+    helper: tuple[str, str] | None
+
+
+def shifted_gradient(definition, v: str, shape: Shape, helper_name: str) -> Shifted | None:
+    """The gradient of ``v`` through an index-form definition ``c`` that reads it at shifted
+    positions (a convolution's input, ``x[t + k]``): each axis of v is read at one index of its own
+    (a free index of c, or a bound one read alone) plus other bound indices and an offset; solving
+    for that index reads ``grad_c`` at ``s - k - offset``, which steps past the ends of grad_c's
+    axes, so grad_c is zero-padded first (the helper): the "full" correlation with the flipped
+    kernel, ``grad_x[t] = sum(w[k] * gpad[t - k + K - 1] for k in K)``. None beyond that."""
+    idx = definition.index
+    c = definition.name
+    letters: dict[str, str] = {}
+    for name in idx.free:
+        letters[name] = _letter(name, letters)
+    terms = _index_terms(idx.body, {}, letters, affine=True)
+    if terms is None:
+        return None
+    terms = [t for t in terms if any(_ref_name(r) == v for r in t[2])]
+    free_dims = {name: definition.shape[k] for k, name in enumerate(idx.free)}
+    keys: set[str] = set()
+    pads: set[tuple[tuple[Dim, Dim], ...]] = set()
+    texts: list[tuple[int, str, tuple[tuple[Dim, Dim], ...]]] = []
+    for sign, scalars, refs, bound in terms:
+        mine = [r for r in refs if _ref_name(r) == v]
+        if len(mine) != 1 or not isinstance(mine[0][0], str):
+            return None
+        others = [r for r in refs if r is not mine[0]]
+        if any(not isinstance(r[0], str) for r in others):
+            return None
+        subs = _sub_of(mine[0])
+        if len(subs) != len(shape) or any(s.lookup is not None for s in subs):
+            return None
+        ranges: dict[str, Dim] = {**free_dims, **{i: Dim.of(dim) for i, dim in bound.items() if dim}}
+        other_reads = {n for r in others for sub in _sub_of(r) for n, _ in sub.terms}
+        pivots: list[str] = []
+        solved: dict[str, Subscript] = {}  # a free index of c -> the position it reads, from v's index
+        lo_hi: dict[str, tuple[Dim, Dim]] = {}
+        for axis, sub in enumerate(subs):
+            coeffs = dict(sub.terms)
+            alone = len(sub.terms) == 1 and sub.terms[0][1] == 1 and not sub.dim_terms and not sub.const
+            free = [n for n, k in sub.terms if n in free_dims and k == 1 and (alone or n not in other_reads)]
+            if free:
+                pivot = free[0]
+            elif alone and sub.terms[0][0] not in free_dims:
+                pivot = sub.terms[0][0]  # a bound index read alone (a channel): it becomes v's index
+            else:
+                return None
+            if pivot in pivots or any(pivot in dict(s.terms) for k, s in enumerate(subs) if k != axis):
+                return None
+            pivots.append(pivot)
+            if ranges.get(pivot) is None:
+                return None
+            if pivot not in free_dims:
+                if ranges[pivot] != shape[axis]:
+                    return None
+                continue
+            rest = {n: k for n, k in coeffs.items() if n != pivot}
+            if any(n not in ranges for n in rest):
+                return None
+            # pivot = s - Σ k·n - offset, for s over v's axis: its least and greatest values
+            least: Dim = Dim() - sub.offset
+            most: Dim = shape[axis] - Dim.lit(1) - sub.offset
+            for n, k in rest.items():
+                span = (ranges[n] - Dim.lit(1)) * Dim.lit(abs(k))
+                if k > 0:
+                    least = least - span
+                else:
+                    most = most + span
+            lo, hi = _padding(Dim() - least), _padding(most - (free_dims[pivot] - Dim.lit(1)))
+            if lo is None or hi is None:
+                return None
+            lo_hi[pivot] = (lo, hi)
+            offset = lo - sub.offset
+            solved[pivot] = Subscript(((pivot, 1), *((n, -k) for n, k in rest.items())), offset.const,
+                                      offset.terms)
+        sums = [n.index for n in walk(idx.body) if isinstance(n, IndexSum)]  # outermost first, as written
+        summed = [i for i in list(idx.free) + sorted(bound, key=lambda i: sums.index(i) if i in sums else len(sums))
+                  if i not in pivots]
+        if any(not ranges.get(i) or ranges[i].const != 0 or len(ranges[i].terms) != 1 or ranges[i].terms[0][1] != 1
+               or "*" in ranges[i].terms[0][0] for i in summed):
+            return None  # `for i in D` takes one dim name
+        pad = tuple(lo_hi.get(i, (Dim(), Dim())) for i in idx.free)
+        padded = any(lo.terms or lo.const or hi.terms or hi.const for lo, hi in pad)
+        read = ", ".join(str(solved[i]) if i in solved else i for i in idx.free)
+        factors = [f"{helper_name if padded else f'grad_{c}'}[{read}]" if idx.free else f"grad_{c}"]
+        order = list(idx.free) + list(bound)
+        factors = [_entry_text(r, order) for r in others] + factors
+        for sc in scalars:
+            if isinstance(sc, Const):
+                factors.insert(0, num_text(sc.value) if sc.value >= 0 else f"({num_text(sc.value)})")
+            elif isinstance(sc, DimSize):
+                factors.insert(0, sc.dim)
+            else:
+                return None
+        body = " * ".join(factors)
+        if summed:
+            body = f"sum({body} {' '.join(f'for {i} in {ranges[i].terms[0][0]}' for i in summed)})"
+        keys.add(f"grad_{v}[{', '.join(pivots)}]")
+        pads.add(pad)
+        texts.append((sign, body, pad))
+    if not texts or len(keys) != 1 or len(pads) != 1:
+        return None
+    pad = pads.pop()
+    helper = None
+    if any(lo.terms or lo.const or hi.terms or hi.const for lo, hi in pad):
+        widths = ", ".join(f"({lo}, {hi})" for lo, hi in pad)
+        helper = (helper_name, f"pad(grad_{c}, ({widths}{',' if len(pad) == 1 else ''}))")
+    out = ("-" if texts[0][0] < 0 else "") + texts[0][1]
+    for sign, body, _ in texts[1:]:
+        out += f" {'-' if sign < 0 else '+'} {body}"
+    return Shifted(keys.pop(), out, helper)
+
+
 def _factors(node: Node) -> list[Node] | None:
     """The factors of a product of entries (no sums), or None."""
     if _is(node, "mul"):
@@ -1483,6 +1673,8 @@ def render_text(result: DeriveResult, console, steps: bool = True) -> None:
                 if s.definition:
                     console.print(f"    through {escape(s.definition)}  (given {where})")
                 console.print(f"      local Jacobian{' ' + escape(s.jacobian) if s.jacobian else ''}: {escape(s.note)}")
+                if s.helper:
+                    console.print(f"      \\[backward]: {escape(s.helper)}")
                 if s.entry:
                     console.print(f"      per entry:  {escape(s.entry)}")
                 if s.raw and s.raw != s.simplified:
@@ -1508,6 +1700,8 @@ def render_markdown(result: DeriveResult) -> str:
                 lines.append(f"- through `{s.definition}`: {s.jacobian}: {s.note}")
             else:
                 lines.append(f"- {s.note}")
+            if s.helper:
+                lines.append(f"  - [backward] helper: `{s.helper}`")
             if s.entry:
                 lines.append(f"  - per entry: `{s.entry}`")
             if s.raw and s.raw != s.simplified:
@@ -1544,6 +1738,8 @@ def render_latex(result: DeriveResult) -> str:
             for s in c.steps:
                 lead = f"through {_tex_code(s.definition)}, {_tex(s.jacobian)}: " if s.definition else ""
                 lines.append(f"    \\item {lead}{_tex(s.note)}")
+                if s.helper:
+                    lines.append(f"    \\item [backward] helper: {_tex_code(s.helper)}")
                 if s.entry:
                     lines.append(f"    \\item per entry: {_tex_code(s.entry)}")
                 if s.raw and s.raw != s.simplified:

@@ -449,19 +449,6 @@ def test_cross_entropy_folds_only_where_the_labels_domain_makes_it_true():
 CORRECT = sorted(p for p in BUNDLED.glob("*.toml"))
 MISTAKES = sorted((BUNDLED / "mistakes").glob("*.toml"))  # wrong claims, but a sound forward pass
 
-# The gradients derive cannot write, each with the reason (and the words derive must give for it).
-# A gradient is listed when the file claims it or when a derived claim reads it.
-SHIFTED = ("the input of a convolution is read at shifted positions (x[t + k]): its gradient is a full "
-           "correlation that reads grad_y past the ends of its axes, which takes a zero-padded [backward] "
-           "helper; a [claims] table cannot hold one", "shifted positions")
-NOT_DERIVED: dict[tuple[str, str], tuple[str, str]] = {
-    ("conv1d_valid.toml", "grad_x"): SHIFTED,
-    ("conv1d_kernel_not_flipped.toml", "grad_x"): SHIFTED,
-    ("conv1d_wrong_padding.toml", "grad_x"): SHIFTED,
-    ("conv2d_zero_padding.toml", "grad_xp"): SHIFTED,  # grad_x is derived from it: grad_xp[i, j + 1, k + 1]
-    ("conv2d_padding_offset_forgotten.toml", "grad_xp"): SHIFTED,
-}
-
 
 def _grad_names_read(expr: str) -> set[str]:
     return set(re.findall(r"\bgrad_\w+", expr))
@@ -477,21 +464,11 @@ def test_every_claimed_gradient_is_derived_and_proved(path):
     derived = {c.name for c in result.claims}
     upstream = doc["loss"].get("upstream", [])
     upstream = {f"grad_{n}" for n in ([upstream] if isinstance(upstream, str) else upstream)}
-    # every gradient the file claims, or a derived claim reads, is derived: except the listed ones
+    # every gradient the file claims, or a derived claim reads, is derived
     needed = {dv.claim_name(k) for k in doc["claims"]}
     needed |= {n for c in result.claims for n in _grad_names_read(c.expr)} - upstream
-    allowed = {name for (file, name) in NOT_DERIVED if file == path.name}
-    assert needed - derived <= allowed, sorted(needed - derived - allowed)
-    # and each listed one is not derived, and derive says why in so many words
-    for name in allowed:
-        assert name not in derived, f"{path.name}: {name} is derived now; remove it from NOT_DERIVED"
-        why = result.not_derived[name[5:]]
-        assert NOT_DERIVED[(path.name, name)][1] in why, why
-
-
-def test_the_list_of_gradients_not_derived_names_bundled_files():
-    files = {p.name for p in CORRECT + MISTAKES}
-    assert {file for file, _ in NOT_DERIVED} <= files
+    assert needed - derived == set()
+    assert result.not_derived == {}
 
 
 def test_contributions_from_several_readers_are_summed():
@@ -555,6 +532,50 @@ def test_cli_toml_pastes_into_the_file_and_checks(tmp_path):
     target.write_text(pasted)
     checked = runner.invoke(main, ["check", str(target), "--trials", "3", "--shapes", "1"])
     assert checked.exit_code == 0, checked.output
+
+
+CONVOLUTIONS = [BUNDLED / "conv1d_valid.toml", BUNDLED / "conv2d_zero_padding.toml",
+                *(BUNDLED / "mistakes" / f"{n}.toml" for n in
+                  ("conv1d_kernel_not_flipped", "conv1d_wrong_padding", "conv2d_padding_offset_forgotten"))]
+
+
+def _without(text: str, tables: tuple[str, ...]) -> str:
+    """``text`` with the named tables (and their contents) cut out."""
+    for table in tables:
+        text = re.sub(rf"^\[{table}\]\n.*?(?=^\[|\Z)", "", text, flags=re.S | re.M)
+    return text
+
+
+@pytest.mark.parametrize("path", CONVOLUTIONS, ids=[p.name for p in CONVOLUTIONS])
+def test_cli_toml_with_backward_helpers_pastes_into_the_file_and_checks(path, tmp_path):
+    """A convolution's input gradient is a full correlation of the zero-padded upstream gradient:
+    derive writes the padding as a [backward] helper and prints it with the claims, so the
+    output pasted into the file (without its own claims, helpers and expectations) proves."""
+    runner = CliRunner()
+    shown = runner.invoke(main, ["derive", str(path)])
+    assert shown.exit_code == 0, shown.output
+    assert "[backward]\ngpad_y = " in shown.output and "\n[claims]\n" in shown.output
+    target = tmp_path / path.name
+    target.write_text(_without(path.read_text(), ("claims", "backward", "expect")) + "\n" + shown.output)
+    doc = tomllib.loads(target.read_text())
+    assert any(k.startswith("grad_x[") or k.startswith("grad_xp[") for k in doc["claims"])
+    checked = runner.invoke(main, ["check", str(target), "--trials", "3", "--shapes", "1", "--format", "json"])
+    assert checked.exit_code == 0, checked.output
+    verdicts = [c["verdict"] for f in json.loads(checked.output)["files"] for c in f["claims"]]
+    assert verdicts and set(verdicts) == {"proved"}
+
+
+def test_a_convolution_input_gradient_is_the_full_correlation_with_the_flipped_kernel():
+    claims, result = _claims(BUNDLED / "conv1d_valid.toml")
+    assert result.helpers == {"gpad_y": "pad(grad_y, ((K - 1, K - 1),))"}
+    assert claims["grad_x"].key == "grad_x[t]"
+    assert claims["grad_x"].expr == "sum(w[k] * gpad_y[t - k + K - 1] for k in K)"
+    conv2d, result = _claims(BUNDLED / "conv2d_zero_padding.toml")
+    assert result.helpers == {"gpad_y": "pad(grad_y, ((0, 0), (K - 1, K - 1), (K - 1, K - 1)))"}
+    assert conv2d["grad_xp"].expr == ("sum(w[f, c, p, q] * gpad_y[f, u - p + K - 1, v - q + K - 1] "
+                                      "for f in F for p in K for q in K)")
+    assert conv2d["grad_x"].expr == "grad_xp[i, j + 1, k + 1]"
+    assert all(c.verdict == "proved" for c in [*claims.values(), *conv2d.values()])
 
 
 def test_cli_json_and_text_formats():
