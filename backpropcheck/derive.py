@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .checker import Options, check_derivation
 from .errors import DerivationError
 from .lang.dims import Dim, Shape, fmt_shape
@@ -227,8 +229,9 @@ def _text(node: Node) -> tuple[str, int]:
 class Context:
     """Shapes of IR trees over the file's dim names, and broadcast-aware builders."""
 
-    def __init__(self, env: dict[str, Shape]):
+    def __init__(self, env: dict[str, Shape], defs: dict[str, Node] | None = None):
         self.env = env
+        self.defs = defs if defs is not None else {}  # forward variable -> its matrix-form definition (what rules may look through)
         self._shapes: dict[int, tuple[Node, Shape]] = {}  # id -> (the node, kept alive so ids stay unique)
 
     def shape(self, node: Node) -> Shape:
@@ -637,13 +640,23 @@ def r_leading_axis(cx: Context, n: Call) -> Node | None:
 
 
 def r_factor(cx: Context, n: Call) -> Node | None:
-    """``A @ x + B @ x`` → ``(A + B) @ x``; ``(a / s) * x`` → ``a * x / s`` for a scalar s."""
+    """``A @ x + B @ x`` → ``(A + B) @ x``; ``(a / s) * x`` → ``a * x / s`` for a scalar s;
+    ``g * h - g * n`` → ``g * (h - n)`` (and a common right factor)."""
     a = n.args
     if n.op in ("add", "sub") and _is(a[0], "matmul") and _is(a[1], "matmul"):
         if key(a[0].args[1]) == key(a[1].args[1]) and cx.shape(a[0].args[0]) == cx.shape(a[1].args[0]):
             return call("matmul", call(n.op, a[0].args[0], a[1].args[0]), a[0].args[1])
     if n.op == "mul" and _is(a[0], "div") and _scalar(cx, a[0].args[1]) and not _scalar(cx, a[1]):
         return call("div", call("mul", a[0].args[0], a[1]), a[0].args[1])
+    if n.op in ("add", "sub") and _is(a[0], "mul") and _is(a[1], "mul"):  # g * h - g * n → g * (h - n)
+        (p, q), (r, t) = a[0].args, a[1].args
+        candidate = None
+        if key(p) == key(r):
+            candidate = call("mul", p, call(n.op, q, t))
+        elif key(q) == key(t):
+            candidate = call("mul", call(n.op, p, r), q)
+        if candidate is not None and cx.shape(candidate) == cx.shape(n):
+            return candidate
     return None
 
 
@@ -677,11 +690,70 @@ def r_diag(cx: Context, n: Call) -> Node | None:
     return None
 
 
+def _centred(cx: Context, node: Node, axes: tuple[int, ...]) -> bool:
+    """``X - mean(X, axis, keepdims=True)`` (the mean possibly a forward variable): its sum over
+    ``axes`` is zero."""
+    if not _is(node, "sub"):
+        return False
+    x, m = node.args
+    if isinstance(m, Var):
+        m = cx.defs.get(m.name, m)
+    if not (_is(m, "mean") and m.params.get("keepdims") and key(m.args[0]) == key(x)):
+        return False
+    axis = m.params.get("axis")
+    rank = len(cx.shape(x))
+    mean_axes = {a % rank for a in (axis if isinstance(axis, tuple) else (axis,))} if axis is not None \
+        else set(range(rank))
+    return mean_axes == set(axes)
+
+
+def _vanishes(cx: Context, node: Node) -> bool:
+    """``sum(F * (X - mean(X, axis=k, keepdims=True)), axis=k)`` with every other factor constant
+    along k (size one there): the deviations from a mean sum to zero."""
+    if _is(node, "neg"):
+        return _vanishes(cx, node.args[0])
+    if not _is(node, "sum"):
+        return False
+    shape = cx.shape(node.args[0])
+    axis = node.params.get("axis")
+    if not shape:
+        return False
+    axes = tuple(sorted({a % len(shape) for a in (axis if isinstance(axis, tuple) else (axis,))})) \
+        if axis is not None else tuple(range(len(shape)))
+    mono = _monomial(cx, node.args[0])
+    if mono is None:
+        return False
+    _, num, den = mono
+    centred = [f for f in num if _centred(cx, f, axes)]
+    if len(centred) != 1:
+        return False
+
+    def flat(f: Node) -> bool:  # constant along the summed axes once broadcast to the sum's operand
+        s = cx.shape(f)
+        lead = len(shape) - len(s)
+        return lead >= 0 and all(k < lead or s[k - lead].is_one for k in axes)
+
+    return all(flat(f) for f in num + den if f is not centred[0])
+
+
+def r_centred(cx: Context, n: Call) -> Node | None:
+    """``Y + sum(F * (X - mean(X, axis=k, keepdims=True)), axis=k)`` → ``Y`` for F constant along
+    k: a layer norm's path through its variance adds nothing to the mean's gradient."""
+    if n.op not in ("add", "sub"):
+        return None
+    a, b = n.args
+    if _vanishes(cx, b) and cx.shape(a) == cx.shape(n):
+        return a
+    if _vanishes(cx, a) and cx.shape(b) == cx.shape(n):
+        return b if n.op == "add" else call("neg", b)
+    return None
+
+
 RULES: list[Callable[[Context, Call], Node | None]] = [
     r_diag,
     r_factor, r_mean,
     r_identity, r_constants, r_signs, r_transpose, r_ones, r_sums, r_einsum, r_scalars_out, r_leading_axis,
-    r_blocks,
+    r_blocks, r_centred,
 ]
 
 
@@ -844,6 +916,52 @@ def _index_terms(node: Node, bound: dict[str, str], letters: dict[str, str], aff
         return [(1, [], [(node.name, tuple(indices)), *picks], {z: "" for _, (*_, z) in picks})]
     if isinstance(node, (Const, DimSize)):
         return [(1, [node], [], {})]
+    return None
+
+
+# ---------------------------------------------------------------------------
+# an element-wise function spelled out: gelu as ``q * (1 + erf(q / sqrt(2))) / 2``
+
+_ARITHMETIC = {"add", "sub", "mul", "div", "neg", "pow"}
+_PROBES = np.array([-2.3, -1.1, -0.55, -0.2, 0.13, 0.37, 0.61, 0.9, 1.45, 2.7])
+
+
+def spelled_out(expr: Node, v: str) -> Call | None:
+    """``NAME(v)`` when ``expr`` is arithmetic and named element-wise functions of ``v`` alone that
+    agrees with one of the op table's differentiable element-wise functions at every probe point
+    (the same points, finite or not): its derivative is then ``NAME_prime(v)``, not the chain
+    through the spelled-out form. A wrong match cannot pass: the derived claim is proved after."""
+    from .engines.evaluate import Backend, evaluate
+    from .lang.ops import ELEMENTWISE
+
+    if isinstance(expr, Var) or _is(expr, "elementwise") and isinstance(expr.args[0], Var):
+        return None  # nothing spelled out
+    for n in walk(expr):
+        if isinstance(n, Var):
+            if n.name != v:
+                return None
+        elif isinstance(n, Call):
+            if not (n.op in _ARITHMETIC or n.op == "elementwise" and not n.params.get("prime")
+                    and n.params.get("fn") in ELEMENTWISE):
+                return None
+        elif not isinstance(n, Const):
+            return None
+    backend = Backend(symbolic=False, functions=ELEMENTWISE.__getitem__, const=lambda c: c.value, scalar=float)
+    with np.errstate(all="ignore"):
+        try:
+            values = np.broadcast_to(evaluate(as_tree(expr), {v: _PROBES}, {}, backend), _PROBES.shape)
+        except (ArithmeticError, ValueError, TypeError):
+            return None
+        finite = np.isfinite(values)
+        if finite.sum() < 6:
+            return None
+        for name, f in ELEMENTWISE.items():
+            if f.nograd:
+                continue
+            theirs = np.asarray(f.numeric(_PROBES), dtype=float)
+            if np.array_equal(np.isfinite(theirs), finite) and np.allclose(values[finite], theirs[finite],
+                                                                           rtol=1e-12, atol=1e-12):
+                return call("elementwise", Var(0, v), fn=name, prime=False)
     return None
 
 
@@ -1128,8 +1246,8 @@ class _Deriver:
             env[f.name] = f.shape
         for n in d.differentiable:
             env[f"grad_{n}"] = env[n]
-        self.cx = Context(env)
         self.exprs: dict[str, Node] = {}  # forward name -> its matrix-form expression
+        self.cx = Context(env, self.exprs)
         self.unsupported: dict[str, str] = {}
         names: dict[tuple, str] = {}
         def nameable(node: Node) -> bool:  # naming W.T after `Wt = W.T` would hide the transpose
@@ -1300,6 +1418,13 @@ class _Deriver:
                 folded = fold_cross_entropy(cx, d, expr, self.derived[c], c)
                 if folded is not None:
                     simple = self.rw(folded)
+            named = spelled_out(expr, v) if c != "E" else None
+            if named is not None:  # gelu spelled out with erf: grad_gq * gelu_prime(q), when shorter
+                shorter = self.rw(cx.unbroadcast(backprop(cx, named, g, v)[0], shape))
+                if size(shorter) < size(simple):
+                    simple = shorter
+                    note_extra += f"; {c} is {named.params['fn']}({v}) spelled out, so its derivative is " \
+                                  f"{named.params['fn']}_prime({v})"
             parts.append(simple)
             entries = [entry_form(p, f"grad_{v}" if len(raw_parts) == 1 else "") for p in raw_parts]
             entry = " + ".join(e for e in entries if e) if all(entries) else ""
