@@ -23,6 +23,7 @@ import re
 import sys
 import tomllib
 import types
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -749,11 +750,70 @@ def r_centred(cx: Context, n: Call) -> Node | None:
     return None
 
 
+_COMPARE = {"gt": (True, 0), "lt": (True, 1), "ge": (False, 0), "le": (False, 1)}
+
+
+def _comparison(node: Node) -> tuple[bool, tuple, tuple] | None:
+    """``(strict, larger side, smaller side)`` of a comparison: ``a > b`` and ``b < a`` read alike."""
+    if not isinstance(node, Call) or node.op not in _COMPARE:
+        return None
+    strict, swap = _COMPARE[node.op]
+    a, b = (node.args[1], node.args[0]) if swap else node.args
+    return strict, key(a), key(b)
+
+
+def _split_mask(cx: Context, node: Node) -> tuple[float, Node, list[Node], list[Node]] | None:
+    """``c * mask * Π num / Π den``: (c, mask, num, den), with exactly one comparison among the factors."""
+    mono = _monomial(cx, node)
+    if mono is None:
+        return None
+    sign, num, den = mono
+    coeff = float(sign)
+    for f in [f for f in num if isinstance(f, Const)]:
+        coeff *= f.value
+    for f in [f for f in den if isinstance(f, Const)]:
+        if f.value == 0:
+            return None
+        coeff /= f.value
+    num = [f for f in num if not isinstance(f, Const)]
+    den = [f for f in den if not isinstance(f, Const)]
+    masks = [f for f in num if _comparison(f) is not None]
+    if len(masks) != 1:
+        return None
+    return coeff, masks[0], [f for f in num if f is not masks[0]], den
+
+
+def r_masks(cx: Context, n: Call) -> Node | None:
+    """``g * (a > b) + c * (g * (a <= b))`` → ``g * where(a > b, 1, c)``: two complementary masks
+    (a leaky ReLU's two slopes) are one choice."""
+    if n.op != "add":
+        return None
+    left, right = _split_mask(cx, n.args[0]), _split_mask(cx, n.args[1])
+    if left is None or right is None:
+        return None
+    (c1, m1, num1, den1), (c2, m2, num2, den2) = left, right
+    p, q = _comparison(m1), _comparison(m2)
+    if p is None or q is None or (p[0] == q[0] or (p[1], p[2]) != (q[2], q[1])):
+        return None  # not complementary: a > b against b >= a
+    if Counter(key(f) for f in num1) != Counter(key(f) for f in num2) \
+            or Counter(key(f) for f in den1) != Counter(key(f) for f in den2):
+        return None
+    body: Node = call("where", m1, const(c1), const(c2))
+    if num1:
+        front = num1[0]
+        for f in num1[1:]:
+            front = call("mul", front, f)
+        body = call("mul", front, body)
+    for f in den1:
+        body = call("div", body, f)
+    return body if cx.shape(body) == cx.shape(n) else None
+
+
 RULES: list[Callable[[Context, Call], Node | None]] = [
     r_diag,
     r_factor, r_mean,
     r_identity, r_constants, r_signs, r_transpose, r_ones, r_sums, r_einsum, r_scalars_out, r_leading_axis,
-    r_blocks, r_centred,
+    r_blocks, r_centred, r_masks,
 ]
 
 

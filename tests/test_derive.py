@@ -241,6 +241,8 @@ RULE_CASES = {
     "r_leading_axis": ["x[None, :] * A", "A - x[None, :]", "x[None, :] / s"],
     "r_factor": ["A @ x + A @ x", "S @ x - S.T @ x", "(x / s) * u", "A * x - A * A", "x * A + A * A",
                  "k * A - k * x"],
+    "r_masks": ["A * (A > x) + 0.1 * (A * (A <= x))", "(x < A) * k / s + 2 * ((x >= A) * k) / s",
+                "2 * (A >= 0) + (A < 0)"],
     "r_centred": ["A + sum(k * (A - mean(A, axis=1, keepdims=True)), axis=1, keepdims=True)",
                   "-sum(2 * ((A - mean(A, axis=1, keepdims=True)) * k / s), axis=1, keepdims=True) - k",
                   "x - sum(s * (R - mean(R, axis=(0, 2), keepdims=True)), axis=(0, 2))"],
@@ -292,14 +294,16 @@ def test_spelled_out_functions_are_recognised_by_their_values():
         assert dv.spelled_out(node, "q") is None, text
 
 
-def test_shorter_forms_for_spelled_out_functions_centred_sums_and_common_factors():
+def test_shorter_forms_for_spelled_out_functions_centred_sums_common_factors_and_masks():
     smooth, _ = _claims(BUNDLED / "elementwise_smooth.toml")
     assert smooth["grad_q"].expr == "grad_gq * gelu_prime(q)"  # gq = q * (1 + erf(q / sqrt(2))) / 2
     norm, _ = _claims(BUNDLED / "layer_norm.toml")
     assert norm["grad_mu"].expr == "-sum(grad_xhat * rsqrt(var + eps), axis=1, keepdims=True)"  # no var path
     gru, _ = _claims(BUNDLED / "gru_cell.toml")
     assert gru["grad_z"].expr == "grad_h2 * (h - n)"
-    assert all(c.verdict == "proved" for c in [*smooth.values(), *norm.values(), *gru.values()])
+    piecewise, _ = _claims(BUNDLED / "elementwise_piecewise.toml")
+    assert piecewise["grad_g"].expr == "grad_lk * where(g > 0.1 * g, 1, 0.1)"  # lk = maximum(g, 0.1 * g)
+    assert all(c.verdict == "proved" for c in [*smooth.values(), *norm.values(), *gru.values(), *piecewise.values()])
 
 
 def test_pads_that_overlap_or_leave_a_hole_are_not_a_concat():
