@@ -115,6 +115,10 @@ ADJOINT_CASES = [
     ("logsumexp(A)", {"A": ("m", "n")}, "real"),
     ("where(C > 0, A, B)", {"C": ("m", "n"), "A": ("m", "n"), "B": ("m", "n")}, "real"),
     ("where(C > 0, A, b)", {"C": ("m", "n"), "A": ("m", "n"), "b": ("n",)}, "real"),
+    ("where(C >= 0, A, B)", {"C": ("m", "n"), "A": ("m", "n"), "B": ("m", "n")}, "real"),
+    ("where(C < 0, A, B) + where(C <= 0, B, A)", {"C": ("m", "n"), "A": ("m", "n"), "B": ("m", "n")}, "real"),
+    ("A * ones([m, n]) + zeros([m, n])", {"A": ("m", "n")}, "real"),
+    ("S @ eye(n)", {"S": ("n", "n")}, "real"),
     ("maximum(A, B)", {"A": ("m", "n"), "B": ("m", "n")}, "real"),
     ("minimum(A, b)", {"A": ("m", "n"), "b": ("n",)}, "real"),
     ("einsum('ij,j->i', A, x)", {"A": ("m", "n"), "x": ("n",)}, "real"),
@@ -206,6 +210,27 @@ def test_each_adjoint_template_matches_finite_differences(text, shapes, domain, 
         printed = parse_expression(dv.to_text(simple), Scope(tensors=set(shapes) | {"G"}, dims=set(DIMS)))
         np.testing.assert_allclose(_value(printed, env, sizes), expected, rtol=1e-5, atol=1e-6,
                                    err_msg=f"{text}: printed {dv.to_text(simple)}")
+
+
+def test_every_op_of_the_table_has_a_finite_difference_case():
+    used = set()
+    for text, shapes, _ in ADJOINT_CASES:
+        node, _ = _setup(shapes, text)
+        used |= {n.op for n in walk(node) if isinstance(n, Call)}
+    assert set(ops.OPS) - used == set()
+
+
+def test_every_rule_fires_on_some_random_tree():
+    """The property test below only checks the rules the random trees reach: all of them."""
+    from hypothesis import Phase, find
+
+    for rule in dv.RULES:
+        def fires(text, rule=rule):
+            node, cx = _setup(RULE_SHAPES, text)
+            return any(isinstance(n, Call) and rule(cx, n) is not None for n in walk(node))
+
+        assert find(trees(), fires, settings=settings(max_examples=3000, database=None, deadline=None,
+                                                            phases=[Phase.generate]))
 
 
 def test_every_op_of_the_table_has_an_adjoint_template():
@@ -325,13 +350,13 @@ def _tree(draw, shape, depth):
     sub = lambda sh: _tree(draw, sh, depth - 1)  # noqa: E731
     options = ["add", "sub", "mul", "neg", "scal", "ones"]
     if shape == MAT:
-        options += ["TT", "matmul_mm", "outer", "einsum_t", "expand", "div", "diag_l", "diag_r"]
+        options += ["TT", "matmul_mm", "outer", "einsum_t", "expand", "div", "diag_l", "diag_r", "centred", "masks"]
     if shape == VEC_N:
         options += ["matvec_t", "sumaxis0", "einsum_mv"]
     if shape == VEC_M:
         options += ["matvec", "sumaxis1keep"]
     if shape == SCALAR:
-        options += ["sum", "dot"]
+        options += ["sum", "dot", "blocks"]
     choice = draw(st.sampled_from(options))
     if choice in ("add", "sub", "mul"):
         sym = {"add": "+", "sub": "-", "mul": "*"}[choice]
@@ -359,6 +384,14 @@ def _tree(draw, shape, depth):
         return f"({sub(MAT)} @ diag({sub(VEC_N)}))"
     if choice == "div":
         return f"({sub(MAT)} / (2 + s))"
+    if choice == "blocks":  # two vectors padded into one: a concat
+        return f"sum(pad({sub(VEC_N)}, ((0, m),)) + pad({sub(VEC_M)}, ((n, 0),)))"
+    if choice == "centred":  # deviations from a row mean, times a factor constant along the row, summed
+        x = sub(MAT)
+        return f"({sub(MAT)} - sum(k * {sub(SCALAR)} * ({x} - mean({x}, axis=1, keepdims=True)), axis=1, keepdims=True))"
+    if choice == "masks":  # a leaky ReLU's two slopes
+        g, a, b = sub(MAT), sub(MAT), sub(MAT)
+        return f"({g} * ({a} > {b}) + {sub(SCALAR)} * ({g} * ({a} <= {b})))"
     if choice == "matvec_t":
         return f"({sub(MAT)}.T @ {sub(VEC_M)})"
     if choice == "sumaxis0":
