@@ -133,6 +133,8 @@ ADJOINT_CASES = [
     ("transpose(R)", {"R": ("m", "n", "p")}, "real"),
     ("swapaxes(R, 0, 2)", {"R": ("m", "n", "p")}, "real"),
     ("flip(A, axis=1)", {"A": ("m", "n")}, "real"),
+    ("cumsum(A, axis=1)", {"A": ("m", "n")}, "real"),
+    ("cumsum(R, axis=0)", {"R": ("m", "n", "p")}, "real"),
     ("flip(R)", {"R": ("m", "n", "p")}, "real"),
     ("A[:, n:n + p]", {"A": ("m", "n + p")}, "real"),
     ("A[:n]", {"A": ("n + p", "m")}, "real"),

@@ -9,7 +9,7 @@ from typing import Any, TypeGuard
 
 from ..lang.dims import Shape
 from ..lang.ir import Call, Const, DimSize, IndexRef, IndexSum, Node, Var, names_used
-from ..lang.ops import OPS, NoAdjoint, ShapeMismatch, num_text
+from ..lang.ops import OPS, NoAdjoint, ShapeMismatch, num_text, spell
 from ..lang.shapes import infer
 
 # ---------------------------------------------------------------------------
@@ -192,7 +192,7 @@ def _text(node: Node) -> tuple[str, int]:
         return (f"{op}({shape[0]})" if len(shape) == 1 else f"{op}([{', '.join(shape)}])"), _ATOM
     if op == "einsum":
         return f"einsum({json.dumps(p['spec'])}, {', '.join(to_text(a) for a in args)})", _ATOM
-    return f"{op}({', '.join(to_text(a) for a in args)})", _ATOM
+    return spell(op, [to_text(a) for a in args], p), _ATOM  # any other op: by its signature in the table
 
 
 # ---------------------------------------------------------------------------
