@@ -285,6 +285,32 @@ def _finite(value: np.ndarray, name: str, text: str) -> None:
 
 CHUNK = 1 << 18  # entries per block in compare(): temporaries stay small at production widths
 
+# The default [check] tolerances: the one rule of "close enough" is close_entries() below.
+RTOL = 1e-7
+ATOL = 1e-12
+
+
+def entry_tolerance(truth: np.ndarray, scale: float, rtol: float, atol: float) -> np.ndarray:
+    """What each entry may differ by: ``atol + rtol·(|truth| + scale)``, ``scale`` = max|truth|."""
+    return atol + rtol * (np.abs(truth) + scale)
+
+
+def close_entries(claimed: np.ndarray, truth: np.ndarray, rtol: float = RTOL, atol: float = ATOL) -> np.ndarray:
+    """Entry-wise "close enough" (a boolean array of ``truth``'s shape), by the rule :func:`compare`
+    applies: the tolerance is scaled by the tensor's largest true entry. NaN/Inf is never close."""
+    truth = np.asarray(truth, dtype=float)
+    claimed = np.broadcast_to(np.asarray(claimed, dtype=float), truth.shape)
+    scale = float(np.max(np.abs(truth))) if truth.size else 0.0
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(claimed) & (np.abs(claimed - truth) <= entry_tolerance(truth, scale, rtol, atol))
+
+
+def is_close(claimed: np.ndarray, truth: np.ndarray, rtol: float = RTOL, atol: float = ATOL) -> bool:
+    """True when every entry is close (:func:`close_entries`); arrays of different shapes never are."""
+    if np.shape(claimed) != np.shape(truth):
+        return False
+    return bool(np.all(close_entries(claimed, truth, rtol, atol)))
+
 
 def compare(claimed: np.ndarray, truth: np.ndarray, rtol: float, atol: float) -> tuple[bool, float, float, tuple]:
     """Entry-wise agreement, scaled by the tensor's largest true entry.
@@ -324,7 +350,7 @@ def compare(claimed: np.ndarray, truth: np.ndarray, rtol: float, atol: float) ->
     for lo, hi in blocks:
         t = truth[lo:hi]
         err = np.abs(claimed[lo:hi] - t)
-        tol = atol + rtol * (np.abs(t) + scale)
+        tol = entry_tolerance(t, scale, rtol, atol)
         excess = err - tol
         k = int(np.argmax(excess))
         if excess.flat[k] > worst_value:
