@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import DerivationError
 from ..lang.ir import Const
 from ..lang.ops import ELEMENTWISE, GENERIC_STANDINS, Elementwise, MissingRule
-from ..model import Derivation, Input
+from ..model import DEFAULT_ATOL, DEFAULT_RTOL, Derivation, Input
 from .directional import Rank1, Tangent, dense, direction, inner, tangent_of, tolerance
 from .evaluate import Backend, Tape, backprop, evaluate, evaluate_definition
 
@@ -76,6 +76,7 @@ def sample_input(inp: Input, shape: tuple[int, ...], rng: np.random.Generator,
                  sizes: Mapping[str, int] | None = None) -> np.ndarray:
     """Draw one input from its domain; matrices are scaled by 1/√(last dim) to keep layers unsaturated."""
     if inp.domain == "index":
+        assert inp.range is not None, "the loader gives every index input its range"
         return draw_integers(shape, inp.range.value(sizes or {}), rng)
     if inp.domain == "binary":
         return rng.integers(0, 2, size=shape).astype(float)
@@ -200,7 +201,7 @@ def directional_check(d: Derivation, run: NumericRun, tapes: Mapping[str, Tape],
     :mod:`.directional`): ``dE = Σ_x ⟨grad_x, d_x⟩ + Σ_f ⟨grad_f, v_f⟩`` for random ±1 directions."""
     dirs = {name: direction(shapes[name], rng) for name, inp in d.inputs.items() if not inp.constant}
     own = {f.name: direction(shapes[f.name], rng) for f in d.forward}
-    total: dict[str, Tangent] = {}
+    total: dict[str, np.ndarray] = {}
 
     def var_tangent(name: str) -> Tangent:
         return dirs[name] if name in dirs else total.get(name)
@@ -286,8 +287,8 @@ def _finite(value: np.ndarray, name: str, text: str) -> None:
 CHUNK = 1 << 18  # entries per block in compare(): temporaries stay small at production widths
 
 # The default [check] tolerances: the one rule of "close enough" is close_entries() below.
-RTOL = 1e-7
-ATOL = 1e-12
+RTOL = DEFAULT_RTOL
+ATOL = DEFAULT_ATOL
 
 
 def entry_tolerance(truth: np.ndarray, scale: float, rtol: float, atol: float) -> np.ndarray:
