@@ -41,6 +41,7 @@ from .results import (
     SymbolicRefutation,
     Undecided,
     Verdict,
+    true_and_claimed,
 )
 
 
@@ -765,15 +766,6 @@ class _FileCheck:
 
 class _NumericTrouble(Exception):
     pass
-
-
-def true_and_claimed(true: float, claimed: float, sep: str = ", ") -> str:
-    """``true 0.58951400012, claimed 0.58951400000``: as many digits as it takes for two different
-    values to print differently (6 at least, 17 at most)."""
-    digits = 6
-    while digits < 17 and true != claimed and f"{true:.{digits}g}" == f"{claimed:.{digits}g}":
-        digits += 1
-    return f"true {true:.{digits}g}{sep}claimed {claimed:.{digits}g}"
 
 
 def _fmt_dims(sizes: dict[str, int]) -> str:

@@ -262,10 +262,10 @@ class ClaimItem(pytest.Item):
         if self.name == INVALID or (result.status == "error" and not result.claims):
             raise ClaimFailure(f"error: {self.file.display} could not be checked\n{result.error}")
         claim = _find(result, self.name)
-        self.user_properties.append(("verdict", claim.verdict))
+        self.user_properties.append(("verdict", str(claim.verdict)))  # a plain str: xdist sends it between processes
         self.user_properties.append(("expected", claim.expected))
         if not claim.ok:
-            from .report.junit import failure_text
+            from .report.failure import failure_text
 
             raise ClaimFailure(failure_text(claim, self.file.display))
 

@@ -156,3 +156,12 @@ class SymbolicEvidence:
         if self.argument is not None:
             out["argument"] = self.argument
         return out
+
+
+def true_and_claimed(true: float, claimed: float, sep: str = ", ") -> str:
+    """``true 0.58951400012, claimed 0.58951400000``: as many digits as it takes for two different
+    values to print differently (6 at least, 17 at most)."""
+    digits = 6
+    while digits < 17 and true != claimed and f"{true:.{digits}g}" == f"{claimed:.{digits}g}":
+        digits += 1
+    return f"true {true:.{digits}g}{sep}claimed {claimed:.{digits}g}"
