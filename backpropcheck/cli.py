@@ -14,6 +14,8 @@ import click
 
 from . import __version__
 from .limits import DEFAULT_LIMITS, DESCRIPTIONS, LIMIT_FIELDS, Limits
+from .options import by_name
+from .report.formats import FORMATS
 
 
 def _parse_dims(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[tuple[str, int], ...]:
@@ -45,14 +47,24 @@ def _limit_options(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
-def _setting_type(key: str) -> click.ParamType:
-    """The option's range from the one table the loader checks ``[check]`` against."""
-    from .model import SETTING_RANGES
+def _run_options(*names: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """The options ``names`` of the table the pytest plugin reads too (:mod:`.options`), as click options:
+    a range from the one table the loader checks ``[check]`` against, a flag, or a number with a default."""
 
-    low, high = SETTING_RANGES[key]
-    if isinstance(low, int):
-        return click.IntRange(low, high)
-    return click.FloatRange(low, high)
+    def add(command: Callable[..., None]) -> Callable[..., None]:
+        table = by_name()
+        for name in reversed(names):
+            option = table[name]
+            if option.kind is bool:
+                command = click.option(option.flag, is_flag=True, help=option.help_text(bound_flag=True))(command)
+                continue
+            low, high = option.bounds
+            kind = click.IntRange(low, high) if option.kind is int else click.FloatRange(low, high)
+            command = click.option(option.flag, type=kind, default=option.default,
+                                   show_default=option.default is not None, help=option.help_text(bound_flag=True))(command)
+        return command
+
+    return add
 
 
 class _BoundsCommand(click.Command):
@@ -147,24 +159,14 @@ def main() -> None:
 
 @main.command(cls=_BoundsCommand)
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--seed", type=_setting_type("seed"), default=None, help="Seed for every random draw (default: the file's, else 0).")
-@click.option("--trials", type=_setting_type("trials"), default=None,
-              help="Numeric trials per file (default 20; at most --max-trials).")
-@click.option("--shapes", type=_setting_type("shapes"), default=None,
-              help="Small dim assignments for the symbolic proof (default 3; at most --max-shapes).")
-@click.option("--max-dim", type=_setting_type("max_dim"), default=None, help="Largest random dim (default 64).")
-@click.option("--rtol", type=_setting_type("rtol"), default=None, help="Relative tolerance (default 1e-7, at most 1e-3).")
-@click.option("--atol", type=_setting_type("atol"), default=None, help="Absolute tolerance (default 1e-12, at most 1e-6).")
+@_run_options("seed", "trials", "shapes", "max_dim", "rtol", "atol")
 @click.option("--dims", callback=_parse_dims, default=None, metavar="n=4096,m=512",
               help="Numeric trials at exactly these dims (production shapes).")
-@click.option("--no-symbolic", is_flag=True, help="Numeric trials only: verdicts are 'verified', not 'proved'.")
-@click.option("--timeout", type=click.FloatRange(0, None), default=10.0, show_default=True,
-              help="CPU seconds of symbolic work per claim before it falls back to 'verified'.")
+@_run_options("no_symbolic", "timeout")
 @click.option("--jobs", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Files checked in parallel worker processes (every file runs in a worker: see --file-timeout).")
 @click.option("--fail-fast", is_flag=True, help="Stop after the first file that does not pass.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "junit", "markdown"]), default="text",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="text", show_default=True)
 @click.option("--output", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write the report to FILE instead of standard output.")
 @click.option("-q", "--quiet", is_flag=True, help="Show only what did not pass.")
@@ -295,24 +297,15 @@ def _report(results, fmt: str, output: str | None, seed: int, quiet: bool, verbo
 
 
 def _write_report(stream, results, fmt: str, seed: int, quiet: bool, verbose: bool) -> None:
+    """The format's reporter (:data:`.report.formats.FORMATS`): on a rich console, or as text made visible
+    (JSON escapes control characters itself, XML 1.0 may not hold them at all; this catches the rest)."""
     from .textsafe import visible
 
-    if fmt == "json":  # JSON escapes control characters itself; file names that are not UTF-8 too
-        from .report import json as json_report
-
-        (stream or sys.stdout).write(visible(json_report.render(results, seed)))
-    elif fmt == "junit":  # XML 1.0 may not hold control characters at all
-        from .report import junit
-
-        (stream or sys.stdout).write(visible(junit.render(results, seed)))
-    elif fmt == "markdown":
-        from .report import markdown
-
-        (stream or sys.stdout).write(visible(markdown.render(results, seed, quiet=quiet)))
+    reporter = FORMATS[fmt]
+    if reporter.draw is not None:
+        reporter.draw(results, _console(stream), verbose=verbose, quiet=quiet)
     else:
-        from .report import text
-
-        text.render(results, _console(stream), verbose=verbose, quiet=quiet)
+        (stream or sys.stdout).write(visible(reporter.render(results, seed, quiet=quiet, verbose=verbose)))
 
 
 # -- classroom: explain, demo, new, list ------------------------------------------------------

@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .model import SETTING_RANGES
+from .options import RUN_OPTIONS, RunOption, checked, option_values
 
 if TYPE_CHECKING:
     from .checker import ClaimResult, FileResult, Options
@@ -43,36 +43,31 @@ if TYPE_CHECKING:
 INVALID = "invalid"  # the single item of a file that does not load
 
 
-def _at_least(low: float, kind: type = int) -> Any:
-    """An argparse type: a number of ``kind`` no smaller than ``low``, as ``check``'s options require."""
+def _argparse_type(option: RunOption) -> Callable[[str], int | float]:
+    """An argparse type: the option's number within its range, as ``check``'s options require."""
 
-    def convert(text: str) -> Any:
+    def convert(text: str) -> int | float:
         try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{text} is smaller than {low}")
-        return value
+            return checked(option, text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
     return convert
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--backpropcheck``, and ``check``'s run options (:mod:`.options`) spelt ``--backpropcheck-NAME``."""
     group = parser.getgroup("backpropcheck", "backpropcheck: derivation files as tests")
     group.addoption("--backpropcheck", action="store_true", default=False,
                     help="Collect *.toml derivation files (given as arguments or under them) as tests, "
                          "one per claim.")
-    group.addoption("--backpropcheck-seed", type=_at_least(0), default=None, metavar="INT",
-                    help="Seed for every random draw (default: the file's, else 0).")
-    group.addoption("--backpropcheck-trials", type=_at_least(SETTING_RANGES["trials"][0]), default=None, metavar="INT",
-                    help="Numeric trials per file (default: the file's, else 20).")
-    group.addoption("--backpropcheck-shapes", type=_at_least(SETTING_RANGES["shapes"][0]), default=None, metavar="INT",
-                    help="Small dim assignments for the symbolic proof (default: the file's, else 3).")
-    group.addoption("--backpropcheck-timeout", type=_at_least(0, float), default=10.0, metavar="SECONDS",
-                    help="Seconds of symbolic work per claim before it falls back to 'verified' (default 10).")
-    group.addoption("--backpropcheck-no-symbolic", action="store_true", default=False,
-                    help="Numeric trials only: verdicts are 'verified', not 'proved'.")
+    for option in RUN_OPTIONS:
+        flag = "--backpropcheck-" + option.flag[2:]
+        if option.kind is bool:
+            group.addoption(flag, action="store_true", default=False, help=option.help_text(bound_flag=False))
+        else:
+            group.addoption(flag, type=_argparse_type(option), default=option.default, metavar=option.metavar,
+                            help=option.help_text(bound_flag=False))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -110,10 +105,7 @@ def _looks_like_derivation(path: Path) -> bool:
 def _options(config: pytest.Config) -> Options:
     from .checker import Options
 
-    return Options(seed=config.getoption("backpropcheck_seed"), trials=config.getoption("backpropcheck_trials"),
-                   shapes=config.getoption("backpropcheck_shapes"),
-                   symbolic=not config.getoption("backpropcheck_no_symbolic"),
-                   timeout=config.getoption("backpropcheck_timeout"))
+    return Options(**option_values(lambda name: config.getoption("backpropcheck_" + name)))
 
 
 def _display_path(path: Path, config: pytest.Config) -> str:

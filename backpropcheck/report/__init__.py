@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..checker import FileResult
+from ..results import FileResult
 
 
 @dataclass
