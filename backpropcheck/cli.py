@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, replace
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,6 +17,9 @@ from . import __version__
 from .limits import DEFAULT_LIMITS, DESCRIPTIONS, LIMIT_FIELDS, Limits
 from .options import by_name
 from .report.formats import FORMATS
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 
 def _parse_dims(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[tuple[str, int], ...]:
@@ -59,9 +63,14 @@ def _run_options(*names: str) -> Callable[[Callable[..., None]], Callable[..., N
                 command = click.option(option.flag, is_flag=True, help=option.help_text(bound_flag=True))(command)
                 continue
             low, high = option.bounds
-            kind = click.IntRange(low, high) if option.kind is int else click.FloatRange(low, high)
+            kind: click.ParamType
+            if option.kind is int:
+                kind = click.IntRange(int(low), None if high is None else int(high))
+            else:
+                kind = click.FloatRange(low, high)
             command = click.option(option.flag, type=kind, default=option.default,
-                                   show_default=option.default is not None, help=option.help_text(bound_flag=True))(command)
+                                   show_default=option.default is not None,
+                                   help=option.help_text(bound_flag=True))(command)
         return command
 
     return add
@@ -71,7 +80,8 @@ class _BoundsCommand(click.Command):
     """``--help`` lists the ``--max-*`` bounds under their own heading, after the everyday options."""
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        everyday, bounds = [], []
+        everyday: list[tuple[str, str]] = []
+        bounds: list[tuple[str, str]] = []
         for param in self.get_params(ctx):
             record = param.get_help_record(ctx) if isinstance(param, click.Option) else None
             if record is not None:
@@ -85,7 +95,8 @@ class _BoundsCommand(click.Command):
 
 
 def _limits(bounds: dict[str, int | float | None]) -> Limits:
-    return replace(DEFAULT_LIMITS, **{k[len("bound_"):]: v for k, v in bounds.items() if v is not None})
+    given: dict[str, Any] = {k[len("bound_"):]: v for k, v in bounds.items() if v is not None}
+    return replace(DEFAULT_LIMITS, **given)
 
 
 class _Group(click.Group):
@@ -246,8 +257,8 @@ class _Progress:
     def __init__(self, total: int, enabled: bool) -> None:
         self.total = total
         self.enabled = enabled
-        self.bar = None
-        self.task = None
+        self.bar: Progress | None = None
+        self.task: TaskID | None = None
 
     def __enter__(self) -> _Progress:
         if self.enabled:
@@ -261,11 +272,11 @@ class _Progress:
         return self
 
     def start(self, path: str) -> None:
-        if self.bar is not None:
+        if self.bar is not None and self.task is not None:
             self.bar.update(self.task, description=_short(path))
 
     def done(self, path: str) -> None:
-        if self.bar is not None:
+        if self.bar is not None and self.task is not None:
             self.bar.update(self.task, advance=1, description=_short(path))
 
     def __exit__(self, *exc) -> None:

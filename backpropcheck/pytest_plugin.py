@@ -243,7 +243,7 @@ class ClaimItem(pytest.Item):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.add_marker(pytest.mark.xdist_group(self.parent.display))
+        self.add_marker(pytest.mark.xdist_group(self.file.display))
 
     @property
     def file(self) -> _Checked:

@@ -41,11 +41,12 @@ def _testcase(parent: ET.Element, r: FileResult, c: ClaimResult) -> tuple[int, i
     seconds = (c.symbolic or {}).get("seconds")
     if isinstance(seconds, (int, float)):
         case.set("time", f"{seconds:.3f}")
-    scope = (c.symbolic or {}).get("scope")
+    symbolic = c.symbolic or {}
+    scope = symbolic.get("scope")
     if scope is not None and c.verdict == "proved":  # SPEC §8: the proof's scope and its argument
         props = ET.SubElement(case, "properties")
         ET.SubElement(props, "property", name="scope", value=_text(scope))
-        ET.SubElement(props, "property", name="argument", value=_text(c.symbolic.get("argument", "")))
+        ET.SubElement(props, "property", name="argument", value=_text(symbolic.get("argument", "")))
     if c.ok:
         if c.verdict != "proved":  # "verified" says why it is not proved; an expected verdict says so
             ET.SubElement(case, "system-out").text = _text(c.message)
