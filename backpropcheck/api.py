@@ -178,7 +178,7 @@ def _is_text(source: Source) -> bool:
 
 def _expand(source: Source | Iterable[Source], name: str | None, limits: Limits) -> list[Any]:
     """Paths (as ``check`` finds them) and texts, each to be checked on its own."""
-    from .checker import find_files
+    from .files import find_files
     from .notes import blocks, split_ref
 
     if isinstance(source, (str, os.PathLike)):

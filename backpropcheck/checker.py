@@ -7,28 +7,23 @@ both; ``verified`` means the symbolic check was skipped or gave up, and says why
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import shlex
-import signal
-import threading
 import time
 import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .budget import FileTimeout, SymbolicTimeout, out_of_memory, time_budget, timed_out
+from .budget import remaining as _remaining
 from .errors import DerivationError, ShapeError
+from .files import find_files, walk_files  # noqa: F401 - re-exported: callers import them from here
 from .limits import DEFAULT_LIMITS, Limits, exceeded
 from .loader import load
 from .model import DEFAULT_CHECK, CheckSettings, Claim, Derivation, Resolved
-
-if TYPE_CHECKING:
-    from .engines.symbolic import SymbolicTruth
 from .results import (
     ClaimResult,
     Counterexample,
@@ -43,6 +38,13 @@ from .results import (
     Verdict,
     true_and_claimed,
 )
+from .workload import all_shaped as _all_shaped
+from .workload import distinct_dims as _distinct_dims
+from .workload import spaces as _spaces
+from .workload import work as _work
+
+if TYPE_CHECKING:
+    from .engines.symbolic import SymbolicTruth
 
 
 @dataclass(frozen=True)
@@ -60,53 +62,8 @@ class Options(CheckSettings):
 DEFAULTS = DEFAULT_CHECK
 
 
-class SymbolicTimeout(Exception):
-    pass
-
-
 # what SymPy may raise on a hostile expression: the claim keeps its numeric verdict
 _SYMBOLIC_FAILURES = (RecursionError, MemoryError, ValueError, TypeError, ArithmeticError, DerivationError)
-
-
-@contextlib.contextmanager
-def time_budget(seconds: float) -> Iterator[None]:
-    """Raise :class:`SymbolicTimeout` inside the block after ``seconds`` of this process's CPU time.
-
-    SymPy is pure Python, so the signal lands between bytecodes. CPU time, not wall time
-    (ITIMER_PROF): a loaded machine or ``--jobs`` must not turn ``proved`` into ``verified``.
-    Without setitimer, or off the main thread, there is no budget."""
-    usable = (
-        seconds > 0 and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
-    )
-    if not usable:
-        yield
-        return
-
-    # The alarm repeats every 0.1 s after the budget: a raise that lands inside a __del__, a weakref
-    # or gc callback is swallowed by Python ("Exception ignored in ..."), and must not end the budget.
-    armed = [True]
-
-    def on_alarm(signum, frame):
-        if armed[0]:
-            raise SymbolicTimeout()
-
-    previous = signal.signal(signal.SIGPROF, on_alarm)
-    signal.setitimer(signal.ITIMER_PROF, seconds, 0.1)
-    try:
-        yield
-    finally:
-        while armed[0]:
-            try:
-                armed[0] = False  # from here on a late tick is ignored
-            except SymbolicTimeout:  # a tick that landed just before: disarm again
-                continue
-        signal.setitimer(signal.ITIMER_PROF, 0)
-        signal.signal(signal.SIGPROF, previous)
-
-
-def _remaining(budget: float, spent: float) -> float:
-    """What is left of a budget (0 means no budget at all); an exhausted one expires at once."""
-    return max(budget - spent, 1e-6) if budget > 0 else 0.0
 
 
 def settings(d: Derivation, options: Options) -> Resolved:
@@ -127,105 +84,6 @@ def draw_dims(d: Derivation, rng: np.random.Generator, low: int, high: int,
         if all(dim.value(sizes) >= 1 for dim in distinct):
             return sizes
     raise DerivationError("no dim sizes make every shape positive; check the affine dims")
-
-
-_DISTINCT: dict[int, tuple[Derivation, frozenset]] = {}
-
-
-def _distinct_dims(d: Derivation) -> frozenset:
-    """The distinct dims of every shape, once per file (``shape_of`` is a linear search: with 120
-    definitions, checking every shape at each of 10,000 draws took seconds)."""
-    hit = _DISTINCT.get(id(d))
-    if hit is None or hit[0] is not d:
-        if len(_DISTINCT) > 16:
-            _DISTINCT.clear()
-        hit = _DISTINCT[id(d)] = (d, frozenset(dim for n in _all_shaped(d) for dim in d.shape_of(n)))
-    return hit[1]
-
-
-def _all_shaped(d: Derivation) -> list[str]:
-    return list(d.inputs) + [f.name for f in d.forward + d.backward]
-
-
-def _entries(d: Derivation, sizes: dict[str, int]) -> int:
-    return sum(math.prod(dim.value(sizes) for dim in d.shape_of(n)) for n in _all_shaped(d))
-
-
-def _spaces(d: Derivation, claims: list[Claim], limits: Limits,
-            products: list[tuple[str, tuple]] | None = None) -> list[tuple[str, tuple]]:
-    """Every array the engines build beyond the named tensors, as a tuple of dims, with its key.
-
-    That is each intermediate value of a matrix-form expression (its rank must be at most
-    ``max_rank``; the numeric tape keeps them all), each index-form definition's index space
-    (one axis per free index and per sum) and each einsum's iteration space. With the named
-    tensors, their entries at the drawn dims are bounded by ``max_entries`` before anything
-    is allocated: a bound on memory, and on the work of a loop in C that no alarm interrupts.
-
-    ``products`` (if given) receives each matrix product's and einsum's iteration space (its
-    multiply-adds: (m, k) @ (k, n) is m·k·n), the work that entries alone do not show.
-    """
-    from .errors import LimitError
-    from .lang.ir import Call, Var
-    from .lang.ops import parse_einsum
-    from .lang.shapes import infer
-
-    out: list[tuple[str, tuple]] = []
-    roots = [(f.key, f.node) for f in d.forward + d.backward if f.node is not None]
-    if d.loss.expression is not None:
-        roots.append(("loss.E", d.loss.expression))
-    roots += [(f"claims.{c.name}", c.node) for c in claims if c.node is not None]
-    indexed = [(f.key, f.index) for f in d.forward + d.backward]
-    indexed += [(f"claims.{c.name}", c.index) for c in claims]  # an index-form claim has its space too
-    for key, index in indexed:
-        if index is not None:
-            if index.rank > limits.max_rank:
-                raise LimitError(exceeded("the rank of the index space (free indices plus sums)", index.rank,
-                                          "max_rank", limits), key=key)
-            out.append((key, tuple(index.ranges.values())))
-    for key, root in roots:
-        shapes: dict[int, tuple] = {}
-        stack = [(root, False)]
-        while stack:
-            node, ready = stack.pop()
-            kids = node.children()
-            if kids and not ready:
-                stack.append((node, True))
-                stack.extend((k, False) for k in kids)
-                continue
-            if isinstance(node, Var):
-                shape = d.shape_of(node.name)
-            elif isinstance(node, Call):
-                env = {f"#{k}": shapes[id(kid)] for k, kid in enumerate(kids)}
-                shape = infer(replace(node, args=tuple(Var(kid.col, f"#{k}") for k, kid in enumerate(kids))), env)
-                if node.op == "einsum":
-                    subs, _ = parse_einsum(node.params["spec"], [len(env[f"#{k}"]) for k in range(len(kids))])
-                    letters = {c: dim for sub, k in zip(subs, range(len(kids))) for c, dim in zip(sub, env[f"#{k}"])}
-                    out.append((key, tuple(letters.values())))
-                    if products is not None:
-                        products.append((key, tuple(letters.values())))
-                elif node.op in ("matmul", "dot") and products is not None and env["#0"]:
-                    products.append((key, shape + (env["#0"][-1],)))  # result entries x the summed dim
-            else:
-                shape = ()
-            if len(shape) > limits.max_rank:
-                raise LimitError(exceeded(f"the rank of `{node.src}`", len(shape), "max_rank", limits),
-                                 key=key, column=node.col)
-            shapes[id(node)] = shape
-            if isinstance(node, Call):
-                out.append((key, shape))
-    return out
-
-
-def _work(d: Derivation, spaces: list[tuple[str, tuple]], sizes: dict[str, int]) -> tuple[int, str | None]:
-    """Entries of every tensor and every space at these dims (Python ints: no overflow), and the
-    key of the largest space."""
-    total = _entries(d, sizes)
-    best: tuple[int, str | None] = (0, None)
-    for key, dims in spaces:
-        n = math.prod(dim.value(sizes) for dim in dims)
-        total += n
-        best = max(best, (n, key), key=lambda b: b[0])
-    return total, best[1]
 
 
 def reproduce_command(path: str, seed: int, options: Options, cfg: Resolved) -> str:
@@ -270,22 +128,6 @@ def check_path(path: str, options: Options = Options()) -> FileResult:
 def check_derivation(d: Derivation, options: Options = Options(), deadline: float | None = None) -> FileResult:
     """``deadline`` is a ``time.monotonic()`` value (default: ``--file-timeout`` from now)."""
     return _FileCheck(d, options, deadline).run()
-
-
-def out_of_memory(path: str, limits: Limits) -> str:
-    what = "the memory this file's check needs, in MB"
-    return f"{path}: ran out of memory: " + exceeded(what, f"over {limits.max_memory}", "max_memory", limits)
-
-
-def timed_out(path: str, seconds: float, limits: Limits, stage: str = "", predicted: bool = False) -> str:
-    """The message for a file past ``--file-timeout`` (here, or from the runner that killed its worker)."""
-    what = f"the wall-clock time of this file{stage}"
-    value = f"{seconds:.1f} s" + (", predicted from the trials so far" if predicted else "")
-    return f"{path}: " + exceeded(what, value, "file_timeout", limits)
-
-
-class FileTimeout(DerivationError):
-    pass
 
 
 class _FileCheck:
@@ -772,48 +614,3 @@ def _fmt_dims(sizes: dict[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sizes.items())
 
 
-def find_files(paths: list[str]) -> list[str]:
-    """Files and folders (recursively ``*.toml``, and ``*.md`` notes holding ``toml backpropcheck``
-    blocks: one ``NOTE.md:LINE`` per block, see :mod:`.notes`), in a stable order."""
-    return walk_files(paths)[0]
-
-
-def walk_files(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """What :func:`find_files` finds, and the folders that could not be read, each with the reason:
-    they are reported, never skipped in silence.
-
-    An explicit stack, not recursion: a tree 1,100 folders deep is walked like a flat one. Links to
-    folders are not followed (a link to an ancestor would never end); links to files are."""
-    import os
-
-    from .notes import SUFFIXES, is_note, refs
-
-    out: list[str] = []
-    unreadable: list[tuple[str, str]] = []
-    for p in paths:
-        path = Path(p)
-        if not path.is_dir():
-            if is_note(path) and path.exists():
-                out.extend(refs(path))
-            else:
-                out.append(str(path))
-            continue
-        found: list[Path] = []
-        stack = [str(p)]
-        while stack:
-            folder = stack.pop()
-            try:
-                with os.scandir(folder) as entries:
-                    for entry in entries:
-                        try:
-                            if entry.is_dir(follow_symlinks=False):
-                                stack.append(entry.path)
-                            elif Path(entry.name).suffix in (".toml", *SUFFIXES) and entry.is_file():
-                                found.append(Path(entry.path))
-                        except OSError as exc:
-                            unreadable.append((entry.path, exc.strerror or str(exc)))
-            except OSError as exc:
-                unreadable.append((str(Path(folder)), exc.strerror or str(exc)))
-        for f in sorted(found):
-            out.extend(refs(f, explicit=False) if is_note(f) else [str(f)])
-    return out, sorted(unreadable)

@@ -193,7 +193,8 @@ def check(paths, seed, trials, shapes, max_dim, rtol, atol, dims, no_symbolic, t
     blocks); default ./derivations. A note's block is named NOTE.md:LINE, and that name is a PATH too."""
     from pathlib import Path
 
-    from .checker import FileResult, Options, walk_files
+    from .checker import FileResult, Options
+    from .files import walk_files
     from .report import exit_status
 
     if examples:
