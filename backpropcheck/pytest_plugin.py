@@ -61,6 +61,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--backpropcheck", action="store_true", default=False,
                     help="Collect *.toml derivation files (given as arguments or under them) as tests, "
                          "one per claim.")
+    group.addoption("--backpropcheck-report", default=None, metavar="FORMAT:FILE", type=_report_target,
+                    help="Also write check's report of every derivation checked, in FORMAT (text, json, junit, "
+                         "markdown), to FILE (not under pytest-xdist: each worker sees only its own files).")
     for option in RUN_OPTIONS:
         flag = "--backpropcheck-" + option.flag[2:]
         if option.kind is bool:
@@ -70,9 +73,42 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                             help=option.help_text(bound_flag=False))
 
 
+def _report_target(text: str) -> tuple[str, str]:
+    """``FORMAT:FILE``, FORMAT a name of the format registry (:data:`.report.formats.FORMATS`)."""
+    from .report.formats import FORMATS
+
+    fmt, sep, path = text.partition(":")
+    if not sep or not path or fmt not in FORMATS:
+        raise argparse.ArgumentTypeError(f"expected FORMAT:FILE with FORMAT one of {', '.join(FORMATS)}, got {text!r}")
+    return fmt, path
+
+
+_CHECKED = pytest.StashKey[list["FileResult"]]()  # every file's result, in the order they were checked
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("backpropcheck"):
         config.addinivalue_line("markers", "xdist_group(name): keep items of one group on one pytest-xdist worker")
+    config.stash[_CHECKED] = []
+    if config.getoption("backpropcheck_report") and (hasattr(config, "workerinput") or
+                                                      getattr(config.option, "numprocesses", None)):
+        raise pytest.UsageError("--backpropcheck-report cannot be used with pytest-xdist (-n): each worker "
+                                "checks only some of the files")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Write ``--backpropcheck-report FORMAT:FILE`` with the format registry's reporter, as ``check --format``."""
+    target = session.config.getoption("backpropcheck_report")
+    if not target:
+        return
+    from .outfile import atomic_output
+    from .report.formats import render
+    from .textsafe import visible
+
+    fmt, path = target
+    seed = session.config.getoption("backpropcheck_seed") or 0
+    with atomic_output(path) as stream:
+        stream.write(visible(render(fmt, session.config.stash[_CHECKED], seed)))
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.File | None:
@@ -163,6 +199,7 @@ class _Checked:
 
             if self._load_error is not None:
                 self._result = FileResult(self.display, "", "error", self._load_error)
+                self.config.stash[_CHECKED].append(self._result)
                 return self._result
             started = time.perf_counter()
             title = self._derivation.title
@@ -177,6 +214,7 @@ class _Checked:
                 self._result = FileResult(self.display, title, "error", f"{self.display}: internal error "
                                           f"({type(exc).__name__}: {exc}); please report this file")
             self._result.seconds = time.perf_counter() - started
+            self.config.stash[_CHECKED].append(self._result)
         return self._result
 
 

@@ -361,3 +361,25 @@ def test_the_plugin_takes_every_run_option_of_check_from_one_table(pytester: pyt
     result = pytester.runpytest(*FAST, "--backpropcheck-no-symbolic", "--backpropcheck-max-dim", "3", "-rA",
                                 "--backpropcheck-atol", "1e-9")
     result.assert_outcomes(passed=4)
+
+
+def test_the_plugin_writes_checks_report_through_the_format_registry(pytester: pytest.Pytester) -> None:
+    """``--backpropcheck-report junit:FILE`` is ``check --format junit`` of the files the plugin checked."""
+    pytester.makefile(".toml", good=DENSE_COLUMN, wrong=WRONG)
+    report = pytester.path / "out.xml"
+    result = pytester.runpytest(*FAST, "--backpropcheck-report", f"junit:{report}")
+    result.assert_outcomes(passed=7, failed=1)
+    written = report.read_text(encoding="utf-8")
+    runner = CliRunner()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(pytester.path)
+        cli = runner.invoke(main, ["check", "good.toml", "wrong.toml", "--trials", "3", "--shapes", "1",
+                                   "--format", "junit"]).stdout
+    untimed = re.compile(r'time="[0-9.]+"')
+    assert untimed.sub("", written) == untimed.sub("", cli)
+    assert "reproduce: backpropcheck check wrong.toml" in written
+    bad = pytester.runpytest(*FAST, "--backpropcheck-report", "yaml:x.yaml")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["*expected FORMAT:FILE with FORMAT one of text, json, junit, markdown*"])
+    under_xdist = pytester.runpytest(*FAST, "-n", "2", "--backpropcheck-report", "json:x.json")
+    assert under_xdist.ret == pytest.ExitCode.USAGE_ERROR and not (pytester.path / "x.json").exists()

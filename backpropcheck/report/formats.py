@@ -1,5 +1,5 @@
-"""The format registry: ``--format NAME`` (the CLI) and ``Report.render(NAME)`` (the API) find their
-reporter here, by name.
+"""The format registry: ``--format NAME`` (the CLI), ``Report.render(NAME)`` (the API) and the pytest
+plugin's ``--backpropcheck-report NAME:FILE`` find their reporter here, by name.
 
 A reporter renders the results as text (``render``); ``text`` also draws on a rich console (``draw``),
 where a terminal gets tables and colours. Each reporter's module is imported on first use.
