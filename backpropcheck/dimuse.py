@@ -67,8 +67,8 @@ def critical_sizes(d: Derivation, max_dim: int) -> list[tuple[str, int, bool]]:
 
 def _kinks(d: Derivation, node: Call, dims: set[str]) -> Iterator[tuple[str, int]]:
     """Sizes on both sides of every point where the dim-only ``node`` changes branch."""
-    import sympy as sp  # type: ignore[import-untyped]
-    from sympy.polys.polyerrors import BasePolynomialError  # type: ignore[import-untyped]
+    import sympy as sp
+    from sympy.polys.polyerrors import BasePolynomialError
 
     from .engines.evaluate import Backend, evaluate
     from .engines.symbolic import symbolic_backend
