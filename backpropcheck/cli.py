@@ -511,7 +511,7 @@ def derive(file, targets, fmt, output, no_symbolic, timeout) -> None:
 def demo(no_pause) -> None:
     """The classroom walk-through on the bundled seed example (dense_column.toml)."""
 
-    from .explain import run_demo
+    from .demo import run_demo
 
     console = _console()
     pausing = not no_pause and _interactive()
