@@ -448,7 +448,7 @@ def _derive_source(file: str) -> tuple[str, str]:
 @click.option("--for", "targets", default=None, metavar="NAME,...",
               help="Derive only these gradients (grad_W or W; comma-separated).")
 @click.option("--format", "fmt", type=click.Choice(["toml", "text", "markdown", "latex", "json"]), default="toml",
-              show_default=True, help="toml: a [claims] table to paste into the file; text/markdown/latex: the steps.")
+              show_default=True, help="toml: the [claims] table (and any [backward] helpers it reads) to paste into the file; text/markdown/latex: the steps.")
 @click.option("--output", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write to FILE instead of standard output.")
 @click.option("--no-symbolic", is_flag=True, help="Check the derived claims numerically only ('verified').")
