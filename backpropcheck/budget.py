@@ -31,8 +31,9 @@ def time_budget(seconds: float) -> Iterator[None]:
         yield
         return
 
-    # The alarm repeats every 0.1 s after the budget: a raise that lands inside a __del__, a weakref
-    # or gc callback is swallowed by Python ("Exception ignored in ..."), and must not end the budget.
+    # The alarm repeats every 10 ms of CPU after the budget: a raise that lands inside a __del__, a
+    # weakref or gc callback is swallowed by Python ("Exception ignored in ..."), and must not end the
+    # budget (with a 0.1 s repeat a small proof could finish in the gap, past its budget).
     armed = [True]
 
     def on_alarm(signum: int, frame: FrameType | None) -> None:
@@ -40,7 +41,7 @@ def time_budget(seconds: float) -> Iterator[None]:
             raise SymbolicTimeout()
 
     previous = signal.signal(signal.SIGPROF, on_alarm)
-    signal.setitimer(signal.ITIMER_PROF, seconds, 0.1)
+    signal.setitimer(signal.ITIMER_PROF, seconds, 0.01)
     try:
         yield
     finally:
