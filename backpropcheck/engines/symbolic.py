@@ -28,7 +28,7 @@ from sympy.polys.polyerrors import BasePolynomialError
 
 from ..lang.ir import Const
 from ..lang.ops import ELEMENTWISE, Elementwise
-from ..lang.symfuncs import Relu, SoftmaxEntry, Step, generic, softmax_as_exp
+from ..lang.symfuncs import MaxOf, MinOf, Relu, SoftmaxEntry, Step, generic, softmax_as_exp
 from ..model import Derivation
 from .evaluate import Backend, evaluate, evaluate_definition
 from .exact import Converter, Unsupported
@@ -128,8 +128,14 @@ class SymbolicTruth:
         # A local partial that contains an entry's own definition is written with its atom:
         # ∂P_i/∂Z_j = P_i (δ_ij − P_j), ∂h/∂z = 1 − h² for h = tanh(z).
         self.by_definition = {value: atom for atom, value in self.local.items() if value.is_Function}
+        # A mask compares an entry with its slice's max atom (``x >= m``); inside a Step that atom is
+        # written as its definition, so the mask is the arg-max indicator by construction (see
+        # symfuncs._against_extreme) and a claim ``mask * grad_m`` matches the truth's one step.
+        self.extremes = {atom: value for atom, value in self.local.items() if isinstance(value, (MaxOf, MinOf))}
         # one reverse sweep of the scalar chain rule; each adjoint is a list of parts, summed once
-        templates: dict[tuple, sp.Expr] = {}
+        templates = _TEMPLATES  # shared by every truth: a template's derivative never depends on the dims
+        if len(templates) > 50_000:
+            templates.clear()
         parts: dict[sp.Symbol, list[sp.Expr]] = {}
         self.upstream: dict[str, np.ndarray] = {}
         if d.loss.expression is not None:
@@ -187,24 +193,53 @@ class SymbolicTruth:
         self._layered: list | None = None  # the layered witness's points, made on first use
         self._over_atoms = Converter(self._lookup_simplex)
         self._over_inputs = Converter(self._lookup_definition)
-        # claims read the same symbols, with every grad_X bound to its truth
-        self.claim_env = dict(self.env)
-        self.claim_env.update({f"grad_{n}": g for n, g in self.grads.items()})
-        for helper in d.backward:
-            self.claim_env[helper.name] = evaluate_definition(helper.root, helper.index, self.claim_env, sizes,
-                                                              self.backend)
-        # ... or, for the one-step comparison, every grad_v of a forward variable bound to ∇v
-        self.step_env = dict(self.env)
-        self.step_env.update({f"grad_{n}": g for n, g in self.steps.items() if n in d.inputs})
-        self.step_env.update({f"grad_{n}": g for n, g in gradient_atoms.items()})
-        for helper in d.backward:
-            self.step_env[helper.name] = evaluate_definition(helper.root, helper.index, self.step_env, sizes,
-                                                             self.backend)
+        self._gradient_atoms = gradient_atoms
+        self._claim_env: dict[str, np.ndarray] | None = None  # made on first use (most claims never need it)
+        self._step_env: dict[str, np.ndarray] | None = None
+        self._stepped: dict[tuple[int, int], np.ndarray] = {}  # a claim's value over the gradient atoms
+
+    @property
+    def claim_env(self) -> dict[str, np.ndarray]:
+        """The symbols of the truth, every ``grad_X`` bound to its true (expanded) adjoint."""
+        if self._claim_env is None:
+            env = dict(self.env)
+            env.update({f"grad_{n}": g for n, g in self.grads.items()})
+            for helper in self.d.backward:
+                env[helper.name] = evaluate_definition(helper.root, helper.index, env, self.sizes, self.backend)
+            self._claim_env = env
+        return self._claim_env
+
+    @property
+    def step_env(self) -> dict[str, np.ndarray]:
+        """For the one-step comparison: every ``grad_v`` of a forward variable bound to ``∇v``."""
+        if self._step_env is None:
+            env = dict(self.env)
+            env.update({f"grad_{n}": g for n, g in self.steps.items() if n in self.d.inputs})
+            env.update({f"grad_{n}": g for n, g in self._gradient_atoms.items()})
+            for helper in self.d.backward:
+                env[helper.name] = evaluate_definition(helper.root, helper.index, env, self.sizes, self.backend)
+            self._step_env = env
+        return self._step_env
+
+    def _stepped_value(self, node, target: str, index) -> np.ndarray:
+        """A claim's value over the gradient atoms (shared by :meth:`step_zero` and :meth:`chain_zero`)."""
+        key = (id(node), id(index))
+        if key not in self._stepped:
+            value = evaluate_definition(node, index, self.step_env, self.sizes, self.backend)
+            self._stepped[key] = np.broadcast_to(value, self.steps[target].shape)
+        return self._stepped[key]
 
     def atomize(self, e: sp.Expr) -> sp.Expr:
         """Write every forward definition that appears whole as its atom (``tanh(z[0])`` → ``h[0]``),
-        as the sweep writes the local partials: equal values, one form for both sides."""
-        return e.xreplace(self.by_definition) if self.by_definition else e
+        as the sweep writes the local partials: equal values, one form for both sides; and every
+        max/min atom inside a ``Step`` as its definition (a mask against the max is its indicator)."""
+        e = e.xreplace(self.by_definition) if self.by_definition else e
+        if self.extremes and e.has(Step):
+            kinks = {k: Step(k.args[0].xreplace(self.extremes)) for k in e.atoms(Step)
+                     if not k.args[0].free_symbols.isdisjoint(self.extremes)}
+            if kinks:
+                e = e.xreplace(kinks)
+        return e
 
     def claim_value(self, node, index=None) -> np.ndarray:
         return evaluate_definition(node, index, self.claim_env, self.sizes, self.backend)
@@ -216,9 +251,7 @@ class SymbolicTruth:
         proof for a claim that reads the next gradient (``W.T @ grad_z``), whose expanded form
         can be large.
         """
-        claimed = np.broadcast_to(evaluate_definition(node, index, self.step_env, self.sizes, self.backend),
-                                  self.steps[target].shape)
-        return self.identical_over_atoms(claimed, self.steps[target])
+        return self.identical_over_atoms(self._stepped_value(node, target, index), self.steps[target])
 
     def identical_over_atoms(self, claimed: np.ndarray, truth: np.ndarray) -> bool:
         """Is every entry of ``claimed - truth`` zero by exact arithmetic, the atoms independent?"""
@@ -244,8 +277,7 @@ class SymbolicTruth:
         ``xc·rstd``) while the gradient atoms stay independent. Sound for the same reason as
         :meth:`step_zero`, and far smaller than the fully expanded adjoints.
         """
-        claimed = np.broadcast_to(evaluate_definition(node, index, self.step_env, self.sizes, self.backend),
-                                  self.steps[target].shape)
+        claimed = self._stepped_value(node, target, index)
         truth = self.steps[target]
         for idx in np.ndindex(*truth.shape):
             c = sp.sympify(claimed[idx], strict=True)
@@ -579,6 +611,9 @@ def _concrete_inputs(d: Derivation, sizes: Mapping[str, int]) -> dict[str, np.nd
         high = inp.range.value(sizes) if inp.domain == "index" else 2
         out[name] = draw_integers(shape, high, rng) if inp.domain == "index" else rng.integers(0, 2, size=shape)
     return out
+
+
+_TEMPLATES: dict[tuple, sp.Expr] = {}
 
 
 def partials(expr: sp.Expr, wrt: set[sp.Symbol], templates: dict | None = None) -> dict[sp.Symbol, sp.Expr]:
