@@ -28,7 +28,7 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
-import sympy as sp
+import sympy as sp  # type: ignore[import-untyped]
 
 from ..lang.symfuncs import Relu, Step
 

@@ -23,8 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-import sympy as sp
-from sympy.polys.polyerrors import BasePolynomialError
+import sympy as sp  # type: ignore[import-untyped]
+from sympy.polys.polyerrors import BasePolynomialError  # type: ignore[import-untyped]
 
 from ..lang.ir import Const
 from ..lang.ops import ELEMENTWISE, Elementwise
@@ -281,7 +281,7 @@ class SymbolicTruth:
         truth = self.steps[target]
         for idx in np.ndindex(*truth.shape):
             c = sp.sympify(claimed[idx], strict=True)
-            t = truth[idx]
+            t: sp.Expr = truth[idx]
             read = {s for s in c.free_symbols if s in self.grad_atoms}
             for _ in range(len(self.order) + 1):
                 deeper = {s: self.grad_atoms[s] for s in t.free_symbols if s in self.grad_atoms and s not in read}
@@ -608,7 +608,7 @@ def _concrete_inputs(d: Derivation, sizes: Mapping[str, int]) -> dict[str, np.nd
             continue
         shape = tuple(dim.value(sizes) for dim in inp.shape)
         rng = np.random.default_rng([zlib.crc32(name.encode()), *sorted(sizes.values()), len(sizes)])
-        high = inp.range.value(sizes) if inp.domain == "index" else 2
+        high = inp.range.value(sizes) if inp.domain == "index" and inp.range is not None else 2
         out[name] = draw_integers(shape, high, rng) if inp.domain == "index" else rng.integers(0, 2, size=shape)
     return out
 
