@@ -21,6 +21,7 @@ import random
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import sympy as sp  # type: ignore[import-untyped]
@@ -194,6 +195,7 @@ class SymbolicTruth:
         self._over_atoms = Converter(self._lookup_simplex)
         self._over_inputs = Converter(self._lookup_definition)
         self._gradient_atoms = gradient_atoms
+        self._position = {atom: k for k, (_, atoms) in enumerate(self.order) for atom in atoms.flat}
         self._claim_env: dict[str, np.ndarray] | None = None  # made on first use (most claims never need it)
         self._step_env: dict[str, np.ndarray] | None = None
         self._stepped: dict[tuple[int, int], np.ndarray] = {}  # a claim's value over the gradient atoms
@@ -294,13 +296,43 @@ class SymbolicTruth:
             if e == 0:
                 continue
             try:
-                if self._over_atoms.is_zero(e):
+                if self._over_atoms.is_zero(e) or self.peeled_zero(e):
                     continue
                 if not self._over_inputs.is_zero(softmax_as_exp(e)):
                     return False
             except (Unsupported, ZeroDivisionError):
                 return False
         return True
+
+    def peeled_zero(self, e: sp.Expr, rounds: int = 6) -> bool:
+        """Is ``e`` zero with the latest forward atoms replaced by their local definitions, one layer
+        at a time (``xn`` by ``xc·rstd``, then ``rstd`` by its definition over ``xc``), the earlier
+        atoms and every ``∇v`` still independent? Sound like :meth:`identical_over_atoms` (each
+        replacement is an equality), and far smaller than substituting down to the inputs, which for
+        a late layer (the second LayerNorm of a transformer block) carries the whole block."""
+        expand: set[sp.Symbol] = set()
+        frontier = {s for s in e.free_symbols if s in self.local}
+        for _ in range(rounds):
+            if not frontier:
+                return False
+            latest = max(self._position[s] for s in frontier)
+            layer = {s for s in frontier if self._position[s] == latest}
+            expand |= layer
+            frontier -= layer
+            for s in layer:
+                frontier |= {t for t in self.local[s].free_symbols if t in self.local and t not in expand}
+            peeled = Converter()
+            peeled.lookup = partial(self._lookup_peeled, peeled, frozenset(expand))
+            if peeled.is_zero(softmax_as_exp(e)):
+                return True
+        return False
+
+    def _lookup_peeled(self, converter: Converter, expand: frozenset, s: sp.Symbol):
+        if s in self.simplex:
+            return converter(self.simplex[s])
+        if s in expand:
+            return converter(softmax_as_exp(self.local[s]))
+        return None
 
     def full(self, expr: sp.Expr) -> sp.Expr:
         """Replace every forward atom by its definition, down to the inputs."""
