@@ -150,46 +150,36 @@ class SymbolicTruth:
                 self.upstream[h] = g
                 for idx in np.ndindex(*g.shape):
                     parts[self.env[h][idx]] = [g[idx]]
-        # Beside the expanded adjoints, the same sweep with the *gradient atoms* ∇v[k] of each
-        # forward entry as multipliers gives every adjoint as one chain-rule step:
-        # step[p] = Σ ∇v[k] · ∂(def v[k])/∂p, the per-neuron form of "judged on its own step".
-        steps = {s: list(ts) for s, ts in parts.items()}
-        adj: dict[sp.Symbol, sp.Expr] = {}
+        # The sweep runs with the *gradient atoms* ∇v[k] of each forward entry as multipliers, so
+        # every adjoint is one chain-rule step: step[p] = Σ ∇v[k] · ∂(def v[k])/∂p, the per-neuron
+        # form of "judged on its own step". The expanded adjoints (every ∇v replaced by its own
+        # expanded value) are made from the steps only when a claim needs them (:attr:`grads`).
+        steps = parts
         step: dict[sp.Symbol, sp.Expr] = {}
         self.grad_atoms: dict[sp.Symbol, sp.Expr] = {}  # ∇v[k] -> its step expression
-        self.grads: dict[str, np.ndarray] = {}
         self.steps: dict[str, np.ndarray] = {}
         gradient_atoms: dict[str, np.ndarray] = {}
         for name, atoms in reversed(self.order):
             for atom in atoms.flat:
-                if atom in parts:
-                    adj[atom] = sp.Add(*parts.pop(atom))
+                if atom in steps:
                     step[atom] = sp.Add(*steps.pop(atom))
-            self.grads[name] = _array_of(atoms, adj)
             self.steps[name] = _array_of(atoms, step)
             nabla = symbol_array(f"∇{name}", atoms.shape, real=True)
             for idx in np.ndindex(*atoms.shape):
                 if step.get(atoms[idx], 0) == 0:
                     nabla[idx] = sp.Integer(0)
-                else:
-                    self.grad_atoms[nabla[idx]] = step[atoms[idx]]
-            gradient_atoms[name] = nabla
-            for idx in np.ndindex(*atoms.shape):
-                atom = atoms[idx]
-                a = adj.get(atom)
-                if a is None or a == 0:
                     continue
-                for p, dp in partials(self.local[atom], differentiable, templates).items():
+                self.grad_atoms[nabla[idx]] = step[atoms[idx]]
+                for p, dp in partials(self.local[atoms[idx]], differentiable, templates).items():
                     dp = dp.xreplace(self.by_definition) if self.by_definition else dp
-                    parts.setdefault(p, []).append(a * dp)
                     steps.setdefault(p, []).append(nabla[idx] * dp)
-        for s, terms in parts.items():
-            adj[s] = sp.Add(*terms)
-            step[s] = sp.Add(*steps[s])
-        for name, inp in d.inputs.items():
-            if not inp.constant:
-                self.grads[name] = _array_of(self.env[name], adj)
-                self.steps[name] = _array_of(self.env[name], step)
+            gradient_atoms[name] = nabla
+        for s, terms in steps.items():
+            step[s] = sp.Add(*terms)
+        self._differentiable_inputs = [name for name, inp in d.inputs.items() if not inp.constant]
+        for name in self._differentiable_inputs:
+            self.steps[name] = _array_of(self.env[name], step)
+        self._grads: dict[str, np.ndarray] | None = None
         self._full: dict[sp.Symbol, sp.Expr] = {}
         self._layered: list | None = None  # the layered witness's points, made on first use
         self._over_atoms = Converter(self._lookup_simplex)
@@ -199,6 +189,32 @@ class SymbolicTruth:
         self._claim_env: dict[str, np.ndarray] | None = None  # made on first use (most claims never need it)
         self._step_env: dict[str, np.ndarray] | None = None
         self._stepped: dict[tuple[int, int], np.ndarray] = {}  # a claim's value over the gradient atoms
+
+    @property
+    def grads(self) -> dict[str, np.ndarray]:
+        """The expanded true adjoint of every entry: each step with every ``∇v`` replaced by ``v``'s
+        own expanded adjoint, in reverse forward order (made on first use)."""
+        if self._grads is None:
+            expanded: dict[sp.Symbol, sp.Expr] = {}
+            grads: dict[str, np.ndarray] = {}
+
+            def expand(steps: np.ndarray) -> np.ndarray:
+                out = np.empty(steps.shape, dtype=object)
+                for idx in np.ndindex(*steps.shape):
+                    value: sp.Expr = steps[idx]
+                    out[idx] = value.xreplace(expanded) if expanded and value != 0 else value
+                return out
+
+            for name, _ in reversed(self.order):
+                grads[name] = expand(self.steps[name])
+                nabla = self._gradient_atoms[name]
+                for idx in np.ndindex(*nabla.shape):
+                    if nabla[idx] != 0:
+                        expanded[nabla[idx]] = grads[name][idx]
+            for name in self._differentiable_inputs:
+                grads[name] = expand(self.steps[name])
+            self._grads = grads
+        return self._grads
 
     @property
     def claim_env(self) -> dict[str, np.ndarray]:
