@@ -186,6 +186,11 @@ class SymbolicTruth:
         self._over_inputs = Converter(self._lookup_definition)
         self._gradient_atoms = gradient_atoms
         self._position = {atom: k for k, (_, atoms) in enumerate(self.order) for atom in atoms.flat}
+        # the forward variables (by position) each variable's definition reads, and the converters
+        # of peeled_zero, one per set of variables written as their definitions
+        self._reads = [{self._position[s] for atom in atoms.flat for s in self.local[atom].free_symbols
+                        if s in self._position} for _, atoms in self.order]
+        self._peeled: dict[frozenset, Converter] = {}
         self._claim_env: dict[str, np.ndarray] | None = None  # made on first use (most claims never need it)
         self._step_env: dict[str, np.ndarray] | None = None
         self._stepped: dict[tuple[int, int], np.ndarray] = {}  # a claim's value over the gradient atoms
@@ -326,27 +331,29 @@ class SymbolicTruth:
         atoms and every ``∇v`` still independent? Sound like :meth:`identical_over_atoms` (each
         replacement is an equality), and far smaller than substituting down to the inputs, which for
         a late layer (the second LayerNorm of a transformer block) carries the whole block."""
-        expand: set[sp.Symbol] = set()
-        frontier = {s for s in e.free_symbols if s in self.local}
+        expand: set[int] = set()  # forward variables (by position) written as their definitions
+        frontier = {self._position[s] for s in e.free_symbols if s in self.local}
+        e = softmax_as_exp(e)
         for _ in range(rounds):
             if not frontier:
                 return False
-            latest = max(self._position[s] for s in frontier)
-            layer = {s for s in frontier if self._position[s] == latest}
-            expand |= layer
-            frontier -= layer
-            for s in layer:
-                frontier |= {t for t in self.local[s].free_symbols if t in self.local and t not in expand}
-            peeled = Converter()
-            peeled.lookup = partial(self._lookup_peeled, peeled, frozenset(expand))
-            if peeled.is_zero(softmax_as_exp(e)):
+            latest = max(frontier)
+            expand.add(latest)
+            frontier.discard(latest)
+            frontier |= self._reads[latest] - expand
+            key = frozenset(expand)
+            peeled = self._peeled.get(key)
+            if peeled is None:  # one converter per layer set, shared by every entry and claim
+                peeled = self._peeled[key] = Converter()
+                peeled.lookup = partial(self._lookup_peeled, peeled, key)
+            if peeled.is_zero(e):
                 return True
         return False
 
     def _lookup_peeled(self, converter: Converter, expand: frozenset, s: sp.Symbol):
         if s in self.simplex:
             return converter(self.simplex[s])
-        if s in expand:
+        if self._position.get(s) in expand:
             return converter(softmax_as_exp(self.local[s]))
         return None
 
