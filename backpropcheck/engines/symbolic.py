@@ -179,7 +179,7 @@ class SymbolicTruth:
         self._differentiable_inputs = [name for name, inp in d.inputs.items() if not inp.constant]
         for name in self._differentiable_inputs:
             self.steps[name] = _array_of(self.env[name], step)
-        self._grads: dict[str, np.ndarray] | None = None
+        self._grads: _ExpandedAdjoints | None = None
         self._full: dict[sp.Symbol, sp.Expr] = {}
         self._layered: list | None = None  # the layered witness's points, made on first use
         self._over_atoms = Converter(self._lookup_simplex)
@@ -191,44 +191,26 @@ class SymbolicTruth:
         self._reads = [{self._position[s] for atom in atoms.flat for s in self.local[atom].free_symbols
                         if s in self._position} for _, atoms in self.order]
         self._peeled: dict[frozenset, Converter] = {}
-        self._claim_env: dict[str, np.ndarray] | None = None  # made on first use (most claims never need it)
+        self._claim_env: _ClaimEnv | None = None  # made on first use (most claims never need it)
         self._step_env: dict[str, np.ndarray] | None = None
         self._stepped: dict[tuple[int, int], np.ndarray] = {}  # a claim's value over the gradient atoms
 
     @property
-    def grads(self) -> dict[str, np.ndarray]:
+    def grads(self) -> Mapping[str, np.ndarray]:
         """The expanded true adjoint of every entry: each step with every ``∇v`` replaced by ``v``'s
-        own expanded adjoint, in reverse forward order (made on first use)."""
+        own expanded adjoint, made per variable (and per gradient atom) on first use."""
         if self._grads is None:
-            expanded: dict[sp.Symbol, sp.Expr] = {}
-            grads: dict[str, np.ndarray] = {}
-
-            def expand(steps: np.ndarray) -> np.ndarray:
-                out = np.empty(steps.shape, dtype=object)
-                for idx in np.ndindex(*steps.shape):
-                    value: sp.Expr = steps[idx]
-                    out[idx] = value.xreplace(expanded) if expanded and value != 0 else value
-                return out
-
-            for name, _ in reversed(self.order):
-                grads[name] = expand(self.steps[name])
-                nabla = self._gradient_atoms[name]
-                for idx in np.ndindex(*nabla.shape):
-                    if nabla[idx] != 0:
-                        expanded[nabla[idx]] = grads[name][idx]
-            for name in self._differentiable_inputs:
-                grads[name] = expand(self.steps[name])
-            self._grads = grads
+            self._grads = _ExpandedAdjoints(self)
         return self._grads
 
     @property
-    def claim_env(self) -> dict[str, np.ndarray]:
+    def claim_env(self) -> Mapping[str, np.ndarray]:
         """The symbols of the truth, every ``grad_X`` bound to its true (expanded) adjoint."""
         if self._claim_env is None:
-            env = dict(self.env)
-            env.update({f"grad_{n}": g for n, g in self.grads.items()})
+            env = _ClaimEnv(dict(self.env), self.grads)
             for helper in self.d.backward:
-                env[helper.name] = evaluate_definition(helper.root, helper.index, env, self.sizes, self.backend)
+                env.own[helper.name] = evaluate_definition(helper.root, helper.index, env, self.sizes,
+                                                           self.backend)
             self._claim_env = env
         return self._claim_env
 
@@ -610,6 +592,63 @@ class SymbolicTruth:
         standin = sp.sin(x) + x**2 / 5  # smooth, not odd, not even: no accidental identity
         return expr.xreplace({e: sp.diff(standin, x, names[type(e).__name__]).xreplace({x: e.args[0]})
                               for e in found})
+
+
+class _ExpandedAdjoints(Mapping[str, np.ndarray]):
+    """``grad[name]``: the truth's steps with every ``∇v`` replaced by its expanded value, each gradient
+    atom expanded once and only when an entry asked for reads it."""
+
+    def __init__(self, truth: SymbolicTruth):
+        self.truth = truth
+        self.names = [name for name, _ in truth.order] + list(truth._differentiable_inputs)
+        self.arrays: dict[str, np.ndarray] = {}
+        self.memo: dict[sp.Symbol, sp.Expr] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.arrays:
+            if name not in self.truth.steps:
+                raise KeyError(name)
+            steps = self.truth.steps[name]
+            out = np.empty(steps.shape, dtype=object)
+            for idx in np.ndindex(*steps.shape):
+                out[idx] = self.expand(steps[idx])
+            self.arrays[name] = out
+        return self.arrays[name]
+
+    def __iter__(self):
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def expand(self, e: sp.Expr) -> sp.Expr:
+        atoms = [s for s in e.free_symbols if s in self.truth.grad_atoms] if e != 0 else []
+        for s in atoms:
+            if s not in self.memo:  # a ∇v's step reads only later variables' ∇: the depth is the layers'
+                self.memo[s] = self.expand(self.truth.grad_atoms[s])
+        return e.xreplace({s: self.memo[s] for s in atoms}) if atoms else e
+
+
+class _ClaimEnv(Mapping[str, np.ndarray]):
+    """The truth's symbols and helpers (``own``), and ``grad_X`` read from the expanded adjoints on use."""
+
+    def __init__(self, own: dict[str, np.ndarray], grads: Mapping[str, np.ndarray]):
+        self.own = own
+        self.grads = grads
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key in self.own:
+            return self.own[key]
+        if key.startswith("grad_") and key[5:] in self.grads:
+            return self.grads[key[5:]]
+        raise KeyError(key)
+
+    def __iter__(self):
+        yield from self.own
+        yield from (f"grad_{n}" for n in self.grads if f"grad_{n}" not in self.own)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def _real_roots(g: sp.Expr, s: sp.Symbol) -> list[sp.Rational]:
