@@ -32,7 +32,7 @@ from .checker import Options, check_derivation
 from .errors import DerivationError
 from .lang.dims import Dim, Shape, fmt_shape
 from .lang.ir import Call, Const, DimSize, IndexRef, IndexSum, Node, Var, names_used, walk
-from .lang.ops import OPS, NoAdjoint, ShapeMismatch, num_text, parse_einsum
+from .lang.ops import OPS, NoAdjoint, ShapeMismatch, num_text, parse_einsum, spell
 from .lang.shapes import infer
 from .loader import loads
 from .model import Derivation
@@ -217,7 +217,7 @@ def _text(node: Node) -> tuple[str, int]:
         return (f"{op}({shape[0]})" if len(shape) == 1 else f"{op}([{', '.join(shape)}])"), _ATOM
     if op == "einsum":
         return f"einsum({json.dumps(p['spec'])}, {', '.join(to_text(a) for a in args)})", _ATOM
-    return f"{op}({', '.join(to_text(a) for a in args)})", _ATOM
+    return spell(op, [to_text(a) for a in args], p), _ATOM  # any other op: by its signature in the table
 
 
 # ---------------------------------------------------------------------------

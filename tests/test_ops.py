@@ -146,6 +146,9 @@ CASES: list[Case] = [
     Case("einsum", [real(3, 4), real(3)], {"spec": "ij,i->"}, label="einsum-scalar"),
     Case("einsum", [real(3, 4), real(5)], {"spec": "ij,k->ik"}, label="einsum-sum-inside"),
     Case("einsum", [real(2, 3), real(3, 4), real(4)], {"spec": "ij,jk,k->i"}, label="einsum-three"),
+    Case("cumsum", [real(3, 4)], {"axis": 1}, label="cumsum-1"),
+    Case("cumsum", [real(5)], {"axis": 0}, label="cumsum-vector"),
+    Case("cumsum", [real(2, 3, 4)], {"axis": -2}, label="cumsum-middle"),
 ]
 
 _DOMAIN: dict[str, Callable[..., Sampler]] = {
@@ -257,7 +260,7 @@ def test_a_missing_rule_raises_instead_of_being_zero() -> None:
         op.forward_tangent((np.ones(2),), np.ones(2), {}, [np.ones(2)])
 
 
-CUMSUM = """
+CUMPROD = """
 [derivation]
 title = "a vector op registered without its derivative rules"
 
@@ -268,7 +271,7 @@ n = "entries"
 x = ["n"]
 
 [forward]
-h = "cumsum(x)"
+h = "cumprod(x)"
 
 [loss]
 upstream = "h"
@@ -289,11 +292,11 @@ def test_a_wrong_claim_through_an_op_without_rules_is_an_error_not_verified(
 
     from backpropcheck.checker import Options
 
-    monkeypatch.setitem(OPS, "cumsum", Op("cumsum", lambda a, **_: a, np.cumsum, None, signature=sig("x")))
-    result = check_text(tmp_path, CUMSUM, Options(trials=2, shapes=1, symbolic=symbolic))
+    monkeypatch.setitem(OPS, "cumprod", Op("cumprod", lambda a, **_: a, np.cumprod, None, signature=sig("x")))
+    result = check_text(tmp_path, CUMPROD, Options(trials=2, shapes=1, symbolic=symbolic))
     assert result.status == "error", [(c.name, c.verdict) for c in result.claims]
     assert not any(c.verdict in ("verified", "proved") for c in result.claims)
-    assert "'cumsum' has no vector-Jacobian product" in str(result.error)
+    assert "'cumprod' has no vector-Jacobian product" in str(result.error)
 
 
 def _to_sympy(x: np.ndarray) -> np.ndarray:
@@ -447,3 +450,112 @@ def test_reach_ops_vjp_tangent_and_sympy_over_random_shapes(name: str) -> None:
         numeric = np.asarray(op.numeric(*args, **case.params), dtype=float)
         symbolic = _to_float(fn(*[_to_sympy(a) for a in args], **case.params))
         np.testing.assert_allclose(symbolic, numeric, rtol=1e-10, atol=1e-12, err_msg=f"{name} {case.params}")
+
+
+SPELLINGS = [
+    "sum(X, axis=(0, 1), keepdims=True)", "mean(X, axis=1)", "max(X)", "min(X, axis=0, keepdims=True)",
+    "logsumexp(X, axis=0)", "softmax(X, axis=1)", "log_softmax(X, axis=-1)", 'einsum("ij,j->i", X, v)',
+    "concat([X, X], axis=1)", "stack([X, X])", "clip(X, -1, 0.5)", "reshape(X, (n, 2*m))", "transpose(X, axes=(1, 0))",
+    "swapaxes(X, 0, 1)", "flip(X, axis=1)", "pad(X, ((0, 1), (n, n - 1)))", "where(X, X, X)", "maximum(X, X)",
+    "outer(v, v)", "dot(v, v)", "trace(X)", "diag(v)", "ones((n, m))", "zeros(n)", "eye(n)", "one_hot(I, n)",
+    "take_along_axis(X, I, axis=1)", "scatter_add(X, I, n)",
+]
+
+
+@pytest.mark.parametrize("text", SPELLINGS)
+def test_spell_writes_a_call_back_as_the_parser_reads_it(text: str) -> None:
+    """``spell`` (how ``derive`` writes an op it has no printer of its own for) is the parser's inverse,
+    from the op's signature alone: an op added to the table is written back with its parameters."""
+    from backpropcheck.lang.ir import Call
+    from backpropcheck.lang.ops import spell
+    from backpropcheck.lang.parse import Scope, parse_expression
+
+    node = parse_expression(text, Scope(tensors={"X", "v", "I"}, dims={"n", "m"}))
+    assert isinstance(node, Call)
+    assert spell(node.op, [a.src for a in node.args], node.params) == text
+
+
+RUNNING_SUM = """
+[derivation]
+title = "a running sum along time, weighted per step"
+
+[dims]
+B = "batch"
+T = "time"
+
+[inputs]
+X = ["B", "T"]
+w = ["T"]
+
+[forward]
+H = "cumsum(X * w[None, :], axis=1)"
+
+[loss]
+E = "sum(tanh(H))"
+
+[claims]
+grad_X = "flip(cumsum(flip(grad_H, axis=1), axis=1), axis=1) * w[None, :]"
+grad_w = "sum(flip(cumsum(flip(grad_H, axis=1), axis=1), axis=1) * X, axis=0)"
+"""
+RIGHT_GRAD_X = '"flip(cumsum(flip(grad_H, axis=1), axis=1), axis=1) * w[None, :]"'
+FORWARD_SUM = '"cumsum(grad_H, axis=1) * w[None, :]"'  # the usual slip: the running sum taken forwards
+
+
+@pytest.mark.parametrize("symbolic", [False, True])
+def test_cumsum_a_right_claim_holds_and_a_wrong_one_is_refuted(tmp_path, symbolic: bool) -> None:
+    """The op added to show the table is the one place an op lives: its gradient is the running sum
+    taken from the other end; the sum taken forwards (the usual slip) is refuted."""
+    from conftest import check_text, verdicts
+
+    from backpropcheck.checker import Options
+
+    options = Options(trials=3, shapes=2, symbolic=symbolic)
+    right = "proved" if symbolic else "verified"
+    assert verdicts(check_text(tmp_path, RUNNING_SUM, options)) == {"grad_X": right, "grad_w": right}
+    assert RIGHT_GRAD_X in RUNNING_SUM
+    wrong = check_text(tmp_path, RUNNING_SUM.replace(RIGHT_GRAD_X, FORWARD_SUM), options, name="wrong.toml")
+    assert verdicts(wrong) == {"grad_X": "refuted", "grad_w": right}
+
+
+def test_cumsum_derive_writes_its_gradient_and_it_is_proved() -> None:
+    """derive reads the op's adjoint template and spells it from the signature."""
+    from backpropcheck.derive import derive
+
+    derived = {c.name: c for c in derive(RUNNING_SUM).claims}
+    assert derived["grad_X"].expr == "flip(cumsum(flip(grad_H, axis=1), axis=1), axis=1) * w"
+    assert derived["grad_X"].verdict == "proved"
+
+
+def test_cumsum_needs_one_axis_in_range() -> None:
+    from backpropcheck.errors import DerivationError, ShapeError
+    from backpropcheck.lang.parse import Scope, parse_expression
+    from backpropcheck.lang.shapes import infer
+
+    scope = Scope(tensors={"X"}, dims={"B", "T"})
+    with pytest.raises(DerivationError, match=r"cumsum\(X, axis\)"):
+        parse_expression("cumsum(X)", scope)
+    node = parse_expression("cumsum(X, axis=2)", scope)
+    from backpropcheck.lang.dims import Dim
+
+    with pytest.raises(ShapeError, match="axis 2 is out of range"):
+        infer(node, {"X": (Dim.of("B"), Dim.of("T"))})
+
+
+def test_the_engines_walkers_name_no_op() -> None:
+    """Per-op knowledge lives in the op table: the shape pass, the evaluator, the reverse and forward
+    sweeps and the certificate's walker compare no op name (a string literal naming an op)."""
+    import ast
+    from pathlib import Path
+
+    import backpropcheck
+
+    root = Path(backpropcheck.__file__).parent
+    names = set(OPS) | set(ELEMENTWISE)
+    for module in ("lang/shapes.py", "engines/evaluate.py", "engines/directional.py", "engines/scope.py"):
+        tree = ast.parse((root / module).read_text(encoding="utf-8"))
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                      if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and n.body
+                      and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        found = {n.value for n in ast.walk(tree)
+                 if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings}
+        assert not found & names, (module, found & names)

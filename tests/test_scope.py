@@ -459,3 +459,18 @@ def test_a_truth_that_ran_out_of_budget_is_not_rebuilt_for_every_claim(monkeypat
                                  SymbolicTimeout, _SYMBOLIC_FAILURES)
     assert all(r["scope"] == SAMPLED for r in records.values())
     assert len(built) == len({tuple(sorted(s.items())) for s in built})  # each size tried once
+
+
+def test_the_certificate_reads_each_ops_rules_from_the_op_table(monkeypatch) -> None:
+    """The certificate names no op: its abstract rules are the op's table entry. An op without them
+    (cumsum: a running sum is outside the class) is refused, and so is an op whose rules are taken away."""
+    import dataclasses
+
+    from backpropcheck.lang.ops import OPS
+
+    assert expression_plan(_parse("A @ x + x"), SHAPES).k == {"n": 2}
+    with pytest.raises(Outside, match="cumsum"):
+        expression_plan(_parse("cumsum(x, axis=0)"), SHAPES)
+    monkeypatch.setitem(OPS, "matmul", dataclasses.replace(OPS["matmul"], scope_value=None))
+    with pytest.raises(Outside, match="matmul"):
+        expression_plan(_parse("A @ x + x"), SHAPES)

@@ -88,9 +88,11 @@ def tangent_of(tape: Tape, var_tangent: Callable[[str], Tangent], index: IndexDe
                 t = _to_rank(dense(t), space.rank)
             tangents[id(node)] = t
         elif isinstance(node, IndexRef):
+            assert space is not None  # an entry read: index form
             t = dense(var_tangent(node.name))
             tangents[id(node)] = None if t is None else _to_rank(t[params["index"]], space.rank)
         elif isinstance(node, IndexSum):
+            assert space is not None
             t = tangents.pop(id(node.body))
             if t is None:
                 tangents[id(node)] = None
@@ -104,10 +106,11 @@ def tangent_of(tape: Tape, var_tangent: Callable[[str], Tangent], index: IndexDe
         elif isinstance(node, (Const, DimSize)):
             tangents[id(node)] = None
         else:
+            assert isinstance(node, Call)
             tans = [tangents.pop(id(c)) for c in node.children()]
             tangents[id(node)] = _jvp(node, args, out, params, tans)
     t = tangents.get(id(root)) if root is not None else None
-    if index is not None and t is not None and shape is not None:
+    if space is not None and index is not None and t is not None and shape is not None:
         free = len(index.free)
         t = np.broadcast_to(_to_rank(dense(t), space.rank), shape + (1,) * (space.rank - free)).reshape(shape)
     return t

@@ -48,11 +48,11 @@ class _IndexSpace:
 
 
 def _params(node: Call, backend: Backend, sizes: Mapping[str, int]) -> dict:
+    op = OPS[node.op]
     params = dict(node.params)
-    if node.op == "elementwise":
-        params["fn"] = backend.functions(params["fn"])
-    bind = OPS[node.op].bind
-    return bind(params, sizes) if bind is not None else params
+    for name in op.functions:  # a built-in, or this trial's stand-in for a generic f
+        params[name] = backend.functions(params[name])
+    return op.bind(params, sizes) if op.bind is not None else params
 
 
 def evaluate(
@@ -165,14 +165,17 @@ def _gather_index(subscripts, node: IndexRef, shape: tuple[int, ...], space: _In
 
 
 def evaluate_definition(
-    definition_root: Node,
+    definition_root: Node | None,
     index: IndexDef | None,
     env: Mapping[str, np.ndarray],
     sizes: Mapping[str, int],
     backend: Backend,
     tape: Tape | None = None,
 ) -> np.ndarray:
-    """A [forward]/[backward] value: a matrix-form expression, or an index-form body on its space."""
+    """A [forward]/[backward] value: a matrix-form expression, or an index-form body on its space.
+    A claim that did not parse has no root: evaluating it is the caller's error."""
+    if definition_root is None:
+        raise ValueError("an expression that did not parse cannot be evaluated")
     if index is None:
         return evaluate(definition_root, env, sizes, backend, tape)
     space = index_space(index, sizes)
@@ -220,8 +223,8 @@ def backprop(tape: Tape, root: Node, seed: np.ndarray, adjoints: dict[str, np.nd
             shape = shapes[node.name]
             target = np.zeros(shape)
             full = np.broadcast_shapes(g.shape, out.shape)
-            index = tuple(np.broadcast_to(i, full) for i in params["index"])
-            np.add.at(target, index, np.broadcast_to(g, full))
+            positions = tuple(np.broadcast_to(i, full) for i in params["index"])
+            np.add.at(target, positions, np.broadcast_to(g, full))
             _accumulate(adjoints, node.name, target, shape)
         elif isinstance(node, IndexSum):
             (body,) = args

@@ -19,6 +19,8 @@ substitution (which singles out the last entry of an axis).
 This module decides membership of the class syntactically, over the IR, by an abstract
 interpretation of every expression involved (the claim, its ``[backward]`` helpers and the
 derivative of every definition the truth goes through, by abstract vector-Jacobian products).
+Each op's abstract rules live in its op-table entry (``scope_value``/``scope_adjoint``, written in
+:mod:`backpropcheck.lang.ops.certificate`); this module walks the IR with them.
 Anything it does not recognise — an unknown op, index form, an affine dim, a dim inside a
 non-polynomial function — is outside the class, and the claim keeps ``sampled shapes``.
 """
@@ -26,14 +28,15 @@ non-polynomial function — is outside the class, and the claim keeps ``sampled 
 from __future__ import annotations
 
 import itertools
-import math
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from ..lang.dims import Dim, Shape
+from ..lang.dims import Shape
 from ..lang.ir import Call, Const, DimSize, IndexRef, IndexSum, Node, Var, names_used, walk
+from ..lang.ops import OPS, Op
+from ..lang.ops.certificate import AV, Outside, add_counts, atom, max_counts, named, reduced_axes, sum_adjoints
 from ..model import Claim, Derivation
 
 ALL_SHAPES = "all-shapes"
@@ -45,21 +48,6 @@ MAX_POINTS = 24  # the most dim assignments one certificate may need
 # draw per size says nothing of every label, so they are outside the class
 DOMAINS = ("real", "positive", "unit", "simplex")
 
-# element-wise functions whose value is a polynomial in generators (no denominator besides
-# monomials), and those whose derivative is, in the exact test's terms; prime = NAME_prime
-_POLY_VALUE = {"exp", "tanh", "sin", "cos", "erf", "gelu", "abs", "square", "relu", "softplus", "log",
-               "log1p", "sqrt", "logit"}
-_POLY_PRIME_VALUE = {"exp", "tanh", "sin", "cos", "erf", "gelu", "abs", "square", "relu"}
-_POLY_DERIVATIVE = {"exp", "tanh", "sin", "cos", "erf", "gelu", "abs", "square", "relu"}
-_POLY_PRIME_DERIVATIVE = {"exp", "tanh", "sin", "cos", "square", "relu", "abs"}
-_MONOMIAL_DEN = {"log", "sqrt", "rsqrt"}  # derivative's denominator is the argument itself
-# ops that read every operand at the result's own index tuple (no transpose, new axis or diagonal)
-_SAME_SITE = {"add", "sub", "mul", "div", "neg", "pow", "elementwise", "gt", "ge", "lt", "le", "where",
-              "maximum", "minimum"}
-
-
-class Outside(Exception):
-    """The expression is outside the certificate's class; the message says why."""
 
 
 class _Broken(Exception):
@@ -71,165 +59,6 @@ class Scope:
     kind: str  # ALL_SHAPES | SAMPLED
     argument: str
     extra_sizes: tuple[dict[str, int], ...] = ()
-
-
-# ---------------------------------------------------------------------------
-# the abstract value of an array expression
-
-
-@dataclass(frozen=True)
-class AV:
-    """What the certificate needs to know of one array-valued expression, per dim name.
-
-    ``bound[d]``: the most bound index variables over d in one term of an entry (sums that
-    matmul, reductions, traces and einsum contractions introduce, and the sums of the chain
-    rule); ``expl[d]``: occurrences of d used as a number (``B``, the ``1/n`` of ``mean``), with
-    multiplicity; ``monomial``: a product of atoms and generators (a denominator of this is a
-    Laurent monomial); ``den``: axes along which a non-monomial denominator varies;
-    ``inner``: a whole-axis sum hides inside a generator (``log Σ exp``); ``atoms``: reads a tensor.
-    """
-
-    shape: Shape
-    bound: Mapping[str, int] = field(default_factory=dict)
-    expl: Mapping[str, int] = field(default_factory=dict)
-    monomial: bool = True
-    den: frozenset = frozenset()
-    inner: bool = False
-    atoms: bool = False
-    special: bool = False  # eye/zeros: may not divide
-
-    @property
-    def local(self) -> bool:
-        return not any(self.bound.values()) and not any(self.expl.values()) and not self.inner
-
-
-def _add(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = out.get(k, 0) + v
-    return {k: v for k, v in out.items() if v}
-
-
-def _max(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = max(out.get(k, 0), v)
-    return {k: v for k, v in out.items() if v}
-
-
-def _scale(a: Mapping[str, int], k: int) -> dict[str, int]:
-    return {n: v * k for n, v in a.items() if v * k}
-
-
-def named(dim: Dim) -> str | None:
-    """The dim name of an axis; None for a literal size; outside the class for ``T + K - 1``."""
-    if not dim.terms:
-        return None
-    if len(dim.terms) == 1 and dim.terms[0][1] == 1 and dim.const == 0:
-        return dim.terms[0][0]
-    raise Outside(f"the axis {dim} is an affine or product expression of dims")
-
-
-def _named_axes(shape: Shape) -> frozenset:
-    return frozenset(k for k, d in enumerate(shape) if named(d) is not None)
-
-
-def _atom(shape: Shape) -> AV:
-    return AV(tuple(shape), atoms=True)
-
-
-def _align(av: AV, shape: Shape) -> frozenset:
-    """``av``'s denominator axes as axes of the broadcast result ``shape`` (size-1 axes drop)."""
-    off = len(shape) - len(av.shape)
-    return frozenset(k + off for k in av.den if not av.shape[k].is_one)
-
-
-def _elementwise(avs: list[AV], shape: Shape, mode: str) -> AV:
-    """``+``-like (mode "add": bounds max) or ``*``-like (mode "mul": bounds add)."""
-    bound: dict[str, int] = {}
-    expl: dict[str, int] = {}
-    den: frozenset = frozenset()
-    for av in avs:
-        bound = _add(bound, av.bound) if mode == "mul" else _max(bound, av.bound)
-        expl = _add(expl, av.expl)
-        den |= _align(av, shape)
-    monomial = all(a.monomial for a in avs) if mode == "mul" else False
-    return AV(tuple(shape), bound, expl, monomial, den, any(a.inner for a in avs), any(a.atoms for a in avs))
-
-
-def _contract(operands: list[tuple[AV, str]], out: str, letters: Mapping[str, Dim]) -> AV:
-    """An einsum over abstract values: every letter not in ``out`` is a bound index variable."""
-    summed = set("".join(s for _, s in operands)) - set(out)
-    for av, sub in operands:
-        for k in av.den:
-            if sub[k] in summed and named(av.shape[k]) is not None:
-                raise Outside("a sum runs over terms whose (non-monomial) denominators differ")
-    bound: dict[str, int] = {}
-    expl: dict[str, int] = {}
-    for av, _ in operands:
-        bound = _add(bound, av.bound)
-        expl = _add(expl, av.expl)
-    for letter in summed:
-        name = named(letters[letter])
-        if name is not None:
-            bound = _add(bound, {name: 1})
-    den = frozenset(out.index(sub[k]) for av, sub in operands for k in av.den if sub[k] in out
-                    and named(av.shape[k]) is not None)
-    shape = tuple(letters[c] for c in out)
-    monomial = all(av.monomial for av, _ in operands) and not any(named(letters[c]) for c in summed)
-    return AV(shape, bound, expl, monomial, den, any(av.inner for av, _ in operands),
-              any(av.atoms for av, _ in operands))
-
-
-def _letters(*shapes_subs: tuple[Shape, str]) -> dict[str, Dim]:
-    out: dict[str, Dim] = {}
-    for shape, sub in shapes_subs:
-        for c, d in zip(sub, shape):
-            out.setdefault(c, d)
-    return out
-
-
-def _matmul_subs(a: Shape, b: Shape) -> tuple[str, str, str]:
-    if not a or not b or len(a) > 2 or len(b) > 2:
-        raise Outside("a matrix product of arrays of rank above 2")
-    sa = "ik" if len(a) == 2 else "k"
-    sb = "kj" if len(b) == 2 else "k"
-    out = ("i" if len(a) == 2 else "") + ("j" if len(b) == 2 else "")
-    return sa, sb, out
-
-
-def _unbroadcast(g: AV, shape: Shape) -> AV:
-    """The adjoint of a broadcast: sum ``g`` over the axes that ``shape`` stretched."""
-    rank, off = len(g.shape), len(g.shape) - len(shape)
-    subs = "".join(chr(97 + k) for k in range(rank))
-    kept = [k for k in range(rank) if k >= off and not (shape[k - off].is_one and not g.shape[k].is_one)]
-    s = _contract([(g, subs)], "".join(subs[k] for k in kept), _letters((g.shape, subs)))
-    den = frozenset(kept[j] - off for j in s.den)
-    return AV(tuple(shape), s.bound, s.expl, s.monomial, den, s.inner, s.atoms)
-
-
-def _expand_map(items: tuple, rank: int) -> list[int | None]:
-    """For ``X[:, None]``: the operand axis behind each result axis (None for a new axis)."""
-    src: list[int | None] = []
-    k = 0
-    for it in items:
-        if it == ":":
-            src.append(k)
-            k += 1
-        else:
-            src.append(None)
-    return src + list(range(k, rank))
-
-
-def _reduced_axes(params: Mapping[str, Any], rank: int) -> list[int]:
-    axis = params.get("axis")
-    if axis is None:
-        return list(range(rank))
-    if isinstance(axis, int):
-        return [axis % rank]
-    if isinstance(axis, tuple) and all(isinstance(a, int) for a in axis):
-        return sorted({a % rank for a in axis})
-    raise Outside("a reduction over an axis given in an unknown form")
 
 
 # ---------------------------------------------------------------------------
@@ -263,114 +92,12 @@ class Interpreter:
         if not isinstance(node, Call):
             raise Outside(f"`{node.src or type(node).__name__}` is index form")
         args = [self.value(a) for a in node.args]
-        op, p = node.op, node.params
-        if op in ("add", "sub"):
-            return _elementwise(args, _broadcast(args), "add")
-        if op == "mul":
-            return _elementwise(args, _broadcast(args), "mul")
-        if op == "neg":
-            return args[0]
-        if op == "div":
-            return divide(args[0], args[1])
-        if op == "pow":
-            return power(args[0], p["exponent"], p.get("text", ""))
-        if op in ("matmul", "dot"):
-            a, b = args
-            if not a.shape or not b.shape:
-                raise Outside("a product with a scalar written as @")
-            sa, sb, out = _matmul_subs(a.shape, b.shape)
-            return _contract([(a, sa), (b, sb)], out, _letters((a.shape, sa), (b.shape, sb)))
-        if op == "outer":
-            a, b = args
-            return _contract([(a, "i"), (b, "j")], "ij", _letters((a.shape, "i"), (b.shape, "j")))
-        if op == "einsum":
-            return self._einsum(args, p["spec"])
-        if op == "T":
-            a = args[0]
-            r = len(a.shape)
-            return AV(tuple(reversed(a.shape)), a.bound, a.expl, a.monomial, frozenset(r - 1 - k for k in a.den),
-                      a.inner, a.atoms, a.special)
-        if op == "expand":
-            a = args[0]
-            src = _expand_map(p["items"], len(a.shape))
-            shape = tuple(a.shape[j] if j is not None else Dim.lit(1) for j in src)
-            return AV(shape, a.bound, a.expl, a.monomial, frozenset(k for k, j in enumerate(src) if j in a.den),
-                      a.inner, a.atoms, a.special)
-        if op in ("sum", "mean"):
-            a = args[0]
-            axes = _reduced_axes(p, len(a.shape))
-            subs = "".join(chr(97 + k) for k in range(len(a.shape)))
-            out = "".join(c for k, c in enumerate(subs) if k not in axes)
-            r = _contract([(a, subs)], out, _letters((a.shape, subs)))
-            if op == "mean":
-                extra: dict[str, int] = {}
-                for k in axes:
-                    name = named(a.shape[k])
-                    if name is not None:
-                        extra = _add(extra, {name: 1})
-                r = AV(r.shape, r.bound, _add(r.expl, extra), False, r.den, r.inner, r.atoms)
-            if p.get("keepdims"):
-                shape = tuple(Dim.lit(1) if k in axes else d for k, d in enumerate(a.shape))
-                kept = [k for k in range(len(a.shape)) if k not in axes]
-                r = AV(shape, r.bound, r.expl, r.monomial, frozenset(kept[j] for j in r.den), r.inner, r.atoms)
-            return r
-        if op == "trace":
-            a = args[0]
-            return _contract([(a, "ii")], "", _letters((a.shape, "ii")))
-        if op == "diag":
-            a = args[0]
-            if len(a.shape) == 1:
-                return AV((a.shape[0], a.shape[0]), a.bound, a.expl, a.monomial,
-                          frozenset({0, 1}) if a.den else frozenset(), a.inner, a.atoms, True)
-            return _contract([(a, "ii")], "i", _letters((a.shape, "ii")))
-        if op in ("ones", "zeros", "eye"):
-            shape = tuple(Dim.of(x) if isinstance(x, str) else Dim.lit(x) for x in p["shape"])
-            shape = shape * 2 if op == "eye" else shape
-            for dim in shape:
-                named(dim)
-            return AV(shape, special=op != "ones")
-        if op in ("gt", "ge", "lt", "le"):
-            self._local_args(node, args)
-            return AV(_broadcast(args), atoms=True)
-        if op == "where":
-            self._local_args(node, args[:1])
-            return _elementwise(args, _broadcast(args), "add")
-        if op in ("maximum", "minimum"):
-            self._local_args(node, args)
-            return AV(_broadcast(args), monomial=False, atoms=True)
-        if op == "elementwise":
-            a = args[0]
-            self._local_args(node, args)
-            fn, prime = p["fn"], p["prime"]
-            generic = fn in self.functions
-            if generic or fn in (_POLY_PRIME_VALUE if prime else _POLY_VALUE):
-                return AV(a.shape, monomial=True, atoms=True)
-            if fn == "rsqrt" and not prime and a.monomial:
-                return AV(a.shape, monomial=True, atoms=True)
-            return AV(a.shape, monomial=False, den=_named_axes(a.shape), atoms=True)
-        if op in ("softmax", "log_softmax", "logsumexp"):
-            self._whole_axis_operand(node)
-            a = args[0]
-            if op == "softmax":
-                return AV(a.shape, monomial=True, atoms=True)
-            shape = a.shape
-            if op == "logsumexp":
-                axes = _reduced_axes(p, len(a.shape))
-                if p.get("keepdims"):
-                    shape = tuple(Dim.lit(1) if k in axes else dd for k, dd in enumerate(a.shape))
-                else:
-                    shape = tuple(dd for k, dd in enumerate(a.shape) if k not in axes)
-            return AV(shape, monomial=False, inner=True, atoms=True)
-        raise Outside(f"the op `{op}` is not in the certificate's class")
+        op = OPS.get(node.op)
+        if op is None or op.scope_value is None:
+            raise Outside(f"the op `{node.op}` is not in the certificate's class")
+        return op.scope_value(self, node, args)
 
-    def _einsum(self, args: list[AV], spec: str) -> AV:
-        lhs, out = spec.replace(" ", "").split("->", 1)
-        subs = lhs.split(",")
-        if len(subs) != len(args) or any(len(s) != len(a.shape) for s, a in zip(subs, args)):
-            raise Outside("an einsum the certificate cannot read")
-        return _contract(list(zip(args, subs)), out, _letters(*((a.shape, s) for a, s in zip(args, subs))))
-
-    def _local_args(self, node: Call, args: list[AV]) -> None:
+    def local_args(self, node: Call, args: list[AV]) -> None:
         for a in args:
             if not a.local:
                 raise Outside(f"the argument of `{node.src or node.op}` holds a sum or a dim used as a number")
@@ -384,12 +111,12 @@ class Interpreter:
             for n in walk(arg):
                 if isinstance(n, Var):
                     seen[n.name] = seen.get(n.name, 0) + 1
-                elif isinstance(n, Call) and n.op not in _SAME_SITE:
+                elif isinstance(n, Call) and not (n.op in OPS and OPS[n.op].same_site):
                     moves = True
         if moves and any(k > 1 for k in seen.values()):
             raise Outside(f"the argument of `{node.src or node.op}` reads one tensor at two index tuples")
 
-    def _whole_axis_operand(self, node: Call) -> None:
+    def whole_axis_operand(self, node: Call) -> None:
         """A softmax-like function reads a whole axis: its operand must be an atom that really varies
         along that axis (a tensor with a named dim there), so no dim hides inside the generator."""
         (arg,) = node.args
@@ -398,58 +125,13 @@ class Interpreter:
         av = self.env[arg.name]
         if av.bound or av.expl or av.inner or av.den or not av.monomial:
             raise Outside(f"`{node.src or node.op}` is applied to a value that is not an atom")
-        for k in _reduced_axes(node.params, len(av.shape)):
+        for k in reduced_axes(node.params, len(av.shape)):
             if named(av.shape[k]) is None:
                 raise Outside(f"`{node.src or node.op}` runs over an axis of literal size")
 
 
-def _broadcast(args: list[AV]) -> Shape:
-    from ..lang.ops import ShapeMismatch, broadcast
-
-    try:
-        return broadcast(*[a.shape for a in args])
-    except ShapeMismatch as exc:
-        raise Outside(str(exc)) from None
-
-
-def divide(a: AV, b: AV) -> AV:
-    if b.special:
-        raise Outside("a division by eye or zeros")
-    if b.atoms and not b.local:
-        raise Outside("a division by an expression that holds a sum or a dim used as a number")
-    if not b.atoms and b.shape:
-        raise Outside("a division by a constant array")
-    r = _elementwise([a, b], _broadcast([a, b]), "mul")
-    den = r.den
-    if b.atoms and not b.monomial:
-        den |= _align(AV(b.shape, den=_named_axes(b.shape)), r.shape)
-    return AV(r.shape, r.bound, r.expl, r.monomial and b.monomial, den, r.inner, r.atoms)
-
-
-def power(a: AV, exponent: float, text: str) -> AV:
-    k = float(exponent)
-    if k == int(k) and 0 <= k <= 8:
-        k = int(k)
-        return AV(a.shape, _scale(a.bound, k), _scale(a.expl, k), a.monomial, a.den if k else frozenset(),
-                  a.inner, a.atoms and k > 0, a.special)
-    if not a.atoms:  # a number: a rational function of the dims only for integer exponents
-        if k != int(k) and any(a.expl.values()):
-            raise Outside("a non-integer power of a dim")
-        if abs(k) > 8:
-            raise Outside("a power of a dim beyond degree 8")
-        return AV(a.shape, _scale(a.bound, abs(int(k))), _scale(a.expl, max(1, abs(math.ceil(abs(k))))), True)
-    if not a.local:
-        raise Outside("a negative or fractional power of an expression that holds a sum")
-    den = a.den | (_named_axes(a.shape) if not a.monomial else frozenset())
-    return AV(a.shape, {}, {}, a.monomial, den, False, True)
-
-
 # ---------------------------------------------------------------------------
 # abstract vector-Jacobian products: the terms of the per-neuron truth
-
-
-def _scalar_atoms() -> AV:
-    return AV((), atoms=True)
 
 
 class Backprop:
@@ -464,129 +146,25 @@ class Backprop:
             node, g = stack.pop()
             if isinstance(node, Var):
                 if only is None or node.name in only:
-                    out[node.name] = _sum_adjoints(out.get(node.name), g)
+                    out[node.name] = sum_adjoints(out.get(node.name), g)
                 continue
             if not isinstance(node, Call):
                 continue
             self.interp.value(node)  # the class's rules for the node itself (a dim inside tanh, …)
-            if node.op in ("ones", "zeros", "eye", "gt", "ge", "lt", "le"):
+            op = OPS[node.op]
+            if op.nograd:
                 continue  # no operand, or never differentiated through
             for k, child in enumerate(node.args):
-                if node.op == "where" and k == 0:
-                    continue
                 if only is None or _reads(child, only):
-                    stack.append((child, self._adjoint(node, g, k)))
+                    share = self._adjoint(node, op, g, k)
+                    if share is not None:  # None: no gradient flows there (where's mask)
+                        stack.append((child, share))
 
-    def _adjoint(self, node: Call, g: AV, k: int) -> AV:
+    def _adjoint(self, node: Call, op: Op, g: AV, k: int) -> AV | None:
         """The abstract value of operand k's share ``g · ∂node/∂operand_k`` (summed over broadcasts)."""
-        v = self.interp.value
-        args = node.args
-        avs = [v(a) for a in args]
-        a = avs[k]
-        op, p = node.op, node.params
-        if op in ("add", "sub"):
-            return _unbroadcast(g, a.shape)
-        if op == "neg":
-            return g
-        if op == "mul":
-            return _unbroadcast(_elementwise([g, avs[1 - k]], g.shape, "mul"), a.shape)
-        if op == "div":
-            num, den = avs
-            if k == 0:
-                return _unbroadcast(divide(g, den), a.shape)
-            return _unbroadcast(divide(_elementwise([g, num], g.shape, "mul"),
-                                       _elementwise([den, den], den.shape, "mul")), a.shape)
-        if op == "pow":
-            e = float(p["exponent"])
-            local = power(a, e - 1, "") if e != 1 else AV(a.shape)
-            return _elementwise([g, local], g.shape, "mul")
-        if op in ("matmul", "dot", "outer", "einsum"):
-            if op == "einsum":
-                lhs, out = p["spec"].replace(" ", "").split("->", 1)
-                subs = lhs.split(",")
-            elif op == "outer":
-                subs, out = ["i", "j"], "ij"
-            else:
-                sa, sb, out = _matmul_subs(avs[0].shape, avs[1].shape)
-                subs = [sa, sb]
-            letters = _letters((g.shape, out), *((av.shape, s) for av, s in zip(avs, subs)))
-            others = [(g, out)] + [(avs[j], subs[j]) for j in range(len(args)) if j != k]
-            return _contract(others, subs[k], letters)
-        if op == "T":
-            return AV(tuple(reversed(g.shape)), g.bound, g.expl, g.monomial,
-                      frozenset(len(g.shape) - 1 - j for j in g.den), g.inner, g.atoms)
-        if op == "expand":
-            src = _expand_map(p["items"], len(a.shape))
-            den = frozenset(src[j] for j in g.den if src[j] is not None)
-            return AV(a.shape, g.bound, g.expl, g.monomial, den, g.inner, g.atoms)
-        if op in ("sum", "mean", "logsumexp"):
-            axes = _reduced_axes(p, len(a.shape))
-            kept = [j for j in range(len(a.shape)) if j not in axes]
-            gden = frozenset(g.den) if p.get("keepdims") else frozenset(kept[j] for j in g.den)
-            expl = dict(g.expl)
-            if op == "mean":
-                for j in axes:
-                    name = named(a.shape[j])
-                    if name is not None:
-                        expl = _add(expl, {name: 1})
-            spread = AV(a.shape, g.bound, expl, g.monomial, gden, g.inner, g.atoms)
-            if op == "logsumexp":  # · exp(a) / Σ exp(a): clearing the denominator adds its own sum
-                spread = _elementwise([spread, _softmax_like(a, axes, den=True)], a.shape, "mul")
-            return spread
-        if op == "trace":
-            return AV(a.shape, g.bound, g.expl, g.monomial, frozenset(), g.inner, g.atoms)
-        if op == "diag":
-            den = (frozenset({0}) if len(a.shape) == 1 else frozenset({0, 1})) if g.den else frozenset()
-            return AV(a.shape, g.bound, g.expl, g.monomial, den, g.inner, g.atoms)
-        if op in ("where", "maximum", "minimum"):
-            mask = AV(_broadcast(avs), atoms=True)
-            return _unbroadcast(_elementwise([g, mask], g.shape, "mul"), a.shape)
-        if op == "elementwise":
-            fn, prime = p["fn"], p["prime"]
-            safe = fn in self.interp.functions or fn in (_POLY_PRIME_DERIVATIVE if prime else _POLY_DERIVATIVE)
-            if safe or (not prime and fn in _MONOMIAL_DEN and a.monomial):
-                local = AV(a.shape, atoms=True)
-            else:
-                local = AV(a.shape, monomial=False, den=_named_axes(a.shape), atoms=True)
-            return _elementwise([g, local], g.shape, "mul")
-        if op in ("softmax", "log_softmax"):
-            axes = _reduced_axes(p, len(a.shape))
-            subs = "".join(chr(97 + j) for j in range(len(a.shape)))
-            out = "".join(c for j, c in enumerate(subs) if j not in axes)
-            probs = _softmax_like(a, axes, den=op == "log_softmax")
-            if op == "softmax":  # P * (g - Σ_axis g * P)
-                summed = _contract([(_elementwise([g, probs], g.shape, "mul"), subs)], out,
-                                   _letters((a.shape, subs)))
-            else:  # g - exp(a)/S * Σ_axis g
-                summed = _contract([(g, subs)], out, _letters((a.shape, subs)))
-            back = _spread(summed, a.shape, axes)
-            return _elementwise([g, _elementwise([probs, back], a.shape, "mul")], a.shape, "add")
-        raise Outside(f"the op `{op}` is not in the certificate's class")
-
-
-def _softmax_like(a: AV, axes: list[int], den: bool) -> AV:
-    """``exp(a)/Σ_axis exp(a)``: a softmax entry (a generator), or with ``den`` its quotient form,
-    whose denominator varies with the slice and, cleared, is one more sum along the axis."""
-    if not den:
-        return AV(a.shape, atoms=True)
-    bound: dict[str, int] = {}
-    for k in axes:
-        name = named(a.shape[k])
-        if name is not None:
-            bound = _add(bound, {name: 1})
-    others = frozenset(k for k in _named_axes(a.shape) if k not in axes)
-    return AV(a.shape, bound, {}, False, others, True, True)
-
-
-def _spread(r: AV, shape: Shape, axes: list[int]) -> AV:
-    kept = [k for k in range(len(shape)) if k not in axes]
-    return AV(tuple(shape), r.bound, r.expl, r.monomial, frozenset(kept[j] for j in r.den), r.inner, r.atoms)
-
-
-def _sum_adjoints(a: AV | None, b: AV) -> AV:
-    if a is None:
-        return b
-    return _elementwise([a, b], a.shape if len(a.shape) >= len(b.shape) else b.shape, "add")
+        if op.scope_adjoint is None:
+            raise Outside(f"the op `{node.op}` is not in the certificate's class")
+        return op.scope_adjoint(self.interp, node, g, k, [self.interp.value(a) for a in node.args])
 
 
 def _reads(node: Node, names: set[str]) -> bool:
@@ -614,7 +192,7 @@ def plan(d: Derivation, claim: Claim, route: str) -> Plan:
     """Pattern thresholds and degrees for ``claim − truth``, or :class:`Outside`."""
     if claim.node is None:
         raise Outside("the claim did not parse")
-    env: dict[str, AV] = {name: _atom(inp.shape) for name, inp in d.inputs.items()}
+    env: dict[str, AV] = {name: atom(inp.shape) for name, inp in d.inputs.items()}
     for f in d.forward:
         env[f.name] = AV(tuple(f.shape), atoms=True)  # validated when it enters a term
     interp = Interpreter(set(d.functions), env, set(d.inputs) | {f.name for f in d.forward})
@@ -632,18 +210,18 @@ def plan(d: Derivation, claim: Claim, route: str) -> Plan:
     if route == "step":
         grads: dict[str, AV] = {}
         for name in forward_names:
-            grads[f"grad_{name}"] = _atom(env[name].shape)  # the gradient atoms ∇v
+            grads[f"grad_{name}"] = atom(env[name].shape)  # the gradient atoms ∇v
 
         def step_of(x: str) -> AV:
             out: dict[str, AV] = {}
             for f in d.forward:
                 if f.node is not None and x in _names(f.node) or f.index is not None and x in _names(f.root):
-                    back.vjp(definition(f), _atom(f.shape), out, {x})
+                    back.vjp(definition(f), atom(f.shape), out, {x})
             if d.loss.expression is not None and x in _names(d.loss.expression):
                 used_defs.append(d.loss.expression)
                 back.vjp(d.loss.expression, AV(()), out, {x})
             if x in d.loss.upstream:
-                out[x] = _sum_adjoints(out.get(x), _atom(env[x].shape))
+                out[x] = sum_adjoints(out.get(x), atom(env[x].shape))
             if x not in out:
                 return AV(env[x].shape)
             return out[x]
@@ -665,7 +243,7 @@ def plan(d: Derivation, claim: Claim, route: str) -> Plan:
             back.vjp(d.loss.expression, AV(()), adj, downstream)
         for h in d.loss.upstream:
             if h in downstream:
-                adj[h] = _sum_adjoints(adj.get(h), _atom(env[h].shape))
+                adj[h] = sum_adjoints(adj.get(h), atom(env[h].shape))
         for f in reversed(d.forward):
             if f.name in adj and _names(f.root) & downstream:
                 back.vjp(definition(f), adj[f.name], adj, downstream)
@@ -687,12 +265,12 @@ def plan(d: Derivation, claim: Claim, route: str) -> Plan:
     _check_names(d, used_defs)
     free: dict[str, int] = {}
     for dim in env[target].shape:
-        name = named(dim)
-        if name is not None:
-            free = _add(free, {name: 1})
-    u = _max(claimed.bound, truth.bound)
-    k = _add(free, u)
-    degree = _add(u, _add(claimed.expl, truth.expl))
+        dim_name = named(dim)
+        if dim_name is not None:
+            free = add_counts(free, {dim_name: 1})
+    u = max_counts(claimed.bound, truth.bound)
+    k = add_counts(free, u)
+    degree = add_counts(u, add_counts(claimed.expl, truth.expl))
     return Plan(route, k, degree)
 
 
@@ -857,13 +435,13 @@ def certify_records(d: Derivation, claims: list[Claim], records: dict[str, dict[
         record.update(scope=scope.kind, argument=scope.argument)
 
 
-def expression_plan(node: Node, shapes: Mapping[str, Shape], functions: set[str] = frozenset()) -> Plan:
+def expression_plan(node: Node, shapes: Mapping[str, Shape], functions: Collection[str] = frozenset()) -> Plan:
     """The certificate's thresholds for one expression whose tensors are independent atoms (``e1 - e2``
     of two expressions to compare): every dim at least ``k``, ``degree + 1`` sizes of each."""
-    av = Interpreter(set(functions), {n: _atom(s) for n, s in shapes.items()}).value(node)
+    av = Interpreter(set(functions), {n: atom(s) for n, s in shapes.items()}).value(node)
     free: dict[str, int] = {}
     for dim in av.shape:
         name = named(dim)
         if name is not None:
-            free = _add(free, {name: 1})
-    return Plan("expression", _add(free, av.bound), _add(dict(av.bound), av.expl))
+            free = add_counts(free, {name: 1})
+    return Plan("expression", add_counts(free, av.bound), add_counts(dict(av.bound), av.expl))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ast
 import warnings
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 
@@ -115,7 +115,7 @@ def concrete(shape: Shape, sizes: Mapping[str, int]) -> tuple[int, ...]:
     return tuple(d.value(sizes) for d in shape)
 
 
-def parse_dim(text: str | int, known: Mapping[str, object]) -> Dim:
+def parse_dim(text: str | int, known: Collection[str]) -> Dim:
     """Parse one entry of a shape list: a dim name, an integer, or an affine expression."""
     if isinstance(text, bool):
         raise ValueError(f"a dimension must be a dim name or an integer, not {text!r}")
@@ -136,7 +136,7 @@ def parse_dim(text: str | int, known: Mapping[str, object]) -> Dim:
     return _affine(tree, known, text)
 
 
-def _affine(node: ast.AST, known: Mapping[str, object], text: str) -> Dim:
+def _affine(node: ast.AST, known: Collection[str], text: str) -> Dim:
     if isinstance(node, ast.Name):
         if node.id not in known:
             raise ValueError(f"unknown dim {node.id!r} in {text!r} (declare it in [dims])")
@@ -170,6 +170,6 @@ def _affine(node: ast.AST, known: Mapping[str, object], text: str) -> Dim:
                      f"(use names, integers, +, - and *)")
 
 
-def dim_from_ast(node: ast.AST, known: Mapping[str, object], text: str) -> Dim:
+def dim_from_ast(node: ast.AST, known: Collection[str], text: str) -> Dim:
     """A dim expression written inside an expression (a slice bound, a pad width, a reshape)."""
     return _affine(node, known, text)

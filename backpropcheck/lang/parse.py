@@ -9,7 +9,9 @@ from __future__ import annotations
 import ast
 import difflib
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import DerivationError, LimitError
 from ..limits import DEFAULT_LIMITS, Limits, exceeded
@@ -140,14 +142,15 @@ class _Parser:
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
             sign = -1 if isinstance(node.op, ast.USub) else 1
             inner = node.operand
-        if not (isinstance(inner, ast.Constant) and type(inner.value) in (int, float)):
+        literal = _numeric(inner)
+        if literal is None:
             raise self.error(node, "an exponent must be a numeric literal, like x ** 2 or x ** -1.5")
-        value = sign * float(inner.value)
+        value = sign * float(literal)
         if abs(value) > self.limits.max_exponent:
             raise LimitError(
-                exceeded("the exponent", value, "max_exponent", self.limits), column=node.col_offset + 1
+                exceeded("the exponent", value, "max_exponent", self.limits), column=_column(node)
             )
-        text = ast.get_source_segment(self.text, inner) or repr(inner.value)
+        text = ast.get_source_segment(self.text, inner) or repr(literal)
         return value, ("-" if sign < 0 else "") + text
 
     def _UnaryOp(self, node: ast.UnaryOp) -> Node:
@@ -204,7 +207,7 @@ class _Parser:
         axes = {name: self.index.axis(name) for sub in _flat_subscripts(subs) for name, _ in sub.terms}
         return IndexRef(node.col_offset + 1, node.value.id, subs, axes)
 
-    def _slice(self, node: ast.Subscript, items: list[ast.AST]) -> Node:
+    def _slice(self, node: ast.Subscript, items: Sequence[ast.AST]) -> Node:
         """``X[:, H:2*H]``, ``X[..., a:b]``: bounds are dim expressions, no steps."""
         kinds: list[object] = []
         for it in items:
@@ -283,9 +286,9 @@ class _Parser:
             raise self.error(node, "only named functions can be called, like tanh(z)")
         name = node.func.id
         col = node.col_offset + 1
-        kwargs = {kw.arg: kw.value for kw in node.keywords}
-        if None in kwargs:
+        if any(kw.arg is None for kw in node.keywords):
             raise self.error(node, "**kwargs are not allowed")
+        kwargs: dict[str, ast.AST] = {kw.arg: kw.value for kw in node.keywords if kw.arg is not None}
         if name == "sum" and len(node.args) == 1 and isinstance(node.args[0], ast.GeneratorExp):
             if kwargs:
                 raise self.error(node, "an index sum takes no keywords: sum(... for i in n)")
@@ -322,7 +325,7 @@ class _Parser:
         params_in = list(signature.params)
         usage = _usage(name, params_in)
         given: dict[str, ast.AST | list[ast.AST]] = {}
-        positional = list(node.args)
+        positional: list[ast.AST] = list(node.args)
         for k, p in enumerate(params_in):
             if not positional:
                 break
@@ -337,7 +340,7 @@ class _Parser:
             raise self.error(node, f"{name}() takes {count} ({_words(params_in)}), not {len(node.args)}: "
                              f"write {usage}")
         keywords = {p.name for p in params_in if p.kind != "tensor" and p.keyword}
-        for key, value in kwargs.items():
+        for key, keyword_value in kwargs.items():
             if key not in keywords:
                 if not keywords:
                     raise self.error(node, f"{name}() takes no keyword arguments: write {usage}")
@@ -345,7 +348,7 @@ class _Parser:
                                  f"not {key!r}: write {usage}")
             if key in given:
                 raise self.error(node, f"{name}() got {key} twice")
-            given[key] = value
+            given[key] = keyword_value
         args: list[Node] = []
         params: dict[str, object] = {}
         for p in params_in:
@@ -358,7 +361,7 @@ class _Parser:
                     params[p.name] = p.default
                 continue
             value = given[p.name]
-            if p.kind == "tensor" and isinstance(value, list):
+            if isinstance(value, list):  # the variadic tensor parameter: every remaining positional argument
                 low, high = op.arity
                 if not low <= len(value) <= high:
                     raise self.error(node, f"{name}() takes between {low} and {high} operands")
@@ -443,12 +446,13 @@ class _Parser:
         sign, inner = 1, node
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
             sign, inner = (-1 if isinstance(node.op, ast.USub) else 1), node.operand
-        if not (isinstance(inner, ast.Constant) and type(inner.value) in (int, float)):
+        literal = _numeric(inner)
+        if literal is None:
             raise self.error(node, f"{what} must be a numeric literal, like -1 or 0.5")
-        if abs(inner.value) > self.limits.max_literal:
-            raise LimitError(exceeded("the numeric literal", inner.value, "max_literal", self.limits),
-                             column=node.col_offset + 1)
-        return sign * float(inner.value)
+        if abs(literal) > self.limits.max_literal:
+            raise LimitError(exceeded("the numeric literal", literal, "max_literal", self.limits),
+                             column=_column(node))
+        return sign * float(literal)
 
     def _shape_arg(self, node: ast.AST, square: bool) -> tuple[str | int, ...]:
         items = node.elts if isinstance(node, (ast.List, ast.Tuple)) else [node]
@@ -466,7 +470,7 @@ class _Parser:
                 raise self.error(it, "a shape entry must be a dim name or a positive integer (or a dim expression "
                                      "like 2*H)")
         if len(out) > self.limits.max_rank:
-            raise LimitError(exceeded("the rank", len(out), "max_rank", self.limits), column=node.col_offset + 1)
+            raise LimitError(exceeded("the rank", len(out), "max_rank", self.limits), column=_column(node))
         return tuple(out)
 
     def _index_sum(self, gen: ast.GeneratorExp, col: int) -> Node:
@@ -502,7 +506,7 @@ class _Parser:
         return body
 
 
-_DISPATCH = {
+_DISPATCH: dict[type[ast.AST], Callable[[_Parser, Any], Node]] = {
     ast.Constant: _Parser._Constant, ast.Name: _Parser._Name, ast.BinOp: _Parser._BinOp,
     ast.UnaryOp: _Parser._UnaryOp, ast.Compare: _Parser._Compare, ast.Attribute: _Parser._Attribute,
     ast.Subscript: _Parser._Subscript, ast.Call: _Parser._Call,
@@ -532,6 +536,17 @@ def _usage(name: str, params: list[Param]) -> str:
         else:
             parts.append(f"{p.name}={p.default!r}")
     return f"{name}({', '.join(parts)})"
+
+
+def _numeric(node: ast.AST) -> int | float | None:
+    """The value of a numeric literal (not a bool); None for anything else."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+        return node.value
+    return None
+
+
+def _column(node: ast.AST) -> int:
+    return getattr(node, "col_offset", 0) + 1
 
 
 def _is_colon(node: ast.AST) -> bool:
@@ -593,7 +608,7 @@ def parse_quietly(text: str) -> ast.Expression:
         return ast.parse(text, mode="eval")
 
 
-def _tree(text: str, limits: Limits) -> ast.AST:
+def _tree(text: str, limits: Limits) -> ast.Expression:
     _check_size(text, limits)
     if "\x00" in text:
         raise DerivationError("the expression contains a NUL character", column=text.index("\x00") + 1)
@@ -607,7 +622,7 @@ def _tree(text: str, limits: Limits) -> ast.AST:
     except (RecursionError, MemoryError):
         raise LimitError(exceeded("the expression nesting", "too deep", "max_depth", limits), column=1) from None
     # the AST's depth bounds the recursion of every later pass
-    stack = [(tree.body, 1)]
+    stack: list[tuple[ast.AST, int]] = [(tree.body, 1)]
     while stack:
         node, depth = stack.pop()
         if depth > limits.max_depth:

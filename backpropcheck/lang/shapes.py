@@ -41,32 +41,9 @@ def _message(node: Call, exc: ShapeMismatch) -> str:
 
 
 def _hint(node: Call, env: Mapping[str, Shape]) -> str | None:
-    """For a failed ``@``: would the other orientation of a named matrix fit?"""
-    if node.op not in ("matmul", "dot") or len(node.args) != 2:
-        return None
-    a, b = node.args
-    for k, arg in enumerate((a, b)):
-        transposed = isinstance(arg, Call) and arg.op == "T" and isinstance(arg.args[0], Var)
-        plain = isinstance(arg, Var) and len(env[arg.name]) == 2
-        if not (transposed or plain):
-            continue
-        name = arg.args[0].name if transposed else arg.name  # type: ignore[union-attr]
-        base = env[name]
-        flipped = base if transposed else tuple(reversed(base))
-        shapes = [infer(x, env) for x in (a, b)]
-        shapes[k] = flipped
-        try:
-            OPS["matmul"].shape(*shapes)
-        except ShapeMismatch:
-            continue
-        other = b.src if k == 0 else a.src
-        suggestion = name if transposed else f"{name}.T"
-        fixed = f"{suggestion} @ {other}" if k == 0 else f"{other} @ {suggestion}"
-        return (
-            f"with {name} of shape {fmt_shape(base)} the gradient flows back through "
-            f"`{suggestion}`: try `{fixed}`"
-        )
-    return None
+    """The op's own suggestion for a failed shape rule (``@``: the other orientation of a matrix)."""
+    hint = OPS[node.op].hint
+    return hint(node, env, infer) if hint is not None else None
 
 
 def infer_index(definition: IndexDef, env: Mapping[str, Shape], dims: Mapping[str, object],

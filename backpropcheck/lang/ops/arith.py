@@ -1,0 +1,158 @@
+"""Arithmetic, comparisons and branches: ``+ - * / ** -x``, ``> >= < <=``, ``where``, ``maximum``,
+``minimum`` and ``clip``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .core import Op, Param, _apply_sym, _complex_step, _register, _sf, _sp, broadcast, dense, sig, unbroadcast
+
+
+def _binary(name, numeric, vjp, tangent):
+    _register(Op(name, lambda a, b, **_: broadcast(a, b), numeric, vjp, arity=(2, 2), tangent=tangent))
+
+
+def _add_tangent(sign: int):
+    def tangent(args, out, params, tans):
+        ta, tb = tans
+        if tb is not None and sign < 0:
+            tb = -dense(tb)
+        total = dense(ta) if tb is None else (dense(tb) if ta is None else dense(ta) + dense(tb))
+        return np.broadcast_to(total, np.broadcast_shapes(np.shape(total), out.shape))
+
+    return tangent
+
+
+_binary("add", lambda a, b: a + b, lambda g, out, a, b: (unbroadcast(g, a.shape), unbroadcast(g, b.shape)),
+        _add_tangent(1))
+_binary("sub", lambda a, b: a - b, lambda g, out, a, b: (unbroadcast(g, a.shape), unbroadcast(-g, b.shape)),
+        _add_tangent(-1))
+_binary(
+    "mul", lambda a, b: a * b, lambda g, out, a, b: (unbroadcast(g * b, a.shape), unbroadcast(g * a, b.shape)),
+    _complex_step("mul"),
+)
+_binary(
+    "div",
+    lambda a, b: a / b,
+    lambda g, out, a, b: (unbroadcast(g / b, a.shape), unbroadcast(-g * a / (b * b), b.shape)),
+    _complex_step("div"),
+)
+_register(Op("neg", lambda a, **_: a, lambda a: -a, lambda g, out, a: (-g,),
+             tangent=lambda args, out, params, tans: -dense(tans[0])))
+
+
+def _pow_sym(a, exponent, text):
+    k = _sp().Rational(text)
+    return np.asarray(np.frompyfunc(lambda u: u**k, 1, 1)(a), dtype=object)
+
+
+_register(
+    Op(
+        "pow",
+        lambda a, **_: a,
+        lambda a, exponent, text: a**exponent,
+        lambda g, out, a, exponent, text: (g * exponent * a ** (exponent - 1),),
+        symbolic=_pow_sym,
+        params=("exponent", "text"),
+        tangent=_complex_step("pow"),
+    )
+)
+
+
+# comparisons and branches: masks are 0/1 and never differentiated through
+
+
+def _compare(name, numeric, flip):
+    """``a > b`` is Step(a − b); ``a >= b`` is 1 − Step(b − a), which is 1 at a tie — exact for a mask
+    ``x >= max(x)`` that is equal by construction (other ties are never sampled)."""
+    strict = name in ("gt", "lt")
+
+    def symbolic(a, b):
+        high, low = (b, a) if flip else (a, b)
+        step = np.frompyfunc(_sf().Step, 1, 1)
+        value = step(high - low) if strict else 1 - step(low - high)
+        return np.asarray(value, dtype=object)
+
+    _register(
+        Op(name, lambda a, b, **_: broadcast(a, b), lambda a, b: numeric(a, b).astype(float), None,
+           symbolic=symbolic, arity=(2, 2), nograd=True)
+    )
+
+
+# masks compare real parts, so a complex step through them keeps the same mask
+_compare("gt", lambda a, b: np.greater(np.real(a), np.real(b)), False)
+_compare("ge", lambda a, b: np.greater_equal(np.real(a), np.real(b)), False)
+_compare("lt", lambda a, b: np.less(np.real(a), np.real(b)), True)
+_compare("le", lambda a, b: np.less_equal(np.real(a), np.real(b)), True)
+
+
+def _where_tangent(args, out, params, tans):
+    """The mask is never differentiated: d where(c, a, b) = where(c, da, db)."""
+    c, a, b = args
+    _, ta, tb = tans
+    da = np.zeros(np.shape(a)) if ta is None else dense(ta)
+    db = np.zeros(np.shape(b)) if tb is None else dense(tb)
+    return np.where(c != 0, da, db)
+
+
+def _where_vjp(g, out, c, a, b):
+    mask = c != 0
+    return None, unbroadcast(np.where(mask, g, 0.0), a.shape), unbroadcast(np.where(mask, 0.0, g), b.shape)
+
+
+_register(
+    Op(
+        "where",
+        lambda c, a, b, **_: broadcast(c, a, b),
+        lambda c, a, b: np.where(c != 0, a, b),
+        _where_vjp,
+        symbolic=lambda c, a, b: np.asarray(c * a + (1 - c) * b, dtype=object),
+        arity=(3, 3),
+        tangent=_where_tangent,
+        signature=sig("C", "A", "B"),
+    )
+)
+
+
+def _relu_sym(x):
+    return np.asarray(np.frompyfunc(_sf().Relu, 1, 1)(x), dtype=object)
+
+
+def _minmax(name, numeric, pick_a):
+    def vjp(g, out, a, b):
+        mask = pick_a(a, b)
+        return unbroadcast(np.where(mask, g, 0.0), a.shape), unbroadcast(np.where(mask, 0.0, g), b.shape)
+
+    # maximum(a, b) = b + relu(a - b); minimum(a, b) = a - relu(a - b)
+    def symbolic(a, b):
+        r = _relu_sym(a - b)
+        return np.asarray(b + r if name == "maximum" else a - r, dtype=object)
+
+    _register(Op(name, lambda a, b, **_: broadcast(a, b), numeric, vjp, symbolic=symbolic, arity=(2, 2),
+                 tangent=_complex_step(name), signature=sig("A", "B")))
+
+
+# The branch is chosen on real parts, exactly as the backward step's mask: a complex step
+# (a + i·h·da) through NumPy's own maximum would break ties by the imaginary part.
+_minmax("maximum", lambda a, b: np.where(np.real(a) > np.real(b), a, b), lambda a, b: a > b)
+_minmax("minimum", lambda a, b: np.where(np.real(a) < np.real(b), a, b), lambda a, b: a < b)
+
+
+def _clip_vjp(g, out, a, lo, hi):
+    return (g * ((a > lo) & (a < hi)),)
+
+
+def _clip_numeric(a, lo, hi):
+    """On real parts, so a complex step through it keeps the branch."""
+    r = np.real(a)
+    return np.where(r < lo, lo, np.where(r > hi, hi, a))
+
+
+def _clip_sym(a, lo, hi):
+    low, high = _sp().Rational(str(lo)), _sp().Rational(str(hi))
+    return _apply_sym(lambda u: _sf().Clip(u, low, high), a)
+
+
+_register(Op("clip", lambda a, **_: a, _clip_numeric, _clip_vjp, symbolic=_clip_sym, params=("lo", "hi"),
+             tangent=_complex_step("clip"),
+             signature=sig("X", Param("lo", "number", keyword=False), Param("hi", "number", keyword=False))))

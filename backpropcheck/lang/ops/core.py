@@ -1,0 +1,305 @@
+"""The op table's core: the :class:`Op` record, its registry ``OPS``, and the helpers every
+group of ops shares (broadcasting over dim names, complex-step and linear tangents)."""
+
+from __future__ import annotations
+
+import math  # noqa: F401
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..dims import Dim, Shape, fmt_shape
+
+
+class ShapeMismatch(Exception):
+    """Raised by a shape rule; the parser/shape pass adds the location."""
+
+
+def _sp():
+    import sympy
+
+    return sympy
+
+
+def _sf():
+    from .. import symfuncs
+
+    return symfuncs
+
+
+# ---------------------------------------------------------------------------
+# shape helpers
+
+
+def broadcast(*shapes: Shape) -> Shape:
+    """NumPy broadcasting over dim names: equal names, or a literal 1."""
+    rank = max(len(s) for s in shapes)
+    out: list[Dim] = []
+    for k in range(rank):
+        dim: Dim | None = None
+        for s in shapes:
+            i = k - (rank - len(s))
+            if i < 0:
+                continue
+            d = s[i]
+            if d.is_one:
+                continue
+            if dim is None:
+                dim = d
+            elif dim != d:
+                raise ShapeMismatch(
+                    f"shapes {' and '.join(fmt_shape(s) for s in shapes)} do not broadcast: "
+                    f"{dim} and {d} differ"
+                )
+        out.append(dim if dim is not None else Dim.lit(1))
+    return tuple(out)
+
+
+def _axis(axis: int | None, rank: int) -> int | None:
+    return None if axis is None else _one_axis(axis, rank)
+
+
+def _one_axis(axis: int, rank: int) -> int:
+    if not -rank <= axis < rank:
+        raise ShapeMismatch(f"axis {axis} is out of range for an array of rank {rank}")
+    return axis % rank
+
+
+def _axes(axis: int | tuple[int, ...] | None, rank: int) -> tuple[int, ...] | None:
+    """An axis or a tuple of axes (``axis=(0, 1)``), normalised and sorted; None: every axis."""
+    if axis is None:
+        return None
+    axes = tuple(sorted(_one_axis(a, rank) for a in (axis if isinstance(axis, tuple) else (axis,))))
+    if len(set(axes)) != len(axes):
+        raise ShapeMismatch(f"axis {axis} names an axis twice")
+    return axes
+
+
+def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Sum a gradient back over the axes that broadcasting stretched."""
+    g = np.asarray(g)
+    while g.ndim > len(shape):
+        g = g.sum(axis=0)
+    for k, n in enumerate(shape):
+        if n == 1 and g.shape[k] != 1:
+            g = g.sum(axis=k, keepdims=True)
+    return g
+
+
+def _expand_reduced(g: np.ndarray, shape: tuple[int, ...], axis, keepdims: bool):
+    axes = _axes(axis, len(shape))
+    if axes is not None and not keepdims:
+        g = np.expand_dims(g, axes)
+    return np.broadcast_to(g, shape)
+
+
+# ---------------------------------------------------------------------------
+# the op table
+
+
+class MissingRule(NotImplementedError):
+    """An op reached a derivative it has no rule for: a bug of the op table, never a verdict."""
+
+
+@dataclass(frozen=True)
+class Rank1:
+    """The matrix ``outer(p, q)``, kept factored (a direction of the forward-mode check)."""
+
+    p: np.ndarray
+    q: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.p.shape[0], self.q.shape[0])
+
+    def dense(self) -> np.ndarray:
+        return np.multiply.outer(self.p, self.q)
+
+
+def dense(t):
+    return t.dense() if isinstance(t, Rank1) else t
+
+
+@dataclass(frozen=True)
+class Param:
+    """One argument of an op as a file writes it: ``kind`` says how the parser reads it.
+
+    ``tensor`` an expression (an argument of the IR call); ``tensors`` a list of them
+    (``concat([A, B])``); every other kind is a static parameter read from literals:
+    ``axis`` (an int, None or a tuple of ints), ``int``, ``ints``, ``bool``, ``number``
+    (a signed literal), ``dim`` / ``dims`` (dim expressions), ``pads`` (pairs of dim
+    expressions), ``spec`` (a string), ``shape`` (a dim name or a list of them).
+    """
+
+    name: str
+    kind: str = "tensor"
+    default: Any = ...  # ``...``: required
+    keyword: bool = True  # may be given as ``name=value``
+
+
+@dataclass(frozen=True)
+class Signature:
+    """How a file calls an op by name: ``sum(X, axis=0, keepdims=True)``."""
+
+    params: tuple[Param, ...]
+    variadic: bool = False  # the last tensor param takes every remaining positional argument
+
+    @property
+    def keywords(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params if p.kind != "tensor" and p.keyword)
+
+
+def sig(*params: Param | str, variadic: bool = False) -> Signature:
+    return Signature(tuple(Param(p) if isinstance(p, str) else p for p in params), variadic)
+
+
+AXIS = Param("axis", "axis", None)  # an int, None or a tuple of ints
+AXIS1 = Param("axis", "axis1", None)  # one axis
+KEEPDIMS = Param("keepdims", "bool", False)
+
+
+@dataclass(frozen=True)
+class Op:
+    """One primitive: its parse signature, shape rule, NumPy value, SymPy value, local backward
+    step (vector-Jacobian product) and local forward step (tangent), side by side.
+
+    ``nograd`` says the op has no derivative by nature (a comparison, a constant, an integer
+    result): it is never differentiated through. Otherwise a missing ``vjp`` or ``tangent`` is a
+    :class:`MissingRule` the moment a gradient flows through the op — never a silent zero.
+    ``tangent(args, out, params, tans)`` maps the arguments' tangents (None for a constant,
+    possibly a :class:`Rank1`) to the result's. ``bind(params, sizes)`` turns the static
+    parameters' dim expressions into numbers for evaluation.
+
+    ``adjoint`` is the VJP again as a matrix-language template for ``derive`` (:mod:`.adjoints`);
+    ``scope_value`` / ``scope_adjoint`` are the op's rules in the all-shapes certificate's abstract
+    interpretation (:mod:`.certificate`) — an op without them keeps a claim at ``sampled shapes``,
+    never a wrong verdict. ``same_site``: the op reads every operand at the result's own index tuple.
+    ``hint(node, env, infer)`` may suggest a fix when the op's shape rule fails. ``functions``
+    names the static parameters that hold an element-wise function's name; the engine resolves
+    each to a built-in or this trial's stand-in for a generic f before evaluation.
+    """
+
+    name: str
+    shape: Callable[..., Shape]
+    numeric: Callable[..., Any]
+    vjp: Callable[..., tuple] | None
+    symbolic: Callable[..., Any] | None = None
+    arity: tuple[int, int] = (1, 1)
+    params: tuple[str, ...] = field(default=())
+    adjoint: Callable[..., tuple] | None = None  # the VJP as a matrix-language template (adjoints.py)
+    tangent: Callable[..., Any] | None = None
+    nograd: bool = False
+    signature: Signature | None = None  # None: not callable by name (an operator or internal)
+    bind: Callable[[dict, Any], dict] | None = None
+    index_args: tuple[int, ...] = ()  # arguments that must be integer arrays (C[I]'s I)
+    keeps_integer: bool = False  # structural: an integer argument gives an integer result
+    scope_value: Callable[..., Any] | None = None  # certificate.py
+    scope_adjoint: Callable[..., Any] | None = None  # certificate.py
+    same_site: bool = False
+    hint: Callable[..., str | None] | None = None
+    functions: tuple[str, ...] = ()  # static params naming an element-wise function the engine resolves
+
+    def backward(self, g, out, *args, **params) -> tuple:
+        if self.vjp is None:
+            raise MissingRule(f"the op {self.name!r} has no vector-Jacobian product in the op table")
+        return self.vjp(g, out, *args, **params)
+
+    def forward_tangent(self, args: tuple, out, params: dict, tans: list):
+        if self.tangent is None:
+            raise MissingRule(f"the op {self.name!r} has no tangent rule in the op table")
+        return self.tangent(args, out, params, tans)
+
+
+OPS: dict[str, Op] = {}
+
+
+def _register(op: Op) -> None:
+    OPS[op.name] = op
+
+
+H = 1e-20  # complex step: h² terms vanish below float64 resolution
+
+
+def _complex_step(name: str):
+    def tangent(args, out, params, tans):
+        complex_args = [a if t is None else a + 1j * H * dense(t) for a, t in zip(args, tans)]
+        with np.errstate(all="ignore"):
+            value = OPS[name].numeric(*complex_args, **params)
+        return np.imag(np.asarray(value)) / H
+
+    return tangent
+
+
+def _linear(name: str):
+    """The tangent of an op linear in each argument separately *and* jointly (add, a reshape):
+    the op applied to the tangents, constants as zeros."""
+    def tangent(args, out, params, tans):
+        filled = [np.zeros(np.shape(a)) if t is None else dense(t) for a, t in zip(args, tans)]
+        return np.asarray(OPS[name].numeric(*filled, **params), dtype=float)
+
+    return tangent
+
+
+def _apply_sym(fn, a):
+    return np.asarray(np.frompyfunc(fn, 1, 1)(a), dtype=object)
+
+
+def _bind_static(params: dict, sizes) -> dict:
+    """Every dim expression of a static parameter becomes its value at the drawn dims."""
+    def value(v):
+        if isinstance(v, Dim):
+            return v.value(sizes)
+        if isinstance(v, tuple):
+            return tuple(value(x) for x in v)
+        return v
+
+    return {k: value(v) for k, v in params.items()}
+
+
+def _nonnegative(d: Dim) -> bool:
+    """≥ 0 for every size ≥ 1: no negative coefficient, and ≥ 0 with every dim at 1."""
+    return d.monotone and d.at_ones >= 0
+
+
+
+def _literal(value: Any) -> str:
+    """A static parameter as a file writes it: ``1``, ``True``, ``(0, 2)``, ``H*D``, ``"ij->i"``."""
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (tuple, list)):
+        parts = [_literal(v) for v in value]
+        return f"({parts[0]},)" if len(parts) == 1 else f"({', '.join(parts)})"
+    return str(value)  # an int or a Dim
+
+
+def spell(name: str, args: list[str], params: Mapping[str, Any]) -> str:
+    """A call of the op as a file writes it, read back from its signature (the parser's inverse):
+    tensors in order, static parameters positionally or as ``key=value`` (left out at their default)."""
+    op = OPS[name]
+    if op.signature is None:
+        return f"{name}({', '.join(args)})"
+    parts: list[str] = []
+    rest = list(args)
+    last = len(op.signature.params) - 1
+    for k, p in enumerate(op.signature.params):
+        if p.kind == "tensors" or (p.kind == "tensor" and op.signature.variadic and k == last):
+            parts.append(f"[{', '.join(rest)}]" if p.kind == "tensors" else ", ".join(rest))
+            rest = []
+        elif p.kind == "tensor":
+            parts.append(rest.pop(0))
+        else:
+            value = params.get(p.name, p.default)
+            if p.keyword and p.default is not ... and value == p.default:
+                continue
+            if p.kind in ("shape", "dim"):  # dim names, unquoted: ones((B, T)), eye(n)
+                names = [str(v) for v in value]
+                parts.append(names[0] if len(names) == 1 else f"({', '.join(names)})")
+                continue
+            parts.append(f"{p.name}={_literal(value)}" if p.keyword else _literal(value))
+    return f"{name}({', '.join(parts)})"

@@ -1,0 +1,185 @@
+"""Element-wise functions (``tanh``, ``relu``, …), their derivatives (``NAME_prime``) and the one
+``elementwise`` op that applies any of them, or a generic f declared in ``[functions]``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from .core import H, MissingRule, Op, _apply_sym, _register, _sf, _sp, dense
+
+
+@dataclass(frozen=True)
+class Elementwise:
+    """``f`` applied entry by entry: NumPy value, NumPy derivative, SymPy builder."""
+
+    name: str
+    numeric: Callable[[np.ndarray], np.ndarray]
+    derivative: Callable[[np.ndarray], np.ndarray]
+    symbolic: Callable[[Any], Any]
+    complex_safe: bool = False  # the NumPy form is complex-analytic: the tangent takes a complex step
+    nograd: bool = False  # a derivative of 0 by nature (sign): never differentiated through
+    # the all-shapes certificate's class (certificate.py): the value, NAME_prime's value, the
+    # derivative and NAME_prime's derivative are polynomials in generators (no denominator besides
+    # monomials); ``monomial_den``: the derivative's denominator is the argument itself
+    poly_value: bool = False
+    poly_prime_value: bool = False
+    poly_derivative: bool = False
+    poly_prime_derivative: bool = False
+    monomial_den: bool = False
+
+
+def _sigmoid(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _erf(x):
+    return np.asarray(np.frompyfunc(math.erf, 1, 1)(x), dtype=float)  # a scalar comes back as a float
+
+
+_SQRT2 = math.sqrt(2.0)
+_SQRT2PI = math.sqrt(2.0 * math.pi)
+_GELU_C = math.sqrt(2.0 / math.pi)
+
+
+def _gelu_tanh(x):
+    """``0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`` and its derivative."""
+    inner = _GELU_C * (x + 0.044715 * x**3)
+    t = np.tanh(inner)
+    value = 0.5 * x * (1.0 + t)
+    slope = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _GELU_C * (1.0 + 3 * 0.044715 * x * x)
+    return value, slope
+
+
+def _gelu_tanh_sym(u):
+    sp = _sp()
+    return u * (1 + sp.tanh(sp.sqrt(2 / sp.pi) * (u + sp.Rational(44715, 10**6) * u**3))) / 2
+
+ELEMENTWISE: dict[str, Elementwise] = {
+    e.name: e
+    for e in [
+        Elementwise("exp", np.exp, np.exp, lambda u: _sp().exp(u)),
+        Elementwise("log", np.log, lambda x: 1.0 / x, lambda u: _sp().log(u)),
+        Elementwise("log1p", np.log1p, lambda x: 1.0 / (1.0 + x), lambda u: _sp().log(1 + u)),
+        Elementwise("sqrt", np.sqrt, lambda x: 0.5 / np.sqrt(x), lambda u: _sp().sqrt(u)),
+        Elementwise(
+            "rsqrt", lambda x: 1.0 / np.sqrt(x), lambda x: -0.5 * x**-1.5, lambda u: 1 / _sp().sqrt(u)
+        ),
+        Elementwise("tanh", np.tanh, lambda x: 1.0 - np.tanh(x) ** 2, lambda u: _sp().tanh(u)),
+        Elementwise(
+            "sigmoid",
+            _sigmoid,
+            lambda x: _sigmoid(x) * (1.0 - _sigmoid(x)),
+            lambda u: 1 / (1 + _sp().exp(-u)),
+        ),
+        Elementwise(
+            "logit",
+            lambda x: np.log(x) - np.log1p(-x),
+            lambda x: 1.0 / (x * (1.0 - x)),
+            lambda u: _sp().log(u) - _sp().log(1 - u),
+        ),
+        Elementwise(
+            "relu", lambda x: np.maximum(x, 0.0), lambda x: (x > 0).astype(float), lambda u: _sf().Relu(u)
+        ),
+        Elementwise(
+            "softplus", lambda x: np.logaddexp(0.0, x), _sigmoid, lambda u: _sp().log(1 + _sp().exp(u))
+        ),
+        Elementwise(
+            "gelu",
+            lambda x: 0.5 * x * (1.0 + _erf(x / _SQRT2)),
+            lambda x: 0.5 * (1.0 + _erf(x / _SQRT2)) + x * np.exp(-0.5 * x * x) / _SQRT2PI,
+            lambda u: u * (1 + _sp().erf(u / _sp().sqrt(2))) / 2,
+        ),
+        Elementwise(
+            "erf", _erf, lambda x: 2.0 / math.sqrt(math.pi) * np.exp(-x * x), lambda u: _sp().erf(u)
+        ),
+        Elementwise("sin", np.sin, np.cos, lambda u: _sp().sin(u)),
+        Elementwise("cos", np.cos, lambda x: -np.sin(x), lambda u: _sp().cos(u)),
+        Elementwise("abs", np.abs, np.sign, lambda u: u * (2 * _sf().Step(u) - 1)),
+        Elementwise("square", np.square, lambda x: 2.0 * x, lambda u: u**2),
+        Elementwise("cosh", np.cosh, np.sinh, lambda u: _sp().cosh(u)),
+        Elementwise("sinh", np.sinh, np.cosh, lambda u: _sp().sinh(u)),
+        Elementwise("expm1", np.expm1, np.exp, lambda u: _sp().exp(u) - 1),
+        Elementwise("atan", np.arctan, lambda x: 1.0 / (1.0 + x * x), lambda u: _sp().atan(u)),
+        Elementwise(
+            "silu",
+            lambda x: x * _sigmoid(x),
+            lambda x: _sigmoid(x) * (1.0 + x * (1.0 - _sigmoid(x))),
+            lambda u: u / (1 + _sp().exp(-u)),
+        ),
+        Elementwise("gelu_tanh", lambda x: _gelu_tanh(x)[0], lambda x: _gelu_tanh(x)[1], lambda u: _gelu_tanh_sym(u)),
+        Elementwise(
+            "sign", np.sign, lambda x: np.zeros(np.shape(x)), lambda u: 2 * _sf().Step(u) - 1, nograd=True
+        ),
+    ]
+}
+
+
+# NumPy forms that are complex-analytic: their tangent is a complex step through the function itself
+for _name in ("exp", "log", "log1p", "sqrt", "rsqrt", "tanh", "sigmoid", "sin", "cos", "square", "cosh", "sinh",
+              "expm1", "atan", "silu", "gelu_tanh"):
+    ELEMENTWISE[_name] = replace(ELEMENTWISE[_name], complex_safe=True)
+
+# the certificate's class, per function (see the fields of Elementwise)
+for _name in ("exp", "tanh", "sin", "cos", "erf", "gelu", "abs", "square", "relu"):
+    ELEMENTWISE[_name] = replace(ELEMENTWISE[_name], poly_value=True, poly_prime_value=True, poly_derivative=True,
+                                 poly_prime_derivative=_name not in ("erf", "gelu"))
+for _name in ("softplus", "log", "log1p", "sqrt", "logit"):
+    ELEMENTWISE[_name] = replace(ELEMENTWISE[_name], poly_value=True)
+for _name in ("log", "sqrt", "rsqrt"):
+    ELEMENTWISE[_name] = replace(ELEMENTWISE[_name], monomial_den=True)
+
+
+# Concrete smooth stand-ins for a generic f declared in [functions]: (f, f').
+GENERIC_STANDINS: list[tuple[str, Callable, Callable]] = [
+    ("tanh", np.tanh, lambda x: 1.0 - np.tanh(x) ** 2),
+    ("sin", np.sin, np.cos),
+    ("x + x³/3", lambda x: x + x**3 / 3.0, lambda x: 1.0 + x**2),
+    ("softplus", lambda x: np.logaddexp(0.0, x), _sigmoid),
+]
+
+
+def _ew_numeric(a, fn: Elementwise, prime: bool):
+    return (fn.derivative if prime else fn.numeric)(a)
+
+
+def _ew_symbolic(a, fn: Elementwise, prime: bool):
+    builder = _sf().derivative_of(fn.symbolic) if prime else fn.symbolic
+    return _apply_sym(builder, a)
+
+
+def _ew_vjp(g, out, a, fn: Elementwise, prime: bool):
+    if prime:
+        raise MissingRule(f"{fn.name}_prime is a derivative: it has no derivative rule of its own")
+    if fn.nograd:
+        return (None,)  # sign: a derivative of 0 by nature
+    return (g * fn.derivative(a),)
+
+
+def _ew_tangent(args, out, params, tans):
+    """f'(a)·da — for a built-in whose NumPy form is complex-analytic, a complex step through f
+    itself instead (independent of the table's derivative, which is thereby checked too), with a
+    step relative to each entry (log of a tiny p needs h ≪ p)."""
+    fn, (t,) = params["fn"], tans
+    if params.get("prime"):
+        raise MissingRule("a NAME_prime in the forward pass has no tangent rule")
+    if fn.nograd:
+        return None
+    if fn.complex_safe and ELEMENTWISE.get(fn.name) is fn:
+        a = np.asarray(args[0], dtype=float)
+        h = H * np.where(a != 0, np.abs(a), 1.0)
+        with np.errstate(all="ignore"):
+            return np.imag(fn.numeric(a + 1j * h * dense(t))) / h
+    return fn.derivative(args[0]) * dense(t)
+
+
+# ``fn`` is resolved by the engine: a built-in, or this trial's stand-in for a generic f.
+# ``NAME_prime`` is the same op with prime=True; it is never differentiated through.
+_register(
+    Op("elementwise", lambda a, **_: a, _ew_numeric, _ew_vjp, symbolic=_ew_symbolic, params=("fn", "prime"), functions=("fn",),
+       tangent=_ew_tangent)
+)
