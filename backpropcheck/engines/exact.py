@@ -28,7 +28,7 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
-import sympy as sp  # type: ignore[import-untyped]
+import sympy as sp
 
 from ..lang.symfuncs import Relu, Step
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
-import sympy as sp  # type: ignore[import-untyped]
-from sympy.polys.polyerrors import BasePolynomialError  # type: ignore[import-untyped]
+import sympy as sp
+from sympy.polys.polyerrors import BasePolynomialError
 
 from ..lang.ir import Const
 from ..lang.ops import ELEMENTWISE, Elementwise
