@@ -299,12 +299,31 @@ class SymbolicTruth:
             if e == 0:
                 continue
             try:
-                if self._over_atoms.is_zero(e) or self.peeled_zero(e):
+                if self._over_atoms.is_zero(e):
                     continue
-                if not self._over_inputs.is_zero(softmax_as_exp(e)):
+                if self._reach_is_small(e):  # few atoms below: the inputs' form is small, try it first
+                    if self._over_inputs.is_zero(softmax_as_exp(e)) or self.peeled_zero(e):
+                        continue
                     return False
+                if self.peeled_zero(e) or self._over_inputs.is_zero(softmax_as_exp(e)):
+                    continue
+                return False
             except (Unsupported, ZeroDivisionError):
                 return False
+        return True
+
+    def _reach_is_small(self, e: sp.Expr, limit: int = 16) -> bool:
+        """Do at most ``limit`` forward atoms lie below ``e``'s (its whole form over the inputs is small)?"""
+        seen: set[sp.Symbol] = set()
+        todo = [s for s in e.free_symbols if s in self.local]
+        while todo:
+            s = todo.pop()
+            if s in seen:
+                continue
+            seen.add(s)
+            if len(seen) > limit:
+                return False
+            todo.extend(t for t in self.local[s].free_symbols if t in self.local and t not in seen)
         return True
 
     def peeled_zero(self, e: sp.Expr, rounds: int = 6) -> bool:
