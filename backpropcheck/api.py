@@ -84,17 +84,20 @@ class Report:
 
         return to_dict(self.files, self.seed)
 
+    def render(self, fmt: str = "text", *, quiet: bool = False, verbose: bool = False) -> str:
+        """Exactly ``backpropcheck check --format FMT``'s output (the text report as printed to a pipe);
+        ``fmt`` is one of :data:`~backpropcheck.report.formats.FORMATS`."""
+        from .report.formats import render
+
+        return render(fmt, self.files, self.seed, quiet=quiet, verbose=verbose)
+
     def to_json(self) -> str:
         """Exactly ``backpropcheck check --format json``'s output."""
-        from .report.json import render
-
-        return render(self.files, self.seed)
+        return self.render("json")
 
     def to_markdown(self) -> str:
         """Exactly ``backpropcheck check --format markdown``'s output (a CI job summary)."""
-        from .report.markdown import render
-
-        return render(self.files, self.seed)
+        return self.render("markdown")
 
     def _rows(self) -> list[tuple[str, str, str, str, str]]:
         rows = []
@@ -175,7 +178,7 @@ def _is_text(source: Source) -> bool:
 
 def _expand(source: Source | Iterable[Source], name: str | None, limits: Limits) -> list[Any]:
     """Paths (as ``check`` finds them) and texts, each to be checked on its own."""
-    from .checker import find_files
+    from .files import find_files
     from .notes import blocks, split_ref
 
     if isinstance(source, (str, os.PathLike)):

@@ -7,39 +7,51 @@ both; ``verified`` means the symbolic check was skipped or gave up, and says why
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import shlex
-import signal
-import threading
 import time
 import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .budget import FileTimeout, SymbolicTimeout, out_of_memory, time_budget, timed_out
+from .budget import remaining as _remaining
 from .errors import DerivationError, ShapeError
+from .files import find_files, walk_files  # noqa: F401 - re-exported: callers import them from here
 from .limits import DEFAULT_LIMITS, Limits, exceeded
 from .loader import load
-from .model import Claim, Derivation
+from .model import DEFAULT_CHECK, CheckSettings, Claim, Derivation, Resolved
+from .results import (
+    ClaimResult,
+    Counterexample,
+    Decision,
+    FileResult,
+    NumericEvidence,
+    NumericFailure,
+    Rounding,
+    SymbolicEvidence,
+    SymbolicRefutation,
+    Undecided,
+    Verdict,
+    true_and_claimed,
+)
+from .workload import all_shaped as _all_shaped
+from .workload import distinct_dims as _distinct_dims
+from .workload import spaces as _spaces
+from .workload import work as _work
 
-VERDICTS = ("proved", "verified", "refuted", "shape-error", "error")
+if TYPE_CHECKING:
+    from .engines.symbolic import SymbolicTruth
 
 
 @dataclass(frozen=True)
-class Options:
-    """Settings for one run; ``None`` means "the file's [check] value, else the default"."""
+class Options(CheckSettings):
+    """Settings for one run: the [check] settings (``None``: the file's value, else the default)
+    and those only a run has."""
 
-    seed: int | None = None
-    trials: int | None = None
-    shapes: int | None = None
-    max_dim: int | None = None
-    rtol: float | None = None
-    atol: float | None = None
     dims: tuple[tuple[str, int], ...] = ()
     symbolic: bool = True
     scope: bool = True  # certify proved claims for all shapes (SPEC §8); off only to measure its cost
@@ -47,102 +59,16 @@ class Options:
     limits: Limits = DEFAULT_LIMITS
 
 
-DEFAULTS = {"seed": 0, "trials": 20, "shapes": 3, "max_dim": 64, "rtol": 1e-7, "atol": 1e-12}
-
-
-@dataclass
-class Counterexample:
-    dims: dict[str, int]
-    seed: int
-    trial: int | str
-    index: list[int]
-    true: float
-    claimed: float
-    expression: str | None
-    command: str
-
-
-@dataclass
-class ClaimResult:
-    name: str
-    expr: str
-    verdict: str
-    expected: str
-    ok: bool
-    message: str
-    symbolic: dict[str, Any] | None = None
-    numeric: dict[str, Any] | None = None
-    counterexample: Counterexample | None = None
-    diagnosis: str | None = None
-    depends_on_refuted: list[str] = field(default_factory=list)
-
-
-@dataclass
-class FileResult:
-    path: str
-    title: str
-    status: str  # passed | failed | error
-    error: str | None
-    claims: list[ClaimResult] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-class SymbolicTimeout(Exception):
-    pass
+DEFAULTS = DEFAULT_CHECK
 
 
 # what SymPy may raise on a hostile expression: the claim keeps its numeric verdict
 _SYMBOLIC_FAILURES = (RecursionError, MemoryError, ValueError, TypeError, ArithmeticError, DerivationError)
 
 
-@contextlib.contextmanager
-def time_budget(seconds: float) -> Iterator[None]:
-    """Raise :class:`SymbolicTimeout` inside the block after ``seconds`` of this process's CPU time.
-
-    SymPy is pure Python, so the signal lands between bytecodes. CPU time, not wall time
-    (ITIMER_PROF): a loaded machine or ``--jobs`` must not turn ``proved`` into ``verified``.
-    Without setitimer, or off the main thread, there is no budget."""
-    usable = (
-        seconds > 0 and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
-    )
-    if not usable:
-        yield
-        return
-
-    # The alarm repeats every 0.1 s after the budget: a raise that lands inside a __del__, a weakref
-    # or gc callback is swallowed by Python ("Exception ignored in ..."), and must not end the budget.
-    armed = [True]
-
-    def on_alarm(signum, frame):
-        if armed[0]:
-            raise SymbolicTimeout()
-
-    previous = signal.signal(signal.SIGPROF, on_alarm)
-    signal.setitimer(signal.ITIMER_PROF, seconds, 0.1)
-    try:
-        yield
-    finally:
-        while armed[0]:
-            try:
-                armed[0] = False  # from here on a late tick is ignored
-            except SymbolicTimeout:  # a tick that landed just before: disarm again
-                continue
-        signal.setitimer(signal.ITIMER_PROF, 0)
-        signal.signal(signal.SIGPROF, previous)
-
-
-def _remaining(budget: float, spent: float) -> float:
-    """What is left of a budget (0 means no budget at all); an exhausted one expires at once."""
-    return max(budget - spent, 1e-6) if budget > 0 else 0.0
-
-
-def settings(d: Derivation, options: Options) -> dict[str, Any]:
-    out = {}
-    for key, default in DEFAULTS.items():
-        given = vars(options)[key]
-        from_file = vars(d.check)[key]
-        out[key] = given if given is not None else (from_file if from_file is not None else default)
-    return out
+def settings(d: Derivation, options: Options) -> Resolved:
+    """The settings a file is checked with: the run's, else the file's [check], else the defaults."""
+    return options.resolve(d.check)
 
 
 def draw_dims(d: Derivation, rng: np.random.Generator, low: int, high: int,
@@ -160,109 +86,10 @@ def draw_dims(d: Derivation, rng: np.random.Generator, low: int, high: int,
     raise DerivationError("no dim sizes make every shape positive; check the affine dims")
 
 
-_DISTINCT: dict[int, tuple[Derivation, frozenset]] = {}
-
-
-def _distinct_dims(d: Derivation) -> frozenset:
-    """The distinct dims of every shape, once per file (``shape_of`` is a linear search: with 120
-    definitions, checking every shape at each of 10,000 draws took seconds)."""
-    hit = _DISTINCT.get(id(d))
-    if hit is None or hit[0] is not d:
-        if len(_DISTINCT) > 16:
-            _DISTINCT.clear()
-        hit = _DISTINCT[id(d)] = (d, frozenset(dim for n in _all_shaped(d) for dim in d.shape_of(n)))
-    return hit[1]
-
-
-def _all_shaped(d: Derivation) -> list[str]:
-    return list(d.inputs) + [f.name for f in d.forward + d.backward]
-
-
-def _entries(d: Derivation, sizes: dict[str, int]) -> int:
-    return sum(math.prod(dim.value(sizes) for dim in d.shape_of(n)) for n in _all_shaped(d))
-
-
-def _spaces(d: Derivation, claims: list[Claim], limits: Limits,
-            products: list[tuple[str, tuple]] | None = None) -> list[tuple[str, tuple]]:
-    """Every array the engines build beyond the named tensors, as a tuple of dims, with its key.
-
-    That is each intermediate value of a matrix-form expression (its rank must be at most
-    ``max_rank``; the numeric tape keeps them all), each index-form definition's index space
-    (one axis per free index and per sum) and each einsum's iteration space. With the named
-    tensors, their entries at the drawn dims are bounded by ``max_entries`` before anything
-    is allocated: a bound on memory, and on the work of a loop in C that no alarm interrupts.
-
-    ``products`` (if given) receives each matrix product's and einsum's iteration space (its
-    multiply-adds: (m, k) @ (k, n) is m·k·n), the work that entries alone do not show.
-    """
-    from .errors import LimitError
-    from .lang.ir import Call, Var
-    from .lang.ops import parse_einsum
-    from .lang.shapes import infer
-
-    out: list[tuple[str, tuple]] = []
-    roots = [(f.key, f.node) for f in d.forward + d.backward if f.node is not None]
-    if d.loss.expression is not None:
-        roots.append(("loss.E", d.loss.expression))
-    roots += [(f"claims.{c.name}", c.node) for c in claims if c.node is not None]
-    indexed = [(f.key, f.index) for f in d.forward + d.backward]
-    indexed += [(f"claims.{c.name}", c.index) for c in claims]  # an index-form claim has its space too
-    for key, index in indexed:
-        if index is not None:
-            if index.rank > limits.max_rank:
-                raise LimitError(exceeded("the rank of the index space (free indices plus sums)", index.rank,
-                                          "max_rank", limits), key=key)
-            out.append((key, tuple(index.ranges.values())))
-    for key, root in roots:
-        shapes: dict[int, tuple] = {}
-        stack = [(root, False)]
-        while stack:
-            node, ready = stack.pop()
-            kids = node.children()
-            if kids and not ready:
-                stack.append((node, True))
-                stack.extend((k, False) for k in kids)
-                continue
-            if isinstance(node, Var):
-                shape = d.shape_of(node.name)
-            elif isinstance(node, Call):
-                env = {f"#{k}": shapes[id(kid)] for k, kid in enumerate(kids)}
-                shape = infer(replace(node, args=tuple(Var(kid.col, f"#{k}") for k, kid in enumerate(kids))), env)
-                if node.op == "einsum":
-                    subs, _ = parse_einsum(node.params["spec"], [len(env[f"#{k}"]) for k in range(len(kids))])
-                    letters = {c: dim for sub, k in zip(subs, range(len(kids))) for c, dim in zip(sub, env[f"#{k}"])}
-                    out.append((key, tuple(letters.values())))
-                    if products is not None:
-                        products.append((key, tuple(letters.values())))
-                elif node.op in ("matmul", "dot") and products is not None and env["#0"]:
-                    products.append((key, shape + (env["#0"][-1],)))  # result entries x the summed dim
-            else:
-                shape = ()
-            if len(shape) > limits.max_rank:
-                raise LimitError(exceeded(f"the rank of `{node.src}`", len(shape), "max_rank", limits),
-                                 key=key, column=node.col)
-            shapes[id(node)] = shape
-            if isinstance(node, Call):
-                out.append((key, shape))
-    return out
-
-
-def _work(d: Derivation, spaces: list[tuple[str, tuple]], sizes: dict[str, int]) -> tuple[int, str | None]:
-    """Entries of every tensor and every space at these dims (Python ints: no overflow), and the
-    key of the largest space."""
-    total = _entries(d, sizes)
-    best: tuple[int, str | None] = (0, None)
-    for key, dims in spaces:
-        n = math.prod(dim.value(sizes) for dim in dims)
-        total += n
-        best = max(best, (n, key), key=lambda b: b[0])
-    return total, best[1]
-
-
-def reproduce_command(path: str, seed: int, options: Options, cfg: dict[str, Any]) -> str:
+def reproduce_command(path: str, seed: int, options: Options, cfg: Resolved) -> str:
     parts = ["backpropcheck", "check", path, "--seed", str(seed)]
-    for key in ("trials", "shapes", "max_dim", "rtol", "atol"):
-        if vars(options)[key] is not None:
+    for key in options.given():
+        if key != "seed":
             parts += [f"--{key.replace('_', '-')}", str(cfg[key])]
     if options.dims:
         parts += ["--dims", ",".join(f"{k}={v}" for k, v in options.dims)]
@@ -303,22 +130,6 @@ def check_derivation(d: Derivation, options: Options = Options(), deadline: floa
     return _FileCheck(d, options, deadline).run()
 
 
-def out_of_memory(path: str, limits: Limits) -> str:
-    what = "the memory this file's check needs, in MB"
-    return f"{path}: ran out of memory: " + exceeded(what, f"over {limits.max_memory}", "max_memory", limits)
-
-
-def timed_out(path: str, seconds: float, limits: Limits, stage: str = "", predicted: bool = False) -> str:
-    """The message for a file past ``--file-timeout`` (here, or from the runner that killed its worker)."""
-    what = f"the wall-clock time of this file{stage}"
-    value = f"{seconds:.1f} s" + (", predicted from the trials so far" if predicted else "")
-    return f"{path}: " + exceeded(what, value, "file_timeout", limits)
-
-
-class FileTimeout(DerivationError):
-    pass
-
-
 class _FileCheck:
     def __init__(self, d: Derivation, options: Options, deadline: float | None = None):
         self.d = d
@@ -331,7 +142,7 @@ class _FileCheck:
         if unknown:
             raise_later = ", ".join(sorted(unknown))
             self.fixed = {k: v for k, v in self.fixed.items() if k in d.dims}
-            self.note = f"--dims names {raise_later}, which this file does not declare"
+            self.note: str | None = f"--dims names {raise_later}, which this file does not declare"
         else:
             self.note = None
 
@@ -340,9 +151,9 @@ class _FileCheck:
         results: dict[str, ClaimResult] = {}
         for claim in d.claims:
             if claim.error is not None:
-                verdict = "shape-error" if isinstance(claim.error, ShapeError) else "error"
+                verdict = Verdict.SHAPE_ERROR if isinstance(claim.error, ShapeError) else Verdict.ERROR
                 message = claim.error.message + (f" (hint: {claim.error.hint})" if claim.error.hint else "")
-                if verdict == "error":  # name the file, key and column, as for a file error
+                if verdict is Verdict.ERROR:  # name the file, key and column, as for a file error
                     message = f"{claim.error.where()}: {message}"
                 results[claim.name] = self._result(claim, verdict, message)
         live = [c for c in d.claims if c.name not in results]
@@ -357,7 +168,7 @@ class _FileCheck:
             return FileResult(d.path, d.title, "error", str(exc.located(file=d.path)))
         except _NumericTrouble as exc:
             return FileResult(d.path, d.title, "error", f"{d.path}: {exc}")
-        symbolic = self._symbolic([c for c in live if numeric[c.name]["failure"] is None])
+        symbolic = self._symbolic([c for c in live if numeric[c.name].failure is None])
         for claim in live:
             results[claim.name] = self._judge(claim, numeric[claim.name], symbolic.get(claim.name))
         refuted = {n for n, r in results.items() if r.verdict == "refuted"}
@@ -371,40 +182,39 @@ class _FileCheck:
 
     # -- numeric ---------------------------------------------------------------
 
-    def _numeric(self, claims: list[Claim]) -> dict[str, dict[str, Any]]:
+    def _numeric(self, claims: list[Claim]) -> dict[str, NumericEvidence]:
         from .engines.numeric import NumericProblem, compare, rng_for, run_trial
 
         cfg = self.cfg
         limits = self.options.limits
-        if cfg["max_dim"] > limits.max_dim:
-            raise DerivationError(exceeded("the largest random dim (--max-dim or [check] max_dim)", cfg["max_dim"],
+        if cfg.max_dim > limits.max_dim:
+            raise DerivationError(exceeded("the largest random dim (--max-dim or [check] max_dim)", cfg.max_dim,
                                            "max_dim", limits))
-        for key in ("trials", "shapes"):
-            if cfg[key] > vars(limits)[f"max_{key}"]:
-                raise DerivationError(exceeded(f"the number of {key}", cfg[key], f"max_{key}", limits))
+        for what in ("trials", "shapes"):
+            if cfg[what] > vars(limits)[f"max_{what}"]:
+                raise DerivationError(exceeded(f"the number of {what}", cfg[what], f"max_{what}", limits))
         for name, value in self.fixed.items():
             if not 1 <= value <= limits.max_dim:
                 raise DerivationError(exceeded(f"--dims {name}", value, "max_dim", limits))
-        stats = {c.name: {"trials": 0, "max_abs_err": 0.0, "max_rel_err": 0.0, "failure": None, "error": None}
-                 for c in claims}
+        stats = {c.name: NumericEvidence() for c in claims}
         total = 0
         # the drawn trials, then one at each size where a dim used as a number may change the claim
         extra = [(dim, size) for dim, size, _ in self._critical() if dim not in self.fixed]
-        for trial in range(cfg["trials"] + len(extra)):
-            self._on_time(f" (before numeric trial {trial})", self._trial_work[trial] if trial < cfg["trials"] else 0)
-            rng = rng_for(cfg["seed"], self.d.path, trial)
+        for trial in range(cfg.trials + len(extra)):
+            self._on_time(f" (before numeric trial {trial})", self._trial_work[trial] if trial < cfg.trials else 0)
+            rng = rng_for(cfg.seed, self.d.path, trial)
             fixed = self.fixed
-            if trial >= cfg["trials"]:
-                dim, size = extra[trial - cfg["trials"]]
+            if trial >= cfg.trials:
+                dim, size = extra[trial - cfg.trials]
                 fixed = {**self.fixed, dim: size}
             try:
-                sizes = draw_dims(self.d, rng, 2, max(2, cfg["max_dim"]), fixed)
+                sizes = draw_dims(self.d, rng, 2, max(2, cfg.max_dim), fixed)
             except DerivationError:
-                if trial < cfg["trials"]:
+                if trial < cfg.trials:
                     raise
                 continue  # a critical size no shape allows
             entries, key = _work(self.d, self.spaces, sizes)
-            if entries > limits.max_entries and trial >= cfg["trials"]:
+            if entries > limits.max_entries and trial >= cfg.trials:
                 continue  # past the bounds numerically: the symbolic check examines it, or says it cannot
             if entries > limits.max_entries:
                 raise DerivationError(exceeded(f"the entries of all arrays at dims {_fmt_dims(sizes)}", entries,
@@ -420,28 +230,28 @@ class _FileCheck:
             for claim in claims:
                 self._on_time(f" (numeric trial {trial}, claim {claim.name})")
                 s = stats[claim.name]
-                if s["failure"] is not None or s["error"] is not None:
+                if s.failure is not None or s.error is not None:
                     continue
                 if claim.name in run.claim_errors:
-                    s["error"] = run.claim_errors[claim.name]
+                    s.error = run.claim_errors[claim.name]
                     continue
                 ok, abs_err, rel_err, index = compare(
-                    run.claims[claim.name], run.grads[claim.target], cfg["rtol"], cfg["atol"]
+                    run.claims[claim.name], run.grads[claim.target], cfg.rtol, cfg.atol
                 )
-                s["trials"] += 1
+                s.trials += 1
                 if not ok:
                     bound = self._rounding_bound(claim, run, sizes, trial)
                     if abs_err <= bound:
                         # the claim's own evaluation rounds more than it disagrees (a large term that
                         # cancels): not a counterexample; the exact check decides (see _judge)
-                        count, worst, worst_bound = s.get("rounding") or (0, 0.0, 0.0)
-                        s["rounding"] = (count + 1, max(worst, abs_err), max(worst_bound, bound))
+                        r = s.rounding = s.rounding or Rounding()
+                        r.count, r.worst, r.bound = r.count + 1, max(r.worst, abs_err), max(r.bound, bound)
                         continue
-                    s["failure"] = (trial, sizes, index, run)
-                s["max_abs_err"] = max(s["max_abs_err"], abs_err)
-                s["max_rel_err"] = max(s["max_rel_err"], rel_err)
+                    s.failure = NumericFailure(trial, sizes, index, run)
+                s.max_abs_err = max(s.max_abs_err, abs_err)
+                s.max_rel_err = max(s.max_rel_err, rel_err)
             del run  # at production dims, one trial's arrays at a time
-            self._done_work += self._trial_work[trial] if trial < cfg["trials"] else 0
+            self._done_work += self._trial_work[trial] if trial < cfg.trials else 0
         return stats
 
     def _preflight(self) -> None:
@@ -455,7 +265,7 @@ class _FileCheck:
         cfg, limits = self.cfg, self.options.limits
         self._trial_work: list[int] = []
         self._done_work = 0
-        if not isinstance(cfg["trials"], int) or not 0 <= cfg["trials"] <= limits.max_trials:
+        if not isinstance(cfg.trials, int) or not 0 <= cfg.trials <= limits.max_trials:
             return  # _numeric reports it
         from collections import Counter
 
@@ -467,15 +277,15 @@ class _FileCheck:
             flops_of[dims] += 3 if key.startswith(("forward.", "loss.")) else 1
         seen: dict[tuple, tuple[int, int]] = {}
         flops = 0
-        for trial in range(cfg["trials"]):
+        for trial in range(cfg.trials):
             if trial % 100 == 0:
                 self._on_time(" (drawing the dims of the trials)")
-            sizes = draw_dims(self.d, rng_for(cfg["seed"], self.d.path, trial), 2, max(2, cfg["max_dim"]), self.fixed)
-            key = tuple(sizes.items())
-            if key not in seen:
-                seen[key] = tuple(sum(k * math.prod(dim.value(sizes) for dim in dims) for dims, k in table.items())
+            sizes = draw_dims(self.d, rng_for(cfg.seed, self.d.path, trial), 2, max(2, cfg.max_dim), self.fixed)
+            drawn = tuple(sizes.items())
+            if drawn not in seen:
+                seen[drawn] = tuple(sum(k * math.prod(dim.value(sizes) for dim in dims) for dims, k in table.items())
                                   for table in (entries_of, flops_of))
-            entries, work = seen[key]
+            entries, work = seen[drawn]
             flops += work
             if flops > limits.max_flops:
                 raise DerivationError(exceeded(f"the multiply-adds of the products summed over trials 0..{trial} "
@@ -510,7 +320,7 @@ class _FileCheck:
         with np.errstate(all="ignore"):
             for helper in self.d.backward:
                 env[helper.name] = evaluate_definition(helper.root, helper.index, env, sizes, backend, tape)
-            evaluate_definition(claim.node, claim.index, env, sizes, backend, tape)
+            evaluate_definition(claim.root, claim.index, env, sizes, backend, tape)
         peak = 0.0
         for _, _, out, _ in tape.entries:
             values = np.abs(np.asarray(out, dtype=float))
@@ -525,7 +335,7 @@ class _FileCheck:
         if not hasattr(self, "_critical_cache"):
             from .dimuse import critical_sizes
 
-            self._critical_cache = critical_sizes(self.d, max(2, self.cfg["max_dim"]))
+            self._critical_cache = critical_sizes(self.d, max(2, self.cfg.max_dim))
         return self._critical_cache
 
     def _critical_shapes(self) -> list[dict[str, int]]:
@@ -536,7 +346,7 @@ class _FileCheck:
         for k, (dim, size, kink) in enumerate(self._critical()):
             if not kink:
                 continue
-            rng = rng_for(self.cfg["seed"], self.d.path, 300_000 + k)
+            rng = rng_for(self.cfg.seed, self.d.path, 300_000 + k)
             try:
                 out.append(draw_dims(self.d, rng, 2, 2 + len(self.d.dims), {dim: size}))
             except DerivationError:
@@ -548,24 +358,23 @@ class _FileCheck:
 
         n = len(self.d.dims)
         out = []
-        for k in range(self.cfg["shapes"]):
-            rng = rng_for(self.cfg["seed"], self.d.path, 100_000 + k)
+        for k in range(self.cfg.shapes):
+            rng = rng_for(self.cfg.seed, self.d.path, 100_000 + k)
             sizes = draw_dims(self.d, rng, 2, 1 + n + (0 if k == 0 else 1), {})
             if sizes not in out:
                 out.append(sizes)
         return out
 
-    def _symbolic(self, claims: list[Claim]) -> dict[str, dict[str, Any]]:
+    def _symbolic(self, claims: list[Claim]) -> dict[str, SymbolicEvidence]:
         if not claims:
             return {}
         if not self.options.symbolic:
-            return {c.name: {"status": "skipped", "reason": "the symbolic check was skipped (--no-symbolic)"}
+            return {c.name: SymbolicEvidence("skipped", reason="the symbolic check was skipped (--no-symbolic)")
                     for c in claims}
         from .engines.symbolic import SymbolicTruth
 
         budget = self.options.timeout
-        out: dict[str, dict[str, Any]] = {c.name: {"status": "proved", "shapes": [], "seconds": 0.0}
-                                          for c in claims}
+        out = {c.name: SymbolicEvidence() for c in claims}
         pending = list(claims)
         # the budget is per claim over all the small dims (and as much again for the shared truth),
         # so a file's symbolic time is at most (claims + 1) x --timeout, whatever [check] shapes says
@@ -576,7 +385,7 @@ class _FileCheck:
             regular = len(small)
             small += [c for c in self._critical_shapes() if c not in small]
         except DerivationError as exc:
-            return {c.name: {"status": "gave-up", "reason": f"no small dims for the symbolic check: {exc.message}"}
+            return {c.name: SymbolicEvidence("gave-up", reason=f"no small dims for the symbolic check: {exc.message}")
                     for c in claims}
         largest = max((_work(self.d, self.spaces, s)[0] for s in small[:regular]), default=0)
         for k, sizes in enumerate(small):
@@ -587,7 +396,7 @@ class _FileCheck:
                 # a size next to a kink of a dim used as a number (relu(n - 1000)) too large for a
                 # symbolic truth: not a proof there, so not `proved` (its numeric trial still ran)
                 for c in pending:
-                    out[c.name].update(status="gave-up", reason=(
+                    out[c.name].stop("gave-up", (
                         f"the symbolic check does not reach dims {_fmt_dims(sizes)}, where a dim used as a "
                         f"number changes branch ({entries} entries, more than 50 times the sampled dims')"))
                 return out
@@ -595,26 +404,26 @@ class _FileCheck:
                 reason = exceeded(f"the entries of all arrays at the symbolic dims {_fmt_dims(sizes)}", entries,
                                   "max_symbolic_entries", self.options.limits)
                 for c in pending:
-                    out[c.name].update(status="gave-up", reason=reason)
+                    out[c.name].stop("gave-up", reason)
                 return out
             started = time.perf_counter()
             cpu = time.process_time()
             try:
                 with time_budget(_remaining(budget, truth_spent)):
-                    truth = SymbolicTruth(self.d, sizes, self.cfg["seed"])
+                    truth = SymbolicTruth(self.d, sizes, self.cfg.seed)
             except SymbolicTimeout:
                 for c in pending:
-                    out[c.name].update(status="timeout", reason=(
+                    out[c.name].stop("timeout", (
                         f"building the per-neuron truth at dims {_fmt_dims(sizes)} ran past the "
                         f"{budget:g} s budget (--timeout)"))
                 return out
             except _SYMBOLIC_FAILURES as exc:
                 for c in pending:
-                    out[c.name].update(status="gave-up", reason=f"the symbolic engine failed: {exc}")
+                    out[c.name].stop("gave-up", f"the symbolic engine failed: {exc}")
                 return out
             shared = time.perf_counter() - started
             truth_spent += time.process_time() - cpu
-            rng = random.Random(zlib.crc32(f"{self.cfg['seed']}:{self.d.path}".encode("utf-8", "surrogateescape")))
+            rng = random.Random(zlib.crc32(f"{self.cfg.seed}:{self.d.path}".encode("utf-8", "surrogateescape")))
             for claim in list(pending):
                 record = out[claim.name]
                 started = time.perf_counter()
@@ -623,25 +432,25 @@ class _FileCheck:
                     with time_budget(_remaining(budget, spent[claim.name])):
                         decision = self._decide(truth, claim, rng)
                 except SymbolicTimeout:
-                    record.update(status="timeout", reason=(
+                    record.stop("timeout", (
                         f"the symbolic check at dims {_fmt_dims(sizes)} ran past the {budget:g} s budget "
                         f"(--timeout)"))
                     pending.remove(claim)
                     continue
                 except _SYMBOLIC_FAILURES as exc:
-                    record.update(status="gave-up", reason=f"the symbolic engine failed: {exc}")
+                    record.stop("gave-up", f"the symbolic engine failed: {exc}")
                     pending.remove(claim)
                     continue
                 spent[claim.name] += time.process_time() - cpu
-                record["seconds"] += time.perf_counter() - started + shared / max(len(pending), 1)
+                record.seconds += time.perf_counter() - started + shared / max(len(pending), 1)
                 if decision is None:
-                    record["shapes"].append(sizes)
+                    record.shapes.append(sizes)
                     continue
                 pending.remove(claim)
-                if decision[0] == "undecided":
-                    record.update(status="undecided", reason=f"at dims {_fmt_dims(sizes)}: {decision[1]}")
+                if isinstance(decision, Undecided):
+                    record.stop("undecided", f"at dims {_fmt_dims(sizes)}: {decision.why}")
                 else:
-                    record.update(status="counterexample", sizes=sizes, detail=decision[1])
+                    record.status, record.sizes, record.refutation = "counterexample", sizes, decision
         if self.options.scope:  # proof scope (SPEC §8): all shapes by a finite certificate, or sampled
             from .engines.scope import certify_records
 
@@ -650,8 +459,8 @@ class _FileCheck:
                             _SYMBOLIC_FAILURES)
         return out
 
-    def _decide(self, truth, claim: Claim, rng: random.Random):
-        """None if every entry is proved equal; else ("undecided", why) or ("refuted", detail)."""
+    def _decide(self, truth: SymbolicTruth, claim: Claim, rng: random.Random) -> Decision:
+        """None if every entry is proved equal; else why it is undecided, or the refutation."""
         if truth.step_zero(claim.node, claim.target, claim.index) or truth.chain_zero(
                 claim.node, claim.target, claim.index):
             return None
@@ -661,29 +470,27 @@ class _FileCheck:
         for idx in np.ndindex(*target.shape):
             decision = truth.decide(claimed[idx] - target[idx], rng)
             if decision.zero is None:
-                return ("undecided", f"entry {list(idx)}: {decision.how}")
+                return Undecided(f"entry {list(idx)}: {decision.how}")
             if decision.zero is False:
-                detail = {"index": list(idx), "difference": decision.value, "expression": str(target[idx]),
-                          "point": None, "true": float("nan"), "claimed": float("nan"),
-                          "domains": truth.describe_domains()}
+                detail = SymbolicRefutation(list(idx), decision.value, str(target[idx]),
+                                            domains=truth.describe_domains())
                 if decision.point:
                     shown = sorted(decision.point.items(), key=lambda kv: kv[0].name)
-                    detail["point"] = ", ".join(f"{s} = {v}" for s, v in shown[:8]) + (", …" if len(shown) > 8 else "")
+                    detail.point = ", ".join(f"{s} = {v}" for s, v in shown[:8]) + (", …" if len(shown) > 8 else "")
                     values = truth.values_at([target[idx], claimed[idx]], decision.point, rng)
-                    for key, value in zip(("true", "claimed"), values):
-                        detail[key] = float("nan") if value is None else value
-                return ("refuted", detail)
+                    detail.true, detail.claimed = (float("nan") if v is None else v for v in values)
+                return detail
         return None
 
     # -- verdicts ------------------------------------------------------------------
 
-    def _result(self, claim: Claim, verdict: str, message: str, **extra) -> ClaimResult:
+    def _result(self, claim: Claim, verdict: Verdict, message: str, **extra: Any) -> ClaimResult:
         expected = claim.expected
-        if verdict in ("proved", "verified"):
+        if verdict.holds:
             ok = expected == "holds"
             if not ok:
                 message = f"expected {expected}, but the claim holds ({verdict}). " + message
-        elif verdict == "error":
+        elif verdict is Verdict.ERROR:
             ok = False
         else:
             ok = expected == verdict
@@ -691,61 +498,61 @@ class _FileCheck:
                 message = f"{verdict} as expected: " + message
         return ClaimResult(claim.name, claim.text, verdict, expected, ok, message, **extra)
 
-    def _judge(self, claim: Claim, num: dict[str, Any], sym: dict[str, Any] | None) -> ClaimResult:
-        numeric = {k: num[k] for k in ("trials", "max_abs_err", "max_rel_err")}
-        if num["error"] is not None:
-            return self._result(claim, "error", num["error"], numeric=numeric)
-        if num["failure"] is not None:
-            trial, sizes, index, run = num["failure"]
-            cex, diagnosis = self._localize(claim, trial, sizes, index, run)
+    def _judge(self, claim: Claim, num: NumericEvidence, sym: SymbolicEvidence | None) -> ClaimResult:
+        numeric = num.summary()
+        if num.error is not None:
+            return self._result(claim, Verdict.ERROR, num.error, numeric=numeric)
+        if num.failure is not None:
+            cex, diagnosis = self._localize(claim, num.failure)
             message = (f"the claim differs from the true gradient at entry {cex.index} "
                        f"(dims {_fmt_dims(cex.dims)}): {true_and_claimed(cex.true, cex.claimed)}")
             if diagnosis:
                 message += f"; likely {diagnosis}"
-            return self._result(claim, "refuted", message, numeric=numeric, counterexample=cex,
+            return self._result(claim, Verdict.REFUTED, message, numeric=numeric, counterexample=cex,
                                 diagnosis=diagnosis)
         assert sym is not None
-        status = sym["status"]
         rounding = ""
-        if num.get("rounding"):
-            count, err, bound = num["rounding"]
-            rounding = (f"; in {count} of them its float64 value was off by up to {err:.3g}, within the {bound:.3g} "
-                        f"that rounding alone can cause in its evaluation (a large term cancels)")
-        symbolic = {"shapes": sym.get("shapes", []), "seconds": round(sym.get("seconds", 0.0), 4)}
-        symbolic.update({k: sym[k] for k in ("scope", "argument") if k in sym})
-        if status == "proved":
-            shapes = "; ".join(_fmt_dims(s) for s in sym["shapes"])
-            if not sym["shapes"] or not num["trials"]:  # never a proof without evidence
-                raise AssertionError(f"{claim.name}: proved with {len(sym['shapes'])} shapes, {num['trials']} trials")
+        if num.rounding:
+            r = num.rounding
+            rounding = (f"; in {r.count} of them its float64 value was off by up to {r.worst:.3g}, within the "
+                        f"{r.bound:.3g} that rounding alone can cause in its evaluation (a large term cancels)")
+        symbolic = sym.summary()
+        if sym.status == "proved":
+            shapes = "; ".join(_fmt_dims(s) for s in sym.shapes)
+            if not sym.shapes or not num.trials:  # never a proof without evidence
+                raise AssertionError(f"{claim.name}: proved with {len(sym.shapes)} shapes, {num.trials} trials")
             message = (f"symbolically equal to the per-neuron chain rule at dims {shapes}, and numerically "
-                       f"in {num['trials']} trials (max rel. error {num['max_rel_err']:.1e}){rounding}")
-            return self._result(claim, "proved", message, symbolic=symbolic, numeric=numeric)
-        if status == "counterexample":
-            detail = sym["detail"]
-            cex = Counterexample(sym["sizes"], self.cfg["seed"], "symbolic", detail["index"], detail["true"],
-                                 detail["claimed"], detail["expression"],
-                                 reproduce_command(self.d.path, self.cfg["seed"], self.options, self.cfg))
-            message = (f"the numeric trials agreed, but the exact difference at entry {detail['index']} "
-                       f"(dims {_fmt_dims(sym['sizes'])}) is {detail['difference']:.6g}, not 0")
-            if detail["point"]:
-                message += f", at {detail['point']}"
-                if detail["true"] == detail["true"] and detail["claimed"] == detail["claimed"]:
-                    message += f" ({true_and_claimed(detail['true'], detail['claimed'])})"
-            if detail["domains"]:
-                message += f"; with the labels drawn as {detail['domains']}"
-            return self._result(claim, "refuted", message, symbolic=symbolic, numeric=numeric, counterexample=cex)
-        symbolic["reason"] = sym["reason"]
-        message = (f"numerically equal in {num['trials']} trials (max rel. error {num['max_rel_err']:.1e}){rounding}; "
-                   f"not proved: {sym['reason']}")
-        return self._result(claim, "verified", message, symbolic=symbolic, numeric=numeric)
+                       f"in {num.trials} trials (max rel. error {num.max_rel_err:.1e}){rounding}")
+            return self._result(claim, Verdict.PROVED, message, symbolic=symbolic, numeric=numeric)
+        if sym.status == "counterexample":
+            detail, sizes = sym.refutation, sym.sizes
+            assert detail is not None and sizes is not None
+            cex = Counterexample(sizes, self.cfg.seed, "symbolic", detail.index, detail.true, detail.claimed,
+                                 detail.expression, reproduce_command(self.d.path, self.cfg.seed, self.options,
+                                                                      self.cfg))
+            message = (f"the numeric trials agreed, but the exact difference at entry {detail.index} "
+                       f"(dims {_fmt_dims(sizes)}) is {detail.difference:.6g}, not 0")
+            if detail.point:
+                message += f", at {detail.point}"
+                if detail.true == detail.true and detail.claimed == detail.claimed:
+                    message += f" ({true_and_claimed(detail.true, detail.claimed)})"
+            if detail.domains:
+                message += f"; with the labels drawn as {detail.domains}"
+            return self._result(claim, Verdict.REFUTED, message, symbolic=symbolic, numeric=numeric,
+                                counterexample=cex)
+        symbolic["reason"] = sym.reason
+        message = (f"numerically equal in {num.trials} trials (max rel. error {num.max_rel_err:.1e}){rounding}; "
+                   f"not proved: {sym.reason}")
+        return self._result(claim, Verdict.VERIFIED, message, symbolic=symbolic, numeric=numeric)
 
-    def _localize(self, claim: Claim, trial: int, sizes: dict[str, int], index: tuple, run):
+    def _localize(self, claim: Claim, failure: NumericFailure) -> tuple[Counterexample, str | None]:
         """Report the failure at a small shape where possible, with the entry's per-neuron expression."""
+        trial, sizes, index, run = failure.trial, failure.sizes, failure.index, failure.run
         from .diagnose import diagnose
         from .engines.evaluate import evaluate_definition
         from .engines.numeric import compare, numeric_backend, rng_for, run_trial
 
-        seed = self.cfg["seed"]
+        seed = self.cfg.seed
         small = None
         if not self.fixed:
             for k, shape in enumerate(self._small_shapes()):
@@ -756,7 +563,7 @@ class _FileCheck:
                     continue
                 if claim.name in candidate.claims:
                     ok, _, _, idx = compare(candidate.claims[claim.name], candidate.grads[claim.target],
-                                            self.cfg["rtol"], self.cfg["atol"])
+                                            self.cfg.rtol, self.cfg.atol)
                     if not ok:
                         small = (shape, idx, candidate)
                         break
@@ -779,7 +586,7 @@ class _FileCheck:
             local.update(changes)
             for helper in self.d.backward:
                 local[helper.name] = evaluate_definition(helper.root, helper.index, local, shape, backend)
-            return evaluate_definition(claim.node, claim.index, local, shape, backend)
+            return evaluate_definition(claim.root, claim.index, local, shape, backend)
 
         diagnosis = diagnose(self.d, claim.name, np.broadcast_to(claimed, truth.shape), truth, env, shape,
                              backend.functions, evaluate_with)
@@ -793,7 +600,7 @@ class _FileCheck:
             from .engines.symbolic import SymbolicTruth
 
             with time_budget(self.options.timeout):
-                truth = SymbolicTruth(self.d, sizes, self.cfg["seed"])
+                truth = SymbolicTruth(self.d, sizes, self.cfg.seed)
                 return str(truth.grads[claim.target][idx])
         except Exception:  # noqa: BLE001 - the counterexample stands without its expression
             return None
@@ -803,61 +610,7 @@ class _NumericTrouble(Exception):
     pass
 
 
-def true_and_claimed(true: float, claimed: float, sep: str = ", ") -> str:
-    """``true 0.58951400012, claimed 0.58951400000``: as many digits as it takes for two different
-    values to print differently (6 at least, 17 at most)."""
-    digits = 6
-    while digits < 17 and true != claimed and f"{true:.{digits}g}" == f"{claimed:.{digits}g}":
-        digits += 1
-    return f"true {true:.{digits}g}{sep}claimed {claimed:.{digits}g}"
-
-
 def _fmt_dims(sizes: dict[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sizes.items())
 
 
-def find_files(paths: list[str]) -> list[str]:
-    """Files and folders (recursively ``*.toml``, and ``*.md`` notes holding ``toml backpropcheck``
-    blocks: one ``NOTE.md:LINE`` per block, see :mod:`.notes`), in a stable order."""
-    return walk_files(paths)[0]
-
-
-def walk_files(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """What :func:`find_files` finds, and the folders that could not be read, each with the reason:
-    they are reported, never skipped in silence.
-
-    An explicit stack, not recursion: a tree 1,100 folders deep is walked like a flat one. Links to
-    folders are not followed (a link to an ancestor would never end); links to files are."""
-    import os
-
-    from .notes import SUFFIXES, is_note, refs
-
-    out: list[str] = []
-    unreadable: list[tuple[str, str]] = []
-    for p in paths:
-        path = Path(p)
-        if not path.is_dir():
-            if is_note(path) and path.exists():
-                out.extend(refs(path))
-            else:
-                out.append(str(path))
-            continue
-        found: list[Path] = []
-        stack = [str(p)]
-        while stack:
-            folder = stack.pop()
-            try:
-                with os.scandir(folder) as entries:
-                    for entry in entries:
-                        try:
-                            if entry.is_dir(follow_symlinks=False):
-                                stack.append(entry.path)
-                            elif Path(entry.name).suffix in (".toml", *SUFFIXES) and entry.is_file():
-                                found.append(Path(entry.path))
-                        except OSError as exc:
-                            unreadable.append((entry.path, exc.strerror or str(exc)))
-            except OSError as exc:
-                unreadable.append((str(Path(folder)), exc.strerror or str(exc)))
-        for f in sorted(found):
-            out.extend(refs(f, explicit=False) if is_note(f) else [str(f)])
-    return out, sorted(unreadable)

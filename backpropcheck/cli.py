@@ -9,11 +9,17 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, replace
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from . import __version__
 from .limits import DEFAULT_LIMITS, DESCRIPTIONS, LIMIT_FIELDS, Limits
+from .options import by_name
+from .report.formats import FORMATS
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 
 def _parse_dims(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[tuple[str, int], ...]:
@@ -45,21 +51,37 @@ def _limit_options(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
-def _setting_type(key: str) -> click.ParamType:
-    """The option's range from the one table the loader checks ``[check]`` against."""
-    from .model import SETTING_RANGES
+def _run_options(*names: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """The options ``names`` of the table the pytest plugin reads too (:mod:`.options`), as click options:
+    a range from the one table the loader checks ``[check]`` against, a flag, or a number with a default."""
 
-    low, high = SETTING_RANGES[key]
-    if isinstance(low, int):
-        return click.IntRange(low, high)
-    return click.FloatRange(low, high)
+    def add(command: Callable[..., None]) -> Callable[..., None]:
+        table = by_name()
+        for name in reversed(names):
+            option = table[name]
+            if option.kind is bool:
+                command = click.option(option.flag, is_flag=True, help=option.help_text(bound_flag=True))(command)
+                continue
+            low, high = option.bounds
+            kind: click.ParamType
+            if option.kind is int:
+                kind = click.IntRange(int(low), None if high is None else int(high))
+            else:
+                kind = click.FloatRange(low, high)
+            command = click.option(option.flag, type=kind, default=option.default,
+                                   show_default=option.default is not None,
+                                   help=option.help_text(bound_flag=True))(command)
+        return command
+
+    return add
 
 
 class _BoundsCommand(click.Command):
     """``--help`` lists the ``--max-*`` bounds under their own heading, after the everyday options."""
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        everyday, bounds = [], []
+        everyday: list[tuple[str, str]] = []
+        bounds: list[tuple[str, str]] = []
         for param in self.get_params(ctx):
             record = param.get_help_record(ctx) if isinstance(param, click.Option) else None
             if record is not None:
@@ -73,7 +95,8 @@ class _BoundsCommand(click.Command):
 
 
 def _limits(bounds: dict[str, int | float | None]) -> Limits:
-    return replace(DEFAULT_LIMITS, **{k[len("bound_"):]: v for k, v in bounds.items() if v is not None})
+    given: dict[str, Any] = {k[len("bound_"):]: v for k, v in bounds.items() if v is not None}
+    return replace(DEFAULT_LIMITS, **given)
 
 
 class _Group(click.Group):
@@ -147,24 +170,14 @@ def main() -> None:
 
 @main.command(cls=_BoundsCommand)
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--seed", type=_setting_type("seed"), default=None, help="Seed for every random draw (default: the file's, else 0).")
-@click.option("--trials", type=_setting_type("trials"), default=None,
-              help="Numeric trials per file (default 20; at most --max-trials).")
-@click.option("--shapes", type=_setting_type("shapes"), default=None,
-              help="Small dim assignments for the symbolic proof (default 3; at most --max-shapes).")
-@click.option("--max-dim", type=_setting_type("max_dim"), default=None, help="Largest random dim (default 64).")
-@click.option("--rtol", type=_setting_type("rtol"), default=None, help="Relative tolerance (default 1e-7, at most 1e-3).")
-@click.option("--atol", type=_setting_type("atol"), default=None, help="Absolute tolerance (default 1e-12, at most 1e-6).")
+@_run_options("seed", "trials", "shapes", "max_dim", "rtol", "atol")
 @click.option("--dims", callback=_parse_dims, default=None, metavar="n=4096,m=512",
               help="Numeric trials at exactly these dims (production shapes).")
-@click.option("--no-symbolic", is_flag=True, help="Numeric trials only: verdicts are 'verified', not 'proved'.")
-@click.option("--timeout", type=click.FloatRange(0, None), default=10.0, show_default=True,
-              help="CPU seconds of symbolic work per claim before it falls back to 'verified'.")
+@_run_options("no_symbolic", "timeout")
 @click.option("--jobs", type=click.IntRange(1, 256), default=None, show_default="the available cores",
               help="Files checked in parallel worker processes (every file runs in a worker: see --file-timeout).")
 @click.option("--fail-fast", is_flag=True, help="Stop after the first file that does not pass.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "junit", "markdown"]), default="text",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="text", show_default=True)
 @click.option("--output", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write the report to FILE instead of standard output.")
 @click.option("-q", "--quiet", is_flag=True, help="Show only what did not pass.")
@@ -180,7 +193,8 @@ def check(paths, seed, trials, shapes, max_dim, rtol, atol, dims, no_symbolic, t
     blocks); default ./derivations. A note's block is named NOTE.md:LINE, and that name is a PATH too."""
     from pathlib import Path
 
-    from .checker import FileResult, Options, walk_files
+    from .checker import FileResult, Options
+    from .files import walk_files
     from .report import exit_status
 
     if examples:
@@ -246,8 +260,8 @@ class _Progress:
     def __init__(self, total: int, enabled: bool) -> None:
         self.total = total
         self.enabled = enabled
-        self.bar = None
-        self.task = None
+        self.bar: Progress | None = None
+        self.task: TaskID | None = None
 
     def __enter__(self) -> _Progress:
         if self.enabled:
@@ -261,11 +275,11 @@ class _Progress:
         return self
 
     def start(self, path: str) -> None:
-        if self.bar is not None:
+        if self.bar is not None and self.task is not None:
             self.bar.update(self.task, description=_short(path))
 
     def done(self, path: str) -> None:
-        if self.bar is not None:
+        if self.bar is not None and self.task is not None:
             self.bar.update(self.task, advance=1, description=_short(path))
 
     def __exit__(self, *exc) -> None:
@@ -305,24 +319,15 @@ def _report(results, fmt: str, output: str | None, seed: int, quiet: bool, verbo
 
 
 def _write_report(stream, results, fmt: str, seed: int, quiet: bool, verbose: bool) -> None:
+    """The format's reporter (:data:`.report.formats.FORMATS`): on a rich console, or as text made visible
+    (JSON escapes control characters itself, XML 1.0 may not hold them at all; this catches the rest)."""
     from .textsafe import visible
 
-    if fmt == "json":  # JSON escapes control characters itself; file names that are not UTF-8 too
-        from .report import json as json_report
-
-        (stream or sys.stdout).write(visible(json_report.render(results, seed)))
-    elif fmt == "junit":  # XML 1.0 may not hold control characters at all
-        from .report import junit
-
-        (stream or sys.stdout).write(visible(junit.render(results, seed)))
-    elif fmt == "markdown":
-        from .report import markdown
-
-        (stream or sys.stdout).write(visible(markdown.render(results, seed, quiet=quiet)))
+    reporter = FORMATS[fmt]
+    if reporter.draw is not None:
+        reporter.draw(results, _console(stream), verbose=verbose, quiet=quiet)
     else:
-        from .report import text
-
-        text.render(results, _console(stream), verbose=verbose, quiet=quiet)
+        (stream or sys.stdout).write(visible(reporter.render(results, seed, quiet=quiet, verbose=verbose)))
 
 
 # -- classroom: explain, demo, new, list ------------------------------------------------------
@@ -453,7 +458,7 @@ def _derive_source(file: str) -> tuple[str, str]:
 @click.option("--for", "targets", default=None, metavar="NAME,...",
               help="Derive only these gradients (grad_W or W; comma-separated).")
 @click.option("--format", "fmt", type=click.Choice(["toml", "text", "markdown", "latex", "json"]), default="toml",
-              show_default=True, help="toml: a [claims] table to paste into the file; text/markdown/latex: the steps.")
+              show_default=True, help="toml: the [claims] table (and any [backward] helpers it reads) to paste into the file; text/markdown/latex: the steps.")
 @click.option("--output", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write to FILE instead of standard output.")
 @click.option("--no-symbolic", is_flag=True, help="Check the derived claims numerically only ('verified').")
@@ -516,7 +521,7 @@ def derive(file, targets, fmt, output, no_symbolic, timeout) -> None:
 def demo(no_pause) -> None:
     """The classroom walk-through on the bundled seed example (dense_column.toml)."""
 
-    from .explain import run_demo
+    from .demo import run_demo
 
     console = _console()
     pausing = not no_pause and _interactive()

@@ -10,16 +10,10 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from .engines.numeric import is_close
 from .lang.ir import Call, Var
 from .lang.ops import Elementwise
 from .model import Derivation
-
-
-def _close(a: np.ndarray, b: np.ndarray) -> bool:
-    if np.shape(a) != np.shape(b):
-        return False
-    scale = max(float(np.max(np.abs(b))) if np.size(b) else 0.0, 1e-300)
-    return bool(np.all(np.abs(a - b) <= 1e-9 * scale + 1e-12))
 
 
 def diagnose(
@@ -35,9 +29,9 @@ def diagnose(
     """A sentence naming the mistake, or None when no catalogued mistake fits."""
     if not np.any(truth):
         return None
-    if _close(claimed, -truth):
+    if is_close(claimed, -truth):
         return "wrong sign: the claim is the negative of the gradient"
-    if truth.ndim == 2 and truth.shape[0] == truth.shape[1] and _close(claimed, truth.T):
+    if truth.ndim == 2 and truth.shape[0] == truth.shape[1] and is_close(claimed, truth.T):
         return "transposed: the claim is the transpose of the gradient (grad_X must have X's layout)"
     if evaluate_with is not None:
         for name, value in values.items():
@@ -46,13 +40,13 @@ def diagnose(
                     mutated = evaluate_with({name: value.T})
                 except Exception:  # noqa: BLE001 - a mutation that does not evaluate explains nothing
                     continue
-                if _close(np.broadcast_to(mutated, truth.shape), truth):
+                if is_close(np.broadcast_to(mutated, truth.shape), truth):
                     return (
                         f"{name} is used in the wrong orientation: the claim holds with {name} and "
                         f"{name}.T swapped (the gradient flows back through the transpose of the forward map)"
                     )
     k = float(np.vdot(claimed, truth) / np.vdot(truth, truth))
-    if abs(k - 1.0) > 1e-6 and abs(k) > 1e-12 and _close(claimed, k * truth):
+    if abs(k - 1.0) > 1e-6 and abs(k) > 1e-12 and is_close(claimed, k * truth):
         for dim, n in sizes.items():
             if abs(k - n) < 1e-9 * n:
                 return f"a constant factor of {dim} too many (a missing 1/{dim}?)"
@@ -71,11 +65,11 @@ def diagnose(
             fz = fn.derivative(values[z])
             fh = fn.derivative(values[f.name])
             name = root.params["fn"]
-            if np.all(fz != 0) and _close(claimed, truth / fz):
+            if np.all(fz != 0) and is_close(claimed, truth / fz):
                 return f"a missing factor {name}_prime({z}): the chain rule through {f.name} = {name}({z})"
-            if _close(claimed, truth * fz):
+            if is_close(claimed, truth * fz):
                 return f"an extra factor {name}_prime({z})"
-            if np.all(fz != 0) and _close(claimed, truth / fz * fh):
+            if np.all(fz != 0) and is_close(claimed, truth / fz * fh):
                 return (
                     f"{name}_prime({f.name}) used for {name}_prime({z}): the derivative must be taken "
                     f"at the pre-activation {z}, not at the activation {f.name}"
@@ -100,7 +94,7 @@ def _swapped_gradient(d, claim_name, truth, values, evaluate_with) -> str | None
                 mutated = evaluate_with({u: value})
             except Exception:  # noqa: BLE001 - a mutation that does not evaluate explains nothing
                 continue
-            if _close(np.broadcast_to(mutated, truth.shape), truth):
+            if is_close(np.broadcast_to(mutated, truth.shape), truth):
                 step = _step_between(d, u[5:], v[5:])
                 return f"{u} used where {v} belongs" + (f": {step}" if step else "")
     return None

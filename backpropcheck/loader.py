@@ -306,7 +306,7 @@ class _Builder:
 
     def _all_names(self) -> set[str]:
         names = set(self.doc.get("forward", {})) | set(self.doc.get("backward", {}))
-        names = {parse_index_key(n)[0] if "[" in n and _safe_index_key(n) else n for n in names}
+        names = {_base_name(n) if "[" in n else n for n in names}
         return names | {f"grad_{n}" for n in names | set(self.doc.get("inputs", {}))}
 
     def _expr(self, where: str, text: Any, scope: Scope, later: set[str]):
@@ -348,7 +348,7 @@ class _Builder:
                 raise exc.located(key=where) from None
             name = indexed[0] if indexed else key
             self._name(where, name)
-            later = {parse_index_key(x)[0] if _safe_index_key(x) else x for x in keys[k + 1:]}
+            later = {_base_name(x) for x in keys[k + 1:]}
             extra = grad_names | {b.name for b in self.d.backward}
             scope = self._scope(extra, allow_prime=grads)
             try:
@@ -505,11 +505,13 @@ def _forward_hint(exc: DerivationError) -> None:
                     f"does the forward pass use?")
 
 
-def _safe_index_key(key: str) -> bool:
+def _base_name(key: str) -> str:
+    """``grad_x[t]`` → ``grad_x``; a key that is not a valid index key stays as it is."""
     try:
-        return parse_index_key(key) is not None
+        parsed = parse_index_key(key)
     except DerivationError:
-        return False
+        return key
+    return parsed[0] if parsed is not None else key
 
 
 def _closure(node, helpers: dict[str, Definition]) -> set[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import DerivationError
 from .lang.dims import Dim, Shape
@@ -49,6 +50,12 @@ class Claim:
     uses: frozenset[str] = frozenset()  # every name the claim reads, through [backward] helpers
     index: IndexDef | None = None  # "grad_x[t]" = "...": the claim in index form (node is its body)
 
+    @property
+    def root(self) -> Node:
+        """The expression evaluated (only claims without an ``error`` are evaluated: it is set)."""
+        assert self.node is not None, f"{self.name} has no expression"
+        return self.node
+
 
 @dataclass
 class Loss:
@@ -74,14 +81,56 @@ def setting_range_text(key: str) -> str:
     return f"from {low:g} to {high:g}" if high is not None else f"at least {low:g}"
 
 
-@dataclass
+DEFAULT_RTOL = 1e-7
+DEFAULT_ATOL = 1e-12
+
+
+@dataclass(frozen=True)
 class CheckSettings:
+    """The six settings of [check] (their ranges: :data:`SETTING_RANGES`), wherever they come from.
+
+    ``None`` means "not given here": :meth:`over` layers the command line (or the API's arguments)
+    over the file's [check] over :data:`DEFAULT_CHECK`. The checker's ``Options`` extend this class."""
+
     seed: int | None = None
     trials: int | None = None
     shapes: int | None = None
     max_dim: int | None = None
     rtol: float | None = None
     atol: float | None = None
+
+    def resolve(self, *below: CheckSettings) -> Resolved:
+        """Each setting from the first layer that gives it: this one, then ``below`` in order, then
+        :data:`DEFAULT_CHECK`."""
+        layers = (self, *below)
+        values = {key: next((vars(s)[key] for s in layers if vars(s)[key] is not None), vars(DEFAULT_CHECK)[key])
+                  for key in SETTING_RANGES}
+        return Resolved(**values)
+
+    def given(self) -> dict[str, int | float]:
+        """The settings this layer gives, in table order."""
+        return {k: vars(self)[k] for k in SETTING_RANGES if vars(self)[k] is not None}
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """:class:`CheckSettings` after layering: every setting has its value."""
+
+    seed: int
+    trials: int
+    shapes: int
+    max_dim: int
+    rtol: float
+    atol: float
+
+    def __getitem__(self, key: str) -> Any:
+        """``settings["max_dim"]``, as when the resolved settings were a dict."""
+        if key not in SETTING_RANGES:
+            raise KeyError(key)
+        return vars(self)[key]
+
+
+DEFAULT_CHECK = Resolved(seed=0, trials=20, shapes=3, max_dim=64, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL)
 
 
 @dataclass

@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .model import SETTING_RANGES
+from .options import RUN_OPTIONS, RunOption, checked, option_values
 
 if TYPE_CHECKING:
     from .checker import ClaimResult, FileResult, Options
@@ -43,41 +43,72 @@ if TYPE_CHECKING:
 INVALID = "invalid"  # the single item of a file that does not load
 
 
-def _at_least(low: float, kind: type = int) -> Any:
-    """An argparse type: a number of ``kind`` no smaller than ``low``, as ``check``'s options require."""
+def _argparse_type(option: RunOption) -> Callable[[str], int | float]:
+    """An argparse type: the option's number within its range, as ``check``'s options require."""
 
-    def convert(text: str) -> Any:
+    def convert(text: str) -> int | float:
         try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{text} is smaller than {low}")
-        return value
+            return checked(option, text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
     return convert
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--backpropcheck``, and ``check``'s run options (:mod:`.options`) spelt ``--backpropcheck-NAME``."""
     group = parser.getgroup("backpropcheck", "backpropcheck: derivation files as tests")
     group.addoption("--backpropcheck", action="store_true", default=False,
                     help="Collect *.toml derivation files (given as arguments or under them) as tests, "
                          "one per claim.")
-    group.addoption("--backpropcheck-seed", type=_at_least(0), default=None, metavar="INT",
-                    help="Seed for every random draw (default: the file's, else 0).")
-    group.addoption("--backpropcheck-trials", type=_at_least(SETTING_RANGES["trials"][0]), default=None, metavar="INT",
-                    help="Numeric trials per file (default: the file's, else 20).")
-    group.addoption("--backpropcheck-shapes", type=_at_least(SETTING_RANGES["shapes"][0]), default=None, metavar="INT",
-                    help="Small dim assignments for the symbolic proof (default: the file's, else 3).")
-    group.addoption("--backpropcheck-timeout", type=_at_least(0, float), default=10.0, metavar="SECONDS",
-                    help="Seconds of symbolic work per claim before it falls back to 'verified' (default 10).")
-    group.addoption("--backpropcheck-no-symbolic", action="store_true", default=False,
-                    help="Numeric trials only: verdicts are 'verified', not 'proved'.")
+    group.addoption("--backpropcheck-report", default=None, metavar="FORMAT:FILE", type=_report_target,
+                    help="Also write check's report of every derivation checked, in FORMAT (text, json, junit, "
+                         "markdown), to FILE (not under pytest-xdist: each worker sees only its own files).")
+    for option in RUN_OPTIONS:
+        flag = "--backpropcheck-" + option.flag[2:]
+        if option.kind is bool:
+            group.addoption(flag, action="store_true", default=False, help=option.help_text(bound_flag=False))
+        else:
+            group.addoption(flag, type=_argparse_type(option), default=option.default, metavar=option.metavar,
+                            help=option.help_text(bound_flag=False))
+
+
+def _report_target(text: str) -> tuple[str, str]:
+    """``FORMAT:FILE``, FORMAT a name of the format registry (:data:`.report.formats.FORMATS`)."""
+    from .report.formats import FORMATS
+
+    fmt, sep, path = text.partition(":")
+    if not sep or not path or fmt not in FORMATS:
+        raise argparse.ArgumentTypeError(f"expected FORMAT:FILE with FORMAT one of {', '.join(FORMATS)}, got {text!r}")
+    return fmt, path
+
+
+_CHECKED = pytest.StashKey[list["FileResult"]]()  # every file's result, in the order they were checked
 
 
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("backpropcheck"):
         config.addinivalue_line("markers", "xdist_group(name): keep items of one group on one pytest-xdist worker")
+    config.stash[_CHECKED] = []
+    if config.getoption("backpropcheck_report") and (hasattr(config, "workerinput") or
+                                                      getattr(config.option, "numprocesses", None)):
+        raise pytest.UsageError("--backpropcheck-report cannot be used with pytest-xdist (-n): each worker "
+                                "checks only some of the files")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Write ``--backpropcheck-report FORMAT:FILE`` with the format registry's reporter, as ``check --format``."""
+    target = session.config.getoption("backpropcheck_report")
+    if not target:
+        return
+    from .outfile import atomic_output
+    from .report.formats import render
+    from .textsafe import visible
+
+    fmt, path = target
+    seed = session.config.getoption("backpropcheck_seed") or 0
+    with atomic_output(path) as stream:
+        stream.write(visible(render(fmt, session.config.stash[_CHECKED], seed)))
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.File | None:
@@ -110,10 +141,7 @@ def _looks_like_derivation(path: Path) -> bool:
 def _options(config: pytest.Config) -> Options:
     from .checker import Options
 
-    return Options(seed=config.getoption("backpropcheck_seed"), trials=config.getoption("backpropcheck_trials"),
-                   shapes=config.getoption("backpropcheck_shapes"),
-                   symbolic=not config.getoption("backpropcheck_no_symbolic"),
-                   timeout=config.getoption("backpropcheck_timeout"))
+    return Options(**option_values(lambda name: config.getoption("backpropcheck_" + name)))
 
 
 def _display_path(path: Path, config: pytest.Config) -> str:
@@ -171,6 +199,7 @@ class _Checked:
 
             if self._load_error is not None:
                 self._result = FileResult(self.display, "", "error", self._load_error)
+                self.config.stash[_CHECKED].append(self._result)
                 return self._result
             started = time.perf_counter()
             title = self._derivation.title
@@ -185,6 +214,7 @@ class _Checked:
                 self._result = FileResult(self.display, title, "error", f"{self.display}: internal error "
                                           f"({type(exc).__name__}: {exc}); please report this file")
             self._result.seconds = time.perf_counter() - started
+            self.config.stash[_CHECKED].append(self._result)
         return self._result
 
 
@@ -251,7 +281,7 @@ class ClaimItem(pytest.Item):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.add_marker(pytest.mark.xdist_group(self.parent.display))
+        self.add_marker(pytest.mark.xdist_group(self.file.display))
 
     @property
     def file(self) -> _Checked:
@@ -262,10 +292,10 @@ class ClaimItem(pytest.Item):
         if self.name == INVALID or (result.status == "error" and not result.claims):
             raise ClaimFailure(f"error: {self.file.display} could not be checked\n{result.error}")
         claim = _find(result, self.name)
-        self.user_properties.append(("verdict", claim.verdict))
+        self.user_properties.append(("verdict", str(claim.verdict)))  # a plain str: xdist sends it between processes
         self.user_properties.append(("expected", claim.expected))
         if not claim.ok:
-            from .report.junit import failure_text
+            from .report.failure import failure_text
 
             raise ClaimFailure(failure_text(claim, self.file.display))
 

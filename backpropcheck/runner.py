@@ -291,14 +291,14 @@ def run_files(files: list[str], options, jobs: int, fail_fast: bool,
     from . import checker
 
     if not isolated():
-        results = []
+        serial: list[checker.FileResult] = []
         for path in files:
             start(path)
-            results.append(checker.check_path(path, options))
+            serial.append(checker.check_path(path, options))
             done(path)
-            if fail_fast and results[-1].status != "passed":
+            if fail_fast and serial[-1].status != "passed":
                 break
-        return results
+        return serial
     _warm(options)
     context = multiprocessing.get_context("fork")
     results: dict[int, Any] = {}

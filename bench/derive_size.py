@@ -5,7 +5,7 @@
 
 For each claim a file makes (and expects to hold) that ``derive`` also writes, the size of
 both expressions is counted in IR nodes (the tree the loader parses each claim into: one node
-per name, number, operator and call). Reported: the median of derived/file, the share within
+per name, number, operator and call; with the [backward] helpers a claim reads). Reported: the median of derived/file, the share within
 2×, the worst ten with both forms, every file claim derive did not write, and whether every
 derived claim was proved. Targets: median ≤ 1.25, share within 2× ≥ 85 %.
 """
@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 from backpropcheck.checker import Options  # noqa: E402
 from backpropcheck.derive import _with_claims, derive, size  # noqa: E402
 from backpropcheck.loader import load, loads  # noqa: E402
+from backpropcheck.model import Claim, Derivation  # noqa: E402
 
 
 def files_of(paths: list[str]) -> list[Path]:
@@ -34,21 +35,30 @@ def files_of(paths: list[str]) -> list[Path]:
     return out
 
 
+def claim_size(d: Derivation | None, claim: Claim) -> int:
+    """IR nodes of a claim (its body, in index form) and of the [backward] helpers it reads
+    (``grad_x = "full"`` counts the helper ``full``)."""
+    assert d is not None and claim.node is not None, claim.error
+    helpers = sum(size(h.root) for h in d.backward if h.name in claim.uses)
+    return size(claim.node) + helpers
+
+
 def measure(path: Path, check: bool) -> dict:
     original = load(path)
     mine = {c.name: c for c in original.claims if c.expected == "holds" and c.error is None}
     result = derive(path, options=Options(trials=10), check=check)
     derived = {c.name: c for c in result.claims}
     doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    parsed = {c.name: c for c in loads(_with_claims(doc, {c.toml_key: c.expr for c in derived.values()}), str(path)).claims} \
-        if derived else {}
+    rewritten = loads(_with_claims(doc, {c.toml_key: c.expr for c in derived.values()}, result.helpers), str(path)) \
+        if derived else None
+    parsed = {c.name: c for c in rewritten.claims} if rewritten is not None else {}
     rows, missing = [], []
     for name, claim in mine.items():
         if name not in derived:
             missing.append({"file": str(path), "name": name, "expr": claim.text,
                             "reason": result.not_derived.get(name[5:], "not written")})
             continue
-        ours, theirs = size(parsed[name].node), size(claim.node)
+        ours, theirs = claim_size(rewritten, parsed[name]), claim_size(original, claim)
         rows.append({"file": path.name, "name": name, "file_expr": claim.text.strip(), "file_size": theirs,
                      "derived_expr": derived[name].expr, "derived_size": ours, "ratio": ours / theirs,
                      "verdict": derived[name].verdict})

@@ -11,13 +11,13 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from backpropcheck.checker import VERDICTS
 from backpropcheck.cli import main
 from backpropcheck.lang.ops import ELEMENTWISE
 from backpropcheck.lang.parse import BUILTIN_FUNCTIONS
 from backpropcheck.limits import DEFAULT_LIMITS, LIMIT_FIELDS, Limits
 from backpropcheck.loader import CHECK_KEYS, TABLES
 from backpropcheck.model import DOMAINS, EXPECTATIONS
+from backpropcheck.results import Verdict
 
 REPO = Path(__file__).resolve().parent.parent
 FORMAT = (REPO / "docs" / "format.md").read_text(encoding="utf-8")
@@ -32,7 +32,7 @@ def test_the_format_reference_covers_every_table_key_domain_and_verdict() -> Non
         assert f"| `{key}" in FORMAT, key
     for domain in DOMAINS:
         assert f"| `{domain}`" in FORMAT, domain
-    for verdict in VERDICTS:
+    for verdict in Verdict:
         assert f"| `{verdict}` |" in FORMAT, verdict
     for expectation in EXPECTATIONS:
         assert f'"{expectation}"' in FORMAT, expectation

@@ -277,9 +277,9 @@ def test_reductions_name_the_identity_and_the_ones_vector():
 
 
 def test_a_jacobian_too_large_to_build_still_gives_a_true_instance(column, monkeypatch):
-    import backpropcheck.explain as explain
+    import backpropcheck.explain.analysis as analysis
 
-    monkeypatch.setattr(explain, "MAX_JACOBIAN", 3)
+    monkeypatch.setattr(analysis, "MAX_JACOBIAN", 3)
     text = plain(explain_derivation(column, "grad_a", SIZES, FAST))
     assert "too large to build" in text
     assert "∂E/∂a[2] = W[0,2]·∇h[0]·f'(z[0]) + W[1,2]·∇h[1]·f'(z[1])" in text
@@ -304,3 +304,97 @@ def test_reach_jacobians_are_named_by_their_structure(file: str, sizes, v: str, 
 def test_a_dense_jacobian_is_not_called_a_band_or_a_selection(column):
     a = Analysis(column, SIZES)
     assert a.structure("z", "a").kind not in ("band", "selection", "mask")
+
+
+# -- explain reads the engines instead of re-deriving them ------------------------------------------------------
+
+
+def test_the_public_names_stay_importable_and_the_demo_lives_beside_the_cli() -> None:
+    import subprocess
+    import sys
+
+    import backpropcheck.demo as demo
+    import backpropcheck.explain as explain
+
+    for name in ("explain_file", "explain_derivation", "render_text", "render_markdown", "render_latex",
+                 "jacobian_note", "_tex_text", "select", "small_sizes", "Analysis", "MAX_JACOBIAN"):
+        assert hasattr(explain, name), name
+    assert explain.run_demo is demo.run_demo
+    # importing the demo first (as `backpropcheck demo` does) must not trip over the package importing it back
+    done = subprocess.run([sys.executable, "-c", "import backpropcheck.demo, backpropcheck.explain as e; e.run_demo"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_one_latex_escaper_for_prose_and_code() -> None:
+    from backpropcheck.explain import _tex_text, code
+
+    assert _tex_text("a_b & 50% ∂x ~ é") == r"a\_b \& 50\% $\partial$x \textasciitilde{} ?"
+    assert code("grad_W = W.T @ x").tex == r"\texttt{" + _tex_text("grad_W = W.T @ x") + "}"
+
+
+def test_the_engines_gradient_atoms_print_under_the_files_names() -> None:
+    import sympy as sp
+
+    from backpropcheck.explain.printing import concrete_rename, render
+
+    z1, h0 = sp.Symbol("∇z[1]", real=True), sp.Symbol("h[0]", real=True)
+    assert concrete_rename(z1) == ("∇z[1]", r"(\nabla z)_{1}")
+    assert render(z1 * h0, concrete_rename).text == "∇z[1]·h[0]"  # ordered as grad_z[1]·h[0] always was
+
+
+def test_the_instance_is_the_engines_step_terms_that_reach_the_loss_only() -> None:
+    d = load(DERIVATIONS / "matrix_trace.toml")
+    text = plain(explain_derivation(d, "grad_X", {"p": 3, "m": 2, "n": 4}, FAST))
+    instance = next(line for line in text.splitlines() if line.startswith("∂E/∂X["))
+    assert "∇M[0,0]" in instance and "∇M[1,1]" in instance
+    assert "∇M[0,1]" not in instance  # E = trace(M): the engine's ∇M is zero off the diagonal
+
+
+def test_a_correct_claim_has_no_symbolic_mismatch_even_past_the_jacobian_limit(column, monkeypatch) -> None:
+    import backpropcheck.explain.analysis as analysis
+    from backpropcheck.explain import symbolic_mismatches
+
+    monkeypatch.setattr(analysis, "MAX_JACOBIAN", 3)  # used to swap in the expanded truth: every entry "differed"
+    a = Analysis(column, SIZES)
+    claims = {c.name: c for c in column.claims}
+    assert symbolic_mismatches(a, claims["grad_a"]) == []
+    wrong = loads(column_text().replace('grad_a = "W.T @ grad_z"', 'grad_a = "W.T @ grad_z * 2"'), "wrong.toml")
+    lines = symbolic_mismatches(Analysis(wrong, SIZES), next(c for c in wrong.claims if c.name == "grad_a"))
+    assert len(lines) == 2 and lines[0].text.startswith("true ∇a[0] = ")
+
+
+def column_text() -> str:
+    return (DERIVATIONS / "dense_column.toml").read_text()
+
+
+def test_a_claim_that_skips_a_step_is_compared_in_the_gradients_it_reads() -> None:
+    from backpropcheck.explain import symbolic_mismatches
+
+    d = load(DERIVATIONS.parent.parent / "derivations" / "mistakes" / "f_prime_of_activation.toml")
+    a = Analysis(d, small_sizes(d))
+    lines = symbolic_mismatches(a, next(c for c in d.claims if c.name == "grad_z1"))
+    assert lines
+    true, claimed = lines[0].text.split("    claimed = ")
+    assert "∇z2" in true and "∇h1" not in true and "f'(z1[0])" in true  # the claim reads grad_z2, not grad_h1
+    assert "f'(h1[0])" in claimed
+
+
+def test_the_grid_marks_entries_as_the_checker_compares_them(column) -> None:
+    import numpy as np
+
+    from backpropcheck.engines.numeric import compare
+    from backpropcheck.explain import numeric_grid
+    from backpropcheck.explain.verdict import mismatched_entries
+
+    true = np.array([[1000.0], [1e-3]])
+    near = np.array([[1000.0], [1e-3 + 1e-6]])  # far off relatively, but not on the tensor's scale
+    assert not mismatched_entries(near, true, 1e-7, 1e-12).any() and compare(near, true, 1e-7, 1e-12)[0]
+    far = np.array([[1000.5], [1e-3]])
+    assert mismatched_entries(far, true, 1e-7, 1e-12).tolist() == [[True], [False]]
+    scaled = loads(column_text().replace('grad_b = "grad_z"', 'grad_b = "1.1 * grad_z"'), "scaled.toml")
+    claim = next(c for c in scaled.claims if c.name == "grad_b")
+    strict = numeric_grid(scaled, claim, SIZES)
+    loose = numeric_grid(scaled, claim, SIZES, tolerance=(0.5, 0.0))  # the file's [check] rtol, when it sets one
+    assert strict is not None and all(all(row) for row in strict.bad)
+    assert loose is not None and not any(any(row) for row in loose.bad)

@@ -339,3 +339,47 @@ def test_option_values_are_checked_like_the_cli(pytester: pytest.Pytester) -> No
     result = pytester.runpytest("--backpropcheck", "--backpropcheck-trials", "0")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--backpropcheck-trials: 0 is smaller than 1*"])
+
+
+def test_the_plugin_takes_every_run_option_of_check_from_one_table(pytester: pytest.Pytester) -> None:
+    """``--rtol`` is ``--backpropcheck-rtol``, with the same range; each option becomes its Options field."""
+    from backpropcheck.options import RUN_OPTIONS, option_values
+
+    given = {"seed": 3, "trials": 4, "shapes": 1, "max_dim": 5, "rtol": 1e-6, "atol": 0.0, "no_symbolic": True,
+             "timeout": 2.0}
+    assert checker.Options(**option_values(given.__getitem__)) == checker.Options(
+        seed=3, trials=4, shapes=1, max_dim=5, rtol=1e-6, atol=0.0, symbolic=False, timeout=2.0)
+
+    help_text = pytester.runpytest("--help").stdout.str()
+    check_help = CliRunner().invoke(main, ["check", "--help"]).stdout
+    for option in RUN_OPTIONS:
+        assert "--backpropcheck-" + option.flag[2:] in help_text and option.flag in check_help
+    pytester.makefile(".toml", good=DENSE_COLUMN)
+    result = pytester.runpytest("--backpropcheck", "--backpropcheck-rtol", "0.5")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--backpropcheck-rtol: 0.5 is larger than 0.001*"])
+    result = pytester.runpytest(*FAST, "--backpropcheck-no-symbolic", "--backpropcheck-max-dim", "3", "-rA",
+                                "--backpropcheck-atol", "1e-9")
+    result.assert_outcomes(passed=4)
+
+
+def test_the_plugin_writes_checks_report_through_the_format_registry(pytester: pytest.Pytester) -> None:
+    """``--backpropcheck-report junit:FILE`` is ``check --format junit`` of the files the plugin checked."""
+    pytester.makefile(".toml", good=DENSE_COLUMN, wrong=WRONG)
+    report = pytester.path / "out.xml"
+    result = pytester.runpytest(*FAST, "--backpropcheck-report", f"junit:{report}")
+    result.assert_outcomes(passed=7, failed=1)
+    written = report.read_text(encoding="utf-8")
+    runner = CliRunner()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(pytester.path)
+        cli = runner.invoke(main, ["check", "good.toml", "wrong.toml", "--trials", "3", "--shapes", "1",
+                                   "--format", "junit"]).stdout
+    untimed = re.compile(r'time="[0-9.]+"')
+    assert untimed.sub("", written) == untimed.sub("", cli)
+    assert "reproduce: backpropcheck check wrong.toml" in written
+    bad = pytester.runpytest(*FAST, "--backpropcheck-report", "yaml:x.yaml")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["*expected FORMAT:FILE with FORMAT one of text, json, junit, markdown*"])
+    under_xdist = pytester.runpytest(*FAST, "-n", "2", "--backpropcheck-report", "json:x.json")
+    assert under_xdist.ret == pytest.ExitCode.USAGE_ERROR and not (pytester.path / "x.json").exists()

@@ -42,12 +42,36 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(here)
         files = _files(here)
-        for fmt in ("json", "junit", "markdown"):
+        for fmt in ("json", "junit", "markdown", "text"):
             result = runner.invoke(main, ["check", *files, *FAST, "--format", fmt])
             assert result.exit_code == 2, result.output  # an invalid file and a claim error
             out[fmt] = result.stdout
+        out["text -v"] = runner.invoke(main, ["check", *files, *FAST, "-v"]).stdout
+        from backpropcheck.api import check
+
+        out["api"] = check(files, trials=3, shapes=1)
+    out["json text"] = out["json"]
     out["json"] = json.loads(out["json"])
     return out
+
+
+def _untimed(report: str) -> str:
+    return re.sub(r'time="[0-9.]+"|"seconds": [0-9.e-]+', "T", report)
+
+
+@pytest.mark.parametrize("fmt", ["json", "junit", "markdown", "text", "text -v"])
+def test_every_format_is_one_reporter_for_the_cli_and_the_api(reports: dict[str, Any], fmt: str) -> None:
+    """The registry's reporter renders what ``check --format`` prints, from the API's Report."""
+    from backpropcheck.report.formats import FORMATS
+
+    name, _, flag = fmt.partition(" ")
+    cli = reports["json text" if fmt == "json" else fmt]
+    assert _untimed(reports["api"].render(name, verbose=flag == "-v")) == _untimed(cli)
+    assert set(FORMATS) == {"text", "json", "junit", "markdown"}
+    if fmt == "text -v":  # the failure's fragments in order, the reproduce line last
+        lines = [line.strip() for line in cli.splitlines()]
+        k = lines.index(next(x for x in lines if x.startswith("counterexample: ")))
+        assert lines[k + 1].startswith("true ") and lines[k + 3].startswith("reproduce: backpropcheck check")
 
 
 # -- JUnit --------------------------------------------------------------------------------------------------

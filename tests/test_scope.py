@@ -452,12 +452,14 @@ def test_a_truth_that_ran_out_of_budget_is_not_rebuilt_for_every_claim(monkeypat
 
     monkeypatch.setattr(symbolic, "SymbolicTruth", Exploding)
     d = loads(DENSE_COLUMN, "x.toml")
-    records = {c.name: {"status": "proved", "shapes": [], "seconds": 0.0} for c in d.claims}
     from backpropcheck.checker import _SYMBOLIC_FAILURES, SymbolicTimeout, time_budget
+    from backpropcheck.results import SymbolicEvidence
+
+    records = {c.name: SymbolicEvidence(status="proved", shapes=[], seconds=0.0) for c in d.claims}
 
     scope_module.certify_records(d, d.claims, records, 10.0, {}, lambda s: 0, 10**9, time_budget,
                                  SymbolicTimeout, _SYMBOLIC_FAILURES)
-    assert all(r["scope"] == SAMPLED for r in records.values())
+    assert all(r.scope == SAMPLED for r in records.values())
     assert len(built) == len({tuple(sorted(s.items())) for s in built})  # each size tried once
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import DerivationError
 from ..lang.ir import Const
 from ..lang.ops import ELEMENTWISE, GENERIC_STANDINS, Elementwise, MissingRule
-from ..model import Derivation, Input
+from ..model import DEFAULT_ATOL, DEFAULT_RTOL, Derivation, Input
 from .directional import Rank1, Tangent, dense, direction, inner, tangent_of, tolerance
 from .evaluate import Backend, Tape, backprop, evaluate, evaluate_definition
 
@@ -76,6 +76,7 @@ def sample_input(inp: Input, shape: tuple[int, ...], rng: np.random.Generator,
                  sizes: Mapping[str, int] | None = None) -> np.ndarray:
     """Draw one input from its domain; matrices are scaled by 1/√(last dim) to keep layers unsaturated."""
     if inp.domain == "index":
+        assert inp.range is not None, "the loader gives every index input its range"
         return draw_integers(shape, inp.range.value(sizes or {}), rng)
     if inp.domain == "binary":
         return rng.integers(0, 2, size=shape).astype(float)
@@ -200,7 +201,7 @@ def directional_check(d: Derivation, run: NumericRun, tapes: Mapping[str, Tape],
     :mod:`.directional`): ``dE = Σ_x ⟨grad_x, d_x⟩ + Σ_f ⟨grad_f, v_f⟩`` for random ±1 directions."""
     dirs = {name: direction(shapes[name], rng) for name, inp in d.inputs.items() if not inp.constant}
     own = {f.name: direction(shapes[f.name], rng) for f in d.forward}
-    total: dict[str, Tangent] = {}
+    total: dict[str, np.ndarray] = {}
 
     def var_tangent(name: str) -> Tangent:
         return dirs[name] if name in dirs else total.get(name)
@@ -285,6 +286,32 @@ def _finite(value: np.ndarray, name: str, text: str) -> None:
 
 CHUNK = 1 << 18  # entries per block in compare(): temporaries stay small at production widths
 
+# The default [check] tolerances: the one rule of "close enough" is close_entries() below.
+RTOL = DEFAULT_RTOL
+ATOL = DEFAULT_ATOL
+
+
+def entry_tolerance(truth: np.ndarray, scale: float, rtol: float, atol: float) -> np.ndarray:
+    """What each entry may differ by: ``atol + rtol·(|truth| + scale)``, ``scale`` = max|truth|."""
+    return atol + rtol * (np.abs(truth) + scale)
+
+
+def close_entries(claimed: np.ndarray, truth: np.ndarray, rtol: float = RTOL, atol: float = ATOL) -> np.ndarray:
+    """Entry-wise "close enough" (a boolean array of ``truth``'s shape), by the rule :func:`compare`
+    applies: the tolerance is scaled by the tensor's largest true entry. NaN/Inf is never close."""
+    truth = np.asarray(truth, dtype=float)
+    claimed = np.broadcast_to(np.asarray(claimed, dtype=float), truth.shape)
+    scale = float(np.max(np.abs(truth))) if truth.size else 0.0
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(claimed) & (np.abs(claimed - truth) <= entry_tolerance(truth, scale, rtol, atol))
+
+
+def is_close(claimed: np.ndarray, truth: np.ndarray, rtol: float = RTOL, atol: float = ATOL) -> bool:
+    """True when every entry is close (:func:`close_entries`); arrays of different shapes never are."""
+    if np.shape(claimed) != np.shape(truth):
+        return False
+    return bool(np.all(close_entries(claimed, truth, rtol, atol)))
+
 
 def compare(claimed: np.ndarray, truth: np.ndarray, rtol: float, atol: float) -> tuple[bool, float, float, tuple]:
     """Entry-wise agreement, scaled by the tensor's largest true entry.
@@ -324,7 +351,7 @@ def compare(claimed: np.ndarray, truth: np.ndarray, rtol: float, atol: float) ->
     for lo, hi in blocks:
         t = truth[lo:hi]
         err = np.abs(claimed[lo:hi] - t)
-        tol = atol + rtol * (np.abs(t) + scale)
+        tol = entry_tolerance(t, scale, rtol, atol)
         excess = err - tol
         k = int(np.argmax(excess))
         if excess.flat[k] > worst_value:

@@ -38,6 +38,7 @@ from ..lang.ir import Call, Const, DimSize, IndexRef, IndexSum, Node, Var, names
 from ..lang.ops import OPS, Op
 from ..lang.ops.certificate import AV, Outside, add_counts, atom, max_counts, named, reduced_axes, sum_adjoints
 from ..model import Claim, Derivation
+from ..results import SymbolicEvidence
 
 ALL_SHAPES = "all-shapes"
 SAMPLED = "sampled-shapes"
@@ -405,7 +406,7 @@ class Certifier:
         return Scope(SAMPLED, f"no all-shapes certificate: {why}")
 
 
-def certify_records(d: Derivation, claims: list[Claim], records: dict[str, dict[str, Any]], budget: float,
+def certify_records(d: Derivation, claims: list[Claim], records: Mapping[str, SymbolicEvidence], budget: float,
                     spent: dict[str, float], entries: Callable[[dict[str, int]], int], max_entries: int,
                     time_budget: Callable, timeout: type[BaseException], failures: tuple) -> None:
     """Add ``scope`` and ``argument`` to the record of every proved claim (the checker's call site).
@@ -414,16 +415,16 @@ def certify_records(d: Derivation, claims: list[Claim], records: dict[str, dict[
     certifier = Certifier(d, entries, max_entries)
     for claim in claims:
         record = records.get(claim.name)
-        if record is None or record.get("status") != "proved":
+        if record is None or record.status != "proved":
             continue
         left = budget - spent.get(claim.name, 0.0) if budget > 0 else 0.0
         if budget > 0 and left <= 0.05:
-            record.update(scope=SAMPLED, argument="no budget was left for the all-shapes certificate")
+            record.scope, record.argument = SAMPLED, "no budget was left for the all-shapes certificate"
             continue
         started, wall = time.process_time(), time.perf_counter()
         try:
             with time_budget(left):
-                scope = certifier.certify(claim, record.get("shapes", []))
+                scope = certifier.certify(claim, record.shapes)
         except timeout:
             scope = Scope(SAMPLED, "the all-shapes certificate ran past the budget (--timeout)")
         except failures as exc:
@@ -431,8 +432,8 @@ def certify_records(d: Derivation, claims: list[Claim], records: dict[str, dict[
         except Exception as exc:  # noqa: BLE001 - a certificate's trouble never costs the claim its proof
             scope = Scope(SAMPLED, f"the all-shapes certificate failed ({type(exc).__name__}: {exc})")
         spent[claim.name] = spent.get(claim.name, 0.0) + time.process_time() - started
-        record["seconds"] = record.get("seconds", 0.0) + time.perf_counter() - wall
-        record.update(scope=scope.kind, argument=scope.argument)
+        record.seconds += time.perf_counter() - wall
+        record.scope, record.argument = scope.kind, scope.argument
 
 
 def expression_plan(node: Node, shapes: Mapping[str, Shape], functions: Collection[str] = frozenset()) -> Plan:

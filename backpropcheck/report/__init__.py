@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..checker import FileResult
+from ..results import ClaimResult, FileResult
 
 
 @dataclass
@@ -28,7 +28,7 @@ class Summary:
         )
 
 
-def verdict_label(c) -> str:
+def verdict_label(c: ClaimResult) -> str:
     """``proved (all shapes)`` or ``proved (at n=2,m=3; n=3,m=2)`` (SPEC §8); other verdicts as they are."""
     if c.verdict != "proved" or not c.symbolic or "scope" not in c.symbolic:
         return c.verdict

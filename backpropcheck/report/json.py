@@ -8,7 +8,7 @@ from dataclasses import asdict
 from typing import Any
 
 from .. import __version__
-from ..checker import FileResult
+from ..results import FileResult
 from . import Summary
 
 

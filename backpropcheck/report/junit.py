@@ -11,12 +11,14 @@ file). The counts match the JSON summary: ``failures == failed``,
 from __future__ import annotations
 
 import re
-import shlex
 import xml.etree.ElementTree as ET
 from pathlib import PurePath
 
 from .. import __version__
-from ..checker import ClaimResult, FileResult, true_and_claimed
+from ..results import ClaimResult, FileResult
+from .failure import failure_fragments, failure_text
+
+__all__ = ["failure_text", "render", "to_element"]
 
 # XML 1.0 forbids most control characters even when escaped; a message quoting a file must not break the XML.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -33,57 +35,29 @@ def _classname(path: str) -> str:
     return ".".join(parts) or pure.name
 
 
-def counterexample_lines(c: ClaimResult) -> list[str]:
-    """The counterexample as plain lines: dims, seed, entry, values, the true entry and the reproduce command."""
-    cex = c.counterexample
-    if cex is None:
-        return []
-    dims = ", ".join(f"{k}={v}" for k, v in cex.dims.items())
-    where = f"trial {cex.trial}, " if isinstance(cex.trial, int) else ""
-    lines = [f"counterexample: {where}dims {dims}, seed {cex.seed}, entry {cex.index}"]
-    if cex.true == cex.true:  # not NaN: the symbolic engine gives no numbers
-        lines.append(true_and_claimed(cex.true, cex.claimed))
-    if cex.expression:
-        lines.append(f"true entry, per neuron: {cex.expression}")
-    lines.append(f"reproduce: {cex.command}")
-    return lines
-
-
-def failure_text(c: ClaimResult, path: str) -> str:
-    """Everything a reader needs to act on a claim that is not ok, one fact per line."""
-    lines = [f"{c.verdict}: {c.name} = {c.expr} (expected {c.expected})", c.message]
-    if c.diagnosis:
-        lines.append(f"diagnosis: {c.diagnosis}")
-    lines += counterexample_lines(c)
-    if c.counterexample is None:
-        lines.append(f"reproduce: {shlex.join(['backpropcheck', 'check', path, '-v'])}")
-    if c.depends_on_refuted:
-        lines.append(f"uses {', '.join(c.depends_on_refuted)}, whose own claim is refuted")
-    return "\n".join(lines)
-
-
 def _testcase(parent: ET.Element, r: FileResult, c: ClaimResult) -> tuple[int, int]:
     case = ET.SubElement(parent, "testcase", name=_text(c.name), classname=_text(_classname(r.path)),
                          file=_text(r.path))
     seconds = (c.symbolic or {}).get("seconds")
     if isinstance(seconds, (int, float)):
         case.set("time", f"{seconds:.3f}")
-    scope = (c.symbolic or {}).get("scope")
+    symbolic = c.symbolic or {}
+    scope = symbolic.get("scope")
     if scope is not None and c.verdict == "proved":  # SPEC §8: the proof's scope and its argument
         props = ET.SubElement(case, "properties")
         ET.SubElement(props, "property", name="scope", value=_text(scope))
-        ET.SubElement(props, "property", name="argument", value=_text(c.symbolic.get("argument", "")))
+        ET.SubElement(props, "property", name="argument", value=_text(symbolic.get("argument", "")))
     if c.ok:
         if c.verdict != "proved":  # "verified" says why it is not proved; an expected verdict says so
             ET.SubElement(case, "system-out").text = _text(c.message)
         return 0, 0
-    detail = failure_text(c, r.path)
+    fragments = failure_fragments(c, r.path)
+    detail = "\n".join(f.line() for f in fragments)
     if c.verdict == "error":
         ET.SubElement(case, "error", message=_text(c.message), type="error").text = _text(detail)
         return 0, 1
     # the message attribute is what most viewers show first: keep the counterexample and reproduce there
-    message = " | ".join([f"{c.verdict}: {c.message}"] + counterexample_lines(c)[:1] + [
-        line for line in detail.splitlines() if line.startswith("reproduce: ")])
+    message = " | ".join([f"{c.verdict}: {c.message}"] + [f.line() for f in fragments if f.kind in ("where", "reproduce")])
     ET.SubElement(case, "failure", message=_text(message), type=_text(c.verdict)).text = _text(detail)
     return 1, 0
 

@@ -12,9 +12,9 @@ import html
 import re
 
 from .. import __version__
-from ..checker import ClaimResult, FileResult
+from ..results import ClaimResult, FileResult
 from . import Summary, verdict_label
-from .junit import counterexample_lines
+from .failure import counterexample_fragments, depends_fragment
 
 STATUS = {"passed": "✅ passed", "failed": "❌ failed", "error": "⚠️ error"}
 
@@ -47,14 +47,9 @@ def _detail(c: ClaimResult) -> str:
     if not c.ok:
         if c.diagnosis:
             parts.append(f"**likely:** {_plain(c.diagnosis)}")
-        for line in counterexample_lines(c):
-            label, _, rest = line.partition(": ")
-            if label in ("reproduce", "true entry, per neuron"):
-                parts.append(f"{label}: {_code(rest)}")
-            else:
-                parts.append(_plain(line))
-    if c.depends_on_refuted:
-        parts.append(_plain(f"uses {', '.join(c.depends_on_refuted)}, whose own claim is refuted"))
+        for f in counterexample_fragments(c.counterexample):
+            parts.append(f"{f.label}: {_code(f.text)}" if f.code else _plain(f.line()))
+    parts += [_plain(f.line()) for f in depends_fragment(c)]
     return "<br>".join(parts)
 
 

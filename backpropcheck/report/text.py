@@ -9,8 +9,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..checker import ClaimResult, FileResult, true_and_claimed
+from ..results import ClaimResult, FileResult
 from . import Summary, verdict_label
+from .failure import counterexample_fragments, depends_fragment
 
 STYLE = {"proved": "bold green", "verified": "green", "refuted": "bold red", "shape-error": "bold red",
          "error": "bold magenta"}
@@ -28,20 +29,10 @@ def _details(c: ClaimResult, verbose: bool) -> list[str]:
         lines.append(escape(c.message))
     if verbose and c.symbolic and c.symbolic.get("argument"):
         lines.append(f"scope: {escape(c.symbolic['argument'])}")
-    cex = c.counterexample
-    if cex is not None and (not c.ok or verbose):
-        dims = ", ".join(f"{k}={v}" for k, v in cex.dims.items())
-        if isinstance(cex.trial, int):
-            lines.append(f"counterexample: trial {cex.trial}, dims {dims}, seed {cex.seed}, entry {cex.index}")
-        else:
-            lines.append(f"counterexample: dims {dims}, seed {cex.seed}, entry {cex.index}")
-        if cex.true == cex.true:  # not NaN
-            lines.append("  " + true_and_claimed(cex.true, cex.claimed, "   "))
-        if cex.expression:
-            lines.append(f"  true entry, per neuron: {escape(cex.expression)}")
-        lines.append(f"  reproduce: {escape(cex.command)}")
-    if c.depends_on_refuted:
-        lines.append(f"uses {', '.join(c.depends_on_refuted)}, whose own claim is refuted")
+    if not c.ok or verbose:  # the counterexample's first line unindented, its details under it
+        for i, f in enumerate(counterexample_fragments(c.counterexample, values_sep="   ")):
+            lines.append(("  " if i else "") + escape(f.line()))
+    lines += [f.line() for f in depends_fragment(c)]
     return lines
 
 

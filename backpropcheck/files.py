@@ -1,0 +1,52 @@
+"""Which files a run checks: paths and folders walked to ``*.toml`` files and notes' blocks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def find_files(paths: list[str]) -> list[str]:
+    """Files and folders (recursively ``*.toml``, and ``*.md`` notes holding ``toml backpropcheck``
+    blocks: one ``NOTE.md:LINE`` per block, see :mod:`.notes`), in a stable order."""
+    return walk_files(paths)[0]
+
+
+def walk_files(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """What :func:`find_files` finds, and the folders that could not be read, each with the reason:
+    they are reported, never skipped in silence.
+
+    An explicit stack, not recursion: a tree 1,100 folders deep is walked like a flat one. Links to
+    folders are not followed (a link to an ancestor would never end); links to files are."""
+    import os
+
+    from .notes import SUFFIXES, is_note, refs
+
+    out: list[str] = []
+    unreadable: list[tuple[str, str]] = []
+    for p in paths:
+        path = Path(p)
+        if not path.is_dir():
+            if is_note(path) and path.exists():
+                out.extend(refs(path))
+            else:
+                out.append(str(path))
+            continue
+        found: list[Path] = []
+        stack = [str(p)]
+        while stack:
+            folder = stack.pop()
+            try:
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        try:
+                            if entry.is_dir(follow_symlinks=False):
+                                stack.append(entry.path)
+                            elif Path(entry.name).suffix in (".toml", *SUFFIXES) and entry.is_file():
+                                found.append(Path(entry.path))
+                        except OSError as exc:
+                            unreadable.append((entry.path, exc.strerror or str(exc)))
+            except OSError as exc:
+                unreadable.append((str(Path(folder)), exc.strerror or str(exc)))
+        for f in sorted(found):
+            out.extend(refs(f, explicit=False) if is_note(f) else [str(f)])
+    return out, sorted(unreadable)

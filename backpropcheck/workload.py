@@ -1,0 +1,111 @@
+"""The size of a file's check before it runs: every array the engines build, at the drawn dims.
+
+The checker bounds these (``max_entries``, ``max_rank``, ``max_flops``: :mod:`.limits`) before
+anything is allocated, and paces its trials by them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from .limits import Limits, exceeded
+from .model import Claim, Derivation
+
+_DISTINCT: dict[int, tuple[Derivation, frozenset]] = {}
+
+
+def distinct_dims(d: Derivation) -> frozenset:
+    """The distinct dims of every shape, once per file (``shape_of`` is a linear search: with 120
+    definitions, checking every shape at each of 10,000 draws took seconds)."""
+    hit = _DISTINCT.get(id(d))
+    if hit is None or hit[0] is not d:
+        if len(_DISTINCT) > 16:
+            _DISTINCT.clear()
+        hit = _DISTINCT[id(d)] = (d, frozenset(dim for n in all_shaped(d) for dim in d.shape_of(n)))
+    return hit[1]
+
+
+def all_shaped(d: Derivation) -> list[str]:
+    return list(d.inputs) + [f.name for f in d.forward + d.backward]
+
+
+def entries(d: Derivation, sizes: dict[str, int]) -> int:
+    return sum(math.prod(dim.value(sizes) for dim in d.shape_of(n)) for n in all_shaped(d))
+
+
+def spaces(d: Derivation, claims: list[Claim], limits: Limits,
+            products: list[tuple[str, tuple]] | None = None) -> list[tuple[str, tuple]]:
+    """Every array the engines build beyond the named tensors, as a tuple of dims, with its key.
+
+    That is each intermediate value of a matrix-form expression (its rank must be at most
+    ``max_rank``; the numeric tape keeps them all), each index-form definition's index space
+    (one axis per free index and per sum) and each einsum's iteration space. With the named
+    tensors, their entries at the drawn dims are bounded by ``max_entries`` before anything
+    is allocated: a bound on memory, and on the work of a loop in C that no alarm interrupts.
+
+    ``products`` (if given) receives each matrix product's and einsum's iteration space (its
+    multiply-adds: (m, k) @ (k, n) is m·k·n), the work that entries alone do not show.
+    """
+    from .errors import LimitError
+    from .lang.ir import Call, Var
+    from .lang.ops import parse_einsum
+    from .lang.shapes import infer
+
+    out: list[tuple[str, tuple]] = []
+    roots = [(f.key, f.node) for f in d.forward + d.backward if f.node is not None]
+    if d.loss.expression is not None:
+        roots.append(("loss.E", d.loss.expression))
+    roots += [(f"claims.{c.name}", c.node) for c in claims if c.node is not None]
+    indexed = [(f.key, f.index) for f in d.forward + d.backward]
+    indexed += [(f"claims.{c.name}", c.index) for c in claims]  # an index-form claim has its space too
+    for key, index in indexed:
+        if index is not None:
+            if index.rank > limits.max_rank:
+                raise LimitError(exceeded("the rank of the index space (free indices plus sums)", index.rank,
+                                          "max_rank", limits), key=key)
+            out.append((key, tuple(index.ranges.values())))
+    for key, root in roots:
+        shapes: dict[int, tuple] = {}
+        stack = [(root, False)]
+        while stack:
+            node, ready = stack.pop()
+            kids = node.children()
+            if kids and not ready:
+                stack.append((node, True))
+                stack.extend((k, False) for k in kids)
+                continue
+            if isinstance(node, Var):
+                shape = d.shape_of(node.name)
+            elif isinstance(node, Call):
+                env = {f"#{k}": shapes[id(kid)] for k, kid in enumerate(kids)}
+                shape = infer(replace(node, args=tuple(Var(kid.col, f"#{k}") for k, kid in enumerate(kids))), env)
+                if node.op == "einsum":
+                    subs, _ = parse_einsum(node.params["spec"], [len(env[f"#{k}"]) for k in range(len(kids))])
+                    letters = {c: dim for sub, k in zip(subs, range(len(kids))) for c, dim in zip(sub, env[f"#{k}"])}
+                    out.append((key, tuple(letters.values())))
+                    if products is not None:
+                        products.append((key, tuple(letters.values())))
+                elif node.op in ("matmul", "dot") and products is not None and env["#0"]:
+                    products.append((key, shape + (env["#0"][-1],)))  # result entries x the summed dim
+            else:
+                shape = ()
+            if len(shape) > limits.max_rank:
+                raise LimitError(exceeded(f"the rank of `{node.src}`", len(shape), "max_rank", limits),
+                                 key=key, column=node.col)
+            shapes[id(node)] = shape
+            if isinstance(node, Call):
+                out.append((key, shape))
+    return out
+
+
+def work(d: Derivation, spaces: list[tuple[str, tuple]], sizes: dict[str, int]) -> tuple[int, str | None]:
+    """Entries of every tensor and every space at these dims (Python ints: no overflow), and the
+    key of the largest space."""
+    total = entries(d, sizes)
+    best: tuple[int, str | None] = (0, None)
+    for key, dims in spaces:
+        n = math.prod(dim.value(sizes) for dim in dims)
+        total += n
+        best = max(best, (n, key), key=lambda b: b[0])
+    return total, best[1]
