@@ -174,7 +174,7 @@ def main() -> None:
 @click.option("--dims", callback=_parse_dims, default=None, metavar="n=4096,m=512",
               help="Numeric trials at exactly these dims (production shapes).")
 @_run_options("no_symbolic", "timeout")
-@click.option("--jobs", type=click.IntRange(1, 256), default=1, show_default=True,
+@click.option("--jobs", type=click.IntRange(1, 256), default=None, show_default="the available cores",
               help="Files checked in parallel worker processes (every file runs in a worker: see --file-timeout).")
 @click.option("--fail-fast", is_flag=True, help="Stop after the first file that does not pass.")
 @click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="text", show_default=True)
@@ -228,6 +228,8 @@ def check(paths, seed, trials, shapes, max_dim, rtol, atol, dims, no_symbolic, t
     # a folder that cannot be read is an error of the run, reported first, like an invalid file
     results = [FileResult(f, "", "error", f"{f}: cannot read this folder ({why}); the files in it were not checked")
                for f, why in unreadable]
+    if jobs is None:  # the report is the same for every --jobs, so use what the machine has
+        jobs = _available_cores(len(files))
     if files and not (fail_fast and results):
         results += _run(files, options, jobs, fail_fast, progress=_want_progress(fmt, output, quiet, sys.stderr))
     try:
@@ -283,6 +285,14 @@ class _Progress:
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.stop()
+
+
+def _available_cores(files: int) -> int:
+    """The cores this process may run on (at most one worker per file, at most 256)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, files, 256))
 
 
 def _run(files: list[str], options, jobs: int, fail_fast: bool, progress: bool = False):

@@ -172,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     outcomes: Counter = Counter()
     false: list[tuple] = []
     slowest = (0.0, None)
+    merely_verified: Counter = Counter()
+    verified_examples: dict[str, str] = {}
     with mp.get_context("fork").Pool(args.workers) as pool:
         for done, (index, family, expected, verdict, seconds, message) in enumerate(
                 pool.imap_unordered(_run, [(i, args.seed) for i in range(args.cases)], chunksize=4), 1):
@@ -179,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             slowest = max(slowest, (seconds, index), key=lambda s: s[0])
             if false_verdict(expected, verdict):
                 false.append((index, family, expected, verdict, message))
+            if expected == "holds" and verdict == "verified":  # true but not proved: not false, still a gap
+                merely_verified[family] += 1
+                verified_examples.setdefault(family, f"case {index}: {message[:200]}")
             if done % 500 == 0:
                 print(f"  {done} cases, {time.perf_counter() - started:.0f} s, {len(false)} false", flush=True)
     for index, family, expected, verdict, message in false[:30]:
@@ -186,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cases: {args.cases} in {time.perf_counter() - started:.0f} s with {args.workers} workers (seed {args.seed})")
     print("outcomes: " + ", ".join(f"{e}->{v}: {k}" for (e, v), k in sorted(outcomes.items())))
     print(f"max per-case time: {slowest[0]:.2f} s (case {slowest[1]})")
+    for family, count in merely_verified.most_common():
+        print(f"true but only verified: {family}: {count} ({verified_examples[family]})")
     print(f"false verdicts: {len(false)}")
     return 1 if false else 0
 

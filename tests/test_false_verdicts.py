@@ -191,7 +191,8 @@ def test_the_unit_claim_off_its_domain_is_refuted(tmp_path: Path) -> None:
 BLOCKS = Path(__file__).resolve().parent.parent / "bench" / "blocks"
 
 
-@pytest.mark.parametrize("name", ["gpt2_mlp_block.toml", "batchnorm_bessel_one_line.toml", "relu_gated_mse.toml"])
+@pytest.mark.parametrize("name", ["gpt2_mlp_block.toml", "batchnorm_bessel_one_line.toml", "relu_gated_mse.toml",
+                                  "transformer_block.toml", "lstm_step.toml"])
 def test_published_blocks_are_proved_within_the_default_budget(tmp_path: Path, name: str) -> None:
     result = check_text(tmp_path, (BLOCKS / name).read_text(), Options(trials=3, shapes=1))
     assert {c.name: c.verdict for c in result.claims} == {c.name: "proved" for c in result.claims}, \
@@ -206,6 +207,26 @@ def test_published_blocks_are_proved_within_the_default_budget(tmp_path: Path, n
 ])
 def test_mutants_of_the_gpt2_block_are_refuted(tmp_path: Path, old: str, new: str) -> None:
     text = (BLOCKS / "gpt2_mlp_block.toml").read_text()
+    assert old in text
+    result = check_text(tmp_path, text.replace(old, new), Options(trials=3, shapes=1))
+    assert "refuted" in {c.verdict for c in result.claims}, [(c.name, c.verdict) for c in result.claims]
+
+
+@pytest.mark.parametrize("name, old, new", [
+    # the softmax backward without the row sum of grad_P * P
+    ("transformer_block.toml", 'grad_S = "P * (grad_P - sum(grad_P * P, axis=1, keepdims=True))"',
+     'grad_S = "P * grad_P"'),
+    ("transformer_block.toml", 'grad_k = "grad_S.T @ q', 'grad_k = "grad_S @ q'),  # the key gradient untransposed
+    ("transformer_block.toml", 'grad_x = "grad_x2 + r1', 'grad_x = "r1'),  # the attention residual dropped
+    ("transformer_block.toml", " + grad_v @ Wv.T", ""),  # the value path of LayerNorm 1 forgotten
+    ("lstm_step.toml", 'grad_c2 = "r + ', 'grad_c2 = "'),  # the next cell state's own gradient dropped
+    ("lstm_step.toml", "grad_c2 * c * f * (1 - f)", "grad_c2 * c * i * (1 - i)"),  # the forget gate's derivative
+    ("lstm_step.toml", 'grad_h = "grad_Z @ W[I:I+H, :].T"', 'grad_h = "grad_Z @ W[0:H, :].T"'),  # the wrong rows
+    ("lstm_step.toml", "grad_h2 * o * (1 - tc ** 2)", "grad_h2 * o * (1 - tc)"),  # tanh' as 1 - tanh
+])
+def test_mutants_of_the_transformer_and_lstm_blocks_are_refuted(tmp_path: Path, name: str, old: str,
+                                                                 new: str) -> None:
+    text = (BLOCKS / name).read_text()
     assert old in text
     result = check_text(tmp_path, text.replace(old, new), Options(trials=3, shapes=1))
     assert "refuted" in {c.verdict for c in result.claims}, [(c.name, c.verdict) for c in result.claims]

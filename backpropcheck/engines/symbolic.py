@@ -21,6 +21,7 @@ import random
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import sympy as sp
@@ -28,7 +29,7 @@ from sympy.polys.polyerrors import BasePolynomialError
 
 from ..lang.ir import Const
 from ..lang.ops import ELEMENTWISE, Elementwise
-from ..lang.symfuncs import Relu, SoftmaxEntry, Step, generic, softmax_as_exp
+from ..lang.symfuncs import MaxOf, MinOf, Relu, SoftmaxEntry, Step, generic, softmax_as_exp
 from ..model import Derivation
 from .evaluate import Backend, evaluate, evaluate_definition
 from .exact import Converter, Unsupported
@@ -128,8 +129,14 @@ class SymbolicTruth:
         # A local partial that contains an entry's own definition is written with its atom:
         # ∂P_i/∂Z_j = P_i (δ_ij − P_j), ∂h/∂z = 1 − h² for h = tanh(z).
         self.by_definition = {value: atom for atom, value in self.local.items() if value.is_Function}
+        # A mask compares an entry with its slice's max atom (``x >= m``); inside a Step that atom is
+        # written as its definition, so the mask is the arg-max indicator by construction (see
+        # symfuncs._against_extreme) and a claim ``mask * grad_m`` matches the truth's one step.
+        self.extremes = {atom: value for atom, value in self.local.items() if isinstance(value, (MaxOf, MinOf))}
         # one reverse sweep of the scalar chain rule; each adjoint is a list of parts, summed once
-        templates: dict[tuple, sp.Expr] = {}
+        templates = _TEMPLATES  # shared by every truth: a template's derivative never depends on the dims
+        if len(templates) > 50_000:
+            templates.clear()
         parts: dict[sp.Symbol, list[sp.Expr]] = {}
         self.upstream: dict[str, np.ndarray] = {}
         if d.loss.expression is not None:
@@ -143,68 +150,101 @@ class SymbolicTruth:
                 self.upstream[h] = g
                 for idx in np.ndindex(*g.shape):
                     parts[self.env[h][idx]] = [g[idx]]
-        # Beside the expanded adjoints, the same sweep with the *gradient atoms* ∇v[k] of each
-        # forward entry as multipliers gives every adjoint as one chain-rule step:
-        # step[p] = Σ ∇v[k] · ∂(def v[k])/∂p, the per-neuron form of "judged on its own step".
-        steps = {s: list(ts) for s, ts in parts.items()}
-        adj: dict[sp.Symbol, sp.Expr] = {}
+        # The sweep runs with the *gradient atoms* ∇v[k] of each forward entry as multipliers, so
+        # every adjoint is one chain-rule step: step[p] = Σ ∇v[k] · ∂(def v[k])/∂p, the per-neuron
+        # form of "judged on its own step". The expanded adjoints (every ∇v replaced by its own
+        # expanded value) are made from the steps only when a claim needs them (:attr:`grads`).
+        steps = parts
         step: dict[sp.Symbol, sp.Expr] = {}
         self.grad_atoms: dict[sp.Symbol, sp.Expr] = {}  # ∇v[k] -> its step expression
-        self.grads: dict[str, np.ndarray] = {}
         self.steps: dict[str, np.ndarray] = {}
         gradient_atoms: dict[str, np.ndarray] = {}
         for name, atoms in reversed(self.order):
             for atom in atoms.flat:
-                if atom in parts:
-                    adj[atom] = sp.Add(*parts.pop(atom))
+                if atom in steps:
                     step[atom] = sp.Add(*steps.pop(atom))
-            self.grads[name] = _array_of(atoms, adj)
             self.steps[name] = _array_of(atoms, step)
             nabla = symbol_array(f"∇{name}", atoms.shape, real=True)
             for idx in np.ndindex(*atoms.shape):
                 if step.get(atoms[idx], 0) == 0:
                     nabla[idx] = sp.Integer(0)
-                else:
-                    self.grad_atoms[nabla[idx]] = step[atoms[idx]]
-            gradient_atoms[name] = nabla
-            for idx in np.ndindex(*atoms.shape):
-                atom = atoms[idx]
-                a = adj.get(atom)
-                if a is None or a == 0:
                     continue
-                for p, dp in partials(self.local[atom], differentiable, templates).items():
+                self.grad_atoms[nabla[idx]] = step[atoms[idx]]
+                for p, dp in partials(self.local[atoms[idx]], differentiable, templates).items():
                     dp = dp.xreplace(self.by_definition) if self.by_definition else dp
-                    parts.setdefault(p, []).append(a * dp)
                     steps.setdefault(p, []).append(nabla[idx] * dp)
-        for s, terms in parts.items():
-            adj[s] = sp.Add(*terms)
-            step[s] = sp.Add(*steps[s])
-        for name, inp in d.inputs.items():
-            if not inp.constant:
-                self.grads[name] = _array_of(self.env[name], adj)
-                self.steps[name] = _array_of(self.env[name], step)
+            gradient_atoms[name] = nabla
+        for s, terms in steps.items():
+            step[s] = sp.Add(*terms)
+        self._differentiable_inputs = [name for name, inp in d.inputs.items() if not inp.constant]
+        for name in self._differentiable_inputs:
+            self.steps[name] = _array_of(self.env[name], step)
+        self._grads: _ExpandedAdjoints | None = None
         self._full: dict[sp.Symbol, sp.Expr] = {}
         self._layered: list | None = None  # the layered witness's points, made on first use
         self._over_atoms = Converter(self._lookup_simplex)
         self._over_inputs = Converter(self._lookup_definition)
-        # claims read the same symbols, with every grad_X bound to its truth
-        self.claim_env = dict(self.env)
-        self.claim_env.update({f"grad_{n}": g for n, g in self.grads.items()})
-        for helper in d.backward:
-            self.claim_env[helper.name] = evaluate_definition(helper.root, helper.index, self.claim_env, sizes,
-                                                              self.backend)
-        # ... or, for the one-step comparison, every grad_v of a forward variable bound to ∇v
-        self.step_env = dict(self.env)
-        self.step_env.update({f"grad_{n}": g for n, g in self.steps.items() if n in d.inputs})
-        self.step_env.update({f"grad_{n}": g for n, g in gradient_atoms.items()})
-        for helper in d.backward:
-            self.step_env[helper.name] = evaluate_definition(helper.root, helper.index, self.step_env, sizes,
-                                                             self.backend)
+        self._gradient_atoms = gradient_atoms
+        self._position = {atom: k for k, (_, atoms) in enumerate(self.order) for atom in atoms.flat}
+        # the forward variables (by position) each variable's definition reads, and the converters
+        # of peeled_zero, one per set of variables written as their definitions
+        self._reads = [{self._position[s] for atom in atoms.flat for s in self.local[atom].free_symbols
+                        if s in self._position} for _, atoms in self.order]
+        self._peeled: dict[frozenset, Converter] = {}
+        self._claim_env: _ClaimEnv | None = None  # made on first use (most claims never need it)
+        self._step_env: dict[str, np.ndarray] | None = None
+        self._stepped: dict[tuple[int, int], np.ndarray] = {}  # a claim's value over the gradient atoms
+
+    @property
+    def grads(self) -> Mapping[str, np.ndarray]:
+        """The expanded true adjoint of every entry: each step with every ``∇v`` replaced by ``v``'s
+        own expanded adjoint, made per variable (and per gradient atom) on first use."""
+        if self._grads is None:
+            self._grads = _ExpandedAdjoints(self)
+        return self._grads
+
+    @property
+    def claim_env(self) -> Mapping[str, np.ndarray]:
+        """The symbols of the truth, every ``grad_X`` bound to its true (expanded) adjoint."""
+        if self._claim_env is None:
+            env = _ClaimEnv(dict(self.env), self.grads)
+            for helper in self.d.backward:
+                env.own[helper.name] = evaluate_definition(helper.root, helper.index, env, self.sizes,
+                                                           self.backend)
+            self._claim_env = env
+        return self._claim_env
+
+    @property
+    def step_env(self) -> dict[str, np.ndarray]:
+        """For the one-step comparison: every ``grad_v`` of a forward variable bound to ``∇v``."""
+        if self._step_env is None:
+            env = dict(self.env)
+            env.update({f"grad_{n}": g for n, g in self.steps.items() if n in self.d.inputs})
+            env.update({f"grad_{n}": g for n, g in self._gradient_atoms.items()})
+            for helper in self.d.backward:
+                env[helper.name] = evaluate_definition(helper.root, helper.index, env, self.sizes, self.backend)
+            self._step_env = env
+        return self._step_env
+
+    def _stepped_value(self, node, target: str, index) -> np.ndarray:
+        """A claim's value over the gradient atoms (shared by :meth:`step_zero` and :meth:`chain_zero`)."""
+        key = (id(node), id(index))
+        if key not in self._stepped:
+            value = evaluate_definition(node, index, self.step_env, self.sizes, self.backend)
+            self._stepped[key] = np.broadcast_to(value, self.steps[target].shape)
+        return self._stepped[key]
 
     def atomize(self, e: sp.Expr) -> sp.Expr:
         """Write every forward definition that appears whole as its atom (``tanh(z[0])`` → ``h[0]``),
-        as the sweep writes the local partials: equal values, one form for both sides."""
-        return e.xreplace(self.by_definition) if self.by_definition else e
+        as the sweep writes the local partials: equal values, one form for both sides; and every
+        max/min atom inside a ``Step`` as its definition (a mask against the max is its indicator)."""
+        e = e.xreplace(self.by_definition) if self.by_definition else e
+        if self.extremes and e.has(Step):
+            kinks = {k: Step(k.args[0].xreplace(self.extremes)) for k in e.atoms(Step)
+                     if not k.args[0].free_symbols.isdisjoint(self.extremes)}
+            if kinks:
+                e = e.xreplace(kinks)
+        return e
 
     def claim_value(self, node, index=None) -> np.ndarray:
         return evaluate_definition(node, index, self.claim_env, self.sizes, self.backend)
@@ -216,9 +256,7 @@ class SymbolicTruth:
         proof for a claim that reads the next gradient (``W.T @ grad_z``), whose expanded form
         can be large.
         """
-        claimed = np.broadcast_to(evaluate_definition(node, index, self.step_env, self.sizes, self.backend),
-                                  self.steps[target].shape)
-        return self.identical_over_atoms(claimed, self.steps[target])
+        return self.identical_over_atoms(self._stepped_value(node, target, index), self.steps[target])
 
     def identical_over_atoms(self, claimed: np.ndarray, truth: np.ndarray) -> bool:
         """Is every entry of ``claimed - truth`` zero by exact arithmetic, the atoms independent?"""
@@ -244,12 +282,11 @@ class SymbolicTruth:
         ``xc·rstd``) while the gradient atoms stay independent. Sound for the same reason as
         :meth:`step_zero`, and far smaller than the fully expanded adjoints.
         """
-        claimed = np.broadcast_to(evaluate_definition(node, index, self.step_env, self.sizes, self.backend),
-                                  self.steps[target].shape)
+        claimed = self._stepped_value(node, target, index)
         truth = self.steps[target]
         for idx in np.ndindex(*truth.shape):
             c = sp.sympify(claimed[idx], strict=True)
-            t = truth[idx]
+            t: sp.Expr = truth[idx]
             read = {s for s in c.free_symbols if s in self.grad_atoms}
             for _ in range(len(self.order) + 1):
                 deeper = {s: self.grad_atoms[s] for s in t.free_symbols if s in self.grad_atoms and s not in read}
@@ -264,11 +301,62 @@ class SymbolicTruth:
             try:
                 if self._over_atoms.is_zero(e):
                     continue
-                if not self._over_inputs.is_zero(softmax_as_exp(e)):
+                if self._reach_is_small(e):  # few atoms below: the inputs' form is small, try it first
+                    if self._over_inputs.is_zero(softmax_as_exp(e)) or self.peeled_zero(e):
+                        continue
                     return False
+                if self.peeled_zero(e) or self._over_inputs.is_zero(softmax_as_exp(e)):
+                    continue
+                return False
             except (Unsupported, ZeroDivisionError):
                 return False
         return True
+
+    def _reach_is_small(self, e: sp.Expr, limit: int = 16) -> bool:
+        """Do at most ``limit`` forward atoms lie below ``e``'s (its whole form over the inputs is small)?"""
+        seen: set[sp.Symbol] = set()
+        todo = [s for s in e.free_symbols if s in self.local]
+        while todo:
+            s = todo.pop()
+            if s in seen:
+                continue
+            seen.add(s)
+            if len(seen) > limit:
+                return False
+            todo.extend(t for t in self.local[s].free_symbols if t in self.local and t not in seen)
+        return True
+
+    def peeled_zero(self, e: sp.Expr, rounds: int = 6) -> bool:
+        """Is ``e`` zero with the latest forward atoms replaced by their local definitions, one layer
+        at a time (``xn`` by ``xc·rstd``, then ``rstd`` by its definition over ``xc``), the earlier
+        atoms and every ``∇v`` still independent? Sound like :meth:`identical_over_atoms` (each
+        replacement is an equality), and far smaller than substituting down to the inputs, which for
+        a late layer (the second LayerNorm of a transformer block) carries the whole block."""
+        expand: set[int] = set()  # forward variables (by position) written as their definitions
+        frontier = {self._position[s] for s in e.free_symbols if s in self.local}
+        e = softmax_as_exp(e)
+        for _ in range(rounds):
+            if not frontier:
+                return False
+            latest = max(frontier)
+            expand.add(latest)
+            frontier.discard(latest)
+            frontier |= self._reads[latest] - expand
+            key = frozenset(expand)
+            peeled = self._peeled.get(key)
+            if peeled is None:  # one converter per layer set, shared by every entry and claim
+                peeled = self._peeled[key] = Converter()
+                peeled.lookup = partial(self._lookup_peeled, peeled, key)
+            if peeled.is_zero(e):
+                return True
+        return False
+
+    def _lookup_peeled(self, converter: Converter, expand: frozenset, s: sp.Symbol):
+        if s in self.simplex:
+            return converter(self.simplex[s])
+        if self._position.get(s) in expand:
+            return converter(softmax_as_exp(self.local[s]))
+        return None
 
     def full(self, expr: sp.Expr) -> sp.Expr:
         """Replace every forward atom by its definition, down to the inputs."""
@@ -525,6 +613,63 @@ class SymbolicTruth:
                               for e in found})
 
 
+class _ExpandedAdjoints(Mapping[str, np.ndarray]):
+    """``grad[name]``: the truth's steps with every ``∇v`` replaced by its expanded value, each gradient
+    atom expanded once and only when an entry asked for reads it."""
+
+    def __init__(self, truth: SymbolicTruth):
+        self.truth = truth
+        self.names = [name for name, _ in truth.order] + list(truth._differentiable_inputs)
+        self.arrays: dict[str, np.ndarray] = {}
+        self.memo: dict[sp.Symbol, sp.Expr] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.arrays:
+            if name not in self.truth.steps:
+                raise KeyError(name)
+            steps = self.truth.steps[name]
+            out = np.empty(steps.shape, dtype=object)
+            for idx in np.ndindex(*steps.shape):
+                out[idx] = self.expand(steps[idx])
+            self.arrays[name] = out
+        return self.arrays[name]
+
+    def __iter__(self):
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def expand(self, e: sp.Expr) -> sp.Expr:
+        atoms = [s for s in e.free_symbols if s in self.truth.grad_atoms] if e != 0 else []
+        for s in atoms:
+            if s not in self.memo:  # a ∇v's step reads only later variables' ∇: the depth is the layers'
+                self.memo[s] = self.expand(self.truth.grad_atoms[s])
+        return e.xreplace({s: self.memo[s] for s in atoms}) if atoms else e
+
+
+class _ClaimEnv(Mapping[str, np.ndarray]):
+    """The truth's symbols and helpers (``own``), and ``grad_X`` read from the expanded adjoints on use."""
+
+    def __init__(self, own: dict[str, np.ndarray], grads: Mapping[str, np.ndarray]):
+        self.own = own
+        self.grads = grads
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key in self.own:
+            return self.own[key]
+        if key.startswith("grad_") and key[5:] in self.grads:
+            return self.grads[key[5:]]
+        raise KeyError(key)
+
+    def __iter__(self):
+        yield from self.own
+        yield from (f"grad_{n}" for n in self.grads if f"grad_{n}" not in self.own)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 def _real_roots(g: sp.Expr, s: sp.Symbol) -> list[sp.Rational]:
     """Rational approximations of the real roots of ``g`` in ``s`` (a polynomial; else none)."""
     try:
@@ -576,9 +721,12 @@ def _concrete_inputs(d: Derivation, sizes: Mapping[str, int]) -> dict[str, np.nd
             continue
         shape = tuple(dim.value(sizes) for dim in inp.shape)
         rng = np.random.default_rng([zlib.crc32(name.encode()), *sorted(sizes.values()), len(sizes)])
-        high = inp.range.value(sizes) if inp.domain == "index" else 2
+        high = inp.range.value(sizes) if inp.domain == "index" and inp.range is not None else 2
         out[name] = draw_integers(shape, high, rng) if inp.domain == "index" else rng.integers(0, 2, size=shape)
     return out
+
+
+_TEMPLATES: dict[tuple, sp.Expr] = {}
 
 
 def partials(expr: sp.Expr, wrt: set[sp.Symbol], templates: dict | None = None) -> dict[sp.Symbol, sp.Expr]:
