@@ -593,17 +593,27 @@ class _FileCheck:
         return cex, diagnosis
 
     def _entry_expression(self, claim: Claim, sizes: dict[str, int], idx: tuple) -> str | None:
-        """The per-neuron scalar expression of the true entry, e.g. ``a[0]*grad_h[1]*f_prime(z[1])``."""
+        """The per-neuron scalar expression of the true entry, e.g. ``a[0]*grad_h[1]*f_prime(z[1])``.
+
+        A courtesy of the report, not evidence: it gets at most ``ENTRY_EXPRESSION_SECONDS`` of the
+        budget (a transformer block's fully expanded entry used to spend the whole 10 s and give up)."""
         if not self.options.symbolic:
             return None
+        budget = self.options.timeout
+        if budget > 0:
+            budget = min(budget, ENTRY_EXPRESSION_SECONDS)
         try:
             from .engines.symbolic import SymbolicTruth
 
-            with time_budget(self.options.timeout):
+            with time_budget(budget):
                 truth = SymbolicTruth(self.d, sizes, self.cfg.seed)
                 return str(truth.grads[claim.target][idx])
         except Exception:  # noqa: BLE001 - the counterexample stands without its expression
             return None
+
+
+#: CPU seconds a refuted claim's counterexample may spend writing out its true entry symbolically.
+ENTRY_EXPRESSION_SECONDS = 1.0
 
 
 class _NumericTrouble(Exception):
