@@ -301,3 +301,9 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
         group = parser.getgroup("xdist fallback", "pytest-xdist is not loaded: the tests run in one process")
         group.addoption("--numprocesses", dest="numprocesses", default=None, help="ignored without pytest-xdist")
         group.addoption("--dist", dest="dist", default="no", help="ignored without pytest-xdist")
+
+
+def sweep(paths: list[Path], every: int = 3) -> list[Any]:
+    """A per-file sweep: every ``every``-th file (in sorted order, so each kind of file has neighbours
+    in the default suite) runs by default, the rest under ``-m slow`` (which CI runs too)."""
+    return [p if k % every == 0 else pytest.param(p, marks=pytest.mark.slow) for k, p in enumerate(paths)]

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from conftest import sweep
 
 from backpropcheck import cli
 from backpropcheck.templates import bundled_files
@@ -115,7 +116,7 @@ def test_demo_pauses_between_steps_on_a_terminal_unless_no_pause(outside, monkey
 # -- explain -----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ALL_FILES, ids=lambda p: str(p.relative_to(DERIVATIONS)))
+@pytest.mark.parametrize("path", sweep(ALL_FILES), ids=lambda p: str(p.relative_to(DERIVATIONS)))
 def test_explain_runs_on_every_bundled_derivation(path, outside):
     shown = run("explain", str(path), *FAST)
     assert shown.exit_code == 0, shown.output
