@@ -20,8 +20,9 @@ run in an environment where backpropcheck is installed; without
 * An invalid file is one failing item, ``FILE::invalid``, showing the error.
 * A file is checked once, when its first item runs (not at collection, so
   pytest-xdist workers do not each check every file); the result is cached on
-  the file's collector, even when the check itself fails. Under ``-n N --dist loadgroup`` a file's claims stay on
-  one worker (each item carries ``xdist_group(FILE)``); with plain ``-n N``
+  the file's collector, even when the check itself fails. Under ``-n N --dist loadfile`` a file's claims stay on
+  one worker (``--dist loadgroup`` with the ``xdist_group(FILE)`` each item carries does not, under
+  pytest 9.2: pytest-xdist issue #1386); with plain ``-n N``
   items of one file may land on several workers, each checking the file.
 """
 

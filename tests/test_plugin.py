@@ -135,10 +135,17 @@ def test_options_reach_the_checker(pytester: pytest.Pytester) -> None:
 def test_works_under_xdist(pytester: pytest.Pytester) -> None:
     pytest.importorskip("xdist")
     pytester.makefile(".toml", good=DENSE_COLUMN, wrong=WRONG, expected=EXPECTED)
-    result = pytester.runpytest_subprocess(*FAST, "-n", "2", "--dist", "loadgroup", "-rf")
+    result = pytester.runpytest_subprocess(*FAST, "-n", "2", "--dist", "loadfile", "-rf", "-v")
     result.assert_outcomes(passed=11, failed=1)
     result.stdout.fnmatch_lines(["*refuted: grad_a = W.T @ grad_h*", "*counterexample: dims *",
                                  "*reproduce: backpropcheck check wrong.toml --seed 0 --trials 3*"])
+    # what the README promises for --dist loadfile: a file's claims run on one worker, so it is checked once
+    workers: dict[str, set[str]] = {}
+    for line in result.stdout.lines:
+        found = re.match(r"\[(gw\d+)\].* (?:PASSED|FAILED) (\w+)(?:\.|::)toml::", line)
+        if found:
+            workers.setdefault(found[2], set()).add(found[1])
+    assert set(workers) == {"good", "wrong", "expected"} and all(len(w) == 1 for w in workers.values()), workers
 
 
 # -- issue 14 / issue 10.10: the plugin fails wherever check fails ---------------------------------------------
