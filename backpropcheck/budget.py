@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Iterator
-from types import FrameType
+from types import CodeType, FrameType
+from typing import Any
 
 from .errors import DerivationError
 from .limits import Limits, exceeded
@@ -30,28 +32,53 @@ def time_budget(seconds: float) -> Iterator[None]:
     if not usable:
         yield
         return
+    with repeating_alarm(signal.ITIMER_PROF, signal.SIGPROF, seconds, SymbolicTimeout):
+        yield
 
-    # The alarm repeats every 10 ms of CPU after the budget: a raise that lands inside a __del__, a
-    # weakref or gc callback is swallowed by Python ("Exception ignored in ..."), and must not end the
-    # budget (with a 0.1 s repeat a small proof could finish in the gap, past its budget).
+
+@contextlib.contextmanager
+def repeating_alarm(timer: int, signum: int, seconds: float, exception: type[BaseException]) -> Iterator[None]:
+    """Raise ``exception()`` in the block once ``timer`` has run ``seconds``, and again every 10 ms after.
+
+    A raise that lands inside a ``__del__``, a weakref or a gc callback cannot propagate: Python hands it
+    to ``sys.unraisablehook`` ("Exception ignored in ...") and the block goes on, so the alarm repeats
+    until one lands in the block itself. Those swallowed raises are this alarm's own business: while the
+    block runs, the hook drops them (a user would see "Exception ignored" on stderr, pytest a failed
+    test) and passes every other unraisable exception on; no alarm raises inside the hook."""
     armed = [True]
+    previous_hook = sys.unraisablehook
+
+    def drop_own_alarms(unraisable: Any) -> None:
+        if not isinstance(unraisable.exc_value, exception):
+            previous_hook(unraisable)
 
     def on_alarm(signum: int, frame: FrameType | None) -> None:
-        if armed[0]:
-            raise SymbolicTimeout()
+        if armed[0] and not _inside(frame, drop_own_alarms.__code__):
+            raise exception()
 
-    previous = signal.signal(signal.SIGPROF, on_alarm)
-    signal.setitimer(signal.ITIMER_PROF, seconds, 0.01)
+    previous = signal.signal(signum, on_alarm)
+    sys.unraisablehook = drop_own_alarms
+    signal.setitimer(timer, seconds, 0.01)
     try:
         yield
     finally:
         while armed[0]:
             try:
                 armed[0] = False  # from here on a late tick is ignored
-            except SymbolicTimeout:  # a tick that landed just before: disarm again
+            except exception:  # a tick that landed just before: disarm again
                 continue
-        signal.setitimer(signal.ITIMER_PROF, 0)
-        signal.signal(signal.SIGPROF, previous)
+        signal.setitimer(timer, 0)
+        signal.signal(signum, previous)
+        sys.unraisablehook = previous_hook
+
+
+def _inside(frame: FrameType | None, code: CodeType) -> bool:
+    """Whether a frame of ``code`` is on the stack that ``frame`` tops."""
+    while frame is not None:
+        if frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def remaining(budget: float, spent: float) -> float:

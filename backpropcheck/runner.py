@@ -31,6 +31,8 @@ from collections.abc import Callable, Iterator
 from multiprocessing.connection import wait
 from typing import Any
 
+from .budget import repeating_alarm
+
 GRACE = 1.0  # seconds past --file-timeout before the parent kills a worker whose own deadline check did not land
 
 _SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -98,26 +100,13 @@ def _within_deadline(path: str, options):
     from . import checker
 
     started = time.monotonic()
-    armed = [True]
-
-    def on_alarm(signum, frame):
-        if armed[0]:
-            raise _Deadline()
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, options.limits.file_timeout, 0.1)  # repeats, as time_budget's does
     try:
-        try:
+        with repeating_alarm(signal.ITIMER_REAL, signal.SIGALRM, options.limits.file_timeout, _Deadline):
             return checker.check_path(path, options)
-        finally:
-            armed[0] = False
-            signal.setitimer(signal.ITIMER_REAL, 0)
     except _Deadline:
         signal.setitimer(signal.ITIMER_PROF, 0)  # in case the alarm cut short time_budget's own clean-up
         message = checker.timed_out(path, time.monotonic() - started, options.limits)
         return checker.FileResult(path, "", "error", message, seconds=time.monotonic() - started)
-    finally:
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _worker(conn, options) -> None:
