@@ -225,8 +225,12 @@ def _compare_reference(claimed, truth, rtol, atol):
     return bool(np.all(err <= tol)), max_abs, max_rel, tuple(int(i) for i in worst)
 
 
-def test_blocked_compare_equals_the_whole_array_compare(monkeypatch):
+@pytest.mark.parametrize("block", [64, 7, 1 << 16])
+def test_blocked_compare_equals_the_whole_array_compare(monkeypatch, block):
+    # CHUNK: the rows of the per-entry test; BLOCK: the fused pass that accepts (64 and 7 split every
+    # array here into blocks, of flat entries or, for a broadcast claim, of whole rows; 1 << 16 does not)
     monkeypatch.setattr(numeric, "CHUNK", 64)
+    monkeypatch.setattr(numeric, "BLOCK", block)
     rng = np.random.default_rng(1)
     for shape in [(), (0,), (5,), (300,), (7, 50), (50, 7), (3, 40, 9), (200, 3)]:
         for case in range(6):
@@ -253,3 +257,25 @@ def test_finite_still_reports_nan_and_inf():
     for bad in (np.nan, np.inf, -np.inf):
         with pytest.raises(numeric.NumericProblem):
             numeric._finite(np.array([1.0, bad]), "x", "x")
+
+
+def _upstream_file(forward: dict[str, str], claims: dict[str, str]) -> Derivation:
+    return load_text(derivation_toml(dims={"n": "entries"}, inputs={"x": ["n"]}, forward=forward,
+                                     loss={"upstream": "h"}, claims=claims))
+
+
+def test_a_nan_true_gradient_of_a_finite_forward_pass_is_a_numeric_problem() -> None:
+    # sqrt(x - x) = 0 everywhere, but its reverse step divides by sqrt(0): grad_x = inf - inf = NaN
+    d = _upstream_file({"h": "sqrt(x - x)"}, {"grad_x": "0 * x"})
+    with pytest.raises(NumericProblem) as info:
+        run_trial(d, {"n": 3}, rng_for(0, d.path, 0), 0)
+    assert info.value.variable == "grad_x"
+    assert "the true gradient" in str(info.value)
+
+
+def test_a_huge_but_finite_true_gradient_is_not_a_numeric_problem() -> None:
+    # ‖grad_x‖² overflows to Inf although every entry is finite: the exact test decides, and passes
+    d = _upstream_file({"h": "exp(x + 400)"}, {"grad_x": "grad_h * exp(x + 400)"})
+    run = run_trial(d, {"n": 3}, rng_for(0, d.path, 0), 0)
+    assert np.all(np.isfinite(run.grads["x"])) and np.max(np.abs(run.grads["x"])) > 1e170
+    assert compare(run.claims["grad_x"], run.grads["x"], 1e-7, 1e-12)[0]
