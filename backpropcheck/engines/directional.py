@@ -31,7 +31,7 @@ from .evaluate import Tape, _to_rank, index_space
 
 EPS = float(np.finfo(float).eps)
 RANK1_MIN = 1024  # matrices with at least this many entries get a rank-one direction
-BLOCK = 1 << 16  # entries per block of a pass that reads a large array once for several sums
+BLOCK = 1 << 17  # entries per block of a pass that reads a large array once for several sums
 
 
 Tangent = np.ndarray | Rank1 | None
@@ -45,7 +45,9 @@ def direction(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray | 
 
 
 def _signs(shape, rng: np.random.Generator) -> np.ndarray:
-    return rng.integers(0, 2, size=shape).astype(float) * 2.0 - 1.0
+    out = np.multiply(rng.integers(0, 2, size=shape, dtype=np.int8), 2.0)  # one float array, no temporaries
+    out -= 1.0
+    return out
 
 
 def inner(g: np.ndarray, t: np.ndarray | Rank1) -> tuple[float, float]:

@@ -382,6 +382,9 @@ def compare(claimed: np.ndarray, truth: np.ndarray, rtol: float, atol: float) ->
     return ok, max_abs, max_rel, tuple(int(i) for i in index)
 
 
+_MAX, _MIN = np.maximum.reduce, np.minimum.reduce
+
+
 def _largest(claimed: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     """``(max |claimed - truth|, max |truth|)`` in one pass over both arrays, block by block: each
     block of the difference is made and reduced while in cache. NaN anywhere gives NaN."""
@@ -392,14 +395,14 @@ def _largest(claimed: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     else:  # e.g. a claim broadcast to the truth's shape: blocks of whole rows
         c, t, step = claimed, truth, max(1, BLOCK // (truth.size // truth.shape[0]))
     count = -(-len(t) // step)
-    errs, tops = np.empty(count), np.empty(count)
+    errs, tops, bottoms = np.empty(count), np.empty(count), np.empty(count)
     buf = np.empty(step * (truth.size // len(t)))
     for k in range(count):
         tb = t[k * step:(k + 1) * step]
         d = np.subtract(c[k * step:(k + 1) * step], tb, out=buf[:tb.size].reshape(tb.shape))
-        errs[k] = np.abs(d, out=d).max()
-        tops[k] = np.maximum(tb.max(), -tb.min())  # np.maximum keeps a NaN
-    return float(errs.max()), float(tops.max())
+        errs[k] = _MAX(np.absolute(d, out=d), axis=None)  # the ufuncs' own reduce: NaN stays NaN
+        tops[k], bottoms[k] = _MAX(tb, axis=None), _MIN(tb, axis=None)
+    return float(errs.max()), float(np.maximum(tops.max(), -bottoms.min()))
 
 
 def _blocks(shape: tuple[int, ...]) -> list[tuple[int, int]]:
