@@ -28,10 +28,10 @@ import numpy as np
 from ..lang.ir import Call, Const, DimSize, IndexDef, IndexRef, IndexSum, Node, Var
 from ..lang.ops import OPS, Rank1, dense
 from .evaluate import Tape, _to_rank, index_space
+from .numeric_blocks import BLOCK
 
 EPS = float(np.finfo(float).eps)
 RANK1_MIN = 1024  # matrices with at least this many entries get a rank-one direction
-BLOCK = 1 << 17  # entries per block of a pass that reads a large array once for several sums
 
 
 Tangent = np.ndarray | Rank1 | None

@@ -21,9 +21,9 @@ from ..errors import DerivationError
 from ..lang.ir import Const
 from ..lang.ops import ELEMENTWISE, GENERIC_STANDINS, Elementwise, MissingRule
 from ..model import DEFAULT_ATOL, DEFAULT_RTOL, Derivation, Input
-from .directional import BLOCK as DIRECTIONAL_BLOCK
 from .directional import Rank1, Tangent, dense, direction, inner, tangent_of, tolerance
 from .evaluate import Backend, Tape, backprop, evaluate, evaluate_definition
+from .numeric_blocks import largest, uniform
 
 
 class NumericProblem(Exception):
@@ -98,24 +98,7 @@ def sample_input(inp: Input, shape: tuple[int, ...], rng: np.random.Generator,
     # uniform on (-√3, √3): mean 0, variance 1, like a standard normal but about 4x cheaper to draw,
     # which matters at production widths where drawing W costs as much as the forward pass itself
     scale = 1.0 / np.sqrt(shape[-1]) if len(shape) >= 2 else 1.0
-    return _uniform(shape, 2.0 * np.sqrt(3.0) * scale, rng)
-
-
-BLOCK = DIRECTIONAL_BLOCK  # entries per block of the fused passes below: their temporaries stay in cache
-
-
-def _uniform(shape: tuple[int, ...], width: float, rng: np.random.Generator) -> np.ndarray:
-    """``(u - 1/2)·width`` for u uniform on [0, 1): the values of ``(rng.random(shape) - 0.5) * width``,
-    drawn and scaled block by block in place, so each block is shifted and scaled while in cache
-    (a 4096² input is written to memory once, not three times)."""
-    out = np.empty(shape)
-    flat = out.reshape(-1)
-    for lo in range(0, flat.size, BLOCK):
-        part = flat[lo:lo + BLOCK]
-        rng.random(out=part)  # the generator's stream in C order: the same numbers as one draw
-        part -= 0.5
-        part *= width
-    return out
+    return uniform(shape, 2.0 * np.sqrt(3.0) * scale, rng)
 
 
 @dataclass
@@ -354,7 +337,7 @@ def compare(claimed: np.ndarray, truth: np.ndarray, rtol: float, atol: float) ->
     # Fast accept: every entry's tolerance is at least atol + rtol·max|truth|, so a largest error
     # below that passes every entry; only then is the per-entry test (and the worst index) needed.
     # NaN and Inf fail this test (a NaN difference makes max_abs NaN) and take the path below.
-    max_abs, scale = _largest(claimed, truth)
+    max_abs, scale = largest(claimed, truth)
     if max_abs <= atol + rtol * scale:
         return True, max_abs, (max_abs / scale if scale > 0 else 0.0), (0,) * truth.ndim
     blocks = _blocks(truth.shape)
@@ -380,29 +363,6 @@ def compare(claimed: np.ndarray, truth: np.ndarray, rtol: float, atol: float) ->
     max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
     index = np.unravel_index(worst, truth.shape)
     return ok, max_abs, max_rel, tuple(int(i) for i in index)
-
-
-_MAX, _MIN = np.maximum.reduce, np.minimum.reduce
-
-
-def _largest(claimed: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
-    """``(max |claimed - truth|, max |truth|)`` in one pass over both arrays, block by block: each
-    block of the difference is made and reduced while in cache. NaN anywhere gives NaN."""
-    if truth.size <= BLOCK or not claimed.dtype == truth.dtype == np.float64:
-        return float(np.max(np.abs(claimed - truth))), float(np.max(np.abs(truth)))
-    if claimed.flags.c_contiguous and truth.flags.c_contiguous:
-        c, t, step = claimed.reshape(-1), truth.reshape(-1), BLOCK
-    else:  # e.g. a claim broadcast to the truth's shape: blocks of whole rows
-        c, t, step = claimed, truth, max(1, BLOCK // (truth.size // truth.shape[0]))
-    count = -(-len(t) // step)
-    errs, tops, bottoms = np.empty(count), np.empty(count), np.empty(count)
-    buf = np.empty(step * (truth.size // len(t)))
-    for k in range(count):
-        tb = t[k * step:(k + 1) * step]
-        d = np.subtract(c[k * step:(k + 1) * step], tb, out=buf[:tb.size].reshape(tb.shape))
-        errs[k] = _MAX(np.absolute(d, out=d), axis=None)  # the ufuncs' own reduce: NaN stays NaN
-        tops[k], bottoms[k] = _MAX(tb, axis=None), _MIN(tb, axis=None)
-    return float(errs.max()), float(np.maximum(tops.max(), -bottoms.min()))
 
 
 def _blocks(shape: tuple[int, ...]) -> list[tuple[int, int]]:
