@@ -28,7 +28,6 @@ import numpy as np
 from ..lang.ir import Call, Const, DimSize, IndexDef, IndexRef, IndexSum, Node, Var
 from ..lang.ops import OPS, Rank1, dense
 from .evaluate import Tape, _to_rank, index_space
-from .numeric_blocks import BLOCK
 
 EPS = float(np.finfo(float).eps)
 RANK1_MIN = 1024  # matrices with at least this many entries get a rank-one direction
@@ -52,27 +51,16 @@ def _signs(shape, rng: np.random.Generator) -> np.ndarray:
 
 def inner(g: np.ndarray, t: np.ndarray | Rank1) -> tuple[float, float]:
     """``(⟨g, t⟩, ‖g‖·‖t‖)`` — the second bounds ``Σ|g_i t_i|``, the scale of the terms summed
-    (Cauchy–Schwarz), without an entry-sized temporary. A large ``g`` is read once, in blocks that
-    stay in cache while both sums take them."""
+    (Cauchy–Schwarz), without an entry-sized temporary. Each sum is one BLAS call over the whole array:
+    a BLAS call per cache-sized block would read ``g`` once instead of twice, but a multithreaded BLAS
+    meets its threads at every call, and on a loaded machine hundreds of such meetings cost seconds."""
     g = np.ascontiguousarray(g, dtype=float)
+    norm_g = math.sqrt(float(np.vdot(g, g)))
     if isinstance(t, Rank1):
         g = g.reshape(t.shape)
-        rows = max(1, BLOCK // max(g.shape[1], 1))
-        gg, across = 0.0, np.zeros(g.shape[1])
-        for lo in range(0, g.shape[0], rows):
-            part = g[lo:lo + rows]
-            gg += float(np.vdot(part, part))
-            across += t.p[lo:lo + rows] @ part
-        return float(across @ t.q), math.sqrt(gg) * math.sqrt(float(t.p @ t.p) * float(t.q @ t.q))
-    flat_g = g.reshape(-1)
-    flat_t = np.ascontiguousarray(np.broadcast_to(t, g.shape), dtype=float).reshape(-1)
-    gt = gg = tt = 0.0
-    for lo in range(0, max(flat_g.size, 1), BLOCK):
-        part_g, part_t = flat_g[lo:lo + BLOCK], flat_t[lo:lo + BLOCK]
-        gt += float(np.vdot(part_g, part_t))
-        gg += float(np.vdot(part_g, part_g))
-        tt += float(np.vdot(part_t, part_t))
-    return gt, math.sqrt(gg) * math.sqrt(tt)
+        return float(t.p @ g @ t.q), norm_g * math.sqrt(float(t.p @ t.p) * float(t.q @ t.q))
+    t = np.ascontiguousarray(np.broadcast_to(t, g.shape), dtype=float)
+    return float(np.vdot(g, t)), norm_g * math.sqrt(float(np.vdot(t, t)))
 
 
 # ---------------------------------------------------------------------------
