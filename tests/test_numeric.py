@@ -332,3 +332,16 @@ def test_an_error_in_a_block_thread_reaches_the_caller() -> None:
 
     with pytest.raises(ValueError, match="block 2"):
         numeric_blocks.in_threads(work, [(0, 2), (2, 4)])
+
+
+def test_a_trial_draws_its_inputs_and_upstream_gradient_as_before() -> None:
+    # inputs in file order from the trial's generator, then the upstream gradient as rng.normal drew it:
+    # a seed's trial (and so its counterexample) is the same numbers across versions
+    d = load(BUNDLED / "dense_column_batch.toml")
+    sizes = {"n": 300, "m": 200, "B": 5}
+    run = run_trial(d, sizes, rng_for(0, d.path, 0), 0)
+    rng = rng_for(0, d.path, 0)
+    for name, shape in (("X", (300, 5)), ("W", (200, 300)), ("b", (200,))):
+        width = 2.0 * np.sqrt(3.0) * (1.0 / np.sqrt(shape[-1]) if len(shape) >= 2 else 1.0)
+        np.testing.assert_array_equal(run.values[name], (rng.random(shape) - 0.5) * width)
+    np.testing.assert_array_equal(run.grads["H"], rng.normal(size=(200, 5)))
