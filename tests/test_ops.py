@@ -455,7 +455,7 @@ def test_reach_ops_vjp_tangent_and_sympy_over_random_shapes(name: str) -> None:
 SPELLINGS = [
     "sum(X, axis=(0, 1), keepdims=True)", "mean(X, axis=1)", "max(X)", "min(X, axis=0, keepdims=True)",
     "logsumexp(X, axis=0)", "softmax(X, axis=1)", "log_softmax(X, axis=-1)", 'einsum("ij,j->i", X, v)',
-    "concat([X, X], axis=1)", "stack([X, X])", "clip(X, -1, 0.5)", "reshape(X, (n, 2*m))", "transpose(X, axes=(1, 0))",
+    "concat([X, X], axis=1)", "stack([X, X])", "clip(X, -1, 0.5)", "reshape(X, (n, 2*m))", "transpose(X, (1, 0))",
     "swapaxes(X, 0, 1)", "flip(X, axis=1)", "pad(X, ((0, 1), (n, n - 1)))", "where(X, X, X)", "maximum(X, X)",
     "outer(v, v)", "dot(v, v)", "trace(X)", "diag(v)", "ones((n, m))", "zeros(n)", "eye(n)", "one_hot(I, n)",
     "take_along_axis(X, I, axis=1)", "scatter_add(X, I, n)",

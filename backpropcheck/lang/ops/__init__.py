@@ -43,6 +43,7 @@ from .core import (
     Signature,
     broadcast,
     dense,
+    function_of,
     sig,
     spell,
     unbroadcast,
@@ -52,6 +53,6 @@ from .linalg import _matmul_sym, parse_einsum
 
 __all__ = [
     "ADJOINTS", "AXIS", "AXIS1", "ELEMENTWISE", "GENERIC_STANDINS", "H", "KEEPDIMS", "OPS", "Elementwise",
-    "MissingRule", "NoAdjoint", "Op", "Param", "Rank1", "ShapeMismatch", "Signature", "broadcast", "dense",
+    "MissingRule", "NoAdjoint", "Op", "Param", "Rank1", "ShapeMismatch", "Signature", "broadcast", "dense", "function_of",
     "num_text", "parse_einsum", "sig", "spell", "unbroadcast", "_adj_matmul", "_matmul_sym", "_replace", "_shape_names",
 ]

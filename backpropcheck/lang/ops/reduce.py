@@ -49,6 +49,8 @@ _register(
         params=("axis", "keepdims"),
         tangent=_linear("sum"),
         signature=sig("X", AXIS, KEEPDIMS),
+        rational=True,
+        note="a row of ones (a sum): its transpose copies the gradient back over the summed axis",
     )
 )
 _register(
@@ -65,6 +67,9 @@ _register(
         params=("axis", "keepdims"),
         tangent=_linear("mean"),
         signature=sig("X", AXIS, KEEPDIMS),
+        rational=True,
+        note="a row of ones (a sum): its transpose copies the gradient back over the summed axis divided by the "
+             "count",
     )
 )
 
@@ -131,6 +136,7 @@ _register(
         params=("axis",),
         tangent=_complex_step("softmax"),
         signature=sig("X", AXIS1),
+        note="diag(p) − p pᵀ along the axis: the transpose gives p ⊙ (g − Σ g ⊙ p)",
     )
 )
 _register(
@@ -143,6 +149,7 @@ _register(
         params=("axis",),
         tangent=_complex_step("log_softmax"),
         signature=sig("X", AXIS1),
+        note="I − 1 pᵀ along the axis: the transpose gives g − p Σ g",
     )
 )
 _register(
@@ -158,6 +165,7 @@ _register(
         params=("axis", "keepdims"),
         tangent=_complex_step("logsumexp"),
         signature=sig("X", AXIS, KEEPDIMS),
+        note="the softmax as a row: the gradient is copied back and weighted by softmax",
     )
 )
 
