@@ -345,3 +345,21 @@ def test_a_trial_draws_its_inputs_and_upstream_gradient_as_before() -> None:
         width = 2.0 * np.sqrt(3.0) * (1.0 / np.sqrt(shape[-1]) if len(shape) >= 2 else 1.0)
         np.testing.assert_array_equal(run.values[name], (rng.random(shape) - 0.5) * width)
     np.testing.assert_array_equal(run.grads["H"], rng.normal(size=(200, 5)))
+
+
+def test_the_calling_threads_exception_goes_first_and_no_block_thread_outlives_the_call() -> None:
+    import threading
+    import time
+
+    finished = threading.Event()
+
+    def work(lo: int, hi: int) -> None:
+        if lo == 0:
+            raise KeyboardInterrupt  # as a deadline's alarm would, on the calling thread
+        time.sleep(0.05)
+        finished.set()
+        raise ValueError("a block thread")
+
+    with pytest.raises(KeyboardInterrupt):
+        numeric_blocks.in_threads(work, [(0, 2), (2, 4)])
+    assert finished.is_set()  # joined before the exception left in_threads

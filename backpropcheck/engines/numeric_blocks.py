@@ -45,8 +45,9 @@ def spans(blocks: int, entries: int) -> list[tuple[int, int]]:
 
 
 def in_threads(work: Callable[[int, int], None], runs: list[tuple[int, int]]) -> None:
-    """``work(lo, hi)`` for every run, the first on this thread and the others on their own; an exception
-    of any is raised here after all have ended. A thread that cannot start (a memory limit) runs here."""
+    """``work(lo, hi)`` for every run, the first on this thread and the others on their own; returns when
+    all have ended. This thread's exception (a deadline's alarm lands here) goes first, then any other's.
+    A thread that cannot start (a memory limit) has its run done here."""
     errors: list[BaseException] = []
 
     def guarded(lo: int, hi: int) -> None:
@@ -56,17 +57,19 @@ def in_threads(work: Callable[[int, int], None], runs: list[tuple[int, int]]) ->
             errors.append(exc)
 
     started = []
-    for lo, hi in runs[1:]:
-        thread = threading.Thread(target=guarded, args=(lo, hi), name="backpropcheck-block", daemon=True)
-        try:
-            thread.start()
-        except RuntimeError:
-            guarded(lo, hi)
-        else:
-            started.append(thread)
-    guarded(*runs[0])
-    for thread in started:
-        thread.join()
+    try:
+        for lo, hi in runs[1:]:
+            thread = threading.Thread(target=guarded, args=(lo, hi), name="backpropcheck-block", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:
+                work(lo, hi)
+            else:
+                started.append(thread)
+        work(*runs[0])
+    finally:
+        for thread in started:  # none keeps writing into the arrays after this returns or raises
+            thread.join()
     if errors:
         raise errors[0]
 
