@@ -412,6 +412,25 @@ def blocks_section(repeat: int) -> None:
           "no true claim only verified. Per-claim symbolic seconds include a share of the truth built for them")
 
 
+def _keep_heap() -> None:
+    """Let glibc keep freed memory for the next allocation (trim threshold 1 GiB, arrays up to 32 MiB from the
+    heap). By default it returns a freed block to the system once 2x the largest block freed so far is free at
+    the top of the heap: the baseline's one 8 MB result is then reused run after run, while the check's three
+    (the input W, the true gradient, the claim) are faulted in again each time (a third of its time at width 1024,
+    batch 1, here) -- unless the process once freed a block of 24 MB or more. This puts both sides in the
+    reusing state; without it, each row depends on what the rows before it allocated."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        print("    --keep-heap: not glibc here, ignored")
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_trim_threshold, 1 << 30)
+    libc.mallopt(m_mmap_threshold, 32 << 20)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="also the symbolic layer at (32, 33)")
@@ -420,9 +439,13 @@ def main() -> None:
     parser.add_argument("--widths", default="64,256,1024,4096")
     parser.add_argument("--batches", default="32,256")
     parser.add_argument("--fd-sample", type=int, default=10, help="timed finite-difference passes per row")
+    parser.add_argument("--keep-heap", action="store_true",
+                        help="glibc keeps freed memory for reuse (numeric rows: no page faults in repeated runs)")
     parser.add_argument("--blas-threads", type=int, default=None,
                         help="threads for NumPy's BLAS (set before NumPy loads); 1 is steadier on a shared machine")
     args = parser.parse_args()
+    if args.keep_heap:
+        _keep_heap()
     if args.blas_threads:
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(args.blas_threads)
