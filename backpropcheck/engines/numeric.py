@@ -152,12 +152,14 @@ def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator,
                 adjoints[h] = g.copy()
             run.loss = float(sum(np.sum(g * run.values[h]) for h, g in upstream.items()))
         for definition in reversed(d.forward):
-            seed = adjoints.setdefault(definition.name, np.zeros(shapes[definition.name]))
+            if definition.name not in adjoints:  # not a default argument: that would allocate it every time
+                adjoints[definition.name] = np.zeros(shapes[definition.name])
+            seed = adjoints[definition.name]
             run.grads[definition.name] = seed.copy()
             _sweep(tapes[definition.name], definition.root, seed, adjoints, shapes, definition.index, sizes)
         for name, inp in d.inputs.items():
             if not inp.constant:
-                run.grads[name] = adjoints.get(name, np.zeros(shapes[name]))
+                run.grads[name] = adjoints[name] if name in adjoints else np.zeros(shapes[name])
         directional_check(d, run, tapes, loss_tape, upstream, shapes, directions)  # first: every grad finite
         del tapes, loss_tape
 
