@@ -553,3 +553,5 @@ def test_the_matmul_vjp_broadcasts_a_one_term_product_to_the_same_numbers(m: int
     a, b, g = rng.standard_normal((m, k)), rng.standard_normal((k, p)), rng.standard_normal((m, p))
     grad_a, grad_b = OPS["matmul"].vjp(g, a @ b, a, b)
     assert np.array_equal(grad_a, g @ b.T) and np.array_equal(grad_b, a.T @ g)
+    column, row = rng.standard_normal((m, 1)), rng.standard_normal((1, p))
+    assert np.array_equal(OPS["matmul"].numeric(column, row), column @ row)
