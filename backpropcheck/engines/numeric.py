@@ -299,8 +299,10 @@ ATOL = DEFAULT_ATOL
 
 
 def entry_tolerance(truth: np.ndarray, scale: float, rtol: float, atol: float) -> np.ndarray:
-    """What each entry may differ by: ``atol + rtol·(|truth| + scale)``, ``scale`` = max|truth|."""
-    return atol + rtol * (np.abs(truth) + scale)
+    """What each entry may differ by: ``atol + rtol·(|truth| + scale)``, ``scale`` = max|truth|; taken as
+    ``atol + rtol·|truth| + rtol·scale``, as ``|truth| + scale`` overflows to inf near the float64 limit
+    and an inf difference would then pass."""
+    return atol + rtol * np.abs(truth) + rtol * scale
 
 
 def close_entries(claimed: np.ndarray, truth: np.ndarray, rtol: float = RTOL, atol: float = ATOL) -> np.ndarray:
