@@ -7,16 +7,21 @@ import contextlib
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import CodeType, FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import DerivationError
 from .limits import Limits, exceeded
 
+T = TypeVar("T")
+
 
 class SymbolicTimeout(Exception):
     pass
+
+
+MAX_SECONDS = 1e7  # setitimer's own bound is the platform's time_t: a longer budget is no budget
 
 
 @contextlib.contextmanager
@@ -25,15 +30,27 @@ def time_budget(seconds: float) -> Iterator[None]:
 
     SymPy is pure Python, so the signal lands between bytecodes. CPU time, not wall time
     (ITIMER_PROF): a loaded machine or ``--jobs`` must not turn ``proved`` into ``verified``.
-    Without setitimer, or off the main thread, there is no budget."""
+    Without setitimer, off the main thread, or past ``MAX_SECONDS`` (``--timeout inf``), there is no budget."""
     usable = (
-        seconds > 0 and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+        0 < seconds < MAX_SECONDS and hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
     )
     if not usable:
         yield
         return
     with repeating_alarm(signal.ITIMER_PROF, signal.SIGPROF, seconds, SymbolicTimeout):
         yield
+
+
+_SHIELDED: set[CodeType] = set()
+
+
+def shielded(function: Callable[..., T]) -> Callable[..., T]:
+    """Mark ``function`` as a stretch no alarm of :func:`repeating_alarm` may cut short: a tick that lands
+    while it runs is ignored, and the next one (10 ms on) raises. For short steps that must finish once
+    begun: an alarm's own set-up and clean-up, starting and joining threads."""
+    _SHIELDED.add(function.__code__)
+    return function
 
 
 @contextlib.contextmanager
@@ -44,38 +61,54 @@ def repeating_alarm(timer: int, signum: int, seconds: float, exception: type[Bas
     to ``sys.unraisablehook`` ("Exception ignored in ...") and the block goes on, so the alarm repeats
     until one lands in the block itself. Those swallowed raises are this alarm's own business: while the
     block runs, the hook drops them (a user would see "Exception ignored" on stderr, pytest a failed
-    test) and passes every other unraisable exception on; no alarm raises inside the hook."""
-    armed = [True]
+    test) and passes every other unraisable exception on. No alarm raises inside the hook, the set-up,
+    the clean-up or any :func:`shielded` function. Not nested on one timer (the inner would stop the outer)."""
+    armed = [False]
     previous_hook = sys.unraisablehook
 
     def drop_own_alarms(unraisable: Any) -> None:
         if not isinstance(unraisable.exc_value, exception):
             previous_hook(unraisable)
 
+    _SHIELDED.add(drop_own_alarms.__code__)  # one code object for every alarm's hook
+
     def on_alarm(signum: int, frame: FrameType | None) -> None:
-        if armed[0] and not _inside(frame, drop_own_alarms.__code__):
+        if armed[0] and not _shielded(frame):
             raise exception()
 
-    previous = signal.signal(signum, on_alarm)
-    sys.unraisablehook = drop_own_alarms
-    signal.setitimer(timer, seconds, 0.01)
+    previous = _arm(timer, signum, min(seconds, MAX_SECONDS), on_alarm, drop_own_alarms, armed)
     try:
         yield
     finally:
-        while armed[0]:
-            try:
-                armed[0] = False  # from here on a late tick is ignored
-            except exception:  # a tick that landed just before: disarm again
-                continue
-        signal.setitimer(timer, 0)
-        signal.signal(signum, previous)
+        _disarm(timer, signum, previous, previous_hook, armed)
+
+
+@shielded
+def _arm(timer: int, signum: int, seconds: float, on_alarm: Callable, hook: Callable, armed: list[bool]) -> Any:
+    previous, previous_hook = signal.signal(signum, on_alarm), sys.unraisablehook
+    sys.unraisablehook = hook
+    try:
+        signal.setitimer(timer, seconds, 0.01)
+    except BaseException:
         sys.unraisablehook = previous_hook
+        signal.signal(signum, previous)
+        raise
+    armed[0] = True
+    return previous
 
 
-def _inside(frame: FrameType | None, code: CodeType) -> bool:
-    """Whether a frame of ``code`` is on the stack that ``frame`` tops."""
+@shielded
+def _disarm(timer: int, signum: int, previous: Any, previous_hook: Callable, armed: list[bool]) -> None:
+    armed[0] = False  # from here on a late tick is ignored
+    signal.setitimer(timer, 0)
+    signal.signal(signum, previous)
+    sys.unraisablehook = previous_hook
+
+
+def _shielded(frame: FrameType | None) -> bool:
+    """Whether a frame of a shielded function is on the stack that ``frame`` tops."""
     while frame is not None:
-        if frame.f_code is code:
+        if frame.f_code in _SHIELDED:
             return True
         frame = frame.f_back
     return False

@@ -760,6 +760,59 @@ def test_the_budget_passes_on_unraisable_exceptions_not_its_own(monkeypatch) -> 
     assert [type(u.exc_value) for u in reported] == [ValueError]
 
 
+@pytest.mark.parametrize("seconds", [float("inf"), 1e12])
+def test_a_budget_past_what_setitimer_takes_is_no_budget(seconds: float) -> None:
+    # found in review: --timeout 1e12 or inf made setitimer raise ("timestamp out of range") and the
+    # claim came back "not proved: the symbolic engine failed"; the alarm's handler and hook leaked
+    import signal
+    import sys
+
+    from backpropcheck.checker import time_budget
+
+    hook, handler = sys.unraisablehook, signal.getsignal(signal.SIGPROF)
+    with time_budget(seconds):
+        assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0)
+    assert sys.unraisablehook is hook and signal.getsignal(signal.SIGPROF) is handler
+
+
+def test_an_alarm_that_cannot_be_armed_leaves_nothing_behind(monkeypatch) -> None:
+    import signal
+    import sys
+
+    from backpropcheck.budget import repeating_alarm
+
+    def refuse(*args):
+        raise OSError("no timer here")
+
+    hook, handler = sys.unraisablehook, signal.getsignal(signal.SIGPROF)
+    monkeypatch.setattr(signal, "setitimer", refuse)
+    with pytest.raises(OSError), repeating_alarm(signal.ITIMER_PROF, signal.SIGPROF, 1.0, RuntimeError):
+        pass
+    assert sys.unraisablehook is hook and signal.getsignal(signal.SIGPROF) is handler
+
+
+def test_no_alarm_lands_inside_a_shielded_function() -> None:
+    import signal
+    import time
+
+    from backpropcheck.budget import repeating_alarm, shielded
+
+    class Deadline(BaseException):
+        pass
+
+    finished = []
+
+    @shielded
+    def must_finish() -> None:
+        time.sleep(0.15)  # the alarm is due at 0.05 s, and ticks every 10 ms in here
+        finished.append(True)
+
+    with pytest.raises(Deadline), repeating_alarm(signal.ITIMER_REAL, signal.SIGALRM, 0.05, Deadline):
+        must_finish()
+        time.sleep(5)  # the next tick lands here
+    assert finished == [True]
+
+
 def test_the_default_bounds_admit_the_spec_production_dims() -> None:
     # SPEC §4: `--dims n=4096,m=4096`; the bounds must not make the documented use an error
     status, out = cli(str(PACKAGE / "derivations" / "dense_column.toml"), "--dims", "n=4096,m=4096", "--trials", "1",

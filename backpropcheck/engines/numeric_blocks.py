@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..budget import shielded
+
 BLOCK = 1 << 17  # entries per block: made, shifted and reduced while in cache
 PARALLEL_MIN = 1 << 20  # entries below which one thread does all (a thread costs ~0.1 ms to start)
 MAX_THREADS = 8
@@ -47,31 +49,47 @@ def spans(blocks: int, entries: int) -> list[tuple[int, int]]:
 def in_threads(work: Callable[[int, int], None], runs: list[tuple[int, int]]) -> None:
     """``work(lo, hi)`` for every run, the first on this thread and the others on their own; returns when
     all have ended. This thread's exception (a deadline's alarm lands here) goes first, then any other's.
-    A thread that cannot start (a memory limit) has its run done here."""
+    A thread that cannot start (a memory limit) has its run done here. The threads work under this
+    thread's ``np.errstate`` (NumPy keeps it per context, and a new thread does not inherit it)."""
     errors: list[BaseException] = []
+    state = np.geterr()
 
     def guarded(lo: int, hi: int) -> None:
         try:
-            work(lo, hi)
+            with np.errstate(**state):
+                work(lo, hi)
         except BaseException as exc:  # noqa: BLE001 - handed to the calling thread below
             errors.append(exc)
 
-    started = []
+    threads = [threading.Thread(target=guarded, args=run, name="backpropcheck-block", daemon=True)
+               for run in runs[1:]]
     try:
-        for lo, hi in runs[1:]:
-            thread = threading.Thread(target=guarded, args=(lo, hi), name="backpropcheck-block", daemon=True)
-            try:
-                thread.start()
-            except RuntimeError:
-                work(lo, hi)
-            else:
-                started.append(thread)
+        for k in _start(threads):
+            work(*runs[1 + k])
         work(*runs[0])
     finally:
-        for thread in started:  # none keeps writing into the arrays after this returns or raises
-            thread.join()
+        _join(threads)  # none keeps writing into the arrays after this returns or raises
     if errors:
         raise errors[0]
+
+
+@shielded  # an alarm inside start() could leave a thread running that is never joined
+def _start(threads: list[threading.Thread]) -> list[int]:
+    """Start each thread; the indices of those that cannot start (a memory limit), to be run here."""
+    failed = []
+    for k, thread in enumerate(threads):
+        try:
+            thread.start()
+        except RuntimeError:
+            failed.append(k)
+    return failed
+
+
+@shielded  # an alarm inside join() would leave the threads after it running
+def _join(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        if thread.ident is not None:  # started (start() returns once the thread has its ident)
+            thread.join()
 
 
 def uniform(shape: tuple[int, ...], width: float, rng: np.random.Generator) -> np.ndarray:
