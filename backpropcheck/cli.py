@@ -546,11 +546,18 @@ def new(path, force) -> None:
 
     target = Path(path)
     try:
-        if force:  # a temporary file renamed over PATH: PATH is never left half written
-            with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.",
+        if force:  # a temporary file renamed over PATH (through a link): PATH is never left half written
+            real = Path(os.path.realpath(target))
+            mode = real.stat().st_mode & 0o777 if real.exists() else 0o666 & ~_umask()
+            with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=real.parent, prefix=f".{real.name}.",
                                              delete=False) as fh:
-                fh.write(TEMPLATE)
-            os.replace(fh.name, target)
+                try:
+                    fh.write(TEMPLATE)
+                    os.chmod(fh.name, mode)
+                except BaseException:
+                    os.unlink(fh.name)
+                    raise
+            os.replace(fh.name, real)
         else:  # created exclusively: a file that appears after a check for it is not overwritten
             with open(target, "x", encoding="utf-8") as created:
                 created.write(TEMPLATE)
@@ -559,6 +566,14 @@ def new(path, force) -> None:
     except OSError as exc:
         raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from None
     click.echo(f"wrote {path}; next: backpropcheck check {path}   or   backpropcheck explain {path}")
+
+
+def _umask() -> int:
+    import os
+
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 @main.command("list")

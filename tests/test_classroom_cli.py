@@ -55,6 +55,19 @@ def test_new_refuses_to_overwrite_without_force(outside):
     assert sorted(p.name for p in outside.iterdir() if "mine" in p.name) == ["mine.toml"]  # no temporary left
 
 
+def test_new_force_keeps_the_mode_and_writes_through_a_link(outside):
+    import os
+
+    target = outside / "kept.toml"
+    target.write_text("old")
+    os.chmod(target, 0o640)
+    link = outside / "link.toml"
+    link.symlink_to(target)
+    assert run("new", str(link), "--force").exit_code == 0
+    assert link.is_symlink() and "[derivation]" in target.read_text()
+    assert target.stat().st_mode & 0o777 == 0o640
+
+
 def test_new_writes_through_nothing_it_cannot_create(outside):
     refused = run("new", str(outside / "missing" / "layer.toml"))
     assert refused.exit_code == 1 and "cannot write" in refused.output and "Traceback" not in refused.output
