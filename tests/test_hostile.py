@@ -378,7 +378,7 @@ def test_crossing_a_bound_names_it_and_its_flag(field: str, tmp_path: Path, good
     if field == "max_symbolic_entries":
         extra = ["--trials", "1", "--shapes", "1", "--timeout", "5", "--max-dim", "6"]
     if field in ("max_flops", "file_timeout", "max_memory", "max_symbolic_entries"):  # lowered, as max_total_entries
-        limit = {"max_flops": 1_000_000, "file_timeout": 2.0, "max_memory": 64, "max_symbolic_entries": 1000}[field]
+        limit = {"max_flops": 1_000_000, "file_timeout": 4.0, "max_memory": 64, "max_symbolic_entries": 1000}[field]
         extra += [Limits.flag(field), str(limit)]
     status, out = cli(str(bad), str(good), *extra)
     assert status == (0 if field == "max_symbolic_entries" else 2), out
