@@ -150,3 +150,15 @@ grad_Z = "exp(L) - Y + P * (grad_P - sum(grad_P * P, axis=0, keepdims=True))"
     path.write_text(text)
     result = check_path(str(path), Options(trials=3, shapes=2))
     assert [c.verdict for c in result.claims] == ["proved"] * 3, [c.message for c in result.claims]
+
+
+def test_formal_forgets_the_simplex_substitution_already_memoised() -> None:
+    """A truth shared with the all-shapes certificate turns formal: the last entry of a simplex column is an
+    independent atom again, even for expressions the checker already converted with the substitution."""
+    d = load(str(REPO / "derivations" / "softmax_cross_entropy.toml"))
+    truth = SymbolicTruth(d, {"n": 2, "k": 3})
+    (last, rest), = list(truth.simplex.items())[:1]
+    assert truth.exact_zero(last - rest, over_inputs=False) is not None  # on the domain: equal
+    truth.formal()
+    assert truth.simplex == {}
+    assert truth.exact_zero(last - rest, over_inputs=False) is None  # as indeterminates: not an identity

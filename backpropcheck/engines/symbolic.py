@@ -198,6 +198,15 @@ class SymbolicTruth(WitnessSearch):
         self._step_env: dict[str, np.ndarray] | None = None
         self._stepped: dict[tuple[int, int], np.ndarray] = {}  # a claim's value over the gradient atoms
 
+    def formal(self) -> None:
+        """From here on, decide identities in the atoms as independent indeterminates: without the simplex
+        substitution (which singles out the last entry of an axis), and with no conversion made with it."""
+        if self.simplex:
+            self.simplex = {}
+            self._over_atoms = Converter(self._lookup_simplex)
+            self._over_inputs = Converter(self._lookup_definition)
+            self._peeled = {}
+
     @property
     def grads(self) -> Mapping[str, np.ndarray]:
         """The expanded true adjoint of every entry: each step with every ``∇v`` replaced by ``v``'s
