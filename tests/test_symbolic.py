@@ -162,3 +162,26 @@ def test_formal_forgets_the_simplex_substitution_already_memoised() -> None:
     truth.formal()
     assert truth.simplex == {}
     assert truth.exact_zero(last - rest, over_inputs=False) is None  # as indeterminates: not an identity
+
+
+def test_fast_products_build_exactly_what_sympy_builds() -> None:
+    """engines/products.mul: the same expression as ``x * y`` (equal, same hash, same arguments) on symbols
+    with every assumption the truth uses, rationals, zeros, ones, infinities and random expressions."""
+    from backpropcheck.engines.products import mul, mul_arrays
+
+    rng = random.Random(11)
+    symbols = [sp.Symbol(f"w[{i},{j}]", real=True) for i in range(3) for j in range(3)]
+    symbols += [sp.Symbol(f"p[{i}]", positive=True) for i in range(3)] + [sp.Symbol("∇z[0]", real=True)]
+    numbers = [sp.Integer(0), sp.Integer(1), sp.Integer(-1), sp.Integer(3), sp.Rational(1, 2), sp.Rational(-2, 7),
+               sp.oo, sp.zoo, sp.nan]
+    pool = symbols + numbers + [random_sympy_expr(rng, 3) for _ in range(40)]
+    for a in pool:
+        for b in pool:
+            got, want = mul(a, b), a * b
+            if want is sp.nan:
+                assert got is sp.nan
+                continue
+            assert got == want and hash(got) == hash(want) and got.args == want.args, (a, b, got, want)
+    a = np.array(symbols[:4] + [sp.Integer(0)], dtype=object)
+    b = np.array([sp.Integer(2)] + symbols[4:8], dtype=object)
+    assert list(mul_arrays(a[:, None], b[None, :]).flat) == list((a[:, None] * b[None, :]).flat)

@@ -298,6 +298,16 @@ class Converter:
                 return False
         return False
 
+    def equal(self, a: sp.Basic, b: sp.Basic) -> bool:
+        """Is ``a - b`` identically zero by this test? Each side converted on its own (memoised), so the
+        difference of two long sums is never built as a SymPy expression."""
+        for _ in range(4):
+            if add(self(a), self(b), -1).is_zero:
+                return True
+            if not self.retry():
+                return False
+        return False
+
     def retry(self) -> bool:
         """Forget the memo if an ``exp`` scale grew, so every ``exp(c·m)`` shares one generator."""
         if not self.stale:

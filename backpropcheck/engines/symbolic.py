@@ -33,6 +33,7 @@ from .draws import concrete_inputs, draw_onehot, integer_array
 from .evaluate import Backend, evaluate, evaluate_definition
 from .exact import Converter, Unsupported
 from .partials import _TEMPLATES, partials
+from .products import mul, mul_arrays
 from .witness import WitnessSearch
 
 __all__ = ["Decision", "SymbolicTruth", "entry_name", "partials", "symbol_array", "symbolic_backend"]
@@ -50,7 +51,7 @@ def symbolic_backend(d: Derivation) -> Backend:
         except (TypeError, ValueError):
             return sp.Float(node.value)
 
-    return Backend(symbolic=True, functions=functions, const=const, scalar=sp.Integer)
+    return Backend(symbolic=True, functions=functions, const=const, scalar=sp.Integer, faster={"mul": mul_arrays})
 
 
 def entry_name(name: str, idx: tuple[int, ...]) -> str:
@@ -136,6 +137,7 @@ class SymbolicTruth(WitnessSearch):
         # written as its definition, so the mask is the arg-max indicator by construction (see
         # symfuncs._against_extreme) and a claim ``mask * grad_m`` matches the truth's one step.
         self.extremes = {atom: value for atom, value in self.local.items() if isinstance(value, (MaxOf, MinOf))}
+        self._kinks: dict[sp.Expr, sp.Expr] = {}
         # one reverse sweep of the scalar chain rule; each adjoint is a list of parts, summed once
         templates = _TEMPLATES  # shared by every truth: a template's derivative never depends on the dims
         if len(templates) > 50_000:
@@ -175,7 +177,7 @@ class SymbolicTruth(WitnessSearch):
                 self.grad_atoms[nabla[idx]] = step[atoms[idx]]
                 for p, dp in partials(self.local[atoms[idx]], differentiable, templates).items():
                     dp = dp.xreplace(self.by_definition) if self.by_definition else dp
-                    steps.setdefault(p, []).append(nabla[idx] * dp)
+                    steps.setdefault(p, []).append(mul(nabla[idx], dp))
             gradient_atoms[name] = nabla
         for s, terms in steps.items():
             step[s] = sp.Add(*terms)
@@ -252,11 +254,18 @@ class SymbolicTruth(WitnessSearch):
         max/min atom inside a ``Step`` as its definition (a mask against the max is its indicator)."""
         e = e.xreplace(self.by_definition) if self.by_definition else e
         if self.extremes and e.has(Step):
-            kinks = {k: Step(k.args[0].xreplace(self.extremes)) for k in e.atoms(Step)
+            kinks = {k: self._kink_against_extreme(k) for k in e.atoms(Step)
                      if not k.args[0].free_symbols.isdisjoint(self.extremes)}
             if kinks:
                 e = e.xreplace(kinks)
         return e
+
+    def _kink_against_extreme(self, kink: sp.Expr) -> sp.Expr:
+        """``Step(u)`` with the max/min atoms of ``u`` written as their definitions, once per kink."""
+        found = self._kinks.get(kink)
+        if found is None:
+            found = self._kinks[kink] = Step(kink.args[0].xreplace(self.extremes))
+        return found
 
     def claim_value(self, node, index=None) -> np.ndarray:
         return evaluate_definition(node, index, self.claim_env, self.sizes, self.backend)
@@ -273,11 +282,11 @@ class SymbolicTruth(WitnessSearch):
     def identical_over_atoms(self, claimed: np.ndarray, truth: np.ndarray) -> bool:
         """Is every entry of ``claimed - truth`` zero by exact arithmetic, the atoms independent?"""
         for idx in np.ndindex(*truth.shape):
-            e = self.atomize(sp.sympify(claimed[idx] - truth[idx], strict=True))
-            if e == 0:
+            c, t = sp.sympify(claimed[idx], strict=True), sp.sympify(truth[idx], strict=True)
+            if c == t:
                 continue
-            try:
-                if not self._over_atoms.is_zero(e):
+            try:  # each side on its own: the difference of two long sums is never built in SymPy
+                if not self._over_atoms.equal(self.atomize(c), self.atomize(t)):
                     return False
             except (Unsupported, ZeroDivisionError):
                 return False

@@ -1,0 +1,50 @@
+"""Products of SymPy entries, built without SymPy's general ``Mul`` flattening where the result is known.
+
+A per-neuron truth multiplies tens of thousands of entries, and most products are of a few kinds:
+a zero (a padded or masked entry) times a symbol or a rational, one times anything, two distinct symbols,
+a rational times a symbol. For those :func:`mul` builds the very expression ``x * y`` builds (the same
+class, the same arguments in SymPy's canonical order, so equal and of equal hash) at a fraction of the
+cost; every other product is ``x * y``. ``tests/test_symbolic.py`` checks the equality on random
+expressions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import sympy as sp
+from sympy.core.basic import Basic
+
+_ZERO, _ONE = sp.S.Zero, sp.S.One
+_from_args = sp.Mul._from_args
+
+
+def mul(x: Any, y: Any) -> Any:
+    """``x * y`` for SymPy expressions (or Python ints), equal to what SymPy's ``*`` builds."""
+    if x is _ZERO or y is _ZERO:
+        other = y if x is _ZERO else x
+        if isinstance(other, sp.Rational) or (
+                other.__class__ is sp.Symbol and other.is_commutative and other.is_finite is not False):
+            return _ZERO  # (0 * oo and 0 * nan are nan, as SymPy says: they take the general route)
+        return x * y
+    if x is _ONE:
+        return y
+    if y is _ONE:
+        return x
+    if x.__class__ is sp.Symbol and y.__class__ is sp.Symbol and x is not y:
+        if x.is_commutative and y.is_commutative:
+            return _from_args((x, y) if Basic.compare(x, y) < 0 else (y, x), True)
+    elif y.__class__ is sp.Symbol and isinstance(x, sp.Rational) and y.is_commutative:
+        return _from_args((x, y), True)
+    elif x.__class__ is sp.Symbol and isinstance(y, sp.Rational) and x.is_commutative:
+        return _from_args((y, x), True)
+    return x * y
+
+
+_mul_entries = np.frompyfunc(mul, 2, 1)
+
+
+def mul_arrays(a: Any, b: Any) -> np.ndarray:
+    """Entry-wise ``a * b`` of object arrays (NumPy broadcasting), each entry by :func:`mul`."""
+    return np.asarray(_mul_entries(a, b), dtype=object)
