@@ -242,12 +242,24 @@ def _flag(field: str) -> str:
 
 def _warm(options) -> None:
     """Import the engines once, here, so each forked worker starts with them instead of importing them again
-    (SymPy alone takes about half a second)."""
-    from . import diagnose  # noqa: F401
+    (SymPy alone takes about half a second), with the modules NumPy and SymPy import only on first use
+    (NumPy's random generators; SymPy's tensor and combinatorics modules, reached from its expression
+    construction), and those of the report's and certificate's paths."""
+    import importlib
+
+    from . import diagnose, dimuse, notes  # noqa: F401
     from .engines import evaluate, numeric  # noqa: F401
 
+    importlib.import_module("numpy.random")
     if options.symbolic:
-        from .engines import symbolic  # noqa: F401
+        from .engines import scope, symbolic  # noqa: F401
+
+        for module in _LAZY_SYMPY:
+            with contextlib.suppress(ImportError):  # another SymPy version may lay them out differently
+                importlib.import_module(module)
+
+
+_LAZY_SYMPY = ("sympy.tensor.tensor", "sympy.combinatorics", "sympy.assumptions.wrapper", "sympy.sets.setexpr")
 
 
 class Terminated(BaseException):
