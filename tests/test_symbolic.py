@@ -185,3 +185,22 @@ def test_fast_products_build_exactly_what_sympy_builds() -> None:
     a = np.array(symbols[:4] + [sp.Integer(0)], dtype=object)
     b = np.array([sp.Integer(2)] + symbols[4:8], dtype=object)
     assert list(mul_arrays(a[:, None], b[None, :]).flat) == list((a[:, None] * b[None, :]).flat)
+
+
+def test_fast_matmul_equals_the_op_tables_symbolic_matmul() -> None:
+    from backpropcheck.engines.products import matmul_arrays
+    from backpropcheck.lang.ops.linalg import _matmul_sym
+
+    rng = random.Random(5)
+
+    def arr(*shape: int) -> np.ndarray:
+        out = np.empty(shape, dtype=object)
+        for idx in np.ndindex(*shape):
+            out[idx] = rng.choice([sp.Symbol(f"a{rng.randrange(6)}", real=True), sp.Integer(0), sp.Integer(2),
+                                   random_sympy_expr(rng, 2)])
+        return out
+
+    for sa, sb in (((2, 3), (3, 4)), ((3,), (3, 2)), ((2, 3), (3,)), ((4,), (4,))):
+        a, b = arr(*sa), arr(*sb)
+        got, want = matmul_arrays(a, b), _matmul_sym(a, b)
+        assert got.shape == want.shape and all(g == w for g, w in zip(np.ravel(got), np.ravel(want)))

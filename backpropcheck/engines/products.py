@@ -48,3 +48,19 @@ _mul_entries = np.frompyfunc(mul, 2, 1)
 def mul_arrays(a: Any, b: Any) -> np.ndarray:
     """Entry-wise ``a * b`` of object arrays (NumPy broadcasting), each entry by :func:`mul`."""
     return np.asarray(_mul_entries(a, b), dtype=object)
+
+
+def matmul_arrays(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` of object arrays (vectors or matrices), each entry one ``Add`` of :func:`mul` products: the
+    op table's symbolic matmul (``lang/ops/linalg.py``) with the cheaper products."""
+    a2 = a.reshape(1, -1) if a.ndim == 1 else a
+    b2 = b.reshape(-1, 1) if b.ndim == 1 else b
+    if a2.shape[1] != b2.shape[0]:
+        raise ValueError(f"matmul: inner dimensions {a2.shape[1]} and {b2.shape[0]} differ")
+    add = sp.Add
+    out = np.empty((a2.shape[0], b2.shape[1]), dtype=object)
+    for i in range(a2.shape[0]):
+        row = a2[i]
+        for j in range(b2.shape[1]):
+            out[i, j] = add(*[mul(x, y) for x, y in zip(row, b2[:, j])])
+    return out.reshape(a.shape[:-1] + b.shape[1:] if b.ndim == 2 else a.shape[:-1])

@@ -33,7 +33,7 @@ from .draws import concrete_inputs, draw_onehot, integer_array
 from .evaluate import Backend, evaluate, evaluate_definition
 from .exact import Converter, Unsupported
 from .partials import _TEMPLATES, partials
-from .products import mul, mul_arrays
+from .products import matmul_arrays, mul, mul_arrays
 from .witness import WitnessSearch
 
 __all__ = ["Decision", "SymbolicTruth", "entry_name", "partials", "symbol_array", "symbolic_backend"]
@@ -51,7 +51,7 @@ def symbolic_backend(d: Derivation) -> Backend:
         except (TypeError, ValueError):
             return sp.Float(node.value)
 
-    return Backend(symbolic=True, functions=functions, const=const, scalar=sp.Integer, faster={"mul": mul_arrays})
+    return Backend(symbolic=True, functions=functions, const=const, scalar=sp.Integer, faster={"mul": mul_arrays, "matmul": matmul_arrays, "dot": matmul_arrays})
 
 
 def entry_name(name: str, idx: tuple[int, ...]) -> str:
@@ -316,12 +316,13 @@ class SymbolicTruth(WitnessSearch):
                 t = t.xreplace(deeper)
             else:
                 return False
-            e = self.atomize(c - t)
-            if e == 0:
+            if c == t:
                 continue
             try:
-                if self._over_atoms.is_zero(e):
+                c, t = self.atomize(c), self.atomize(t)
+                if self._over_atoms.equal(c, t):  # side by side: the difference is built only if needed
                     continue
+                e = c - t
                 if self._reach_is_small(e):  # few atoms below: the inputs' form is small, try it first
                     if self._over_inputs.is_zero(softmax_as_exp(e)) or self.peeled_zero(e):
                         continue
