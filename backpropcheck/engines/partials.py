@@ -31,17 +31,25 @@ def partials(expr: sp.Expr, wrt: set[sp.Symbol], templates: dict | None = None) 
 def _diff(term: sp.Expr, s: sp.Symbol, templates: dict) -> sp.Expr:
     """``term.diff(s)``, computed once per *shape* of term: every neuron of a layer has the same
     local definition up to the names of its symbols, so the derivative is taken on a template
-    whose symbols are placeholders (same assumptions, numbered in name order) and renamed back."""
+    whose symbols are placeholders (same assumptions, numbered in name order) and renamed back.
+    The result is also kept for the term itself: the same entry's definition recurs at every dims of a
+    file (``z[0]`` is defined alike at n=2 and n=3), and the renaming is not free."""
+    direct = templates.get((term, s))
+    if direct is not None:
+        return direct
     symbols = sorted(term.free_symbols, key=lambda x: x.name)
     if len(symbols) > 8:
-        return term.diff(s)
-    holders = [_placeholder(k, x) for k, x in enumerate(symbols)]
-    template = term.xreplace(dict(zip(symbols, holders)))
-    key = (template, holders[symbols.index(s)])
-    found = templates.get(key)
-    if found is None:
-        found = templates[key] = template.diff(key[1])
-    return found.xreplace(dict(zip(holders, symbols)))
+        found = term.diff(s)
+    else:
+        holders = [_placeholder(k, x) for k, x in enumerate(symbols)]
+        template = term.xreplace(dict(zip(symbols, holders)))
+        key = (template, holders[symbols.index(s)])
+        found = templates.get(key)
+        if found is None:
+            found = templates[key] = template.diff(key[1])
+        found = found.xreplace(dict(zip(holders, symbols)))
+    templates[(term, s)] = found
+    return found
 
 
 def _placeholder(k: int, like: sp.Symbol) -> sp.Symbol:

@@ -261,10 +261,18 @@ class SymbolicTruth(WitnessSearch):
         return e
 
     def _kink_against_extreme(self, kink: sp.Expr) -> sp.Expr:
-        """``Step(u)`` with the max/min atoms of ``u`` written as their definitions, once per kink."""
+        """``Step(u)`` with the max/min atoms of ``u`` written as their definitions, once per kink; the
+        rewritten Step (its arg-max indicator, costly to derive) is shared by every truth of the process,
+        as a window's max has the same definition at every dims (and in a file's mistaken twin)."""
         found = self._kinks.get(kink)
         if found is None:
-            found = self._kinks[kink] = Step(kink.args[0].xreplace(self.extremes))
+            u = kink.args[0].xreplace(self.extremes)
+            found = _AGAINST_EXTREME.get(u)
+            if found is None:
+                if len(_AGAINST_EXTREME) > 50_000:
+                    _AGAINST_EXTREME.clear()
+                found = _AGAINST_EXTREME[u] = Step(u)
+            self._kinks[kink] = found
         return found
 
     def claim_value(self, node, index=None) -> np.ndarray:
@@ -455,6 +463,9 @@ class SymbolicTruth(WitnessSearch):
             if step(f) == 0:
                 return Decision(True, f"{how} after substituting the forward definitions")
         return Decision(None, "could not reduce the difference to zero")
+
+_AGAINST_EXTREME: dict[sp.Expr, sp.Expr] = {}  # Step(u) by u, for u against a max/min atom's definition
+
 
 class _ExpandedAdjoints(Mapping[str, np.ndarray]):
     """``grad[name]``: the truth's steps with every ``∇v`` replaced by its expanded value, each gradient
