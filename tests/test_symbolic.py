@@ -204,3 +204,26 @@ def test_fast_matmul_equals_the_op_tables_symbolic_matmul() -> None:
         a, b = arr(*sa), arr(*sb)
         got, want = matmul_arrays(a, b), _matmul_sym(a, b)
         assert got.shape == want.shape and all(g == w for g, w in zip(np.ravel(got), np.ravel(want)))
+
+
+def test_fast_sums_build_exactly_what_sympy_builds() -> None:
+    """engines/products.add: the same expression as ``sympy.Add(*terms)`` for distinct products and symbols
+    (built directly) and for everything else (like terms, coefficients, numbers, nested sums, infinities)."""
+    from backpropcheck.engines.products import add
+
+    rng = random.Random(3)
+    symbols = [sp.Symbol(f"x[{i}]", real=True) for i in range(5)] + [sp.Symbol("p", positive=True),
+                                                                       sp.Symbol("∇y[0]", real=True)]
+    products = [a * b for a in symbols for b in symbols] + [a * b * c for a, b, c in zip(symbols, symbols[1:],
+                                                                                         symbols[2:])]
+    others = [sp.Integer(0), sp.Integer(2), sp.Rational(1, 3), sp.oo, 3 * symbols[0], -symbols[1] * symbols[2],
+              symbols[0] + symbols[1], sp.exp(symbols[0]), symbols[2] ** 2 * symbols[3]]
+    for k in range(300):
+        pool = products + symbols + (others if k % 2 else [])
+        terms = [rng.choice(pool) for _ in range(rng.randint(0, 12))]
+        if k % 3 == 0:
+            terms += [random_sympy_expr(rng, 2)]
+        got, want = add(*terms), sp.Add(*terms)
+        assert got == want and hash(got) == hash(want) and got.args == want.args, (terms, got, want)
+    distinct = rng.sample(products, 20)  # the direct route: the canonical order of SymPy's own Add
+    assert add(*distinct).args == sp.Add(*distinct).args

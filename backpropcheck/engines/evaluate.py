@@ -124,12 +124,12 @@ def _object_sum(body: np.ndarray, axis: int) -> np.ndarray:
     """``Σ`` over one axis of SymPy entries, each result one ``Add`` of its terms: NumPy's pairwise
     ``+`` re-flattens a growing sum at every step (quadratic in the terms, and a conv2d's index
     space sums many)."""
-    from sympy import Add
+    from .products import add
 
     moved = np.moveaxis(body, axis, -1)
     out = np.empty(moved.shape[:-1], dtype=object)
     for idx in np.ndindex(*out.shape):
-        out[idx] = Add(*moved[idx])
+        out[idx] = add(*moved[idx])
     return np.expand_dims(out, axis)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sympy as sp
 
+from .products import add
+
 _TEMPLATES: dict[tuple, sp.Expr] = {}
 
 
@@ -22,7 +24,7 @@ def partials(expr: sp.Expr, wrt: set[sp.Symbol], templates: dict | None = None) 
             found.setdefault(s, []).append(ds)
     out = {}
     for s, ds in found.items():
-        total = sp.Add(*ds)
+        total = add(*ds)
         if total != 0:
             out[s] = total
     return out

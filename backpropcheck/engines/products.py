@@ -1,15 +1,18 @@
-"""Products of SymPy entries, built without SymPy's general ``Mul`` flattening where the result is known.
+"""Products and sums of SymPy entries, built without SymPy's general flattening where the result is known.
 
 A per-neuron truth multiplies tens of thousands of entries, and most products are of a few kinds:
 a zero (a padded or masked entry) times a symbol or a rational, one times anything, two distinct symbols,
 a rational times a symbol. For those :func:`mul` builds the very expression ``x * y`` builds (the same
 class, the same arguments in SymPy's canonical order, so equal and of equal hash) at a fraction of the
-cost; every other product is ``x * y``. ``tests/test_symbolic.py`` checks the equality on random
-expressions.
+cost; every other product is ``x * y``. Likewise :func:`add` for a sum of distinct symbols and
+products (a matrix product's entry, an index-form sum, an adjoint's chain-rule terms): SymPy's canonical
+``Add`` of them is its arguments in SymPy's own order, built without collecting like terms that are not
+there. ``tests/test_symbolic.py`` checks both against SymPy on random expressions.
 """
 
 from __future__ import annotations
 
+from functools import cmp_to_key
 from typing import Any
 
 import numpy as np
@@ -18,6 +21,7 @@ from sympy.core.basic import Basic
 
 _ZERO, _ONE = sp.S.Zero, sp.S.One
 _from_args = sp.Mul._from_args
+_SORT = cmp_to_key(Basic.compare)  # the order of an Add's arguments (sympy.core.add._addsort)
 
 
 def mul(x: Any, y: Any) -> Any:
@@ -42,6 +46,26 @@ def mul(x: Any, y: Any) -> Any:
     return x * y
 
 
+def add(*terms: Any) -> Any:
+    """``sympy.Add(*terms)``: built directly when every term is a commutative symbol or a product whose
+    coefficient is 1 and no two are alike (nothing to collect), else by SymPy."""
+    kept = []
+    seen = set()
+    for t in terms:
+        if t is _ZERO:
+            continue
+        cls = t.__class__
+        if not (cls is sp.Symbol or (cls is sp.Mul and not t.args[0].is_Number)) or not t.is_commutative \
+                or t in seen:
+            return sp.Add(*terms)
+        seen.add(t)
+        kept.append(t)
+    if len(kept) < 2:
+        return kept[0] if kept else _ZERO
+    kept.sort(key=_SORT)
+    return sp.Add._exec_constructor_postprocessors(sp.Add._from_args(kept, True))
+
+
 _mul_entries = np.frompyfunc(mul, 2, 1)
 
 
@@ -57,7 +81,6 @@ def matmul_arrays(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b2 = b.reshape(-1, 1) if b.ndim == 1 else b
     if a2.shape[1] != b2.shape[0]:
         raise ValueError(f"matmul: inner dimensions {a2.shape[1]} and {b2.shape[0]} differ")
-    add = sp.Add
     out = np.empty((a2.shape[0], b2.shape[1]), dtype=object)
     for i in range(a2.shape[0]):
         row = a2[i]

@@ -33,7 +33,7 @@ from .draws import concrete_inputs, draw_onehot, integer_array
 from .evaluate import Backend, evaluate, evaluate_definition
 from .exact import Converter, Unsupported
 from .partials import _TEMPLATES, partials
-from .products import matmul_arrays, mul, mul_arrays
+from .products import add, matmul_arrays, mul, mul_arrays
 from .witness import WitnessSearch
 
 __all__ = ["Decision", "SymbolicTruth", "entry_name", "partials", "symbol_array", "symbolic_backend"]
@@ -167,7 +167,7 @@ class SymbolicTruth(WitnessSearch):
         for name, atoms in reversed(self.order):
             for atom in atoms.flat:
                 if atom in steps:
-                    step[atom] = sp.Add(*steps.pop(atom))
+                    step[atom] = add(*steps.pop(atom))
             self.steps[name] = _array_of(atoms, step)
             nabla = symbol_array(f"∇{name}", atoms.shape, real=True)
             for idx in np.ndindex(*atoms.shape):
@@ -180,7 +180,7 @@ class SymbolicTruth(WitnessSearch):
                     steps.setdefault(p, []).append(mul(nabla[idx], dp))
             gradient_atoms[name] = nabla
         for s, terms in steps.items():
-            step[s] = sp.Add(*terms)
+            step[s] = add(*terms)
         self._differentiable_inputs = [name for name, inp in d.inputs.items() if not inp.constant]
         for name in self._differentiable_inputs:
             self.steps[name] = _array_of(self.env[name], step)
