@@ -39,12 +39,16 @@ def _diff(term: sp.Expr, s: sp.Symbol, templates: dict) -> sp.Expr:
     direct = templates.get((term, s))
     if direct is not None:
         return direct
-    symbols = sorted(term.free_symbols, key=lambda x: x.name)
-    if len(symbols) > 8:
+    shape = templates.get(term)  # (symbols, placeholders, template): once per term, not per symbol
+    if shape is None:
+        symbols = sorted(term.free_symbols, key=lambda x: x.name)
+        holders = [_placeholder(k, x) for k, x in enumerate(symbols)]
+        template = term.xreplace(dict(zip(symbols, holders))) if len(symbols) <= 8 else None
+        shape = templates[term] = (symbols, holders, template)
+    symbols, holders, template = shape
+    if template is None:
         found = term.diff(s)
     else:
-        holders = [_placeholder(k, x) for k, x in enumerate(symbols)]
-        template = term.xreplace(dict(zip(symbols, holders)))
         key = (template, holders[symbols.index(s)])
         found = templates.get(key)
         if found is None:
