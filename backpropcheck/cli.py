@@ -538,15 +538,24 @@ def demo(no_pause) -> None:
 @click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
 def new(path, force) -> None:
     """Write a commented template derivation to PATH (it checks cleanly as written)."""
+    import os
+    import tempfile
     from pathlib import Path
 
     from .templates import TEMPLATE
 
     target = Path(path)
-    if target.exists() and not force:
-        raise click.ClickException(f"{path} exists; use --force to overwrite it")
     try:
-        target.write_text(TEMPLATE, encoding="utf-8")
+        if force:  # a temporary file renamed over PATH: PATH is never left half written
+            with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.",
+                                             delete=False) as fh:
+                fh.write(TEMPLATE)
+            os.replace(fh.name, target)
+        else:  # created exclusively: a file that appears after a check for it is not overwritten
+            with open(target, "x", encoding="utf-8") as created:
+                created.write(TEMPLATE)
+    except FileExistsError:
+        raise click.ClickException(f"{path} exists; use --force to overwrite it") from None
     except OSError as exc:
         raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from None
     click.echo(f"wrote {path}; next: backpropcheck check {path}   or   backpropcheck explain {path}")

@@ -11,8 +11,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from .engines.numeric import is_close
-from .lang.ir import Call, Var
-from .lang.ops import Elementwise
+from .lang.ops import Elementwise, function_of
 from .model import Derivation
 
 
@@ -54,17 +53,16 @@ def diagnose(
                 return f"a constant factor of 1/{dim} too many (a 1/{dim} that the loss does not have?)"
         return f"off by a constant factor: the claim is {k:.6g} times the gradient"
     for f in d.forward:
-        root = f.root
-        if not (isinstance(root, Call) and root.op == "elementwise" and isinstance(root.args[0], Var)):
+        applied = function_of(f.root)
+        if applied is None:
             continue
-        z = root.args[0].name
+        name, z = applied
         if z not in values or np.shape(values[z]) != truth.shape:
             continue
-        fn = functions(root.params["fn"])
+        fn = functions(name)
         with np.errstate(all="ignore"):
             fz = fn.derivative(values[z])
             fh = fn.derivative(values[f.name])
-            name = root.params["fn"]
             if np.all(fz != 0) and is_close(claimed, truth / fz):
                 return f"a missing factor {name}_prime({z}): the chain rule through {f.name} = {name}({z})"
             if is_close(claimed, truth * fz):
@@ -103,10 +101,9 @@ def _swapped_gradient(d, claim_name, truth, values, evaluate_with) -> str | None
 def _step_between(d: Derivation, later: str, earlier: str) -> str | None:
     """``a missing factor f_prime(z)`` when ``later = f(earlier)`` is an element-wise step."""
     for f in d.forward:
-        root = f.root
-        if (f.name == later and isinstance(root, Call) and root.op == "elementwise"
-                and isinstance(root.args[0], Var) and root.args[0].name == earlier):
-            fn = root.params["fn"]
+        applied = function_of(f.root) if f.name == later else None
+        if applied is not None and applied[1] == earlier:
+            fn = applied[0]
             return (f"a missing factor {fn}_prime({earlier}), since grad_{earlier} = "
                     f"grad_{later} * {fn}_prime({earlier})")
     return None

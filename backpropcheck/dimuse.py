@@ -16,10 +16,8 @@ import math
 from collections.abc import Iterator
 
 from .lang.ir import Call, DimSize, IndexRef, Node, Var, walk
+from .lang.ops import OPS
 from .model import Derivation
-
-# ops through which a dim used as a number stays a polynomial or rational function of it
-_RATIONAL = {"add", "sub", "mul", "div", "neg", "T", "expand", "sum", "mean", "outer", "dot", "matmul", "trace", "diag"}
 
 
 def _roots(d: Derivation) -> Iterator[Node]:
@@ -33,14 +31,14 @@ def _roots(d: Derivation) -> Iterator[Node]:
 
 
 def _non_rational(node: Call) -> bool:
-    if node.op == "pow":
-        exponent = node.params.get("exponent")
-        return not (isinstance(exponent, (int, float)) and float(exponent).is_integer())
-    return node.op not in _RATIONAL
+    """A dim used as a number through this call may leave the polynomials and rational functions
+    (the op table's ``rational``: ``x ** 0.5``, ``relu``, ``where``)."""
+    return not OPS[node.op].is_rational(node.params)
 
 
 def _dim_only(node: Node) -> bool:
-    return not any(isinstance(n, (Var, IndexRef)) or (isinstance(n, Call) and n.op in ("ones", "zeros", "eye"))
+    """No tensor read, and no array built from shapes alone (an op without operands: ``ones(n)``)."""
+    return not any(isinstance(n, (Var, IndexRef)) or (isinstance(n, Call) and OPS[n.op].arity[1] == 0)
                    for n in walk(node))
 
 

@@ -307,7 +307,9 @@ class ClaimItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         line = getattr(self.file, "line", None)
-        return self.path, (line - 1 if line else None), f"{self.file.display}::{self.name}"
+        # the failure's header; not the node id itself, as pytest -v would then print the id with every
+        # "." of the domain turned into "::" ("dense_column::toml::grad_z")
+        return self.path, (line - 1 if line else None), f"{self.name} ({self.file.display})"
 
 
 def _find(result: FileResult, name: str) -> ClaimResult:

@@ -44,12 +44,13 @@ def spaces(d: Derivation, claims: list[Claim], limits: Limits,
     tensors, their entries at the drawn dims are bounded by ``max_entries`` before anything
     is allocated: a bound on memory, and on the work of a loop in C that no alarm interrupts.
 
-    ``products`` (if given) receives each matrix product's and einsum's iteration space (its
-    multiply-adds: (m, k) @ (k, n) is m·k·n), the work that entries alone do not show.
+    ``products`` (if given) receives the work space of each op that does more than one step per
+    result entry (the op table's ``work``: a matrix product's or einsum's multiply-adds, (m, k) @ (k, n)
+    is m·k·n), the work that entries alone do not show.
     """
     from .errors import LimitError
     from .lang.ir import Call, Var
-    from .lang.ops import parse_einsum
+    from .lang.ops import OPS
     from .lang.shapes import infer
 
     out: list[tuple[str, tuple]] = []
@@ -80,14 +81,14 @@ def spaces(d: Derivation, claims: list[Claim], limits: Limits,
             elif isinstance(node, Call):
                 env = {f"#{k}": shapes[id(kid)] for k, kid in enumerate(kids)}
                 shape = infer(replace(node, args=tuple(Var(kid.col, f"#{k}") for k, kid in enumerate(kids))), env)
-                if node.op == "einsum":
-                    subs, _ = parse_einsum(node.params["spec"], [len(env[f"#{k}"]) for k in range(len(kids))])
-                    letters = {c: dim for sub, k in zip(subs, range(len(kids))) for c, dim in zip(sub, env[f"#{k}"])}
-                    out.append((key, tuple(letters.values())))
+                op = OPS[node.op]
+                space = op.work([env[f"#{k}"] for k in range(len(kids))], shape, **node.params) \
+                    if op.work is not None else None
+                if space is not None:
+                    if op.work_in_entries:
+                        out.append((key, space))
                     if products is not None:
-                        products.append((key, tuple(letters.values())))
-                elif node.op in ("matmul", "dot") and products is not None and env["#0"]:
-                    products.append((key, shape + (env["#0"][-1],)))  # result entries x the summed dim
+                        products.append((key, space))
             else:
                 shape = ()
             if len(shape) > limits.max_rank:

@@ -52,6 +52,12 @@ def test_new_refuses_to_overwrite_without_force(outside):
     forced = run("new", str(target), "--force")
     assert forced.exit_code == 0
     assert "[derivation]" in target.read_text()
+    assert sorted(p.name for p in outside.iterdir() if "mine" in p.name) == ["mine.toml"]  # no temporary left
+
+
+def test_new_writes_through_nothing_it_cannot_create(outside):
+    refused = run("new", str(outside / "missing" / "layer.toml"))
+    assert refused.exit_code == 1 and "cannot write" in refused.output and "Traceback" not in refused.output
 
 
 # -- list ----------------------------------------------------------------------------------------------

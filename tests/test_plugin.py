@@ -40,6 +40,8 @@ def test_one_item_per_claim_with_readable_node_ids(pytester: pytest.Pytester) ->
     assert ids == ["good.toml::grad_z", "good.toml::grad_a", "good.toml::grad_W", "good.toml::grad_b",
                    "sub/expected.toml::grad_z", "sub/expected.toml::grad_a", "sub/expected.toml::grad_W",
                    "sub/expected.toml::grad_b"]
+    verbose = pytester.runpytest(*FAST, "-v").stdout.str()  # the same ids, not "good::toml::grad_z"
+    assert "good.toml::grad_z PASSED" in verbose and "sub/expected.toml::grad_b PASSED" in verbose, verbose
 
 
 def test_passing_and_expected_claims_pass(pytester: pytest.Pytester) -> None:
@@ -54,7 +56,7 @@ def test_a_refuted_claim_fails_with_verdict_counterexample_and_reproduce(pyteste
     result = pytester.runpytest(*FAST, "-rf")
     result.assert_outcomes(passed=3, failed=1)
     result.stdout.fnmatch_lines([
-        "*_ wrong.toml::grad_a _*",
+        "*_ grad_a (wrong.toml) _*",
         "refuted: grad_a = W.T @ grad_h (expected holds)",
         "the claim differs from the true gradient at entry *",
         "counterexample: dims *, seed 0, entry *",
@@ -91,7 +93,7 @@ def test_an_invalid_file_is_one_failing_item_showing_the_error(pytester: pytest.
     pytester.makefile(".toml", broken=INVALID)
     result = pytester.runpytest(*FAST, "-rf")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*_ broken.toml::invalid _*", "error: broken.toml could not be checked",
+    result.stdout.fnmatch_lines(["*_ invalid (broken.toml) _*", "error: broken.toml could not be checked",
                                  "broken.toml: invalid TOML: *"])
     assert "Traceback" not in result.stdout.str()
 

@@ -12,7 +12,7 @@ from ..checker import Options, check_derivation
 from ..errors import DerivationError
 from ..lang.dims import Dim, Shape, fmt_shape
 from ..lang.ir import Call, Const, IndexRef, Node, Var, names_used, walk
-from ..lang.ops import NoAdjoint
+from ..lang.ops import NoAdjoint, spell
 from ..loader import loads
 from ..model import Definition, Derivation
 from .folds import fold_cross_entropy, spelled_out
@@ -384,8 +384,9 @@ class _Deriver:
 
 
 def _root_op(node: Node) -> str:
+    """The op at the root, by the name a file calls it (``tanh``, ``tanh_prime``, ``sum``, ``add``)."""
     if isinstance(node, Call):
-        return node.params["fn"] if node.op == "elementwise" else node.op
+        return spell(node.op, ["x"] * len(node.args), node.params).partition("(")[0]
     return "identity"
 
 

@@ -8,7 +8,7 @@ import numpy as np
 from ..lang.ir import Call, Const, Node, Var, walk
 from ..model import Derivation
 from .rewrite import _monomial
-from .tree import Context, _is, as_tree, call, key
+from .tree import Context, as_tree, call, key
 
 # ---------------------------------------------------------------------------
 # an element-wise function spelled out: gelu as ``q * (1 + erf(q / sqrt(2))) / 2``
@@ -23,17 +23,16 @@ def spelled_out(expr: Node, v: str) -> Call | None:
     (the same points, finite or not): its derivative is then ``NAME_prime(v)``, not the chain
     through the spelled-out form. A wrong match cannot pass: the derived claim is proved after."""
     from ..engines.evaluate import Backend, evaluate
-    from ..lang.ops import ELEMENTWISE
+    from ..lang.ops import ELEMENTWISE, OPS, function_of
 
-    if isinstance(expr, Var) or _is(expr, "elementwise") and isinstance(expr.args[0], Var):
+    if isinstance(expr, Var) or function_of(expr) is not None:
         return None  # nothing spelled out
     for n in walk(expr):
         if isinstance(n, Var):
             if n.name != v:
                 return None
         elif isinstance(n, Call):
-            if not (n.op in _ARITHMETIC or n.op == "elementwise" and not n.params.get("prime")
-                    and n.params.get("fn") in ELEMENTWISE):
+            if not (n.op in _ARITHMETIC or OPS[n.op].function_applied(n.params) in ELEMENTWISE):
                 return None
         elif not isinstance(n, Const):
             return None

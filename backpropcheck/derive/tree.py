@@ -3,8 +3,7 @@ language, the shape context the adjoint templates see, and the backward walk ove
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, TypeGuard
 
 from ..lang.dims import Shape
@@ -96,12 +95,6 @@ def to_text(node: Node) -> str:
     return _text(node)[0]
 
 
-def _dims(dims: Iterable[Any]) -> str:
-    """A tuple of dim expressions as the language writes it: ``(B, T, H*D)``, ``(n,)``."""
-    parts = [str(d) for d in dims]
-    return f"({parts[0]},)" if len(parts) == 1 else f"({', '.join(parts)})"
-
-
 def _bound(d: Any) -> str:
     return "" if d is None else str(d)
 
@@ -118,29 +111,10 @@ def _slice_text(n: Call) -> str:
     return f"{_wrap(_text(n.args[0]), _ATOM)}[{', '.join(items)}]"
 
 
-def _axis_kw(n: Call) -> str:
-    return "" if n.params.get("axis") is None else f", axis={n.params['axis']}"
-
-
-# ops written with their static parameters (shapes, axes, bounds, widths)
-_STRUCTURAL: dict[str, Callable[[Call], str]] = {
-    "reshape": lambda n: f"reshape({to_text(n.args[0])}, {_dims(n.params['shape'])})",
-    "transpose": lambda n: f"transpose({to_text(n.args[0])}"
-                           + ("" if n.params.get("axes") is None else f", {_dims(n.params['axes'])}") + ")",
-    "swapaxes": lambda n: f"swapaxes({to_text(n.args[0])}, {n.params['axis1']}, {n.params['axis2']})",
-    "flip": lambda n: f"flip({to_text(n.args[0])}{_axis_kw(n)})",
+# the operators: the parser's syntax, not calls by name
+_POSTFIX: dict[str, Callable[[Call], str]] = {
     "slice": _slice_text,
-    "concat": lambda n: f"concat([{', '.join(to_text(a) for a in n.args)}], axis={n.params.get('axis', 0)})",
-    "stack": lambda n: f"stack([{', '.join(to_text(a) for a in n.args)}], axis={n.params.get('axis', 0)})",
-    "pad": lambda n: f"pad({to_text(n.args[0])}, ("
-                     + ", ".join(f"({lo}, {hi})" for lo, hi in n.params["widths"])
-                     + ("," if len(n.params["widths"]) == 1 else "") + "))",
-    "clip": lambda n: f"clip({to_text(n.args[0])}, {num_text(n.params['lo'])}, {num_text(n.params['hi'])})",
     "gather": lambda n: f"{_wrap(_text(n.args[0]), _ATOM)}[{to_text(n.args[1])}]",
-    "scatter_add": lambda n: f"scatter_add({to_text(n.args[0])}, {to_text(n.args[1])}, {n.params['V']})",
-    "one_hot": lambda n: f"one_hot({to_text(n.args[0])}, {n.params['V']})",
-    "take_along_axis": lambda n: f"take_along_axis({to_text(n.args[0])}, {to_text(n.args[1])}, "
-                                 f"axis={n.params.get('axis', 0)})",
 }
 
 
@@ -175,24 +149,9 @@ def _text(node: Node) -> tuple[str, int]:
     if op == "expand":
         items = ", ".join(":" if it == ":" else "None" for it in p["items"])
         return f"{_wrap(_text(args[0]), _ATOM)}[{items}]", _ATOM
-    if op in _STRUCTURAL:
-        return _STRUCTURAL[op](node), _ATOM
-    if op in ("sum", "mean", "logsumexp", "softmax", "log_softmax", "max", "min"):
-        parts = [to_text(args[0])]
-        if p.get("axis") is not None:
-            parts.append(f"axis={p['axis']}")
-        if p.get("keepdims"):
-            parts.append("keepdims=True")
-        return f"{op}({', '.join(parts)})", _ATOM
-    if op == "elementwise":
-        name = p["fn"] if isinstance(p["fn"], str) else p["fn"].name
-        return f"{name}{'_prime' if p['prime'] else ''}({to_text(args[0])})", _ATOM
-    if op in ("ones", "zeros", "eye"):
-        shape = [str(d) for d in p["shape"]]
-        return (f"{op}({shape[0]})" if len(shape) == 1 else f"{op}([{', '.join(shape)}])"), _ATOM
-    if op == "einsum":
-        return f"einsum({json.dumps(p['spec'])}, {', '.join(to_text(a) for a in args)})", _ATOM
-    return spell(op, [to_text(a) for a in args], p), _ATOM  # any other op: by its signature in the table
+    if op in _POSTFIX:
+        return _POSTFIX[op](node), _ATOM
+    return spell(op, [to_text(a) for a in args], p), _ATOM  # a call: as the op table spells it
 
 
 # ---------------------------------------------------------------------------
@@ -217,12 +176,11 @@ class Context:
 
     def _infer(self, node: Node) -> Shape:
         """:func:`infer` for one node over its children's cached shapes (rewriting asks often)."""
-        if not isinstance(node, Call) or node.op in ("ones", "zeros", "eye"):
+        if not isinstance(node, Call):
             return infer(node, self.env)
         shapes = [self.shape(a) for a in node.args]
-        params = {} if node.op == "elementwise" else dict(node.params)
         try:
-            return OPS[node.op].shape(*shapes, **params)
+            return OPS[node.op].shape(*shapes, **node.params)
         except ShapeMismatch:
             return infer(node, self.env)  # raises the located ShapeError
 

@@ -8,7 +8,7 @@ import numpy as np
 import sympy as sp  # type: ignore[import-untyped]
 
 from ..engines.symbolic import SymbolicTruth, partials
-from ..lang.ir import Call, Var
+from ..lang.ops import function_of
 from ..model import Derivation
 from .forms import Form, tensor, tr
 from .jacobian import dim_constant, same, tie_candidates, tied_block
@@ -171,11 +171,7 @@ class Analysis:
     def elementwise_of(self, v: str) -> tuple[str, str] | None:
         """``("sigmoid", "z")`` when the file defines ``v = sigmoid(z)`` in matrix form."""
         definition = next((f for f in self.d.forward if f.name == v), None)
-        root = definition.root if definition is not None and definition.index is None else None
-        if (isinstance(root, Call) and root.op == "elementwise" and not root.params.get("prime")
-                and isinstance(root.args[0], Var)):
-            return str(root.params["fn"]), root.args[0].name
-        return None
+        return function_of(definition.root) if definition is not None and definition.index is None else None
 
 
 def _positions(U: np.ndarray) -> dict[sp.Symbol, tuple[int, ...]]:

@@ -50,13 +50,13 @@ def _paren(f: Form) -> Form:
     return Form(f"({f.text})", rf"\left({f.tex}\right)", f"({f.code})", f.shape)
 
 
-def _shape_rule(op: str, *shapes: Shape | None) -> Shape | None:
+def _shape_rule(op: str, *shapes: Shape | None, **params: object) -> Shape | None:
     """The op table's shape rule for ``op`` over dim names; None when a shape is unknown or they do not fit."""
     known = [s for s in shapes if s is not None]
     if len(known) < len(shapes):
         return None
     try:
-        return OPS[op].shape(*known)
+        return OPS[op].shape(*known, **params)
     except ShapeMismatch:
         return None
 
@@ -99,7 +99,7 @@ def scaled(c: sp.Expr, f: Form) -> Form:
 
 def reduce_sum(f: Form, axis: int, dim: Dim) -> Form:
     """``Σ_dim f``, a sum over one axis."""
-    shape = tuple(x for k, x in enumerate(f.shape) if k != axis) if f.shape is not None else None
+    shape = _shape_rule("sum", f.shape, axis=axis)
     return Form(f"Σ_{dim} {f.text}", rf"\textstyle\sum_{{{dim}}} {f.tex}", f"sum({f.code}, axis={axis})", shape,
                 atom=False, annot=f"{shape_text(f.shape)} summed over axis {axis} ({dim}) → {shape_text(shape)}",
                 annot_tex=rf"{shape_text(f.shape)} \xrightarrow{{\sum_{{{dim}}}}} {shape_text(shape)}")

@@ -9,7 +9,7 @@ import sympy as sp  # type: ignore[import-untyped]
 
 from ..checker import DEFAULTS, ClaimResult, Counterexample, Options, draw_dims, settings
 from ..engines.evaluate import evaluate_definition
-from ..engines.numeric import compare
+from ..engines.numeric import close_entries
 from ..engines.symbolic import SymbolicTruth
 from ..model import Claim, Derivation
 from .analysis import Analysis
@@ -93,14 +93,9 @@ def numeric_grid(d: Derivation, c: Claim, sizes: Mapping[str, int], cex: Counter
 
 
 def mismatched_entries(claimed: np.ndarray, true: np.ndarray, rtol: float, atol: float) -> np.ndarray:
-    """The entries the checker's comparison (:func:`~backpropcheck.engines.numeric.compare`) rejects,
-    one at a time: each probe differs from the truth at one entry only, so the tensor's scale still counts."""
-    bad = np.zeros(true.shape, dtype=bool)
-    for idx in np.ndindex(*true.shape):
-        probe = true.copy()
-        probe[idx] = claimed[idx]
-        bad[idx] = not compare(probe, true, rtol, atol)[0]
-    return bad
+    """The entries the checker's comparison rejects: the numeric engine's one rule of "close enough"
+    (:func:`~backpropcheck.engines.numeric.close_entries`, scaled by the tensor's largest true entry)."""
+    return ~close_entries(claimed, true, rtol, atol)
 
 
 def symbolic_mismatches(a: Analysis, c: Claim, limit: int = 2) -> list[Math]:

@@ -6,7 +6,11 @@ works on object arrays), vector-Jacobian product (the local backward step, as mi
 ``_backward`` beside the forward), tangent rule (the local forward step), an explicit
 ``nograd`` marker, and the matrix-form adjoint template ``derive`` writes. A rule an op lacks
 raises :class:`MissingRule` the moment a derivative needs it — never a silent zero.
-Element-wise functions add their derivative, which ``NAME_prime`` names.
+Element-wise functions add their derivative, which ``NAME_prime`` names. What the rest of the
+package asks of an op is read here too, never from its name: its multiply-adds (``work``, the
+checker's bounds), whether a dim used as a number stays rational through it (``rational``),
+how a call is written (:func:`spell`, ``text``), its local Jacobian in words (``note``, for
+``explain`` and ``derive``) and the element-wise function it applies (``applies``).
 
 The table is one package, grouped by kind of op:
 
@@ -14,7 +18,7 @@ The table is one package, grouped by kind of op:
 - :mod:`.elementwise` — ``tanh``, ``relu``, … and the ``elementwise`` op;
 - :mod:`.arith` — ``+ - * / **``, comparisons, ``where``, ``maximum``/``minimum``, ``clip``;
 - :mod:`.linalg` — ``@``, ``dot``, ``outer``, ``.T``, ``trace``, ``diag``, ``ones``/``zeros``/``eye``, ``einsum``;
-- :mod:`.reduce` — ``sum``, ``mean``, ``max``/``min``, ``softmax``, ``log_softmax``, ``logsumexp``, ``cumsum``;
+- :mod:`.reduce` — ``sum``, ``mean``, ``var``, ``max``/``min``, ``softmax``, ``log_softmax``, ``logsumexp``, ``cumsum``;
 - :mod:`.structure` — ``[:, None]``, ``reshape``, ``transpose``, slices, ``concat``, ``stack``, ``pad``;
 - :mod:`.indexing` — ``C[I]``, ``scatter_add``, ``one_hot``, ``take_along_axis``;
 - :mod:`.adjoints` — every op's adjoint template for ``derive``;
@@ -43,6 +47,7 @@ from .core import (
     Signature,
     broadcast,
     dense,
+    function_of,
     sig,
     spell,
     unbroadcast,
@@ -52,6 +57,6 @@ from .linalg import _matmul_sym, parse_einsum
 
 __all__ = [
     "ADJOINTS", "AXIS", "AXIS1", "ELEMENTWISE", "GENERIC_STANDINS", "H", "KEEPDIMS", "OPS", "Elementwise",
-    "MissingRule", "NoAdjoint", "Op", "Param", "Rank1", "ShapeMismatch", "Signature", "broadcast", "dense",
+    "MissingRule", "NoAdjoint", "Op", "Param", "Rank1", "ShapeMismatch", "Signature", "broadcast", "dense", "function_of",
     "num_text", "parse_einsum", "sig", "spell", "unbroadcast", "_adj_matmul", "_matmul_sym", "_replace", "_shape_names",
 ]

@@ -163,6 +163,13 @@ def _adj_mean(cx, g, out, a, axis=None, keepdims=False):
     return (_c("div", _expand_back(cx, g, a, axis, keepdims), _reduced_count(cx, a, axis)),)
 
 
+def _adj_var(cx, g, out, a, axis=None, keepdims=False):
+    """``var(X, axis)`` → ``2 * G * (X - mean(X, axis, keepdims=True)) / N``, G with the axis back."""
+    centred = _c("sub", a, _c("mean", a, axis=axis, keepdims=True))
+    scaled = _c("mul", _c("mul", _k(2), _expand_back(cx, g, a, axis, keepdims)), centred)
+    return (_c("div", scaled, _reduced_count(cx, a, axis)),)
+
+
 def _adj_trace(cx, g, out, a):
     return (_c("mul", g, _c("eye", shape=_shape_names(cx.shape(a)[:1]))),)
 
@@ -233,7 +240,7 @@ ADJOINTS: dict[str, Callable[..., tuple]] = {
     "add": _adj_add, "sub": _adj_sub, "mul": _adj_mul, "div": _adj_div,
     "neg": lambda cx, g, out, a: (_c("neg", g),), "pow": _adj_pow,
     "matmul": _adj_matmul, "dot": _adj_matmul, "outer": _adj_outer, "T": _adj_T, "expand": _adj_expand,
-    "sum": _adj_sum, "mean": _adj_mean, "trace": _adj_trace, "diag": _adj_diag,
+    "sum": _adj_sum, "mean": _adj_mean, "var": _adj_var, "trace": _adj_trace, "diag": _adj_diag,
     "softmax": _adj_softmax, "log_softmax": _adj_log_softmax, "logsumexp": _adj_logsumexp,
     "elementwise": _adj_elementwise, "where": _adj_where,
     "maximum": _adj_minmax("gt", "le"), "minimum": _adj_minmax("lt", "ge"),

@@ -3,13 +3,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
+from ..dims import Shape
 from .core import Op, Param, _apply_sym, _complex_step, _register, _sf, _sp, broadcast, dense, sig, unbroadcast
 
 
-def _binary(name, numeric, vjp, tangent):
-    _register(Op(name, lambda a, b, **_: broadcast(a, b), numeric, vjp, arity=(2, 2), tangent=tangent))
+def _binary(name, numeric, vjp, tangent, **fields):
+    _register(Op(name, lambda a, b, **_: broadcast(a, b), numeric, vjp, arity=(2, 2), tangent=tangent, rational=True,
+                 **fields))
+
+
+def _sum_note(name: str):
+    """``a + b`` in words: the identity, or a sum over the axes broadcasting stretched."""
+    def note(position: int, shapes: list[Shape]) -> str:
+        if shapes and any(s != shapes[position] for s in shapes):
+            return "the identity on copies (broadcasting): the transposed Jacobian sums over the broadcast axes"
+        return "the identity" + (" (negated)" if name == "sub" and position == 1 else "")
+
+    return note
 
 
 def _add_tangent(sign: int):
@@ -24,9 +39,9 @@ def _add_tangent(sign: int):
 
 
 _binary("add", lambda a, b: a + b, lambda g, out, a, b: (unbroadcast(g, a.shape), unbroadcast(g, b.shape)),
-        _add_tangent(1))
+        _add_tangent(1), note=_sum_note("add"))
 _binary("sub", lambda a, b: a - b, lambda g, out, a, b: (unbroadcast(g, a.shape), unbroadcast(-g, b.shape)),
-        _add_tangent(-1))
+        _add_tangent(-1), note=_sum_note("sub"))
 _binary(
     "mul", lambda a, b: a * b, lambda g, out, a, b: (unbroadcast(g * b, a.shape), unbroadcast(g * a, b.shape)),
     _complex_step("mul"),
@@ -38,12 +53,18 @@ _binary(
     _complex_step("div"),
 )
 _register(Op("neg", lambda a, **_: a, lambda a: -a, lambda g, out, a: (-g,),
-             tangent=lambda args, out, params, tans: -dense(tans[0])))
+             tangent=lambda args, out, params, tans: -dense(tans[0]), rational=True))
 
 
 def _pow_sym(a, exponent, text):
     k = _sp().Rational(text)
     return np.asarray(np.frompyfunc(lambda u: u**k, 1, 1)(a), dtype=object)
+
+
+def _integer_exponent(params: Mapping[str, Any]) -> bool:
+    """``x ** 2`` and ``x ** -1`` keep a dim used as a number rational; ``x ** 0.5`` does not."""
+    exponent = params.get("exponent")
+    return isinstance(exponent, (int, float)) and float(exponent).is_integer()
 
 
 _register(
@@ -55,6 +76,7 @@ _register(
         symbolic=_pow_sym,
         params=("exponent", "text"),
         tangent=_complex_step("pow"),
+        rational=_integer_exponent,
     )
 )
 

@@ -137,6 +137,7 @@ class Param:
     kind: str = "tensor"
     default: Any = ...  # ``...``: required
     keyword: bool = True  # may be given as ``name=value``
+    by_name: bool = True  # :func:`spell` writes it as ``name=value`` (False: by position, ``transpose(X, (1, 0))``)
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,19 @@ class Op:
     ``hint(node, env, infer)`` may suggest a fix when the op's shape rule fails. ``functions``
     names the static parameters that hold an element-wise function's name; the engine resolves
     each to a built-in or this trial's stand-in for a generic f before evaluation.
+
+    What the rest of the package asks of an op, read here rather than from its name:
+    ``work(shapes, out, **params)`` — its multiply-adds as a space of dims when they exceed its
+    result's entries (``(m, k) @ (k, n)``: ``(m, n, k)``), which the checker bounds by ``max_flops``
+    (and, with ``work_in_entries``, by ``max_entries`` as well: einsum's loop in C, which no alarm
+    interrupts); ``rational`` — a dim used as a number through the op stays a polynomial or
+    rational function of it (a bool, or a test of the static parameters: ``x ** 2`` but not
+    ``x ** 0.5``); ``text(args, params)`` — how a call is written when not by its name and
+    signature (``tanh(x)`` for ``elementwise``); ``note`` — its local Jacobian in words, for
+    ``explain`` and ``derive`` (a string, or ``note(position, shapes)``; an op reading every
+    operand at the result's own index is diagonal by default); ``applies(params)`` — the name of
+    the element-wise function a call applies entry by entry (``tanh`` for ``tanh(z)``; None for a
+    derivative ``NAME_prime``).
     """
 
     name: str
@@ -200,6 +214,12 @@ class Op:
     same_site: bool = False
     hint: Callable[..., str | None] | None = None
     functions: tuple[str, ...] = ()  # static params naming an element-wise function the engine resolves
+    work: Callable[..., tuple[Dim, ...] | None] | None = None  # multiply-adds beyond the result's entries
+    work_in_entries: bool = False  # the work space is bounded with the entries too (a loop in C)
+    rational: bool | Callable[[Mapping[str, Any]], bool] = False
+    text: Callable[[list[str], Mapping[str, Any]], str] | None = None  # a call not written by its signature
+    note: str | Callable[[int, list[Shape]], str] = ""  # the local Jacobian in words
+    applies: Callable[[Mapping[str, Any]], str | None] | None = None  # the element-wise function applied
 
     def backward(self, g, out, *args, **params) -> tuple:
         if self.vjp is None:
@@ -211,8 +231,38 @@ class Op:
             raise MissingRule(f"the op {self.name!r} has no tangent rule in the op table")
         return self.tangent(args, out, params, tans)
 
+    def is_rational(self, params: Mapping[str, Any]) -> bool:
+        """A dim used as a number through this call stays a polynomial or rational function of it."""
+        return self.rational(params) if callable(self.rational) else self.rational
+
+    def jacobian_note(self, position: int, shapes: list[Shape]) -> str:
+        """The local Jacobian ``∂out/∂arg[position]`` in words ("" when the table has none)."""
+        if callable(self.note):
+            return self.note(position, shapes)
+        if self.note:
+            return self.note
+        return DIAGONAL if self.same_site and not self.nograd else ""
+
+    def function_applied(self, params: Mapping[str, Any]) -> str | None:
+        """The element-wise function this call applies entry by entry, by name; None if it applies none."""
+        return self.applies(params) if self.applies is not None else None
+
+
+DIAGONAL = "diagonal: its transpose is itself, an element-wise product"
+
 
 OPS: dict[str, Op] = {}
+
+
+def function_of(node: Any) -> tuple[str, str] | None:
+    """``("tanh", "z")`` when ``node`` applies an element-wise function (``tanh``, a generic ``f``)
+    to a named tensor: the op's ``applies`` in the table, never a derivative ``NAME_prime``."""
+    from ..ir import Call, Var
+
+    if not isinstance(node, Call) or not node.args or not isinstance(node.args[0], Var):
+        return None
+    name = OPS[node.op].function_applied(node.params)
+    return None if name is None else (name, node.args[0].name)
 
 
 def _register(op: Op) -> None:
@@ -280,13 +330,17 @@ def _literal(value: Any) -> str:
 
 def spell(name: str, args: list[str], params: Mapping[str, Any]) -> str:
     """A call of the op as a file writes it, read back from its signature (the parser's inverse):
-    tensors in order, static parameters positionally or as ``key=value`` (left out at their default)."""
+    tensors in order, static parameters positionally or as ``key=value`` (left out at their default);
+    an op whose call is not written by its signature (``tanh(x)``) by its own ``text``."""
     op = OPS[name]
+    if op.text is not None:
+        return op.text(args, params)
     if op.signature is None:
         return f"{name}({', '.join(args)})"
     parts: list[str] = []
     rest = list(args)
     last = len(op.signature.params) - 1
+    skipped = False  # a parameter left out at its default: the ones after it go by name
     for k, p in enumerate(op.signature.params):
         if p.kind == "tensors" or (p.kind == "tensor" and op.signature.variadic and k == last):
             parts.append(f"[{', '.join(rest)}]" if p.kind == "tensors" else ", ".join(rest))
@@ -296,10 +350,12 @@ def spell(name: str, args: list[str], params: Mapping[str, Any]) -> str:
         else:
             value = params.get(p.name, p.default)
             if p.keyword and p.default is not ... and value == p.default:
+                skipped = True
                 continue
             if p.kind in ("shape", "dim"):  # dim names, unquoted: ones((B, T)), eye(n)
                 names = [str(v) for v in value]
                 parts.append(names[0] if len(names) == 1 else f"({', '.join(names)})")
                 continue
-            parts.append(f"{p.name}={_literal(value)}" if p.keyword else _literal(value))
+            named = p.keyword and (p.by_name or skipped)
+            parts.append(f"{p.name}={_literal(value)}" if named else _literal(value))
     return f"{name}({', '.join(parts)})"

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -177,9 +177,19 @@ def _ew_tangent(args, out, params, tans):
     return fn.derivative(args[0]) * dense(t)
 
 
+def _fn_name(fn: str | Elementwise) -> str:
+    """The function's name as the file writes it (before resolution ``fn`` is that name)."""
+    return fn if isinstance(fn, str) else fn.name
+
+
+def _ew_text(args: list[str], params: Mapping[str, Any]) -> str:
+    """``tanh(x)``, ``tanh_prime(x)``: the call by the function's name."""
+    return f"{_fn_name(params['fn'])}{'_prime' if params.get('prime') else ''}({args[0]})"
+
+
 # ``fn`` is resolved by the engine: a built-in, or this trial's stand-in for a generic f.
 # ``NAME_prime`` is the same op with prime=True; it is never differentiated through.
 _register(
     Op("elementwise", lambda a, **_: a, _ew_numeric, _ew_vjp, symbolic=_ew_symbolic, params=("fn", "prime"), functions=("fn",),
-       tangent=_ew_tangent)
+       tangent=_ew_tangent, text=_ew_text, applies=lambda p: None if p.get("prime") else _fn_name(p["fn"]))
 )

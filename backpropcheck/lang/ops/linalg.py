@@ -115,10 +115,31 @@ def _matmul_hint(node, env, infer) -> str | None:
     return None
 
 
+def _matmul_work(shapes: list[Shape], out: Shape, **_) -> tuple[Dim, ...] | None:
+    """The result's entries times the summed dim: (m, k) @ (k, n) is m·n·k multiply-adds."""
+    return tuple(out) + (shapes[0][-1],) if shapes[0] else None
+
+
+def _product_note(position: int, shapes: list[Shape]) -> str:
+    """``@`` by the ranks of its factors: a matrix product, W x, an outer product, a dot product."""
+    ranks = [len(s) for s in shapes]
+    other = 1 - position
+    if ranks[other] == 2 and ranks[position] >= 1:
+        side = "on the left" if position == 1 else "on the right"
+        if ranks[position] == 2:
+            return f"a matrix product: the transposed Jacobian multiplies by the other factor, transposed, {side}"
+        return "∂(W x)/∂x = W: the gradient takes the transposed Jacobian, Wᵀ"
+    if ranks[position] == 2:
+        return "Kronecker structure (one block per row): the transposed Jacobian is an outer product"
+    return "a dot product: the Jacobian is the other vector"
+
+
 _register(Op("matmul", _matmul_shape, _matmul, _matmul_vjp, symbolic=_matmul_sym, arity=(2, 2),
-             tangent=_matmul_tangent(_matmul), hint=_matmul_hint))
+             tangent=_matmul_tangent(_matmul), hint=_matmul_hint, work=_matmul_work, rational=True,
+             note=_product_note))
 _register(Op("dot", _matmul_shape, np.dot, _matmul_vjp, symbolic=_matmul_sym, arity=(2, 2),
-             tangent=_matmul_tangent(np.dot), signature=sig("a", "b"), hint=_matmul_hint))
+             tangent=_matmul_tangent(np.dot), signature=sig("a", "b"), hint=_matmul_hint, work=_matmul_work,
+             rational=True, note=_product_note))
 
 
 def _outer_shape(a: Shape, b: Shape, **_) -> Shape:
@@ -136,6 +157,8 @@ _register(
         arity=(2, 2),
         tangent=_complex_step("outer"),
         signature=sig("u", "v"),
+        rational=True,
+        note="Kronecker structure: the transposed Jacobian contracts the gradient with the other vector",
     )
 )
 
@@ -147,7 +170,7 @@ def _transpose_tangent(args, out, params, tans):
 
 _register(Op("T", lambda a, **_: tuple(reversed(a)), lambda a: a.T, lambda g, out, a: (g.T,),
              tangent=_transpose_tangent,
-             keeps_integer=True))
+             keeps_integer=True, rational=True, note="a permutation (the transpose): the gradient is transposed back"))
 
 
 def _square_shape(a: Shape, **_) -> Shape:
@@ -158,7 +181,7 @@ def _square_shape(a: Shape, **_) -> Shape:
 
 _register(
     Op("trace", _square_shape, np.trace, lambda g, out, a: (g * np.eye(a.shape[0]),), tangent=_linear("trace"),
-       signature=sig("X"))
+       signature=sig("X"), rational=True, note="the identity matrix's entries (only the diagonal counts)")
 )
 
 
@@ -181,7 +204,8 @@ def _diag_sym(a):
 
 
 _register(Op("diag", _diag_shape, np.diag, lambda g, out, a: (np.diag(g),), symbolic=_diag_sym,
-             tangent=_linear("diag"), signature=sig("v")))
+             tangent=_linear("diag"), signature=sig("v"), rational=True,
+             note="a diagonal embedding: the gradient keeps only the diagonal"))
 
 
 def _const_shape(*_, shape: tuple, **__) -> Shape:
@@ -254,7 +278,8 @@ def parse_einsum(spec: str, ranks: list[int]) -> tuple[list[str], str]:
     return subs, out
 
 
-def _einsum_shape(*shapes: Shape, spec: str) -> Shape:
+def _einsum_letters(shapes: tuple[Shape, ...] | list[Shape], spec: str) -> tuple[dict[str, Dim], str]:
+    """Each index letter's dim, and the output's letters."""
     subs, out = parse_einsum(spec, [len(s) for s in shapes])
     sizes: dict[str, Dim] = {}
     for s, shape in zip(subs, shapes):
@@ -262,7 +287,17 @@ def _einsum_shape(*shapes: Shape, spec: str) -> Shape:
             if letter in sizes and sizes[letter] != d:
                 raise ShapeMismatch(f"einsum {spec!r}: index {letter} is both {sizes[letter]} and {d}")
             sizes[letter] = d
+    return sizes, out
+
+
+def _einsum_shape(*shapes: Shape, spec: str) -> Shape:
+    sizes, out = _einsum_letters(shapes, spec)
     return tuple(sizes[letter] for letter in out)
+
+
+def _einsum_work(shapes: list[Shape], out: Shape, spec: str, **_) -> tuple[Dim, ...]:
+    """The iteration space: one axis per index letter."""
+    return tuple(_einsum_letters(shapes, spec)[0].values())
 
 
 def _einsum_vjp(g, out, *args, spec: str):
@@ -292,5 +327,8 @@ _register(
         params=("spec",),
         tangent=_complex_step("einsum"),
         signature=sig(Param("spec", "spec", keyword=False), "operands", variadic=True),
+        work=_einsum_work,
+        work_in_entries=True,
+        note="a contraction: the transposed Jacobian contracts the gradient with the other operands",
     )
 )

@@ -1,4 +1,4 @@
-"""Reductions and functions along an axis: ``sum``, ``mean``, ``max``, ``min``, ``softmax``,
+"""Reductions and functions along an axis: ``sum``, ``mean``, ``var``, ``max``, ``min``, ``softmax``,
 ``log_softmax``, ``logsumexp``, ``cumsum``."""
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ _register(
         params=("axis", "keepdims"),
         tangent=_linear("sum"),
         signature=sig("X", AXIS, KEEPDIMS),
+        rational=True,
+        note="a row of ones (a sum): its transpose copies the gradient back over the summed axis",
     )
 )
 _register(
@@ -65,6 +67,44 @@ _register(
         params=("axis", "keepdims"),
         tangent=_linear("mean"),
         signature=sig("X", AXIS, KEEPDIMS),
+        rational=True,
+        note="a row of ones (a sum): its transpose copies the gradient back over the summed axis divided by the "
+             "count",
+    )
+)
+
+
+# the population variance (NumPy's ``var``, ddof 0), as layer and batch norm take it:
+# ``mean((X - mean(X))²)``; its gradient is ``2 (X - mean(X)) / N`` times the copied-back gradient
+
+
+def _centred(a, axis):
+    """``X - mean(X)`` along ``axis``, the count an exact integer (a SymPy entry stays rational)."""
+    return a - np.sum(a, axis=axis, keepdims=True) / _count(np.shape(a), axis)
+
+
+def _var(a, axis=None, keepdims=False):
+    d = _centred(a, axis)
+    return np.sum(d * d, axis=axis, keepdims=keepdims) / _count(np.shape(a), axis)
+
+
+def _var_vjp(g, out, a, axis=None, keepdims=False):
+    return (_expand_reduced(g, a.shape, axis, keepdims) * (2 * _centred(a, axis) / _count(a.shape, axis)),)
+
+
+_register(
+    Op(
+        "var",
+        _reduce_shape,
+        _var,
+        _var_vjp,
+        symbolic=lambda a, axis=None, keepdims=False: np.asarray(_var(a, axis, keepdims), dtype=object),
+        params=("axis", "keepdims"),
+        tangent=_complex_step("var"),
+        signature=sig("X", AXIS, KEEPDIMS),
+        rational=True,
+        note="2 (x − mean x) / N as a row: its transpose copies the gradient back over the axis, weighted by "
+             "2 (x − mean x) / N",
     )
 )
 
@@ -131,6 +171,7 @@ _register(
         params=("axis",),
         tangent=_complex_step("softmax"),
         signature=sig("X", AXIS1),
+        note="diag(p) − p pᵀ along the axis: the transpose gives p ⊙ (g − Σ g ⊙ p)",
     )
 )
 _register(
@@ -143,6 +184,7 @@ _register(
         params=("axis",),
         tangent=_complex_step("log_softmax"),
         signature=sig("X", AXIS1),
+        note="I − 1 pᵀ along the axis: the transpose gives g − p Σ g",
     )
 )
 _register(
@@ -158,6 +200,7 @@ _register(
         params=("axis", "keepdims"),
         tangent=_complex_step("logsumexp"),
         signature=sig("X", AXIS, KEEPDIMS),
+        note="the softmax as a row: the gradient is copied back and weighted by softmax",
     )
 )
 

@@ -32,7 +32,8 @@ def _expand(a, items):
 
 _register(
     Op("expand", _expand_shape, _expand, lambda g, out, a, items: (g.reshape(a.shape),), params=("items",),
-       tangent=_linear("expand"), keeps_integer=True)
+       tangent=_linear("expand"), keeps_integer=True, rational=True,
+       note="a new axis of size one: the gradient drops it again")
 )
 
 
@@ -71,7 +72,7 @@ def _perm(axes, rank: int) -> tuple[int, ...]:
 _register(Op("transpose", lambda a, axes=None, **_: tuple(a[k] for k in _perm(axes, len(a))),
              lambda a, axes=None: np.transpose(a, _perm(axes, np.ndim(a))),
              lambda g, out, a, axes=None: (np.transpose(g, np.argsort(_perm(axes, a.ndim))),),
-             params=("axes",), tangent=_linear("transpose"), keeps_integer=True, signature=sig("X", Param("axes", "ints", None))))
+             params=("axes",), tangent=_linear("transpose"), keeps_integer=True, signature=sig("X", Param("axes", "ints", None, by_name=False))))
 
 
 def _swap_shape(a: Shape, axis1: int, axis2: int, **_) -> Shape:
