@@ -251,21 +251,19 @@ def _warm(options) -> None:
     (SymPy alone takes about half a second), with the modules NumPy and SymPy import only on first use
     (NumPy's random generators; SymPy's tensor and combinatorics modules, reached from its expression
     construction), and those of the report's and certificate's paths."""
-    import importlib
+    import numpy.random  # noqa: F401
 
     from . import diagnose, dimuse, notes  # noqa: F401
     from .engines import evaluate, numeric  # noqa: F401
 
-    importlib.import_module("numpy.random")
     if options.symbolic:
         from .engines import scope, symbolic  # noqa: F401
 
-        for module in _LAZY_SYMPY:
-            with contextlib.suppress(ImportError):  # another SymPy version may lay them out differently
-                importlib.import_module(module)
-
-
-_LAZY_SYMPY = ("sympy.tensor.tensor", "sympy.combinatorics", "sympy.assumptions.wrapper", "sympy.sets.setexpr")
+        with contextlib.suppress(ImportError):  # another SymPy version may lay them out differently
+            import sympy.assumptions.wrapper  # noqa: F401
+            import sympy.combinatorics  # noqa: F401
+            import sympy.sets.setexpr  # noqa: F401
+            import sympy.tensor.tensor  # noqa: F401
 
 
 class Terminated(BaseException):
