@@ -191,10 +191,9 @@ class SymbolicTruth(WitnessSearch):
         self._over_inputs = Converter(self._lookup_definition)
         self._gradient_atoms = gradient_atoms
         self._position = {atom: k for k, (_, atoms) in enumerate(self.order) for atom in atoms.flat}
-        # the forward variables (by position) each variable's definition reads, and the converters
-        # of peeled_zero, one per set of variables written as their definitions
-        self._reads = [{self._position[s] for atom in atoms.flat for s in self.local[atom].free_symbols
-                        if s in self._position} for _, atoms in self.order]
+        # the forward variables each definition reads (see _reads), and the converters of peeled_zero,
+        # one per set of variables written as their definitions
+        self._reads_made: list[set[int]] | None = None
         self._peeled: dict[frozenset, Converter] = {}
         self._claim_env: _ClaimEnv | None = None  # made on first use (most claims never need it)
         self._step_env: dict[str, np.ndarray] | None = None
@@ -371,7 +370,7 @@ class SymbolicTruth(WitnessSearch):
             latest = max(frontier)
             expand.add(latest)
             frontier.discard(latest)
-            frontier |= self._reads[latest] - expand
+            frontier |= self._reads()[latest] - expand
             key = frozenset(expand)
             peeled = self._peeled.get(key)
             if peeled is None:  # one converter per layer set, shared by every entry and claim
@@ -380,6 +379,13 @@ class SymbolicTruth(WitnessSearch):
             if peeled.is_zero(e):
                 return True
         return False
+
+    def _reads(self) -> list[set[int]]:
+        """The forward variables (by position) each variable's definition reads (only peeled_zero needs them)."""
+        if self._reads_made is None:
+            self._reads_made = [{self._position[s] for atom in atoms.flat for s in self.local[atom].free_symbols
+                                 if s in self._position} for _, atoms in self.order]
+        return self._reads_made
 
     def _lookup_peeled(self, converter: Converter, expand: frozenset, s: sp.Symbol):
         if s in self.simplex:
