@@ -40,14 +40,21 @@ LAYER = HERE / "dense_sigmoid_mse.toml"
 BATCH_FILE = ROOT / "backpropcheck" / "derivations" / "dense_column_batch.toml"
 
 
-def best_cpu(fn: Callable[[], object], repeat: int) -> float:
-    """The least process CPU time (all threads) of ``repeat`` runs: insensitive to other processes."""
-    times = []
-    for _ in range(repeat):
-        started = time.process_time()
+def best_alternating(fns: list[Callable[[], object]], repeat: int) -> list[tuple[float, float]]:
+    """(least wall, least process CPU) seconds of each of ``fns`` over ``repeat`` rounds, each round running
+    them in turn, so that load on the machine hits all alike; after one untimed warm-up round (the first
+    call's costs: lazy imports, the allocator learning the sizes)."""
+    for fn in fns:
         fn()
-        times.append(time.process_time() - started)
-    return min(times)
+    walls: list[list[float]] = [[] for _ in fns]
+    cpus: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeat):
+        for k, fn in enumerate(fns):
+            started, cpu = time.perf_counter(), time.process_time()
+            fn()
+            cpus[k].append(time.process_time() - cpu)
+            walls[k].append(time.perf_counter() - started)
+    return [(min(w), min(c)) for w, c in zip(walls, cpus)]
 
 
 def best_time(fn: Callable[[], object], repeat: int) -> float:
@@ -138,19 +145,22 @@ def numeric_section(widths: list[int], batches: list[int], repeat: int, fd_sampl
     print(f"(b) numeric: {BATCH_FILE.relative_to(ROOT)} (Z = W @ X + b[:, None], H = sigmoid(Z); 4 claims), "
           "n = m = width, one trial")
     jax = _jax_available()
-    print(f"    {'width':>5} {'batch':>5} {'fwd+claims':>11} {'check':>9} {'ratio':>6} {'cpu':>5} {'full FD (extrap.)':>18} "
-          f"{'FD ratio':>10}" + (f" {'jax.grad+cmp':>13} {'check/jax':>9}" if jax else ""))
+    print(f"    {'width':>5} {'batch':>5} {'fwd+claims':>11} {'check':>9} {'ratio':>6} {'cpu':>5} {'draw':>7} "
+          f"{'full FD (extrap.)':>18} {'FD ratio':>10}" + (f" {'jax.grad+cmp':>13} {'check/jax':>9}" if jax else ""))
     for batch in batches:
         for width in widths:
-            t_base, t_check, t_fd, cpu = _numeric_row(d, {"n": width, "m": width, "B": batch}, repeat, fd_sample)
+            t_base, t_check, t_fd, cpu, t_draw = _numeric_row(d, {"n": width, "m": width, "B": batch}, repeat,
+                                                              fd_sample)
             row = (f"    {width:>5} {batch:>5} {t_base:>10.3f}s {t_check:>8.3f}s {t_check / t_base:>6.2f} {cpu:>5.2f} "
-                   f"{_human(t_fd):>18} {t_fd / t_check:>9.0f}x")
+                   f"{t_draw / t_base:>6.2f}x {_human(t_fd):>18} {t_fd / t_check:>9.0f}x")
             if jax:
                 t_jax = _jax_grad_row(width, batch, repeat)
                 row += f" {t_jax:>12.3f}s {t_check / t_jax:>9.2f}"
             print(row)
     print(f"    ratio = check / (forward + claims) in wall time, cpu = the same in process CPU time: target <= 3 "
-          f"at width >= 1024. Full FD is extrapolated from "
+          f"at width >= 1024; the two run in turn, {repeat} times each after a warm-up, the least time of each "
+          f"shown. draw = drawing the check's inputs alone (in the check, not in the baseline), in units of "
+          f"forward + claims. Full FD is extrapolated from "
           f"{fd_sample} timed one-entry passes per row (one-sided, one pass per parameter).")
     if jax:
         print("    jax.grad+cmp = jax.grad of the same layer's <G, H> (float64, eager, warm: the best of the runs) "
@@ -160,14 +170,15 @@ def numeric_section(widths: list[int], batches: list[int], repeat: int, fd_sampl
     _third_party(widths, batches, repeat)
 
 
-def _numeric_row(d, sizes: dict[str, int], repeat: int, fd_sample: int) -> tuple[float, float, float, float]:
+def _numeric_row(d, sizes: dict[str, int], repeat: int,
+                 fd_sample: int) -> tuple[float, float, float, float, float]:
     """(forward + claims, backpropcheck's check, full finite differences extrapolated) in wall seconds,
-    and the check / (forward + claims) ratio in CPU time."""
+    the check / (forward + claims) ratio in CPU time, and the wall seconds of the check's input draw."""
     import numpy as np
 
     from backpropcheck.checker import Options, check_derivation
     from backpropcheck.engines.evaluate import evaluate, evaluate_definition
-    from backpropcheck.engines.numeric import numeric_backend, rng_for, run_trial
+    from backpropcheck.engines.numeric import concrete_shapes, numeric_backend, rng_for, run_trial, sample_input
     from backpropcheck.limits import DEFAULT_LIMITS
 
     limits = dataclasses.replace(DEFAULT_LIMITS, max_entries=10**9)
@@ -192,23 +203,30 @@ def _numeric_row(d, sizes: dict[str, int], repeat: int, fd_sample: int) -> tuple
         result = check_derivation(d, options)
         assert all(c.ok for c in result.claims), result
 
-    t_base = best_time(forward_and_claims, repeat)
-    t_check = best_time(check, repeat)
-    cpu_ratio = best_cpu(check, repeat) / best_cpu(forward_and_claims, repeat)
+    shapes = concrete_shapes(d, sizes)
+    rng = rng_for(0, d.path, 0)
+
+    def draw() -> None:  # what the check draws before its forward pass (not part of the baseline)
+        for name, inp in d.inputs.items():
+            sample_input(inp, shapes[name], rng, sizes)
+
+    (t_base, cpu_base), (t_check, cpu_check), (t_draw, _) = best_alternating([forward_and_claims, check, draw],
+                                                                             repeat)
+    cpu_ratio = cpu_check / cpu_base
     # full finite differences: one forward pass (and E = <grad_H, H>) per parameter, timed on a sample
     names = [n for n, inp in d.inputs.items() if not inp.constant]
     count = sum(inputs[n].size for n in names)
-    rng = np.random.default_rng(0)
+    rng_fd = np.random.default_rng(0)
     started = time.perf_counter()
     for _ in range(fd_sample):
-        name = names[int(rng.integers(len(names)))]
+        name = names[int(rng_fd.integers(len(names)))]
         env = dict(inputs)
         bumped = inputs[name].copy()
-        bumped.flat[int(rng.integers(bumped.size))] += 1e-6
+        bumped.flat[int(rng_fd.integers(bumped.size))] += 1e-6
         env[name] = bumped
         float(np.vdot(grads["grad_H"], forward(env)["H"]))
     t_fd = (time.perf_counter() - started) / fd_sample * count
-    return t_base, t_check, t_fd, cpu_ratio
+    return t_base, t_check, t_fd, cpu_ratio, t_draw
 
 
 def _third_party(widths: list[int], batches: list[int], repeat: int) -> None:
@@ -401,6 +419,25 @@ def blocks_section(repeat: int) -> None:
           "no true claim only verified. Per-claim symbolic seconds include a share of the truth built for them")
 
 
+def _keep_heap() -> None:
+    """Let glibc keep freed memory for the next allocation (trim threshold 1 GiB, arrays up to 32 MiB from the
+    heap). By default it returns a freed block to the system once 2x the largest block freed so far is free at
+    the top of the heap: the baseline's one 8 MB result is then reused run after run, while the check's three
+    (the input W, the true gradient, the claim) are faulted in again each time (a third of its time at width 1024,
+    batch 1, here) -- unless the process once freed a block of 24 MB or more. This puts both sides in the
+    reusing state; without it, each row depends on what the rows before it allocated."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        print("    --keep-heap: not glibc here, ignored")
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_trim_threshold, 1 << 30)
+    libc.mallopt(m_mmap_threshold, 32 << 20)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="also the symbolic layer at (32, 33)")
@@ -409,9 +446,13 @@ def main() -> None:
     parser.add_argument("--widths", default="64,256,1024,4096")
     parser.add_argument("--batches", default="32,256")
     parser.add_argument("--fd-sample", type=int, default=10, help="timed finite-difference passes per row")
+    parser.add_argument("--keep-heap", action="store_true",
+                        help="glibc keeps freed memory for reuse (numeric rows: no page faults in repeated runs)")
     parser.add_argument("--blas-threads", type=int, default=None,
                         help="threads for NumPy's BLAS (set before NumPy loads); 1 is steadier on a shared machine")
     args = parser.parse_args()
+    if args.keep_heap:
+        _keep_heap()
     if args.blas_threads:
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(args.blas_threads)

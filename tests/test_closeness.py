@@ -27,3 +27,14 @@ def test_nan_and_other_shapes_are_never_close() -> None:
     assert not is_close(np.array([np.nan]), np.array([0.0]))
     assert not is_close(np.zeros(3), np.zeros((3, 1)))
     assert not close_entries(np.array([np.inf, 1.0]), np.array([1.0, 1.0]))[0]
+
+
+def test_a_difference_that_overflows_is_never_close() -> None:
+    # near the float64 limit |truth| + max|truth| overflows: the tolerance must not become inf and let
+    # an inf difference (a claim of the opposite sign) pass
+    truth = np.array([1e308, 1.0])
+    claimed = np.array([-1.7e308, 1.0])
+    with np.errstate(all="ignore"):
+        assert not compare(claimed, truth, RTOL, ATOL)[0]
+        assert close_entries(claimed, truth).tolist() == [False, True]
+        assert is_close(truth, truth)

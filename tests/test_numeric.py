@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import BUNDLED, DENSE_COLUMN, DENSE_INDEX, SOFTMAX_REGRESSION, check_text, derivation_toml, load_text
 
-from backpropcheck.engines import numeric
+from backpropcheck.engines import numeric, numeric_blocks
 from backpropcheck.engines.evaluate import evaluate, evaluate_definition
 from backpropcheck.engines.numeric import (
     NumericProblem,
@@ -225,8 +225,15 @@ def _compare_reference(claimed, truth, rtol, atol):
     return bool(np.all(err <= tol)), max_abs, max_rel, tuple(int(i) for i in worst)
 
 
-def test_blocked_compare_equals_the_whole_array_compare(monkeypatch):
+@pytest.mark.parametrize(("block", "threads"), [(64, 1), (7, 1), (7, 3), (1 << 16, 1)])
+def test_blocked_compare_equals_the_whole_array_compare(monkeypatch, block, threads):
+    # CHUNK: the rows of the per-entry test; BLOCK: the fused pass that accepts (64 and 7 split every
+    # array here into blocks, of flat entries or, for a broadcast claim, of whole rows; 1 << 16 does not),
+    # on one thread or, every array of 8 entries or more, on three
     monkeypatch.setattr(numeric, "CHUNK", 64)
+    monkeypatch.setattr(numeric_blocks, "BLOCK", block)
+    monkeypatch.setattr(numeric_blocks, "PARALLEL_MIN", 8)
+    monkeypatch.setattr(numeric_blocks, "threads", lambda: threads)
     rng = np.random.default_rng(1)
     for shape in [(), (0,), (5,), (300,), (7, 50), (50, 7), (3, 40, 9), (200, 3)]:
         for case in range(6):
@@ -253,3 +260,106 @@ def test_finite_still_reports_nan_and_inf():
     for bad in (np.nan, np.inf, -np.inf):
         with pytest.raises(numeric.NumericProblem):
             numeric._finite(np.array([1.0, bad]), "x", "x")
+
+
+def _upstream_file(forward: dict[str, str], claims: dict[str, str]) -> Derivation:
+    return load_text(derivation_toml(dims={"n": "entries"}, inputs={"x": ["n"]}, forward=forward,
+                                     loss={"upstream": "h"}, claims=claims))
+
+
+def test_a_nan_true_gradient_of_a_finite_forward_pass_is_a_numeric_problem() -> None:
+    # sqrt(x - x) = 0 everywhere, but its reverse step divides by sqrt(0): grad_x = inf - inf = NaN
+    d = _upstream_file({"h": "sqrt(x - x)"}, {"grad_x": "0 * x"})
+    with pytest.raises(NumericProblem) as info:
+        run_trial(d, {"n": 3}, rng_for(0, d.path, 0), 0)
+    assert info.value.variable == "grad_x"
+    assert "the true gradient" in str(info.value)
+
+
+def test_a_huge_but_finite_true_gradient_is_not_a_numeric_problem() -> None:
+    # ‖grad_x‖² overflows to Inf although every entry is finite: the exact test decides, and passes
+    d = _upstream_file({"h": "exp(x + 400)"}, {"grad_x": "grad_h * exp(x + 400)"})
+    run = run_trial(d, {"n": 3}, rng_for(0, d.path, 0), 0)
+    assert np.all(np.isfinite(run.grads["x"])) and np.max(np.abs(run.grads["x"])) > 1e170
+    assert compare(run.claims["grad_x"], run.grads["x"], 1e-7, 1e-12)[0]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 5])
+def test_a_uniform_draw_in_blocks_and_threads_is_the_one_draw(monkeypatch, threads: int) -> None:
+    # the same numbers as one rng.random(shape) draw, and the generator left where that leaves it, also
+    # when a 32-bit half was buffered before (integers of 32 bits take halves of a 64-bit step)
+    monkeypatch.setattr(numeric_blocks, "BLOCK", 10)
+    monkeypatch.setattr(numeric_blocks, "PARALLEL_MIN", 8)
+    monkeypatch.setattr(numeric_blocks, "threads", lambda: threads)
+    for shape in [(97,), (7, 13), (3, 5, 11), (5,), ()]:
+        one, blocked = np.random.default_rng(7), np.random.default_rng(7)
+        for rng in (one, blocked):
+            rng.integers(0, 2**32, size=3, dtype=np.uint32)
+        expected = (one.random(shape) - 0.5) * 0.25
+        got = numeric_blocks.uniform(shape, 0.25, blocked)
+        np.testing.assert_array_equal(got, expected)
+        assert got.shape == expected.shape
+        np.testing.assert_array_equal(blocked.integers(0, 2**32, size=5, dtype=np.uint32),
+                                      one.integers(0, 2**32, size=5, dtype=np.uint32))
+        np.testing.assert_array_equal(blocked.random(4), one.random(4))
+
+
+def test_a_real_input_is_drawn_as_before() -> None:
+    # uniform on (-√3, √3) scaled by 1/√(last dim): the values of the one-draw formula, so a seed's
+    # counterexample reproduces across versions
+    shape = (300, 500)
+    expected = (np.random.default_rng(3).random(shape) - 0.5) * (2.0 * np.sqrt(3.0) * (1.0 / np.sqrt(500)))
+    np.testing.assert_array_equal(sample_input(Input("W", (), "real"), shape, np.random.default_rng(3)), expected)
+
+
+def test_threads_follow_the_blas_setting(monkeypatch) -> None:
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert numeric_blocks.threads() == 3
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    assert numeric_blocks.threads() == 1
+    assert numeric_blocks.spans(10, 1 << 30) == [(0, 10)]
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")
+    assert numeric_blocks.spans(10, 1 << 30) == [(0, 2), (2, 5), (5, 7), (7, 10)]
+    assert numeric_blocks.spans(10, 100) == [(0, 10)]  # small: one thread
+
+
+def test_an_error_in_a_block_thread_reaches_the_caller() -> None:
+    def work(lo: int, hi: int) -> None:
+        if lo == 2:
+            raise ValueError("block 2")
+
+    with pytest.raises(ValueError, match="block 2"):
+        numeric_blocks.in_threads(work, [(0, 2), (2, 4)])
+
+
+def test_a_trial_draws_its_inputs_and_upstream_gradient_as_before() -> None:
+    # inputs in file order from the trial's generator, then the upstream gradient as rng.normal drew it:
+    # a seed's trial (and so its counterexample) is the same numbers across versions
+    d = load(BUNDLED / "dense_column_batch.toml")
+    sizes = {"n": 300, "m": 200, "B": 5}
+    run = run_trial(d, sizes, rng_for(0, d.path, 0), 0)
+    rng = rng_for(0, d.path, 0)
+    for name, shape in (("X", (300, 5)), ("W", (200, 300)), ("b", (200,))):
+        width = 2.0 * np.sqrt(3.0) * (1.0 / np.sqrt(shape[-1]) if len(shape) >= 2 else 1.0)
+        np.testing.assert_array_equal(run.values[name], (rng.random(shape) - 0.5) * width)
+    np.testing.assert_array_equal(run.grads["H"], rng.normal(size=(200, 5)))
+
+
+def test_the_calling_threads_exception_goes_first_and_no_block_thread_outlives_the_call() -> None:
+    import threading
+    import time
+
+    finished = threading.Event()
+
+    def work(lo: int, hi: int) -> None:
+        if lo == 0:
+            raise KeyboardInterrupt  # as a deadline's alarm would, on the calling thread
+        time.sleep(0.05)
+        finished.set()
+        raise ValueError("a block thread")
+
+    with pytest.raises(KeyboardInterrupt):
+        numeric_blocks.in_threads(work, [(0, 2), (2, 4)])
+    assert finished.is_set()  # joined before the exception left in_threads

@@ -543,3 +543,15 @@ def test_cumsum_needs_one_axis_in_range() -> None:
 
     with pytest.raises(ShapeError, match="axis 2 is out of range"):
         infer(node, {"X": (Dim.of("B"), Dim.of("T"))})
+
+
+@pytest.mark.parametrize("m,k,p", [(7, 5, 1), (1, 5, 3), (1, 4, 1), (6, 3, 2)])
+def test_the_matmul_vjp_broadcasts_a_one_term_product_to_the_same_numbers(m: int, k: int, p: int) -> None:
+    # a contraction over one term takes the broadcast product (NumPy's matmul is slow there): bit for bit
+    # the numbers of g @ b.T and a.T @ g
+    rng = np.random.default_rng(m * 100 + k * 10 + p)
+    a, b, g = rng.standard_normal((m, k)), rng.standard_normal((k, p)), rng.standard_normal((m, p))
+    grad_a, grad_b = OPS["matmul"].vjp(g, a @ b, a, b)
+    assert np.array_equal(grad_a, g @ b.T) and np.array_equal(grad_b, a.T @ g)
+    column, row = rng.standard_normal((m, 1)), rng.standard_normal((1, p))
+    assert np.array_equal(OPS["matmul"].numeric(column, row), column @ row)

@@ -144,7 +144,7 @@ def test_works_under_xdist(pytester: pytest.Pytester) -> None:
     # what the README promises for --dist loadfile: a file's claims run on one worker, so it is checked once
     workers: dict[str, set[str]] = {}
     for line in result.stdout.lines:
-        found = re.match(r"\[(gw\d+)\].* (?:PASSED|FAILED) (\w+)(?:\.|::)toml::", line)
+        found = re.match(r"\[(gw\d+)\].* (?:PASSED|FAILED) (\w+)\.toml::", line)
         if found:
             workers.setdefault(found[2], set()).add(found[1])
     assert set(workers) == {"good", "wrong", "expected"} and all(len(w) == 1 for w in workers.values()), workers

@@ -9,6 +9,7 @@ need only the forward evaluation.
 
 from __future__ import annotations
 
+import math
 import os
 import zlib
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ from ..lang.ops import ELEMENTWISE, GENERIC_STANDINS, Elementwise, MissingRule
 from ..model import DEFAULT_ATOL, DEFAULT_RTOL, Derivation, Input
 from .directional import Rank1, Tangent, dense, direction, inner, tangent_of, tolerance
 from .evaluate import Backend, Tape, backprop, evaluate, evaluate_definition
+from .numeric_blocks import largest, uniform
 
 
 class NumericProblem(Exception):
@@ -96,10 +98,7 @@ def sample_input(inp: Input, shape: tuple[int, ...], rng: np.random.Generator,
     # uniform on (-√3, √3): mean 0, variance 1, like a standard normal but about 4x cheaper to draw,
     # which matters at production widths where drawing W costs as much as the forward pass itself
     scale = 1.0 / np.sqrt(shape[-1]) if len(shape) >= 2 else 1.0
-    out = rng.random(size=shape)
-    out -= 0.5
-    out *= 2.0 * np.sqrt(3.0) * scale  # in place: no second copy of a large input
-    return out
+    return uniform(shape, 2.0 * np.sqrt(3.0) * scale, rng)
 
 
 @dataclass
@@ -126,7 +125,7 @@ def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator,
     run = NumericRun(dict(sizes))
     for name, inp in d.inputs.items():
         run.values[name] = sample_input(inp, shapes[name], rng, sizes)
-    upstream = {h: rng.normal(size=shapes[h]) for h in d.loss.upstream}
+    upstream = {h: rng.standard_normal(size=shapes[h]) for h in d.loss.upstream}  # = rng.normal, without its loc/scale pass
     directions = np.random.default_rng(rng.integers(2**63))  # drawn after the inputs: they stay as before
 
     tapes: dict[str, Tape] = {}
@@ -153,15 +152,15 @@ def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator,
                 adjoints[h] = g.copy()
             run.loss = float(sum(np.sum(g * run.values[h]) for h, g in upstream.items()))
         for definition in reversed(d.forward):
-            seed = adjoints.setdefault(definition.name, np.zeros(shapes[definition.name]))
+            if definition.name not in adjoints:  # not a default argument: that would allocate it every time
+                adjoints[definition.name] = np.zeros(shapes[definition.name])
+            seed = adjoints[definition.name]
             run.grads[definition.name] = seed.copy()
             _sweep(tapes[definition.name], definition.root, seed, adjoints, shapes, definition.index, sizes)
         for name, inp in d.inputs.items():
             if not inp.constant:
-                run.grads[name] = adjoints.get(name, np.zeros(shapes[name]))
-        for name, g in run.grads.items():
-            _finite(g, f"grad_{name}", "the true gradient")
-        directional_check(d, run, tapes, loss_tape, upstream, shapes, directions)
+                run.grads[name] = adjoints[name] if name in adjoints else np.zeros(shapes[name])
+        directional_check(d, run, tapes, loss_tape, upstream, shapes, directions)  # first: every grad finite
         del tapes, loss_tape
 
         env = dict(run.values)
@@ -198,9 +197,17 @@ def directional_check(d: Derivation, run: NumericRun, tapes: Mapping[str, Tape],
                       upstream: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[int, ...]],
                       rng: np.random.Generator) -> None:
     """Raise :class:`TruthMismatch` unless forward mode agrees with the reverse sweep (see
-    :mod:`.directional`): ``dE = Σ_x ⟨grad_x, d_x⟩ + Σ_f ⟨grad_f, v_f⟩`` for random ±1 directions."""
+    :mod:`.directional`): ``dE = Σ_x ⟨grad_x, d_x⟩ + Σ_f ⟨grad_f, v_f⟩`` for random ±1 directions.
+
+    First, :class:`NumericProblem` if a true gradient has a NaN or an Inf: the inner products read
+    every gradient once, and a finite ``‖grad‖·‖d‖`` proves it finite without another pass."""
     dirs = {name: direction(shapes[name], rng) for name, inp in d.inputs.items() if not inp.constant}
     own = {f.name: direction(shapes[f.name], rng) for f in d.forward}
+    products = {x: inner(run.grads[x], v) for x, v in dirs.items()}
+    products.update({f: inner(run.grads[f], v) for f, v in own.items()})
+    for name, g in run.grads.items():  # in the order the gradients were made, as before
+        if not all(math.isfinite(p) for p in products[name]):
+            _finite(g, f"grad_{name}", "the true gradient")  # the exact test (the product may only overflow)
     total: dict[str, np.ndarray] = {}
 
     def var_tangent(name: str) -> Tangent:
@@ -220,7 +227,7 @@ def directional_check(d: Derivation, run: NumericRun, tapes: Mapping[str, Tape],
     except (ArithmeticError, ValueError, TypeError, MissingRule) as exc:
         raise TruthMismatch(f"internal error: the forward-mode pass failed ({exc}); please report this file",
                             "E") from None
-    terms = [inner(run.grads[x], v) for x, v in dirs.items()] + [inner(run.grads[f], v) for f, v in own.items()]
+    terms = list(products.values())
     reverse = sum(t[0] for t in terms)
     # Terms that cancel inside the loss itself (E = sum(softmax(z)) ≡ 1, logsumexp(log_softmax(z)) ≡ 0)
     # leave a rounding residue in forward mode that no gradient norm accounts for: the sizes of the
@@ -292,8 +299,10 @@ ATOL = DEFAULT_ATOL
 
 
 def entry_tolerance(truth: np.ndarray, scale: float, rtol: float, atol: float) -> np.ndarray:
-    """What each entry may differ by: ``atol + rtol·(|truth| + scale)``, ``scale`` = max|truth|."""
-    return atol + rtol * (np.abs(truth) + scale)
+    """What each entry may differ by: ``atol + rtol·(|truth| + scale)``, ``scale`` = max|truth|; taken as
+    ``atol + rtol·|truth| + rtol·scale``, as ``|truth| + scale`` overflows to inf near the float64 limit
+    and an inf difference would then pass."""
+    return atol + rtol * np.abs(truth) + rtol * scale
 
 
 def close_entries(claimed: np.ndarray, truth: np.ndarray, rtol: float = RTOL, atol: float = ATOL) -> np.ndarray:
@@ -329,6 +338,12 @@ def compare(claimed: np.ndarray, truth: np.ndarray, rtol: float, atol: float) ->
     if truth.ndim == 0:
         ok, max_abs, max_rel, _ = compare(claimed.reshape(1), truth.reshape(1), rtol, atol)
         return ok, max_abs, max_rel, ()
+    # Fast accept: every entry's tolerance is at least atol + rtol·max|truth|, so a largest error
+    # below that passes every entry; only then is the per-entry test (and the worst index) needed.
+    # NaN and Inf fail this test (a NaN difference makes max_abs NaN) and take the path below.
+    max_abs, scale = largest(claimed, truth)
+    if max_abs <= atol + rtol * scale:
+        return True, max_abs, (max_abs / scale if scale > 0 else 0.0), (0,) * truth.ndim
     blocks = _blocks(truth.shape)
     for lo, hi in blocks:
         finite = np.isfinite(claimed[lo:hi])
@@ -337,15 +352,6 @@ def compare(claimed: np.ndarray, truth: np.ndarray, rtol: float, atol: float) ->
             idx = np.unravel_index(flat, truth.shape)
             return False, float("inf"), float("inf"), tuple(int(i) for i in idx)
     scale = max(float(np.max(np.abs(truth[lo:hi]))) for lo, hi in blocks)
-    # Fast accept: every entry's tolerance is at least atol + rtol·max|truth|, so a largest error
-    # below that passes every entry; only then is the per-entry test (and the worst index) needed.
-    max_abs = 0.0
-    for lo, hi in blocks:
-        diff = np.subtract(claimed[lo:hi], truth[lo:hi])
-        max_abs = max(max_abs, float(np.max(np.abs(diff, out=diff))))
-    if max_abs <= atol + rtol * scale:
-        max_rel = max_abs / scale if scale > 0 else 0.0
-        return True, max_abs, max_rel, (0,) * truth.ndim
     ok, max_abs, worst_value, worst = True, 0.0, -np.inf, 0
     row = truth.size // truth.shape[0] if truth.ndim else 1
     for lo, hi in blocks:

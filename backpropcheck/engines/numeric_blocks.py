@@ -1,0 +1,132 @@
+"""The two passes of a numeric trial that read or write a whole large array and are not a BLAS call:
+drawing a uniform input, and the first pass of a comparison. Each works block by block (a block is
+made and reduced while it is in cache) and, for a large array, on as many threads as NumPy's BLAS
+may use, so that the check gets the cores its baseline (a forward pass in BLAS) gets.
+
+Neither changes a number: a draw on several threads gives exactly the values, and leaves the
+generator exactly where, one draw on one thread would (PCG64 jumps ahead); maxima do not depend on
+the order they are taken in.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+
+import numpy as np
+
+BLOCK = 1 << 17  # entries per block: made, shifted and reduced while in cache
+PARALLEL_MIN = 1 << 20  # entries below which one thread does all (a thread costs ~0.1 ms to start)
+MAX_THREADS = 8
+_BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+_MAX, _MIN = np.maximum.reduce, np.minimum.reduce
+
+
+def threads() -> int:
+    """As many threads as NumPy's BLAS may use: its environment variable if set, else the CPUs this
+    process may run on (at most ``MAX_THREADS``)."""
+    for var in _BLAS_THREADS:
+        value = os.environ.get(var, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return min(int(value), MAX_THREADS)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, MAX_THREADS))
+
+
+def spans(blocks: int, entries: int) -> list[tuple[int, int]]:
+    """``blocks`` split into contiguous runs, one per thread (one run for fewer than ``PARALLEL_MIN`` entries)."""
+    parts = min(threads(), blocks) if entries >= PARALLEL_MIN else 1
+    cuts = [blocks * k // parts for k in range(parts + 1)]
+    return [(lo, hi) for lo, hi in zip(cuts, cuts[1:]) if hi > lo] or [(0, blocks)]
+
+
+def in_threads(work: Callable[[int, int], None], runs: list[tuple[int, int]]) -> None:
+    """``work(lo, hi)`` for every run, the first on this thread and the others on their own; returns when
+    all have ended. This thread's exception (a deadline's alarm lands here) goes first, then any other's.
+    A thread that cannot start (a memory limit) has its run done here."""
+    errors: list[BaseException] = []
+
+    def guarded(lo: int, hi: int) -> None:
+        try:
+            work(lo, hi)
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread below
+            errors.append(exc)
+
+    started = []
+    try:
+        for lo, hi in runs[1:]:
+            thread = threading.Thread(target=guarded, args=(lo, hi), name="backpropcheck-block", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:
+                work(lo, hi)
+            else:
+                started.append(thread)
+        work(*runs[0])
+    finally:
+        for thread in started:  # none keeps writing into the arrays after this returns or raises
+            thread.join()
+    if errors:
+        raise errors[0]
+
+
+def uniform(shape: tuple[int, ...], width: float, rng: np.random.Generator) -> np.ndarray:
+    """``(u - 1/2)·width`` for u uniform on [0, 1): exactly ``(rng.random(shape) - 0.5) * width``, and
+    ``rng`` ends where that draw leaves it; shifted and scaled block by block while in cache."""
+    out = np.empty(shape)
+    flat = out.reshape(-1)
+    count = -(-flat.size // BLOCK)
+    runs = spans(count, flat.size)
+
+    def fill(gen: np.random.Generator, lo: int, hi: int) -> None:
+        for k in range(lo, hi):
+            part = flat[k * BLOCK:(k + 1) * BLOCK]
+            gen.random(out=part)  # the generator's stream in C order: the same numbers as one draw
+            part -= 0.5
+            part *= width
+
+    bits = rng.bit_generator
+    if len(runs) == 1 or type(bits) is not np.random.PCG64:
+        fill(rng, 0, count)
+        return out
+    start = bits.state
+
+    def jumped(lo: int, hi: int) -> None:  # a float64 takes one 64-bit step: entry i is step i
+        own = np.random.PCG64()
+        own.state = start
+        fill(np.random.Generator(own.advance(lo * BLOCK)), lo, hi)
+
+    in_threads(jumped, runs)
+    bits.advance(flat.size)  # where one draw leaves it; advance() drops a buffered 32-bit half: put it back
+    end = bits.state
+    end["has_uint32"], end["uinteger"] = start["has_uint32"], start["uinteger"]
+    bits.state = end
+    return out
+
+
+def largest(claimed: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """``(max |claimed - truth|, max |truth|)`` in one pass over both arrays, block by block: each block
+    of the difference is made and reduced while in cache. NaN anywhere gives NaN."""
+    if truth.size <= BLOCK or not claimed.dtype == truth.dtype == np.float64:
+        return float(np.max(np.abs(claimed - truth))), float(np.max(np.abs(truth)))
+    if claimed.flags.c_contiguous and truth.flags.c_contiguous:
+        c, t, step = claimed.reshape(-1), truth.reshape(-1), BLOCK
+    else:  # e.g. a claim broadcast to the truth's shape: blocks of whole rows
+        c, t, step = claimed, truth, max(1, BLOCK // (truth.size // truth.shape[0]))
+    count = -(-len(t) // step)
+    errs, tops, bottoms = np.empty(count), np.empty(count), np.empty(count)
+
+    def reduce(lo: int, hi: int) -> None:
+        buf = np.empty(step * (truth.size // len(t)))
+        for k in range(lo, hi):
+            tb = t[k * step:(k + 1) * step]
+            d = np.subtract(c[k * step:(k + 1) * step], tb, out=buf[:tb.size].reshape(tb.shape))
+            errs[k] = _MAX(np.absolute(d, out=d), axis=None)  # the ufuncs' own reduce: NaN stays NaN
+            tops[k], bottoms[k] = _MAX(tb, axis=None), _MIN(tb, axis=None)
+
+    in_threads(reduce, spans(count, truth.size))
+    return float(errs.max()), float(np.maximum(tops.max(), -bottoms.min()))
