@@ -7,6 +7,7 @@ import contextlib
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from types import CodeType, FrameType
 from typing import Any, TypeVar
@@ -30,7 +31,9 @@ def time_budget(seconds: float) -> Iterator[None]:
 
     SymPy is pure Python, so the signal lands between bytecodes. CPU time, not wall time
     (ITIMER_PROF): a loaded machine or ``--jobs`` must not turn ``proved`` into ``verified``.
-    Without setitimer, off the main thread, or past ``MAX_SECONDS`` (``--timeout inf``), there is no budget."""
+    The timer ticks with the scheduler (a few ms), so a block that finishes past its budget before
+    the first tick raises at its end: a budget below a tick holds too. Without setitimer, off the main
+    thread, or past ``MAX_SECONDS`` (``--timeout inf``), there is no budget."""
     usable = (
         0 < seconds < MAX_SECONDS and hasattr(signal, "setitimer")
         and threading.current_thread() is threading.main_thread()
@@ -38,8 +41,12 @@ def time_budget(seconds: float) -> Iterator[None]:
     if not usable:
         yield
         return
+    started, thread_started = time.process_time(), time.thread_time()
     with repeating_alarm(signal.ITIMER_PROF, signal.SIGPROF, seconds, SymbolicTimeout):
         yield
+    # both clocks count CPU this block used; a sandbox may update the process clock only at its ticks
+    if max(time.process_time() - started, time.thread_time() - thread_started) > seconds:
+        raise SymbolicTimeout()
 
 
 _SHIELDED: set[CodeType] = set()

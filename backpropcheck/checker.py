@@ -145,6 +145,7 @@ class _FileCheck:
             self.note: str | None = f"--dims names {raise_later}, which this file does not declare"
         else:
             self.note = None
+        self.truths: dict[tuple, SymbolicTruth] = {}  # per-neuron truths by their dims, shared within the file
 
     def run(self) -> FileResult:
         d = self.d
@@ -411,6 +412,7 @@ class _FileCheck:
             try:
                 with time_budget(_remaining(budget, truth_spent)):
                     truth = SymbolicTruth(self.d, sizes, self.cfg.seed)
+                self.truths[_key(sizes)] = truth
             except SymbolicTimeout:
                 for c in pending:
                     out[c.name].stop("timeout", (
@@ -454,9 +456,12 @@ class _FileCheck:
         if self.options.scope:  # proof scope (SPEC §8): all shapes by a finite certificate, or sampled
             from .engines.scope import certify_records
 
+            # the truths built above serve the certificate at the sizes they share, if they are the ones it
+            # would build (its truths draw any one-hot label with seed 0)
+            reusable = self.truths if self.cfg.seed == 0 else {k: t for k, t in self.truths.items() if not t.drawn}
             certify_records(self.d, claims, out, budget, spent, lambda s: _work(self.d, self.spaces, s)[0],
                             self.options.limits.max_symbolic_entries, time_budget, SymbolicTimeout,
-                            _SYMBOLIC_FAILURES)
+                            _SYMBOLIC_FAILURES, reusable)
         return out
 
     def _decide(self, truth: SymbolicTruth, claim: Claim, rng: random.Random) -> Decision:
@@ -606,7 +611,9 @@ class _FileCheck:
             from .engines.symbolic import SymbolicTruth
 
             with time_budget(budget):
-                truth = SymbolicTruth(self.d, sizes, self.cfg.seed)
+                truth = self.truths.get(_key(sizes))  # built by the symbolic check for other claims
+                if truth is None:
+                    truth = self.truths[_key(sizes)] = SymbolicTruth(self.d, sizes, self.cfg.seed)
                 return str(truth.grads[claim.target][idx])
         except Exception:  # noqa: BLE001 - the counterexample stands without its expression
             return None
@@ -618,6 +625,10 @@ ENTRY_EXPRESSION_SECONDS = 1.0
 
 class _NumericTrouble(Exception):
     pass
+
+
+def _key(sizes: dict[str, int]) -> tuple:
+    return tuple(sorted(sizes.items()))
 
 
 def _fmt_dims(sizes: dict[str, int]) -> str:

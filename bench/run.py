@@ -332,19 +332,26 @@ def _human(seconds: float) -> str:
 
 def wall_section(repeat: int, library_repeat: int) -> None:
     exe = [sys.executable, "-m", "backpropcheck"]
-    print("(c) wall time of the command line (subprocess, including interpreter start and imports)")
+    floor = best_time(lambda: subprocess.run([sys.executable, "-c", "import sympy, numpy"], cwd=ROOT,
+                                             capture_output=True, check=False), repeat)
+    print("(c) wall time of the command line (subprocess, including interpreter start and imports), and as a "
+          f"multiple of the import floor (python -c 'import sympy, numpy': {floor:.2f} s, best of {repeat})")
     for label, args, runs in (
         ("backpropcheck --version", ["--version"], repeat),
         ("backpropcheck check derivations/dense_column.toml", ["check", "derivations/dense_column.toml"], repeat),
         ("backpropcheck check derivations/dense_column.toml --no-symbolic",
          ["check", "derivations/dense_column.toml", "--no-symbolic"], repeat),
         ("backpropcheck check derivations/ -q", ["check", "derivations", "-q"], library_repeat),
+        ("backpropcheck check derivations/ -q --jobs 1", ["check", "derivations", "-q", "--jobs", "1"],
+         library_repeat),
     ):
         def call(args: list[str] = args) -> None:
             subprocess.run(exe + args, cwd=ROOT, capture_output=True, check=False)
 
-        print(f"    {label:<66} {best_time(call, runs):7.2f} s  (best of {runs})")
-    print("    targets: --version imports neither NumPy nor SymPy; the seed check under 1.5 s")
+        seconds = best_time(call, runs)
+        print(f"    {label:<66} {seconds:7.2f} s {seconds / floor:5.1f}x floor  (best of {runs})")
+    print("    targets: --version imports neither NumPy nor SymPy; the seed check <= 1.5x the floor; "
+          "check derivations/ <= 6x the floor (with --jobs the machine's cores, load average above)")
 
 
 # ---------------------------------------------------------------------------

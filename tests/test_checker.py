@@ -269,6 +269,18 @@ def test_symbolic_budget_exhausted_gives_verified(tmp_path: Path) -> None:
     assert "budget" in result.claims[0].message and "--timeout" in result.claims[0].message
 
 
+def test_a_budget_below_the_profiling_timers_tick_still_holds() -> None:
+    """A block that finishes past its CPU budget before the timer's first tick (a few ms) raises at its end:
+    with caches warm, a small file's truth can take less than a tick, and --timeout 1e-4 must still bind."""
+    from backpropcheck.budget import SymbolicTimeout, time_budget
+
+    with pytest.raises(SymbolicTimeout):
+        with time_budget(1e-6):
+            sum(i * i for i in range(20_000))  # about a millisecond of CPU
+    with time_budget(10.0):
+        sum(i * i for i in range(20_000))  # within its budget: no raise
+
+
 def test_a_claim_that_does_not_parse_is_an_error_and_the_rest_are_judged(tmp_path: Path) -> None:
     result = check_text(tmp_path, with_claims(DENSE_COLUMN, {"grad_b": "grad_zz", "grad_a": "W.T @ grad_z"}))
     bad = claim(result, "grad_b")

@@ -115,3 +115,19 @@ def test_symbolic_decides_softmax_regression_exactly():
     # the softmax's local partials are written through its own atoms (P_i (δ_ij − P_j)),
     # so (P - Y) / B is proved with P as an atom, without the exponentials
     assert hows == {"exact rational arithmetic over the per-neuron atoms"}
+
+
+def test_equal_side_by_side_agrees_with_the_difference() -> None:
+    """Converter.equal decides a == b from each side's conversion, and falls back to the difference when a
+    side alone is beyond the test (a float that cancels only in a - b)."""
+    import sympy as sp
+
+    from backpropcheck.engines.exact import Converter
+
+    x, y = sp.symbols("x y", real=True)
+    conv = Converter()
+    assert conv.equal(x * (y + 1), x * y + x)
+    assert conv.equal(sp.exp(x) * sp.exp(y), sp.exp(x + y))
+    assert not conv.equal(x * (y + 1), x * y)
+    assert conv.equal(sp.Float(0.5) * x + y, sp.Float(0.5) * x + y)  # only the difference is float-free
+    assert not conv.equal(sp.Float(0.5) * x + y, sp.Float(0.5) * x)

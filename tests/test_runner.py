@@ -403,3 +403,23 @@ def test_the_workers_alarm_ends_pure_python_work_in_place(monkeypatch: pytest.Mo
     assert result.status == "error" and "raise it with --file-timeout" in (result.error or "")
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # disarmed
     assert runner._within_deadline("ok", Options(limits=Limits(file_timeout=0.2))).status == "passed"
+
+
+def test_forked_workers_start_warm() -> None:
+    """What the parent imports before forking is all a worker needs: checking files of every kind (a seed
+    layer, attention with softmax, labels on a simplex, a max-pool mask, a refuted claim with its report and
+    certificate) imports no further module, so no worker pays for an import the parent could share."""
+    files = ["dense_column.toml", "attention.toml", "softmax_cross_entropy.toml", "maxpool_2x2.toml",
+             "mistakes/transposed_weight_gradient.toml"]
+    code = (
+        "import sys\n"
+        "from backpropcheck import runner, checker\n"
+        "runner._warm(checker.Options())\n"
+        "before = set(sys.modules)\n"
+        f"for f in {files!r}:\n"
+        "    checker.check_path('derivations/' + f)\n"
+        "print(sorted(set(sys.modules) - before))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout

@@ -150,3 +150,80 @@ grad_Z = "exp(L) - Y + P * (grad_P - sum(grad_P * P, axis=0, keepdims=True))"
     path.write_text(text)
     result = check_path(str(path), Options(trials=3, shapes=2))
     assert [c.verdict for c in result.claims] == ["proved"] * 3, [c.message for c in result.claims]
+
+
+def test_formal_forgets_the_simplex_substitution_already_memoised() -> None:
+    """A truth shared with the all-shapes certificate turns formal: the last entry of a simplex column is an
+    independent atom again, even for expressions the checker already converted with the substitution."""
+    d = load(str(REPO / "derivations" / "softmax_cross_entropy.toml"))
+    truth = SymbolicTruth(d, {"n": 2, "k": 3})
+    (last, rest), = list(truth.simplex.items())[:1]
+    assert truth.exact_zero(last - rest, over_inputs=False) is not None  # on the domain: equal
+    truth.formal()
+    assert truth.simplex == {}
+    assert truth.exact_zero(last - rest, over_inputs=False) is None  # as indeterminates: not an identity
+
+
+def test_fast_products_build_exactly_what_sympy_builds() -> None:
+    """engines/products.mul: the same expression as ``x * y`` (equal, same hash, same arguments) on symbols
+    with every assumption the truth uses, rationals, zeros, ones, infinities and random expressions."""
+    from backpropcheck.engines.products import mul, mul_arrays
+
+    rng = random.Random(11)
+    symbols = [sp.Symbol(f"w[{i},{j}]", real=True) for i in range(3) for j in range(3)]
+    symbols += [sp.Symbol(f"p[{i}]", positive=True) for i in range(3)] + [sp.Symbol("∇z[0]", real=True)]
+    numbers = [sp.Integer(0), sp.Integer(1), sp.Integer(-1), sp.Integer(3), sp.Rational(1, 2), sp.Rational(-2, 7),
+               sp.oo, sp.zoo, sp.nan]
+    pool = symbols + numbers + [random_sympy_expr(rng, 3) for _ in range(40)]
+    for a in pool:
+        for b in pool:
+            got, want = mul(a, b), a * b
+            if want is sp.nan:
+                assert got is sp.nan
+                continue
+            assert got == want and hash(got) == hash(want) and got.args == want.args, (a, b, got, want)
+    a = np.array(symbols[:4] + [sp.Integer(0)], dtype=object)
+    b = np.array([sp.Integer(2)] + symbols[4:8], dtype=object)
+    assert list(mul_arrays(a[:, None], b[None, :]).flat) == list((a[:, None] * b[None, :]).flat)
+
+
+def test_fast_matmul_equals_the_op_tables_symbolic_matmul() -> None:
+    from backpropcheck.engines.products import matmul_arrays
+    from backpropcheck.lang.ops.linalg import _matmul_sym
+
+    rng = random.Random(5)
+
+    def arr(*shape: int) -> np.ndarray:
+        out = np.empty(shape, dtype=object)
+        for idx in np.ndindex(*shape):
+            out[idx] = rng.choice([sp.Symbol(f"a{rng.randrange(6)}", real=True), sp.Integer(0), sp.Integer(2),
+                                   random_sympy_expr(rng, 2)])
+        return out
+
+    for sa, sb in (((2, 3), (3, 4)), ((3,), (3, 2)), ((2, 3), (3,)), ((4,), (4,))):
+        a, b = arr(*sa), arr(*sb)
+        got, want = matmul_arrays(a, b), _matmul_sym(a, b)
+        assert got.shape == want.shape and all(g == w for g, w in zip(np.ravel(got), np.ravel(want)))
+
+
+def test_fast_sums_build_exactly_what_sympy_builds() -> None:
+    """engines/products.add: the same expression as ``sympy.Add(*terms)`` for distinct products and symbols
+    (built directly) and for everything else (like terms, coefficients, numbers, nested sums, infinities)."""
+    from backpropcheck.engines.products import add
+
+    rng = random.Random(3)
+    symbols = [sp.Symbol(f"x[{i}]", real=True) for i in range(5)] + [sp.Symbol("p", positive=True),
+                                                                       sp.Symbol("∇y[0]", real=True)]
+    products = [a * b for a in symbols for b in symbols] + [a * b * c for a, b, c in zip(symbols, symbols[1:],
+                                                                                         symbols[2:])]
+    others = [sp.Integer(0), sp.Integer(2), sp.Rational(1, 3), sp.oo, 3 * symbols[0], -symbols[1] * symbols[2],
+              symbols[0] + symbols[1], sp.exp(symbols[0]), symbols[2] ** 2 * symbols[3]]
+    for k in range(300):
+        pool = products + symbols + (others if k % 2 else [])
+        terms = [rng.choice(pool) for _ in range(rng.randint(0, 12))]
+        if k % 3 == 0:
+            terms += [random_sympy_expr(rng, 2)]
+        got, want = add(*terms), sp.Add(*terms)
+        assert got == want and hash(got) == hash(want) and got.args == want.args, (terms, got, want)
+    distinct = rng.sample(products, 20)  # the direct route: the canonical order of SymPy's own Add
+    assert add(*distinct).args == sp.Add(*distinct).args

@@ -298,6 +298,20 @@ class Converter:
                 return False
         return False
 
+    def equal(self, a: sp.Basic, b: sp.Basic) -> bool:
+        """Is ``a - b`` identically zero by this test? Each side converted on its own (memoised), so the
+        difference of two long sums is never built as a SymPy expression. If a side alone is beyond this test
+        (a float that cancels only in the difference), the difference is built and tested as before."""
+        try:
+            for _ in range(4):
+                if add(self(a), self(b), -1).is_zero:
+                    return True
+                if not self.retry():
+                    return False
+            return False
+        except (Unsupported, ZeroDivisionError):
+            return self.is_zero(a - b)
+
     def retry(self) -> bool:
         """Forget the memo if an ``exp`` scale grew, so every ``exp(c·m)`` shares one generator."""
         if not self.stale:

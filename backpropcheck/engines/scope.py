@@ -319,7 +319,7 @@ def formal_zero(truth, claim: Claim, route: str) -> bool:
     """Is ``claim − truth`` zero as an identity in the atoms, at this truth's dims?"""
     import numpy as np
 
-    truth.simplex = {}  # the last entry of a simplex axis is an atom like every other (see docs)
+    truth.formal()  # the last entry of a simplex axis is an atom like every other (see docs)
     if route == "step":
         return bool(truth.step_zero(claim.node, claim.target))
     target = truth.grads[claim.target]
@@ -333,11 +333,12 @@ def _fmt(sizes: Mapping[str, int]) -> str:
 class Certifier:
     """One file's certificates: the per-neuron truths at the certificate's sizes are shared."""
 
-    def __init__(self, d: Derivation, entries: Callable[[dict[str, int]], int], max_entries: int):
+    def __init__(self, d: Derivation, entries: Callable[[dict[str, int]], int], max_entries: int,
+                 shared: Mapping[tuple, Any] | None = None):
         self.d = d
         self.entries = entries
         self.max_entries = max_entries
-        self.truths: dict[tuple, Any] = {}
+        self.truths: dict[tuple, Any] = dict(shared or {})  # the checker's truths, by sorted dims
         self.broken: set[tuple] = set()  # sizes whose truth could not be built: not retried per claim
 
     def _truth(self, sizes: dict[str, int]):
@@ -408,11 +409,14 @@ class Certifier:
 
 def certify_records(d: Derivation, claims: list[Claim], records: Mapping[str, SymbolicEvidence], budget: float,
                     spent: dict[str, float], entries: Callable[[dict[str, int]], int], max_entries: int,
-                    time_budget: Callable, timeout: type[BaseException], failures: tuple) -> None:
+                    time_budget: Callable, timeout: type[BaseException], failures: tuple,
+                    shared: Mapping[tuple, Any] | None = None) -> None:
     """Add ``scope`` and ``argument`` to the record of every proved claim (the checker's call site).
 
-    Each claim's certificate runs within what is left of its own symbolic budget (CPU seconds)."""
-    certifier = Certifier(d, entries, max_entries)
+    Each claim's certificate runs within what is left of its own symbolic budget (CPU seconds).
+    ``shared``: truths already built for this file (by sorted dims), used where the certificate's sizes
+    meet them; they must be those ``SymbolicTruth(d, sizes)`` builds."""
+    certifier = Certifier(d, entries, max_entries, shared)
     for claim in claims:
         record = records.get(claim.name)
         if record is None or record.status != "proved":

@@ -18,21 +18,25 @@ caller's time budget.
 from __future__ import annotations
 
 import random
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 import sympy as sp
-from sympy.polys.polyerrors import BasePolynomialError
 
 from ..lang.ir import Const
 from ..lang.ops import ELEMENTWISE, Elementwise
-from ..lang.symfuncs import MaxOf, MinOf, Relu, SoftmaxEntry, Step, generic, softmax_as_exp
+from ..lang.symfuncs import MaxOf, MinOf, SoftmaxEntry, Step, generic, softmax_as_exp
 from ..model import Derivation
+from .draws import concrete_inputs, draw_onehot, integer_array
 from .evaluate import Backend, evaluate, evaluate_definition
 from .exact import Converter, Unsupported
+from .partials import _TEMPLATES, partials
+from .products import add, matmul_arrays, mul, mul_arrays
+from .witness import WitnessSearch
+
+__all__ = ["Decision", "SymbolicTruth", "entry_name", "partials", "symbol_array", "symbolic_backend"]
 
 
 def symbolic_backend(d: Derivation) -> Backend:
@@ -47,7 +51,7 @@ def symbolic_backend(d: Derivation) -> Backend:
         except (TypeError, ValueError):
             return sp.Float(node.value)
 
-    return Backend(symbolic=True, functions=functions, const=const, scalar=sp.Integer)
+    return Backend(symbolic=True, functions=functions, const=const, scalar=sp.Integer, faster={"mul": mul_arrays, "matmul": matmul_arrays, "dot": matmul_arrays})
 
 
 def entry_name(name: str, idx: tuple[int, ...]) -> str:
@@ -71,7 +75,7 @@ class Decision:
     point: dict | None = None  # the inputs' values of a counterexample found by evaluation
 
 
-class SymbolicTruth:
+class SymbolicTruth(WitnessSearch):
     """The per-neuron truth of one derivation at one dim assignment, shared by all its claims."""
 
     def __init__(self, d: Derivation, sizes: Mapping[str, int], seed: int = 0):
@@ -90,15 +94,15 @@ class SymbolicTruth:
         self.columns: list[list[sp.Symbol]] = []  # the free entries of each simplex column
         self.drawn: dict[str, np.ndarray] = {}
         differentiable: set[sp.Symbol] = set()
-        concrete = _concrete_inputs(d, sizes)  # integer and binary inputs: numbers, not symbols
+        concrete = concrete_inputs(d, sizes)  # integer and binary inputs: numbers, not symbols
         for name, inp in d.inputs.items():
             if name in concrete:  # integer and binary inputs: concrete draws, like a one-hot label
                 self.drawn[name] = concrete[name]
-                self.env[name] = _integer_array(concrete[name])
+                self.env[name] = integer_array(concrete[name])
                 continue
             if inp.domain == "onehot":  # constant by the loader's rule
-                self.drawn[name] = _draw_onehot(inp, shapes[name], seed, name, self.sizes)
-                self.env[name] = _integer_array(self.drawn[name])
+                self.drawn[name] = draw_onehot(inp, shapes[name], seed, name, self.sizes)
+                self.env[name] = integer_array(self.drawn[name])
                 continue
             positive = inp.domain in ("positive", "unit", "simplex")
             arr = symbol_array(name, shapes[name], **({"positive": True} if positive else {"real": True}))
@@ -133,6 +137,7 @@ class SymbolicTruth:
         # written as its definition, so the mask is the arg-max indicator by construction (see
         # symfuncs._against_extreme) and a claim ``mask * grad_m`` matches the truth's one step.
         self.extremes = {atom: value for atom, value in self.local.items() if isinstance(value, (MaxOf, MinOf))}
+        self._kinks: dict[sp.Expr, sp.Expr] = {}
         # one reverse sweep of the scalar chain rule; each adjoint is a list of parts, summed once
         templates = _TEMPLATES  # shared by every truth: a template's derivative never depends on the dims
         if len(templates) > 50_000:
@@ -162,7 +167,7 @@ class SymbolicTruth:
         for name, atoms in reversed(self.order):
             for atom in atoms.flat:
                 if atom in steps:
-                    step[atom] = sp.Add(*steps.pop(atom))
+                    step[atom] = add(*steps.pop(atom))
             self.steps[name] = _array_of(atoms, step)
             nabla = symbol_array(f"∇{name}", atoms.shape, real=True)
             for idx in np.ndindex(*atoms.shape):
@@ -172,10 +177,10 @@ class SymbolicTruth:
                 self.grad_atoms[nabla[idx]] = step[atoms[idx]]
                 for p, dp in partials(self.local[atoms[idx]], differentiable, templates).items():
                     dp = dp.xreplace(self.by_definition) if self.by_definition else dp
-                    steps.setdefault(p, []).append(nabla[idx] * dp)
+                    steps.setdefault(p, []).append(mul(nabla[idx], dp))
             gradient_atoms[name] = nabla
         for s, terms in steps.items():
-            step[s] = sp.Add(*terms)
+            step[s] = add(*terms)
         self._differentiable_inputs = [name for name, inp in d.inputs.items() if not inp.constant]
         for name in self._differentiable_inputs:
             self.steps[name] = _array_of(self.env[name], step)
@@ -186,14 +191,22 @@ class SymbolicTruth:
         self._over_inputs = Converter(self._lookup_definition)
         self._gradient_atoms = gradient_atoms
         self._position = {atom: k for k, (_, atoms) in enumerate(self.order) for atom in atoms.flat}
-        # the forward variables (by position) each variable's definition reads, and the converters
-        # of peeled_zero, one per set of variables written as their definitions
-        self._reads = [{self._position[s] for atom in atoms.flat for s in self.local[atom].free_symbols
-                        if s in self._position} for _, atoms in self.order]
+        # the forward variables each definition reads (see _reads), and the converters of peeled_zero,
+        # one per set of variables written as their definitions
+        self._reads_made: list[set[int]] | None = None
         self._peeled: dict[frozenset, Converter] = {}
         self._claim_env: _ClaimEnv | None = None  # made on first use (most claims never need it)
         self._step_env: dict[str, np.ndarray] | None = None
         self._stepped: dict[tuple[int, int], np.ndarray] = {}  # a claim's value over the gradient atoms
+
+    def formal(self) -> None:
+        """From here on, decide identities in the atoms as independent indeterminates: without the simplex
+        substitution (which singles out the last entry of an axis), and with no conversion made with it."""
+        if self.simplex:
+            self.simplex = {}
+            self._over_atoms = Converter(self._lookup_simplex)
+            self._over_inputs = Converter(self._lookup_definition)
+            self._peeled = {}
 
     @property
     def grads(self) -> Mapping[str, np.ndarray]:
@@ -240,11 +253,26 @@ class SymbolicTruth:
         max/min atom inside a ``Step`` as its definition (a mask against the max is its indicator)."""
         e = e.xreplace(self.by_definition) if self.by_definition else e
         if self.extremes and e.has(Step):
-            kinks = {k: Step(k.args[0].xreplace(self.extremes)) for k in e.atoms(Step)
+            kinks = {k: self._kink_against_extreme(k) for k in e.atoms(Step)
                      if not k.args[0].free_symbols.isdisjoint(self.extremes)}
             if kinks:
                 e = e.xreplace(kinks)
         return e
+
+    def _kink_against_extreme(self, kink: sp.Expr) -> sp.Expr:
+        """``Step(u)`` with the max/min atoms of ``u`` written as their definitions, once per kink; the
+        rewritten Step (its arg-max indicator, costly to derive) is shared by every truth of the process,
+        as a window's max has the same definition at every dims (and in a file's mistaken twin)."""
+        found = self._kinks.get(kink)
+        if found is None:
+            u = kink.args[0].xreplace(self.extremes)
+            found = _AGAINST_EXTREME.get(u)
+            if found is None:
+                if len(_AGAINST_EXTREME) > 50_000:
+                    _AGAINST_EXTREME.clear()
+                found = _AGAINST_EXTREME[u] = Step(u)
+            self._kinks[kink] = found
+        return found
 
     def claim_value(self, node, index=None) -> np.ndarray:
         return evaluate_definition(node, index, self.claim_env, self.sizes, self.backend)
@@ -261,11 +289,11 @@ class SymbolicTruth:
     def identical_over_atoms(self, claimed: np.ndarray, truth: np.ndarray) -> bool:
         """Is every entry of ``claimed - truth`` zero by exact arithmetic, the atoms independent?"""
         for idx in np.ndindex(*truth.shape):
-            e = self.atomize(sp.sympify(claimed[idx] - truth[idx], strict=True))
-            if e == 0:
+            c, t = sp.sympify(claimed[idx], strict=True), sp.sympify(truth[idx], strict=True)
+            if c == t:
                 continue
-            try:
-                if not self._over_atoms.is_zero(e):
+            try:  # each side on its own: the difference of two long sums is never built in SymPy
+                if not self._over_atoms.equal(self.atomize(c), self.atomize(t)):
                     return False
             except (Unsupported, ZeroDivisionError):
                 return False
@@ -295,12 +323,13 @@ class SymbolicTruth:
                 t = t.xreplace(deeper)
             else:
                 return False
-            e = self.atomize(c - t)
-            if e == 0:
+            if c == t:
                 continue
             try:
-                if self._over_atoms.is_zero(e):
+                c, t = self.atomize(c), self.atomize(t)
+                if self._over_atoms.equal(c, t):  # side by side: the difference is built only if needed
                     continue
+                e = c - t
                 if self._reach_is_small(e):  # few atoms below: the inputs' form is small, try it first
                     if self._over_inputs.is_zero(softmax_as_exp(e)) or self.peeled_zero(e):
                         continue
@@ -341,7 +370,7 @@ class SymbolicTruth:
             latest = max(frontier)
             expand.add(latest)
             frontier.discard(latest)
-            frontier |= self._reads[latest] - expand
+            frontier |= self._reads()[latest] - expand
             key = frozenset(expand)
             peeled = self._peeled.get(key)
             if peeled is None:  # one converter per layer set, shared by every entry and claim
@@ -350,6 +379,13 @@ class SymbolicTruth:
             if peeled.is_zero(e):
                 return True
         return False
+
+    def _reads(self) -> list[set[int]]:
+        """The forward variables (by position) each variable's definition reads (only peeled_zero needs them)."""
+        if self._reads_made is None:
+            self._reads_made = [{self._position[s] for atom in atoms.flat for s in self.local[atom].free_symbols
+                                 if s in self._position} for _, atoms in self.order]
+        return self._reads_made
 
     def _lookup_peeled(self, converter: Converter, expand: frozenset, s: sp.Symbol):
         if s in self.simplex:
@@ -434,183 +470,7 @@ class SymbolicTruth:
                 return Decision(True, f"{how} after substituting the forward definitions")
         return Decision(None, "could not reduce the difference to zero")
 
-    def layered_witness(self, e: sp.Expr, rng: random.Random, tries: int = 2):
-        """A point where ``e`` (over forward atoms and inputs) is far from zero, evaluating each
-        atom's local definition at 60 significant digits in forward order — no expansion of the
-        atoms into the inputs, so a whole transformer block costs one pass (made once per truth
-        and point, shared by every entry and claim).
-
-        60-digit arithmetic moves a value of size S by about 1e-60·S; a difference above 1e-25 is
-        thirty-five orders of magnitude past that, so it is not rounding. Points where a mask's
-        argument comes within 1e-20 of 0 are ties and skipped. None when no point shows one (the
-        exact tests then decide)."""
-        if self._layered is None:
-            self._layered = [p for p in (self._layered_point(rng) for _ in range(tries)) if p is not None]
-        e = self._concrete_functions(e)
-        kinks = [k.args[0] for k in e.atoms(Step, Relu)]
-        for point, values in self._layered:
-            value = e.xreplace(values).evalf(60)
-            if not (value.is_Number and value.is_real and abs(value) > sp.Float("1e-25")):
-                continue
-            if any(not (arg := k.xreplace(values).evalf(60)).is_Number or abs(arg) < sp.Float("1e-20")
-                   for k in kinks):
-                continue  # a tie (x >= max(x) at the arg-max is one by construction): never a witness
-            # relative to the magnitude the evaluation handled (every sum as a sum of absolute values):
-            # huge terms that cancel (exp(100) - exp(100)) leave 1e-60 of their size, never 1e-25 of it
-            magnitude = e.replace(lambda x: x.is_Add, lambda x: sp.Add(*[sp.Abs(a) for a in x.args]))
-            scale = magnitude.xreplace(values).evalf(60)
-            if not scale.is_Number or abs(value) <= sp.Float("1e-25") * max(sp.Float(1), abs(scale)):
-                continue
-            return float(value), point
-        return None
-
-    def _layered_point(self, rng: random.Random):
-        """(point, every input's and atom's value at 60 digits), or None at a tie."""
-        inputs = sorted({s for name in self.d.inputs if name not in self.drawn for s in self.env[name].flat}
-                        | {s for g in self.upstream.values() for s in g.flat}, key=lambda x: x.name)
-        point = self._random_point(inputs, rng, 1)
-        values: dict[sp.Symbol, sp.Expr] = {s: sp.Float(v, 60) for s, v in point.items()}
-        for last, rest in self.simplex.items():
-            values[last] = sp.Float(rest.xreplace(point), 60)
-        for _, atoms in self.order:
-            for atom in atoms.flat:
-                local = self._concrete_functions(self.local[atom])
-                for kink in local.atoms(Step, Relu):
-                    arg = kink.args[0].xreplace(values).evalf(60)
-                    if not arg.is_Number or abs(arg) < sp.Float("1e-20"):
-                        return None
-                values[atom] = local.xreplace(values).evalf(60)
-        return point, values
-
-    def resolve_kinks(self, f: sp.Expr) -> sp.Expr:
-        """Every ``Step``/``Relu`` whose argument has one sign on the inputs' domains, resolved:
-        ``abs(x - 1) = 1 - x`` for x in (0, 1). A unit entry is written ``t/(1 + t)`` with t > 0
-        for the sign test, so SymPy's assumptions see both of its bounds."""
-        kinks = f.atoms(Step, Relu)
-        if not kinks:
-            return f
-        unit = {s: (lambda t: t / (1 + t))(sp.Dummy(positive=True))
-                for s in f.free_symbols if self.domain_of.get(s) == "unit"}
-        resolved = {}
-        for kink in kinks:
-            u = kink.args[0]
-            v = sp.together(u.xreplace(unit)) if unit else u
-            if v.is_positive:
-                resolved[kink] = sp.Integer(1) if isinstance(kink, Step) else u
-            elif v.is_negative:
-                resolved[kink] = sp.Integer(0)
-        return sp.expand(f.xreplace(resolved)) if resolved else f
-
-    def witness(self, expr: sp.Expr, rng: random.Random) -> tuple[float, dict[sp.Symbol, sp.Rational]] | None:
-        """A point inside the inputs' domains where the input-level ``expr`` is certainly non-zero.
-
-        No tolerance: the value is exact (rational inputs, rational arithmetic) or evaluated by
-        SymPy with every digit certified (``evalf(strict=True)``), so any non-zero value is a
-        counterexample, however small (``1e-12 * a``). Besides random points, the points just on
-        either side of every kink (the root of each ``Step``/``Relu`` argument, solved for each
-        of its symbols) are tried, so a branch no random draw reaches (``where(a > 5, …)``) is
-        still examined. A point where a kink's argument is exactly 0 is a tie, never sampled.
-        Generic functions are replaced by one concrete smooth function and its derivatives: a
-        claim must hold for every f, so one f where it fails refutes it.
-        """
-        expr = self._concrete_functions(expr)
-        symbols = sorted(expr.free_symbols, key=lambda x: x.name)
-        kinks = [k.args[0] for k in expr.atoms(Step, Relu, sp.Abs, sp.sign, sp.Heaviside)]
-        for point in self._points(symbols, kinks, rng):
-            if any(_exact_or_certified(k.xreplace(point)) in (0, None) for k in kinks):
-                continue  # a tie (or an undecidable kink): ties are never sampled
-            value = _exact_or_certified(expr.xreplace(point))
-            if value is not None and value != 0:
-                return float(value), point
-        return None
-
-    def values_at(self, exprs: list[sp.Expr], point: Mapping[sp.Symbol, sp.Expr],
-                  rng: random.Random) -> list[float | None]:
-        """Entries' values (claimed, true) at a witness point — its other inputs drawn from their
-        domains, as the witness's value does not depend on them — or None where not certified."""
-        full = []
-        for expr in exprs:
-            f = softmax_as_exp(self.full(self.atomize(sp.sympify(expr, strict=True))))
-            full.append(self._concrete_functions(f.xreplace(self.simplex) if self.simplex else f))
-        others = sorted(set().union(*(f.free_symbols for f in full)) - set(point), key=lambda x: x.name)
-        complete = {**self._random_point(others, rng, 1), **point}
-        out = []
-        for f in full:
-            value = _exact_or_certified(f.xreplace(complete))
-            out.append(None if value is None else float(value))
-        return out
-
-    def describe_domains(self) -> str | None:
-        """The concrete draws this truth used for its domains (one-hot labels), for a report."""
-        if not self.drawn:
-            return None
-        return "; ".join(f"{name} = {value.tolist()}" for name, value in self.drawn.items())
-
-    def _points(self, symbols: list[sp.Symbol], kinks: list[sp.Expr], rng: random.Random):
-        """Random points from the inputs' domains (also at 10x and 100x the usual scale for
-        real inputs), then points on either side of each kink."""
-        for _ in range(3):
-            yield self._random_point(symbols, rng, 1)
-        yield from self._kink_points(symbols, kinks, rng)
-        for scale in (10, 100):
-            yield self._random_point(symbols, rng, scale)
-
-    def _kink_points(self, symbols: list[sp.Symbol], kinks: list[sp.Expr], rng: random.Random):
-        base = self._random_point(symbols, rng, 1)
-        tried = 0
-        for kink in kinks[:16]:
-            for s in sorted(kink.free_symbols & set(symbols), key=lambda x: x.name)[:4]:
-                if self.domain_of.get(s) == "simplex" or s in self.simplex:
-                    continue
-                g = kink.xreplace({k: v for k, v in base.items() if k != s})
-                for root in _real_roots(g, s):
-                    for delta in (sp.Rational(1, 4), -sp.Rational(1, 4), sp.Integer(2), -sp.Integer(2)):
-                        value = root + delta
-                        if self._inside(s, value):
-                            tried += 1
-                            yield {**base, s: value}
-                            if tried > 64:
-                                return
-
-    def _inside(self, s: sp.Symbol, value: sp.Rational) -> bool:
-        domain = self.domain_of.get(s, "real")
-        if domain == "positive":
-            return value > 0
-        if domain == "unit":
-            return 0 < value < 1
-        return True
-
-    def _random_point(self, symbols: list[sp.Symbol], rng: random.Random, scale: int) -> dict:
-        point: dict[sp.Symbol, sp.Rational] = {}
-        for column in self.columns:  # a simplex column: positive entries, the free ones summing below 1
-            weights = [rng.randint(1, 1000) for _ in range(len(column) + 1)]
-            total = sum(weights)
-            point.update((s, sp.Rational(w, total)) for s, w in zip(column, weights))
-        for s in symbols:
-            if s in point:
-                continue
-            domain = self.domain_of.get(s, "positive" if s.is_positive else "real")
-            if domain == "unit":
-                point[s] = sp.Rational(rng.randint(1, 999), 1000)
-            elif domain in ("positive", "simplex"):
-                point[s] = sp.Rational(rng.randint(1, 2000) * scale, 1000)
-            else:
-                point[s] = sp.Rational(rng.randint(-1500, 1500) * scale, 1000)
-        return point
-
-    def _concrete_functions(self, expr: sp.Expr) -> sp.Expr:
-        """Every generic ``f``, ``f_prime``, … written as one concrete smooth function's derivatives."""
-        names = {}
-        for name in self.d.functions:
-            for order in range(4):
-                names[name + "_prime" * order] = order
-        found = [e for e in expr.atoms(sp.Function) if type(e).__name__ in names]
-        if not found:
-            return expr
-        x = sp.Dummy("x", real=True)
-        standin = sp.sin(x) + x**2 / 5  # smooth, not odd, not even: no accidental identity
-        return expr.xreplace({e: sp.diff(standin, x, names[type(e).__name__]).xreplace({x: e.args[0]})
-                              for e in found})
+_AGAINST_EXTREME: dict[sp.Expr, sp.Expr] = {}  # Step(u) by u, for u against a max/min atom's definition
 
 
 class _ExpandedAdjoints(Mapping[str, np.ndarray]):
@@ -668,136 +528,6 @@ class _ClaimEnv(Mapping[str, np.ndarray]):
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
-
-
-def _real_roots(g: sp.Expr, s: sp.Symbol) -> list[sp.Rational]:
-    """Rational approximations of the real roots of ``g`` in ``s`` (a polynomial; else none)."""
-    try:
-        poly = sp.Poly(g, s)
-        if poly.degree() < 1 or poly.degree() > 8 or not all(c.is_Rational for c in poly.all_coeffs()):
-            return []
-        intervals = poly.intervals()  # isolating intervals of the real roots, exact
-    except (BasePolynomialError, ValueError, TypeError, NotImplementedError, ArithmeticError):
-        return []
-    return [(sp.Rational(low) + sp.Rational(high)) / 2 for (low, high), _ in intervals[:4]]
-
-
-def _exact_or_certified(value: sp.Expr) -> sp.Rational | sp.Float | None:
-    """An exact rational, or a float whose digits SymPy certifies; None when neither is possible."""
-    if value.is_Rational:
-        return value
-    try:
-        out = value.evalf(30, strict=True)
-    except (sp.core.evalf.PrecisionExhausted, TypeError, ValueError, ZeroDivisionError, ArithmeticError):
-        return None
-    if not out.is_Number or out.has(sp.nan, sp.zoo, sp.oo, -sp.oo) or not out.is_real:
-        return None
-    return out
-
-
-def _draw_onehot(inp, shape: tuple[int, ...], seed: int, name: str, sizes: Mapping[str, int]) -> np.ndarray:
-    """One one-hot label for these dims, drawn as the numeric trials draw it (seeded by the dims)."""
-    from .numeric import sample_input
-
-    rng = np.random.default_rng([seed, zlib.crc32(name.encode()), *sorted(sizes.values())])
-    return sample_input(inp, shape, rng).astype(int)
-
-
-def _integer_array(values: np.ndarray) -> np.ndarray:
-    out = np.empty(values.shape, dtype=object)
-    for idx in np.ndindex(*values.shape):
-        out[idx] = sp.Integer(int(values[idx]))
-    return out
-
-
-def _concrete_inputs(d: Derivation, sizes: Mapping[str, int]) -> dict[str, np.ndarray]:
-    """``index`` inputs (integers, with a repeat) and ``binary`` ones (0/1) as concrete integer
-    arrays, drawn once per dim assignment (SPEC §6.1): ``C[I]`` then reads concrete rows."""
-    from .numeric import draw_integers
-
-    out = {}
-    for name, inp in d.inputs.items():
-        if inp.domain not in ("index", "binary"):
-            continue
-        shape = tuple(dim.value(sizes) for dim in inp.shape)
-        rng = np.random.default_rng([zlib.crc32(name.encode()), *sorted(sizes.values()), len(sizes)])
-        high = inp.range.value(sizes) if inp.domain == "index" and inp.range is not None else 2
-        out[name] = draw_integers(shape, high, rng) if inp.domain == "index" else rng.integers(0, 2, size=shape)
-    return out
-
-
-_TEMPLATES: dict[tuple, sp.Expr] = {}
-
-
-def partials(expr: sp.Expr, wrt: set[sp.Symbol], templates: dict | None = None) -> dict[sp.Symbol, sp.Expr]:
-    """``{s: ∂expr/∂s}`` for every symbol of ``wrt`` in ``expr`` (zero partials left out).
-
-    The same expressions as ``sp.diff(expr, s)`` for each s (SymPy differentiates a sum
-    term by term), but each term of a sum is visited only for the symbols it contains:
-    O(size) instead of O(size · symbols) for a long loss or a wide dot product.
-    """
-    terms = expr.args if expr.is_Add else (expr,)
-    found: dict[sp.Symbol, list[sp.Expr]] = {}
-    for term in terms:
-        for s, ds in _term_partials(term, wrt, {} if templates is None else templates):
-            found.setdefault(s, []).append(ds)
-    out = {}
-    for s, ds in found.items():
-        total = sp.Add(*ds)
-        if total != 0:
-            out[s] = total
-    return out
-
-
-def _diff(term: sp.Expr, s: sp.Symbol, templates: dict) -> sp.Expr:
-    """``term.diff(s)``, computed once per *shape* of term: every neuron of a layer has the same
-    local definition up to the names of its symbols, so the derivative is taken on a template
-    whose symbols are placeholders (same assumptions, numbered in name order) and renamed back."""
-    symbols = sorted(term.free_symbols, key=lambda x: x.name)
-    if len(symbols) > 8:
-        return term.diff(s)
-    holders = [_placeholder(k, x) for k, x in enumerate(symbols)]
-    template = term.xreplace(dict(zip(symbols, holders)))
-    key = (template, holders[symbols.index(s)])
-    found = templates.get(key)
-    if found is None:
-        found = templates[key] = template.diff(key[1])
-    return found.xreplace(dict(zip(holders, symbols)))
-
-
-def _placeholder(k: int, like: sp.Symbol) -> sp.Symbol:
-    # "⟨k⟩" cannot be the name of an entry (those are identifiers, or name[i,j])
-    return sp.Symbol(f"⟨{k}⟩", **like.assumptions0)
-
-
-def _term_partials(term: sp.Expr, wrt: set[sp.Symbol], templates: dict):
-    """``(s, ∂term/∂s)`` for the symbols of ``wrt`` in one product term.
-
-    A symbol that is a bare factor of a product and occurs nowhere else has the
-    other factors as its partial: ``Mul(*others)``, which is the expression SymPy's
-    own Leibniz rule builds, without its dispatch overhead.
-    """
-    if term.is_Symbol:
-        if term in wrt:
-            yield term, sp.Integer(1)
-        return
-    if not term.is_Mul:
-        for s in term.free_symbols & wrt:
-            yield s, _diff(term, s, templates)
-        return
-    bare: dict[sp.Symbol, int] = {}
-    deep: set[sp.Symbol] = set()
-    for k, factor in enumerate(term.args):
-        if factor.is_Symbol:
-            bare[factor] = k
-        else:
-            deep |= factor.free_symbols
-    for s in (set(bare) | deep) & wrt:
-        if s in deep:
-            yield s, _diff(term, s, templates)
-        else:
-            k = bare[s]
-            yield s, sp.Mul(*term.args[:k], *term.args[k + 1:])
 
 
 def _cancel(e: sp.Expr) -> sp.Expr:

@@ -1,0 +1,93 @@
+"""First partial derivatives of per-neuron expressions, by term and by template: the local steps of
+the symbolic engine's reverse sweep."""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from .products import add
+
+_TEMPLATES: dict[tuple, sp.Expr] = {}
+
+
+def partials(expr: sp.Expr, wrt: set[sp.Symbol], templates: dict | None = None) -> dict[sp.Symbol, sp.Expr]:
+    """``{s: ∂expr/∂s}`` for every symbol of ``wrt`` in ``expr`` (zero partials left out).
+
+    The same expressions as ``sp.diff(expr, s)`` for each s (SymPy differentiates a sum
+    term by term), but each term of a sum is visited only for the symbols it contains:
+    O(size) instead of O(size · symbols) for a long loss or a wide dot product.
+    """
+    terms = expr.args if expr.is_Add else (expr,)
+    found: dict[sp.Symbol, list[sp.Expr]] = {}
+    for term in terms:
+        for s, ds in _term_partials(term, wrt, {} if templates is None else templates):
+            found.setdefault(s, []).append(ds)
+    out = {}
+    for s, ds in found.items():
+        total = add(*ds)
+        if total != 0:
+            out[s] = total
+    return out
+
+
+def _diff(term: sp.Expr, s: sp.Symbol, templates: dict) -> sp.Expr:
+    """``term.diff(s)``, computed once per *shape* of term: every neuron of a layer has the same
+    local definition up to the names of its symbols, so the derivative is taken on a template
+    whose symbols are placeholders (same assumptions, numbered in name order) and renamed back.
+    The result is also kept for the term itself: the same entry's definition recurs at every dims of a
+    file (``z[0]`` is defined alike at n=2 and n=3), and the renaming is not free."""
+    direct = templates.get((term, s))
+    if direct is not None:
+        return direct
+    shape = templates.get(term)  # (symbols, placeholders, template): once per term, not per symbol
+    if shape is None:
+        symbols = sorted(term.free_symbols, key=lambda x: x.name)
+        holders = [_placeholder(k, x) for k, x in enumerate(symbols)]
+        template = term.xreplace(dict(zip(symbols, holders))) if len(symbols) <= 8 else None
+        shape = templates[term] = (symbols, holders, template)
+    symbols, holders, template = shape
+    if template is None:
+        found = term.diff(s)
+    else:
+        key = (template, holders[symbols.index(s)])
+        found = templates.get(key)
+        if found is None:
+            found = templates[key] = template.diff(key[1])
+        found = found.xreplace(dict(zip(holders, symbols)))
+    templates[(term, s)] = found
+    return found
+
+
+def _placeholder(k: int, like: sp.Symbol) -> sp.Symbol:
+    # "⟨k⟩" cannot be the name of an entry (those are identifiers, or name[i,j])
+    return sp.Symbol(f"⟨{k}⟩", **like.assumptions0)
+
+
+def _term_partials(term: sp.Expr, wrt: set[sp.Symbol], templates: dict):
+    """``(s, ∂term/∂s)`` for the symbols of ``wrt`` in one product term.
+
+    A symbol that is a bare factor of a product and occurs nowhere else has the
+    other factors as its partial: ``Mul(*others)``, which is the expression SymPy's
+    own Leibniz rule builds, without its dispatch overhead.
+    """
+    if term.is_Symbol:
+        if term in wrt:
+            yield term, sp.Integer(1)
+        return
+    if not term.is_Mul:
+        for s in term.free_symbols & wrt:
+            yield s, _diff(term, s, templates)
+        return
+    bare: dict[sp.Symbol, int] = {}
+    deep: set[sp.Symbol] = set()
+    for k, factor in enumerate(term.args):
+        if factor.is_Symbol:
+            bare[factor] = k
+        else:
+            deep |= factor.free_symbols
+    for s in (set(bare) | deep) & wrt:
+        if s in deep:
+            yield s, _diff(term, s, templates)
+        else:
+            k = bare[s]
+            yield s, sp.Mul(*term.args[:k], *term.args[k + 1:])

@@ -1,0 +1,241 @@
+"""Counterexamples inside the inputs' domains: the points where a difference that the exact tests
+could not prove zero is evaluated, exactly or with certified digits (the refuting half of
+:class:`~.symbolic.SymbolicTruth`, as a mixin over its symbols, atoms and domains)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import numpy as np
+import sympy as sp
+from sympy.polys.polyerrors import BasePolynomialError
+
+from ..lang.symfuncs import Relu, Step, softmax_as_exp
+
+if TYPE_CHECKING:
+    from ..model import Derivation
+
+
+class WitnessSearch:
+    """Random and kink-adjacent points inside the inputs' domains, and the values there."""
+
+    d: Derivation
+    env: dict[str, np.ndarray]
+    upstream: dict[str, np.ndarray]
+    drawn: dict[str, np.ndarray]
+    simplex: dict[sp.Symbol, sp.Expr]
+    columns: list[list[sp.Symbol]]
+    domain_of: dict[sp.Symbol, str]
+    local: dict[sp.Symbol, sp.Expr]
+    order: list[tuple[str, np.ndarray]]
+    _layered: list | None
+
+    if TYPE_CHECKING:  # provided by SymbolicTruth
+        def full(self, expr: sp.Expr) -> sp.Expr: ...
+
+        def atomize(self, e: sp.Expr) -> sp.Expr: ...
+
+    def layered_witness(self, e: sp.Expr, rng: random.Random, tries: int = 2):
+        """A point where ``e`` (over forward atoms and inputs) is far from zero, evaluating each
+        atom's local definition at 60 significant digits in forward order — no expansion of the
+        atoms into the inputs, so a whole transformer block costs one pass (made once per truth
+        and point, shared by every entry and claim).
+
+        60-digit arithmetic moves a value of size S by about 1e-60·S; a difference above 1e-25 is
+        thirty-five orders of magnitude past that, so it is not rounding. Points where a mask's
+        argument comes within 1e-20 of 0 are ties and skipped. None when no point shows one (the
+        exact tests then decide)."""
+        if self._layered is None:
+            self._layered = [p for p in (self._layered_point(rng) for _ in range(tries)) if p is not None]
+        e = self._concrete_functions(e)
+        kinks = [k.args[0] for k in e.atoms(Step, Relu)]
+        for point, values in self._layered:
+            value = e.xreplace(values).evalf(60)
+            if not (value.is_Number and value.is_real and abs(value) > sp.Float("1e-25")):
+                continue
+            if any(not (arg := k.xreplace(values).evalf(60)).is_Number or abs(arg) < sp.Float("1e-20")
+                   for k in kinks):
+                continue  # a tie (x >= max(x) at the arg-max is one by construction): never a witness
+            # relative to the magnitude the evaluation handled (every sum as a sum of absolute values):
+            # huge terms that cancel (exp(100) - exp(100)) leave 1e-60 of their size, never 1e-25 of it
+            magnitude = e.replace(lambda x: x.is_Add, lambda x: sp.Add(*[sp.Abs(a) for a in x.args]))
+            scale = magnitude.xreplace(values).evalf(60)
+            if not scale.is_Number or abs(value) <= sp.Float("1e-25") * max(sp.Float(1), abs(scale)):
+                continue
+            return float(value), point
+        return None
+
+    def _layered_point(self, rng: random.Random):
+        """(point, every input's and atom's value at 60 digits), or None at a tie."""
+        inputs = sorted({s for name in self.d.inputs if name not in self.drawn for s in self.env[name].flat}
+                        | {s for g in self.upstream.values() for s in g.flat}, key=lambda x: x.name)
+        point = self._random_point(inputs, rng, 1)
+        values: dict[sp.Symbol, sp.Expr] = {s: sp.Float(v, 60) for s, v in point.items()}
+        for last, rest in self.simplex.items():
+            values[last] = sp.Float(rest.xreplace(point), 60)
+        for _, atoms in self.order:
+            for atom in atoms.flat:
+                local = self._concrete_functions(self.local[atom])
+                for kink in local.atoms(Step, Relu):
+                    arg = kink.args[0].xreplace(values).evalf(60)
+                    if not arg.is_Number or abs(arg) < sp.Float("1e-20"):
+                        return None
+                values[atom] = local.xreplace(values).evalf(60)
+        return point, values
+
+    def resolve_kinks(self, f: sp.Expr) -> sp.Expr:
+        """Every ``Step``/``Relu`` whose argument has one sign on the inputs' domains, resolved:
+        ``abs(x - 1) = 1 - x`` for x in (0, 1). A unit entry is written ``t/(1 + t)`` with t > 0
+        for the sign test, so SymPy's assumptions see both of its bounds."""
+        kinks = f.atoms(Step, Relu)
+        if not kinks:
+            return f
+        unit = {s: (lambda t: t / (1 + t))(sp.Dummy(positive=True))
+                for s in f.free_symbols if self.domain_of.get(s) == "unit"}
+        resolved = {}
+        for kink in kinks:
+            u = kink.args[0]
+            v = sp.together(u.xreplace(unit)) if unit else u
+            if v.is_positive:
+                resolved[kink] = sp.Integer(1) if isinstance(kink, Step) else u
+            elif v.is_negative:
+                resolved[kink] = sp.Integer(0)
+        return sp.expand(f.xreplace(resolved)) if resolved else f
+
+    def witness(self, expr: sp.Expr, rng: random.Random) -> tuple[float, dict[sp.Symbol, sp.Rational]] | None:
+        """A point inside the inputs' domains where the input-level ``expr`` is certainly non-zero.
+
+        No tolerance: the value is exact (rational inputs, rational arithmetic) or evaluated by
+        SymPy with every digit certified (``evalf(strict=True)``), so any non-zero value is a
+        counterexample, however small (``1e-12 * a``). Besides random points, the points just on
+        either side of every kink (the root of each ``Step``/``Relu`` argument, solved for each
+        of its symbols) are tried, so a branch no random draw reaches (``where(a > 5, …)``) is
+        still examined. A point where a kink's argument is exactly 0 is a tie, never sampled.
+        Generic functions are replaced by one concrete smooth function and its derivatives: a
+        claim must hold for every f, so one f where it fails refutes it.
+        """
+        expr = self._concrete_functions(expr)
+        symbols = sorted(expr.free_symbols, key=lambda x: x.name)
+        kinks = [k.args[0] for k in expr.atoms(Step, Relu, sp.Abs, sp.sign, sp.Heaviside)]
+        for point in self._points(symbols, kinks, rng):
+            if any(_exact_or_certified(k.xreplace(point)) in (0, None) for k in kinks):
+                continue  # a tie (or an undecidable kink): ties are never sampled
+            value = _exact_or_certified(expr.xreplace(point))
+            if value is not None and value != 0:
+                return float(value), point
+        return None
+
+    def values_at(self, exprs: list[sp.Expr], point: Mapping[sp.Symbol, sp.Expr],
+                  rng: random.Random) -> list[float | None]:
+        """Entries' values (claimed, true) at a witness point — its other inputs drawn from their
+        domains, as the witness's value does not depend on them — or None where not certified."""
+        full = []
+        for expr in exprs:
+            f = softmax_as_exp(self.full(self.atomize(sp.sympify(expr, strict=True))))
+            full.append(self._concrete_functions(f.xreplace(self.simplex) if self.simplex else f))
+        others = sorted(set().union(*(f.free_symbols for f in full)) - set(point), key=lambda x: x.name)
+        complete = {**self._random_point(others, rng, 1), **point}
+        out = []
+        for f in full:
+            value = _exact_or_certified(f.xreplace(complete))
+            out.append(None if value is None else float(value))
+        return out
+
+    def describe_domains(self) -> str | None:
+        """The concrete draws this truth used for its domains (one-hot labels), for a report."""
+        if not self.drawn:
+            return None
+        return "; ".join(f"{name} = {value.tolist()}" for name, value in self.drawn.items())
+
+    def _points(self, symbols: list[sp.Symbol], kinks: list[sp.Expr], rng: random.Random):
+        """Random points from the inputs' domains (also at 10x and 100x the usual scale for
+        real inputs), then points on either side of each kink."""
+        for _ in range(3):
+            yield self._random_point(symbols, rng, 1)
+        yield from self._kink_points(symbols, kinks, rng)
+        for scale in (10, 100):
+            yield self._random_point(symbols, rng, scale)
+
+    def _kink_points(self, symbols: list[sp.Symbol], kinks: list[sp.Expr], rng: random.Random):
+        base = self._random_point(symbols, rng, 1)
+        tried = 0
+        for kink in kinks[:16]:
+            for s in sorted(kink.free_symbols & set(symbols), key=lambda x: x.name)[:4]:
+                if self.domain_of.get(s) == "simplex" or s in self.simplex:
+                    continue
+                g = kink.xreplace({k: v for k, v in base.items() if k != s})
+                for root in _real_roots(g, s):
+                    for delta in (sp.Rational(1, 4), -sp.Rational(1, 4), sp.Integer(2), -sp.Integer(2)):
+                        value = root + delta
+                        if self._inside(s, value):
+                            tried += 1
+                            yield {**base, s: value}
+                            if tried > 64:
+                                return
+
+    def _inside(self, s: sp.Symbol, value: sp.Rational) -> bool:
+        domain = self.domain_of.get(s, "real")
+        if domain == "positive":
+            return value > 0
+        if domain == "unit":
+            return 0 < value < 1
+        return True
+
+    def _random_point(self, symbols: list[sp.Symbol], rng: random.Random, scale: int) -> dict:
+        point: dict[sp.Symbol, sp.Rational] = {}
+        for column in self.columns:  # a simplex column: positive entries, the free ones summing below 1
+            weights = [rng.randint(1, 1000) for _ in range(len(column) + 1)]
+            total = sum(weights)
+            point.update((s, sp.Rational(w, total)) for s, w in zip(column, weights))
+        for s in symbols:
+            if s in point:
+                continue
+            domain = self.domain_of.get(s, "positive" if s.is_positive else "real")
+            if domain == "unit":
+                point[s] = sp.Rational(rng.randint(1, 999), 1000)
+            elif domain in ("positive", "simplex"):
+                point[s] = sp.Rational(rng.randint(1, 2000) * scale, 1000)
+            else:
+                point[s] = sp.Rational(rng.randint(-1500, 1500) * scale, 1000)
+        return point
+
+    def _concrete_functions(self, expr: sp.Expr) -> sp.Expr:
+        """Every generic ``f``, ``f_prime``, … written as one concrete smooth function's derivatives."""
+        names = {}
+        for name in self.d.functions:
+            for order in range(4):
+                names[name + "_prime" * order] = order
+        found = [e for e in expr.atoms(sp.Function) if type(e).__name__ in names]
+        if not found:
+            return expr
+        x = sp.Dummy("x", real=True)
+        standin = sp.sin(x) + x**2 / 5  # smooth, not odd, not even: no accidental identity
+        return expr.xreplace({e: sp.diff(standin, x, names[type(e).__name__]).xreplace({x: e.args[0]})
+                              for e in found})
+
+
+def _real_roots(g: sp.Expr, s: sp.Symbol) -> list[sp.Rational]:
+    """Rational approximations of the real roots of ``g`` in ``s`` (a polynomial; else none)."""
+    try:
+        poly = sp.Poly(g, s)
+        if poly.degree() < 1 or poly.degree() > 8 or not all(c.is_Rational for c in poly.all_coeffs()):
+            return []
+        intervals = poly.intervals()  # isolating intervals of the real roots, exact
+    except (BasePolynomialError, ValueError, TypeError, NotImplementedError, ArithmeticError):
+        return []
+    return [(sp.Rational(low) + sp.Rational(high)) / 2 for (low, high), _ in intervals[:4]]
+
+
+def _exact_or_certified(value: sp.Expr) -> sp.Rational | sp.Float | None:
+    """An exact rational, or a float whose digits SymPy certifies; None when neither is possible."""
+    if value.is_Rational:
+        return value
+    try:
+        out = value.evalf(30, strict=True)
+    except (sp.core.evalf.PrecisionExhausted, TypeError, ValueError, ZeroDivisionError, ArithmeticError):
+        return None
+    if not out.is_Number or out.has(sp.nan, sp.zoo, sp.oo, -sp.oo) or not out.is_real:
+        return None
+    return out
