@@ -423,3 +423,18 @@ def test_forked_workers_start_warm() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
                           capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout
+
+
+@FORK
+def test_the_largest_files_start_first_and_results_keep_file_order(tmp_path: Path) -> None:
+    """Without --fail-fast and with more than one job, the largest file starts first (a long file started last
+    leaves the other worker idle); the results, and with --fail-fast the starts too, stay in file order."""
+    small = str(write(tmp_path, DENSE_COLUMN, "a_small.toml"))
+    large = str(write(tmp_path, DENSE_COLUMN + "\n# padding\n" * 200, "b_large.toml"))
+    note = str(tmp_path / "NOTE.md") + ":3"  # a notes block: no size of its own, it counts as empty
+    assert runner.longest_first([small, large, note]) == [1, 0, 2]
+    for jobs, fail_fast, first in ((2, False, large), (1, False, small), (2, True, small)):
+        started: list[str] = []
+        results = runner.run_files([small, large], Options(symbolic=False), jobs, fail_fast, start=started.append)
+        assert started[0] == first, (jobs, fail_fast, started)
+        assert [r.path for r in results] == [small, large] and all(r.status == "passed" for r in results)

@@ -227,3 +227,11 @@ def test_fast_sums_build_exactly_what_sympy_builds() -> None:
         assert got == want and hash(got) == hash(want) and got.args == want.args, (terms, got, want)
     distinct = rng.sample(products, 20)  # the direct route: the canonical order of SymPy's own Add
     assert add(*distinct).args == sp.Add(*distinct).args
+    for _ in range(100):  # sums of sums (an index-form sum over two axes), distinct or overlapping
+        nested = [sp.Add(*rng.sample(products + symbols, rng.randint(2, 4))) for _ in range(rng.randint(1, 4))]
+        nested += rng.sample(products, rng.randint(0, 3)) + (rng.sample(others, 1) if rng.random() < 0.2 else [])
+        got, want = add(*nested), sp.Add(*nested)
+        assert got == want and hash(got) == hash(want) and got.args == want.args, (nested, got, want)
+    pairs = [a * b for k, a in enumerate(symbols) for b in symbols[k + 1:]]  # distinct, no squares
+    rows = [sp.Add(*pairs[k:k + 3]) for k in range(0, 12, 3)]  # the direct route
+    assert add(*rows).args == sp.Add(*rows).args and len(add(*rows).args) == 12

@@ -48,11 +48,21 @@ def mul(x: Any, y: Any) -> Any:
 
 def add(*terms: Any) -> Any:
     """``sympy.Add(*terms)``: built directly when every term is a commutative symbol or a product whose
-    coefficient is 1 and no two are alike (nothing to collect), else by SymPy."""
+    coefficient is 1, or a sum of such (its terms taken in, as SymPy flattens it: an index-form sum over
+    two axes sums sums), and no two are alike (nothing to collect); else by SymPy."""
     kept = []
     seen = set()
     for t in terms:
         if t is _ZERO:
+            continue
+        if t.__class__ is sp.Add:  # its terms, already in order: the sort below merges the runs
+            for u in t.args:
+                cls = u.__class__
+                if not (cls is sp.Symbol or (cls is sp.Mul and not u.args[0].is_Number)) \
+                        or not u.is_commutative or u in seen:
+                    return sp.Add(*terms)
+                seen.add(u)
+                kept.append(u)
             continue
         cls = t.__class__
         if not (cls is sp.Symbol or (cls is sp.Mul and not t.args[0].is_Number)) or not t.is_commutative \
