@@ -614,7 +614,7 @@ class _FileCheck:
                 truth = self.truths.get(_key(sizes))  # built by the symbolic check for other claims
                 if truth is None:
                     truth = self.truths[_key(sizes)] = SymbolicTruth(self.d, sizes, self.cfg.seed)
-                return str(truth.grads[claim.target][idx])
+                return str(truth.grads.entry(claim.target, tuple(idx)))
         except Exception:  # noqa: BLE001 - the counterexample stands without its expression
             return None
 

@@ -235,3 +235,18 @@ def test_fast_sums_build_exactly_what_sympy_builds() -> None:
     pairs = [a * b for k, a in enumerate(symbols) for b in symbols[k + 1:]]  # distinct, no squares
     rows = [sp.Add(*pairs[k:k + 3]) for k in range(0, 12, 3)]  # the direct route
     assert add(*rows).args == sp.Add(*rows).args and len(add(*rows).args) == 12
+
+
+def test_one_expanded_entry_is_that_entry_of_the_expanded_adjoint() -> None:
+    """truth.grads.entry (a counterexample's per-neuron expression) expands one entry, equal to the whole
+    array's, and names an unknown variable as a KeyError like the mapping does."""
+    d = load(str(REPO / "derivations" / "mlp_two_layer_mse.toml"))
+    sizes = {n: 2 + k for k, n in enumerate(d.dims)}
+    alone, whole = SymbolicTruth(d, sizes), SymbolicTruth(d, sizes)
+    for name in whole.grads:
+        for idx in np.ndindex(*whole.grads[name].shape):
+            got = alone.grads.entry(name, idx)
+            assert got == whole.grads[name][idx] and got.free_symbols.isdisjoint(alone.grad_atoms), (name, idx)
+    assert not alone.grads.arrays  # no whole array was expanded for it
+    with pytest.raises(KeyError):
+        alone.grads.entry("no_such_variable", ())

@@ -209,7 +209,7 @@ class SymbolicTruth(WitnessSearch):
             self._peeled = {}
 
     @property
-    def grads(self) -> Mapping[str, np.ndarray]:
+    def grads(self) -> _ExpandedAdjoints:
         """The expanded true adjoint of every entry: each step with every ``∇v`` replaced by ``v``'s
         own expanded adjoint, made per variable (and per gradient atom) on first use."""
         if self._grads is None:
@@ -493,6 +493,14 @@ class _ExpandedAdjoints(Mapping[str, np.ndarray]):
                 out[idx] = self.expand(steps[idx])
             self.arrays[name] = out
         return self.arrays[name]
+
+    def entry(self, name: str, idx: tuple) -> sp.Expr:
+        """One entry of ``self[name]``, expanding that entry alone (a counterexample's report needs one)."""
+        if name in self.arrays:
+            return self.arrays[name][idx]
+        if name not in self.truth.steps:
+            raise KeyError(name)
+        return self.expand(self.truth.steps[name][idx])
 
     def __iter__(self):
         return iter(self.names)
