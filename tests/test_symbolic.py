@@ -250,3 +250,19 @@ def test_one_expanded_entry_is_that_entry_of_the_expanded_adjoint() -> None:
     assert not alone.grads.arrays  # no whole array was expanded for it
     with pytest.raises(KeyError):
         alone.grads.entry("no_such_variable", ())
+
+
+def test_a_mask_against_a_max_is_its_arg_max_indicator() -> None:
+    """lang/symfuncs: Step(x_i - max(xs)) is the indicator that x_i is the max (its complement the other way
+    round), an entry found in the max by identity or, written differently, by expansion; an entry that
+    occurs twice in the max is not rewritten (which of the two is the arg-max is not defined)."""
+    from backpropcheck.lang.symfuncs import MaxOf, MinOf, Step
+
+    a, b, c = (sp.Symbol(n, real=True) for n in "abc")
+    indicator = Step(a - b) * Step(a - c)
+    assert Step(a - MaxOf(a, b, c)) == indicator
+    assert Step(MaxOf(a, b, c) - a) == 1 - indicator
+    assert Step(MinOf(a, b, c) - a) == Step(b - a) * Step(c - a)
+    assert Step(a * b + a * c - MaxOf(a * (b + c), b)) == Step(a * (b + c) - b)
+    twice = MaxOf(a, b, a)
+    assert Step(a - twice).args == (a - twice,)

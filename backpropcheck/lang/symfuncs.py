@@ -178,6 +178,14 @@ def is_extreme(e: MaxOf | MinOf, i: int) -> sp.Expr:
     return sp.Mul(*[Step(x - xs[i]) for j, x in enumerate(xs) if j != i and x != xs[i]])
 
 
+def _equal_expanded(a: sp.Expr, b: sp.Expr) -> bool:
+    """``expand(a - b) == 0`` for two entries of a max/min that are not identical; two distinct symbols (a
+    max-pool window's entries) are never equal, and need no expansion to say so."""
+    if a.is_Symbol and b.is_Symbol:
+        return False
+    return sp.expand(a - b) == 0
+
+
 def _against_extreme(x: sp.Expr) -> sp.Expr | None:
     """``Step(x_i − max(xs))`` for an entry x_i of xs is the arg-max indicator of x_i, and
     ``Step(max(xs) − x_i)`` its complement (likewise for min): a mask ``x >= max(x)`` equals the
@@ -192,7 +200,7 @@ def _against_extreme(x: sp.Expr) -> sp.Expr | None:
     if len(found) == 1:
         term, sign = found[0]
         entry = -(x - sign * term) if sign == 1 else x + term
-        matches = [k for k, arg in enumerate(term.args) if arg == entry or sp.expand(arg - entry) == 0]
+        matches = [k for k, arg in enumerate(term.args) if arg == entry or _equal_expanded(arg, entry)]
         if len(matches) != 1:
             return None
         indicator = is_extreme(term, matches[0])
