@@ -266,3 +266,16 @@ def test_a_mask_against_a_max_is_its_arg_max_indicator() -> None:
     assert Step(a * b + a * c - MaxOf(a * (b + c), b)) == Step(a * (b + c) - b)
     twice = MaxOf(a, b, a)
     assert Step(a - twice).args == (a - twice,)
+
+
+def test_symbol_arrays_are_the_entries_symbols_with_their_assumptions() -> None:
+    """engines/symbolic.symbol_array (memoised): entry ``W[j,i]`` is SymPy's symbol of that name and
+    those assumptions, the same object each time, and a name with other assumptions is another symbol."""
+    from backpropcheck.engines.symbolic import symbol_array
+
+    real, again, positive = (symbol_array("W", (2, 3), real=True), symbol_array("W", (2, 3), real=True),
+                             symbol_array("W", (2, 3), positive=True))
+    assert real[1, 2] == sp.Symbol("W[1,2]", real=True) and real[1, 2].is_real and real[1, 2].is_positive is None
+    assert all(x is y for x, y in zip(real.flat, again.flat))
+    assert positive[0, 0] == sp.Symbol("W[0,0]", positive=True) and positive[0, 0] != real[0, 0]
+    assert symbol_array("b", (), real=True)[()] == sp.Symbol("b", real=True)

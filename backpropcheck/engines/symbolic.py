@@ -58,10 +58,23 @@ def entry_name(name: str, idx: tuple[int, ...]) -> str:
     return f"{name}[{','.join(str(i) for i in idx)}]" if idx else name
 
 
+_SYMBOLS: dict[tuple, sp.Symbol] = {}
+
+
 def symbol_array(name: str, shape: tuple[int, ...], **assumptions) -> np.ndarray:
+    """The entries' symbols, each made once per process: a symbol with assumptions costs SymPy a
+    deduction of its facts, and every truth of a file (and the next file's) names the same entries again.
+    The same object SymPy's own symbol cache returns when it still holds it."""
     out = np.empty(shape, dtype=object)
+    facts = tuple(sorted(assumptions.items()))
+    if len(_SYMBOLS) > 200_000:
+        _SYMBOLS.clear()
     for idx in np.ndindex(*shape):
-        out[idx] = sp.Symbol(entry_name(name, idx), **assumptions)
+        entry = entry_name(name, idx)
+        symbol = _SYMBOLS.get((entry, facts))
+        if symbol is None:
+            symbol = _SYMBOLS[(entry, facts)] = sp.Symbol(entry, **assumptions)
+        out[idx] = symbol
     return out
 
 
