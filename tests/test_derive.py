@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import BUNDLED, DENSE_COLUMN, FAST, sweep
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from backpropcheck import derive as dv
@@ -418,11 +418,36 @@ def trees(draw):
     return _tree(draw, shape, 4)
 
 
+_COMPARISONS = {"gt", "ge", "lt", "le"}
+
+
+def _near_tie(node, env, sizes) -> bool:
+    """Whether a comparison in ``node`` weighs two values equal up to rounding (``A - sum(k * (A - mean(A)))``
+    against ``A``): its mask is rounding noise then, which a rewrite to the exact value need not keep."""
+    for sub in walk(node):
+        if isinstance(sub, Call) and sub.op in _COMPARISONS:
+            a, b = (_value(arg, env, sizes) for arg in sub.args)
+            gap = np.abs(a - b)
+            if np.any((gap > 0) & (gap <= 1e-9 * (1 + np.abs(a) + np.abs(b)))):
+                return True
+    return False
+
+
+def test_a_comparison_of_values_equal_up_to_rounding_is_a_near_tie():
+    # found by Hypothesis in CI's environment: the masks of this tree flip on 1e-16 residues, and the
+    # (exact) rewrite of the centred sum to 0 then differs from the float value in 8 of 12 entries
+    env, sizes = _rule_env(1)
+    tie = "A * ((A - sum(k * s * (A - mean(A, axis=1, keepdims=True)), axis=1, keepdims=True)) > A)"
+    assert _near_tie(_setup(RULE_SHAPES, tie)[0], env, sizes)
+    assert not _near_tie(_setup(RULE_SHAPES, "A * ((A + 1) > A) + A * (A > A)")[0], env, sizes)
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(trees())
 def test_rewrites_keep_the_value_of_random_trees(text):
     node, cx = _setup(RULE_SHAPES, text)
     env, sizes = _rule_env(1)
+    assume(not _near_tie(node, env, sizes))
     want = _value(node, env, sizes)
     for sub in list(walk(node)):
         if not isinstance(sub, Call):
