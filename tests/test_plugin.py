@@ -134,6 +134,7 @@ def test_options_reach_the_checker(pytester: pytest.Pytester) -> None:
                                  "reproduce: backpropcheck check mixed.toml --seed 7 --trials 3 --shapes 1 --no-symbolic"])
 
 
+@pytest.mark.slow  # three interpreters: 3-4 s
 def test_works_under_xdist(pytester: pytest.Pytester) -> None:
     pytest.importorskip("xdist")
     pytester.makefile(".toml", good=DENSE_COLUMN, wrong=WRONG, expected=EXPECTED)
