@@ -19,6 +19,8 @@ import numpy as np
 import sympy as sp
 from sympy.core.basic import Basic
 
+from ..lang.ops import _matmul_sym
+
 _ZERO, _ONE = sp.S.Zero, sp.S.One
 _from_args = sp.Mul._from_args
 _SORT = cmp_to_key(Basic.compare)  # the order of an Add's arguments (sympy.core.add._addsort)
@@ -85,15 +87,5 @@ def mul_arrays(a: Any, b: Any) -> np.ndarray:
 
 
 def matmul_arrays(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b`` of object arrays (vectors or matrices), each entry one ``Add`` of :func:`mul` products: the
-    op table's symbolic matmul (``lang/ops/linalg.py``) with the cheaper products."""
-    a2 = a.reshape(1, -1) if a.ndim == 1 else a
-    b2 = b.reshape(-1, 1) if b.ndim == 1 else b
-    if a2.shape[1] != b2.shape[0]:
-        raise ValueError(f"matmul: inner dimensions {a2.shape[1]} and {b2.shape[0]} differ")
-    out = np.empty((a2.shape[0], b2.shape[1]), dtype=object)
-    for i in range(a2.shape[0]):
-        row = a2[i]
-        for j in range(b2.shape[1]):
-            out[i, j] = add(*[mul(x, y) for x, y in zip(row, b2[:, j])])
-    return out.reshape(a.shape[:-1] + b.shape[1:] if b.ndim == 2 else a.shape[:-1])
+    """``a @ b`` of object arrays: the op table's symbolic matmul with the cheaper products and sums."""
+    return _matmul_sym(a, b, mul, add)

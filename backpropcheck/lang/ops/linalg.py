@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 from ..dims import Dim, Shape, fmt_shape
@@ -43,10 +45,11 @@ def _matmul_vjp(g, out, a, b):
     return g * b, g * a
 
 
-def _matmul_sym(a, b):
+def _matmul_sym(a, b, mul=operator.mul, add=None):
     """``a @ b`` on object arrays, each entry one ``Add`` of its products: the same canonical sum
-    NumPy's pairwise ``+`` builds, without re-flattening a growing sum at every step."""
-    add = _sp().Add
+    NumPy's pairwise ``+`` builds, without re-flattening a growing sum at every step. ``mul`` and
+    ``add`` may be faster builders of the same expressions (the symbolic engine's)."""
+    add = add or _sp().Add
     a2 = a.reshape(1, -1) if a.ndim == 1 else a
     b2 = b.reshape(-1, 1) if b.ndim == 1 else b
     if a2.shape[1] != b2.shape[0]:
@@ -54,7 +57,7 @@ def _matmul_sym(a, b):
     out = np.empty((a2.shape[0], b2.shape[1]), dtype=object)
     for i in range(a2.shape[0]):
         for j in range(b2.shape[1]):
-            out[i, j] = add(*[a2[i, k] * b2[k, j] for k in range(a2.shape[1])])
+            out[i, j] = add(*[mul(a2[i, k], b2[k, j]) for k in range(a2.shape[1])])
     return out.reshape(a.shape[:-1] + b.shape[1:] if b.ndim == 2 else a.shape[:-1])
 
 
