@@ -146,7 +146,7 @@ def _console(stream=None):
             return super()._render_buffer([s if s.control else Segment(visible(s.text), s.style, s.control)
                                            for s in buffer])
 
-    console = PipeConsole(file=stream) if stream else PipeConsole()
+    console = PipeConsole(file=stream, emoji=False) if stream else PipeConsole(emoji=False)
     console.soft_wrap = not console.is_terminal
     return console
 
@@ -231,7 +231,8 @@ def check(paths, seed, trials, shapes, max_dim, rtol, atol, dims, no_symbolic, t
     if jobs is None:  # the report is the same for every --jobs, so use what the machine has
         jobs = _available_cores(len(files))
     if files and not (fail_fast and results):
-        results += _run(files, options, jobs, fail_fast, progress=_want_progress(fmt, output, quiet, sys.stderr))
+        results += _run(files, options, jobs, fail_fast, progress=_want_progress(fmt, output, quiet, sys.stderr),
+                        meanwhile=FORMATS[fmt].preload)
     try:
         _report(results, fmt, output, seed if seed is not None else 0, quiet, verbose)
     except BrokenPipeError:  # `| head`: the reader has what it wanted; the status stays the check's
@@ -269,7 +270,8 @@ class _Progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.bar = Progress(TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                TextColumn("{task.description}"), console=Console(stderr=True), transient=True)
+                                TextColumn("{task.description}"), console=Console(stderr=True, emoji=False),
+                                transient=True)
             self.bar.start()
             self.task = self.bar.add_task("", total=self.total)
         return self
@@ -295,14 +297,15 @@ def _available_cores(files: int) -> int:
     return max(1, min(cores, files, 256))
 
 
-def _run(files: list[str], options, jobs: int, fail_fast: bool, progress: bool = False):
+def _run(files: list[str], options, jobs: int, fail_fast: bool, progress: bool = False,
+         meanwhile: Callable[[], None] = lambda: None):
     """Check ``files``, each in its own worker (see :mod:`.runner`); the results are in file order and
     identical for every ``jobs``. With ``fail_fast`` the run stops after the first file, in file order,
     that does not pass — in parallel too, so ``--jobs`` never changes which files are reported."""
     from .runner import run_files
 
     with _Progress(len(files), progress) as bar:
-        return run_files(files, options, jobs, fail_fast, start=bar.start, done=bar.done)
+        return run_files(files, options, jobs, fail_fast, start=bar.start, done=bar.done, meanwhile=meanwhile)
 
 
 def _report(results, fmt: str, output: str | None, seed: int, quiet: bool, verbose: bool) -> None:
@@ -489,7 +492,7 @@ def derive(file, targets, fmt, output, no_symbolic, timeout) -> None:
 
         stream = open(output, "w", encoding="utf-8") if output else None  # noqa: SIM115 - closed below
         try:
-            console = Console(file=stream) if stream else Console()
+            console = Console(file=stream, emoji=False) if stream else Console(emoji=False)
             console.soft_wrap = not console.is_terminal
             render_text(result, console)
         finally:
