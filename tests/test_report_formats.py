@@ -304,3 +304,17 @@ def test_emoji_codes_in_a_title_print_as_written(tmp_path: Path) -> None:
     report = bpc.check(path, trials=3, shapes=1)
     assert title in report.render("text") and "😄" not in report.render("text")
     assert title in str(bpc.explain(path, "grad_b")) and "😄" not in str(bpc.explain(path, "grad_b"))
+
+
+def test_each_reporter_preloads_the_modules_it_renders_with() -> None:
+    """The CLI imports the report's modules while its workers check: ``preload`` must import them."""
+    import subprocess
+    import sys
+
+    script = ("import sys; from backpropcheck.report.formats import FORMATS; name = sys.argv[1]; "
+              "before = set(sys.modules); FORMATS[name].preload(); print(' '.join(set(sys.modules) - before))")
+    wanted = {"text": {"rich.console", "backpropcheck.report.text"}, "json": {"backpropcheck.report.json"},
+              "junit": {"backpropcheck.report.junit"}, "markdown": {"backpropcheck.report.markdown"}}
+    for name, modules in wanted.items():
+        out = subprocess.run([sys.executable, "-c", script, name], capture_output=True, text=True, timeout=60)
+        assert modules <= set(out.stdout.split()), (name, out.stdout, out.stderr)
