@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..budget import shielded
+from ..lang.ops import LowRank
 
 BLOCK = 1 << 17  # entries per block: made, shifted and reduced while in cache
 PARALLEL_MIN = 1 << 20  # entries below which one thread does all (a thread costs ~0.1 ms to start)
@@ -126,9 +127,14 @@ def uniform(shape: tuple[int, ...], width: float, rng: np.random.Generator) -> n
     return out
 
 
-def largest(claimed: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+def largest(claimed: np.ndarray, truth: np.ndarray | LowRank) -> tuple[float, float]:
     """``(max |claimed - truth|, max |truth|)`` in one pass over both arrays, block by block: each block
-    of the difference is made and reduced while in cache. NaN anywhere gives NaN."""
+    of the difference is made and reduced while in cache. NaN anywhere gives NaN. A factored truth
+    (:class:`LowRank`) is made block by block too, never as a whole."""
+    if isinstance(truth, LowRank):
+        if truth.size > BLOCK and claimed.dtype == np.float64 and claimed.shape == truth.shape:
+            return _largest_low_rank(claimed, truth)
+        truth = truth.dense()
     if truth.size <= BLOCK or not claimed.dtype == truth.dtype == np.float64:
         return float(np.max(np.abs(claimed - truth))), float(np.max(np.abs(truth)))
     if claimed.flags.c_contiguous and truth.flags.c_contiguous:
@@ -148,3 +154,31 @@ def largest(claimed: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
 
     in_threads(reduce, spans(count, truth.size))
     return float(errs.max()), float(np.maximum(tops.max(), -bottoms.min()))
+
+
+def _largest_low_rank(claimed: np.ndarray, truth: LowRank) -> tuple[float, float]:
+    """:func:`largest` against ``p @ q.T``, made a block of rows at a time into a buffer in cache
+    (:meth:`LowRank.rows`). For one term per entry, max|p qᵀ| is max|p|·max|q|:
+    rounding is monotone, so the largest rounded product is the rounded product of the largest."""
+    m, n = truth.shape
+    step = max(1, BLOCK // n)
+    count = -(-m // step)
+    errs, tops, bottoms = np.empty(count), np.empty(count), np.empty(count)
+    outer = truth.p.shape[1] == 1
+
+    def reduce(lo: int, hi: int) -> None:
+        made, diff = np.empty((step, n)), np.empty((step, n))
+        for k in range(lo, hi):
+            r0, r1 = k * step, min((k + 1) * step, m)
+            tb = truth.rows(r0, r1, out=made[:r1 - r0])
+            d = np.subtract(claimed[r0:r1], tb, out=diff[:r1 - r0])
+            errs[k] = _MAX(np.absolute(d, out=d), axis=None)  # the ufuncs' own reduce: NaN stays NaN
+            if not outer:
+                tops[k], bottoms[k] = _MAX(tb, axis=None), _MIN(tb, axis=None)
+
+    in_threads(reduce, spans(count, truth.size))
+    if outer:
+        scale = float(_MAX(np.absolute(truth.p), axis=None)) * float(_MAX(np.absolute(truth.q), axis=None))
+    else:
+        scale = float(np.maximum(tops.max(), -bottoms.min()))
+    return float(errs.max()), scale
