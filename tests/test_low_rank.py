@@ -204,3 +204,34 @@ def test_a_claim_that_reads_the_factored_gradient_gets_its_entries(monkeypatch) 
     got = _numeric_only(d, dims, monkeypatch, dense=False)
     assert got == _numeric_only(d, dims, monkeypatch, dense=True)
     assert [v for _, v, _ in got] == ["verified", "refuted"]
+
+
+def test_every_library_file_has_the_same_numeric_verdicts_with_every_product_gradient_factored(monkeypatch) -> None:
+    # every matmul gradient of every bundled file factored, however small or wide: the verdicts, and any
+    # counterexample, are those of the dense truths
+    from conftest import LIBRARY_FILES
+
+    from backpropcheck.checker import check_path
+
+    def results() -> list:
+        out = []
+        for path in LIBRARY_FILES:
+            result = check_path(str(path), Options(symbolic=False))
+            out.append([(c.name, c.verdict, c.counterexample and dataclasses.astuple(c.counterexample)[:6])
+                        for c in result.claims])
+        return out
+
+    dense = results()
+    factored: list[int] = []
+    real = LowRank.of
+
+    def always(p, q):
+        made = real(p, q)
+        factored.append(isinstance(made, LowRank))
+        return made
+
+    monkeypatch.setattr(core, "LOW_RANK_MIN", 0)
+    monkeypatch.setattr(core, "LOW_RANK_SHARE", 0)
+    monkeypatch.setattr(LowRank, "of", staticmethod(always))
+    assert results() == dense
+    assert sum(factored) > 100  # it did factor them

@@ -167,14 +167,14 @@ def _largest_low_rank(claimed: np.ndarray, truth: LowRank) -> tuple[float, float
     outer = truth.p.shape[1] == 1
 
     def reduce(lo: int, hi: int) -> None:
-        made, diff = np.empty((step, n)), np.empty((step, n))
+        buf = np.empty((step, n))
         for k in range(lo, hi):
             r0, r1 = k * step, min((k + 1) * step, m)
-            tb = truth.rows(r0, r1, out=made[:r1 - r0])
-            d = np.subtract(claimed[r0:r1], tb, out=diff[:r1 - r0])
-            errs[k] = _MAX(np.absolute(d, out=d), axis=None)  # the ufuncs' own reduce: NaN stays NaN
+            tb = truth.rows(r0, r1, out=buf[:r1 - r0])
             if not outer:
                 tops[k], bottoms[k] = _MAX(tb, axis=None), _MIN(tb, axis=None)
+            d = np.subtract(claimed[r0:r1], tb, out=tb)
+            errs[k] = _MAX(np.absolute(d, out=d), axis=None)  # the ufuncs' own reduce: NaN stays NaN
 
     in_threads(reduce, spans(count, truth.size))
     if outer:

@@ -159,13 +159,14 @@ class LowRank:
         """``p @ q.T``: factored when that is much smaller than the product and the product is large (a
         float array), else the product itself."""
         (m, k), n = p.shape, q.shape[0]
-        if (m * n >= LOW_RANK_MIN and 8 * k * (m + n) <= m * n and p.dtype == q.dtype == np.float64
+        if (m * n >= LOW_RANK_MIN and LOW_RANK_SHARE * k * (m + n) <= m * n and p.dtype == q.dtype == np.float64
                 and not np.iscomplexobj(p)):
             return LowRank(p, q)
         return LowRank(p, q).dense()
 
 
 LOW_RANK_MIN = 1 << 16  # entries from which a product over a short inner dimension stays factored
+LOW_RANK_SHARE = 8  # ... when its factors hold at most 1/LOW_RANK_SHARE of the product's entries
 
 
 def add_low_rank(a, b):
