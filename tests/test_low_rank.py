@@ -235,3 +235,82 @@ def test_every_library_file_has_the_same_numeric_verdicts_with_every_product_gra
     monkeypatch.setattr(LowRank, "of", staticmethod(always))
     assert results() == dense
     assert sum(factored) > 100  # it did factor them
+
+
+# the block threads: helpers are started without waiting for them, and take pieces in turn
+
+
+def _record_pieces():
+    import threading
+
+    done: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def work(lo: int, hi: int) -> None:
+        with lock:
+            done.append((lo, hi))
+
+    return done, work
+
+
+def test_every_block_is_done_once_whichever_thread_takes_it() -> None:
+    for runs in ([(0, 10), (10, 20)], [(0, 3), (3, 5), (5, 9)], [(0, 1), (1, 2)]):
+        done, work = _record_pieces()
+        numeric_blocks.in_threads(work, runs)
+        blocks = sorted(b for lo, hi in done for b in range(lo, hi))
+        assert blocks == list(range(runs[-1][1]))
+        assert min(done) == (runs[0][0], runs[0][0] + max(1, (runs[0][1] - runs[0][0]) // numeric_blocks.PIECES))
+
+
+def test_a_helper_that_is_never_scheduled_holds_nothing_up(monkeypatch) -> None:
+    # on a busy machine a new thread may not run for milliseconds: the caller does every piece itself and
+    # returns; the helper, when it runs at last, finds nothing left and touches nothing
+    pending: list = []
+    monkeypatch.setattr(numeric_blocks._thread, "start_new_thread", lambda fn, args: pending.append(fn))
+    done, work = _record_pieces()
+    numeric_blocks.in_threads(work, [(0, 8), (8, 16)])
+    assert sorted(b for lo, hi in done for b in range(lo, hi)) == list(range(16))
+    assert len(pending) == 1
+    count = len(done)
+    pending[0]()
+    assert len(done) == count
+
+
+def test_a_helper_that_cannot_start_leaves_its_pieces_to_the_caller(monkeypatch) -> None:
+    def refuse(fn, args):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(numeric_blocks._thread, "start_new_thread", refuse)
+    done, work = _record_pieces()
+    numeric_blocks.in_threads(work, [(0, 5), (5, 9), (9, 12)])
+    assert sorted(b for lo, hi in done for b in range(lo, hi)) == list(range(12))
+
+
+def test_after_the_callers_alarm_no_helper_is_still_at_work() -> None:
+    # the deadline's alarm lands in the calling thread's piece and ticks on in the wait: the call raises only
+    # once the helpers have done every piece left (none writes into the abandoned trial's arrays after it)
+    import signal
+    import threading
+    import time
+
+    from backpropcheck.budget import repeating_alarm
+
+    class Deadline(BaseException):
+        pass
+
+    begun, ended = [], []
+    lock = threading.Lock()
+
+    def work(lo: int, hi: int) -> None:
+        with lock:
+            begun.append(lo)
+        time.sleep(0.3 if lo == 0 else 0.05)
+        with lock:
+            ended.append(lo)
+
+    with pytest.raises(Deadline), repeating_alarm(signal.ITIMER_REAL, signal.SIGALRM, 0.05, Deadline):
+        numeric_blocks.in_threads(work, [(0, 4), (4, 8)])
+    settled = (sorted(begun), sorted(ended))
+    time.sleep(0.2)
+    assert (sorted(begun), sorted(ended)) == settled  # nothing ran after the call
+    assert sorted(begun) == list(range(8)) and sorted(ended) == list(range(1, 8))  # the caller's piece was cut
