@@ -168,11 +168,14 @@ def uniform(shape: tuple[int, ...], width: float, rng: np.random.Generator) -> n
 
 def largest(claimed: np.ndarray, truth: np.ndarray | LowRank) -> tuple[float, float]:
     """``(max |claimed - truth|, max |truth|)`` in one pass over both arrays, block by block: each block
-    of the difference is made and reduced while in cache. NaN anywhere gives NaN. A factored truth
-    (:class:`LowRank`) is made block by block too, never as a whole."""
+    of the difference is made and reduced while in cache. NaN anywhere gives NaN. A factored outer product
+    (a :class:`LowRank` of one term per entry) is made block by block too, never as a whole."""
     if isinstance(truth, LowRank):
-        if truth.size > BLOCK and claimed.dtype == np.float64 and claimed.shape == truth.shape:
-            return _largest_low_rank(claimed, truth)
+        if (truth.p.shape[1] == 1 and truth.size > BLOCK and claimed.dtype == np.float64
+                and claimed.shape == truth.shape):
+            return _largest_outer(claimed, truth)
+        # more terms per entry: one BLAS product for the whole, as the sweep made it before; a product per
+        # block meets BLAS's threads at every call, which costs seconds on a busy machine (4096 x 32 here)
         truth = truth.dense()
     if truth.size <= BLOCK or not claimed.dtype == truth.dtype == np.float64:
         return float(np.max(np.abs(claimed - truth))), float(np.max(np.abs(truth)))
@@ -195,29 +198,23 @@ def largest(claimed: np.ndarray, truth: np.ndarray | LowRank) -> tuple[float, fl
     return float(errs.max()), float(np.maximum(tops.max(), -bottoms.min()))
 
 
-def _largest_low_rank(claimed: np.ndarray, truth: LowRank) -> tuple[float, float]:
-    """:func:`largest` against ``p @ q.T``, made a block of rows at a time into a buffer in cache
-    (:meth:`LowRank.rows`). For one term per entry, max|p qᵀ| is max|p|·max|q|:
-    rounding is monotone, so the largest rounded product is the rounded product of the largest."""
+def _largest_outer(claimed: np.ndarray, truth: LowRank) -> tuple[float, float]:
+    """:func:`largest` against an outer product ``p qᵀ`` (one term per entry), made a block of rows at a
+    time into a buffer in cache (:meth:`LowRank.rows`: the numbers of the whole product). Its max|p qᵀ| is
+    max|p|·max|q|: rounding is monotone, so the largest rounded product is the rounded product of the
+    largest."""
     m, n = truth.shape
     step = max(1, BLOCK // n)
     count = -(-m // step)
-    errs, tops, bottoms = np.empty(count), np.empty(count), np.empty(count)
-    outer = truth.p.shape[1] == 1
+    errs = np.empty(count)
 
     def reduce(lo: int, hi: int) -> None:
         buf = np.empty((step, n))
         for k in range(lo, hi):
             r0, r1 = k * step, min((k + 1) * step, m)
-            tb = truth.rows(r0, r1, out=buf[:r1 - r0])
-            if not outer:
-                tops[k], bottoms[k] = _MAX(tb, axis=None), _MIN(tb, axis=None)
-            d = np.subtract(claimed[r0:r1], tb, out=tb)
+            d = np.subtract(claimed[r0:r1], truth.rows(r0, r1, out=buf[:r1 - r0]), out=buf[:r1 - r0])
             errs[k] = _MAX(np.absolute(d, out=d), axis=None)  # the ufuncs' own reduce: NaN stays NaN
 
     in_threads(reduce, spans(count, truth.size))
-    if outer:
-        scale = float(_MAX(np.absolute(truth.p), axis=None)) * float(_MAX(np.absolute(truth.q), axis=None))
-    else:
-        scale = float(np.maximum(tops.max(), -bottoms.min()))
+    scale = float(_MAX(np.absolute(truth.p), axis=None)) * float(_MAX(np.absolute(truth.q), axis=None))
     return float(errs.max()), scale

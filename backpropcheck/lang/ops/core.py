@@ -122,8 +122,9 @@ class Rank1:
 class LowRank:
     """The matrix ``p @ q.T`` (``p`` of shape (m, k), ``q`` of (n, k), k small), kept factored: the gradient
     of a product over a short inner dimension (a column's or a batch's outer products, ``g xᵀ``). The reverse
-    sweep makes one instead of an m·n array, and the numeric check reads it block by block (its entries are
-    made while in cache) or through its factors; :meth:`dense` makes exactly the array ``p @ q.T`` would."""
+    sweep makes one instead of an m·n array, and the numeric check reads it through its factors, an outer
+    product block by block (its entries made while in cache), and makes it whole only where it must;
+    :meth:`dense` makes exactly the array ``p @ q.T`` would."""
 
     p: np.ndarray
     q: np.ndarray
