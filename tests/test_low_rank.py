@@ -314,3 +314,17 @@ def test_after_the_callers_alarm_no_helper_is_still_at_work() -> None:
     time.sleep(0.2)
     assert (sorted(begun), sorted(ended)) == settled  # nothing ran after the call
     assert sorted(begun) == list(range(8)) and sorted(ended) == list(range(1, 8))  # the caller's piece was cut
+
+
+def test_a_factored_gradient_flows_through_a_transpose_as_it_is(monkeypatch) -> None:
+    # PyTorch's row-major Y = X @ W.T: Wᵀ's gradient Xᵀ g is factored, and W's is its transpose, still factored
+    d = load(BUNDLED / "dense_rowmajor_batch.toml")
+    for batch in (1, 3):
+        dims = {"B": batch, "n": 300, "m": 400}
+        run = run_trial(d, dims, rng_for(0, d.path, 0), 0)
+        factored = run.grads.factored("W")
+        assert isinstance(factored, LowRank) and factored.shape == (400, 300)
+        assert np.allclose(factored.dense(), run.grads["Y"].T @ run.values["X"], rtol=1e-13, atol=1e-15)
+        got = _numeric_only(d, dims, monkeypatch, dense=False)
+        assert got == _numeric_only(d, dims, monkeypatch, dense=True)
+        assert all(v == "verified" for _, v, _ in got)

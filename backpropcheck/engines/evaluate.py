@@ -217,13 +217,11 @@ def backprop(tape: Tape, root: Node, seed: np.ndarray, adjoints: dict[str, np.nd
         g = grads.pop(id(node), None)
         if g is None:
             continue
-        if isinstance(g, LowRank):  # a factored product's gradient reaches an input as it is
-            if not isinstance(node, Var):
-                g = g.dense()
-            elif g.shape == shapes[node.name]:
+        if isinstance(g, LowRank):  # a factored product's gradient reaches an input as it is (through a .T)
+            if isinstance(node, Var) and g.shape == shapes[node.name]:
                 _accumulate(adjoints, node.name, g, g.shape)
                 continue
-            else:
+            if not (isinstance(node, Call) and OPS[node.op].factored and g.shape == out.shape):
                 g = g.dense()
         if isinstance(node, Var):
             shape = shapes[node.name]
@@ -246,7 +244,8 @@ def backprop(tape: Tape, root: Node, seed: np.ndarray, adjoints: dict[str, np.nd
             op = OPS[node.op]
             if op.nograd:
                 continue  # a comparison, a constant, an integer result: no derivative by nature
-            g = unbroadcast(np.broadcast_to(g, np.broadcast_shapes(g.shape, out.shape)), out.shape)
+            if not isinstance(g, LowRank):
+                g = unbroadcast(np.broadcast_to(g, np.broadcast_shapes(g.shape, out.shape)), out.shape)
             for child, arg, local in zip(node.args, args, op.backward(g, out, *args, **params)):
                 if isinstance(local, LowRank) and local.shape == np.shape(arg):
                     _push(grads, child, local)

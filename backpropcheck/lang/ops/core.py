@@ -252,7 +252,8 @@ class Op:
     ``explain`` and ``derive`` (a string, or ``note(position, shapes)``; an op reading every
     operand at the result's own index is diagonal by default); ``applies(params)`` — the name of
     the element-wise function a call applies entry by entry (``tanh`` for ``tanh(z)``; None for a
-    derivative ``NAME_prime``).
+    derivative ``NAME_prime``); ``factored`` — its ``vjp`` takes a :class:`LowRank` gradient as it
+    is and returns one (the transpose), so a factored gradient flows through it without being made whole.
     """
 
     name: str
@@ -280,6 +281,7 @@ class Op:
     text: Callable[[list[str], Mapping[str, Any]], str] | None = None  # a call not written by its signature
     note: str | Callable[[int, list[Shape]], str] = ""  # the local Jacobian in words
     applies: Callable[[Mapping[str, Any]], str | None] | None = None  # the element-wise function applied
+    factored: bool = False  # the vjp takes and returns a LowRank gradient as it is
 
     def backward(self, g, out, *args, **params) -> tuple:
         if self.vjp is None:

@@ -178,7 +178,7 @@ def _transpose_tangent(args, out, params, tans):
 
 
 _register(Op("T", lambda a, **_: tuple(reversed(a)), lambda a: a.T, lambda g, out, a: (g.T,),
-             tangent=_transpose_tangent,
+             tangent=_transpose_tangent, factored=True,
              keeps_integer=True, rational=True, note="a permutation (the transpose): the gradient is transposed back"))
 
 
