@@ -206,6 +206,7 @@ def test_a_claim_that_reads_the_factored_gradient_gets_its_entries(monkeypatch) 
     assert [v for _, v, _ in got] == ["verified", "refuted"]
 
 
+@pytest.mark.slow  # 3 s: a sweep of the library (CI runs it)
 def test_every_library_file_has_the_same_numeric_verdicts_with_every_product_gradient_factored(monkeypatch) -> None:
     # every matmul gradient of every bundled file factored, however small or wide: the verdicts, and any
     # counterexample, are those of the dense truths
