@@ -60,6 +60,7 @@ class Options(CheckSettings):
 
 
 DEFAULTS = DEFAULT_CHECK
+KEEP_DRAWN = 2000  # trials whose generator the preflight keeps for the trial itself (about 1 kB each)
 
 
 # what SymPy may raise on a hostile expression: the claim keeps its numeric verdict
@@ -76,11 +77,12 @@ def draw_dims(d: Derivation, rng: np.random.Generator, low: int, high: int,
     """Distinct sizes in [low, high] for every dim not fixed, so a square coincidence cannot pass."""
     free = [n for n in d.dims if n not in fixed]
     distinct = _distinct_dims(d)
+    pool = high - low + 1
     for _ in range(50):
-        pool = np.arange(low, high + 1)
-        values = rng.choice(pool, size=len(free), replace=len(free) > len(pool))
+        # positions in low … high: the draws (and the generator's state) of a choice from that range itself
+        values = rng.choice(pool, size=len(free), replace=len(free) > pool)
         sizes = dict(fixed)
-        sizes.update({n: int(v) for n, v in zip(free, values)})
+        sizes.update({n: low + int(v) for n, v in zip(free, values)})
         if all(dim.value(sizes) >= 1 for dim in distinct):
             return sizes
     raise DerivationError("no dim sizes make every shape positive; check the affine dims")
@@ -203,17 +205,20 @@ class _FileCheck:
         extra = [(dim, size) for dim, size, _ in self._critical() if dim not in self.fixed]
         for trial in range(cfg.trials + len(extra)):
             self._on_time(f" (before numeric trial {trial})", self._trial_work[trial] if trial < cfg.trials else 0)
-            rng = rng_for(cfg.seed, self.d.path, trial)
-            fixed = self.fixed
-            if trial >= cfg.trials:
-                dim, size = extra[trial - cfg.trials]
-                fixed = {**self.fixed, dim: size}
-            try:
-                sizes = draw_dims(self.d, rng, 2, max(2, cfg.max_dim), fixed)
-            except DerivationError:
-                if trial < cfg.trials:
-                    raise
-                continue  # a critical size no shape allows
+            if trial < len(self._drawn):  # the preflight's draw, and its generator just past it
+                (sizes, rng), self._drawn[trial] = self._drawn[trial], None
+            else:
+                rng = rng_for(cfg.seed, self.d.path, trial)
+                fixed = self.fixed
+                if trial >= cfg.trials:
+                    dim, size = extra[trial - cfg.trials]
+                    fixed = {**self.fixed, dim: size}
+                try:
+                    sizes = draw_dims(self.d, rng, 2, max(2, cfg.max_dim), fixed)
+                except DerivationError:
+                    if trial < cfg.trials:
+                        raise
+                    continue  # a critical size no shape allows
             entries, key = _work(self.d, self.spaces, sizes)
             if entries > limits.max_entries and trial >= cfg.trials:
                 continue  # past the bounds numerically: the symbolic check examines it, or says it cannot
@@ -265,6 +270,7 @@ class _FileCheck:
 
         cfg, limits = self.cfg, self.options.limits
         self._trial_work: list[int] = []
+        self._drawn: list[Any] = []  # (dims, generator) of the first trials, for _numeric to go on with
         self._done_work = 0
         if not isinstance(cfg.trials, int) or not 0 <= cfg.trials <= limits.max_trials:
             return  # _numeric reports it
@@ -281,7 +287,10 @@ class _FileCheck:
         for trial in range(cfg.trials):
             if trial % 100 == 0:
                 self._on_time(" (drawing the dims of the trials)")
-            sizes = draw_dims(self.d, rng_for(cfg.seed, self.d.path, trial), 2, max(2, cfg.max_dim), self.fixed)
+            rng = rng_for(cfg.seed, self.d.path, trial)
+            sizes = draw_dims(self.d, rng, 2, max(2, cfg.max_dim), self.fixed)
+            if trial < KEEP_DRAWN:
+                self._drawn.append((sizes, rng))
             drawn = tuple(sizes.items())
             if drawn not in seen:
                 seen[drawn] = tuple(sum(k * math.prod(dim.value(sizes) for dim in dims) for dims, k in table.items())

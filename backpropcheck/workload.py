@@ -7,31 +7,55 @@ anything is allocated, and paces its trials by them.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
+from .lang.dims import Dim, Shape
 from .limits import Limits, exceeded
 from .model import Claim, Derivation
 
-_DISTINCT: dict[int, tuple[Derivation, frozenset]] = {}
+
+@dataclass(frozen=True)
+class _Table:
+    names: tuple[str, ...]  # every named tensor (:func:`all_shaped`)
+    shapes: tuple[Shape, ...]  # and its shape, in the same order
+    distinct: frozenset[Dim]
+
+
+_TABLES: dict[int, tuple[Derivation, tuple[int, int, int], _Table]] = {}
+
+
+def _table(d: Derivation) -> _Table:
+    """A file's named shapes, looked up once per file: ``shape_of`` is a linear search, and every trial
+    needs every shape (with 120 definitions, checking every shape at each of 10,000 draws took seconds)."""
+    key = (len(d.inputs), len(d.forward), len(d.backward))
+    hit = _TABLES.get(id(d))
+    if hit is None or hit[0] is not d or hit[1] != key:
+        if len(_TABLES) > 16:
+            _TABLES.clear()
+        names = tuple(all_shaped(d))
+        shapes = tuple(d.shape_of(n) for n in names)
+        hit = _TABLES[id(d)] = (d, key, _Table(names, shapes, frozenset(dim for s in shapes for dim in s)))
+    return hit[2]
 
 
 def distinct_dims(d: Derivation) -> frozenset:
-    """The distinct dims of every shape, once per file (``shape_of`` is a linear search: with 120
-    definitions, checking every shape at each of 10,000 draws took seconds)."""
-    hit = _DISTINCT.get(id(d))
-    if hit is None or hit[0] is not d:
-        if len(_DISTINCT) > 16:
-            _DISTINCT.clear()
-        hit = _DISTINCT[id(d)] = (d, frozenset(dim for n in all_shaped(d) for dim in d.shape_of(n)))
-    return hit[1]
+    """The distinct dims of every shape, once per file."""
+    return _table(d).distinct
 
 
 def all_shaped(d: Derivation) -> list[str]:
     return list(d.inputs) + [f.name for f in d.forward + d.backward]
 
 
-def entries(d: Derivation, sizes: dict[str, int]) -> int:
-    return sum(math.prod(dim.value(sizes) for dim in d.shape_of(n)) for n in all_shaped(d))
+def concrete_shapes(d: Derivation, sizes: Mapping[str, int]) -> dict[str, tuple[int, ...]]:
+    """Every named tensor's shape at these dims."""
+    table = _table(d)
+    return {n: tuple(dim.value(sizes) for dim in shape) for n, shape in zip(table.names, table.shapes)}
+
+
+def entries(d: Derivation, sizes: Mapping[str, int]) -> int:
+    return sum(math.prod(dim.value(sizes) for dim in shape) for shape in _table(d).shapes)
 
 
 def spaces(d: Derivation, claims: list[Claim], limits: Limits,
@@ -100,7 +124,7 @@ def spaces(d: Derivation, claims: list[Claim], limits: Limits,
     return out
 
 
-def work(d: Derivation, spaces: list[tuple[str, tuple]], sizes: dict[str, int]) -> tuple[int, str | None]:
+def work(d: Derivation, spaces: list[tuple[str, tuple]], sizes: Mapping[str, int]) -> tuple[int, str | None]:
     """Entries of every tensor and every space at these dims (Python ints: no overflow), and the
     key of the largest space."""
     total = entries(d, sizes)
@@ -108,5 +132,6 @@ def work(d: Derivation, spaces: list[tuple[str, tuple]], sizes: dict[str, int]) 
     for key, dims in spaces:
         n = math.prod(dim.value(sizes) for dim in dims)
         total += n
-        best = max(best, (n, key), key=lambda b: b[0])
+        if n > best[0]:  # the first of the largest, as max() keeps
+            best = (n, key)
     return total, best[1]

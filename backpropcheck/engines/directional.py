@@ -43,8 +43,10 @@ def direction(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray | 
     return _signs(shape, rng)
 
 
-def _signs(shape, rng: np.random.Generator) -> np.ndarray:
-    out = np.multiply(rng.integers(0, 2, size=shape, dtype=np.int8), 2.0)  # one float array, no temporaries
+def _signs(shape: int | tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    # drawn flat and reshaped: the same values and generator state as size=shape, without NumPy's np.prod of it
+    flat = rng.integers(0, 2, size=shape if isinstance(shape, int) else math.prod(shape), dtype=np.int8)
+    out = np.multiply(flat if isinstance(shape, int) else flat.reshape(shape), 2.0)  # one float array
     out -= 1.0
     return out
 
@@ -64,7 +66,7 @@ def inner(g: np.ndarray | LowRank, t: np.ndarray | Rank1) -> tuple[float, float]
     if isinstance(t, Rank1):
         g = g.reshape(t.shape)
         return float(t.p @ g @ t.q), norm_g * math.sqrt(float(t.p @ t.p) * float(t.q @ t.q))
-    t = np.ascontiguousarray(np.broadcast_to(t, g.shape), dtype=float)
+    t = np.ascontiguousarray(t if t.shape == g.shape else np.broadcast_to(t, g.shape), dtype=float)
     return float(np.vdot(g, t)), norm_g * math.sqrt(float(np.vdot(t, t)))
 
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import numpy as np
 
 from ..errors import DerivationError
 from ..lang.ir import Call, Const, DimSize, IndexDef, IndexRef, IndexSum, Node, Var
-from ..lang.ops import OPS, Elementwise, LowRank, add_low_rank, dense, unbroadcast
+from ..lang.ops import OPS, Elementwise, LowRank, add_low_rank, broadcast_to, dense, to_shape_of, unbroadcast
 
 
 @dataclass
@@ -66,22 +67,42 @@ def evaluate(
     tape: Tape | None = None,
     space: _IndexSpace | None = None,
 ) -> np.ndarray:
-    """The value of an expression (iterative post-order walk: deep trees are fine)."""
-    values: dict[int, np.ndarray] = {}
-    stack: list[tuple[Node, bool]] = [(node, False)]
-    while stack:
-        current, ready = stack.pop()
-        children = current.children()
-        if not ready and children:
-            stack.append((current, True))
-            stack.extend((c, False) for c in reversed(children))
-            continue
-        args = tuple(values.pop(id(c)) for c in children)
+    """The value of an expression, by its post-order (iterative: deep trees are fine); the arguments of
+    a node are the last values computed."""
+    values: list[Any] = []
+    for current, arity in post_order(node):
+        if arity:
+            args = tuple(values[-arity:])
+            del values[-arity:]
+        else:
+            args = ()
         out, params = _step(current, args, env, sizes, backend, space)
         if tape is not None:
             tape.entries.append((current, args, out, params))
-        values[id(current)] = out
-    return values[id(node)]
+        values.append(out)
+    return values[-1]
+
+
+_POST_ORDER: WeakKeyDictionary[Node, tuple[tuple[Node, int], ...]] = WeakKeyDictionary()
+
+
+def post_order(root: Node) -> tuple[tuple[Node, int], ...]:
+    """Every node of a tree, children before parents, with its number of children: once per tree
+    (a tree is never changed once parsed), as every trial evaluates the same trees again."""
+    order = _POST_ORDER.get(root)
+    if order is None:
+        steps: list[tuple[Node, int]] = []
+        stack: list[tuple[Node, bool]] = [(root, False)]
+        while stack:
+            current, ready = stack.pop()
+            children = current.children()
+            if not ready and children:
+                stack.append((current, True))
+                stack.extend((c, False) for c in reversed(children))
+                continue
+            steps.append((current, len(children)))
+        order = _POST_ORDER[root] = tuple(steps)
+    return order
 
 
 def _step(node, args, env, sizes, backend, space):
@@ -238,14 +259,14 @@ def backprop(tape: Tape, root: Node, seed: np.ndarray, adjoints: dict[str, np.nd
         elif isinstance(node, IndexSum):
             (body,) = args
             body_shape = _to_rank(body, out.ndim).shape
-            local = g * params["count"] if "count" in params else np.broadcast_to(g, body_shape)
+            local = g * params["count"] if "count" in params else broadcast_to(g, body_shape)
             _push(grads, node.body, unbroadcast(local, np.shape(body)) if np.ndim(body) else local.sum())
         elif isinstance(node, Call):
             op = OPS[node.op]
             if op.nograd:
                 continue  # a comparison, a constant, an integer result: no derivative by nature
             if not isinstance(g, LowRank):
-                g = unbroadcast(np.broadcast_to(g, np.broadcast_shapes(g.shape, out.shape)), out.shape)
+                g = to_shape_of(g, out.shape)
             for child, arg, local in zip(node.args, args, op.backward(g, out, *args, **params)):
                 if isinstance(local, LowRank) and local.shape == np.shape(arg):
                     _push(grads, child, local)

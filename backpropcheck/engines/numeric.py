@@ -9,18 +9,21 @@ need only the forward evaluation.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import zlib
 from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import DerivationError
 from ..lang.ir import Const
-from ..lang.ops import ELEMENTWISE, GENERIC_STANDINS, Elementwise, LowRank, MissingRule
+from ..lang.ops import ELEMENTWISE, GENERIC_STANDINS, Elementwise, LowRank, MissingRule, broadcast_to
 from ..model import DEFAULT_ATOL, DEFAULT_RTOL, Derivation, Input
+from ..workload import concrete_shapes
 from .directional import Rank1, Tangent, dense, direction, inner, tangent_of, tolerance
 from .evaluate import Backend, Tape, backprop, evaluate, evaluate_definition
 from .numeric_blocks import largest, uniform
@@ -59,9 +62,13 @@ def numeric_backend(derivation: Derivation, trial: int) -> Backend:
 
 def rng_for(seed: int, path: str, trial: int) -> np.random.Generator:
     """One generator per (seed, file, trial): reports never depend on run order or --jobs."""
-    from pathlib import Path
+    return np.random.default_rng([seed, _name_crc(path), trial])
 
-    return np.random.default_rng([seed, zlib.crc32(os.fsencode(Path(path).name)), trial])  # any file name
+
+@functools.lru_cache(maxsize=1024)
+def _name_crc(path: str) -> int:
+    """The file's name (any name: its bytes as the OS has them), hashed: once per file, not per trial."""
+    return zlib.crc32(os.fsencode(Path(path).name))
 
 
 def draw_integers(shape: tuple[int, ...], high: int, rng: np.random.Generator) -> np.ndarray:
@@ -158,11 +165,6 @@ class NumericRun:
     loss: float = 0.0
 
 
-def concrete_shapes(d: Derivation, sizes: Mapping[str, int]) -> dict[str, tuple[int, ...]]:
-    names = list(d.inputs) + [f.name for f in d.forward + d.backward]
-    return {n: tuple(dim.value(sizes) for dim in d.shape_of(n)) for n in names}
-
-
 def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator, trial: int) -> NumericRun:
     """Forward pass, true gradients, claims — at one dim assignment."""
     backend = numeric_backend(d, trial)
@@ -225,7 +227,7 @@ def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator,
             except (ArithmeticError, ValueError) as exc:
                 run.claim_errors[claim.name] = f"evaluating the claim failed: {exc}"
                 continue
-            run.claims[claim.name] = np.broadcast_to(value, shapes.get(claim.target, value.shape))
+            run.claims[claim.name] = broadcast_to(value, shapes.get(claim.target, value.shape))
     return run
 
 
@@ -278,7 +280,7 @@ def directional_check(d: Derivation, run: NumericRun, tapes: Mapping[str, Tape],
     # tangents entering the loss, and |E|, join the scale.
     entering = sum(float(np.linalg.norm(dense(t))) for t in total.values() if t is not None)
     scale = sum(t[1] for t in terms) + size + abs(forward) + abs(run.loss) + entering
-    entries = sum(int(np.prod(s)) for s in shapes.values())
+    entries = sum(math.prod(s) for s in shapes.values())
     if not abs(forward - reverse) <= tolerance(scale, entries):
         _ill_conditioned(d, run)
         raise TruthMismatch(
@@ -318,7 +320,10 @@ def _ill_conditioned(d: Derivation, run: NumericRun) -> None:
 
 def _add_tangent(t: Tangent, v: np.ndarray | Rank1, shape: tuple[int, ...]) -> np.ndarray:
     own = dense(v)
-    return own.copy() if t is None else np.broadcast_to(dense(t), shape) + own
+    if t is None:
+        return own.copy()
+    t = dense(t)
+    return (t if np.shape(t) == shape else np.broadcast_to(t, shape)) + own
 
 
 def _finite(value: np.ndarray, name: str, text: str) -> None:

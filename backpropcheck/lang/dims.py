@@ -10,6 +10,7 @@ not just the drawn one — ``reshape`` from ``(B*T, H*D)`` to ``(B, T, H, D)`` t
 from __future__ import annotations
 
 import ast
+import functools
 import warnings
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -79,12 +80,17 @@ class Dim:
 
     def value(self, sizes: Mapping[str, int]) -> int:
         total = self.const
-        for key, c in self.terms:
+        for c, names in self._monomials:
             product = 1
-            for name in key.split("*"):
+            for name in names:
                 product *= sizes[name]
             total += c * product
         return total
+
+    @functools.cached_property
+    def _monomials(self) -> tuple[tuple[int, tuple[str, ...]], ...]:
+        """The terms as (coefficient, names): split once, as a dim is evaluated at every draw."""
+        return tuple((c, tuple(key.split("*"))) for key, c in self.terms)
 
     def __str__(self) -> str:
         out = ""

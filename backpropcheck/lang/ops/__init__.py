@@ -49,10 +49,12 @@ from .core import (
     Signature,
     add_low_rank,
     broadcast,
+    broadcast_to,
     dense,
     function_of,
     sig,
     spell,
+    to_shape_of,
     unbroadcast,
 )
 from .elementwise import ELEMENTWISE, GENERIC_STANDINS, Elementwise
@@ -60,6 +62,6 @@ from .linalg import _matmul_sym, parse_einsum
 
 __all__ = [
     "ADJOINTS", "AXIS", "AXIS1", "ELEMENTWISE", "GENERIC_STANDINS", "H", "KEEPDIMS", "OPS", "Elementwise",
-    "LOW_RANK_MIN", "LowRank", "MissingRule", "NoAdjoint", "Op", "Param", "Rank1", "ShapeMismatch", "Signature", "add_low_rank", "broadcast", "dense", "function_of",
-    "num_text", "parse_einsum", "sig", "spell", "unbroadcast", "_adj_matmul", "_matmul_sym", "_replace", "_shape_names",
+    "LOW_RANK_MIN", "LowRank", "MissingRule", "NoAdjoint", "Op", "Param", "Rank1", "ShapeMismatch", "Signature", "add_low_rank", "broadcast", "broadcast_to", "dense", "function_of",
+    "num_text", "parse_einsum", "sig", "spell", "to_shape_of", "unbroadcast", "_adj_matmul", "_matmul_sym", "_replace", "_shape_names",
 ]
