@@ -322,8 +322,8 @@ def _add_tangent(t: Tangent, v: np.ndarray | Rank1, shape: tuple[int, ...]) -> n
     own = dense(v)
     if t is None:
         return own.copy()
-    t = dense(t)
-    return (t if np.shape(t) == shape else np.broadcast_to(t, shape)) + own
+    tangent: np.ndarray = dense(t)
+    return (tangent if np.shape(tangent) == shape else np.broadcast_to(tangent, shape)) + own
 
 
 def _finite(value: np.ndarray, name: str, text: str) -> None:
