@@ -120,6 +120,9 @@ def tangent_of(tape: Tape, var_tangent: Callable[[str], Tangent], index: IndexDe
             if space is not None and t is not None:
                 t = _to_rank(dense(t), space.rank)
             tangents[id(node)] = t
+        elif isinstance(node, Call):
+            tans = [tangents.pop(id(c)) for c in node.args]
+            tangents[id(node)] = _jvp(node, args, out, params, tans)
         elif isinstance(node, IndexRef):
             assert space is not None  # an entry read: index form
             t = dense(var_tangent(node.name))
@@ -139,9 +142,7 @@ def tangent_of(tape: Tape, var_tangent: Callable[[str], Tangent], index: IndexDe
         elif isinstance(node, (Const, DimSize)):
             tangents[id(node)] = None
         else:
-            assert isinstance(node, Call)
-            tans = [tangents.pop(id(c)) for c in node.children()]
-            tangents[id(node)] = _jvp(node, args, out, params, tans)
+            raise TypeError(f"not a node of the IR: {node!r}")
     t = tangents.get(id(root)) if root is not None else None
     if space is not None and index is not None and t is not None and shape is not None:
         free = len(index.free)

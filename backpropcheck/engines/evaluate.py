@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import DerivationError
 from ..lang.ir import Call, Const, DimSize, IndexDef, IndexRef, IndexSum, Node, Var
-from ..lang.ops import OPS, Elementwise, LowRank, add_low_rank, broadcast_to, dense, to_shape_of, unbroadcast
+from ..lang.ops import OPS, Elementwise, LowRank, Op, add_low_rank, broadcast_to, dense, to_shape_of, unbroadcast
 
 
 @dataclass
@@ -51,8 +51,7 @@ class _IndexSpace:
     ranges: dict[int, int]
 
 
-def _params(node: Call, backend: Backend, sizes: Mapping[str, int]) -> dict:
-    op = OPS[node.op]
+def _params(node: Call, op: Op, backend: Backend, sizes: Mapping[str, int]) -> dict:
     params = dict(node.params)
     for name in op.functions:  # a built-in, or this trial's stand-in for a generic f
         params[name] = backend.functions(params[name])
@@ -109,6 +108,8 @@ def _step(node, args, env, sizes, backend, space):
     if isinstance(node, Var):
         value = env[node.name]
         return (_to_rank(value, space.rank) if space else value), {}
+    if isinstance(node, Call):
+        return _call(node, args, sizes, backend)
     if isinstance(node, Const):
         return backend.wrap(backend.const(node)), {}
     if isinstance(node, DimSize):
@@ -127,8 +128,12 @@ def _step(node, args, env, sizes, backend, space):
         if backend.symbolic and body.dtype == object:
             return backend.wrap(_object_sum(body, node.axis)), {}
         return backend.wrap(np.sum(body, axis=node.axis, keepdims=True)), {}
-    params = _params(node, backend, sizes)
+    raise TypeError(f"not a node of the IR: {node!r}")
+
+
+def _call(node: Call, args: tuple, sizes: Mapping[str, int], backend: Backend) -> tuple[Any, dict]:
     op = OPS[node.op]
+    params = _params(node, op, backend, sizes)
     fn = backend.faster.get(node.op) or (op.symbolic if backend.symbolic and op.symbolic is not None else op.numeric)
     try:
         return backend.wrap(fn(*args, **params)), params
@@ -249,6 +254,17 @@ def backprop(tape: Tape, root: Node, seed: np.ndarray, adjoints: dict[str, np.nd
             if g.shape != out.shape:
                 g = unbroadcast(np.broadcast_to(g, np.broadcast_shapes(g.shape, out.shape)), out.shape)
             _accumulate(adjoints, node.name, g if g.shape == shape else g.reshape(shape), shape)
+        elif isinstance(node, Call):
+            op = OPS[node.op]
+            if op.nograd:
+                continue  # a comparison, a constant, an integer result: no derivative by nature
+            if not isinstance(g, LowRank):
+                g = to_shape_of(g, out.shape)
+            for child, arg, local in zip(node.args, args, op.backward(g, out, *args, **params)):
+                if isinstance(local, LowRank) and local.shape == np.shape(arg):
+                    _push(grads, child, local)
+                elif local is not None:
+                    _push(grads, child, unbroadcast(np.asarray(dense(local)), np.shape(arg)))
         elif isinstance(node, IndexRef):
             shape = shapes[node.name]
             target = np.zeros(shape)
@@ -261,17 +277,6 @@ def backprop(tape: Tape, root: Node, seed: np.ndarray, adjoints: dict[str, np.nd
             body_shape = _to_rank(body, out.ndim).shape
             local = g * params["count"] if "count" in params else broadcast_to(g, body_shape)
             _push(grads, node.body, unbroadcast(local, np.shape(body)) if np.ndim(body) else local.sum())
-        elif isinstance(node, Call):
-            op = OPS[node.op]
-            if op.nograd:
-                continue  # a comparison, a constant, an integer result: no derivative by nature
-            if not isinstance(g, LowRank):
-                g = to_shape_of(g, out.shape)
-            for child, arg, local in zip(node.args, args, op.backward(g, out, *args, **params)):
-                if isinstance(local, LowRank) and local.shape == np.shape(arg):
-                    _push(grads, child, local)
-                elif local is not None:
-                    _push(grads, child, unbroadcast(np.asarray(dense(local)), np.shape(arg)))
 
 
 def _push(grads: dict[int, Any], node: Node, g: np.ndarray | LowRank) -> None:

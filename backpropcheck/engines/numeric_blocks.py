@@ -177,8 +177,8 @@ def largest(claimed: np.ndarray, truth: np.ndarray | LowRank) -> tuple[float, fl
         # more terms per entry: one BLAS product for the whole, as the sweep made it before; a product per
         # block meets BLAS's threads at every call, which costs seconds on a busy machine (4096 x 32 here)
         truth = truth.dense()
-    if truth.size <= BLOCK or not claimed.dtype == truth.dtype == np.float64:
-        return float(np.max(np.abs(claimed - truth))), float(np.max(np.abs(truth)))
+    if truth.size <= BLOCK or not claimed.dtype == truth.dtype == np.float64:  # np.max's own reduce, called directly
+        return float(_MAX(np.abs(claimed - truth), axis=None)), float(_MAX(np.abs(truth), axis=None))
     if claimed.flags.c_contiguous and truth.flags.c_contiguous:
         c, t, step = claimed.reshape(-1), truth.reshape(-1), BLOCK
     else:  # e.g. a claim broadcast to the truth's shape: blocks of whole rows
