@@ -126,12 +126,32 @@ def spaces(d: Derivation, claims: list[Claim], limits: Limits,
 
 def work(d: Derivation, spaces: list[tuple[str, tuple]], sizes: Mapping[str, int]) -> tuple[int, str | None]:
     """Entries of every tensor and every space at these dims (Python ints: no overflow), and the
-    key of the largest space."""
+    key of the largest space (the first of them, in the order of ``spaces``)."""
     total = entries(d, sizes)
     best: tuple[int, str | None] = (0, None)
-    for key, dims in spaces:
+    for dims, count, key in _distinct_spaces(spaces):
         n = math.prod(dim.value(sizes) for dim in dims)
-        total += n
-        if n > best[0]:  # the first of the largest, as max() keeps
+        total += count * n
+        if n > best[0]:
             best = (n, key)
     return total, best[1]
+
+
+_SPACES: dict[int, tuple[list, int, list[tuple[tuple, int, str]]]] = {}
+
+
+def _distinct_spaces(spaces: list[tuple[str, tuple]]) -> list[tuple[tuple, int, str]]:
+    """Each distinct space once, in the order it first appears, with its count and its first key: a file's
+    spaces repeat (1093 in derivations/, 304 distinct), and :func:`work` runs at every trial."""
+    hit = _SPACES.get(id(spaces))
+    if hit is None or hit[0] is not spaces or hit[1] != len(spaces):
+        if len(_SPACES) > 16:
+            _SPACES.clear()
+        first: dict[tuple, list] = {}
+        for key, dims in spaces:
+            if dims in first:
+                first[dims][1] += 1
+            else:
+                first[dims] = [dims, 1, key]
+        hit = _SPACES[id(spaces)] = (spaces, len(spaces), [(dims, count, key) for dims, count, key in first.values()])
+    return hit[2]

@@ -43,12 +43,14 @@ def direction(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray | 
     return _signs(shape, rng)
 
 
+_PLUS_MINUS = np.array([-1.0, 1.0])
+
+
 def _signs(shape: int | tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    # drawn flat and reshaped: the same values and generator state as size=shape, without NumPy's np.prod of it
+    """``2b - 1`` for bits ``b`` — looked up, one new float array. The bits are drawn flat and reshaped: the
+    same values and generator state as ``size=shape``, without NumPy's np.prod of a tuple."""
     flat = rng.integers(0, 2, size=shape if isinstance(shape, int) else math.prod(shape), dtype=np.int8)
-    out = np.multiply(flat if isinstance(shape, int) else flat.reshape(shape), 2.0)  # one float array
-    out -= 1.0
-    return out
+    return _PLUS_MINUS.take(flat if isinstance(shape, int) else flat.reshape(shape))
 
 
 def inner(g: np.ndarray | LowRank, t: np.ndarray | Rank1) -> tuple[float, float]:

@@ -104,8 +104,8 @@ def sample_input(inp: Input, shape: tuple[int, ...], rng: np.random.Generator,
         return out
     # uniform on (-√3, √3): mean 0, variance 1, like a standard normal but about 4x cheaper to draw,
     # which matters at production widths where drawing W costs as much as the forward pass itself
-    scale = 1.0 / np.sqrt(shape[-1]) if len(shape) >= 2 else 1.0
-    return uniform(shape, 2.0 * np.sqrt(3.0) * scale, rng)
+    scale = 1.0 / math.sqrt(shape[-1]) if len(shape) >= 2 else 1.0  # math.sqrt: the same correctly rounded root
+    return uniform(shape, 2.0 * math.sqrt(3.0) * scale, rng)
 
 
 class Truths(MutableMapping[str, np.ndarray]):
