@@ -70,12 +70,14 @@ def evaluate(
     a node are the last values computed."""
     values: list[Any] = []
     for current, arity in post_order(node):
-        if arity:
+        if arity:  # a call (most nodes) or a sum over an index
             args = tuple(values[-arity:])
             del values[-arity:]
+            out, params = (_call(current, args, sizes, backend) if type(current) is Call
+                           else _step(current, args, env, sizes, backend, space))
         else:
             args = ()
-        out, params = _step(current, args, env, sizes, backend, space)
+            out, params = _step(current, args, env, sizes, backend, space)
         if tape is not None:
             tape.entries.append((current, args, out, params))
         values.append(out)
@@ -132,6 +134,7 @@ def _step(node, args, env, sizes, backend, space):
 
 
 def _call(node: Call, args: tuple, sizes: Mapping[str, int], backend: Backend) -> tuple[Any, dict]:
+    """An op of the table on its arguments' values: its result and the parameters it was called with."""
     op = OPS[node.op]
     params = _params(node, op, backend, sizes)
     fn = backend.faster.get(node.op) or (op.symbolic if backend.symbolic and op.symbolic is not None else op.numeric)

@@ -9,7 +9,20 @@ from typing import Any
 import numpy as np
 
 from ..dims import Shape
-from .core import Op, Param, _apply_sym, _complex_step, _register, _sf, _sp, broadcast, dense, sig, unbroadcast
+from .core import (
+    Op,
+    Param,
+    _apply_sym,
+    _complex_step,
+    _register,
+    _sf,
+    _sp,
+    broadcast,
+    broadcast_to,
+    dense,
+    sig,
+    unbroadcast,
+)
 
 
 def _binary(name, numeric, vjp, tangent, **fields):
@@ -33,7 +46,8 @@ def _add_tangent(sign: int):
         if tb is not None and sign < 0:
             tb = -dense(tb)
         total = dense(ta) if tb is None else (dense(tb) if ta is None else dense(ta) + dense(tb))
-        return np.broadcast_to(total, np.broadcast_shapes(np.shape(total), out.shape))
+        shape = out.shape if np.shape(total) == out.shape else np.broadcast_shapes(np.shape(total), out.shape)
+        return broadcast_to(total, shape)
 
     return tangent
 

@@ -112,7 +112,7 @@ def _expand_reduced(g: np.ndarray, shape: tuple[int, ...], axis, keepdims: bool)
     axes = _axes(axis, len(shape))
     if axes is not None and not keepdims:
         g = np.expand_dims(g, axes)
-    return np.broadcast_to(g, shape)
+    return broadcast_to(g, shape)
 
 
 # ---------------------------------------------------------------------------
