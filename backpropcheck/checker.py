@@ -219,12 +219,13 @@ class _FileCheck:
                     if trial < cfg.trials:
                         raise
                     continue  # a critical size no shape allows
-            entries, key = _work(self.d, self.spaces, sizes)
+            # the preflight counted a drawn trial's entries (the same sum as _work's); the key only for a refusal
+            entries = self._entries[trial] if trial < cfg.trials else _work(self.d, self.spaces, sizes)[0]
             if entries > limits.max_entries and trial >= cfg.trials:
                 continue  # past the bounds numerically: the symbolic check examines it, or says it cannot
             if entries > limits.max_entries:
                 raise DerivationError(exceeded(f"the entries of all arrays at dims {_fmt_dims(sizes)}", entries,
-                                               "max_entries", limits), key=key)
+                                               "max_entries", limits), key=_work(self.d, self.spaces, sizes)[1])
             total += entries  # checked before the trial runs: the numeric work of a file is bounded too
             if total > limits.max_total_entries:
                 raise DerivationError(exceeded(f"the entries of all arrays summed over trials 0..{trial}", total,
@@ -270,6 +271,7 @@ class _FileCheck:
 
         cfg, limits = self.cfg, self.options.limits
         self._trial_work: list[int] = []
+        self._entries: list[int] = []  # each trial's entries: named tensors and spaces (:func:`workload.work`)
         self._drawn: list[Any] = []  # (dims, generator) of the first trials, for _numeric to go on with
         self._done_work = 0
         if not isinstance(cfg.trials, int) or not 0 <= cfg.trials <= limits.max_trials:
@@ -302,6 +304,7 @@ class _FileCheck:
                                                f"(at dims {_fmt_dims(sizes)} in trial {trial})", flops,
                                                "max_flops", limits))
             self._trial_work.append(entries + work)
+            self._entries.append(entries)
         self._trials_started = time.monotonic()  # the pace of the trials is measured from here
 
     def _on_time(self, stage: str, next_work: int = 0) -> None:

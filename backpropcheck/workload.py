@@ -9,10 +9,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from .lang.dims import Dim, Shape
 from .limits import Limits, exceeded
 from .model import Claim, Derivation
+
+if TYPE_CHECKING:
+    from .lang.ir import Call
+    from .lang.ops import Op
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,6 @@ def spaces(d: Derivation, claims: list[Claim], limits: Limits,
     from .errors import LimitError
     from .lang.ir import Call, Var
     from .lang.ops import OPS
-    from .lang.shapes import infer
 
     out: list[tuple[str, tuple]] = []
     roots = [(f.key, f.node) for f in d.forward + d.backward if f.node is not None]
@@ -103,11 +107,10 @@ def spaces(d: Derivation, claims: list[Claim], limits: Limits,
             if isinstance(node, Var):
                 shape = d.shape_of(node.name)
             elif isinstance(node, Call):
-                env = {f"#{k}": shapes[id(kid)] for k, kid in enumerate(kids)}
-                shape = infer(replace(node, args=tuple(Var(kid.col, f"#{k}") for k, kid in enumerate(kids))), env)
+                args = [shapes[id(kid)] for kid in kids]
                 op = OPS[node.op]
-                space = op.work([env[f"#{k}"] for k in range(len(kids))], shape, **node.params) \
-                    if op.work is not None else None
+                shape = _call_shape(node, op, args)
+                space = op.work(args, shape, **node.params) if op.work is not None else None
                 if space is not None:
                     if op.work_in_entries:
                         out.append((key, space))
@@ -122,6 +125,20 @@ def spaces(d: Derivation, claims: list[Claim], limits: Limits,
             if isinstance(node, Call):
                 out.append((key, shape))
     return out
+
+
+def _call_shape(node: Call, op: Op, args: list[Shape]) -> Shape:
+    """The shape of a call whose arguments have these shapes: the op's shape rule (the loader has checked
+    it already), or on a mismatch the loader's own error, from :func:`~.lang.shapes.infer`."""
+    from .lang.ir import Var
+    from .lang.ops import ShapeMismatch
+    from .lang.shapes import infer
+
+    try:
+        return op.shape(*args, **node.params)
+    except ShapeMismatch:
+        env = {f"#{k}": shape for k, shape in enumerate(args)}
+        return infer(replace(node, args=tuple(Var(kid.col, f"#{k}") for k, kid in enumerate(node.args))), env)
 
 
 def work(d: Derivation, spaces: list[tuple[str, tuple]], sizes: Mapping[str, int]) -> tuple[int, str | None]:
