@@ -264,7 +264,9 @@ def backprop(tape: Tape, root: Node, seed: np.ndarray, adjoints: dict[str, np.nd
             if not isinstance(g, LowRank):
                 g = to_shape_of(g, out.shape)
             for child, arg, local in zip(node.args, args, op.backward(g, out, *args, **params)):
-                if isinstance(local, LowRank) and local.shape == np.shape(arg):
+                if type(local) is np.ndarray:  # the common case, first
+                    _push(grads, child, unbroadcast(local, np.shape(arg)))
+                elif isinstance(local, LowRank) and local.shape == np.shape(arg):
                     _push(grads, child, local)
                 elif local is not None:
                     _push(grads, child, unbroadcast(np.asarray(dense(local)), np.shape(arg)))

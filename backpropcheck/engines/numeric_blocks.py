@@ -137,6 +137,11 @@ def uniform(shape: tuple[int, ...], width: float, rng: np.random.Generator) -> n
     ``rng`` ends where that draw leaves it; shifted and scaled block by block while in cache."""
     out = np.empty(shape)
     flat = out.reshape(-1)
+    if flat.size <= BLOCK:  # one block (most inputs): the loop below without its closure and threads
+        rng.random(out=flat)
+        flat -= 0.5
+        flat *= width
+        return out
     count = -(-flat.size // BLOCK)
     runs = spans(count, flat.size)
 
