@@ -14,9 +14,10 @@ from conftest import BUNDLED, dense_toml
 
 from backpropcheck.checker import Options, check_derivation, check_path
 from backpropcheck.engines import numeric
-from backpropcheck.engines.directional import Rank1, direction, inner, tangent_of
+from backpropcheck.engines.directional import RANK1_MIN, Rank1, direction, directions, inner, tangent_of
 from backpropcheck.engines.evaluate import Tape, evaluate
 from backpropcheck.lang import ops
+from backpropcheck.lang.ops import dense
 from backpropcheck.loader import load
 
 LIB = BUNDLED
@@ -32,6 +33,38 @@ def test_rank1_directions_and_inner_products():
     assert scale >= abs(value)
     small = direction((3,), rng)
     assert set(np.unique(small)) <= {-1.0, 1.0}
+
+
+def _signs_one_call_each(shape, rng):
+    """The directions as they were first drawn: one int8 draw of the generator per array, 2b - 1."""
+    def signs(size):
+        return np.multiply(rng.integers(0, 2, size=size, dtype=np.int8), 2.0) - 1.0
+
+    if len(shape) == 2 and shape[0] * shape[1] >= RANK1_MIN:
+        return Rank1(signs(shape[0]), signs(shape[1]))
+    return signs(shape)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_one_draw_of_a_trials_directions_gives_each_directions_own_draw(seed):
+    """directions() draws the words of every array at once and reads the bits NumPy's int8 draw would:
+    every value, shape and type equal to a draw per array (a NumPy that drew int8 otherwise fails here)."""
+    shapes = [(), (1,), (3,), (4,), (5,), (0, 3), (2, 3, 4), (5, 7), (64, 32), (1, RANK1_MIN), (33, 31), (9,), ()]
+    order = np.random.default_rng(seed).permutation(len(shapes))
+    shapes = [shapes[k] for k in order]
+    ref = np.random.default_rng([seed, 1])
+    expected = [_signs_one_call_each(s, ref) for s in shapes]
+    got = directions(shapes, np.random.default_rng([seed, 1]))
+    assert len(got) == len(expected)
+    for shape, g, e in zip(shapes, got, expected):
+        assert type(g) is type(e), shape
+        if isinstance(e, Rank1):
+            assert np.array_equal(g.p, e.p) and np.array_equal(g.q, e.q), shape
+        else:
+            assert np.shape(g) == shape and np.array_equal(g, e) and np.asarray(g).dtype == np.float64, shape
+    for shape in shapes:  # direction() alone draws as it did too
+        one, first = direction(shape, np.random.default_rng(seed)), _signs_one_call_each(shape, np.random.default_rng(seed))
+        assert type(one) is type(first) and np.array_equal(dense(one), dense(first)), shape
 
 
 def test_tangent_pass_matches_finite_differences():

@@ -20,6 +20,7 @@ of W. The pass costs O(1) forward passes, never one per parameter.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping
 
@@ -38,9 +39,41 @@ Tangent = np.ndarray | Rank1 | None
 
 def direction(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray | Rank1:
     """A random ±1 direction: rank-one for a large matrix, dense otherwise."""
-    if len(shape) == 2 and shape[0] * shape[1] >= RANK1_MIN:
+    if _rank_one(shape):
         return Rank1(_signs(shape[0], rng), _signs(shape[1], rng))
     return _signs(shape, rng)
+
+
+def directions(shapes: list[tuple[int, ...]], rng: np.random.Generator) -> list[np.ndarray | Rank1]:
+    """``[direction(shape, rng) for shape in shapes]`` — the same values — from one draw of the generator.
+
+    ``rng.integers(0, 2, size=n, dtype=np.int8)`` uses ⌈n/4⌉ 32-bit words of the generator, and its entry i
+    is the top bit of byte i % 4 (least significant first) of word i // 4: NumPy's buffered Lemire draw,
+    which never rejects with two outcomes. One draw of every call's words, each call's starting at a word
+    of its own as before, gives the same bits without a call per direction (a few µs each, in every
+    trial); tests/test_directional.py pins the equality. The directions are read-only views of one array.
+    """
+    counts: list[int] = []
+    for shape in shapes:
+        counts += [shape[0], shape[1]] if _rank_one(shape) else [math.prod(shape)]
+    words = [-(-n // 4) for n in counts]
+    draw = rng.integers(0, 1 << 32, size=sum(words), dtype=np.uint32)  # the words themselves, in order
+    signs = _PLUS_MINUS.take(draw.astype("<u4", copy=False).view(np.uint8) >> 7)
+    signs.flags.writeable = False
+    starts = iter(4 * offset for offset in itertools.accumulate(words, initial=0))
+    out: list[np.ndarray | Rank1] = []
+    for shape in shapes:
+        if _rank_one(shape):
+            p, q = next(starts), next(starts)
+            out.append(Rank1(signs[p:p + shape[0]], signs[q:q + shape[1]]))
+        else:
+            start = next(starts)
+            out.append(signs[start] if shape == () else signs[start:start + math.prod(shape)].reshape(shape))
+    return out
+
+
+def _rank_one(shape: tuple[int, ...]) -> bool:
+    return len(shape) == 2 and shape[0] * shape[1] >= RANK1_MIN
 
 
 _PLUS_MINUS = np.array([-1.0, 1.0])

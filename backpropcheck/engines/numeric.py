@@ -24,7 +24,7 @@ from ..lang.ir import Const
 from ..lang.ops import ELEMENTWISE, GENERIC_STANDINS, Elementwise, LowRank, MissingRule, broadcast_to
 from ..model import DEFAULT_ATOL, DEFAULT_RTOL, Derivation, Input
 from ..workload import concrete_shapes
-from .directional import Rank1, Tangent, dense, direction, inner, tangent_of, tolerance
+from .directional import Rank1, Tangent, dense, directions, inner, tangent_of, tolerance
 from .evaluate import Backend, Tape, backprop, evaluate, evaluate_definition
 from .numeric_blocks import largest, uniform
 
@@ -247,8 +247,10 @@ def directional_check(d: Derivation, run: NumericRun, tapes: Mapping[str, Tape],
 
     First, :class:`NumericProblem` if a true gradient has a NaN or an Inf: the inner products read
     every gradient once, and a finite ``‖grad‖·‖d‖`` proves it finite without another pass."""
-    dirs = {name: direction(shapes[name], rng) for name, inp in d.inputs.items() if not inp.constant}
-    own = {f.name: direction(shapes[f.name], rng) for f in d.forward}
+    varied = [name for name, inp in d.inputs.items() if not inp.constant]
+    drawn = directions([shapes[name] for name in varied] + [shapes[f.name] for f in d.forward], rng)
+    dirs = dict(zip(varied, drawn))
+    own = {f.name: v for f, v in zip(d.forward, drawn[len(varied):])}
     products = {x: inner(run.grads.factored(x), v) for x, v in dirs.items()}
     products.update({f: inner(run.grads.factored(f), v) for f, v in own.items()})
     for name in run.grads:  # in the order the gradients were made, as before
