@@ -7,8 +7,9 @@ anything is allocated, and paces its trials by them.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from .lang.dims import Dim, Shape
@@ -25,6 +26,19 @@ class _Table:
     names: tuple[str, ...]  # every named tensor (:func:`all_shaped`)
     shapes: tuple[Shape, ...]  # and its shape, in the same order
     distinct: frozenset[Dim]
+    values: tuple[Callable[[Mapping[str, int]], tuple[int, ...]], ...]  # each shape at given dims
+
+
+def _shape_values(shape: Shape) -> Callable[[Mapping[str, int]], tuple[int, ...]]:
+    """A shape's values at given dims; one C call (``itemgetter``) when each dim is a plain name."""
+    names = [dim.terms[0][0] for dim in shape
+             if dim.const == 0 and len(dim.terms) == 1 and dim.terms[0][1] == 1 and "*" not in dim.terms[0][0]]
+    if len(names) < len(shape):
+        return lambda sizes: tuple(dim.value(sizes) for dim in shape)
+    if len(names) == 1:
+        name = names[0]
+        return lambda sizes: (sizes[name],)
+    return itemgetter(*names) if names else lambda sizes: ()
 
 
 _TABLES: dict[int, tuple[Derivation, tuple[int, int, int], _Table]] = {}
@@ -40,7 +54,8 @@ def _table(d: Derivation) -> _Table:
             _TABLES.clear()
         names = tuple(all_shaped(d))
         shapes = tuple(d.shape_of(n) for n in names)
-        hit = _TABLES[id(d)] = (d, key, _Table(names, shapes, frozenset(dim for s in shapes for dim in s)))
+        distinct = frozenset(dim for s in shapes for dim in s)
+        hit = _TABLES[id(d)] = (d, key, _Table(names, shapes, distinct, tuple(_shape_values(s) for s in shapes)))
     return hit[2]
 
 
@@ -56,7 +71,7 @@ def all_shaped(d: Derivation) -> list[str]:
 def concrete_shapes(d: Derivation, sizes: Mapping[str, int]) -> dict[str, tuple[int, ...]]:
     """Every named tensor's shape at these dims."""
     table = _table(d)
-    return {n: tuple(dim.value(sizes) for dim in shape) for n, shape in zip(table.names, table.shapes)}
+    return {n: values(sizes) for n, values in zip(table.names, table.values)}
 
 
 def entries(d: Derivation, sizes: Mapping[str, int]) -> int:
