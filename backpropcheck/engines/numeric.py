@@ -338,9 +338,9 @@ def _add_tangent(t: Tangent, v: np.ndarray | Rank1, shape: tuple[int, ...]) -> n
 
 
 def _finite(value: np.ndarray, name: str, text: str) -> None:
-    """Raise :class:`NumericProblem` if ``value`` has a NaN or an Inf (the caller ignores floating-point
-    errors: run_trial does)."""
-    total = value.sum() if type(value) is np.ndarray else np.sum(value)
+    """Raise :class:`NumericProblem` if ``value`` has a NaN or an Inf."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = value.sum() if type(value) is np.ndarray else np.sum(value)
     if np.isfinite(total):
         return  # a NaN or an Inf would make the sum NaN or Inf; no entry-sized temporary
     if not np.all(np.isfinite(value)):
