@@ -136,8 +136,11 @@ def _step(node, args, env, sizes, backend, space):
 def _call(node: Call, args: tuple, sizes: Mapping[str, int], backend: Backend) -> tuple[Any, dict]:
     """An op of the table on its arguments' values: its result and the parameters it was called with."""
     op = OPS[node.op]
-    params = _params(node, op, backend, sizes)
-    fn = backend.faster.get(node.op) or (op.symbolic if backend.symbolic and op.symbolic is not None else op.numeric)
+    params = _params(node, op, backend, sizes) if op.functions or op.bind is not None else dict(node.params)
+    if backend.symbolic:
+        fn = backend.faster.get(node.op) or (op.symbolic if op.symbolic is not None else op.numeric)
+    else:
+        fn = backend.faster.get(node.op) or op.numeric
     try:
         return backend.wrap(fn(*args, **params)), params
     except IndexError:
