@@ -71,8 +71,11 @@ def evaluate(
     values: list[Any] = []
     for current, arity in post_order(node):
         if arity:  # a call (most nodes) or a sum over an index
-            args = tuple(values[-arity:])
-            del values[-arity:]
+            if arity == 1:
+                args = (values.pop(),)
+            else:
+                args = tuple(values[-arity:])
+                del values[-arity:]
             out, params = (_call(current, args, sizes, backend) if type(current) is Call
                            else _step(current, args, env, sizes, backend, space))
         else:

@@ -183,7 +183,7 @@ def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator,
                 value = evaluate_definition(definition.root, definition.index, run.values, sizes, backend, tape)
             except DerivationError as exc:  # e.g. an index-form entry out of range: name the key
                 raise exc.located(key=definition.key) from None
-            _finite(value, definition.name, definition.text)
+            _finite(value, definition.name, definition.text, quiet=True)
             run.values[definition.name] = value
             tapes[definition.name] = tape
 
@@ -191,7 +191,7 @@ def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator,
         loss_tape = Tape()
         if d.loss.expression is not None:
             loss = evaluate(d.loss.expression, run.values, sizes, backend, loss_tape)
-            _finite(loss, "E", d.loss.text)
+            _finite(loss, "E", d.loss.text, quiet=True)
             run.loss = float(loss)
             _sweep(loss_tape, d.loss.expression, np.asarray(1.0), adjoints, shapes)
         else:
@@ -255,7 +255,7 @@ def directional_check(d: Derivation, run: NumericRun, tapes: Mapping[str, Tape],
     products.update({f: inner(run.grads.factored(f), v) for f, v in own.items()})
     for name in run.grads:  # in the order the gradients were made, as before
         if not all(math.isfinite(p) for p in products[name]):
-            _finite(run.grads[name], f"grad_{name}", "the true gradient")  # the exact test (the product may only overflow)
+            _finite(run.grads[name], f"grad_{name}", "the true gradient", quiet=True)  # the exact test (the product may only overflow)
     total: dict[str, np.ndarray] = {}
 
     def var_tangent(name: str) -> Tangent:
@@ -337,11 +337,15 @@ def _add_tangent(t: Tangent, v: np.ndarray | Rank1, shape: tuple[int, ...]) -> n
     return (tangent if np.shape(tangent) == shape else np.broadcast_to(tangent, shape)) + own
 
 
-def _finite(value: np.ndarray, name: str, text: str) -> None:
-    """Raise :class:`NumericProblem` if ``value`` has a NaN or an Inf."""
-    with np.errstate(over="ignore", invalid="ignore"):
+def _finite(value: np.ndarray, name: str, text: str, quiet: bool = False) -> None:
+    """Raise :class:`NumericProblem` if ``value`` has a NaN or an Inf. ``quiet``: the caller ignores
+    floating-point errors already (run_trial's errstate), so the sum needs no errstate of its own."""
+    if quiet:
         total = value.sum() if type(value) is np.ndarray else np.sum(value)
-    if np.isfinite(total):
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = value.sum() if type(value) is np.ndarray else np.sum(value)
+    if math.isfinite(total):
         return  # a NaN or an Inf would make the sum NaN or Inf; no entry-sized temporary
     if not np.all(np.isfinite(value)):
         bad = "NaN" if np.any(np.isnan(value)) else "Inf"
