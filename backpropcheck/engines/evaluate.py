@@ -69,6 +69,7 @@ def evaluate(
     """The value of an expression, by its post-order (iterative: deep trees are fine); the arguments of
     a node are the last values computed."""
     values: list[Any] = []
+    args: tuple[Any, ...]
     for current, arity in post_order(node):
         if arity:  # a call (most nodes) or a sum over an index
             if arity == 1:
