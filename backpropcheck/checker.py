@@ -40,6 +40,7 @@ from .results import (
 )
 from .workload import all_shaped as _all_shaped
 from .workload import distinct_dims as _distinct_dims
+from .workload import shape_values as _shape_values
 from .workload import spaces as _spaces
 from .workload import work as _work
 
@@ -284,6 +285,9 @@ class _FileCheck:
         flops_of: Counter[tuple] = Counter()
         for key, dims in self.products:
             flops_of[dims] += 3 if key.startswith(("forward.", "loss.")) else 1
+        # each space's values at given dims, as a function (one itemgetter for plain names), with its count
+        entries_at = [(_shape_values(dims), k) for dims, k in entries_of.items()]
+        flops_at = [(_shape_values(dims), k) for dims, k in flops_of.items()]
         seen: dict[tuple, tuple[int, int]] = {}
         flops = 0
         for trial in range(cfg.trials):
@@ -295,8 +299,8 @@ class _FileCheck:
                 self._drawn.append((sizes, rng))
             drawn = tuple(sizes.items())
             if drawn not in seen:
-                seen[drawn] = tuple(sum(k * math.prod(dim.value(sizes) for dim in dims) for dims, k in table.items())
-                                  for table in (entries_of, flops_of))
+                seen[drawn] = (sum(k * math.prod(values(sizes)) for values, k in entries_at),
+                               sum(k * math.prod(values(sizes)) for values, k in flops_at))
             entries, work = seen[drawn]
             flops += work
             if flops > limits.max_flops:

@@ -29,7 +29,7 @@ class _Table:
     values: tuple[Callable[[Mapping[str, int]], tuple[int, ...]], ...]  # each shape at given dims
 
 
-def _shape_values(shape: Shape) -> Callable[[Mapping[str, int]], tuple[int, ...]]:
+def shape_values(shape: Shape) -> Callable[[Mapping[str, int]], tuple[int, ...]]:
     """A shape's values at given dims; one C call (``itemgetter``) when each dim is a plain name."""
     names = [dim.terms[0][0] for dim in shape
              if dim.const == 0 and len(dim.terms) == 1 and dim.terms[0][1] == 1 and "*" not in dim.terms[0][0]]
@@ -55,7 +55,7 @@ def _table(d: Derivation) -> _Table:
         names = tuple(all_shaped(d))
         shapes = tuple(d.shape_of(n) for n in names)
         distinct = frozenset(dim for s in shapes for dim in s)
-        hit = _TABLES[id(d)] = (d, key, _Table(names, shapes, distinct, tuple(_shape_values(s) for s in shapes)))
+        hit = _TABLES[id(d)] = (d, key, _Table(names, shapes, distinct, tuple(shape_values(s) for s in shapes)))
     return hit[2]
 
 
