@@ -187,6 +187,36 @@ def test_fast_products_build_exactly_what_sympy_builds() -> None:
     assert list(mul_arrays(a[:, None], b[None, :]).flat) == list((a[:, None] * b[None, :]).flat)
 
 
+def test_canonical_key_orders_as_basic_compare() -> None:
+    """engines/order.canonical_key: for every pair of a mixed pool (symbols with different assumptions and
+    names, numbers of every kind, functions of ours and SymPy's, random expressions), the key's order is
+    ``Basic.compare``'s, including ties; content compare treats specially has no key."""
+    from sympy.core.basic import Basic
+
+    from backpropcheck.engines.order import NoKey, canonical_key
+    from backpropcheck.lang.symfuncs import Step
+
+    rng = random.Random(17)
+    a, b = sp.Symbol("a[0]", real=True), sp.Symbol("a[1]", positive=True)
+    pool = [a, b, sp.Symbol("a[0]", positive=True), sp.Symbol("∇z[0]", real=True), sp.Symbol("q"), sp.Dummy("d"),
+            sp.Integer(0), sp.Integer(1), sp.Integer(-1), sp.Integer(7), sp.Rational(1, 2), sp.Rational(-3, 5),
+            sp.Float(0.25), sp.Float(2.0), sp.pi, sp.E, sp.I, sp.oo, sp.exp(a), sp.tanh(b), sp.log(a + 2),
+            Step(a - b), Step(b - a), generic("f_prime")(a), a * b, 2 * a * b, a ** 2, a ** b, a + b, a - b]
+    pool += [random_sympy_expr(rng, 3) for _ in range(60)]
+    for p in pool:
+        for q in pool:
+            kp, kq = canonical_key(p), canonical_key(q)
+            assert (kp > kq) - (kp < kq) == Basic.compare(p, q), (p, q)
+
+    class Tagged(sp.Basic):  # content compare turns into a Basic (a frozenset) or compares as Relationals
+        def _hashable_content(self):
+            return (frozenset(self.args),) if len(self.args) == 1 else ((self.args[0],),)
+
+    for odd in (Tagged(a), Tagged(a, b)):
+        with pytest.raises(NoKey):
+            canonical_key(odd)
+
+
 def test_fast_matmul_equals_the_op_tables_symbolic_matmul() -> None:
     from backpropcheck.engines.products import matmul_arrays
     from backpropcheck.lang.ops.linalg import _matmul_sym

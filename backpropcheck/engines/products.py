@@ -20,6 +20,7 @@ import sympy as sp
 from sympy.core.basic import Basic
 
 from ..lang.ops import _matmul_sym
+from .order import NoKey, canonical_key
 
 _ZERO, _ONE = sp.S.Zero, sp.S.One
 _from_args = sp.Mul._from_args
@@ -40,7 +41,7 @@ def mul(x: Any, y: Any) -> Any:
         return x
     if x.__class__ is sp.Symbol and y.__class__ is sp.Symbol and x is not y:
         if x.is_commutative and y.is_commutative:
-            return _from_args((x, y) if Basic.compare(x, y) < 0 else (y, x), True)
+            return _from_args((x, y) if canonical_key(x) < canonical_key(y) else (y, x), True)
     elif y.__class__ is sp.Symbol and isinstance(x, sp.Rational) and y.is_commutative:
         return _from_args((x, y), True)
     elif x.__class__ is sp.Symbol and isinstance(y, sp.Rational) and x.is_commutative:
@@ -74,7 +75,10 @@ def add(*terms: Any) -> Any:
         kept.append(t)
     if len(kept) < 2:
         return kept[0] if kept else _ZERO
-    kept.sort(key=_SORT)
+    try:
+        kept.sort(key=canonical_key)
+    except NoKey:
+        kept.sort(key=_SORT)
     return sp.Add._exec_constructor_postprocessors(sp.Add._from_args(kept, True))
 
 
