@@ -90,6 +90,30 @@ def test_partials_equal_sympy_diff():
             assert got.get(s, sp.Integer(0)) == expected, (e, s)
 
 
+def test_partials_by_template_are_sympy_diff_as_built() -> None:
+    """The templates' renaming (engines/partials._renamed rebuilds without re-sorting): each partial is the
+    very expression ``sp.diff`` builds (equal arguments, in order), for names whose order differs from their
+    positions, symbols of both assumption sets, our own functions and one template serving many terms."""
+    from backpropcheck.lang.symfuncs import MaxOf, Relu, Step
+
+    rng = random.Random(8)
+    real = [sp.Symbol(n, real=True) for n in ("∇z[1]", "W[0,10]", "W[0,2]", "a[1]", "b", "Z[1,0]")]
+    pos = [sp.Symbol(n, positive=True) for n in ("p[0]", "P[3]", "s")]
+    f = generic("f_prime")
+    templates: dict = {}
+    for _ in range(150):
+        u, v, w = rng.sample(real + pos, 3)
+        shapes = [sp.tanh(u * v + w) * u, sp.exp(u - v) / (1 + sp.exp(w)) ** 2, -sp.log(u * v + w ** 2 + 1),
+                  MaxOf(u, v, w) * Step(u - w), Relu(u - v) ** 2 * w, f(u) * v ** 3 - u / w,
+                  sp.Rational(1, 2) * u * (v - w) ** 2, sp.sqrt(u ** 2 + v) * w]
+        e = rng.choice(shapes)
+        got = partials(e, set(real + pos), templates)
+        for s in real + pos:
+            want = sp.diff(e, s)
+            have = got.get(s, sp.Integer(0))
+            assert have == want and have.args == want.args, (e, s, have, want)
+
+
 def test_truth_is_the_same_with_templates_shared_across_neurons():
     d = load(str(REPO / "bench" / "dense_sigmoid_mse.toml"))
     truth = SymbolicTruth(d, {"n": 3, "m": 4})

@@ -35,7 +35,13 @@ def _diff(term: sp.Expr, s: sp.Symbol, templates: dict) -> sp.Expr:
     local definition up to the names of its symbols, so the derivative is taken on a template
     whose symbols are placeholders (same assumptions, numbered in name order) and renamed back.
     The result is also kept for the term itself: the same entry's definition recurs at every dims of a
-    file (``z[0]`` is defined alike at n=2 and n=3), and the renaming is not free."""
+    file (``z[0]`` is defined alike at n=2 and n=3), and the renaming is not free.
+
+    Both renamings keep the order of names (at most 8 placeholders ``⟨0⟩`` … ``⟨7⟩`` for the symbols
+    sorted by name, each with its symbol's assumptions), and SymPy's canonical forms depend on names only
+    through that order (``Basic.compare``, sort keys): so the renamed expression is already canonical and
+    is rebuilt as it stands (:func:`_renamed`), not evaluated again as ``xreplace`` would.
+    ``tests/test_symbolic.py`` checks the partials against ``sp.diff`` (equal as expressions)."""
     direct = templates.get((term, s))
     if direct is not None:
         return direct
@@ -43,7 +49,7 @@ def _diff(term: sp.Expr, s: sp.Symbol, templates: dict) -> sp.Expr:
     if shape is None:
         symbols = sorted(term.free_symbols, key=lambda x: x.name)
         holders = [_placeholder(k, x) for k, x in enumerate(symbols)]
-        template = term.xreplace(dict(zip(symbols, holders))) if len(symbols) <= 8 else None
+        template = _renamed(term, dict(zip(symbols, holders))) if len(symbols) <= 8 else None
         shape = templates[term] = (symbols, holders, template)
     symbols, holders, template = shape
     if template is None:
@@ -53,9 +59,29 @@ def _diff(term: sp.Expr, s: sp.Symbol, templates: dict) -> sp.Expr:
         found = templates.get(key)
         if found is None:
             found = templates[key] = template.diff(key[1])
-        found = found.xreplace(dict(zip(holders, symbols)))
+        found = _renamed(found, dict(zip(holders, symbols)))
     templates[(term, s)] = found
     return found
+
+
+def _renamed(e: sp.Basic, names: dict) -> sp.Basic:
+    """``e`` with its symbols renamed by ``names`` (an order-preserving renaming, see :func:`_diff`), sums,
+    products and powers rebuilt from their renamed arguments without SymPy's flattening and sorting; a
+    function is applied again (its ``eval`` sees the same order)."""
+    if e.is_Symbol:
+        return names.get(e, e)
+    args = e.args
+    if not args:
+        return e
+    new = tuple(_renamed(a, names) for a in args)
+    if all(a is b for a, b in zip(new, args)):
+        return e
+    cls = type(e)
+    if cls is sp.Mul or cls is sp.Add:
+        return cls._from_args(new, e.is_commutative)
+    if cls is sp.Pow:
+        return sp.Pow(*new, evaluate=False)
+    return e.func(*new)
 
 
 def _placeholder(k: int, like: sp.Symbol) -> sp.Symbol:
