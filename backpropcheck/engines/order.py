@@ -19,10 +19,16 @@ from __future__ import annotations
 from typing import Any
 
 from sympy.core import basic
+from sympy.core import Add, Expr, Mul, Pow
 from sympy.core.basic import Basic
 
 _KEYS: dict[int, tuple[Basic, tuple]] = {}  # by id, with the expression kept alive (ids are not reused)
 _RANKS: dict[type, tuple[int, str]] = {}
+
+
+# classes whose ``_hashable_content`` is their arguments (the Basic and Expr default), checked below
+_BY_ARGS = {cls for cls in (Add, Mul, Pow) if cls._hashable_content in (Basic._hashable_content,
+                                                                       Expr._hashable_content)}
 
 
 class NoKey(Exception):
@@ -46,18 +52,24 @@ def canonical_key(e: Basic) -> tuple:
     hit = _KEYS.get(id(e))
     if hit is not None and hit[0] is e:
         return hit[1]
-    content = e._hashable_content()
-    parts: list[Any] = [_rank(type(e)), len(content)]
-    for x in content:
-        if isinstance(x, Basic):
-            parts.append(canonical_key(x))
-        elif _plain(x):
-            parts.append(x)
-        else:
-            raise NoKey(type(x).__name__)
+    cls = e.__class__
+    rank = _RANKS.get(cls) or _rank(cls)
+    if cls in _BY_ARGS:  # content is the arguments, all expressions
+        args = e._args
+        key = (rank, len(args), *[canonical_key(x) for x in args])
+    else:
+        content = e._hashable_content()
+        parts: list[Any] = [rank, len(content)]
+        for x in content:
+            if isinstance(x, Basic):
+                parts.append(canonical_key(x))
+            elif _plain(x):
+                parts.append(x)
+            else:
+                raise NoKey(type(x).__name__)
+        key = tuple(parts)
     if len(_KEYS) > 200_000:
         _KEYS.clear()
-    key = tuple(parts)
     _KEYS[id(e)] = (e, key)
     return key
 
