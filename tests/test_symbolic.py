@@ -199,6 +199,8 @@ def test_fast_products_build_exactly_what_sympy_builds() -> None:
     numbers = [sp.Integer(0), sp.Integer(1), sp.Integer(-1), sp.Integer(3), sp.Rational(1, 2), sp.Rational(-2, 7),
                sp.oo, sp.zoo, sp.nan]
     pool = symbols + numbers + [random_sympy_expr(rng, 3) for _ in range(40)]
+    pool += [x, y, z, x * y, -2 * x * z, x ** 2 * y, y * z / x, sp.exp(x) * y, sp.pi * x * z, sp.Float(1.5) * y * z,
+             sp.oo * x * y, symbols[0] * symbols[1], sp.Rational(1, 3) * symbols[2] * sp.tanh(x)]
     for a in pool:
         for b in pool:
             got, want = mul(a, b), a * b

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sympy.core import basic
-from sympy.core import Add, Expr, Mul, Pow
+from sympy.core import Add, Expr, Mul, Pow, basic
 from sympy.core.basic import Basic
 
 _KEYS: dict[int, tuple[Basic, tuple]] = {}  # by id, with the expression kept alive (ids are not reused)
@@ -35,7 +34,7 @@ class NoKey(Exception):
     """The expression holds content whose order ``compare`` decides otherwise than by plain comparison."""
 
 
-def _rank(cls: type) -> tuple[int, str]:
+def class_rank(cls: type) -> tuple[int, str]:
     """``_cmp_name``'s order: the index in ``ordering_of_classes`` (unknown classes after all known ones),
     then the class name (which alone decides between two unknown classes, and equal names compare equal)."""
     found = _RANKS.get(cls)
@@ -53,7 +52,7 @@ def canonical_key(e: Basic) -> tuple:
     if hit is not None and hit[0] is e:
         return hit[1]
     cls = e.__class__
-    rank = _RANKS.get(cls) or _rank(cls)
+    rank = _RANKS.get(cls) or class_rank(cls)
     if cls in _BY_ARGS:  # content is the arguments, all expressions
         args = e._args
         key = (rank, len(args), *[canonical_key(x) for x in args])

@@ -12,6 +12,7 @@ there. ``tests/test_symbolic.py`` checks both against SymPy on random expression
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from functools import cmp_to_key
 from typing import Any
 
@@ -20,10 +21,11 @@ import sympy as sp
 from sympy.core.basic import Basic
 
 from ..lang.ops import _matmul_sym
-from .order import NoKey, canonical_key
+from .order import NoKey, canonical_key, class_rank
 
 _ZERO, _ONE = sp.S.Zero, sp.S.One
 _from_args = sp.Mul._from_args
+_SYMBOL_RANK = class_rank(sp.Symbol)
 _SORT = cmp_to_key(Basic.compare)  # the order of an Add's arguments (sympy.core.add._addsort)
 
 
@@ -46,7 +48,48 @@ def mul(x: Any, y: Any) -> Any:
         return _from_args((x, y), True)
     elif x.__class__ is sp.Symbol and isinstance(y, sp.Rational) and x.is_commutative:
         return _from_args((y, x), True)
+    elif x.__class__ is sp.Symbol:
+        if y.__class__ is sp.Mul:
+            return _symbol_times_product(x, y)
+        return _symbol_times_factor(x, y)
+    elif y.__class__ is sp.Symbol:
+        if x.__class__ is sp.Mul:
+            return _symbol_times_product(y, x)
+        return _symbol_times_factor(y, x)
     return x * y
+
+
+def _symbol_times_factor(x: sp.Symbol, y: Any) -> Any:
+    """``x * y`` for a sum, a function's value or a power of anything but ``x`` and a number: ``(x, y)``, as
+    nothing combines, a symbol distributes over no sum, and the class of ``y`` comes after Symbol's in
+    SymPy's order (``Basic.compare`` decides by class first); else SymPy's product."""
+    cls = y.__class__
+    if not (cls is sp.Add or (cls is sp.Pow and not y.args[0].is_Number) or isinstance(y, sp.Function)) or \
+            not (x.is_commutative and y.is_commutative) or (cls is sp.Pow and y.args[0] == x) or \
+            class_rank(cls) <= _SYMBOL_RANK:
+        return x * y
+    return _from_args((x, y), True)
+
+
+def _symbol_times_product(x: sp.Symbol, y: sp.Mul) -> Any:
+    """``x * y`` for a product ``y`` of factors none of which is ``x`` or a power of ``x`` (nothing to
+    combine) and no number but a rational coefficient: ``y``'s arguments with ``x`` in its canonical place
+    (a gradient atom times a local partial, ``∇z[0]·W[0,1]·a[1]``); else SymPy's product."""
+    args = y.args
+    if not (x.is_commutative and y.is_commutative):
+        return x * y
+    for k, f in enumerate(args):
+        cls = f.__class__
+        if f is x or (cls is sp.Pow and f.args[0] == x) or (cls is not sp.Symbol and f == x) or (
+                f.is_Number and (k or not isinstance(f, sp.Rational))):
+            return x * y
+    try:
+        key = canonical_key(x)
+        keys = [canonical_key(f) for f in args]
+    except NoKey:
+        return x * y
+    at = bisect_left(keys, key)
+    return _from_args(args[:at] + (x,) + args[at:], True)
 
 
 def add(*terms: Any) -> Any:
