@@ -335,3 +335,24 @@ def test_symbol_arrays_are_the_entries_symbols_with_their_assumptions() -> None:
     assert all(x is y for x, y in zip(real.flat, again.flat))
     assert positive[0, 0] == sp.Symbol("W[0,0]", positive=True) and positive[0, 0] != real[0, 0]
     assert symbol_array("b", (), real=True)[()] == sp.Symbol("b", real=True)
+
+
+def test_entrywise_functions_build_what_the_op_table_builds() -> None:
+    """engines/entrywise: every element-wise function and derivative of the op table, and a declared generic f,
+    give the op table's own expression (equal arguments, in order) on symbols of either assumption set (by a
+    renamed template), expressions and numbers, also when asked again (kept values)."""
+    from backpropcheck.engines.entrywise import elementwise_arrays
+    from backpropcheck.lang.ops import ELEMENTWISE, Elementwise
+    from backpropcheck.lang.ops.elementwise import _ew_symbolic
+
+    a = np.array([sp.Symbol("z[0]", real=True), sp.Symbol("p[1]", positive=True), sp.Symbol("∇h[2]", real=True),
+                  x * y - 1, sp.Rational(1, 3), sp.Integer(2), 0], dtype=object)
+    functions = list(ELEMENTWISE.values()) + [Elementwise("f", None, None, generic("f"))]  # type: ignore[arg-type]
+    for fn in functions:
+        for prime in (False, True):
+            if prime and fn.name == "sign":
+                continue
+            for _ in range(2):
+                got, want = elementwise_arrays(a, fn, prime), _ew_symbolic(a, fn, prime)
+                for g, w in zip(got, want):
+                    assert g == w and getattr(g, "args", ()) == getattr(w, "args", ()), (fn.name, prime, g, w)

@@ -30,6 +30,7 @@ from ..lang.ops import ELEMENTWISE, Elementwise
 from ..lang.symfuncs import MaxOf, MinOf, SoftmaxEntry, Step, generic, softmax_as_exp
 from ..model import Derivation
 from .draws import concrete_inputs, draw_onehot, integer_array
+from .entrywise import elementwise_arrays
 from .evaluate import Backend, evaluate, evaluate_definition
 from .exact import Converter, Unsupported
 from .partials import _TEMPLATES, partials
@@ -51,7 +52,9 @@ def symbolic_backend(d: Derivation) -> Backend:
         except (TypeError, ValueError):
             return sp.Float(node.value)
 
-    return Backend(symbolic=True, functions=functions, const=const, scalar=sp.Integer, faster={"mul": mul_arrays, "matmul": matmul_arrays, "dot": matmul_arrays})
+    return Backend(symbolic=True, functions=functions, const=const, scalar=sp.Integer,
+                   faster={"mul": mul_arrays, "matmul": matmul_arrays, "dot": matmul_arrays,
+                           "elementwise": elementwise_arrays})
 
 
 def entry_name(name: str, idx: tuple[int, ...]) -> str:
