@@ -66,8 +66,9 @@ def _diff(term: sp.Expr, s: sp.Symbol, templates: dict) -> sp.Expr:
 
 def _renamed(e: sp.Basic, names: dict) -> sp.Basic:
     """``e`` with its symbols renamed by ``names`` (an order-preserving renaming, see :func:`_diff`), sums,
-    products and powers rebuilt from their renamed arguments without SymPy's flattening and sorting; a
-    function is applied again (its ``eval`` sees the same order)."""
+    products, powers and function values rebuilt from their renamed arguments without SymPy's flattening,
+    sorting and ``eval`` (each gave this very node on the arguments before renaming); anything else is
+    built again."""
     if e.is_Symbol:
         return names.get(e, e)
     args = e.args
@@ -81,6 +82,8 @@ def _renamed(e: sp.Basic, names: dict) -> sp.Basic:
         return cls._from_args(new, e.is_commutative)
     if cls is sp.Pow:
         return sp.Pow(*new, evaluate=False)
+    if isinstance(e, sp.Function):  # its eval left it as it is (e.func(*e.args) == e), and sees the same order
+        return e.func(*new, evaluate=False)
     return e.func(*new)
 
 
