@@ -356,3 +356,21 @@ def test_entrywise_functions_build_what_the_op_table_builds() -> None:
                 got, want = elementwise_arrays(a, fn, prime), _ew_symbolic(a, fn, prime)
                 for g, w in zip(got, want):
                     assert g == w and getattr(g, "args", ()) == getattr(w, "args", ()), (fn.name, prime, g, w)
+
+
+def test_steps_by_template_are_the_steps_sympy_builds() -> None:
+    """engines/partials.by_template: a mask's step against a window's max (or min), evaluated once per shape and
+    renamed, is the very expression ``Step(u)`` builds (its arg-max indicator), for windows whose names sort
+    in every order against the entry's, and for more symbols than placeholders."""
+    from backpropcheck.engines.partials import by_template
+    from backpropcheck.lang.symfuncs import MaxOf, MinOf, Step
+
+    rng = random.Random(4)
+    names = ["x[0,0]", "x[0,1]", "x[1,0]", "x[1,1]", "x[0,10]", "a", "∇m[0]", "Z[2]", "x[3,2]"]
+    for _ in range(60):
+        window = [sp.Symbol(n, real=True) for n in rng.sample(names, rng.choice([2, 3, 4, 9]))]
+        entry = rng.choice(window)
+        extreme = rng.choice([MaxOf, MinOf])(*window)
+        for u in (entry - extreme, extreme - entry, 2 * entry - 2 * extreme, entry - extreme + window[0] * 0 + 1):
+            got, want = by_template(Step, u), Step(u)
+            assert got == want and got.args == want.args, (u, got, want)

@@ -64,6 +64,26 @@ def _diff(term: sp.Expr, s: sp.Symbol, templates: dict) -> sp.Expr:
     return found
 
 
+_BUILT: dict[tuple, sp.Expr] = {}  # (function, template argument) -> the function's value on it
+
+
+def by_template(fn: type[sp.Function], e: sp.Expr) -> sp.Expr:
+    """``fn(e)``, evaluated once per *shape* of ``e``: on ``e`` with its symbols renamed to placeholders (in
+    name order, at most 8, as :func:`_diff` does), the value renamed back. For a costly ``eval`` met
+    with many symbols alike (a mask's step against a window's max: its arg-max indicator)."""
+    symbols = sorted(e.free_symbols, key=lambda x: x.name)
+    if len(symbols) > 8 or any(x.__class__ is not sp.Symbol for x in symbols):
+        return fn(e)
+    holders = [_placeholder(k, x) for k, x in enumerate(symbols)]
+    key = (fn, _renamed(e, dict(zip(symbols, holders))))
+    value = _BUILT.get(key)
+    if value is None:
+        if len(_BUILT) > 50_000:
+            _BUILT.clear()
+        value = _BUILT[key] = fn(key[1])
+    return _renamed(value, dict(zip(holders, symbols)))
+
+
 def _renamed(e: sp.Basic, names: dict) -> sp.Basic:
     """``e`` with its symbols renamed by ``names`` (an order-preserving renaming, see :func:`_diff`), sums,
     products, powers and function values rebuilt from their renamed arguments without SymPy's flattening,

@@ -33,7 +33,7 @@ from .draws import concrete_inputs, draw_onehot, integer_array
 from .entrywise import elementwise_arrays
 from .evaluate import Backend, evaluate, evaluate_definition
 from .exact import Converter, Unsupported
-from .partials import _TEMPLATES, partials
+from .partials import _TEMPLATES, by_template, partials
 from .products import add, matmul_arrays, mul, mul_arrays
 from .witness import WitnessSearch
 
@@ -286,7 +286,7 @@ class SymbolicTruth(WitnessSearch):
             if found is None:
                 if len(_AGAINST_EXTREME) > 50_000:
                     _AGAINST_EXTREME.clear()
-                found = _AGAINST_EXTREME[u] = Step(u)
+                found = _AGAINST_EXTREME[u] = by_template(Step, u)
             self._kinks[kink] = found
         return found
 
