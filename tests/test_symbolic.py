@@ -374,3 +374,21 @@ def test_steps_by_template_are_the_steps_sympy_builds() -> None:
         for u in (entry - extreme, extreme - entry, 2 * entry - 2 * extreme, entry - extreme + window[0] * 0 + 1):
             got, want = by_template(Step, u), Step(u)
             assert got == want and got.args == want.args, (u, got, want)
+
+
+def test_diff1_is_sympy_diff_as_built() -> None:
+    """engines/partials.diff1 (SymPy's own rules without Derivative's dispatch) builds what ``e.diff(s)`` builds,
+    argument by argument: random sums, products, quotients, powers, exp and tanh, our functions (masks, max,
+    clip, relu, a declared f), a symbolic exponent, and a function it leaves to ``diff`` (Abs)."""
+    from backpropcheck.engines.partials import diff1
+    from backpropcheck.lang.symfuncs import Clip, MaxOf, Relu, Step
+
+    rng = random.Random(21)
+    f = generic("f")
+    p = sp.Symbol("p", positive=True)
+    extra = [MaxOf(x, y * z, 2 * x) * Step(x - y), Clip(x * y, -1, 1) ** 2, Relu(x - z) * f(y * x), x ** (y * p),
+             sp.log(p + x ** 2) / (1 + sp.exp(-z)), sp.Abs(x) * y, sp.erf(x * y) + sp.atan(z / p), f(x) ** -2]
+    for e in [random_sympy_expr(rng, 4) for _ in range(80)] + extra:
+        for s in (x, y, z, p):
+            got, want = diff1(e, s), e.diff(s)
+            assert got == want and got.args == want.args, (e, s, got, want)

@@ -4,6 +4,8 @@ the symbolic engine's reverse sweep."""
 from __future__ import annotations
 
 import sympy as sp
+from sympy.core.basic import Basic
+from sympy.core.function import ArgumentIndexError, Function
 
 from .products import add
 
@@ -53,15 +55,63 @@ def _diff(term: sp.Expr, s: sp.Symbol, templates: dict) -> sp.Expr:
         shape = templates[term] = (symbols, holders, template)
     symbols, holders, template = shape
     if template is None:
-        found = term.diff(s)
+        found = diff1(term, s)
     else:
         key = (template, holders[symbols.index(s)])
         found = templates.get(key)
         if found is None:
-            found = templates[key] = template.diff(key[1])
+            found = templates[key] = diff1(template, key[1])
         found = _renamed(found, dict(zip(holders, symbols)))
     templates[(term, s)] = found
     return found
+
+
+def diff1(e: sp.Expr, s: sp.Symbol) -> sp.Expr:
+    """``e.diff(s)``, the very expression SymPy builds: its own rules for sums, products, powers and functions
+    with a derivative of their own (``fdiff``), applied here without ``Derivative``'s dispatch around each
+    node (variable checks, an ``is_zero`` query and a ``replace`` over the result at every level, which
+    leave these rules' results as they are); anything else by ``diff`` itself. Tested equal, argument by
+    argument, to ``sp.diff``."""
+    if e is s:
+        return sp.S.One
+    if s not in e.free_symbols:
+        return sp.S.Zero
+    cls = e.__class__
+    if cls is sp.Add:  # Add._eval_derivative
+        return sp.Add(*[diff1(a, s) for a in e.args])
+    if cls is sp.Mul:  # Mul._eval_derivative_n_times at n = 1: Leibniz, one factor differentiated per term
+        args = e.args
+        return sp.Add(*[sp.Mul(*args[:i], diff1(a, s), *args[i + 1:]) for i, a in enumerate(args)])
+    if cls is sp.Pow:  # Pow._eval_derivative
+        base, exp = e.args
+        return e * (diff1(exp, s) * sp.log(base) + diff1(base, s) * exp / base)
+    if cls in _PLAIN_FUNCTIONS or _plain_function(cls):  # Function._eval_derivative
+        terms = []
+        for i, a in enumerate(e.args, 1):
+            da = diff1(a, s)
+            if da.is_zero:
+                continue
+            try:
+                df = e.fdiff(i)
+            except ArgumentIndexError:
+                df = Function.fdiff(e, i)
+            terms.append(df * da)
+        return sp.Add(*terms)
+    return e.diff(s)
+
+
+_PLAIN_FUNCTIONS: set[type] = set()
+
+
+def _plain_function(cls: type) -> bool:
+    """A function class whose derivative is SymPy's chain rule over its own ``fdiff``."""
+    plain = issubclass(cls, Function) and (
+        getattr(cls, "_eval_derivative", None) is Function._eval_derivative
+        and getattr(cls, "_eval_derivative_n_times", None) is Basic._eval_derivative_n_times
+        and getattr(cls, "fdiff", None) is not Function.fdiff)
+    if plain:
+        _PLAIN_FUNCTIONS.add(cls)
+    return plain
 
 
 _BUILT: dict[tuple, sp.Expr] = {}  # (function, template argument) -> the function's value on it
