@@ -288,6 +288,13 @@ def test_fast_sums_build_exactly_what_sympy_builds() -> None:
         nested += rng.sample(products, rng.randint(0, 3)) + (rng.sample(others, 1) if rng.random() < 0.2 else [])
         got, want = add(*nested), sp.Add(*nested)
         assert got == want and hash(got) == hash(want) and got.args == want.args, (nested, got, want)
+    from backpropcheck.engines.products import add_arrays
+
+    left = np.array(rng.sample(products + symbols + others, 6), dtype=object).reshape(2, 3)
+    right = np.array(rng.sample(products + symbols + others, 3) + [1, 2.5, 0], dtype=object).reshape(2, 3)
+    for a, b in ((left, right), (left, right[:1]), (right, left[:, :1])):  # with broadcasting, Python numbers too
+        got, want = add_arrays(a, b), a + b
+        assert got.shape == want.shape and all(g == w and type(g) is type(w) for g, w in zip(got.flat, want.flat))
     pairs = [a * b for k, a in enumerate(symbols) for b in symbols[k + 1:]]  # distinct, no squares
     rows = [sp.Add(*pairs[k:k + 3]) for k in range(0, 12, 3)]  # the direct route
     assert add(*rows).args == sp.Add(*rows).args and len(add(*rows).args) == 12

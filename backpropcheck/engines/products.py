@@ -128,6 +128,18 @@ def add(*terms: Any) -> Any:
 _mul_entries = np.frompyfunc(mul, 2, 1)
 
 
+def _add2(x: Any, y: Any) -> Any:
+    return add(x, y) if isinstance(x, Basic) and isinstance(y, Basic) else x + y
+
+
+_add_entries = np.frompyfunc(_add2, 2, 1)
+
+
+def add_arrays(a: Any, b: Any) -> np.ndarray:
+    """Entry-wise ``a + b`` of object arrays (NumPy broadcasting), each sum of two expressions by :func:`add`."""
+    return np.asarray(_add_entries(a, b), dtype=object)
+
+
 def mul_arrays(a: Any, b: Any) -> np.ndarray:
     """Entry-wise ``a * b`` of object arrays (NumPy broadcasting), each entry by :func:`mul`."""
     return np.asarray(_mul_entries(a, b), dtype=object)

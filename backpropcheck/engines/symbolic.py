@@ -34,7 +34,7 @@ from .entrywise import elementwise_arrays
 from .evaluate import Backend, evaluate, evaluate_definition
 from .exact import Converter, Unsupported
 from .partials import _TEMPLATES, by_template, partials
-from .products import add, matmul_arrays, mul, mul_arrays
+from .products import add, add_arrays, matmul_arrays, mul, mul_arrays
 from .witness import WitnessSearch
 
 __all__ = ["Decision", "SymbolicTruth", "entry_name", "partials", "symbol_array", "symbolic_backend"]
@@ -53,7 +53,7 @@ def symbolic_backend(d: Derivation) -> Backend:
             return sp.Float(node.value)
 
     return Backend(symbolic=True, functions=functions, const=const, scalar=sp.Integer,
-                   faster={"mul": mul_arrays, "matmul": matmul_arrays, "dot": matmul_arrays,
+                   faster={"mul": mul_arrays, "add": add_arrays, "matmul": matmul_arrays, "dot": matmul_arrays,
                            "elementwise": elementwise_arrays})
 
 
