@@ -62,22 +62,28 @@ def entry_name(name: str, idx: tuple[int, ...]) -> str:
 
 
 _SYMBOLS: dict[tuple, sp.Symbol] = {}
+_ARRAYS: dict[tuple, np.ndarray] = {}  # (name, shape, assumptions) -> the array of symbol_array
 
 
 def symbol_array(name: str, shape: tuple[int, ...], **assumptions) -> np.ndarray:
     """The entries' symbols, each made once per process: a symbol with assumptions costs SymPy a
     deduction of its facts, and every truth of a file (and the next file's) names the same entries again.
     The same object SymPy's own symbol cache returns when it still holds it."""
-    out = np.empty(shape, dtype=object)
     facts = tuple(sorted(assumptions.items()))
-    if len(_SYMBOLS) > 200_000:
+    made = _ARRAYS.get((name, shape, facts))
+    if made is not None:  # the whole array too: a file's truths and certificate name the same arrays again
+        return made.copy()
+    out = np.empty(shape, dtype=object)
+    if len(_SYMBOLS) > 200_000 or len(_ARRAYS) > 20_000:
         _SYMBOLS.clear()
+        _ARRAYS.clear()
     for idx in np.ndindex(*shape):
         entry = entry_name(name, idx)
         symbol = _SYMBOLS.get((entry, facts))
         if symbol is None:
             symbol = _SYMBOLS[(entry, facts)] = sp.Symbol(entry, **assumptions)
         out[idx] = symbol
+    _ARRAYS[(name, shape, facts)] = out.copy()
     return out
 
 
