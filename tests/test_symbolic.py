@@ -399,3 +399,17 @@ def test_diff1_is_sympy_diff_as_built() -> None:
         for s in (x, y, z, p):
             got, want = diff1(e, s), e.diff(s)
             assert got == want and got.args == want.args, (e, s, got, want)
+
+
+def test_symbol_arrays_are_made_once_and_handed_out_as_copies() -> None:
+    """symbol_array keeps the arrays it made: the same symbols again (the very objects), in an array of the
+    caller's own, which the caller may write (the sweep zeroes gradient atoms) without changing the next one."""
+    from backpropcheck.engines.symbolic import symbol_array
+
+    first = symbol_array("q", (2, 3), real=True)
+    first[0, 0] = sp.Integer(0)
+    again = symbol_array("q", (2, 3), real=True)
+    assert again[0, 0] == sp.Symbol("q[0,0]", real=True) and again is not first
+    assert all(a is b for a, b in zip(again.flat[1:], first.flat[1:]))
+    positive = symbol_array("q", (2, 3), positive=True)
+    assert positive[0, 1].is_positive and positive[0, 1] != again[0, 1]
