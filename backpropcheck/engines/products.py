@@ -122,8 +122,16 @@ def add(*terms: Any) -> Any:
         kept.sort(key=canonical_key)
     except NoKey:
         kept.sort(key=_SORT)
-    return sp.Add._exec_constructor_postprocessors(sp.Add._from_args(kept, True))
+    built = sp.Add._from_args(kept, True)
+    if _postprocessors is None or _postprocessors("Add", sp.Symbol) or _postprocessors("Add", sp.Mul):
+        return sp.Add._exec_constructor_postprocessors(built)
+    return built  # SymPy would look up each argument's (none, for symbols and products): once here
 
+
+try:  # SymPy's constructor post-processors by (class name, argument type), cached (matrix and tensor kinds)
+    from sympy.core.basic import _get_postprocessors as _postprocessors
+except ImportError:  # another SymPy: each sum asks SymPy, as it always did
+    _postprocessors = None
 
 _mul_entries = np.frompyfunc(mul, 2, 1)
 
