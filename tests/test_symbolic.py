@@ -413,3 +413,21 @@ def test_symbol_arrays_are_made_once_and_handed_out_as_copies() -> None:
     assert all(a is b for a, b in zip(again.flat[1:], first.flat[1:]))
     positive = symbol_array("q", (2, 3), positive=True)
     assert positive[0, 1].is_positive and positive[0, 1] != again[0, 1]
+
+
+def test_comparisons_build_what_the_op_table_builds() -> None:
+    """engines/entrywise.COMPARISONS (steps by template): the op table's masks, expression for expression, for
+    symbols against numbers, against each other, against a window's max (the arg-max indicator) and for
+    expressions, broadcast."""
+    from backpropcheck.engines.entrywise import COMPARISONS
+    from backpropcheck.lang.ops import OPS
+    from backpropcheck.lang.symfuncs import MaxOf
+
+    w = [sp.Symbol(f"x[{i}]", real=True) for i in range(4)]
+    a = np.array(w + [x * y - 1, sp.Integer(3)], dtype=object)
+    b = np.array([MaxOf(*w), w[2], sp.Integer(0), sp.Rational(1, 2), MaxOf(*w), z], dtype=object)
+    for name, fast in COMPARISONS.items():
+        for left, right in ((a, b), (b, a), (a[:, None], b[None, :3])):
+            got, want = fast(left, right), OPS[name].symbolic(left, right)
+            assert got.shape == want.shape
+            assert all(g == v and g.args == v.args for g, v in zip(got.flat, want.flat)), name

@@ -10,14 +10,15 @@ truths. The values are the op table's own (``_ew_symbolic``), equal expression f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import sympy as sp
 
 from ..lang.ops import Elementwise
-from ..lang.symfuncs import derivative_of
-from .partials import _placeholder, _renamed
+from ..lang.symfuncs import Step, derivative_of
+from .partials import _placeholder, _renamed, by_template
 
 _BUILT: dict[tuple, Any] = {}  # (builder, type, argument) -> value
 _TEMPLATES: dict[tuple, tuple[sp.Symbol, Any]] = {}  # (builder, assumptions) -> (placeholder, value)
@@ -47,3 +48,25 @@ def _by_template(builder: Any, u: sp.Symbol) -> Any:
         template = _TEMPLATES[key] = (holder, builder(holder))
     holder, value = template
     return _renamed(value, {holder: u})
+
+
+def comparison_arrays(strict: bool, flip: bool) -> Callable[[Any, Any], np.ndarray]:
+    """The op table's comparison (``lang.ops.arith._compare``: ``a > b`` is ``Step(a − b)``, ``a >= b`` is
+    ``1 − Step(b − a)``), each step evaluated once per shape of its argument (:func:`.partials.by_template`):
+    a mask against a max (``x >= max(x)``) derives its arg-max indicator in ``Step``'s eval."""
+    def symbolic(a: Any, b: Any) -> np.ndarray:
+        high, low = (b, a) if flip else (a, b)
+        value = _steps(high - low) if strict else 1 - _steps(low - high)
+        return np.asarray(value, dtype=object)
+
+    return symbolic
+
+
+def _step(u: Any) -> Any:
+    return by_template(Step, u) if isinstance(u, sp.Basic) else Step(u)
+
+
+_steps = np.frompyfunc(_step, 1, 1)
+
+COMPARISONS = {"gt": comparison_arrays(True, False), "ge": comparison_arrays(False, False),
+               "lt": comparison_arrays(True, True), "le": comparison_arrays(False, True)}

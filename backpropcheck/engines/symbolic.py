@@ -30,7 +30,7 @@ from ..lang.ops import ELEMENTWISE, Elementwise
 from ..lang.symfuncs import MaxOf, MinOf, SoftmaxEntry, Step, generic, softmax_as_exp
 from ..model import Derivation
 from .draws import concrete_inputs, draw_onehot, integer_array
-from .entrywise import elementwise_arrays
+from .entrywise import COMPARISONS, elementwise_arrays
 from .evaluate import Backend, evaluate, evaluate_definition
 from .exact import Converter, Unsupported
 from .partials import _TEMPLATES, by_template, partials
@@ -54,7 +54,7 @@ def symbolic_backend(d: Derivation) -> Backend:
 
     return Backend(symbolic=True, functions=functions, const=const, scalar=sp.Integer,
                    faster={"mul": mul_arrays, "add": add_arrays, "matmul": matmul_arrays, "dot": matmul_arrays,
-                           "elementwise": elementwise_arrays})
+                           "elementwise": elementwise_arrays, **COMPARISONS})
 
 
 def entry_name(name: str, idx: tuple[int, ...]) -> str:
