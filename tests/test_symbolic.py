@@ -105,7 +105,8 @@ def test_partials_by_template_are_sympy_diff_as_built() -> None:
         u, v, w = rng.sample(real + pos, 3)
         shapes = [sp.tanh(u * v + w) * u, sp.exp(u - v) / (1 + sp.exp(w)) ** 2, -sp.log(u * v + w ** 2 + 1),
                   MaxOf(u, v, w) * Step(u - w), Relu(u - v) ** 2 * w, f(u) * v ** 3 - u / w,
-                  sp.Rational(1, 2) * u * (v - w) ** 2, sp.sqrt(u ** 2 + v) * w]
+                  sp.Rational(1, 2) * u * (v - w) ** 2, sp.sqrt(u ** 2 + v) * w, -u * v * (w + 1), 3 * u * v * w,
+                  u * v, -u * v, u * (v + w), -u * (v + w), 2 * u * (v - w), u * v * sp.pi]
         e = rng.choice(shapes)
         got = partials(e, set(real + pos), templates)
         for s in real + pos:

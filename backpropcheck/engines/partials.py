@@ -32,6 +32,17 @@ def partials(expr: sp.Expr, wrt: set[sp.Symbol], templates: dict | None = None) 
     return out
 
 
+def _others(term: sp.Mul, k: int) -> sp.Expr:
+    """``Mul(*args without args[k])`` of a canonical product: the one other factor itself, or the rest as they
+    stand (still in order, nothing left to combine) unless a number and a sum remain (SymPy distributes)."""
+    rest = term.args[:k] + term.args[k + 1:]
+    if len(rest) == 1:
+        return rest[0]
+    if term.is_commutative and not (rest[0].is_Number and any(a.is_Add for a in rest)):
+        return sp.Mul._from_args(rest, True)
+    return sp.Mul(*rest)
+
+
 def _diff(term: sp.Expr, s: sp.Symbol, templates: dict) -> sp.Expr:
     """``term.diff(s)``, computed once per *shape* of term: every neuron of a layer has the same
     local definition up to the names of its symbols, so the derivative is taken on a template
@@ -189,4 +200,4 @@ def _term_partials(term: sp.Expr, wrt: set[sp.Symbol], templates: dict):
             yield s, _diff(term, s, templates)
         else:
             k = bare[s]
-            yield s, sp.Mul(*term.args[:k], *term.args[k + 1:])
+            yield s, _others(term, k)
