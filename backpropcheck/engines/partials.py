@@ -168,9 +168,17 @@ def _renamed(e: sp.Basic, names: dict) -> sp.Basic:
     return e.func(*new)
 
 
+_PLACEHOLDERS: dict[tuple, sp.Symbol] = {}
+
+
 def _placeholder(k: int, like: sp.Symbol) -> sp.Symbol:
-    # "⟨k⟩" cannot be the name of an entry (those are identifiers, or name[i,j])
-    return sp.Symbol(f"⟨{k}⟩", **like.assumptions0)
+    """The k-th placeholder with ``like``'s assumptions, made once (a symbol's assumptions cost SymPy a
+    deduction each time it is made). "⟨k⟩" cannot be the name of an entry (identifiers, or name[i,j])."""
+    key = (k, like._assumptions0)
+    found = _PLACEHOLDERS.get(key)
+    if found is None:
+        found = _PLACEHOLDERS[key] = sp.Symbol(f"⟨{k}⟩", **like.assumptions0)
+    return found
 
 
 def _term_partials(term: sp.Expr, wrt: set[sp.Symbol], templates: dict):
