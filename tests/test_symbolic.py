@@ -235,6 +235,17 @@ def test_canonical_key_orders_as_basic_compare() -> None:
             kp, kq = canonical_key(p), canonical_key(q)
             assert (kp > kq) - (kp < kq) == Basic.compare(p, q), (p, q)
 
+    from backpropcheck.engines import order
+    from backpropcheck.engines.products import mul
+
+    symbols = [p for p in pool if p.__class__ is sp.Symbol]
+    for p in symbols:  # the key products.mul records for the product it builds is the one computed afresh
+        for q in symbols:
+            product = mul(p, q)
+            recorded = canonical_key(product)
+            order._KEYS.pop(id(product), None)
+            assert canonical_key(product) == recorded, (p, q)
+
     class Tagged(sp.Basic):  # content compare turns into a Basic (a frozenset) or compares as Relationals
         def _hashable_content(self):
             return (frozenset(self.args),) if len(self.args) == 1 else ((self.args[0],),)

@@ -73,6 +73,14 @@ def canonical_key(e: Basic) -> tuple:
     return key
 
 
+def remember(e: Basic, key: tuple) -> None:
+    """Record ``e``'s key, made by a caller that built ``e`` from arguments whose keys it had (it must be the
+    key :func:`canonical_key` would make)."""
+    if len(_KEYS) > 200_000:
+        _KEYS.clear()
+    _KEYS[id(e)] = (e, key)
+
+
 def _plain(x: Any) -> bool:
     """Content Python compares as ``compare`` does: numbers, strings, and tuples of them (a symbol's
     assumptions, a float's mantissa); not a frozenset (``compare`` makes it a Basic) or an expression."""

@@ -21,11 +21,11 @@ import sympy as sp
 from sympy.core.basic import Basic
 
 from ..lang.ops import _matmul_sym
-from .order import NoKey, canonical_key, class_rank
+from .order import NoKey, canonical_key, class_rank, remember
 
 _ZERO, _ONE = sp.S.Zero, sp.S.One
 _from_args = sp.Mul._from_args
-_SYMBOL_RANK = class_rank(sp.Symbol)
+_SYMBOL_RANK, _MUL_RANK = class_rank(sp.Symbol), class_rank(sp.Mul)
 _SORT = cmp_to_key(Basic.compare)  # the order of an Add's arguments (sympy.core.add._addsort)
 
 
@@ -43,7 +43,10 @@ def mul(x: Any, y: Any) -> Any:
         return x
     if x.__class__ is sp.Symbol and y.__class__ is sp.Symbol and x is not y:
         if x.is_commutative and y.is_commutative:
-            return _from_args((x, y) if canonical_key(x) < canonical_key(y) else (y, x), True)
+            kx, ky = canonical_key(x), canonical_key(y)
+            product = _from_args((x, y) if kx < ky else (y, x), True)
+            remember(product, (_MUL_RANK, 2, kx, ky) if kx < ky else (_MUL_RANK, 2, ky, kx))  # a sum sorts it
+            return product
     elif y.__class__ is sp.Symbol and isinstance(x, sp.Rational) and y.is_commutative:
         return _from_args((x, y), True)
     elif x.__class__ is sp.Symbol and isinstance(y, sp.Rational) and x.is_commutative:
