@@ -1,5 +1,5 @@
 """``python -m backpropcheck`` is the same program as ``backpropcheck``."""
 
-from .cli import main
+from .cli import run
 
-main(prog_name="backpropcheck")
+run()

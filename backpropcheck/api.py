@@ -285,7 +285,8 @@ class Explanation:
         from .explain import render_text
 
         buffer = io.StringIO()
-        console = Console(file=buffer, width=100, color_system=None, soft_wrap=True, highlight=False)
+        console = Console(file=buffer, width=100, color_system=None, soft_wrap=True, highlight=False,
+                          emoji=False)
         render_text(self._blocks, console)
         return buffer.getvalue()
 

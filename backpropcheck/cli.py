@@ -6,6 +6,7 @@ import neither NumPy nor SymPy.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -101,7 +102,8 @@ def _limits(bounds: dict[str, int | float | None]) -> Limits:
 
 class _Group(click.Group):
     """Ctrl-C exits 130 and SIGTERM 143, with one line and no traceback (click's own handling exits 1,
-    which means "a claim failed"); a reader that closes the pipe early (``| head``) is not an error."""
+    which means "a claim failed"); a reader that closes the pipe early (``| head``) is not an error; any
+    other OSError that reaches here (stdout on a full disk) exits 2 with one line."""
 
     def invoke(self, ctx: click.Context):
         from .runner import Terminated
@@ -115,6 +117,8 @@ class _Group(click.Group):
         except BrokenPipeError:
             _stdout_gone()
             sys.exit(0)
+        except OSError as exc:  # the output cannot be written (a full disk): an error of the run, not a failure
+            _leave(f"error: {exc}", 2)
 
 
 def _leave(message: str, status: int) -> None:
@@ -146,7 +150,7 @@ def _console(stream=None):
             return super()._render_buffer([s if s.control else Segment(visible(s.text), s.style, s.control)
                                            for s in buffer])
 
-    console = PipeConsole(file=stream) if stream else PipeConsole()
+    console = PipeConsole(file=stream, emoji=False) if stream else PipeConsole(emoji=False)
     console.soft_wrap = not console.is_terminal
     return console
 
@@ -176,6 +180,48 @@ def main() -> None:
     # entries the next dims and the next file would reuse: 50,000 took a tenth off the instructions of a check
     # of derivations/, for some 20 MB. A value the user set stands.
     os.environ.setdefault("SYMPY_CACHE_SIZE", str(SYMPY_CACHE_SIZE))
+
+
+def run() -> None:
+    """The console script and ``python -m backpropcheck``: :func:`main`, then an exit without the
+    interpreter's teardown. With SymPy and NumPy loaded, freeing every module's objects takes ~80 ms
+    here, for a process that ends anyway. As at a normal exit, the atexit handlers run and stdout and
+    stderr are flushed first; a report that cannot be flushed exits 2 (a closed pipe keeps the status)."""
+    try:
+        try:
+            main(prog_name="backpropcheck")
+        except OSError as exc:  # outside a command: --help on a full disk (see _Group.invoke)
+            _leave(f"error: {exc}", 2)
+        status = 0
+    except SystemExit as exc:
+        status = _exit_status(exc.code)
+    import atexit
+    import os
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BrokenPipeError:
+            _stdout_gone()
+        except (OSError, ValueError) as exc:  # e.g. a full disk; ValueError: closed by the program
+            if stream is sys.stdout:
+                with contextlib.suppress(Exception):
+                    sys.stderr.write(f"error: writing the report failed: {exc}\n")
+                    sys.stderr.flush()
+                status = 2
+    os._exit(status)
+
+
+def _exit_status(code: object) -> int:
+    """What ``sys.exit(code)`` makes of ``code``: None is 0, an int itself, anything else printed and 1."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    with contextlib.suppress(Exception):
+        sys.stderr.write(f"{code}\n")
+    return 1
 
 
 @main.command(cls=_BoundsCommand)
@@ -241,7 +287,8 @@ def check(paths, seed, trials, shapes, max_dim, rtol, atol, dims, no_symbolic, t
     if jobs is None:  # the report is the same for every --jobs, so use what the machine has
         jobs = _available_cores(len(files))
     if files and not (fail_fast and results):
-        results += _run(files, options, jobs, fail_fast, progress=_want_progress(fmt, output, quiet, sys.stderr))
+        results += _run(files, options, jobs, fail_fast, progress=_want_progress(fmt, output, quiet, sys.stderr),
+                        meanwhile=FORMATS[fmt].preload)
     try:
         _report(results, fmt, output, seed if seed is not None else 0, quiet, verbose)
     except BrokenPipeError:  # `| head`: the reader has what it wanted; the status stays the check's
@@ -279,7 +326,8 @@ class _Progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.bar = Progress(TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                TextColumn("{task.description}"), console=Console(stderr=True), transient=True)
+                                TextColumn("{task.description}"), console=Console(stderr=True, emoji=False),
+                                transient=True)
             self.bar.start()
             self.task = self.bar.add_task("", total=self.total)
         return self
@@ -305,14 +353,15 @@ def _available_cores(files: int) -> int:
     return max(1, min(cores, files, 256))
 
 
-def _run(files: list[str], options, jobs: int, fail_fast: bool, progress: bool = False):
+def _run(files: list[str], options, jobs: int, fail_fast: bool, progress: bool = False,
+         meanwhile: Callable[[], None] = lambda: None):
     """Check ``files``, each in its own worker (see :mod:`.runner`); the results are in file order and
     identical for every ``jobs``. With ``fail_fast`` the run stops after the first file, in file order,
     that does not pass — in parallel too, so ``--jobs`` never changes which files are reported."""
     from .runner import run_files
 
     with _Progress(len(files), progress) as bar:
-        return run_files(files, options, jobs, fail_fast, start=bar.start, done=bar.done)
+        return run_files(files, options, jobs, fail_fast, start=bar.start, done=bar.done, meanwhile=meanwhile)
 
 
 def _report(results, fmt: str, output: str | None, seed: int, quiet: bool, verbose: bool) -> None:
@@ -499,7 +548,7 @@ def derive(file, targets, fmt, output, no_symbolic, timeout) -> None:
 
         stream = open(output, "w", encoding="utf-8") if output else None  # noqa: SIM115 - closed below
         try:
-            console = Console(file=stream) if stream else Console()
+            console = Console(file=stream, emoji=False) if stream else Console(emoji=False)
             console.soft_wrap = not console.is_terminal
             render_text(result, console)
         finally:

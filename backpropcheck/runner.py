@@ -302,8 +302,10 @@ def longest_first(files: list[str]) -> list[int]:
 
 def run_files(files: list[str], options, jobs: int, fail_fast: bool,
               start: Callable[[str], None] = lambda path: None,
-              done: Callable[[str], None] = lambda path: None) -> list:
+              done: Callable[[str], None] = lambda path: None,
+              meanwhile: Callable[[], None] = lambda: None) -> list:
     """Check ``files`` in at most ``jobs`` workers; results in file order, the same for every ``jobs``.
+    ``meanwhile`` runs once, here, after the first workers have their files (e.g. the report's imports).
 
     With ``fail_fast`` the run stops after the first file, in file order, that does not pass. Workers
     start in file order, so every file before that one has been checked, as with ``--jobs 1``. Without
@@ -312,6 +314,7 @@ def run_files(files: list[str], options, jobs: int, fail_fast: bool,
 
     if not isolated():
         serial: list[checker.FileResult] = []
+        meanwhile()
         for path in files:
             start(path)
             serial.append(checker.check_path(path, options))
@@ -327,6 +330,7 @@ def run_files(files: list[str], options, jobs: int, fail_fast: bool,
     order = longest_first(files) if jobs > 1 and not fail_fast else list(range(len(files)))
     following = 0  # the position in ``order`` of the next file to start
     stop = len(files)  # with fail_fast: one past the first failing file seen so far
+    waited = False  # whether ``meanwhile`` has run
     with _sigterm_ends_the_run():
         try:
             while True:
@@ -344,6 +348,9 @@ def run_files(files: list[str], options, jobs: int, fail_fast: bool,
                     start(files[order[following]])
                     busy[order[following]] = idle
                     following += 1
+                if not waited:
+                    meanwhile()
+                    waited = True
                 if following >= stop:  # nothing left to start: idle workers go now, not at the end
                     for worker in workers:
                         if worker.alive and worker.path is None:

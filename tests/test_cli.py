@@ -217,6 +217,45 @@ def test_console_script_check_subprocess(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
+RUN_EXITS = """
+import atexit, sys
+from backpropcheck.cli import run
+marker = sys.argv[1]
+atexit.register(lambda: open(marker, "w").write("atexit ran"))
+sys.argv = ["backpropcheck", *sys.argv[2:]]
+run()
+"""
+
+
+@pytest.mark.parametrize(("args", "status"), [(["--format", "json"], 0), (["--format", "json", "--nope"], 2)])
+def test_the_fast_exit_keeps_the_status_the_whole_report_and_the_atexit_handlers(
+        tmp_path: Path, args: list[str], status: int) -> None:
+    """``run`` ends the process without the interpreter's teardown: stdout still arrives whole, the
+    status is the command's, and the atexit handlers run."""
+    marker = tmp_path / "marker"
+    cmd = [sys.executable, "-c", RUN_EXITS, str(marker), "check", str(write(tmp_path, DENSE_COLUMN)), *FAST_ARGS, *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == status, proc.stderr
+    assert marker.read_text() == "atexit ran"
+    if status == 0:
+        assert json.loads(proc.stdout)["summary"]["ok"] == 4  # the whole report, flushed
+    else:
+        assert "No such option" in proc.stderr
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("args", [["check", "{file}", *FAST_ARGS], ["check", "{file}", *FAST_ARGS, "--format", "json"],
+                                  ["--help"], ["explain", "{file}", "--no-symbolic"]])
+def test_a_report_that_cannot_be_written_exits_2_with_one_line(tmp_path: Path, args: list[str]) -> None:
+    """stdout on a full disk is an error of the run (2), not "a claim failed" (1), and no traceback."""
+    path = str(write(tmp_path, DENSE_COLUMN))
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "backpropcheck", *[a.format(file=path) for a in args]],
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "No space left on device" in proc.stderr and "Traceback" not in proc.stderr
+
+
 HELP_IMPORTS = """
 import sys
 from backpropcheck.cli import main

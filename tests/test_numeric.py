@@ -365,27 +365,6 @@ def test_the_calling_threads_exception_goes_first_and_no_block_thread_outlives_t
     assert finished.is_set()  # joined before the exception left in_threads
 
 
-def test_a_repeating_alarm_cannot_cut_the_joins_short() -> None:
-    # found in review: a second tick of the deadline's alarm landed in thread.join() and in_threads raised
-    # with block threads still running (and writing into the abandoned trial's arrays)
-    import signal
-    import threading
-    import time
-
-    from backpropcheck.budget import repeating_alarm
-
-    class Deadline(BaseException):
-        pass
-
-    def work(lo: int, hi: int) -> None:
-        time.sleep(0.2 if lo == 0 else 0.5)  # the alarm lands in this thread's run, ticks on in the joins
-
-    before = threading.active_count()
-    with pytest.raises(Deadline), repeating_alarm(signal.ITIMER_REAL, signal.SIGALRM, 0.05, Deadline):
-        numeric_blocks.in_threads(work, [(0, 1), (1, 2), (2, 3)])
-    assert threading.active_count() == before
-
-
 def test_block_threads_work_under_the_callers_errstate(monkeypatch) -> None:
     # NumPy keeps errstate per context and a new thread does not inherit it: an overflow in a block thread
     # warned (an exception under -W error) although the check runs under errstate(all="ignore")

@@ -286,3 +286,35 @@ def test_output_into_a_missing_folder_is_a_usage_error_before_any_check(tmp_path
     result = CliRunner().invoke(main, ["check", str(source), *FAST, "--output", str(tmp_path / "no" / "r.xml")])
     assert result.exit_code == 2
     assert "--output" in result.output and "does not exist" in result.output
+
+
+# -- the file's own text, as written ------------------------------------------------------------------------
+
+
+def test_emoji_codes_in_a_title_print_as_written(tmp_path: Path) -> None:
+    """rich turns ``:smile:`` into an emoji by default: a report must print what the file says."""
+    import backpropcheck as bpc
+
+    title = "Dense :smile: layer :warning:"
+    path = write(tmp_path, DENSE_COLUMN.replace('title = "', f'title = "{title} — ', 1), "emoji.toml")
+    assert title in path.read_text(encoding="utf-8")
+    for args in (["check", str(path), *FAST], ["explain", str(path), "--claim", "grad_b", "--no-symbolic"]):
+        out = CliRunner().invoke(main, args).stdout
+        assert title in out and "😄" not in out, out
+    report = bpc.check(path, trials=3, shapes=1)
+    assert title in report.render("text") and "😄" not in report.render("text")
+    assert title in str(bpc.explain(path, "grad_b")) and "😄" not in str(bpc.explain(path, "grad_b"))
+
+
+def test_each_reporter_preloads_the_modules_it_renders_with() -> None:
+    """The CLI imports the report's modules while its workers check: ``preload`` must import them."""
+    import subprocess
+    import sys
+
+    script = ("import sys; from backpropcheck.report.formats import FORMATS; name = sys.argv[1]; "
+              "before = set(sys.modules); FORMATS[name].preload(); print(' '.join(set(sys.modules) - before))")
+    wanted = {"text": {"rich.console", "backpropcheck.report.text"}, "json": {"backpropcheck.report.json"},
+              "junit": {"backpropcheck.report.junit"}, "markdown": {"backpropcheck.report.markdown"}}
+    for name, modules in wanted.items():
+        out = subprocess.run([sys.executable, "-c", script, name], capture_output=True, text=True, timeout=60)
+        assert modules <= set(out.stdout.split()), (name, out.stdout, out.stderr)

@@ -438,3 +438,23 @@ def test_the_largest_files_start_first_and_results_keep_file_order(tmp_path: Pat
         results = runner.run_files([small, large], Options(symbolic=False), jobs, fail_fast, start=started.append)
         assert started[0] == first, (jobs, fail_fast, started)
         assert [r.path for r in results] == [small, large] and all(r.status == "passed" for r in results)
+
+
+@pytest.mark.parametrize("isolate", [True, False])
+def test_meanwhile_runs_once_after_the_first_workers_start_and_before_any_result(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolate: bool) -> None:
+    """The CLI loads its report's modules in ``meanwhile``, while the workers check: once, after the first
+    files went out and before any came back (in-process, before the first file)."""
+    if isolate and not runner.isolated():
+        pytest.skip("no fork here")
+    monkeypatch.setattr(runner, "isolated", lambda: isolate)
+    files = [str(write(tmp_path, DENSE_COLUMN, f"{k}.toml")) for k in range(3)]
+    events: list[str] = []
+    results = runner.run_files(files, Options(symbolic=False, trials=2), 2, False,
+                               start=lambda p: events.append("start"), done=lambda p: events.append("done"),
+                               meanwhile=lambda: events.append("meanwhile"))
+    assert all(r.status == "passed" for r in results)
+    assert events.count("meanwhile") == 1 and events.count("done") == 3
+    first_done = events.index("done")
+    assert events.index("meanwhile") < first_done
+    assert events[:events.index("meanwhile")] == (["start", "start"] if isolate else [])

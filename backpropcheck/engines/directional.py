@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from ..lang.ir import Call, Const, DimSize, IndexDef, IndexRef, IndexSum, Node, Var
-from ..lang.ops import OPS, Rank1, dense
+from ..lang.ops import OPS, LowRank, Rank1, dense
 from .evaluate import Tape, _to_rank, index_space
 
 EPS = float(np.finfo(float).eps)
@@ -49,11 +49,16 @@ def _signs(shape, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def inner(g: np.ndarray, t: np.ndarray | Rank1) -> tuple[float, float]:
+def inner(g: np.ndarray | LowRank, t: np.ndarray | Rank1) -> tuple[float, float]:
     """``(⟨g, t⟩, ‖g‖·‖t‖)`` — the second bounds ``Σ|g_i t_i|``, the scale of the terms summed
     (Cauchy–Schwarz), without an entry-sized temporary. Each sum is one BLAS call over the whole array:
     a BLAS call per cache-sized block would read ``g`` once instead of twice, but a multithreaded BLAS
     meets its threads at every call, and on a loaded machine hundreds of such meetings cost seconds."""
+    if isinstance(g, LowRank):
+        factored = _inner_low_rank(g, t)
+        if factored is not None:
+            return factored
+        g = g.dense()
     g = np.ascontiguousarray(g, dtype=float)
     norm_g = math.sqrt(float(np.vdot(g, g)))
     if isinstance(t, Rank1):
@@ -61,6 +66,28 @@ def inner(g: np.ndarray, t: np.ndarray | Rank1) -> tuple[float, float]:
         return float(t.p @ g @ t.q), norm_g * math.sqrt(float(t.p @ t.p) * float(t.q @ t.q))
     t = np.ascontiguousarray(np.broadcast_to(t, g.shape), dtype=float)
     return float(np.vdot(g, t)), norm_g * math.sqrt(float(np.vdot(t, t)))
+
+
+def _inner_low_rank(g: LowRank, t: np.ndarray | Rank1) -> tuple[float, float] | None:
+    """:func:`inner` of ``g = p qᵀ`` through its factors, without its m·n entries: ``⟨p qᵀ, a bᵀ⟩ =
+    (pᵀa)·(qᵀb)`` and ``‖p qᵀ‖² = Σ (pᵀp) ∘ (qᵀq)``. None when the factors cannot show that every entry
+    of ``p @ q.T`` is finite (k·max|p|·max|q| past 1e300, or a NaN): the caller reads the entries then."""
+    p, q = g.p, g.q
+    k = p.shape[1]
+    top_p, top_q = float(np.max(np.abs(p), initial=0.0)), float(np.max(np.abs(q), initial=0.0))
+    if not k * top_p * top_q <= 1e300:  # an entry's terms could overflow (or a NaN): not provably finite
+        return None
+    if k == 1:
+        norm_g = math.sqrt(float(p[:, 0] @ p[:, 0])) * math.sqrt(float(q[:, 0] @ q[:, 0]))
+    else:
+        norm_g = math.sqrt(max(0.0, float(np.sum((p.T @ p) * (q.T @ q)))))
+    if not math.isfinite(norm_g):
+        return None
+    if isinstance(t, Rank1):
+        value = float((t.p @ p) @ (t.q @ q))
+        return value, norm_g * math.sqrt(float(t.p @ t.p) * float(t.q @ t.q))
+    t = np.ascontiguousarray(np.broadcast_to(t, g.shape), dtype=float)
+    return float(np.vdot(p, t @ q)), norm_g * math.sqrt(float(np.vdot(t, t)))
 
 
 # ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import DerivationError
 from ..lang.ir import Call, Const, DimSize, IndexDef, IndexRef, IndexSum, Node, Var
-from ..lang.ops import OPS, Elementwise, unbroadcast
+from ..lang.ops import OPS, Elementwise, LowRank, add_low_rank, dense, unbroadcast
 
 
 @dataclass
@@ -217,6 +217,12 @@ def backprop(tape: Tape, root: Node, seed: np.ndarray, adjoints: dict[str, np.nd
         g = grads.pop(id(node), None)
         if g is None:
             continue
+        if isinstance(g, LowRank):  # a factored product's gradient reaches an input as it is (through a .T)
+            if isinstance(node, Var) and g.shape == shapes[node.name]:
+                _accumulate(adjoints, node.name, g, g.shape)
+                continue
+            if not (isinstance(node, Call) and OPS[node.op].factored and g.shape == out.shape):
+                g = g.dense()
         if isinstance(node, Var):
             shape = shapes[node.name]
             if g.shape != out.shape:
@@ -238,20 +244,25 @@ def backprop(tape: Tape, root: Node, seed: np.ndarray, adjoints: dict[str, np.nd
             op = OPS[node.op]
             if op.nograd:
                 continue  # a comparison, a constant, an integer result: no derivative by nature
-            g = unbroadcast(np.broadcast_to(g, np.broadcast_shapes(g.shape, out.shape)), out.shape)
+            if not isinstance(g, LowRank):
+                g = unbroadcast(np.broadcast_to(g, np.broadcast_shapes(g.shape, out.shape)), out.shape)
             for child, arg, local in zip(node.args, args, op.backward(g, out, *args, **params)):
-                if local is not None:
-                    _push(grads, child, unbroadcast(np.asarray(local), np.shape(arg)))
+                if isinstance(local, LowRank) and local.shape == np.shape(arg):
+                    _push(grads, child, local)
+                elif local is not None:
+                    _push(grads, child, unbroadcast(np.asarray(dense(local)), np.shape(arg)))
 
 
-def _push(grads: dict[int, np.ndarray], node: Node, g: np.ndarray) -> None:
+def _push(grads: dict[int, Any], node: Node, g: np.ndarray | LowRank) -> None:
     key = id(node)
-    grads[key] = grads[key] + g if key in grads else g
+    grads[key] = add_low_rank(grads[key], g) if key in grads else g
 
 
-def _accumulate(adjoints: dict[str, np.ndarray], name: str, g: np.ndarray, shape) -> None:
+def _accumulate(adjoints: dict[str, Any], name: str, g: np.ndarray | LowRank, shape) -> None:
     if name in adjoints:
-        adjoints[name] = adjoints[name] + g
+        adjoints[name] = add_low_rank(adjoints[name], g)
+    elif isinstance(g, LowRank):
+        adjoints[name] = g
     elif isinstance(g, np.ndarray) and g.dtype == float and g.base is None and g.flags.writeable:
         adjoints[name] = g.reshape(shape)  # a fresh result (e.g. a matrix product): no copy
     else:

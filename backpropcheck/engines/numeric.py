@@ -12,14 +12,14 @@ from __future__ import annotations
 import math
 import os
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import DerivationError
 from ..lang.ir import Const
-from ..lang.ops import ELEMENTWISE, GENERIC_STANDINS, Elementwise, MissingRule
+from ..lang.ops import ELEMENTWISE, GENERIC_STANDINS, Elementwise, LowRank, MissingRule
 from ..model import DEFAULT_ATOL, DEFAULT_RTOL, Derivation, Input
 from .directional import Rank1, Tangent, dense, direction, inner, tangent_of, tolerance
 from .evaluate import Backend, Tape, backprop, evaluate, evaluate_definition
@@ -101,13 +101,58 @@ def sample_input(inp: Input, shape: tuple[int, ...], rng: np.random.Generator,
     return uniform(shape, 2.0 * np.sqrt(3.0) * scale, rng)
 
 
+class Truths(MutableMapping[str, np.ndarray]):
+    """The true gradients by name. One the reverse sweep kept factored (a :class:`LowRank`: a product's
+    gradient ``g xᵀ``) is made dense the first time it is read by name; :meth:`factored` gives it as it
+    is, to the passes of the check that read it block by block or through its factors."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, np.ndarray | LowRank] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        value = self._data[name]
+        if isinstance(value, LowRank):
+            value = self._data[name] = value.dense()
+        return value
+
+    def factored(self, name: str) -> np.ndarray | LowRank:
+        return self._data[name]
+
+    def __setitem__(self, name: str, value: np.ndarray | LowRank) -> None:
+        self._data[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        del self._data[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class _ClaimEnv(dict):
+    """The values and ``grad_X`` names a claim reads; a factored true gradient is made dense only when a
+    claim or helper reads it."""
+
+    def __init__(self, values: Mapping[str, np.ndarray], grads: Truths) -> None:
+        super().__init__(values)
+        self._grads = grads
+
+    def __missing__(self, key: str) -> np.ndarray:
+        if key.startswith("grad_") and key[5:] in self._grads:
+            value = self[key] = self._grads[key[5:]]
+            return value
+        raise KeyError(key)
+
+
 @dataclass
 class NumericRun:
     """One trial: every value, every true gradient, every claim's value."""
 
     sizes: dict[str, int]
     values: dict[str, np.ndarray] = field(default_factory=dict)
-    grads: dict[str, np.ndarray] = field(default_factory=dict)
+    grads: Truths = field(default_factory=Truths)
     claims: dict[str, np.ndarray] = field(default_factory=dict)
     claim_errors: dict[str, str] = field(default_factory=dict)
     loss: float = 0.0
@@ -154,7 +199,7 @@ def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator,
         for definition in reversed(d.forward):
             if definition.name not in adjoints:  # not a default argument: that would allocate it every time
                 adjoints[definition.name] = np.zeros(shapes[definition.name])
-            seed = adjoints[definition.name]
+            seed = adjoints[definition.name] = dense(adjoints[definition.name])
             run.grads[definition.name] = seed.copy()
             _sweep(tapes[definition.name], definition.root, seed, adjoints, shapes, definition.index, sizes)
         for name, inp in d.inputs.items():
@@ -163,8 +208,7 @@ def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator,
         directional_check(d, run, tapes, loss_tape, upstream, shapes, directions)  # first: every grad finite
         del tapes, loss_tape
 
-        env = dict(run.values)
-        env.update({f"grad_{n}": g for n, g in run.grads.items()})
+        env = _ClaimEnv(run.values, run.grads)
         for helper in d.backward:
             try:
                 env[helper.name] = evaluate_definition(helper.root, helper.index, env, sizes, backend)
@@ -203,11 +247,11 @@ def directional_check(d: Derivation, run: NumericRun, tapes: Mapping[str, Tape],
     every gradient once, and a finite ``‖grad‖·‖d‖`` proves it finite without another pass."""
     dirs = {name: direction(shapes[name], rng) for name, inp in d.inputs.items() if not inp.constant}
     own = {f.name: direction(shapes[f.name], rng) for f in d.forward}
-    products = {x: inner(run.grads[x], v) for x, v in dirs.items()}
-    products.update({f: inner(run.grads[f], v) for f, v in own.items()})
-    for name, g in run.grads.items():  # in the order the gradients were made, as before
+    products = {x: inner(run.grads.factored(x), v) for x, v in dirs.items()}
+    products.update({f: inner(run.grads.factored(f), v) for f, v in own.items()})
+    for name in run.grads:  # in the order the gradients were made, as before
         if not all(math.isfinite(p) for p in products[name]):
-            _finite(g, f"grad_{name}", "the true gradient")  # the exact test (the product may only overflow)
+            _finite(run.grads[name], f"grad_{name}", "the true gradient")  # the exact test (the product may only overflow)
     total: dict[str, np.ndarray] = {}
 
     def var_tangent(name: str) -> Tangent:
@@ -322,7 +366,8 @@ def is_close(claimed: np.ndarray, truth: np.ndarray, rtol: float = RTOL, atol: f
     return bool(np.all(close_entries(claimed, truth, rtol, atol)))
 
 
-def compare(claimed: np.ndarray, truth: np.ndarray, rtol: float, atol: float) -> tuple[bool, float, float, tuple]:
+def compare(claimed: np.ndarray, truth: np.ndarray | LowRank, rtol: float,
+            atol: float) -> tuple[bool, float, float, tuple]:
     """Entry-wise agreement, scaled by the tensor's largest true entry.
 
     A rounding error in float64 is about 1e-16 of the terms summed into an entry;
@@ -333,6 +378,12 @@ def compare(claimed: np.ndarray, truth: np.ndarray, rtol: float, atol: float) ->
     """
     if claimed.shape != truth.shape:
         claimed = np.broadcast_to(claimed, truth.shape)
+    if isinstance(truth, LowRank):  # factored: the fast accept below reads it block by block
+        if truth.size:
+            max_abs, scale = largest(claimed, truth)
+            if max_abs <= atol + rtol * scale:
+                return True, max_abs, (max_abs / scale if scale > 0 else 0.0), (0, 0)
+        truth = truth.dense()  # not accepted at once: its entries, for the exact test
     if truth.size == 0:
         return True, 0.0, 0.0, ()
     if truth.ndim == 0:

@@ -10,6 +10,7 @@ the order they are taken in.
 
 from __future__ import annotations
 
+import _thread
 import os
 import threading
 from collections.abc import Callable
@@ -17,10 +18,12 @@ from collections.abc import Callable
 import numpy as np
 
 from ..budget import shielded
+from ..lang.ops import LowRank
 
 BLOCK = 1 << 17  # entries per block: made, shifted and reduced while in cache
 PARALLEL_MIN = 1 << 20  # entries below which one thread does all (a thread costs ~0.1 ms to start)
 MAX_THREADS = 8
+PIECES = 4  # pieces each thread's run is cut into, taken in turn by whichever thread is free
 _BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _MAX, _MIN = np.maximum.reduce, np.minimum.reduce
 
@@ -47,49 +50,86 @@ def spans(blocks: int, entries: int) -> list[tuple[int, int]]:
 
 
 def in_threads(work: Callable[[int, int], None], runs: list[tuple[int, int]]) -> None:
-    """``work(lo, hi)`` for every run, the first on this thread and the others on their own; returns when
-    all have ended. This thread's exception (a deadline's alarm lands here) goes first, then any other's.
-    A thread that cannot start (a memory limit) has its run done here. The threads work under this
-    thread's ``np.errstate`` (NumPy keeps it per context, and a new thread does not inherit it)."""
+    """``work(lo, hi)`` for every run, one helper thread per run after the first: the runs are cut into
+    ``PIECES`` pieces each, this thread does the first, then it and the helpers each take the next piece
+    none has begun, until none is left. A helper is started without waiting for it to be
+    scheduled (``threading.Thread.start`` waits, several ms on a busy machine): when the cores are taken,
+    this thread does every run itself and waits only for runs a helper has begun; a helper scheduled after
+    that finds nothing left and ends without touching the arrays. A helper that cannot start (a memory
+    limit) leaves its runs to this thread. This thread's exception (a deadline's alarm lands here) goes
+    first, then any other's; after this thread's exception the helpers do the runs that are left, as
+    before, and this returns when they have. The helpers work under this thread's ``np.errstate`` (NumPy
+    keeps it per context, and a new thread does not inherit it)."""
     errors: list[BaseException] = []
     state = np.geterr()
+    helpers = len(runs) - 1
+    if helpers:  # pieces of the runs, so that a helper that starts late, or is paused, holds up little
+        runs = [(lo + (hi - lo) * j // PIECES, lo + (hi - lo) * (j + 1) // PIECES)
+                for lo, hi in runs for j in range(PIECES) if (hi - lo) * (j + 1) // PIECES > (hi - lo) * j // PIECES]
+    queue = _Queue(len(runs))
 
-    def guarded(lo: int, hi: int) -> None:
-        try:
-            with np.errstate(**state):
-                work(lo, hi)
-        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread below
-            errors.append(exc)
+    def helper() -> None:
+        with np.errstate(**state):
+            while (k := queue.take(helper=True)) is not None:
+                try:
+                    work(*runs[k])
+                except BaseException as exc:  # noqa: BLE001 - handed to the calling thread below
+                    errors.append(exc)
+                finally:
+                    queue.ended()
 
-    threads = [threading.Thread(target=guarded, args=run, name="backpropcheck-block", daemon=True)
-               for run in runs[1:]]
+    started = _start(helper, helpers)
     try:
-        for k in _start(threads):
-            work(*runs[1 + k])
         work(*runs[0])
-    finally:
-        _join(threads)  # none keeps writing into the arrays after this returns or raises
+        while (k := queue.take(helper=False)) is not None:
+            work(*runs[k])
+    except BaseException:
+        if started:
+            queue.wait(drained=True)  # none keeps writing into the arrays after this raises
+        raise
+    queue.wait(drained=False)  # the runs a helper has begun
     if errors:
         raise errors[0]
 
 
-@shielded  # an alarm inside start() could leave a thread running that is never joined
-def _start(threads: list[threading.Thread]) -> list[int]:
-    """Start each thread; the indices of those that cannot start (a memory limit), to be run here."""
-    failed = []
-    for k, thread in enumerate(threads):
+class _Queue:
+    """Runs 1 … count-1 taken in turn (run 0 is the calling thread's), and the runs helpers have begun."""
+
+    def __init__(self, count: int) -> None:
+        self.count, self.next, self.busy = count, 1, 0
+        self.changed = threading.Condition(threading.Lock())
+
+    def take(self, helper: bool) -> int | None:
+        with self.changed:
+            if self.next >= self.count:
+                return None
+            self.next += 1
+            self.busy += helper
+            return self.next - 1
+
+    def ended(self) -> None:
+        with self.changed:
+            self.busy -= 1
+            self.changed.notify_all()
+
+    @shielded  # an alarm inside the wait would leave helpers writing into the arrays after the call
+    def wait(self, drained: bool) -> None:
+        with self.changed:
+            while self.busy or (drained and self.next < self.count):
+                self.changed.wait()
+
+
+@shielded  # an alarm between starting a helper and counting it would leave it uncounted
+def _start(helper: Callable[[], None], count: int) -> int:
+    """Start up to ``count`` helpers without waiting for them to run; how many started."""
+    started = 0
+    for _ in range(count):
         try:
-            thread.start()
-        except RuntimeError:
-            failed.append(k)
-    return failed
-
-
-@shielded  # an alarm inside join() would leave the threads after it running
-def _join(threads: list[threading.Thread]) -> None:
-    for thread in threads:
-        if thread.ident is not None:  # started (start() returns once the thread has its ident)
-            thread.join()
+            _thread.start_new_thread(helper, ())
+        except RuntimeError:  # no more threads (a memory limit): the runs stay for the others
+            break
+        started += 1
+    return started
 
 
 def uniform(shape: tuple[int, ...], width: float, rng: np.random.Generator) -> np.ndarray:
@@ -126,9 +166,17 @@ def uniform(shape: tuple[int, ...], width: float, rng: np.random.Generator) -> n
     return out
 
 
-def largest(claimed: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+def largest(claimed: np.ndarray, truth: np.ndarray | LowRank) -> tuple[float, float]:
     """``(max |claimed - truth|, max |truth|)`` in one pass over both arrays, block by block: each block
-    of the difference is made and reduced while in cache. NaN anywhere gives NaN."""
+    of the difference is made and reduced while in cache. NaN anywhere gives NaN. A factored outer product
+    (a :class:`LowRank` of one term per entry) is made block by block too, never as a whole."""
+    if isinstance(truth, LowRank):
+        if (truth.p.shape[1] == 1 and truth.size > BLOCK and claimed.dtype == np.float64
+                and claimed.shape == truth.shape):
+            return _largest_outer(claimed, truth)
+        # more terms per entry: one BLAS product for the whole, as the sweep made it before; a product per
+        # block meets BLAS's threads at every call, which costs seconds on a busy machine (4096 x 32 here)
+        truth = truth.dense()
     if truth.size <= BLOCK or not claimed.dtype == truth.dtype == np.float64:
         return float(np.max(np.abs(claimed - truth))), float(np.max(np.abs(truth)))
     if claimed.flags.c_contiguous and truth.flags.c_contiguous:
@@ -148,3 +196,25 @@ def largest(claimed: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
 
     in_threads(reduce, spans(count, truth.size))
     return float(errs.max()), float(np.maximum(tops.max(), -bottoms.min()))
+
+
+def _largest_outer(claimed: np.ndarray, truth: LowRank) -> tuple[float, float]:
+    """:func:`largest` against an outer product ``p qᵀ`` (one term per entry), made a block of rows at a
+    time into a buffer in cache (:meth:`LowRank.rows`: the numbers of the whole product). Its max|p qᵀ| is
+    max|p|·max|q|: rounding is monotone, so the largest rounded product is the rounded product of the
+    largest."""
+    m, n = truth.shape
+    step = max(1, BLOCK // n)
+    count = -(-m // step)
+    errs = np.empty(count)
+
+    def reduce(lo: int, hi: int) -> None:
+        buf = np.empty((step, n))
+        for k in range(lo, hi):
+            r0, r1 = k * step, min((k + 1) * step, m)
+            d = np.subtract(claimed[r0:r1], truth.rows(r0, r1, out=buf[:r1 - r0]), out=buf[:r1 - r0])
+            errs[k] = _MAX(np.absolute(d, out=d), axis=None)  # the ufuncs' own reduce: NaN stays NaN
+
+    in_threads(reduce, spans(count, truth.size))
+    scale = float(_MAX(np.absolute(truth.p), axis=None)) * float(_MAX(np.absolute(truth.q), axis=None))
+    return float(errs.max()), scale

@@ -37,14 +37,17 @@ from .core import (
     AXIS,
     AXIS1,
     KEEPDIMS,
+    LOW_RANK_MIN,
     OPS,
     H,
+    LowRank,
     MissingRule,
     Op,
     Param,
     Rank1,
     ShapeMismatch,
     Signature,
+    add_low_rank,
     broadcast,
     dense,
     function_of,
@@ -57,6 +60,6 @@ from .linalg import _matmul_sym, parse_einsum
 
 __all__ = [
     "ADJOINTS", "AXIS", "AXIS1", "ELEMENTWISE", "GENERIC_STANDINS", "H", "KEEPDIMS", "OPS", "Elementwise",
-    "MissingRule", "NoAdjoint", "Op", "Param", "Rank1", "ShapeMismatch", "Signature", "broadcast", "dense", "function_of",
+    "LOW_RANK_MIN", "LowRank", "MissingRule", "NoAdjoint", "Op", "Param", "Rank1", "ShapeMismatch", "Signature", "add_low_rank", "broadcast", "dense", "function_of",
     "num_text", "parse_einsum", "sig", "spell", "unbroadcast", "_adj_matmul", "_matmul_sym", "_replace", "_shape_names",
 ]

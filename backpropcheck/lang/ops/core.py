@@ -118,8 +118,68 @@ class Rank1:
         return np.multiply.outer(self.p, self.q)
 
 
+@dataclass(frozen=True)
+class LowRank:
+    """The matrix ``p @ q.T`` (``p`` of shape (m, k), ``q`` of (n, k), k small), kept factored: the gradient
+    of a product over a short inner dimension (a column's or a batch's outer products, ``g xᵀ``). The reverse
+    sweep makes one instead of an m·n array, and the numeric check reads it through its factors, an outer
+    product block by block (its entries made while in cache), and makes it whole only where it must;
+    :meth:`dense` makes exactly the array ``p @ q.T`` would."""
+
+    p: np.ndarray
+    q: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.p.shape[0], self.q.shape[0])
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+    @property
+    def size(self) -> int:
+        return self.p.shape[0] * self.q.shape[0]
+
+    @property
+    def T(self) -> LowRank:
+        return LowRank(self.q, self.p)
+
+    def dense(self) -> np.ndarray:
+        return self.rows(0, self.p.shape[0])
+
+    def rows(self, lo: int, hi: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``lo:hi``, into ``out`` if given: those rows of :meth:`dense`, bit for bit for one term per
+        entry; for more, up to the order in which BLAS adds a block's k terms (a rounding)."""
+        if self.p.shape[1] == 1:  # one term per entry: the broadcast product (matmul's loop is slow there)
+            return np.multiply.outer(self.p[lo:hi, 0], self.q[:, 0], out=out)
+        return np.matmul(self.p[lo:hi], self.q.T, out=out)
+
+    @staticmethod
+    def of(p: np.ndarray, q: np.ndarray) -> LowRank | np.ndarray:
+        """``p @ q.T``: factored when that is much smaller than the product and the product is large (a
+        float array), else the product itself."""
+        (m, k), n = p.shape, q.shape[0]
+        if (m * n >= LOW_RANK_MIN and LOW_RANK_SHARE * k * (m + n) <= m * n and p.dtype == q.dtype == np.float64
+                and not np.iscomplexobj(p)):
+            return LowRank(p, q)
+        return LowRank(p, q).dense()
+
+
+LOW_RANK_MIN = 1 << 16  # entries from which a product over a short inner dimension stays factored
+LOW_RANK_SHARE = 8  # ... when its factors hold at most 1/LOW_RANK_SHARE of the product's entries
+
+
+def add_low_rank(a, b):
+    """``a + b`` where either may be a :class:`LowRank`: two of them stay factored (their factors side by
+    side) while that is still small; anything else is added densely."""
+    if isinstance(a, LowRank) and isinstance(b, LowRank) and a.shape == b.shape:
+        return LowRank.of(np.concatenate([a.p, b.p], axis=1), np.concatenate([a.q, b.q], axis=1))
+    return dense(a) + dense(b)
+
+
 def dense(t):
-    return t.dense() if isinstance(t, Rank1) else t
+    return t.dense() if isinstance(t, (Rank1, LowRank)) else t
 
 
 @dataclass(frozen=True)
@@ -192,7 +252,8 @@ class Op:
     ``explain`` and ``derive`` (a string, or ``note(position, shapes)``; an op reading every
     operand at the result's own index is diagonal by default); ``applies(params)`` — the name of
     the element-wise function a call applies entry by entry (``tanh`` for ``tanh(z)``; None for a
-    derivative ``NAME_prime``).
+    derivative ``NAME_prime``); ``factored`` — its ``vjp`` takes a :class:`LowRank` gradient as it
+    is and returns one (the transpose), so a factored gradient flows through it without being made whole.
     """
 
     name: str
@@ -220,6 +281,7 @@ class Op:
     text: Callable[[list[str], Mapping[str, Any]], str] | None = None  # a call not written by its signature
     note: str | Callable[[int, list[Shape]], str] = ""  # the local Jacobian in words
     applies: Callable[[Mapping[str, Any]], str | None] | None = None  # the element-wise function applied
+    factored: bool = False  # the vjp takes and returns a LowRank gradient as it is
 
     def backward(self, g, out, *args, **params) -> tuple:
         if self.vjp is None:
