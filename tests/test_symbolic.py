@@ -200,6 +200,10 @@ def test_fast_products_build_exactly_what_sympy_builds() -> None:
     numbers = [sp.Integer(0), sp.Integer(1), sp.Integer(-1), sp.Integer(3), sp.Rational(1, 2), sp.Rational(-2, 7),
                sp.oo, sp.zoo, sp.nan]
     pool = symbols + numbers + [random_sympy_expr(rng, 3) for _ in range(40)]
+    # symbols equal to x and w[0,0] but other objects, as SymPy makes again once its cache let the first go
+    twin = sp.Symbol.__xnew__(sp.Symbol, "x", real=True)
+    assert twin == x and twin is not x
+    pool += [twin, sp.Symbol.__xnew__(sp.Symbol, "w[0,0]", real=True)]
     pool += [x, y, z, x * y, -2 * x * z, x ** 2 * y, y * z / x, sp.exp(x) * y, sp.pi * x * z, sp.Float(1.5) * y * z,
              sp.oo * x * y, symbols[0] * symbols[1], sp.Rational(1, 3) * symbols[2] * sp.tanh(x)]
     for a in pool:

@@ -44,6 +44,8 @@ def mul(x: Any, y: Any) -> Any:
     if x.__class__ is sp.Symbol and y.__class__ is sp.Symbol and x is not y:
         if x.is_commutative and y.is_commutative:
             kx, ky = canonical_key(x), canonical_key(y)
+            if kx == ky:  # equal symbols, two objects (a cache let one go): a square
+                return x * y
             product = _from_args((x, y) if kx < ky else (y, x), True)
             remember(product, (_MUL_RANK, 2, kx, ky) if kx < ky else (_MUL_RANK, 2, ky, kx))  # a sum sorts it
             return product
@@ -83,7 +85,7 @@ def _symbol_times_product(x: sp.Symbol, y: sp.Mul) -> Any:
         return x * y
     for k, f in enumerate(args):
         cls = f.__class__
-        if f is x or (cls is sp.Pow and f.args[0] == x) or (cls is not sp.Symbol and f == x) or (
+        if f is x or f == x or (cls is sp.Pow and f.args[0] == x) or (
                 f.is_Number and (k or not isinstance(f, sp.Rational))):
             return x * y
     try:
