@@ -200,11 +200,13 @@ def run() -> None:
 
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
+        if stream is None:  # started with that descriptor closed (>&-): Python gives None
+            continue
         try:
             stream.flush()
         except BrokenPipeError:
             _stdout_gone()
-        except (OSError, ValueError) as exc:  # e.g. a full disk; ValueError: closed by the program
+        except Exception as exc:  # noqa: BLE001 - e.g. a full disk; ValueError: closed by the program
             if stream is sys.stdout:
                 with contextlib.suppress(Exception):
                     sys.stderr.write(f"error: writing the report failed: {exc}\n")

@@ -256,6 +256,23 @@ def test_a_report_that_cannot_be_written_exits_2_with_one_line(tmp_path: Path, a
     assert "No space left on device" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("closed", [">&- 2>/dev/null", "2>&- >/dev/null"])
+def test_a_closed_stdout_or_stderr_keeps_the_status(tmp_path: Path, closed: str) -> None:
+    """Started with fd 1 or 2 closed (cron, daemons), Python's sys.stdout or sys.stderr is None: the exit
+    must not trip on it (found in review: a traceback and status 1 whatever the check found)."""
+    good, bad = write(tmp_path, DENSE_COLUMN, "good.toml"), write(tmp_path, DENSE_COLUMN + "junk = 1\n", "bad.toml")
+    for path, status in ((good, 0), (bad, 2)):
+        cmd = f"{shlex.quote(sys.executable)} -m backpropcheck check {shlex.quote(str(path))} --no-symbolic {closed}"
+        assert subprocess.run(["bash", "-c", cmd], timeout=120).returncode == status, (path, closed)
+
+
+def test_importing_the_main_module_does_not_end_the_process() -> None:
+    """pydoc and doctest collection import ``backpropcheck.__main__``; only running it runs the program."""
+    proc = subprocess.run([sys.executable, "-c", "import backpropcheck.__main__; print('still here')"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "still here", proc.stderr
+
+
 HELP_IMPORTS = """
 import sys
 from backpropcheck.cli import main

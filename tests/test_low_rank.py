@@ -329,3 +329,41 @@ def test_a_factored_gradient_flows_through_a_transpose_as_it_is(monkeypatch) -> 
         got = _numeric_only(d, dims, monkeypatch, dense=False)
         assert got == _numeric_only(d, dims, monkeypatch, dense=True)
         assert all(v == "verified" for _, v, _ in got)
+
+
+def test_the_work_queue_steps_no_alarm_may_cut_are_shielded() -> None:
+    # found in review: an alarm that landed in take()'s `with` just after the lock was taken left it taken,
+    # and the shielded wait() on the way out then waited for it forever (a worker hung past its deadline)
+    from backpropcheck import budget
+
+    for step in (numeric_blocks._Queue.take, numeric_blocks._Queue.ended, numeric_blocks._Queue.wait,
+                 numeric_blocks._start):
+        assert step.__code__ in budget._SHIELDED, step
+
+
+def test_helpers_that_cannot_start_leave_their_work_to_the_caller(monkeypatch) -> None:
+    # found in review: _thread.start_new_thread may raise MemoryError, not only RuntimeError; it escaped
+    # in_threads while the helpers already started went on writing
+    started = []
+
+    def start_one_then_fail(fn, args):
+        if started:
+            raise MemoryError
+        started.append(fn)
+        return 0  # never run: its pieces stay in the queue for the caller
+
+    monkeypatch.setattr(numeric_blocks._thread, "start_new_thread", start_one_then_fail)
+    done: list[int] = []
+    numeric_blocks.in_threads(lambda lo, hi: done.extend(range(lo, hi)), [(0, 4), (4, 8), (8, 12)])
+    assert sorted(done) == list(range(12))
+
+
+def test_a_factored_norm_is_never_lost_to_overflow_and_underflow_together() -> None:
+    # found in review: with pᵀp overflowing while qᵀq underflowed, their product's NaN was clamped to a norm of 0
+    rng = np.random.default_rng(0)
+    g = LowRank(rng.uniform(1, 2, (300, 2)) * 1e200, rng.uniform(1, 2, (400, 2)) * 1e-200)
+    t = rng.uniform(-1, 1, g.shape)
+    with np.errstate(all="ignore"):  # as in a trial
+        got = inner(g, t)
+        want = inner(g.dense(), t)
+    assert got[1] > 0 and math.isclose(got[0], want[0], rel_tol=1e-9) and math.isclose(got[1], want[1], rel_tol=1e-9)

@@ -80,7 +80,10 @@ def _inner_low_rank(g: LowRank, t: np.ndarray | Rank1) -> tuple[float, float] | 
     if k == 1:
         norm_g = math.sqrt(float(p[:, 0] @ p[:, 0])) * math.sqrt(float(q[:, 0] @ q[:, 0]))
     else:
-        norm_g = math.sqrt(max(0.0, float(np.sum((p.T @ p) * (q.T @ q)))))
+        square = float(np.sum((p.T @ p) * (q.T @ q)))  # NaN if pᵀp overflows where qᵀq underflows
+        if not math.isfinite(square):
+            return None
+        norm_g = math.sqrt(max(0.0, square))  # a rounding below 0 is 0
     if not math.isfinite(norm_g):
         return None
     if isinstance(t, Rank1):

@@ -99,6 +99,7 @@ class _Queue:
         self.count, self.next, self.busy = count, 1, 0
         self.changed = threading.Condition(threading.Lock())
 
+    @shielded  # an alarm inside ``with`` could leave the lock taken, and the wait below would never get it
     def take(self, helper: bool) -> int | None:
         with self.changed:
             if self.next >= self.count:
@@ -107,6 +108,7 @@ class _Queue:
             self.busy += helper
             return self.next - 1
 
+    @shielded
     def ended(self) -> None:
         with self.changed:
             self.busy -= 1
@@ -126,7 +128,7 @@ def _start(helper: Callable[[], None], count: int) -> int:
     for _ in range(count):
         try:
             _thread.start_new_thread(helper, ())
-        except RuntimeError:  # no more threads (a memory limit): the runs stay for the others
+        except (RuntimeError, MemoryError):  # no more threads (a memory limit): the runs stay for the others
             break
         started += 1
     return started
