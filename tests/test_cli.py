@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -309,3 +310,21 @@ def _modules_after(args: list[str]) -> set[str]:
 
 def test_no_symbolic_never_imports_sympy() -> None:
     assert _modules_after(["check", str(BUNDLED / "dense_column.toml"), "--no-symbolic", "-q"]) == {"numpy"}
+
+
+def test_the_command_line_sizes_sympys_caches_unless_the_user_did() -> None:
+    """SymPy reads SYMPY_CACHE_SIZE once, when first imported: the command line sets it before (a larger cache
+    than SymPy's default; see cli.main), and a value in the environment stands."""
+    from backpropcheck.cli import SYMPY_CACHE_SIZE
+
+    code = ("import sys\nfrom backpropcheck.cli import main\n"
+            "try:\n    main(['check', '--help'], prog_name='backpropcheck')\n"  # the group's body runs first
+            "except SystemExit:\n    pass\n"
+            "assert 'sympy' not in sys.modules\n"
+            "import sympy.core.cache\nprint('SIZE', sympy.core.cache.SYMPY_CACHE_SIZE)")
+    env = {k: v for k, v in os.environ.items() if k != "SYMPY_CACHE_SIZE"}
+    for given, expected in ((None, SYMPY_CACHE_SIZE), ("123", 123)):
+        run_env = env if given is None else {**env, "SYMPY_CACHE_SIZE": given}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=run_env, timeout=120)
+        assert f"SIZE {expected}" in out.stdout, (out.stdout, out.stderr)
+    assert SYMPY_CACHE_SIZE > 1000  # larger than SymPy's default

@@ -90,6 +90,31 @@ def test_partials_equal_sympy_diff():
             assert got.get(s, sp.Integer(0)) == expected, (e, s)
 
 
+def test_partials_by_template_are_sympy_diff_as_built() -> None:
+    """The templates' renaming (engines/partials._renamed rebuilds without re-sorting): each partial is the
+    very expression ``sp.diff`` builds (equal arguments, in order), for names whose order differs from their
+    positions, symbols of both assumption sets, our own functions and one template serving many terms."""
+    from backpropcheck.lang.symfuncs import MaxOf, Relu, Step
+
+    rng = random.Random(8)
+    real = [sp.Symbol(n, real=True) for n in ("∇z[1]", "W[0,10]", "W[0,2]", "a[1]", "b", "Z[1,0]")]
+    pos = [sp.Symbol(n, positive=True) for n in ("p[0]", "P[3]", "s")]
+    f = generic("f_prime")
+    templates: dict = {}
+    for _ in range(90):
+        u, v, w = rng.sample(real + pos, 3)
+        shapes = [sp.tanh(u * v + w) * u, sp.exp(u - v) / (1 + sp.exp(w)) ** 2, -sp.log(u * v + w ** 2 + 1),
+                  MaxOf(u, v, w) * Step(u - w), Relu(u - v) ** 2 * w, f(u) * v ** 3 - u / w,
+                  sp.Rational(1, 2) * u * (v - w) ** 2, sp.sqrt(u ** 2 + v) * w, -u * v * (w + 1), 3 * u * v * w,
+                  u * v, -u * v, u * (v + w), -u * (v + w), 2 * u * (v - w), u * v * sp.pi]
+        e = rng.choice(shapes)
+        got = partials(e, set(real + pos), templates)
+        for s in real + pos:
+            want = sp.diff(e, s)
+            have = got.get(s, sp.Integer(0))
+            assert have == want and have.args == want.args, (e, s, have, want)
+
+
 def test_truth_is_the_same_with_templates_shared_across_neurons():
     d = load(str(REPO / "bench" / "dense_sigmoid_mse.toml"))
     truth = SymbolicTruth(d, {"n": 3, "m": 4})
@@ -175,6 +200,12 @@ def test_fast_products_build_exactly_what_sympy_builds() -> None:
     numbers = [sp.Integer(0), sp.Integer(1), sp.Integer(-1), sp.Integer(3), sp.Rational(1, 2), sp.Rational(-2, 7),
                sp.oo, sp.zoo, sp.nan]
     pool = symbols + numbers + [random_sympy_expr(rng, 3) for _ in range(40)]
+    # symbols equal to x and w[0,0] but other objects, as SymPy makes again once its cache let the first go
+    twin = sp.Symbol.__xnew__(sp.Symbol, "x", real=True)
+    assert twin == x and twin is not x
+    pool += [twin, sp.Symbol.__xnew__(sp.Symbol, "w[0,0]", real=True)]
+    pool += [x, y, z, x * y, -2 * x * z, x ** 2 * y, y * z / x, sp.exp(x) * y, sp.pi * x * z, sp.Float(1.5) * y * z,
+             sp.oo * x * y, symbols[0] * symbols[1], sp.Rational(1, 3) * symbols[2] * sp.tanh(x)]
     for a in pool:
         for b in pool:
             got, want = mul(a, b), a * b
@@ -185,6 +216,47 @@ def test_fast_products_build_exactly_what_sympy_builds() -> None:
     a = np.array(symbols[:4] + [sp.Integer(0)], dtype=object)
     b = np.array([sp.Integer(2)] + symbols[4:8], dtype=object)
     assert list(mul_arrays(a[:, None], b[None, :]).flat) == list((a[:, None] * b[None, :]).flat)
+
+
+def test_canonical_key_orders_as_basic_compare() -> None:
+    """engines/order.canonical_key: for every pair of a mixed pool (symbols with different assumptions and
+    names, numbers of every kind, functions of ours and SymPy's, random expressions), the key's order is
+    ``Basic.compare``'s, including ties; content compare treats specially has no key."""
+    from sympy.core.basic import Basic
+
+    from backpropcheck.engines.order import NoKey, canonical_key
+    from backpropcheck.lang.symfuncs import Step
+
+    rng = random.Random(17)
+    a, b = sp.Symbol("a[0]", real=True), sp.Symbol("a[1]", positive=True)
+    pool = [a, b, sp.Symbol("a[0]", positive=True), sp.Symbol("∇z[0]", real=True), sp.Symbol("q"), sp.Dummy("d"),
+            sp.Integer(0), sp.Integer(1), sp.Integer(-1), sp.Integer(7), sp.Rational(1, 2), sp.Rational(-3, 5),
+            sp.Float(0.25), sp.Float(2.0), sp.pi, sp.E, sp.I, sp.oo, sp.exp(a), sp.tanh(b), sp.log(a + 2),
+            Step(a - b), Step(b - a), generic("f_prime")(a), a * b, 2 * a * b, a ** 2, a ** b, a + b, a - b]
+    pool += [random_sympy_expr(rng, 3) for _ in range(60)]
+    for p in pool:
+        for q in pool:
+            kp, kq = canonical_key(p), canonical_key(q)
+            assert (kp > kq) - (kp < kq) == Basic.compare(p, q), (p, q)
+
+    from backpropcheck.engines import order
+    from backpropcheck.engines.products import mul
+
+    symbols = [p for p in pool if p.__class__ is sp.Symbol]
+    for p in symbols:  # the key products.mul records for the product it builds is the one computed afresh
+        for q in symbols:
+            product = mul(p, q)
+            recorded = canonical_key(product)
+            order._KEYS.pop(id(product), None)
+            assert canonical_key(product) == recorded, (p, q)
+
+    class Tagged(sp.Basic):  # content compare turns into a Basic (a frozenset) or compares as Relationals
+        def _hashable_content(self):
+            return (frozenset(self.args),) if len(self.args) == 1 else ((self.args[0],),)
+
+    for odd in (Tagged(a), Tagged(a, b)):
+        with pytest.raises(NoKey):
+            canonical_key(odd)
 
 
 def test_fast_matmul_equals_the_op_tables_symbolic_matmul() -> None:
@@ -232,6 +304,13 @@ def test_fast_sums_build_exactly_what_sympy_builds() -> None:
         nested += rng.sample(products, rng.randint(0, 3)) + (rng.sample(others, 1) if rng.random() < 0.2 else [])
         got, want = add(*nested), sp.Add(*nested)
         assert got == want and hash(got) == hash(want) and got.args == want.args, (nested, got, want)
+    from backpropcheck.engines.products import add_arrays
+
+    left = np.array(rng.sample(products + symbols + others, 6), dtype=object).reshape(2, 3)
+    right = np.array(rng.sample(products + symbols + others, 3) + [1, 2.5, 0], dtype=object).reshape(2, 3)
+    for a, b in ((left, right), (left, right[:1]), (right, left[:, :1])):  # with broadcasting, Python numbers too
+        got, want = add_arrays(a, b), a + b
+        assert got.shape == want.shape and all(g == w and type(g) is type(w) for g, w in zip(got.flat, want.flat))
     pairs = [a * b for k, a in enumerate(symbols) for b in symbols[k + 1:]]  # distinct, no squares
     rows = [sp.Add(*pairs[k:k + 3]) for k in range(0, 12, 3)]  # the direct route
     assert add(*rows).args == sp.Add(*rows).args and len(add(*rows).args) == 12
@@ -279,3 +358,92 @@ def test_symbol_arrays_are_the_entries_symbols_with_their_assumptions() -> None:
     assert all(x is y for x, y in zip(real.flat, again.flat))
     assert positive[0, 0] == sp.Symbol("W[0,0]", positive=True) and positive[0, 0] != real[0, 0]
     assert symbol_array("b", (), real=True)[()] == sp.Symbol("b", real=True)
+
+
+def test_entrywise_functions_build_what_the_op_table_builds() -> None:
+    """engines/entrywise: every element-wise function and derivative of the op table, and a declared generic f,
+    give the op table's own expression (equal arguments, in order) on symbols of either assumption set (by a
+    renamed template), expressions and numbers, also when asked again (kept values)."""
+    from backpropcheck.engines.entrywise import elementwise_arrays
+    from backpropcheck.lang.ops import ELEMENTWISE, Elementwise
+    from backpropcheck.lang.ops.elementwise import _ew_symbolic
+
+    a = np.array([sp.Symbol("z[0]", real=True), sp.Symbol("p[1]", positive=True), sp.Symbol("∇h[2]", real=True),
+                  x * y - 1, sp.Rational(1, 3), sp.Integer(2), 0], dtype=object)
+    functions = list(ELEMENTWISE.values()) + [Elementwise("f", None, None, generic("f"))]  # type: ignore[arg-type]
+    for fn in functions:
+        for prime in (False, True):
+            if prime and fn.name == "sign":
+                continue
+            for _ in range(2):
+                got, want = elementwise_arrays(a, fn, prime), _ew_symbolic(a, fn, prime)
+                for g, w in zip(got, want):
+                    assert g == w and getattr(g, "args", ()) == getattr(w, "args", ()), (fn.name, prime, g, w)
+
+
+def test_steps_by_template_are_the_steps_sympy_builds() -> None:
+    """engines/partials.by_template: a mask's step against a window's max (or min), evaluated once per shape and
+    renamed, is the very expression ``Step(u)`` builds (its arg-max indicator), for windows whose names sort
+    in every order against the entry's, and for more symbols than placeholders."""
+    from backpropcheck.engines.partials import by_template
+    from backpropcheck.lang.symfuncs import MaxOf, MinOf, Step
+
+    rng = random.Random(4)
+    names = ["x[0,0]", "x[0,1]", "x[1,0]", "x[1,1]", "x[0,10]", "a", "∇m[0]", "Z[2]", "x[3,2]"]
+    for _ in range(60):
+        window = [sp.Symbol(n, real=True) for n in rng.sample(names, rng.choice([2, 3, 4, 9]))]
+        entry = rng.choice(window)
+        extreme = rng.choice([MaxOf, MinOf])(*window)
+        for u in (entry - extreme, extreme - entry, 2 * entry - 2 * extreme, entry - extreme + window[0] * 0 + 1):
+            got, want = by_template(Step, u), Step(u)
+            assert got == want and got.args == want.args, (u, got, want)
+
+
+def test_diff1_is_sympy_diff_as_built() -> None:
+    """engines/partials.diff1 (SymPy's own rules without Derivative's dispatch) builds what ``e.diff(s)`` builds,
+    argument by argument: random sums, products, quotients, powers, exp and tanh, our functions (masks, max,
+    clip, relu, a declared f), a symbolic exponent, and a function it leaves to ``diff`` (Abs)."""
+    from backpropcheck.engines.partials import diff1
+    from backpropcheck.lang.symfuncs import Clip, MaxOf, Relu, Step
+
+    rng = random.Random(21)
+    f = generic("f")
+    p = sp.Symbol("p", positive=True)
+    extra = [MaxOf(x, y * z, 2 * x) * Step(x - y), Clip(x * y, -1, 1) ** 2, Relu(x - z) * f(y * x), x ** (y * p),
+             sp.log(p + x ** 2) / (1 + sp.exp(-z)), sp.Abs(x) * y, sp.erf(x * y) + sp.atan(z / p), f(x) ** -2]
+    for e in [random_sympy_expr(rng, 4) for _ in range(40)] + extra:
+        for s in (x, y, z, p):
+            got, want = diff1(e, s), e.diff(s)
+            assert got == want and got.args == want.args, (e, s, got, want)
+
+
+def test_symbol_arrays_are_made_once_and_handed_out_as_copies() -> None:
+    """symbol_array keeps the arrays it made: the same symbols again (the very objects), in an array of the
+    caller's own, which the caller may write (the sweep zeroes gradient atoms) without changing the next one."""
+    from backpropcheck.engines.symbolic import symbol_array
+
+    first = symbol_array("q", (2, 3), real=True)
+    first[0, 0] = sp.Integer(0)
+    again = symbol_array("q", (2, 3), real=True)
+    assert again[0, 0] == sp.Symbol("q[0,0]", real=True) and again is not first
+    assert all(a is b for a, b in zip(again.flat[1:], first.flat[1:]))
+    positive = symbol_array("q", (2, 3), positive=True)
+    assert positive[0, 1].is_positive and positive[0, 1] != again[0, 1]
+
+
+def test_comparisons_build_what_the_op_table_builds() -> None:
+    """engines/entrywise.COMPARISONS (steps by template): the op table's masks, expression for expression, for
+    symbols against numbers, against each other, against a window's max (the arg-max indicator) and for
+    expressions, broadcast."""
+    from backpropcheck.engines.entrywise import COMPARISONS
+    from backpropcheck.lang.ops import OPS
+    from backpropcheck.lang.symfuncs import MaxOf
+
+    w = [sp.Symbol(f"x[{i}]", real=True) for i in range(4)]
+    a = np.array(w + [x * y - 1, sp.Integer(3)], dtype=object)
+    b = np.array([MaxOf(*w), w[2], sp.Integer(0), sp.Rational(1, 2), MaxOf(*w), z], dtype=object)
+    for name, fast in COMPARISONS.items():
+        for left, right in ((a, b), (b, a), (a[:, None], b[None, :3])):
+            got, want = fast(left, right), OPS[name].symbolic(left, right)
+            assert got.shape == want.shape
+            assert all(g == v and g.args == v.args for g, v in zip(got.flat, want.flat)), name

@@ -12,6 +12,7 @@ there. ``tests/test_symbolic.py`` checks both against SymPy on random expression
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from functools import cmp_to_key
 from typing import Any
 
@@ -20,9 +21,11 @@ import sympy as sp
 from sympy.core.basic import Basic
 
 from ..lang.ops import _matmul_sym
+from .order import NoKey, canonical_key, class_rank, remember
 
 _ZERO, _ONE = sp.S.Zero, sp.S.One
 _from_args = sp.Mul._from_args
+_SYMBOL_RANK, _MUL_RANK = class_rank(sp.Symbol), class_rank(sp.Mul)
 _SORT = cmp_to_key(Basic.compare)  # the order of an Add's arguments (sympy.core.add._addsort)
 
 
@@ -40,12 +43,58 @@ def mul(x: Any, y: Any) -> Any:
         return x
     if x.__class__ is sp.Symbol and y.__class__ is sp.Symbol and x is not y:
         if x.is_commutative and y.is_commutative:
-            return _from_args((x, y) if Basic.compare(x, y) < 0 else (y, x), True)
+            kx, ky = canonical_key(x), canonical_key(y)
+            if kx == ky:  # equal symbols, two objects (a cache let one go): a square
+                return x * y
+            product = _from_args((x, y) if kx < ky else (y, x), True)
+            remember(product, (_MUL_RANK, 2, kx, ky) if kx < ky else (_MUL_RANK, 2, ky, kx))  # a sum sorts it
+            return product
     elif y.__class__ is sp.Symbol and isinstance(x, sp.Rational) and y.is_commutative:
         return _from_args((x, y), True)
     elif x.__class__ is sp.Symbol and isinstance(y, sp.Rational) and x.is_commutative:
         return _from_args((y, x), True)
+    elif x.__class__ is sp.Symbol:
+        if y.__class__ is sp.Mul:
+            return _symbol_times_product(x, y)
+        return _symbol_times_factor(x, y)
+    elif y.__class__ is sp.Symbol:
+        if x.__class__ is sp.Mul:
+            return _symbol_times_product(y, x)
+        return _symbol_times_factor(y, x)
     return x * y
+
+
+def _symbol_times_factor(x: sp.Symbol, y: Any) -> Any:
+    """``x * y`` for a sum, a function's value or a power of anything but ``x`` and a number: ``(x, y)``, as
+    nothing combines, a symbol distributes over no sum, and the class of ``y`` comes after Symbol's in
+    SymPy's order (``Basic.compare`` decides by class first); else SymPy's product."""
+    cls = y.__class__
+    if not (cls is sp.Add or (cls is sp.Pow and not y.args[0].is_Number) or isinstance(y, sp.Function)) or \
+            not (x.is_commutative and y.is_commutative) or (cls is sp.Pow and y.args[0] == x) or \
+            class_rank(cls) <= _SYMBOL_RANK:
+        return x * y
+    return _from_args((x, y), True)
+
+
+def _symbol_times_product(x: sp.Symbol, y: sp.Mul) -> Any:
+    """``x * y`` for a product ``y`` of factors none of which is ``x`` or a power of ``x`` (nothing to
+    combine) and no number but a rational coefficient: ``y``'s arguments with ``x`` in its canonical place
+    (a gradient atom times a local partial, ``∇z[0]·W[0,1]·a[1]``); else SymPy's product."""
+    args = y.args
+    if not (x.is_commutative and y.is_commutative):
+        return x * y
+    for k, f in enumerate(args):
+        cls = f.__class__
+        if f is x or f == x or (cls is sp.Pow and f.args[0] == x) or (
+                f.is_Number and (k or not isinstance(f, sp.Rational))):
+            return x * y
+    try:
+        key = canonical_key(x)
+        keys = [canonical_key(f) for f in args]
+    except NoKey:
+        return x * y
+    at = bisect_left(keys, key)
+    return _from_args(args[:at] + (x,) + args[at:], True)
 
 
 def add(*terms: Any) -> Any:
@@ -74,11 +123,34 @@ def add(*terms: Any) -> Any:
         kept.append(t)
     if len(kept) < 2:
         return kept[0] if kept else _ZERO
-    kept.sort(key=_SORT)
-    return sp.Add._exec_constructor_postprocessors(sp.Add._from_args(kept, True))
+    try:
+        kept.sort(key=canonical_key)
+    except NoKey:
+        kept.sort(key=_SORT)
+    built = sp.Add._from_args(kept, True)
+    if _postprocessors is None or _postprocessors("Add", sp.Symbol) or _postprocessors("Add", sp.Mul):
+        return sp.Add._exec_constructor_postprocessors(built)
+    return built  # SymPy would look up each argument's (none, for symbols and products): once here
 
+
+try:  # SymPy's constructor post-processors by (class name, argument type), cached (matrix and tensor kinds)
+    from sympy.core.basic import _get_postprocessors as _postprocessors
+except ImportError:  # another SymPy: each sum asks SymPy, as it always did
+    _postprocessors = None
 
 _mul_entries = np.frompyfunc(mul, 2, 1)
+
+
+def _add2(x: Any, y: Any) -> Any:
+    return add(x, y) if isinstance(x, Basic) and isinstance(y, Basic) else x + y
+
+
+_add_entries = np.frompyfunc(_add2, 2, 1)
+
+
+def add_arrays(a: Any, b: Any) -> np.ndarray:
+    """Entry-wise ``a + b`` of object arrays (NumPy broadcasting), each sum of two expressions by :func:`add`."""
+    return np.asarray(_add_entries(a, b), dtype=object)
 
 
 def mul_arrays(a: Any, b: Any) -> np.ndarray:

@@ -30,10 +30,11 @@ from ..lang.ops import ELEMENTWISE, Elementwise
 from ..lang.symfuncs import MaxOf, MinOf, SoftmaxEntry, Step, generic, softmax_as_exp
 from ..model import Derivation
 from .draws import concrete_inputs, draw_onehot, integer_array
+from .entrywise import COMPARISONS, elementwise_arrays
 from .evaluate import Backend, evaluate, evaluate_definition
 from .exact import Converter, Unsupported
-from .partials import _TEMPLATES, partials
-from .products import add, matmul_arrays, mul, mul_arrays
+from .partials import _TEMPLATES, by_template, partials
+from .products import add, add_arrays, matmul_arrays, mul, mul_arrays
 from .witness import WitnessSearch
 
 __all__ = ["Decision", "SymbolicTruth", "entry_name", "partials", "symbol_array", "symbolic_backend"]
@@ -51,7 +52,9 @@ def symbolic_backend(d: Derivation) -> Backend:
         except (TypeError, ValueError):
             return sp.Float(node.value)
 
-    return Backend(symbolic=True, functions=functions, const=const, scalar=sp.Integer, faster={"mul": mul_arrays, "matmul": matmul_arrays, "dot": matmul_arrays})
+    return Backend(symbolic=True, functions=functions, const=const, scalar=sp.Integer,
+                   faster={"mul": mul_arrays, "add": add_arrays, "matmul": matmul_arrays, "dot": matmul_arrays,
+                           "elementwise": elementwise_arrays, **COMPARISONS})
 
 
 def entry_name(name: str, idx: tuple[int, ...]) -> str:
@@ -59,22 +62,28 @@ def entry_name(name: str, idx: tuple[int, ...]) -> str:
 
 
 _SYMBOLS: dict[tuple, sp.Symbol] = {}
+_ARRAYS: dict[tuple, np.ndarray] = {}  # (name, shape, assumptions) -> the array of symbol_array
 
 
 def symbol_array(name: str, shape: tuple[int, ...], **assumptions) -> np.ndarray:
     """The entries' symbols, each made once per process: a symbol with assumptions costs SymPy a
     deduction of its facts, and every truth of a file (and the next file's) names the same entries again.
     The same object SymPy's own symbol cache returns when it still holds it."""
-    out = np.empty(shape, dtype=object)
     facts = tuple(sorted(assumptions.items()))
-    if len(_SYMBOLS) > 200_000:
+    made = _ARRAYS.get((name, shape, facts))
+    if made is not None:  # the whole array too: a file's truths and certificate name the same arrays again
+        return made.copy()
+    out = np.empty(shape, dtype=object)
+    if len(_SYMBOLS) > 200_000 or len(_ARRAYS) > 20_000:
         _SYMBOLS.clear()
+        _ARRAYS.clear()
     for idx in np.ndindex(*shape):
         entry = entry_name(name, idx)
         symbol = _SYMBOLS.get((entry, facts))
         if symbol is None:
             symbol = _SYMBOLS[(entry, facts)] = sp.Symbol(entry, **assumptions)
         out[idx] = symbol
+    _ARRAYS[(name, shape, facts)] = out.copy()
     return out
 
 
@@ -283,7 +292,7 @@ class SymbolicTruth(WitnessSearch):
             if found is None:
                 if len(_AGAINST_EXTREME) > 50_000:
                     _AGAINST_EXTREME.clear()
-                found = _AGAINST_EXTREME[u] = Step(u)
+                found = _AGAINST_EXTREME[u] = by_template(Step, u)
             self._kinks[kink] = found
         return found
 
