@@ -447,3 +447,25 @@ def test_comparisons_build_what_the_op_table_builds() -> None:
             got, want = fast(left, right), OPS[name].symbolic(left, right)
             assert got.shape == want.shape
             assert all(g == v and g.args == v.args for g, v in zip(got.flat, want.flat)), name
+
+
+def test_a_product_keeps_the_order_of_non_commutative_factors() -> None:
+    # found in review: with the symbol on the right, mul's fast paths fell back to y * x
+    from backpropcheck.engines.products import mul
+
+    A, B = sp.symbols("A B", commutative=False)
+    for x, y in ((2 * A, B), (sp.exp(A), B), (A * B, A), (B, A * B), (A, B)):
+        assert mul(x, y) == x * y, (x, y)
+
+
+def test_partials_of_terms_with_a_dummy_or_two_symbols_of_one_name_are_sympys() -> None:
+    # found in review: a Dummy (or a name shared by two symbols) renamed to a plain placeholder changed
+    # SymPy's order, and the renamed-back partial came back with its arguments out of order
+    x, y = sp.symbols("x y", real=True)
+    d = sp.Dummy("d", real=True)
+    x2 = sp.Symbol("x", positive=True)  # the same name as x, other assumptions
+    for term, s in ((y**2 * sp.sqrt(d) * x**3, y), (y**2 * sp.sqrt(x2) * x**3, y), (x * x2 * y**2, x),
+                    (sp.sqrt(d) * sp.exp(x) * y**2, y)):
+        got = partials(term, {s})[s]
+        want = sp.diff(term, s)
+        assert got == want and got.args == want.args, (term, got, want)

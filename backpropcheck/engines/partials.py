@@ -62,7 +62,10 @@ def _diff(term: sp.Expr, s: sp.Symbol, templates: dict) -> sp.Expr:
     if shape is None:
         symbols = sorted(term.free_symbols, key=lambda x: x.name)
         holders = [_placeholder(k, x) for k, x in enumerate(symbols)]
-        template = _renamed(term, dict(zip(symbols, holders))) if len(symbols) <= 8 else None
+        plain = all(x.__class__ is sp.Symbol for x in symbols) and len({x.name for x in symbols}) == len(symbols)
+        # a Dummy sorts after other classes, and two symbols of one name tie: renamed to placeholders, the
+        # order of names would no longer be SymPy's order, so such a term is differentiated as it is
+        template = _renamed(term, dict(zip(symbols, holders))) if plain and len(symbols) <= 8 else None
         shape = templates[term] = (symbols, holders, template)
     symbols, holders, template = shape
     if template is None:

@@ -57,7 +57,7 @@ def mul(x: Any, y: Any) -> Any:
         if y.__class__ is sp.Mul:
             return _symbol_times_product(x, y)
         return _symbol_times_factor(x, y)
-    elif y.__class__ is sp.Symbol:
+    elif y.__class__ is sp.Symbol and x.is_commutative and y.is_commutative:  # the helpers fall back to y * x
         if x.__class__ is sp.Mul:
             return _symbol_times_product(y, x)
         return _symbol_times_factor(y, x)
