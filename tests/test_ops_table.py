@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import check_text, verdicts
+from conftest import check_text, derivation_toml, verdicts
 
 import backpropcheck
 from backpropcheck.checker import Options
@@ -51,27 +51,14 @@ CENTRE = Op(
     work=lambda shapes, out, **_: tuple(out) + (WORK,),
 )
 
-CENTRED = """
-[derivation]
-title = "a row centring registered by a test"
+def _row_op_file(title: str, name: str, value: str, claim: str) -> str:
+    """A (B, d) input weighted per feature, one row-wise op ``name = value``, then ``sum(tanh(name))``."""
+    return derivation_toml(title=title, dims={"B": "batch", "d": "features"}, inputs={"X": ["B", "d"], "w": ["d"]},
+                           forward={name: value}, loss={"E": f"sum(tanh({name}))"}, claims={"grad_X": claim})
 
-[dims]
-B = "batch"
-d = "features"
 
-[inputs]
-X = ["B", "d"]
-w = ["d"]
-
-[forward]
-C = "centre(X * w, axis=1)"
-
-[loss]
-E = "sum(tanh(C))"
-
-[claims]
-grad_X = "centre(grad_C, axis=1) * w"
-"""
+CENTRED = _row_op_file("a row centring registered by a test", "C", "centre(X * w, axis=1)",
+                       "centre(grad_C, axis=1) * w")
 
 
 @pytest.fixture
@@ -125,27 +112,8 @@ def test_an_op_registered_alone_is_read_by_dimuse_workload_and_explain(centre) -
 # ---------------------------------------------------------------------------
 # var, the op added this way: a per-row variance, as layer norm takes it
 
-SPREAD = """
-[derivation]
-title = "a per-row spread through var"
-
-[dims]
-B = "batch"
-d = "features"
-
-[inputs]
-X = ["B", "d"]
-w = ["d"]
-
-[forward]
-v = "var(X * w, axis=1)"
-
-[loss]
-E = "sum(tanh(v))"
-
-[claims]
-grad_X = "2 * grad_v[:, None] * (X * w - mean(X * w, axis=1, keepdims=True)) / d * w"
-"""
+SPREAD = _row_op_file("a per-row spread through var", "v", "var(X * w, axis=1)",
+                      "2 * grad_v[:, None] * (X * w - mean(X * w, axis=1, keepdims=True)) / d * w")
 RIGHT = '/ d * w"'
 WRONG = '/ B * w"'  # the count of the wrong axis
 
