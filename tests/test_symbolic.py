@@ -469,3 +469,36 @@ def test_partials_of_terms_with_a_dummy_or_two_symbols_of_one_name_are_sympys() 
         got = partials(term, {s})[s]
         want = sp.diff(term, s)
         assert got == want and got.args == want.args, (term, got, want)
+
+
+def test_memoised_products_and_sums_are_the_ones_built_afresh(monkeypatch) -> None:
+    """engines/products: a repeated ``mul``/``add`` of the same argument objects returns the expression built the
+    first time, equal (arguments and all) to what SymPy builds; an equal argument that is another object is
+    built on its own; the memo stays within its bound; one term is the sum itself."""
+    from backpropcheck.engines import products
+    from backpropcheck.engines.products import add, mul
+
+    rng = random.Random(23)
+    symbols = [sp.Symbol(f"m[{i}]", real=True) for i in range(4)] + [sp.Symbol("∇m[0]", real=True)]
+    pool = symbols + [sp.Integer(0), sp.Integer(2), sp.Rational(1, 3), symbols[0] * symbols[1],
+                      symbols[2] + symbols[3], sp.tanh(symbols[0])] + [random_sympy_expr(rng, 2) for _ in range(8)]
+    for a in pool:
+        for b in pool:
+            first = mul(a, b)
+            assert mul(a, b) is first and first == a * b and first.args == (a * b).args
+    for _ in range(100):
+        terms = [rng.choice(pool) for _ in range(rng.randint(0, 6))]
+        first = add(*terms)
+        assert add(*terms) is first and first == sp.Add(*terms) and first.args == sp.Add(*terms).args
+        assert add(*[t for t in terms]) is first  # the same objects in another tuple: the same entry
+    twin = sp.Symbol.__xnew__(sp.Symbol, "m[0]", real=True)  # equal to symbols[0], another object
+    assert mul(twin, symbols[1]) == mul(symbols[0], symbols[1])
+    monkeypatch.setattr(products, "_MEMO_LIMIT", 5)
+    products._PRODUCTS.clear()
+    products._SUMS.clear()
+    for a in symbols:
+        for b in symbols:
+            assert mul(a, b) == a * b and add(a, b, a * b) == a + b + a * b
+    assert len(products._PRODUCTS) <= 5 and len(products._SUMS) <= 5
+    for single in (symbols[0], symbols[0] * symbols[1], symbols[2] + symbols[3], sp.Integer(0), sp.Integer(3)):
+        assert add(single) is single
