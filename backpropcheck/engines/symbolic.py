@@ -21,6 +21,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import numpy as np
 import sympy as sp
@@ -160,6 +161,9 @@ class SymbolicTruth(WitnessSearch):
         # symfuncs._against_extreme) and a claim ``mask * grad_m`` matches the truth's one step.
         self.extremes = {atom: value for atom, value in self.local.items() if isinstance(value, (MaxOf, MinOf))}
         self._kinks: dict[sp.Expr, sp.Expr] = {}
+        # atomize's two replacements, memoised by sub-expression: entries, claims and steps share them
+        self._as_atoms: dict[sp.Basic, sp.Basic] = {}
+        self._unkinked: dict[sp.Basic, sp.Basic] = {}
         # one reverse sweep of the scalar chain rule; each adjoint is a list of parts, summed once
         templates = _TEMPLATES  # shared by every truth: a template's derivative never depends on the dims
         if len(templates) > 50_000:
@@ -198,7 +202,7 @@ class SymbolicTruth(WitnessSearch):
                     continue
                 self.grad_atoms[nabla[idx]] = step[atoms[idx]]
                 for p, dp in partials(self.local[atoms[idx]], differentiable, templates).items():
-                    dp = dp.xreplace(self.by_definition) if self.by_definition else dp
+                    dp = self._definitions_as_atoms(dp) if self.by_definition else dp
                     steps.setdefault(p, []).append(mul(nabla[idx], dp))
             gradient_atoms[name] = nabla
         for s, terms in steps.items():
@@ -273,13 +277,32 @@ class SymbolicTruth(WitnessSearch):
         """Write every forward definition that appears whole as its atom (``tanh(z[0])`` → ``h[0]``),
         as the sweep writes the local partials: equal values, one form for both sides; and every
         max/min atom inside a ``Step`` as its definition (a mask against the max is its indicator)."""
-        e = e.xreplace(self.by_definition) if self.by_definition else e
-        if self.extremes and e.has(Step):
-            kinks = {k: self._kink_against_extreme(k) for k in e.atoms(Step)
-                     if not k.args[0].free_symbols.isdisjoint(self.extremes)}
-            if kinks:
-                e = e.xreplace(kinks)
-        return e
+        e = self._definitions_as_atoms(e) if self.by_definition else e
+        return self._extremes_in_kinks(e) if self.extremes else e
+
+    def _definitions_as_atoms(self, e: sp.Basic) -> sp.Basic:
+        """``e.xreplace(self.by_definition)``, each sub-expression replaced once per truth."""
+        memo = self._as_atoms
+        found = memo.get(e)
+        if found is None:
+            found = self.by_definition.get(e)
+            if found is None:
+                found = _rebuilt(e, [self._definitions_as_atoms(a) for a in e.args]) if _has_args(e) else e
+            memo[e] = _UNCHANGED if found is e else found
+        return e if found is _UNCHANGED else found
+
+    def _extremes_in_kinks(self, e: sp.Basic) -> sp.Basic:
+        """``e`` with every (outermost) ``Step`` whose argument reads a max/min atom replaced by
+        :meth:`_kink_against_extreme` (``e.xreplace`` of those steps), each sub-expression once per truth."""
+        memo = self._unkinked
+        found = memo.get(e)
+        if found is None:
+            if isinstance(e, Step) and not e.args[0].free_symbols.isdisjoint(self.extremes):
+                found = self._kink_against_extreme(e)
+            else:
+                found = _rebuilt(e, [self._extremes_in_kinks(a) for a in e.args]) if _has_args(e) else e
+            memo[e] = _UNCHANGED if found is e else found
+        return e if found is _UNCHANGED else found
 
     def _kink_against_extreme(self, kink: sp.Expr) -> sp.Expr:
         """``Step(u)`` with the max/min atoms of ``u`` written as their definitions, once per kink; the
@@ -558,6 +581,21 @@ class _ClaimEnv(Mapping[str, np.ndarray]):
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+
+_UNCHANGED: Any = object()  # a memo's mark for "the expression itself": an equal one is another object
+
+
+def _has_args(e: object) -> bool:
+    """Is ``e`` an expression with arguments (``xreplace`` leaves anything else as it is)?"""
+    return isinstance(e, sp.Basic) and bool(e.args)
+
+
+def _rebuilt(e: sp.Basic, args: list) -> sp.Basic:
+    """``e`` on new arguments as ``xreplace`` rebuilds it (``e.func(*args)``), or ``e`` if none changed."""
+    if all(a is b for a, b in zip(args, e.args)):
+        return e
+    return e.func(*args)
 
 
 def _cancel(e: sp.Expr) -> sp.Expr:
