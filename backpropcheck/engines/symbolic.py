@@ -282,25 +282,29 @@ class SymbolicTruth(WitnessSearch):
 
     def _definitions_as_atoms(self, e: sp.Basic) -> sp.Basic:
         """``e.xreplace(self.by_definition)``, each sub-expression replaced once per truth."""
+        if not _has_args(e):  # a symbol or a number: only itself can be replaced
+            return self.by_definition.get(e, e) if isinstance(e, sp.Basic) else e
         memo = self._as_atoms
         found = memo.get(e)
         if found is None:
             found = self.by_definition.get(e)
             if found is None:
-                found = _rebuilt(e, [self._definitions_as_atoms(a) for a in e.args]) if _has_args(e) else e
+                found = _rebuilt(e, [self._definitions_as_atoms(a) for a in e.args])
             memo[e] = _UNCHANGED if found is e else found
         return e if found is _UNCHANGED else found
 
     def _extremes_in_kinks(self, e: sp.Basic) -> sp.Basic:
         """``e`` with every (outermost) ``Step`` whose argument reads a max/min atom replaced by
         :meth:`_kink_against_extreme` (``e.xreplace`` of those steps), each sub-expression once per truth."""
+        if not _has_args(e):  # no Step inside
+            return e
         memo = self._unkinked
         found = memo.get(e)
         if found is None:
             if isinstance(e, Step) and not e.args[0].free_symbols.isdisjoint(self.extremes):
                 found = self._kink_against_extreme(e)
             else:
-                found = _rebuilt(e, [self._extremes_in_kinks(a) for a in e.args]) if _has_args(e) else e
+                found = _rebuilt(e, [self._extremes_in_kinks(a) for a in e.args])
             memo[e] = _UNCHANGED if found is e else found
         return e if found is _UNCHANGED else found
 
