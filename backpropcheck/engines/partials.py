@@ -10,6 +10,7 @@ from sympy.core.function import ArgumentIndexError, Function
 from .products import add
 
 _TEMPLATES: dict[tuple, sp.Expr] = {}
+_ZERO = sp.S.Zero
 
 
 def partials(expr: sp.Expr, wrt: set[sp.Symbol], templates: dict | None = None) -> dict[sp.Symbol, sp.Expr]:
@@ -22,12 +23,20 @@ def partials(expr: sp.Expr, wrt: set[sp.Symbol], templates: dict | None = None) 
     terms = expr.args if expr.is_Add else (expr,)
     found: dict[sp.Symbol, list[sp.Expr]] = {}
     for term in terms:
+        if term.__class__ is sp.Mul and term.is_commutative:
+            args = term.args
+            if all(f.__class__ is sp.Symbol for f in args):  # a product of symbols (W[j,i]·a[i]), the common term:
+                for k, f in enumerate(args):  # each factor's partial is the other factors as they stand
+                    if f in wrt:
+                        found.setdefault(f, []).append(
+                            args[1 - k] if len(args) == 2 else sp.Mul._from_args(args[:k] + args[k + 1:], True))
+                continue
         for s, ds in _term_partials(term, wrt, {} if templates is None else templates):
             found.setdefault(s, []).append(ds)
     out = {}
     for s, ds in found.items():
         total = add(*ds)
-        if total != 0:
+        if total is not _ZERO:  # (only SymPy's zero equals 0)
             out[s] = total
     return out
 

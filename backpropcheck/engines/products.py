@@ -138,28 +138,31 @@ def add(*terms: Any) -> Any:
 
 
 def _add(terms: tuple) -> Any:
+    built = direct_sum(terms)
+    return sp.Add(*terms) if built is None else built
+
+
+def direct_sum(terms: Any) -> Any:
+    """``sympy.Add(*terms)`` built directly (see :func:`add`), or None if some term needs SymPy's own sum."""
     kept = []
-    seen = set()
     for t in terms:
         if t is _ZERO:
             continue
-        if t.__class__ is sp.Add:  # its terms, already in order: the sort below merges the runs
-            for u in t.args:
+        cls = t.__class__
+        if cls is sp.Add:  # its terms, already in order: the sort below merges the runs
+            for u in t._args:
                 cls = u.__class__
-                if not (cls is sp.Symbol or (cls is sp.Mul and not u.args[0].is_Number)) \
-                        or not u.is_commutative or u in seen:
-                    return sp.Add(*terms)
-                seen.add(u)
+                if not (cls is sp.Symbol or (cls is sp.Mul and not u._args[0].is_Number)) or not u.is_commutative:
+                    return None
                 kept.append(u)
             continue
-        cls = t.__class__
-        if not (cls is sp.Symbol or (cls is sp.Mul and not t.args[0].is_Number)) or not t.is_commutative \
-                or t in seen:
-            return sp.Add(*terms)
-        seen.add(t)
+        if not (cls is sp.Symbol or (cls is sp.Mul and not t._args[0].is_Number)) or not t.is_commutative:
+            return None
         kept.append(t)
     if len(kept) < 2:
         return kept[0] if kept else _ZERO
+    if len(set(kept)) < len(kept):  # like terms to collect
+        return None
     try:
         kept.sort(key=canonical_key)
     except NoKey:
@@ -196,5 +199,15 @@ def mul_arrays(a: Any, b: Any) -> np.ndarray:
 
 
 def matmul_arrays(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b`` of object arrays: the op table's symbolic matmul with the cheaper products and sums."""
-    return _matmul_sym(a, b, mul, add)
+    """``a @ b`` of object arrays: the op table's symbolic matmul (each entry the sum of its products in the
+    order of k) with the cheaper products and sums, the rows and columns read as lists once."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.ndim not in (1, 2) or b.ndim not in (1, 2) or a.shape[-1] != (b.shape[0]):
+        return _matmul_sym(a, b, mul, add)  # its own error for mismatched dims
+    rows = (a.reshape(1, -1) if a.ndim == 1 else a).tolist()
+    columns = (b.reshape(-1, 1) if b.ndim == 1 else b).T.tolist()
+    out = np.empty((len(rows), len(columns)), dtype=object)
+    for i, row in enumerate(rows):
+        for j, column in enumerate(columns):
+            out[i, j] = add(*map(mul, row, column))
+    return out.reshape(a.shape[:-1] + b.shape[1:] if b.ndim == 2 else a.shape[:-1])
