@@ -106,7 +106,7 @@ def test_partials_by_template_are_sympy_diff_as_built() -> None:
         shapes = [sp.tanh(u * v + w) * u, sp.exp(u - v) / (1 + sp.exp(w)) ** 2, -sp.log(u * v + w ** 2 + 1),
                   MaxOf(u, v, w) * Step(u - w), Relu(u - v) ** 2 * w, f(u) * v ** 3 - u / w,
                   sp.Rational(1, 2) * u * (v - w) ** 2, sp.sqrt(u ** 2 + v) * w, -u * v * (w + 1), 3 * u * v * w,
-                  u * v, -u * v, u * (v + w), -u * (v + w), 2 * u * (v - w), u * v * sp.pi]
+                  u * v, -u * v, u * v * w, u * (v + w), -u * (v + w), 2 * u * (v - w), u * v * sp.pi]
         e = rng.choice(shapes)
         got = partials(e, set(real + pos), templates)
         for s in real + pos:
@@ -502,3 +502,45 @@ def test_memoised_products_and_sums_are_the_ones_built_afresh(monkeypatch) -> No
     assert len(products._PRODUCTS) <= 5 and len(products._SUMS) <= 5
     for single in (symbols[0], symbols[0] * symbols[1], symbols[2] + symbols[3], sp.Integer(0), sp.Integer(3)):
         assert add(single) is single
+
+
+def test_sums_over_several_indices_at_once_are_the_sums_one_index_at_a_time(monkeypatch) -> None:
+    """engines/evaluate: a symbolic ``sum(... for c in C for p in K)`` summed over all its axes at once is the
+    expression the sums one axis after another build (equal, same arguments in order): distinct products
+    (summed at once), like terms and coefficients (SymPy's sum, one axis at a time), a body constant along an
+    axis (times its count), three nested sums, and a sum of sums inside another expression."""
+    from conftest import derivation_toml
+
+    from backpropcheck.engines import evaluate
+    from backpropcheck.engines.evaluate import evaluate_definition
+    from backpropcheck.engines.symbolic import symbol_array, symbolic_backend
+
+    text = derivation_toml(
+        dims={"C": "c", "K": "k", "F": "f", "U": "u"},
+        inputs={"w": ["F", "C", "K"], "x": ["C", "U + K - 1"], "a": ["K"], "q": ["C", "K", "K"]},
+        forward={"conv[f, u]": "sum(w[f, c, p] * x[c, u + p] for c in C for p in K)",
+                 "alike[f]": "sum(a[p] * a[r] for p in K for r in K) + w[f, 0, 0]",
+                 "scaled[f]": "sum(2 * w[f, c, p] for c in C for p in K)",
+                 "constant[f]": "sum(a[p] for c in C for p in K) * w[f, 0, 0]",
+                 "three[u]": "sum(q[c, p, r] * x[c, u + p] * a[r] for c in C for p in K for r in K)",
+                 "out": "sum(conv) + sum(alike) + sum(scaled) + sum(constant) + sum(three)"},
+        loss={"upstream": "out"}, claims={"grad_w": "grad_out * ones_like(w)"})
+    d = load_text(text)
+    sizes = {"C": 2, "K": 3, "F": 2, "U": 2}
+    env = {name: symbol_array(name, tuple(dim.value(sizes) for dim in d.shape_of(name)), real=True)
+           for name in d.inputs}
+    backend = symbolic_backend(d)
+    assert any(evaluate._nested_sums(f.root) for f in d.forward if f.index is not None)
+
+    def values() -> list[np.ndarray]:
+        return [evaluate_definition(f.root, f.index, env, sizes, backend) for f in d.forward if f.index is not None]
+
+    at_once = values()
+    monkeypatch.setattr(evaluate, "_nested_sums", lambda root: frozenset())
+    one_at_a_time = values()
+    for got, want in zip(at_once, one_at_a_time):
+        assert got.shape == want.shape
+        for g, w in zip(got.flat, want.flat):
+            assert g == w and g.args == w.args, (g, w)
+    conv = at_once[0]
+    assert conv[1, 0] == sum(env["w"][1, c, p] * env["x"][c, p] for c in range(2) for p in range(3))
