@@ -284,6 +284,8 @@ class SymbolicTruth(WitnessSearch):
         """``e.xreplace(self.by_definition)``, each sub-expression replaced once per truth."""
         if not _has_args(e):  # a symbol or a number: only itself can be replaced
             return self.by_definition.get(e, e) if isinstance(e, sp.Basic) else e
+        if not e.is_Function and all(a.is_Symbol or a.is_Number for a in e.args):  # no definition inside
+            return e
         memo = self._as_atoms
         found = memo.get(e)
         if found is None:
