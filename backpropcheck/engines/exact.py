@@ -49,6 +49,14 @@ def _mmul(a: Monomial, b: Monomial) -> Monomial:
         return b
     if not b:
         return a
+    if len(b) == 1 or len(a) == 1:  # one generator into the other's sorted pairs (a product by a variable)
+        ((g, e),), rest = (b, a) if len(b) == 1 else (a, b)
+        for k, (h, f) in enumerate(rest):
+            if h == g:
+                return rest[:k] + ((g, f + e),) + rest[k + 1:] if f + e else rest[:k] + rest[k + 1:]
+            if h > g:
+                return rest[:k] + ((g, e),) + rest[k:]
+        return rest + ((g, e),)
     merged = dict(a)
     for g, e in b:
         s = merged.get(g, 0) + e
@@ -96,6 +104,8 @@ def _pterm(p: Poly, m: Monomial, c: Any) -> Poly:
     """``p · c·m``."""
     if not m:
         return {k: v * c for k, v in p.items()} if c != 1 else p
+    if c == 1:
+        return {_mmul(k, m): v for k, v in p.items()}
     return {_mmul(k, m): v * c for k, v in p.items()}
 
 
@@ -337,9 +347,10 @@ class Converter:
         if e.is_Add:
             return _sum([self.memo[a] for a in e.args])
         if e.is_Mul:
-            out = _const(1)
-            for a in e.args:
-                out = mul(out, self.memo[a])
+            factors = [self.memo[a] for a in e.args]
+            out = factors[0] if len(factors) > 1 else mul(_const(1), factors[0])
+            for f in factors[1:]:
+                out = mul(out, f)
             return self._reduce(out)
         if e.is_Pow:
             return self._pow(e)
