@@ -491,6 +491,9 @@ def test_memoised_products_and_sums_are_the_ones_built_afresh(monkeypatch) -> No
         first = add(*terms)
         assert add(*terms) is first and first == sp.Add(*terms) and first.args == sp.Add(*terms).args
         assert add(*[t for t in terms]) is first  # the same objects in another tuple: the same entry
+    for a in symbols:  # two symbols either way round: the one product SymPy builds
+        for b in symbols:
+            assert mul(b, a) is mul(a, b) and mul(b, a).args == (b * a).args
     twin = sp.Symbol.__xnew__(sp.Symbol, "m[0]", real=True)  # equal to symbols[0], another object
     assert mul(twin, symbols[1]) == mul(symbols[0], symbols[1])
     monkeypatch.setattr(products, "_MEMO_LIMIT", 5)

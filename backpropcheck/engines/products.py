@@ -54,6 +54,8 @@ def mul(x: Any, y: Any) -> Any:
     if len(_PRODUCTS) >= _MEMO_LIMIT:
         _PRODUCTS.clear()
     _PRODUCTS[key] = (x, y, out)
+    if x.__class__ is sp.Symbol and y.__class__ is sp.Symbol and x.is_commutative and y.is_commutative:
+        _PRODUCTS[(key[1], key[0])] = (y, x, out)  # y * x is the same product (W.T @ grad_z meets ∇z·W)
     return out
 
 
