@@ -3,6 +3,8 @@ the symbolic engine's reverse sweep."""
 
 from __future__ import annotations
 
+from operator import is_not
+
 import sympy as sp
 from sympy.core.basic import Basic
 from sympy.core.function import ArgumentIndexError, Function
@@ -167,8 +169,8 @@ def _renamed(e: sp.Basic, names: dict) -> sp.Basic:
     args = e.args
     if not args:
         return e
-    new = tuple(_renamed(a, names) for a in args)
-    if all(a is b for a, b in zip(new, args)):
+    new = tuple([_renamed(a, names) for a in args])
+    if not any(map(is_not, new, args)):
         return e
     cls = type(e)
     if cls is sp.Mul or cls is sp.Add:

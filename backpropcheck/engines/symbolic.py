@@ -62,6 +62,7 @@ def entry_name(name: str, idx: tuple[int, ...]) -> str:
     return f"{name}[{','.join(str(i) for i in idx)}]" if idx else name
 
 
+_ZERO = sp.S.Zero
 _SYMBOLS: dict[tuple, sp.Symbol] = {}
 _ARRAYS: dict[tuple, np.ndarray] = {}  # (name, shape, assumptions) -> the array of symbol_array
 
@@ -190,20 +191,24 @@ class SymbolicTruth(WitnessSearch):
         self.grad_atoms: dict[sp.Symbol, sp.Expr] = {}  # ∇v[k] -> its step expression
         self.steps: dict[str, np.ndarray] = {}
         gradient_atoms: dict[str, np.ndarray] = {}
+        as_atoms = self._definitions_as_atoms if self.by_definition else None
         for name, atoms in reversed(self.order):
-            for atom in atoms.flat:
+            entries = atoms.ravel().tolist()
+            for atom in entries:
                 if atom in steps:
                     step[atom] = add(*steps.pop(atom))
             self.steps[name] = _array_of(atoms, step)
             nabla = symbol_array(f"∇{name}", atoms.shape, real=True)
-            for idx in np.ndindex(*atoms.shape):
-                if step.get(atoms[idx], 0) == 0:
-                    nabla[idx] = sp.Integer(0)
+            for k, (atom, g) in enumerate(zip(entries, nabla.ravel().tolist())):
+                total = step.get(atom)
+                if total is None or total is _ZERO:  # (only SymPy's zero equals 0)
+                    nabla.flat[k] = sp.Integer(0)
                     continue
-                self.grad_atoms[nabla[idx]] = step[atoms[idx]]
-                for p, dp in partials(self.local[atoms[idx]], differentiable, templates).items():
-                    dp = self._definitions_as_atoms(dp) if self.by_definition else dp
-                    steps.setdefault(p, []).append(mul(nabla[idx], dp))
+                self.grad_atoms[g] = total
+                for p, dp in partials(self.local[atom], differentiable, templates).items():
+                    if as_atoms is not None and dp.__class__ is not sp.Symbol:  # a symbol is no definition
+                        dp = as_atoms(dp)
+                    steps.setdefault(p, []).append(mul(g, dp))
             gradient_atoms[name] = nabla
         for s, terms in steps.items():
             step[s] = add(*terms)
