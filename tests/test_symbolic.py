@@ -547,3 +547,23 @@ def test_sums_over_several_indices_at_once_are_the_sums_one_index_at_a_time(monk
             assert g == w and g.args == w.args, (g, w)
     conv = at_once[0]
     assert conv[1, 0] == sum(env["w"][1, c, p] * env["x"][c, p] for c in range(2) for p in range(3))
+
+
+def test_gradient_atoms_in_an_expression_are_its_free_gradient_atoms() -> None:
+    """SymbolicTruth._gradient_atoms_in (memoised per sub-expression): the gradient atoms among ``free_symbols``,
+    for the truth's steps and expanded adjoints, random expressions over its atoms, and a bound variable."""
+    d = load_text(DENSE_COLUMN)
+    truth = SymbolicTruth(d, {"n": 3, "m": 2})
+    atoms = list(truth.grad_atoms) + list(truth.local)
+    assert atoms and truth.grad_atoms
+    rng = random.Random(31)
+    exprs = [e for arr in truth.steps.values() for e in arr.flat] + [e for arr in truth.grads.values() for e in arr.flat]
+    for _ in range(40):
+        picked = rng.sample(atoms, 3)
+        exprs.append(sp.tanh(picked[0] * picked[1]) - sp.exp(picked[2]) / (1 + picked[0] ** 2))
+    g = next(iter(truth.grad_atoms))
+    exprs.append(sp.Lambda(g, g * x) + g)  # g bound inside the Lambda, free outside it
+    exprs.append(sp.Lambda(g, g * x))
+    for e in exprs:
+        e = sp.sympify(e)
+        assert truth._gradient_atoms_in(e) == {s for s in e.free_symbols if s in truth.grad_atoms}, e

@@ -165,6 +165,7 @@ class SymbolicTruth(WitnessSearch):
         # atomize's two replacements, memoised by sub-expression: entries, claims and steps share them
         self._as_atoms: dict[sp.Basic, sp.Basic] = {}
         self._unkinked: dict[sp.Basic, sp.Basic] = {}
+        self._gradient_atoms_of: dict[sp.Basic, frozenset] = {}
         # one reverse sweep of the scalar chain rule; each adjoint is a list of parts, summed once
         templates = _TEMPLATES  # shared by every truth: a template's derivative never depends on the dims
         if len(templates) > 50_000:
@@ -371,9 +372,9 @@ class SymbolicTruth(WitnessSearch):
         for idx in np.ndindex(*truth.shape):
             c = sp.sympify(claimed[idx], strict=True)
             t: sp.Expr = truth[idx]
-            read = {s for s in c.free_symbols if s in self.grad_atoms}
+            read = self._gradient_atoms_in(c)
             for _ in range(len(self.order) + 1):
-                deeper = {s: self.grad_atoms[s] for s in t.free_symbols if s in self.grad_atoms and s not in read}
+                deeper = {s: self.grad_atoms[s] for s in self._gradient_atoms_in(t) if s not in read}
                 if not deeper:
                     break
                 t = t.xreplace(deeper)
@@ -396,6 +397,20 @@ class SymbolicTruth(WitnessSearch):
             except (Unsupported, ZeroDivisionError):
                 return False
         return True
+
+    def _gradient_atoms_in(self, e: sp.Basic) -> frozenset:
+        """The gradient atoms among ``e.free_symbols``, memoised per truth by sub-expression (claims and steps
+        share them)."""
+        memo = self._gradient_atoms_of
+        found = memo.get(e)
+        if found is None:
+            if not _has_args(e) or not _free_symbols_of_args(type(e)):  # a symbol, a number, or its own rule
+                found = frozenset(s for s in e.free_symbols if s in self.grad_atoms) if isinstance(e, sp.Basic) \
+                    else frozenset()
+            else:
+                found = frozenset().union(*[self._gradient_atoms_in(a) for a in e.args])
+            memo[e] = found
+        return found
 
     def _reach_is_small(self, e: sp.Expr, limit: int = 16) -> bool:
         """Do at most ``limit`` forward atoms lie below ``e``'s (its whole form over the inputs is small)?"""
@@ -595,6 +610,19 @@ class _ClaimEnv(Mapping[str, np.ndarray]):
 
 
 _UNCHANGED: Any = object()  # a memo's mark for "the expression itself": an equal one is another object
+
+
+_FREE_BY_ARGS: dict[type, bool] = {}
+
+
+def _free_symbols_of_args(cls: type) -> bool:
+    """Are the free symbols of a ``cls`` node those of its arguments (``Basic.free_symbols``, not a rule of its
+    own as for a bound variable)?"""
+    found = _FREE_BY_ARGS.get(cls)
+    if found is None:
+        owner = next((k for k in cls.__mro__ if "free_symbols" in k.__dict__), None)
+        found = _FREE_BY_ARGS[cls] = owner is sp.Basic
+    return found
 
 
 def _has_args(e: object) -> bool:
