@@ -177,13 +177,16 @@ class LowRank:
 
     @staticmethod
     def of(p: np.ndarray, q: np.ndarray) -> LowRank | np.ndarray:
-        """``p @ q.T``: factored when that is much smaller than the product and the product is large (a
-        float array), else the product itself."""
+        """``p @ q.T``: factored when :meth:`worth` it, else the product itself."""
+        return LowRank(p, q) if LowRank.worth(p, q) else LowRank(p, q).dense()
+
+    @staticmethod
+    def worth(p: np.ndarray, q: np.ndarray) -> bool:
+        """Whether ``p @ q.T`` is kept factored: the factors are much smaller than the product, the product
+        is large, and both are float64 arrays."""
         (m, k), n = p.shape, q.shape[0]
-        if (m * n >= LOW_RANK_MIN and LOW_RANK_SHARE * k * (m + n) <= m * n and p.dtype == q.dtype == np.float64
-                and not np.iscomplexobj(p)):
-            return LowRank(p, q)
-        return LowRank(p, q).dense()
+        return (m * n >= LOW_RANK_MIN and LOW_RANK_SHARE * k * (m + n) <= m * n
+                and p.dtype == q.dtype == np.float64)
 
 
 LOW_RANK_MIN = 1 << 16  # entries from which a product over a short inner dimension stays factored
