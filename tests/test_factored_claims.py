@@ -10,10 +10,10 @@ import pytest
 from conftest import BUNDLED, load_text, with_claims
 from test_low_rank import _numeric_only
 
-from backpropcheck.engines import numeric_blocks
+from backpropcheck.engines import numeric, numeric_blocks
 from backpropcheck.engines.evaluate import evaluate_definition
 from backpropcheck.engines.numeric import claim_value, compare, numeric_backend, rng_for, run_trial
-from backpropcheck.lang.ops import LowRank
+from backpropcheck.lang.ops import LowRank, core
 from backpropcheck.loader import load
 
 BATCH = BUNDLED / "dense_column_batch.toml"
@@ -198,3 +198,61 @@ def test_a_factored_claim_that_reads_a_helper_and_a_helper_that_is_an_outer_prod
     factored = _numeric_only(d, dims, monkeypatch, dense=False)
     assert factored == _numeric_only(d, dims, monkeypatch, dense=True)
     assert [v for _, v, *_ in factored] == ["verified", "verified", "verified", "refuted"]
+
+
+# a claim that is the very product the reverse sweep made (grad_X = W.T @ grad_Z is the truth's Wᵀ g) reads it
+
+
+def test_a_claim_that_is_the_sweeps_own_product_reads_it_and_it_is_that_product_bit_for_bit(monkeypatch) -> None:
+    d = load(BATCH)
+    made: list[np.ndarray] = []
+    real = core.keep_product
+
+    def keep(x, y, value):
+        made.append(value)
+        return real(x, y, value)
+
+    monkeypatch.setattr(core, "keep_product", keep)  # LowRank.of's products
+    for batch in (1, 5):
+        made.clear()
+        run = run_trial(d, {"n": 300, "m": 400, "B": batch}, rng_for(0, d.path, 0), 0)
+        claimed = run.claims["grad_X"]
+        assert any(np.shares_memory(claimed, m) for m in made)  # read, not made again
+        expected = run.values["W"].T @ run.grads["Z"]
+        assert np.array_equal(_bits(claimed), _bits(expected))
+
+
+def test_a_product_is_kept_only_within_a_trial_and_only_for_the_same_operands() -> None:
+    rng = np.random.default_rng(19)
+    W, g = rng.standard_normal((300, 200)), rng.standard_normal((300, 4))
+    made = W.T @ g
+    assert core.kept_product(W.T, g) is None  # nothing kept outside products_kept()
+    with core.products_kept():
+        core.keep_product(W.T, g, made)
+        assert core.kept_product(W.T, g.copy()) is made  # the small operand by its values
+        assert core.kept_product(W.copy().T, g) is None  # the large one only as the same memory
+        assert core.kept_product(np.asfortranarray(W).T, g) is None  # another layout: another BLAS route
+        assert core.kept_product(W.T, np.nextafter(g, np.inf)) is None
+        nan = g.copy()
+        nan[0, 0] = np.nan
+        core.keep_product(W.T, nan, W.T @ nan)
+        assert core.kept_product(W.T, nan.copy()) is None  # a NaN is unequal to itself: made again
+        assert core.kept_product(W.T, nan) is not None  # ... unless it is the very same memory
+    assert core.kept_product(W.T, g) is None
+
+
+@pytest.mark.parametrize("path,wrong", [
+    (BATCH, ("W.T @ grad_Z", "W.T @ (grad_Z * 1.001)")),
+    (BUNDLED / "dense_column.toml", ("W.T @ grad_z", "(W * 1.001).T @ grad_z")),
+    (BUNDLED / "dense_rowmajor_batch.toml", ("grad_Y @ W", "grad_Y @ (W * 1.001)")),
+])
+@pytest.mark.parametrize("refuted", [False, True])
+def test_reading_the_kept_product_changes_no_verdict_message_or_number(monkeypatch, path, wrong, refuted) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert wrong[0] in text
+    d = load_text(text.replace(*wrong) if refuted else text)
+    dims = {"n": 300, "m": 400, "B": 5} if "B" in d.dims else {"n": 300, "m": 400}
+    kept = _numeric_only(d, dims, monkeypatch, dense=False)
+    monkeypatch.setattr(numeric, "kept_product", lambda x, y: None)
+    assert kept == _numeric_only(d, dims, monkeypatch, dense=False)
+    assert [v for _, v, *_ in kept].count("refuted") == refuted

@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import DerivationError
 from ..lang.ir import Call, Const, IndexDef, Node
 from ..lang.ops import ELEMENTWISE, GENERIC_STANDINS, OPS, Elementwise, LowRank, MissingRule, broadcast_to
+from ..lang.ops.core import kept_product, products_kept
 from ..model import DEFAULT_ATOL, DEFAULT_RTOL, Derivation, Input
 from ..workload import concrete_shapes
 from .directional import Rank1, Tangent, dense, directions, inner, tangent_of, tolerance
@@ -180,7 +181,7 @@ def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator,
     directions = np.random.default_rng(rng.integers(2**63))  # drawn after the inputs: they stay as before
 
     tapes: dict[str, Tape] = {}
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), products_kept():  # a claim that is a product the sweep made reads it
         for definition in d.forward:
             tape = Tape()
             try:
@@ -252,6 +253,10 @@ def claim_value(node: Node, index: IndexDef | None, env: Mapping[str, np.ndarray
     factors = _FACTORS[node.op](np.asarray(a), np.asarray(b))
     if factors is not None and LowRank.worth(*factors):  # large, short and float64: the truth's own rule
         return LowRank(*factors)
+    if node.op == "matmul" and type(a) is np.ndarray and type(b) is np.ndarray:
+        kept = kept_product(a, b)  # the truth's own product of the same operands (W.T @ grad_Z): made once
+        if kept is not None:
+            return kept
     return backend.wrap(OPS[node.op].numeric(a, b, **node.params))
 
 
