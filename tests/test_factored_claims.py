@@ -239,6 +239,9 @@ def test_a_product_is_kept_only_within_a_trial_and_only_for_the_same_operands() 
         assert core.kept_product(W.T, nan.copy()) is None  # a NaN is unequal to itself: made again
         assert core.kept_product(W.T, nan) is not None  # ... unless it is the very same memory
     assert core.kept_product(W.T, g) is None
+    with core.products_kept():  # a small product is made again faster than it is found: not kept
+        core.keep_product(W[:5].T, g[:5], W[:5].T @ g[:5])
+        assert core.kept_product(W[:5].T, g[:5]) is None
 
 
 @pytest.mark.parametrize("path,wrong", [

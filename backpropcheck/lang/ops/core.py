@@ -210,7 +210,7 @@ def keep_product(x: np.ndarray, y: np.ndarray, value: np.ndarray) -> np.ndarray:
     """``value``, which is ``x @ y`` (``matmul``, or for one term per entry the broadcast product), kept for
     :func:`kept_product` inside :func:`products_kept`."""
     kept = _KEPT.get()
-    if kept is not None and type(value) is np.ndarray and value.dtype == np.float64:
+    if kept is not None and type(value) is np.ndarray and value.dtype == np.float64 and _worth_keeping(x, y):
         kept.append((x, y, value))
     return value
 
@@ -220,11 +220,22 @@ def kept_product(x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
     same values, shapes, memory layouts and dtypes are the same call of ``matmul`` (nothing in a trial
     writes into an array once it is made). The larger operand (a weight matrix) is the same only as the
     same memory, since comparing its values would cost what the product does; the smaller by its values."""
+    kept = _KEPT.get()
+    if not kept or not _worth_keeping(x, y):
+        return None
     by_value = x.size <= y.size  # which one may be compared by its values
-    for x2, y2, value in _KEPT.get() or ():
+    for x2, y2, value in kept:
         if _same_operand(x, x2, by_value) and _same_operand(y, y2, not by_value):
             return value
     return None
+
+
+def _worth_keeping(x: np.ndarray, y: np.ndarray) -> bool:
+    """A product of at least ``KEEP_MIN`` multiply-adds: a smaller one is made again faster than it is found."""
+    return x.size * (y.shape[-1] if y.ndim == 2 else 1) >= KEEP_MIN
+
+
+KEEP_MIN = 1 << 16
 
 
 def _same_operand(a: np.ndarray, b: np.ndarray, by_value: bool) -> bool:
