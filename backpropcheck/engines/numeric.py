@@ -22,7 +22,8 @@ import numpy as np
 from ..errors import DerivationError
 from ..lang.ir import Call, Const, IndexDef, Node
 from ..lang.ops import ELEMENTWISE, GENERIC_STANDINS, OPS, Elementwise, LowRank, MissingRule, broadcast_to
-from ..lang.ops.core import kept_product, products_kept
+from ..lang.ops import core as ops_core
+from ..lang.ops.core import any_kept, kept_product, products_kept
 from ..model import DEFAULT_ATOL, DEFAULT_RTOL, Derivation, Input
 from ..workload import concrete_shapes
 from .directional import Rank1, Tangent, dense, directions, inner, tangent_of, tolerance
@@ -226,7 +227,7 @@ def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator,
             if claim.error is not None or claim.node is None:
                 continue
             try:
-                claimed = claim_value(claim.node, claim.index, env, sizes, backend)
+                claimed = claim_value(claim.node, claim.index, env, sizes, backend, shapes.get(claim.target))
             except DerivationError:
                 raise
             except (ArithmeticError, ValueError) as exc:
@@ -241,14 +242,16 @@ def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator,
 
 
 def claim_value(node: Node, index: IndexDef | None, env: Mapping[str, np.ndarray], sizes: Mapping[str, int],
-                backend: Backend) -> np.ndarray | LowRank:
-    """A claim's value, as :func:`evaluate_definition` gives it; except that a large product over a short
-    inner dimension (``grad_Z @ X.T`` over a batch, ``outer(g, x)``: the truth's own rule, ``LowRank.of``)
-    is kept factored, a :class:`LowRank` of its two operands. Made dense, it is the array the product
-    gives: the same call of ``matmul`` on the same operands, or for one term per entry the same rounded
-    multiply of each pair (a NaN or 0·inf included)."""
-    if index is not None or type(node) is not Call or node.op not in _FACTORS or len(node.args) != 2:
-        return evaluate_definition(node, index, env, sizes, backend)
+                backend: Backend, shape: tuple[int, ...] | None = None) -> np.ndarray | LowRank:
+    """A claim's value (of ``shape`` if known), as :func:`evaluate_definition` gives it; except that a large
+    product over a short inner dimension (``grad_Z @ X.T`` over a batch, ``outer(g, x)``: the truth's own
+    rule, ``LowRank.of``) is kept factored, a :class:`LowRank` of its two operands, and that a product the
+    reverse sweep made of the same operands (``W.T @ grad_Z``) is read, not made again (:func:`kept_product`).
+    Made dense, a factored claim is the array the product gives: the same call of ``matmul`` on the same
+    operands, or for one term per entry the same rounded multiply of each pair (a NaN or 0·inf included)."""
+    if (index is not None or type(node) is not Call or node.op not in _FACTORS or len(node.args) != 2
+            or (shape is not None and math.prod(shape) < ops_core.LOW_RANK_MIN and not any_kept())):
+        return evaluate_definition(node, index, env, sizes, backend)  # nothing to factor or to read
     a, b = (evaluate(arg, env, sizes, backend) for arg in node.args)
     factors = _FACTORS[node.op](np.asarray(a), np.asarray(b))
     if factors is not None and LowRank.worth(*factors):  # large, short and float64: the truth's own rule

@@ -215,6 +215,11 @@ def keep_product(x: np.ndarray, y: np.ndarray, value: np.ndarray) -> np.ndarray:
     return value
 
 
+def any_kept() -> bool:
+    """Whether any product is kept (:func:`keep_product`)."""
+    return bool(_KEPT.get())
+
+
 def kept_product(x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
     """The kept ``x' @ y'`` whose operands are ``x`` and ``y``, or None. The same product, bit for bit: the
     same values, shapes, memory layouts and dtypes are the same call of ``matmul`` (nothing in a trial
