@@ -259,3 +259,19 @@ def test_reading_the_kept_product_changes_no_verdict_message_or_number(monkeypat
     monkeypatch.setattr(numeric, "kept_product", lambda x, y: None)
     assert kept == _numeric_only(d, dims, monkeypatch, dense=False)
     assert [v for _, v, *_ in kept].count("refuted") == refuted
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_a_right_product_claim_is_accepted_without_making_the_weight_sized_array(monkeypatch, batch: int) -> None:
+    d = load(BATCH)
+    made: list[tuple[int, int]] = []
+    real = LowRank.dense
+
+    def dense(self):
+        made.append(self.shape)
+        return real(self)
+
+    monkeypatch.setattr(LowRank, "dense", dense)
+    result = _numeric_only(d, {"n": 300, "m": 400, "B": batch}, monkeypatch, dense=False)
+    assert [v for _, v, *_ in result] == ["verified"] * 4
+    assert (400, 300) not in made  # neither the claim grad_W nor its truth was made whole
