@@ -112,7 +112,7 @@ def sample_input(inp: Input, shape: tuple[int, ...], rng: np.random.Generator,
 
 class Factored(MutableMapping[str, np.ndarray]):
     """Arrays by name, some kept factored (a :class:`LowRank`: a product's gradient ``g xᵀ``, or a claim
-    ``grad_Z @ X.T`` over an inner dimension of 1). One is made dense the first time it is read by name;
+    ``grad_Z @ X.T`` over a short inner dimension, :func:`claim_value`). One is made dense the first time it is read by name;
     :meth:`factored` gives it as it is, to the passes of the check that read it block by block or through
     its factors."""
 
@@ -166,7 +166,7 @@ class NumericRun:
     sizes: dict[str, int]
     values: dict[str, np.ndarray] = field(default_factory=dict)
     grads: Truths = field(default_factory=Truths)
-    claims: Factored = field(default_factory=Factored)  # a one-term product stays factored
+    claims: Factored = field(default_factory=Factored)  # a product over a short inner dim stays factored
     claim_errors: dict[str, str] = field(default_factory=dict)
     loss: float = 0.0
 
