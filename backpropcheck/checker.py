@@ -244,7 +244,7 @@ class _FileCheck:
                     s.error = run.claim_errors[claim.name]
                     continue
                 ok, abs_err, rel_err, index = compare(
-                    run.claims[claim.name], run.grads.factored(claim.target), cfg.rtol, cfg.atol
+                    run.claims.factored(claim.name), run.grads.factored(claim.target), cfg.rtol, cfg.atol
                 )
                 s.trials += 1
                 if not ok:

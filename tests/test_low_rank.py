@@ -178,7 +178,8 @@ def _numeric_only(d, dims: dict[str, int], monkeypatch, dense: bool):
                       limits=dataclasses.replace(DEFAULT_LIMITS, max_entries=10**9))
     result = check_derivation(d, options)
     monkeypatch.undo()
-    return [(c.name, c.verdict, c.counterexample and dataclasses.astuple(c.counterexample)[:6]) for c in result.claims]
+    return [(c.name, c.verdict, c.message, c.numeric, c.counterexample and dataclasses.astuple(c.counterexample)[:6])
+            for c in result.claims]
 
 
 @pytest.mark.parametrize("claims,verdicts", [
@@ -195,7 +196,7 @@ def test_verdicts_and_counterexamples_are_those_of_the_dense_truth(monkeypatch, 
     dims = {"n": 300, "m": 400, "B": batch}
     factored = _numeric_only(d, dims, monkeypatch, dense=False)
     assert factored == _numeric_only(d, dims, monkeypatch, dense=True)
-    assert [v for _, v, _ in factored] == verdicts
+    assert [v for _, v, *_ in factored] == verdicts
 
 
 def test_a_claim_that_reads_the_factored_gradient_gets_its_entries(monkeypatch) -> None:
@@ -203,7 +204,7 @@ def test_a_claim_that_reads_the_factored_gradient_gets_its_entries(monkeypatch) 
     dims = {"n": 300, "m": 400}
     got = _numeric_only(d, dims, monkeypatch, dense=False)
     assert got == _numeric_only(d, dims, monkeypatch, dense=True)
-    assert [v for _, v, _ in got] == ["verified", "refuted"]
+    assert [v for _, v, *_ in got] == ["verified", "refuted"]
 
 
 @pytest.mark.slow  # 3 s: a sweep of the library (CI runs it)
@@ -328,7 +329,7 @@ def test_a_factored_gradient_flows_through_a_transpose_as_it_is(monkeypatch) -> 
         assert np.allclose(factored.dense(), run.grads["Y"].T @ run.values["X"], rtol=1e-13, atol=1e-15)
         got = _numeric_only(d, dims, monkeypatch, dense=False)
         assert got == _numeric_only(d, dims, monkeypatch, dense=True)
-        assert all(v == "verified" for _, v, _ in got)
+        assert all(v == "verified" for _, v, *_ in got)
 
 
 def test_the_work_queue_steps_no_alarm_may_cut_are_shielded() -> None:

@@ -20,13 +20,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DerivationError
-from ..lang.ir import Const
-from ..lang.ops import ELEMENTWISE, GENERIC_STANDINS, Elementwise, LowRank, MissingRule, broadcast_to
+from ..lang.ir import Call, Const, IndexDef, Node
+from ..lang.ops import ELEMENTWISE, GENERIC_STANDINS, OPS, Elementwise, LowRank, MissingRule, broadcast_to
+from ..lang.ops import core as ops_core
+from ..lang.ops.core import any_kept, kept_product, products_kept
 from ..model import DEFAULT_ATOL, DEFAULT_RTOL, Derivation, Input
 from ..workload import concrete_shapes
 from .directional import Rank1, Tangent, dense, directions, inner, tangent_of, tolerance
 from .evaluate import Backend, Tape, backprop, evaluate, evaluate_definition
-from .numeric_blocks import largest, uniform
+from .numeric_blocks import largest, same_product, uniform
 
 
 class NumericProblem(Exception):
@@ -108,10 +110,11 @@ def sample_input(inp: Input, shape: tuple[int, ...], rng: np.random.Generator,
     return uniform(shape, 2.0 * math.sqrt(3.0) * scale, rng)
 
 
-class Truths(MutableMapping[str, np.ndarray]):
-    """The true gradients by name. One the reverse sweep kept factored (a :class:`LowRank`: a product's
-    gradient ``g xᵀ``) is made dense the first time it is read by name; :meth:`factored` gives it as it
-    is, to the passes of the check that read it block by block or through its factors."""
+class Factored(MutableMapping[str, np.ndarray]):
+    """Arrays by name, some kept factored (a :class:`LowRank`: a product's gradient ``g xᵀ``, or a claim
+    ``grad_Z @ X.T`` over a short inner dimension, :func:`claim_value`). One is made dense the first time it is read by name;
+    :meth:`factored` gives it as it is, to the passes of the check that read it block by block or through
+    its factors."""
 
     def __init__(self) -> None:
         self._data: dict[str, np.ndarray | LowRank] = {}
@@ -138,6 +141,9 @@ class Truths(MutableMapping[str, np.ndarray]):
         return len(self._data)
 
 
+Truths = Factored  # the true gradients by name
+
+
 class _ClaimEnv(dict):
     """The values and ``grad_X`` names a claim reads; a factored true gradient is made dense only when a
     claim or helper reads it."""
@@ -160,7 +166,7 @@ class NumericRun:
     sizes: dict[str, int]
     values: dict[str, np.ndarray] = field(default_factory=dict)
     grads: Truths = field(default_factory=Truths)
-    claims: dict[str, np.ndarray] = field(default_factory=dict)
+    claims: Factored = field(default_factory=Factored)  # a product over a short inner dim stays factored
     claim_errors: dict[str, str] = field(default_factory=dict)
     loss: float = 0.0
 
@@ -176,7 +182,7 @@ def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator,
     directions = np.random.default_rng(rng.integers(2**63))  # drawn after the inputs: they stay as before
 
     tapes: dict[str, Tape] = {}
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), products_kept():  # a claim that is a product the sweep made reads it
         for definition in d.forward:
             tape = Tape()
             try:
@@ -221,14 +227,59 @@ def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator,
             if claim.error is not None or claim.node is None:
                 continue
             try:
-                value = evaluate_definition(claim.node, claim.index, env, sizes, backend)
+                claimed = claim_value(claim.node, claim.index, env, sizes, backend, shapes.get(claim.target))
             except DerivationError:
                 raise
             except (ArithmeticError, ValueError) as exc:
                 run.claim_errors[claim.name] = f"evaluating the claim failed: {exc}"
                 continue
-            run.claims[claim.name] = broadcast_to(value, shapes.get(claim.target, value.shape))
+            shape = shapes.get(claim.target, claimed.shape)
+            if isinstance(claimed, LowRank) and claimed.shape == shape:
+                run.claims[claim.name] = claimed
+            else:
+                run.claims[claim.name] = broadcast_to(dense(claimed), shape)
     return run
+
+
+def claim_value(node: Node, index: IndexDef | None, env: Mapping[str, np.ndarray], sizes: Mapping[str, int],
+                backend: Backend, shape: tuple[int, ...] | None = None) -> np.ndarray | LowRank:
+    """A claim's value (of ``shape`` if known), as :func:`evaluate_definition` gives it; except that a large
+    product over a short inner dimension (``grad_Z @ X.T`` over a batch, ``outer(g, x)``: the truth's own
+    rule, ``LowRank.of``) is kept factored, a :class:`LowRank` of its two operands, and that a product the
+    reverse sweep made of the same operands (``W.T @ grad_Z``) is read, not made again (:func:`kept_product`).
+    Made dense, a factored claim is the array the product gives: the same call of ``matmul`` on the same
+    operands, or for one term per entry the same rounded multiply of each pair (a NaN or 0·inf included)."""
+    if (index is not None or type(node) is not Call or node.op not in _FACTORS or len(node.args) != 2
+            or (shape is not None and math.prod(shape) < ops_core.LOW_RANK_MIN and not any_kept())):
+        return evaluate_definition(node, index, env, sizes, backend)  # nothing to factor or to read
+    a, b = (evaluate(arg, env, sizes, backend) for arg in node.args)
+    factors = _FACTORS[node.op](np.asarray(a), np.asarray(b))
+    if factors is not None and LowRank.worth(*factors):  # large, short and float64: the truth's own rule
+        return LowRank(*factors)
+    if node.op == "matmul" and type(a) is np.ndarray and type(b) is np.ndarray:
+        kept = kept_product(a, b)  # the truth's own product of the same operands (W.T @ grad_Z): made once
+        if kept is not None:
+            return kept
+    return backend.wrap(OPS[node.op].numeric(a, b, **node.params))
+
+
+def _matmul_factors(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``a @ b`` of two matrices as ``p @ q.T`` (``LowRank.dense`` calls ``matmul(p, q.T)``: ``a @ b`` again,
+    or for an inner dimension of 1 the broadcast product ``_matmul`` takes); None for a vector."""
+    if a.ndim == 2 and b.ndim == 2 and a.shape[1] == b.shape[0]:
+        return a, b.T
+    return None
+
+
+def _outer_factors(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``outer(a, b)`` of two vectors as ``p @ q.T``."""
+    if a.ndim == 1 and b.ndim == 1:
+        return a[:, None], b[:, None]
+    return None
+
+
+# the products kept factored; ``dot`` is left dense: it takes another route through BLAS than ``matmul``
+_FACTORS = {"matmul": _matmul_factors, "outer": _outer_factors}
 
 
 def _sweep(*args) -> None:
@@ -387,7 +438,7 @@ def is_close(claimed: np.ndarray, truth: np.ndarray, rtol: float = RTOL, atol: f
     return bool(np.all(close_entries(claimed, truth, rtol, atol)))
 
 
-def compare(claimed: np.ndarray, truth: np.ndarray | LowRank, rtol: float,
+def compare(claimed: np.ndarray | LowRank, truth: np.ndarray | LowRank, rtol: float,
             atol: float) -> tuple[bool, float, float, tuple]:
     """Entry-wise agreement, scaled by the tensor's largest true entry.
 
@@ -395,16 +446,26 @@ def compare(claimed: np.ndarray, truth: np.ndarray | LowRank, rtol: float,
     scaling the tolerance by max|truth| keeps entries that cancel to near zero
     from raising false alarms, while any real mistake moves an entry by O(max|truth|).
     Returns (ok, max abs error, max relative error, index of the worst entry — when not ok).
-    Large tensors are compared in blocks of rows, with the same results.
+    Large tensors are compared in blocks of rows, with the same results; a factored claim or truth
+    (:class:`LowRank`) is read through its factors, and made dense only for the exact test of a claim
+    not accepted at once.
     """
     if claimed.shape != truth.shape:
-        claimed = np.broadcast_to(claimed, truth.shape)
-    if isinstance(truth, LowRank):  # factored: the fast accept below reads it block by block
+        claimed = np.broadcast_to(dense(claimed), truth.shape)
+    if isinstance(truth, LowRank) or isinstance(claimed, LowRank):  # the fast accept reads them by blocks
+        if same_product(claimed, truth):  # every entry the same finite number: no error at all
+            return True, 0.0, 0.0, (0, 0)
         if truth.size:
             max_abs, scale = largest(claimed, truth)
             if max_abs <= atol + rtol * scale:
                 return True, max_abs, (max_abs / scale if scale > 0 else 0.0), (0, 0)
-        truth = truth.dense()  # not accepted at once: its entries, for the exact test
+        return _compare_entries(dense(claimed), dense(truth), rtol, atol)  # not accepted at once: the exact test
+    return _compare_entries(claimed, truth, rtol, atol)
+
+
+def _compare_entries(claimed: np.ndarray, truth: np.ndarray, rtol: float,
+                     atol: float) -> tuple[bool, float, float, tuple]:
+    """:func:`compare` of two arrays of the same shape."""
     if truth.size == 0:
         return True, 0.0, 0.0, ()
     if truth.ndim == 0:

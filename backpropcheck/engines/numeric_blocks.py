@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..budget import shielded
-from ..lang.ops import LowRank
+from ..lang.ops import LowRank, dense
 
 BLOCK = 1 << 17  # entries per block: made, shifted and reduced while in cache
 PARALLEL_MIN = 1 << 20  # entries below which one thread does all (a thread costs ~0.1 ms to start)
@@ -173,17 +173,21 @@ def uniform(shape: tuple[int, ...], width: float, rng: np.random.Generator) -> n
     return out
 
 
-def largest(claimed: np.ndarray, truth: np.ndarray | LowRank) -> tuple[float, float]:
+def largest(claimed: np.ndarray | LowRank, truth: np.ndarray | LowRank) -> tuple[float, float]:
     """``(max |claimed - truth|, max |truth|)`` in one pass over both arrays, block by block: each block
     of the difference is made and reduced while in cache. NaN anywhere gives NaN. A factored outer product
-    (a :class:`LowRank` of one term per entry) is made block by block too, never as a whole."""
-    if isinstance(truth, LowRank):
-        if (truth.p.shape[1] == 1 and truth.size > BLOCK and claimed.dtype == np.float64
-                and claimed.shape == truth.shape):
+    (a :class:`LowRank` of one term per entry), claimed or true, is made block by block too, never as a
+    whole."""
+    truth, claimed = _outer_or_dense(truth), _outer_or_dense(claimed)
+    if isinstance(truth, LowRank) or isinstance(claimed, LowRank):
+        if truth.size > BLOCK and _float64(claimed) and _float64(truth) and claimed.shape == truth.shape:
             return _largest_outer(claimed, truth)
-        # more terms per entry: one BLAS product for the whole, as the sweep made it before; a product per
-        # block meets BLAS's threads at every call, which costs seconds on a busy machine (4096 x 32 here)
-        truth = truth.dense()
+        return _largest_dense(dense(claimed), dense(truth))
+    return _largest_dense(claimed, truth)
+
+
+def _largest_dense(claimed: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """:func:`largest` of two arrays."""
     if truth.size <= BLOCK or not claimed.dtype == truth.dtype == np.float64:  # np.max's own reduce, called directly
         return float(_MAX(np.abs(claimed - truth), axis=None)), float(_MAX(np.abs(truth), axis=None))
     if claimed.flags.c_contiguous and truth.flags.c_contiguous:
@@ -205,23 +209,65 @@ def largest(claimed: np.ndarray, truth: np.ndarray | LowRank) -> tuple[float, fl
     return float(errs.max()), float(np.maximum(tops.max(), -bottoms.min()))
 
 
-def _largest_outer(claimed: np.ndarray, truth: LowRank) -> tuple[float, float]:
-    """:func:`largest` against an outer product ``p qᵀ`` (one term per entry), made a block of rows at a
-    time into a buffer in cache (:meth:`LowRank.rows`: the numbers of the whole product). Its max|p qᵀ| is
-    max|p|·max|q|: rounding is monotone, so the largest rounded product is the rounded product of the
-    largest."""
+def _outer_or_dense(x: np.ndarray | LowRank) -> np.ndarray | LowRank:
+    """An outer product (one term per entry) as it is; a product of more terms made dense: one BLAS product
+    for the whole, as the sweep made it before (a product per block meets BLAS's threads at every call,
+    which costs seconds on a busy machine, 4096 x 32 here, and may order a block's sums its own way)."""
+    return x.dense() if isinstance(x, LowRank) and x.p.shape[1] != 1 else x
+
+
+def _float64(x: np.ndarray | LowRank) -> bool:
+    return isinstance(x, LowRank) or x.dtype == np.float64  # LowRank.of factors float64 arrays only
+
+
+def same_product(claimed: np.ndarray | LowRank, truth: np.ndarray | LowRank) -> bool:
+    """Whether a factored claim and a factored truth have every entry the same finite number, by their
+    factors alone: the same values, in the same memory layout (``LowRank.dense`` is then the same call
+    of the same product, bit for bit), and no entry's terms near overflow (an inf entry would differ from
+    itself by NaN). A NaN in a factor is unequal to itself: never the same product."""
+    if not (isinstance(claimed, LowRank) and isinstance(truth, LowRank)):
+        return False
+    pairs = ((claimed.p, truth.p), (claimed.q, truth.q))
+    if any(a.shape != b.shape or a.strides != b.strides or a.dtype != b.dtype for a, b in pairs):
+        return False
+    if not all(a is b or np.array_equal(a, b) for a, b in pairs):
+        return False
+    top_p, top_q = (float(_MAX(np.absolute(x), axis=None, initial=0.0)) for x in (truth.p, truth.q))
+    return truth.p.shape[1] * top_p * top_q <= 1e300  # False for an inf (or a NaN the 'is' let through)
+
+
+def _largest_outer(claimed: np.ndarray | LowRank, truth: np.ndarray | LowRank) -> tuple[float, float]:
+    """:func:`largest` where either side is an outer product ``p qᵀ`` (one term per entry), made a block of
+    rows at a time into a buffer in cache (:meth:`LowRank.rows`: the numbers of the whole product). The
+    max|p qᵀ| of a factored truth is max|p|·max|q|: rounding is monotone, so the largest rounded product is
+    the rounded product of the largest."""
     m, n = truth.shape
     step = max(1, BLOCK // n)
     count = -(-m // step)
     errs = np.empty(count)
+    tops, bottoms = np.empty(count), np.empty(count)
+    factored = isinstance(truth, LowRank)
 
     def reduce(lo: int, hi: int) -> None:
         buf = np.empty((step, n))
+        other = np.empty((step, n)) if factored and isinstance(claimed, LowRank) else None
         for k in range(lo, hi):
             r0, r1 = k * step, min((k + 1) * step, m)
-            d = np.subtract(claimed[r0:r1], truth.rows(r0, r1, out=buf[:r1 - r0]), out=buf[:r1 - r0])
+            if isinstance(truth, LowRank):
+                t = truth.rows(r0, r1, out=buf[:r1 - r0])
+            else:
+                t = truth[r0:r1]
+                tops[k], bottoms[k] = _MAX(t, axis=None), _MIN(t, axis=None)
+            if isinstance(claimed, LowRank):
+                c = claimed.rows(r0, r1, out=other[:r1 - r0] if other is not None else buf[:r1 - r0])
+            else:
+                c = claimed[r0:r1]
+            d = np.subtract(c, t, out=buf[:r1 - r0])
             errs[k] = _MAX(np.absolute(d, out=d), axis=None)  # the ufuncs' own reduce: NaN stays NaN
 
     in_threads(reduce, spans(count, truth.size))
-    scale = float(_MAX(np.absolute(truth.p), axis=None)) * float(_MAX(np.absolute(truth.q), axis=None))
+    if isinstance(truth, LowRank):
+        scale = float(_MAX(np.absolute(truth.p), axis=None)) * float(_MAX(np.absolute(truth.q), axis=None))
+    else:
+        scale = float(np.maximum(tops.max(), -bottoms.min()))
     return float(errs.max()), scale

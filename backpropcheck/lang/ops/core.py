@@ -4,7 +4,9 @@ group of ops shares (broadcasting over dim names, complex-step and linear tangen
 from __future__ import annotations
 
 import math  # noqa: F401
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,13 +179,76 @@ class LowRank:
 
     @staticmethod
     def of(p: np.ndarray, q: np.ndarray) -> LowRank | np.ndarray:
-        """``p @ q.T``: factored when that is much smaller than the product and the product is large (a
-        float array), else the product itself."""
+        """``p @ q.T``: factored when :meth:`worth` it, else the product itself (kept: :func:`keep_product`)."""
+        return LowRank(p, q) if LowRank.worth(p, q) else keep_product(p, q.T, LowRank(p, q).dense())
+
+    @staticmethod
+    def worth(p: np.ndarray, q: np.ndarray) -> bool:
+        """Whether ``p @ q.T`` is kept factored: the factors are much smaller than the product, the product
+        is large, and both are float64 arrays."""
         (m, k), n = p.shape, q.shape[0]
-        if (m * n >= LOW_RANK_MIN and LOW_RANK_SHARE * k * (m + n) <= m * n and p.dtype == q.dtype == np.float64
-                and not np.iscomplexobj(p)):
-            return LowRank(p, q)
-        return LowRank(p, q).dense()
+        return (m * n >= LOW_RANK_MIN and LOW_RANK_SHARE * k * (m + n) <= m * n
+                and p.dtype == q.dtype == np.float64)
+
+
+_KEPT: ContextVar[list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None] = ContextVar("kept_products", default=None)
+
+
+@contextmanager
+def products_kept() -> Iterator[None]:
+    """Within it, each matrix product ``x @ y`` the vector-Jacobian products make densely is kept (by this
+    thread), so that a claim that is the very same product (``W.T @ grad_Z`` of the truth's ``Wᵀ g``) reads
+    it instead of making it again: :func:`kept_product`."""
+    token = _KEPT.set([])
+    try:
+        yield
+    finally:
+        _KEPT.reset(token)
+
+
+def keep_product(x: np.ndarray, y: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """``value``, which is ``x @ y`` (``matmul``, or for one term per entry the broadcast product), kept for
+    :func:`kept_product` inside :func:`products_kept`."""
+    kept = _KEPT.get()
+    if kept is not None and type(value) is np.ndarray and value.dtype == np.float64 and _worth_keeping(x, y):
+        kept.append((x, y, value))
+    return value
+
+
+def any_kept() -> bool:
+    """Whether any product is kept (:func:`keep_product`)."""
+    return bool(_KEPT.get())
+
+
+def kept_product(x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+    """The kept ``x' @ y'`` whose operands are ``x`` and ``y``, or None. The same product, bit for bit: the
+    same values, shapes, memory layouts and dtypes are the same call of ``matmul`` (nothing in a trial
+    writes into an array once it is made). The larger operand (a weight matrix) is the same only as the
+    same memory, since comparing its values would cost what the product does; the smaller by its values."""
+    kept = _KEPT.get()
+    if not kept or not _worth_keeping(x, y):
+        return None
+    by_value = x.size <= y.size  # which one may be compared by its values
+    for x2, y2, value in kept:
+        if _same_operand(x, x2, by_value) and _same_operand(y, y2, not by_value):
+            return value
+    return None
+
+
+def _worth_keeping(x: np.ndarray, y: np.ndarray) -> bool:
+    """A product of at least ``KEEP_MIN`` multiply-adds: a smaller one is made again faster than it is found."""
+    return x.size * (y.shape[-1] if y.ndim == 2 else 1) >= KEEP_MIN
+
+
+KEEP_MIN = 1 << 16
+
+
+def _same_operand(a: np.ndarray, b: np.ndarray, by_value: bool) -> bool:
+    if a.shape != b.shape or a.strides != b.strides or a.dtype != b.dtype:
+        return False
+    if a.__array_interface__["data"][0] == b.__array_interface__["data"][0]:
+        return True
+    return by_value and bool(np.array_equal(a, b))  # a NaN is unequal: made again
 
 
 LOW_RANK_MIN = 1 << 16  # entries from which a product over a short inner dimension stays factored

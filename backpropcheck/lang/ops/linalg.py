@@ -9,7 +9,20 @@ import numpy as np
 
 from ..dims import Dim, Shape, fmt_shape
 from ..ir import Call, Var
-from .core import LowRank, Op, Param, Rank1, ShapeMismatch, _complex_step, _linear, _register, _sp, dense, sig
+from .core import (
+    LowRank,
+    Op,
+    Param,
+    Rank1,
+    ShapeMismatch,
+    _complex_step,
+    _linear,
+    _register,
+    _sp,
+    dense,
+    keep_product,
+    sig,
+)
 
 
 def _matmul_shape(a: Shape, b: Shape, **_) -> Shape:
@@ -37,13 +50,14 @@ def _matmul_vjp(g, out, a, b):
     """``g bᵀ`` and ``aᵀ g``. A gradient that is a product over a short inner dimension (an outer
     product, a batch's sum of them) comes as a :class:`LowRank` when large (``LowRank.of``): the same
     numbers, made by whoever reads them. A product over one term takes the broadcast product (NumPy's
-    matmul takes its slow, non-BLAS loop for an inner dimension of 1: 2x the time at 1024)."""
+    matmul takes its slow, non-BLAS loop for an inner dimension of 1: 2x the time at 1024). A product made
+    dense is kept for a claim that is the same product (:func:`keep_product`)."""
     if a.ndim == 2 and b.ndim == 2:
         return LowRank.of(g, b), LowRank.of(a.T, g.T)
     if a.ndim == 2:
-        return LowRank.of(g[:, None], b[:, None]), a.T @ g
+        return LowRank.of(g[:, None], b[:, None]), keep_product(a.T, g, a.T @ g)
     if b.ndim == 2:
-        return b @ g, LowRank.of(a[:, None], g[:, None])
+        return keep_product(b, g, b @ g), LowRank.of(a[:, None], g[:, None])
     return g * b, g * a
 
 
