@@ -106,7 +106,7 @@ def test_partials_by_template_are_sympy_diff_as_built() -> None:
         shapes = [sp.tanh(u * v + w) * u, sp.exp(u - v) / (1 + sp.exp(w)) ** 2, -sp.log(u * v + w ** 2 + 1),
                   MaxOf(u, v, w) * Step(u - w), Relu(u - v) ** 2 * w, f(u) * v ** 3 - u / w,
                   sp.Rational(1, 2) * u * (v - w) ** 2, sp.sqrt(u ** 2 + v) * w, -u * v * (w + 1), 3 * u * v * w,
-                  u * v, -u * v, u * (v + w), -u * (v + w), 2 * u * (v - w), u * v * sp.pi]
+                  u * v, -u * v, u * v * w, u * (v + w), -u * (v + w), 2 * u * (v - w), u * v * sp.pi]
         e = rng.choice(shapes)
         got = partials(e, set(real + pos), templates)
         for s in real + pos:
@@ -469,3 +469,101 @@ def test_partials_of_terms_with_a_dummy_or_two_symbols_of_one_name_are_sympys() 
         got = partials(term, {s})[s]
         want = sp.diff(term, s)
         assert got == want and got.args == want.args, (term, got, want)
+
+
+def test_memoised_products_and_sums_are_the_ones_built_afresh(monkeypatch) -> None:
+    """engines/products: a repeated ``mul``/``add`` of the same argument objects returns the expression built the
+    first time, equal (arguments and all) to what SymPy builds; an equal argument that is another object is
+    built on its own; the memo stays within its bound; one term is the sum itself."""
+    from backpropcheck.engines import products
+    from backpropcheck.engines.products import add, mul
+
+    rng = random.Random(23)
+    symbols = [sp.Symbol(f"m[{i}]", real=True) for i in range(4)] + [sp.Symbol("∇m[0]", real=True)]
+    pool = symbols + [sp.Integer(0), sp.Integer(2), sp.Rational(1, 3), symbols[0] * symbols[1],
+                      symbols[2] + symbols[3], sp.tanh(symbols[0])] + [random_sympy_expr(rng, 2) for _ in range(8)]
+    for a in pool:
+        for b in pool:
+            first = mul(a, b)
+            assert mul(a, b) is first and first == a * b and first.args == (a * b).args
+    for _ in range(100):
+        terms = [rng.choice(pool) for _ in range(rng.randint(0, 6))]
+        first = add(*terms)
+        assert add(*terms) is first and first == sp.Add(*terms) and first.args == sp.Add(*terms).args
+        assert add(*[t for t in terms]) is first  # the same objects in another tuple: the same entry
+    for a in symbols:  # two symbols either way round: the one product SymPy builds
+        for b in symbols:
+            assert mul(b, a) is mul(a, b) and mul(b, a).args == (b * a).args
+    twin = sp.Symbol.__xnew__(sp.Symbol, "m[0]", real=True)  # equal to symbols[0], another object
+    assert mul(twin, symbols[1]) == mul(symbols[0], symbols[1])
+    monkeypatch.setattr(products, "_MEMO_LIMIT", 5)
+    products._PRODUCTS.clear()
+    products._SUMS.clear()
+    for a in symbols:
+        for b in symbols:
+            assert mul(a, b) == a * b and add(a, b, a * b) == a + b + a * b
+    assert len(products._PRODUCTS) <= 5 and len(products._SUMS) <= 5
+    for single in (symbols[0], symbols[0] * symbols[1], symbols[2] + symbols[3], sp.Integer(0), sp.Integer(3)):
+        assert add(single) is single
+
+
+def test_sums_over_several_indices_at_once_are_the_sums_one_index_at_a_time(monkeypatch) -> None:
+    """engines/evaluate: a symbolic ``sum(... for c in C for p in K)`` summed over all its axes at once is the
+    expression the sums one axis after another build (equal, same arguments in order): distinct products
+    (summed at once), like terms and coefficients (SymPy's sum, one axis at a time), a body constant along an
+    axis (times its count), three nested sums, and a sum of sums inside another expression."""
+    from conftest import derivation_toml
+
+    from backpropcheck.engines import evaluate
+    from backpropcheck.engines.evaluate import evaluate_definition
+    from backpropcheck.engines.symbolic import symbol_array, symbolic_backend
+
+    text = derivation_toml(
+        dims={"C": "c", "K": "k", "F": "f", "U": "u"},
+        inputs={"w": ["F", "C", "K"], "x": ["C", "U + K - 1"], "a": ["K"], "q": ["C", "K", "K"]},
+        forward={"conv[f, u]": "sum(w[f, c, p] * x[c, u + p] for c in C for p in K)",
+                 "alike[f]": "sum(a[p] * a[r] for p in K for r in K) + w[f, 0, 0]",
+                 "scaled[f]": "sum(2 * w[f, c, p] for c in C for p in K)",
+                 "constant[f]": "sum(a[p] for c in C for p in K) * w[f, 0, 0]",
+                 "three[u]": "sum(q[c, p, r] * x[c, u + p] * a[r] for c in C for p in K for r in K)",
+                 "out": "sum(conv) + sum(alike) + sum(scaled) + sum(constant) + sum(three)"},
+        loss={"upstream": "out"}, claims={"grad_w": "grad_out * ones_like(w)"})
+    d = load_text(text)
+    sizes = {"C": 2, "K": 3, "F": 2, "U": 2}
+    env = {name: symbol_array(name, tuple(dim.value(sizes) for dim in d.shape_of(name)), real=True)
+           for name in d.inputs}
+    backend = symbolic_backend(d)
+    assert any(evaluate._nested_sums(f.root) for f in d.forward if f.index is not None)
+
+    def values() -> list[np.ndarray]:
+        return [evaluate_definition(f.root, f.index, env, sizes, backend) for f in d.forward if f.index is not None]
+
+    at_once = values()
+    monkeypatch.setattr(evaluate, "_nested_sums", lambda root: frozenset())
+    one_at_a_time = values()
+    for got, want in zip(at_once, one_at_a_time):
+        assert got.shape == want.shape
+        for g, w in zip(got.flat, want.flat):
+            assert g == w and g.args == w.args, (g, w)
+    conv = at_once[0]
+    assert conv[1, 0] == sum(env["w"][1, c, p] * env["x"][c, p] for c in range(2) for p in range(3))
+
+
+def test_gradient_atoms_in_an_expression_are_its_free_gradient_atoms() -> None:
+    """SymbolicTruth._gradient_atoms_in (memoised per sub-expression): the gradient atoms among ``free_symbols``,
+    for the truth's steps and expanded adjoints, random expressions over its atoms, and a bound variable."""
+    d = load_text(DENSE_COLUMN)
+    truth = SymbolicTruth(d, {"n": 3, "m": 2})
+    atoms = list(truth.grad_atoms) + list(truth.local)
+    assert atoms and truth.grad_atoms
+    rng = random.Random(31)
+    exprs = [e for arr in truth.steps.values() for e in arr.flat] + [e for arr in truth.grads.values() for e in arr.flat]
+    for _ in range(40):
+        picked = rng.sample(atoms, 3)
+        exprs.append(sp.tanh(picked[0] * picked[1]) - sp.exp(picked[2]) / (1 + picked[0] ** 2))
+    g = next(iter(truth.grad_atoms))
+    exprs.append(sp.Lambda(g, g * x) + g)  # g bound inside the Lambda, free outside it
+    exprs.append(sp.Lambda(g, g * x))
+    for e in exprs:
+        e = sp.sympify(e)
+        assert truth._gradient_atoms_in(e) == {s for s in e.free_symbols if s in truth.grad_atoms}, e

@@ -9,6 +9,7 @@ over the ``i`` axis — vectorised, for both engines alike.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +71,8 @@ def evaluate(
     a node are the last values computed."""
     values: list[Any] = []
     args: tuple[Any, ...]
+    # symbolic sums over several indices (sum(... for c in C for p in K)): summed over all their axes at once
+    nested = _nested_sums(node) if backend.symbolic and tape is None and space is not None else ()
     for current, arity in post_order(node):
         if arity:  # a call (most nodes) or a sum over an index
             if arity == 1:
@@ -77,6 +80,10 @@ def evaluate(
             else:
                 args = tuple(values[-arity:])
                 del values[-arity:]
+            if nested and type(current) is IndexSum:
+                assert space is not None
+                values.append(_sum_of_sums(current, args[0], current in nested, space, backend))
+                continue
             out, params = (_call(current, args, sizes, backend) if type(current) is Call
                            else _step(current, args, env, sizes, backend, space))
         else:
@@ -127,14 +134,60 @@ def _step(node, args, env, sizes, backend, space):
     if isinstance(node, IndexSum):
         assert space is not None
         (body,) = args
-        body = _to_rank(body, space.rank)
-        count = space.ranges[node.axis]
-        if body.shape[node.axis] == 1:
-            return backend.wrap(body * backend.scalar(count)), {"count": count}
-        if backend.symbolic and body.dtype == object:
-            return backend.wrap(_object_sum(body, node.axis)), {}
-        return backend.wrap(np.sum(body, axis=node.axis, keepdims=True)), {}
+        return _index_sum(body, node.axis, space, backend)
     raise TypeError(f"not a node of the IR: {node!r}")
+
+
+def _index_sum(body: Any, axis: int, space: _IndexSpace, backend: Backend) -> tuple[np.ndarray, dict]:
+    """One ``sum(body for index in dim)`` over the index's axis, and the parameters of its step."""
+    body = _to_rank(body, space.rank)
+    count = space.ranges[axis]
+    if body.shape[axis] == 1:
+        return backend.wrap(body * backend.scalar(count)), {"count": count}
+    if backend.symbolic and body.dtype == object:
+        return backend.wrap(_object_sum(body, axis)), {}
+    return backend.wrap(np.sum(body, axis=axis, keepdims=True)), {}
+
+
+_NESTED: WeakKeyDictionary[Node, frozenset[IndexSum]] = WeakKeyDictionary()
+
+
+def _nested_sums(root: Node) -> frozenset[IndexSum]:
+    """The sums over an index whose value is only the body of another sum over an index (a node that occurs once
+    in the tree), once per tree."""
+    found = _NESTED.get(root)
+    if found is None:
+        order = post_order(root)
+        occurs = Counter(id(n) for n, _ in order)
+        found = _NESTED[root] = frozenset(n.body for n, _ in order if type(n) is IndexSum
+                                          and type(n.body) is IndexSum and occurs[id(n.body)] == 1)
+    return found
+
+
+@dataclass
+class _Pending:
+    """A symbolic body whose sums over ``axes`` (innermost first) are left to the sum around them."""
+
+    body: np.ndarray
+    axes: tuple[int, ...]
+
+
+def _sum_of_sums(node: IndexSum, value: Any, inner: bool, space: _IndexSpace, backend: Backend) -> Any:
+    """A symbolic sum over an index: left pending if another sum takes its value (``inner``), else summed
+    over every pending axis at once, one ``Add`` per entry of all its terms (:func:`.products.direct_sum`):
+    the very sum the sums one axis after another build (each a sum of the sums inside it, flattened), without
+    flattening every term again at each axis. Else, or for a body constant along an axis, one axis at a time."""
+    body, axes = (value.body, value.axes + (node.axis,)) if isinstance(value, _Pending) else (value, (node.axis,))
+    body = _to_rank(body, space.rank)
+    if inner:
+        return _Pending(body, axes)
+    if len(axes) > 1 and body.dtype == object and all(body.shape[a] > 1 for a in axes):
+        summed = _object_sum_over(body, axes)
+        if summed is not None:
+            return backend.wrap(summed)
+    for axis in axes:
+        body = _index_sum(body, axis, space, backend)[0]
+    return body
 
 
 def _call(node: Call, args: tuple, sizes: Mapping[str, int], backend: Backend) -> tuple[Any, dict]:
@@ -167,6 +220,23 @@ def _object_sum(body: np.ndarray, axis: int) -> np.ndarray:
     for idx in np.ndindex(*out.shape):
         out[idx] = add(*moved[idx])
     return np.expand_dims(out, axis)
+
+
+def _object_sum_over(body: np.ndarray, axes: tuple[int, ...]) -> np.ndarray | None:
+    """``Σ`` over several axes of SymPy entries, each result one directly built ``Add`` of all its terms,
+    or None if some result needs SymPy's own sum (like terms, coefficients: summed axis by axis instead)."""
+    from .products import direct_sum
+
+    moved = np.moveaxis(body, axes, tuple(range(body.ndim - len(axes), body.ndim)))
+    kept = moved.shape[:body.ndim - len(axes)]
+    terms = moved.reshape(kept + (-1,))
+    out = np.empty(kept, dtype=object)
+    for idx in np.ndindex(*kept):
+        total = direct_sum(terms[idx].tolist())
+        if total is None:
+            return None
+        out[idx] = total
+    return np.expand_dims(out, tuple(sorted(axes)))
 
 
 def _to_rank(value: np.ndarray, rank: int) -> np.ndarray:

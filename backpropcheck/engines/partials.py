@@ -3,6 +3,8 @@ the symbolic engine's reverse sweep."""
 
 from __future__ import annotations
 
+from operator import is_not
+
 import sympy as sp
 from sympy.core.basic import Basic
 from sympy.core.function import ArgumentIndexError, Function
@@ -10,6 +12,7 @@ from sympy.core.function import ArgumentIndexError, Function
 from .products import add
 
 _TEMPLATES: dict[tuple, sp.Expr] = {}
+_ZERO = sp.S.Zero
 
 
 def partials(expr: sp.Expr, wrt: set[sp.Symbol], templates: dict | None = None) -> dict[sp.Symbol, sp.Expr]:
@@ -22,12 +25,20 @@ def partials(expr: sp.Expr, wrt: set[sp.Symbol], templates: dict | None = None) 
     terms = expr.args if expr.is_Add else (expr,)
     found: dict[sp.Symbol, list[sp.Expr]] = {}
     for term in terms:
+        if term.__class__ is sp.Mul and term.is_commutative:
+            args = term.args
+            if all(f.__class__ is sp.Symbol for f in args):  # a product of symbols (W[j,i]·a[i]), the common term:
+                for k, f in enumerate(args):  # each factor's partial is the other factors as they stand
+                    if f in wrt:
+                        found.setdefault(f, []).append(
+                            args[1 - k] if len(args) == 2 else sp.Mul._from_args(args[:k] + args[k + 1:], True))
+                continue
         for s, ds in _term_partials(term, wrt, {} if templates is None else templates):
             found.setdefault(s, []).append(ds)
     out = {}
     for s, ds in found.items():
         total = add(*ds)
-        if total != 0:
+        if total is not _ZERO:  # (only SymPy's zero equals 0)
             out[s] = total
     return out
 
@@ -158,8 +169,8 @@ def _renamed(e: sp.Basic, names: dict) -> sp.Basic:
     args = e.args
     if not args:
         return e
-    new = tuple(_renamed(a, names) for a in args)
-    if all(a is b for a, b in zip(new, args)):
+    new = tuple([_renamed(a, names) for a in args])
+    if not any(map(is_not, new, args)):
         return e
     cls = type(e)
     if cls is sp.Mul or cls is sp.Add:

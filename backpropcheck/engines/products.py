@@ -12,6 +12,7 @@ there. ``tests/test_symbolic.py`` checks both against SymPy on random expression
 
 from __future__ import annotations
 
+import operator
 from bisect import bisect_left
 from functools import cmp_to_key
 from typing import Any
@@ -29,18 +30,42 @@ _SYMBOL_RANK, _MUL_RANK = class_rank(sp.Symbol), class_rank(sp.Mul)
 _SORT = cmp_to_key(Basic.compare)  # the order of an Add's arguments (sympy.core.add._addsort)
 
 
+# The last results of :func:`mul` and :func:`add` by the identity of their arguments (kept alive in the entry,
+# so an id is never reused while its entry stands). A file's truths at several dims, its certificate's grid
+# points and its claims build the same products and sums of the same entries again and again (more than half
+# of all calls): the memo returns the very expression built the first time, which the function would build
+# again equal (both are pure), and shared objects make the later equality tests and conversions cheaper.
+_MEMO_LIMIT = 100_000
+_PRODUCTS: dict[tuple[int, int], tuple[Any, Any, Any]] = {}
+_SUMS: dict[tuple[int, ...], tuple[tuple, Any]] = {}
+
+
 def mul(x: Any, y: Any) -> Any:
     """``x * y`` for SymPy expressions (or Python ints), equal to what SymPy's ``*`` builds."""
+    if x is _ONE:
+        return y
+    if y is _ONE:
+        return x
+    key = (id(x), id(y))
+    hit = _PRODUCTS.get(key)
+    if hit is not None and hit[0] is x and hit[1] is y:
+        return hit[2]
+    out = _mul(x, y)
+    if len(_PRODUCTS) >= _MEMO_LIMIT:
+        _PRODUCTS.clear()
+    _PRODUCTS[key] = (x, y, out)
+    if x.__class__ is sp.Symbol and y.__class__ is sp.Symbol and x.is_commutative and y.is_commutative:
+        _PRODUCTS[(key[1], key[0])] = (y, x, out)  # y * x is the same product (W.T @ grad_z meets ∇z·W)
+    return out
+
+
+def _mul(x: Any, y: Any) -> Any:
     if x is _ZERO or y is _ZERO:
         other = y if x is _ZERO else x
         if isinstance(other, sp.Rational) or (
                 other.__class__ is sp.Symbol and other.is_commutative and other.is_finite is not False):
             return _ZERO  # (0 * oo and 0 * nan are nan, as SymPy says: they take the general route)
         return x * y
-    if x is _ONE:
-        return y
-    if y is _ONE:
-        return x
     if x.__class__ is sp.Symbol and y.__class__ is sp.Symbol and x is not y:
         if x.is_commutative and y.is_commutative:
             kx, ky = canonical_key(x), canonical_key(y)
@@ -101,28 +126,45 @@ def add(*terms: Any) -> Any:
     """``sympy.Add(*terms)``: built directly when every term is a commutative symbol or a product whose
     coefficient is 1, or a sum of such (its terms taken in, as SymPy flattens it: an index-form sum over
     two axes sums sums), and no two are alike (nothing to collect); else by SymPy."""
+    if len(terms) < 2:  # one term is the sum itself (as SymPy's ``Add(x)`` is ``x``)
+        return terms[0] if terms and isinstance(terms[0], Basic) else _add(terms)
+    key = tuple(map(id, terms))
+    hit = _SUMS.get(key)
+    if hit is not None and all(map(operator.is_, hit[0], terms)):
+        return hit[1]
+    out = _add(terms)
+    if len(_SUMS) >= _MEMO_LIMIT:
+        _SUMS.clear()
+    _SUMS[key] = (terms, out)
+    return out
+
+
+def _add(terms: tuple) -> Any:
+    built = direct_sum(terms)
+    return sp.Add(*terms) if built is None else built
+
+
+def direct_sum(terms: Any) -> Any:
+    """``sympy.Add(*terms)`` built directly (see :func:`add`), or None if some term needs SymPy's own sum."""
     kept = []
-    seen = set()
     for t in terms:
         if t is _ZERO:
             continue
-        if t.__class__ is sp.Add:  # its terms, already in order: the sort below merges the runs
-            for u in t.args:
+        cls = t.__class__
+        if cls is sp.Add:  # its terms, already in order: the sort below merges the runs
+            for u in t._args:
                 cls = u.__class__
-                if not (cls is sp.Symbol or (cls is sp.Mul and not u.args[0].is_Number)) \
-                        or not u.is_commutative or u in seen:
-                    return sp.Add(*terms)
-                seen.add(u)
+                if not (cls is sp.Symbol or (cls is sp.Mul and not u._args[0].is_Number)) or not u.is_commutative:
+                    return None
                 kept.append(u)
             continue
-        cls = t.__class__
-        if not (cls is sp.Symbol or (cls is sp.Mul and not t.args[0].is_Number)) or not t.is_commutative \
-                or t in seen:
-            return sp.Add(*terms)
-        seen.add(t)
+        if not (cls is sp.Symbol or (cls is sp.Mul and not t._args[0].is_Number)) or not t.is_commutative:
+            return None
         kept.append(t)
     if len(kept) < 2:
         return kept[0] if kept else _ZERO
+    if len(set(kept)) < len(kept):  # like terms to collect
+        return None
     try:
         kept.sort(key=canonical_key)
     except NoKey:
@@ -159,5 +201,15 @@ def mul_arrays(a: Any, b: Any) -> np.ndarray:
 
 
 def matmul_arrays(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b`` of object arrays: the op table's symbolic matmul with the cheaper products and sums."""
-    return _matmul_sym(a, b, mul, add)
+    """``a @ b`` of object arrays: the op table's symbolic matmul (each entry the sum of its products in the
+    order of k) with the cheaper products and sums, the rows and columns read as lists once."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.ndim not in (1, 2) or b.ndim not in (1, 2) or a.shape[-1] != (b.shape[0]):
+        return _matmul_sym(a, b, mul, add)  # its own error for mismatched dims
+    rows = (a.reshape(1, -1) if a.ndim == 1 else a).tolist()
+    columns = (b.reshape(-1, 1) if b.ndim == 1 else b).T.tolist()
+    out = np.empty((len(rows), len(columns)), dtype=object)
+    for i, row in enumerate(rows):
+        for j, column in enumerate(columns):
+            out[i, j] = add(*map(mul, row, column))
+    return out.reshape(a.shape[:-1] + b.shape[1:] if b.ndim == 2 else a.shape[:-1])

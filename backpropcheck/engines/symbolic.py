@@ -21,6 +21,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import numpy as np
 import sympy as sp
@@ -61,6 +62,7 @@ def entry_name(name: str, idx: tuple[int, ...]) -> str:
     return f"{name}[{','.join(str(i) for i in idx)}]" if idx else name
 
 
+_ZERO = sp.S.Zero
 _SYMBOLS: dict[tuple, sp.Symbol] = {}
 _ARRAYS: dict[tuple, np.ndarray] = {}  # (name, shape, assumptions) -> the array of symbol_array
 
@@ -160,6 +162,10 @@ class SymbolicTruth(WitnessSearch):
         # symfuncs._against_extreme) and a claim ``mask * grad_m`` matches the truth's one step.
         self.extremes = {atom: value for atom, value in self.local.items() if isinstance(value, (MaxOf, MinOf))}
         self._kinks: dict[sp.Expr, sp.Expr] = {}
+        # atomize's two replacements, memoised by sub-expression: entries, claims and steps share them
+        self._as_atoms: dict[sp.Basic, sp.Basic] = {}
+        self._unkinked: dict[sp.Basic, sp.Basic] = {}
+        self._gradient_atoms_of: dict[sp.Basic, frozenset] = {}
         # one reverse sweep of the scalar chain rule; each adjoint is a list of parts, summed once
         templates = _TEMPLATES  # shared by every truth: a template's derivative never depends on the dims
         if len(templates) > 50_000:
@@ -186,20 +192,24 @@ class SymbolicTruth(WitnessSearch):
         self.grad_atoms: dict[sp.Symbol, sp.Expr] = {}  # ∇v[k] -> its step expression
         self.steps: dict[str, np.ndarray] = {}
         gradient_atoms: dict[str, np.ndarray] = {}
+        as_atoms = self._definitions_as_atoms if self.by_definition else None
         for name, atoms in reversed(self.order):
-            for atom in atoms.flat:
+            entries = atoms.ravel().tolist()
+            for atom in entries:
                 if atom in steps:
                     step[atom] = add(*steps.pop(atom))
             self.steps[name] = _array_of(atoms, step)
             nabla = symbol_array(f"∇{name}", atoms.shape, real=True)
-            for idx in np.ndindex(*atoms.shape):
-                if step.get(atoms[idx], 0) == 0:
-                    nabla[idx] = sp.Integer(0)
+            for k, (atom, g) in enumerate(zip(entries, nabla.ravel().tolist())):
+                total = step.get(atom)
+                if total is None or total is _ZERO:  # (only SymPy's zero equals 0)
+                    nabla.flat[k] = sp.Integer(0)
                     continue
-                self.grad_atoms[nabla[idx]] = step[atoms[idx]]
-                for p, dp in partials(self.local[atoms[idx]], differentiable, templates).items():
-                    dp = dp.xreplace(self.by_definition) if self.by_definition else dp
-                    steps.setdefault(p, []).append(mul(nabla[idx], dp))
+                self.grad_atoms[g] = total
+                for p, dp in partials(self.local[atom], differentiable, templates).items():
+                    if as_atoms is not None and dp.__class__ is not sp.Symbol:  # a symbol is no definition
+                        dp = as_atoms(dp)
+                    steps.setdefault(p, []).append(mul(g, dp))
             gradient_atoms[name] = nabla
         for s, terms in steps.items():
             step[s] = add(*terms)
@@ -273,13 +283,38 @@ class SymbolicTruth(WitnessSearch):
         """Write every forward definition that appears whole as its atom (``tanh(z[0])`` → ``h[0]``),
         as the sweep writes the local partials: equal values, one form for both sides; and every
         max/min atom inside a ``Step`` as its definition (a mask against the max is its indicator)."""
-        e = e.xreplace(self.by_definition) if self.by_definition else e
-        if self.extremes and e.has(Step):
-            kinks = {k: self._kink_against_extreme(k) for k in e.atoms(Step)
-                     if not k.args[0].free_symbols.isdisjoint(self.extremes)}
-            if kinks:
-                e = e.xreplace(kinks)
-        return e
+        e = self._definitions_as_atoms(e) if self.by_definition else e
+        return self._extremes_in_kinks(e) if self.extremes else e
+
+    def _definitions_as_atoms(self, e: sp.Basic) -> sp.Basic:
+        """``e.xreplace(self.by_definition)``, each sub-expression replaced once per truth."""
+        if not _has_args(e):  # a symbol or a number: only itself can be replaced
+            return self.by_definition.get(e, e) if isinstance(e, sp.Basic) else e
+        if not e.is_Function and all(a.is_Symbol or a.is_Number for a in e.args):  # no definition inside
+            return e
+        memo = self._as_atoms
+        found = memo.get(e)
+        if found is None:
+            found = self.by_definition.get(e)
+            if found is None:
+                found = _rebuilt(e, [self._definitions_as_atoms(a) for a in e.args])
+            memo[e] = _UNCHANGED if found is e else found
+        return e if found is _UNCHANGED else found
+
+    def _extremes_in_kinks(self, e: sp.Basic) -> sp.Basic:
+        """``e`` with every (outermost) ``Step`` whose argument reads a max/min atom replaced by
+        :meth:`_kink_against_extreme` (``e.xreplace`` of those steps), each sub-expression once per truth."""
+        if not _has_args(e):  # no Step inside
+            return e
+        memo = self._unkinked
+        found = memo.get(e)
+        if found is None:
+            if isinstance(e, Step) and not e.args[0].free_symbols.isdisjoint(self.extremes):
+                found = self._kink_against_extreme(e)
+            else:
+                found = _rebuilt(e, [self._extremes_in_kinks(a) for a in e.args])
+            memo[e] = _UNCHANGED if found is e else found
+        return e if found is _UNCHANGED else found
 
     def _kink_against_extreme(self, kink: sp.Expr) -> sp.Expr:
         """``Step(u)`` with the max/min atoms of ``u`` written as their definitions, once per kink; the
@@ -337,9 +372,9 @@ class SymbolicTruth(WitnessSearch):
         for idx in np.ndindex(*truth.shape):
             c = sp.sympify(claimed[idx], strict=True)
             t: sp.Expr = truth[idx]
-            read = {s for s in c.free_symbols if s in self.grad_atoms}
+            read = self._gradient_atoms_in(c)
             for _ in range(len(self.order) + 1):
-                deeper = {s: self.grad_atoms[s] for s in t.free_symbols if s in self.grad_atoms and s not in read}
+                deeper = {s: self.grad_atoms[s] for s in self._gradient_atoms_in(t) if s not in read}
                 if not deeper:
                     break
                 t = t.xreplace(deeper)
@@ -362,6 +397,20 @@ class SymbolicTruth(WitnessSearch):
             except (Unsupported, ZeroDivisionError):
                 return False
         return True
+
+    def _gradient_atoms_in(self, e: sp.Basic) -> frozenset:
+        """The gradient atoms among ``e.free_symbols``, memoised per truth by sub-expression (claims and steps
+        share them)."""
+        memo = self._gradient_atoms_of
+        found = memo.get(e)
+        if found is None:
+            if not _has_args(e) or not _free_symbols_of_args(type(e)):  # a symbol, a number, or its own rule
+                found = frozenset(s for s in e.free_symbols if s in self.grad_atoms) if isinstance(e, sp.Basic) \
+                    else frozenset()
+            else:
+                found = frozenset().union(*[self._gradient_atoms_in(a) for a in e.args])
+            memo[e] = found
+        return found
 
     def _reach_is_small(self, e: sp.Expr, limit: int = 16) -> bool:
         """Do at most ``limit`` forward atoms lie below ``e``'s (its whole form over the inputs is small)?"""
@@ -558,6 +607,34 @@ class _ClaimEnv(Mapping[str, np.ndarray]):
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+
+_UNCHANGED: Any = object()  # a memo's mark for "the expression itself": an equal one is another object
+
+
+_FREE_BY_ARGS: dict[type, bool] = {}
+
+
+def _free_symbols_of_args(cls: type) -> bool:
+    """Are the free symbols of a ``cls`` node those of its arguments (``Basic.free_symbols``, not a rule of its
+    own as for a bound variable)?"""
+    found = _FREE_BY_ARGS.get(cls)
+    if found is None:
+        owner = next((k for k in cls.__mro__ if "free_symbols" in k.__dict__), None)
+        found = _FREE_BY_ARGS[cls] = owner is sp.Basic
+    return found
+
+
+def _has_args(e: object) -> bool:
+    """Is ``e`` an expression with arguments (``xreplace`` leaves anything else as it is)?"""
+    return isinstance(e, sp.Basic) and bool(e.args)
+
+
+def _rebuilt(e: sp.Basic, args: list) -> sp.Basic:
+    """``e`` on new arguments as ``xreplace`` rebuilds it (``e.func(*args)``), or ``e`` if none changed."""
+    if all(a is b for a, b in zip(args, e.args)):
+        return e
+    return e.func(*args)
 
 
 def _cancel(e: sp.Expr) -> sp.Expr:
