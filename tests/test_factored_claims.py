@@ -275,3 +275,75 @@ def test_a_right_product_claim_is_accepted_without_making_the_weight_sized_array
     result = _numeric_only(d, {"n": 300, "m": 400, "B": batch}, monkeypatch, dense=False)
     assert [v for _, v, *_ in result] == ["verified"] * 4
     assert (400, 300) not in made  # neither the claim grad_W nor its truth was made whole
+
+
+CHAIN = """
+[derivation]
+title = "two products in a row: the inner one's gradient flows into an intermediate"
+[dims]
+n = "width"
+[inputs]
+A = ["n", "n"]
+B = ["n", "n"]
+C = ["n", "n"]
+[forward]
+H = "tanh(A @ B) @ C"
+[loss]
+upstream = "H"
+[claims]
+grad_C = "tanh(A @ B).T @ grad_H"
+grad_A = "((grad_H @ C.T) * (1 - tanh(A @ B) ** 2)) @ B.T"
+"""
+
+
+def test_a_product_that_flows_into_an_intermediate_is_not_kept_to_the_end_of_the_trial(monkeypatch) -> None:
+    d = load_text(CHAIN)
+    kept: list[list] = []
+    real = core.products_kept
+
+    def spy():
+        manager = real()
+        manager.__enter__()
+        kept.append(core._KEPT.get())
+        return _Exit(manager)
+
+    class _Exit:
+        def __init__(self, manager):
+            self.manager = manager
+
+        def __enter__(self):
+            return None
+
+        def __exit__(self, *exc):
+            kept.append(list(kept[-1]))  # what is still kept when the trial ends
+            return self.manager.__exit__(*exc)
+
+    monkeypatch.setattr(numeric, "products_kept", spy)
+    run = run_trial(d, {"n": 300}, rng_for(0, d.path, 0), 0)
+    left = kept[-1]
+    # the gradient of tanh(A @ B), grad_H @ C.T, fed an intermediate: gone; the inputs' gradients stay (they
+    # are the very arrays the truth keeps: no memory held for them)
+    assert sorted(name for *_, value in left for name in "ABC" if np.shares_memory(value, run.grads[name])) == [
+        "A", "B", "C"]
+    assert len(left) == 3
+    for name in ("grad_A", "grad_C"):
+        ok, *_ = compare(run.claims[name], run.grads[name[5:]], 1e-7, 1e-9)
+        assert ok, name
+
+
+def test_a_trial_never_writes_into_an_input_so_a_kept_product_is_what_its_operands_give(monkeypatch) -> None:
+    """A kept product is matched to a claim by the memory of its larger operand (an input, a forward value):
+    sound only while nothing writes into them during a trial. Read-only inputs make any such write fail here."""
+    real = numeric.sample_input
+
+    def frozen(*args, **kwargs):
+        value = real(*args, **kwargs)
+        value.flags.writeable = False
+        return value
+
+    monkeypatch.setattr(numeric, "sample_input", frozen)
+    for path in sorted(BUNDLED.glob("*.toml")):
+        d = load(path)
+        dims = {name: 300 if k < 2 else 3 for k, name in enumerate(d.dims)}
+        run = run_trial(d, dims, rng_for(0, d.path, 0), 0)  # a write into an input raises here
+        assert run.claims or not d.claims, path.name

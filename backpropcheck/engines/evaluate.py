@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import DerivationError
 from ..lang.ir import Call, Const, DimSize, IndexDef, IndexRef, IndexSum, Node, Var
 from ..lang.ops import OPS, Elementwise, LowRank, Op, add_low_rank, broadcast_to, dense, to_shape_of, unbroadcast
+from ..lang.ops.core import forget_product
 
 
 @dataclass
@@ -341,6 +342,8 @@ def backprop(tape: Tape, root: Node, seed: np.ndarray, adjoints: dict[str, np.nd
             if not isinstance(g, LowRank):
                 g = to_shape_of(g, out.shape)
             for child, arg, local in zip(node.args, args, op.backward(g, out, *args, **params)):
+                if node.op == "matmul" and type(child) is not Var:  # kept only for a named variable's claim
+                    forget_product(local)
                 if type(local) is np.ndarray:  # the common case, first
                     _push(grads, child, unbroadcast(local, np.shape(arg)))
                 elif isinstance(local, LowRank) and local.shape == np.shape(arg):
@@ -367,6 +370,7 @@ def _push(grads: dict[int, Any], node: Node, g: np.ndarray | LowRank) -> None:
 
 
 def _accumulate(adjoints: dict[str, Any], name: str, g: np.ndarray | LowRank, shape) -> None:
+    # never ``+=`` into an adjoint: a fresh product kept as it is may also be a claim's value (core.keep_product)
     if name in adjoints:
         adjoints[name] = add_low_rank(adjoints[name], g)
     elif isinstance(g, LowRank):

@@ -128,6 +128,9 @@ class Factored(MutableMapping[str, np.ndarray]):
     def factored(self, name: str) -> np.ndarray | LowRank:
         return self._data[name]
 
+    def __contains__(self, name: object) -> bool:  # without reading the value (Mapping's reads it: made dense)
+        return name in self._data
+
     def __setitem__(self, name: str, value: np.ndarray | LowRank) -> None:
         self._data[name] = value
 

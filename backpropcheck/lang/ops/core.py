@@ -215,6 +215,14 @@ def keep_product(x: np.ndarray, y: np.ndarray, value: np.ndarray) -> np.ndarray:
     return value
 
 
+def forget_product(value: Any) -> None:
+    """Stop keeping ``value``: a product that flows into an intermediate expression is no named variable's
+    gradient, so no claim is that product, and keeping it to the end of the trial would only hold memory."""
+    kept = _KEPT.get()
+    if kept:
+        kept[:] = [entry for entry in kept if entry[2] is not value]
+
+
 def any_kept() -> bool:
     """Whether any product is kept (:func:`keep_product`)."""
     return bool(_KEPT.get())
