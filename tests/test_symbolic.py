@@ -567,3 +567,18 @@ def test_gradient_atoms_in_an_expression_are_its_free_gradient_atoms() -> None:
     for e in exprs:
         e = sp.sympify(e)
         assert truth._gradient_atoms_in(e) == {s for s in e.free_symbols if s in truth.grad_atoms}, e
+        assert truth._forward_atoms_in(e) == {s for s in e.free_symbols if s in truth.local}, e
+        for limit in (0, 1, 2, 4, 16):  # the memoised reach is the plain search over free_symbols
+            assert truth._reach_is_small(e, limit) == _reach_by_free_symbols(truth, e, limit), (e, limit)
+
+
+def _reach_by_free_symbols(truth: SymbolicTruth, e: sp.Expr, limit: int) -> bool:
+    """How many forward atoms lie below ``e``, by ``free_symbols`` at every step: at most ``limit``?"""
+    seen: set = set()
+    todo = [s for s in e.free_symbols if s in truth.local]
+    while todo:
+        s = todo.pop()
+        if s not in seen:
+            seen.add(s)
+            todo.extend(t for t in truth.local[s].free_symbols if t in truth.local)
+    return len(seen) <= limit
