@@ -206,6 +206,8 @@ def test_fast_products_build_exactly_what_sympy_builds() -> None:
     pool += [twin, sp.Symbol.__xnew__(sp.Symbol, "w[0,0]", real=True)]
     pool += [x, y, z, x * y, -2 * x * z, x ** 2 * y, y * z / x, sp.exp(x) * y, sp.pi * x * z, sp.Float(1.5) * y * z,
              sp.oo * x * y, symbols[0] * symbols[1], sp.Rational(1, 3) * symbols[2] * sp.tanh(x)]
+    pool += [sp.Symbol("A", commutative=False), sp.Symbol("B", commutative=False), sp.Symbol("c"),
+             sp.Symbol("w[0,0]", positive=True)]  # the name of a real symbol, other assumptions
     for a in pool:
         for b in pool:
             got, want = mul(a, b), a * b
@@ -213,6 +215,7 @@ def test_fast_products_build_exactly_what_sympy_builds() -> None:
                 assert got is sp.nan
                 continue
             assert got == want and hash(got) == hash(want) and got.args == want.args, (a, b, got, want)
+            assert got.is_commutative == want.is_commutative and type(got) is type(want), (a, b)
     a = np.array(symbols[:4] + [sp.Integer(0)], dtype=object)
     b = np.array([sp.Integer(2)] + symbols[4:8], dtype=object)
     assert list(mul_arrays(a[:, None], b[None, :]).flat) == list((a[:, None] * b[None, :]).flat)
