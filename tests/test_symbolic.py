@@ -300,6 +300,7 @@ def test_fast_sums_build_exactly_what_sympy_builds() -> None:
             terms += [random_sympy_expr(rng, 2)]
         got, want = add(*terms), sp.Add(*terms)
         assert got == want and hash(got) == hash(want) and got.args == want.args, (terms, got, want)
+        assert type(got) is type(want) and got.is_commutative == want.is_commutative, terms
     distinct = rng.sample(products, 20)  # the direct route: the canonical order of SymPy's own Add
     assert add(*distinct).args == sp.Add(*distinct).args
     for _ in range(100):  # sums of sums (an index-form sum over two axes), distinct or overlapping
