@@ -87,4 +87,4 @@ def _plain(x: Any) -> bool:
     assumptions, a float's mantissa); not a frozenset (``compare`` makes it a Basic) or an expression."""
     if isinstance(x, (str, int)):
         return True
-    return type(x) is tuple and all(_plain(y) for y in x)
+    return type(x) is tuple and all(map(_plain, x))  # (map: no generator frame per symbol's assumption)
