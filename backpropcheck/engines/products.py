@@ -108,8 +108,9 @@ def _same_build() -> bool:
     a, b = sp.Symbol("⟨a⟩", real=True), sp.Symbol("⟨b⟩", real=True)
     made, want = _built_product((a, b)), _from_args((a, b), True)
     slots = {n for k in type(want).__mro__ for n in k.__dict__.get("__slots__", ())}
-    return slots == {"_assumptions", "_mhash", "_args", "is_commutative"} and not getattr(want, "__dict__", None) \
-        and all(getattr(made, n) == getattr(want, n) for n in slots) and made == want and hash(made) == hash(want)
+    return slots == {"_assumptions", "_mhash", "_args", "is_commutative"} and not hasattr(want, "__dict__") and \
+        made._assumptions is want._assumptions and made._mhash == want._mhash and made._args == want._args and \
+        made.is_commutative is want.is_commutative and made == want and hash(made) == hash(want)
 
 
 _product_of = _built_product if _same_build() else (lambda args: _from_args(args, True))
