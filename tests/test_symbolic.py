@@ -206,6 +206,8 @@ def test_fast_products_build_exactly_what_sympy_builds() -> None:
     pool += [twin, sp.Symbol.__xnew__(sp.Symbol, "w[0,0]", real=True)]
     pool += [x, y, z, x * y, -2 * x * z, x ** 2 * y, y * z / x, sp.exp(x) * y, sp.pi * x * z, sp.Float(1.5) * y * z,
              sp.oo * x * y, symbols[0] * symbols[1], sp.Rational(1, 3) * symbols[2] * sp.tanh(x)]
+    pool += [sp.Symbol("A", commutative=False), sp.Symbol("B", commutative=False), sp.Symbol("c"),
+             sp.Symbol("w[0,0]", positive=True)]  # the name of a real symbol, other assumptions
     for a in pool:
         for b in pool:
             got, want = mul(a, b), a * b
@@ -213,6 +215,7 @@ def test_fast_products_build_exactly_what_sympy_builds() -> None:
                 assert got is sp.nan
                 continue
             assert got == want and hash(got) == hash(want) and got.args == want.args, (a, b, got, want)
+            assert got.is_commutative == want.is_commutative and type(got) is type(want), (a, b)
     a = np.array(symbols[:4] + [sp.Integer(0)], dtype=object)
     b = np.array([sp.Integer(2)] + symbols[4:8], dtype=object)
     assert list(mul_arrays(a[:, None], b[None, :]).flat) == list((a[:, None] * b[None, :]).flat)
@@ -297,6 +300,7 @@ def test_fast_sums_build_exactly_what_sympy_builds() -> None:
             terms += [random_sympy_expr(rng, 2)]
         got, want = add(*terms), sp.Add(*terms)
         assert got == want and hash(got) == hash(want) and got.args == want.args, (terms, got, want)
+        assert type(got) is type(want) and got.is_commutative == want.is_commutative, terms
     distinct = rng.sample(products, 20)  # the direct route: the canonical order of SymPy's own Add
     assert add(*distinct).args == sp.Add(*distinct).args
     for _ in range(100):  # sums of sums (an index-form sum over two axes), distinct or overlapping
@@ -567,3 +571,18 @@ def test_gradient_atoms_in_an_expression_are_its_free_gradient_atoms() -> None:
     for e in exprs:
         e = sp.sympify(e)
         assert truth._gradient_atoms_in(e) == {s for s in e.free_symbols if s in truth.grad_atoms}, e
+        assert truth._forward_atoms_in(e) == {s for s in e.free_symbols if s in truth.local}, e
+        for limit in (0, 1, 2, 4, 16):  # the memoised reach is the plain search over free_symbols
+            assert truth._reach_is_small(e, limit) == _reach_by_free_symbols(truth, e, limit), (e, limit)
+
+
+def _reach_by_free_symbols(truth: SymbolicTruth, e: sp.Expr, limit: int) -> bool:
+    """How many forward atoms lie below ``e``, by ``free_symbols`` at every step: at most ``limit``?"""
+    seen: set = set()
+    todo = [s for s in e.free_symbols if s in truth.local]
+    while todo:
+        s = todo.pop()
+        if s not in seen:
+            seen.add(s)
+            todo.extend(t for t in truth.local[s].free_symbols if t in truth.local)
+    return len(seen) <= limit

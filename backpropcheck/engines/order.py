@@ -22,6 +22,7 @@ from sympy.core import Add, Expr, Mul, Pow, basic
 from sympy.core.basic import Basic
 
 _KEYS: dict[int, tuple[Basic, tuple]] = {}  # by id, with the expression kept alive (ids are not reused)
+_KEYS_LIMIT = 200_000  # then cleared (products.py writes into it too)
 _RANKS: dict[type, tuple[int, str]] = {}
 
 
@@ -67,7 +68,7 @@ def canonical_key(e: Basic) -> tuple:
             else:
                 raise NoKey(type(x).__name__)
         key = tuple(parts)
-    if len(_KEYS) > 200_000:
+    if len(_KEYS) > _KEYS_LIMIT:
         _KEYS.clear()
     _KEYS[id(e)] = (e, key)
     return key
@@ -76,7 +77,7 @@ def canonical_key(e: Basic) -> tuple:
 def remember(e: Basic, key: tuple) -> None:
     """Record ``e``'s key, made by a caller that built ``e`` from arguments whose keys it had (it must be the
     key :func:`canonical_key` would make)."""
-    if len(_KEYS) > 200_000:
+    if len(_KEYS) > _KEYS_LIMIT:
         _KEYS.clear()
     _KEYS[id(e)] = (e, key)
 
@@ -86,4 +87,4 @@ def _plain(x: Any) -> bool:
     assumptions, a float's mantissa); not a frozenset (``compare`` makes it a Basic) or an expression."""
     if isinstance(x, (str, int)):
         return True
-    return type(x) is tuple and all(_plain(y) for y in x)
+    return type(x) is tuple and all(map(_plain, x))  # (map: no generator frame per symbol's assumption)

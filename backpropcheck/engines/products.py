@@ -22,11 +22,13 @@ import sympy as sp
 from sympy.core.basic import Basic
 
 from ..lang.ops import _matmul_sym
-from .order import NoKey, canonical_key, class_rank, remember
+from .order import _KEYS, _KEYS_LIMIT, NoKey, canonical_key, class_rank, remember
 
 _ZERO, _ONE = sp.S.Zero, sp.S.One
 _from_args = sp.Mul._from_args
 _SYMBOL_RANK, _MUL_RANK = class_rank(sp.Symbol), class_rank(sp.Mul)
+_SYMBOL = sp.Symbol
+_COMMUTATIVE = dict.get  # a symbol's stored fact (its assumptions are a dict), as ``is_commutative`` reads it
 _SORT = cmp_to_key(Basic.compare)  # the order of an Add's arguments (sympy.core.add._addsort)
 
 
@@ -50,13 +52,68 @@ def mul(x: Any, y: Any) -> Any:
     hit = _PRODUCTS.get(key)
     if hit is not None and hit[0] is x and hit[1] is y:
         return hit[2]
-    out = _mul(x, y)
+    out = _symbols_product(x, y) if x.__class__ is _SYMBOL and y.__class__ is _SYMBOL else None
     if len(_PRODUCTS) >= _MEMO_LIMIT:
         _PRODUCTS.clear()
+    if out is not None:
+        _PRODUCTS[key] = (x, y, out)
+        _PRODUCTS[(key[1], key[0])] = (y, x, out)  # y * x is the same product (W.T @ grad_z meets ∇z·W)
+        return out
+    out = _mul(x, y)
     _PRODUCTS[key] = (x, y, out)
     if x.__class__ is sp.Symbol and y.__class__ is sp.Symbol and x.is_commutative and y.is_commutative:
-        _PRODUCTS[(key[1], key[0])] = (y, x, out)  # y * x is the same product (W.T @ grad_z meets ∇z·W)
+        _PRODUCTS[(key[1], key[0])] = (y, x, out)
     return out
+
+
+def _symbols_product(x: sp.Symbol, y: sp.Symbol) -> Any:
+    """``x * y`` for two distinct commutative symbols of unequal keys, the most common new product (a
+    gradient atom times a local partial in the sweep, an entry of a matrix product): the factors in key order
+    (as :func:`_mul` builds it), with the symbols' keys and commutativity read straight from their stores;
+    None for anything else (then :func:`_mul` decides)."""
+    if x is y or _COMMUTATIVE(x._assumptions, "commutative") is not True or \
+            _COMMUTATIVE(y._assumptions, "commutative") is not True:
+        return None
+    hx, hy = _KEYS.get(id(x)), _KEYS.get(id(y))
+    kx = hx[1] if hx is not None and hx[0] is x else canonical_key(x)
+    ky = hy[1] if hy is not None and hy[0] is y else canonical_key(y)
+    if kx < ky:
+        product, key = _product_of((x, y)), (_MUL_RANK, 2, kx, ky)
+    elif ky < kx:
+        product, key = _product_of((y, x)), (_MUL_RANK, 2, ky, kx)
+    else:  # equal symbols, two objects (a cache let one go): a square
+        return None
+    if len(_KEYS) > _KEYS_LIMIT:
+        _KEYS.clear()
+    _KEYS[id(product)] = (product, key)  # a sum sorts it (order.remember)
+    return product
+
+
+_new, _MUL, _MUL_FACTS = object.__new__, sp.Mul, sp.Mul.default_assumptions
+
+
+def _built_product(args: tuple) -> sp.Mul:
+    """``Mul._from_args(args, True)`` without its calls: ``Basic.__new__``'s three fields and the commutative
+    flag, set here (used only if it builds what ``_from_args`` builds, checked on import below)."""
+    obj = _new(_MUL)
+    obj._assumptions = _MUL_FACTS
+    obj._mhash = None
+    obj._args = args
+    obj.is_commutative = True
+    return obj
+
+
+def _same_build() -> bool:
+    """Does :func:`_built_product` set every field ``_from_args`` sets (this SymPy's ``Basic.__new__``)?"""
+    a, b = sp.Symbol("⟨a⟩", real=True), sp.Symbol("⟨b⟩", real=True)
+    made, want = _built_product((a, b)), _from_args((a, b), True)
+    slots = {n for k in type(want).__mro__ for n in k.__dict__.get("__slots__", ())}
+    return slots == {"_assumptions", "_mhash", "_args", "is_commutative"} and not hasattr(want, "__dict__") and \
+        made._assumptions is want._assumptions and made._mhash == want._mhash and made._args == want._args and \
+        made.is_commutative is want.is_commutative and made == want and hash(made) == hash(want)
+
+
+_product_of = _built_product if _same_build() else (lambda args: _from_args(args, True))
 
 
 def _mul(x: Any, y: Any) -> Any:

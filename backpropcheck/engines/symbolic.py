@@ -166,6 +166,7 @@ class SymbolicTruth(WitnessSearch):
         self._as_atoms: dict[sp.Basic, sp.Basic] = {}
         self._unkinked: dict[sp.Basic, sp.Basic] = {}
         self._gradient_atoms_of: dict[sp.Basic, frozenset] = {}
+        self._forward_atoms_of: dict[sp.Basic, frozenset] = {}
         # one reverse sweep of the scalar chain rule; each adjoint is a list of parts, summed once
         templates = _TEMPLATES  # shared by every truth: a template's derivative never depends on the dims
         if len(templates) > 50_000:
@@ -401,21 +402,17 @@ class SymbolicTruth(WitnessSearch):
     def _gradient_atoms_in(self, e: sp.Basic) -> frozenset:
         """The gradient atoms among ``e.free_symbols``, memoised per truth by sub-expression (claims and steps
         share them)."""
-        memo = self._gradient_atoms_of
-        found = memo.get(e)
-        if found is None:
-            if not _has_args(e) or not _free_symbols_of_args(type(e)):  # a symbol, a number, or its own rule
-                found = frozenset(s for s in e.free_symbols if s in self.grad_atoms) if isinstance(e, sp.Basic) \
-                    else frozenset()
-            else:
-                found = frozenset().union(*[self._gradient_atoms_in(a) for a in e.args])
-            memo[e] = found
-        return found
+        return _symbols_in(e, self.grad_atoms, self._gradient_atoms_of)
+
+    def _forward_atoms_in(self, e: sp.Basic) -> frozenset:
+        """The forward atoms among ``e.free_symbols``, memoised per truth by sub-expression (a difference's
+        terms and the local definitions below it recur from entry to entry)."""
+        return _symbols_in(e, self.local, self._forward_atoms_of)
 
     def _reach_is_small(self, e: sp.Expr, limit: int = 16) -> bool:
         """Do at most ``limit`` forward atoms lie below ``e``'s (its whole form over the inputs is small)?"""
         seen: set[sp.Symbol] = set()
-        todo = [s for s in e.free_symbols if s in self.local]
+        todo = list(self._forward_atoms_in(e))
         while todo:
             s = todo.pop()
             if s in seen:
@@ -423,7 +420,7 @@ class SymbolicTruth(WitnessSearch):
             seen.add(s)
             if len(seen) > limit:
                 return False
-            todo.extend(t for t in self.local[s].free_symbols if t in self.local and t not in seen)
+            todo.extend(t for t in self._forward_atoms_in(self.local[s]) if t not in seen)
         return True
 
     def peeled_zero(self, e: sp.Expr, rounds: int = 6) -> bool:
@@ -610,6 +607,18 @@ class _ClaimEnv(Mapping[str, np.ndarray]):
 
 
 _UNCHANGED: Any = object()  # a memo's mark for "the expression itself": an equal one is another object
+
+
+def _symbols_in(e: sp.Basic, keep: Mapping, memo: dict[sp.Basic, frozenset]) -> frozenset:
+    """The symbols of ``e.free_symbols`` that are keys of ``keep``, memoised in ``memo`` by sub-expression."""
+    found = memo.get(e)
+    if found is None:
+        if not _has_args(e) or not _free_symbols_of_args(type(e)):  # a symbol, a number, or its own rule
+            found = frozenset(s for s in e.free_symbols if s in keep) if isinstance(e, sp.Basic) else frozenset()
+        else:
+            found = frozenset().union(*[_symbols_in(a, keep, memo) for a in e.args])
+        memo[e] = found
+    return found
 
 
 _FREE_BY_ARGS: dict[type, bool] = {}
