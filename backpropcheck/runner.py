@@ -35,6 +35,19 @@ from typing import Any
 from .budget import repeating_alarm
 
 WORKER_GC_THRESHOLDS = (20_000, 20, 20)  # gc.set_threshold in a worker (the default is 700, 10, 10)
+FULL_COLLECTION_EVERY = 64  # files a worker checks between two collections of everything it froze
+
+
+def after_file(checked: int) -> None:
+    """In a worker, after its ``checked``-th file: what the file left behind (SymPy's caches, the engines'
+    memos) is frozen, so no later collection scans it again — about 7 % of a run's CPU went to scanning it.
+    A reference cycle frozen before it became garbage is freed only by a collection of everything, made
+    every ``FULL_COLLECTION_EVERY`` files: it keeps a long run's memory bounded (a file leaves ~0.3 MB of
+    such cycles)."""
+    if checked % FULL_COLLECTION_EVERY == 0:
+        gc.unfreeze()
+        gc.collect()
+    gc.freeze()
 GRACE = 1.0  # seconds past --file-timeout before the parent kills a worker whose own deadline check did not land
 
 _SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -128,6 +141,7 @@ def _worker(conn, options) -> None:
         from . import checker
 
         limited = os.path.exists("/proc/self/statm")
+        checked = 0
         while True:
             path = conn.recv()
             if path is None:
@@ -144,6 +158,8 @@ def _worker(conn, options) -> None:
                                               checker.out_of_memory(path, options.limits)), True))
             if retiring:
                 break
+            checked += 1
+            after_file(checked)  # the result is sent: the parent goes on meanwhile
     except BaseException:  # noqa: BLE001 - the parent reports the file of a worker that sends nothing
         code = 70
     finally:

@@ -458,3 +458,43 @@ def test_meanwhile_runs_once_after_the_first_workers_start_and_before_any_result
     first_done = events.index("done")
     assert events.index("meanwhile") < first_done
     assert events[:events.index("meanwhile")] == (["start", "start"] if isolate else [])
+
+
+def test_a_worker_freezes_what_each_file_leaves_and_collects_everything_now_and_then(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    from backpropcheck import runner
+
+    calls: list[str] = []
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(gc, "unfreeze", lambda: calls.append("unfreeze"))
+    monkeypatch.setattr(gc, "collect", lambda *a: calls.append("collect") or 0)
+    monkeypatch.setattr(runner, "FULL_COLLECTION_EVERY", 3)
+    for checked in range(1, 8):
+        runner.after_file(checked)
+    assert calls == ["freeze", "freeze", "unfreeze", "collect", "freeze", "freeze", "freeze",
+                     "unfreeze", "collect", "freeze", "freeze"]
+
+
+def test_a_reference_cycle_a_file_leaves_is_freed_by_the_next_full_collection() -> None:
+    import gc
+    import weakref
+
+    from backpropcheck import runner
+
+    class Node:
+        pass
+
+    try:
+        cycle = Node()
+        cycle.me = cycle  # type: ignore[attr-defined]
+        alive = weakref.ref(cycle)
+        runner.after_file(1)  # frozen while still referenced
+        del cycle
+        gc.collect()
+        assert alive() is not None  # frozen: no ordinary collection frees it
+        runner.after_file(runner.FULL_COLLECTION_EVERY)
+        assert alive() is None
+    finally:
+        gc.unfreeze()
