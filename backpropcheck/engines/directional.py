@@ -142,9 +142,13 @@ def _inner_low_rank(g: LowRank, t: np.ndarray | Rank1) -> tuple[float, float] | 
 def _jvp(node: Call, args: tuple, out: np.ndarray, params: dict, tans: list[Tangent]) -> Tangent:
     """The op table's tangent rule; an op with no derivative by nature carries none."""
     op = OPS[node.op]
-    if op.nograd or all(t is None for t in tans):
+    if op.nograd:
         return None  # masks, comparisons and constants are never differentiated through
-    return op.forward_tangent(args, out, params, tans)
+    for t in tans:
+        if t is not None:
+            rule = op.tangent  # the table's rule, called directly; op.forward_tangent names a missing one
+            return rule(args, out, params, tans) if rule is not None else op.forward_tangent(args, out, params, tans)
+    return None  # no argument varies
 
 
 def tangent_of(tape: Tape, var_tangent: Callable[[str], Tangent], index: IndexDef | None = None,
