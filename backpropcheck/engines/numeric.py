@@ -51,6 +51,10 @@ def standin_for(name: str, trial: int) -> tuple[str, Elementwise]:
 
 
 def numeric_backend(derivation: Derivation, trial: int) -> Backend:
+    """The NumPy engine's numbers and functions in this trial: the built-ins, and a stand-in for each generic
+    ``f`` (one backend for every file without one: it would be the same in every trial)."""
+    if not derivation.functions:
+        return _BUILT_IN
     generic = {name: standin_for(name, trial)[1] for name in derivation.functions}
 
     def functions(name: str) -> Elementwise:
@@ -60,6 +64,13 @@ def numeric_backend(derivation: Derivation, trial: int) -> Backend:
         return node.value
 
     return Backend(symbolic=False, functions=functions, const=const, scalar=float)
+
+
+def _const(node: Const) -> float:
+    return node.value
+
+
+_BUILT_IN = Backend(symbolic=False, functions=ELEMENTWISE.__getitem__, const=_const, scalar=float)
 
 
 def rng_for(seed: int, path: str, trial: int) -> np.random.Generator:
