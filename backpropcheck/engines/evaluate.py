@@ -347,7 +347,7 @@ def backprop(tape: Tape, root: Node, seed: np.ndarray, adjoints: dict[str, np.nd
             vjp = op.vjp  # the table's rule, called directly; op.backward names a missing one
             for child, arg, local in zip(node.args, args, vjp(g, out, *args, **params) if vjp is not None
                                          else op.backward(g, out, *args, **params)):
-                if node.op == "matmul" and type(child) is not Var:  # kept only for a named variable's claim
+                if op.forgets_products and type(child) is not Var:  # kept only for a named variable's claim
                     forget_product(local)
                 if type(local) is np.ndarray:  # the common case, first
                     _push(grads, child, unbroadcast(local, np.shape(arg)))

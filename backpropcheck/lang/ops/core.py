@@ -381,6 +381,8 @@ class Op:
     note: str | Callable[[int, list[Shape]], str] = ""  # the local Jacobian in words
     applies: Callable[[Mapping[str, Any]], str | None] | None = None  # the element-wise function applied
     factored: bool = False  # the vjp takes and returns a LowRank gradient as it is
+    # its dense products are kept for a claim (keep_product) only while they are a named variable's gradient
+    forgets_products: bool = False
 
     def backward(self, g, out, *args, **params) -> tuple:
         if self.vjp is None:
