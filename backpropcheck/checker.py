@@ -39,7 +39,7 @@ from .results import (
     true_and_claimed,
 )
 from .workload import all_shaped as _all_shaped
-from .workload import distinct_dims as _distinct_dims
+from .workload import dims_positive as _dims_positive
 from .workload import shape_values as _shape_values
 from .workload import spaces as _spaces
 from .workload import work as _work
@@ -77,14 +77,13 @@ def draw_dims(d: Derivation, rng: np.random.Generator, low: int, high: int,
               fixed: dict[str, int]) -> dict[str, int]:
     """Distinct sizes in [low, high] for every dim not fixed, so a square coincidence cannot pass."""
     free = [n for n in d.dims if n not in fixed]
-    distinct = _distinct_dims(d)
     pool = high - low + 1
     for _ in range(50):
         # positions in low … high: the draws (and the generator's state) of a choice from that range itself
         values = rng.choice(pool, size=len(free), replace=len(free) > pool)
         sizes = dict(fixed)
         sizes.update({n: low + int(v) for n, v in zip(free, values)})
-        if all(dim.value(sizes) >= 1 for dim in distinct):
+        if _dims_positive(d, sizes):  # every dim of every shape at least 1
             return sizes
     raise DerivationError("no dim sizes make every shape positive; check the affine dims")
 

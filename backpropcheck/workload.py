@@ -27,6 +27,7 @@ class _Table:
     shapes: tuple[Shape, ...]  # and its shape, in the same order
     distinct: frozenset[Dim]
     values: tuple[Callable[[Mapping[str, int]], tuple[int, ...]], ...]  # each shape at given dims
+    distinct_values: Callable[[Mapping[str, int]], tuple[int, ...]]  # the distinct dims at given dims
 
 
 def shape_values(shape: Shape) -> Callable[[Mapping[str, int]], tuple[int, ...]]:
@@ -55,13 +56,19 @@ def _table(d: Derivation) -> _Table:
         names = tuple(all_shaped(d))
         shapes = tuple(d.shape_of(n) for n in names)
         distinct = frozenset(dim for s in shapes for dim in s)
-        hit = _TABLES[id(d)] = (d, key, _Table(names, shapes, distinct, tuple(shape_values(s) for s in shapes)))
+        hit = _TABLES[id(d)] = (d, key, _Table(names, shapes, distinct, tuple(shape_values(s) for s in shapes),
+                                               shape_values(tuple(distinct))))
     return hit[2]
 
 
 def distinct_dims(d: Derivation) -> frozenset:
     """The distinct dims of every shape, once per file."""
     return _table(d).distinct
+
+
+def dims_positive(d: Derivation, sizes: Mapping[str, int]) -> bool:
+    """Whether every dim of every shape is at least 1 at these dims (one C call when each is a plain name)."""
+    return min(_table(d).distinct_values(sizes), default=1) >= 1
 
 
 def all_shaped(d: Derivation) -> list[str]:

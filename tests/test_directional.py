@@ -7,6 +7,7 @@ No test here asserts a time."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -65,6 +66,17 @@ def test_one_draw_of_a_trials_directions_gives_each_directions_own_draw(seed):
     for shape in shapes:  # direction() alone draws as it did too
         one, first = direction(shape, np.random.default_rng(seed)), _signs_one_call_each(shape, np.random.default_rng(seed))
         assert type(one) is type(first) and np.array_equal(dense(one), dense(first)), shape
+
+
+@pytest.mark.parametrize("shapes", [[(3,)], [(), (5,)], [(2, 3), (7,), (1,)], [(33, 31), (1,)]])
+def test_directions_with_an_odd_number_of_words_are_each_arrays_own_draw(shapes):
+    """directions() reads two 32-bit words from each raw 64-bit output: a trial whose words are odd in
+    number ends on half of one, and every value is still the per-array int8 draw's."""
+    ref = np.random.default_rng(7)
+    expected = [_signs_one_call_each(s, ref) for s in shapes]
+    got = directions(shapes, np.random.default_rng(7))
+    assert sum(-(-math.prod(s) // 4) for s in shapes) % 2 == 1
+    assert all(np.array_equal(dense(g), dense(e)) for g, e in zip(got, expected))
 
 
 def test_tangent_pass_matches_finite_differences():

@@ -45,20 +45,24 @@ def direction(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray | 
 
 
 def directions(shapes: list[tuple[int, ...]], rng: np.random.Generator) -> list[np.ndarray | Rank1]:
-    """``[direction(shape, rng) for shape in shapes]`` — the same values — from one draw of the generator.
+    """``[direction(shape, rng) for shape in shapes]`` — the same values — from one draw of the generator,
+    which must have drawn no 32-bit value yet (a fresh one, as :func:`..numeric.run_trial`'s).
 
     ``rng.integers(0, 2, size=n, dtype=np.int8)`` uses ⌈n/4⌉ 32-bit words of the generator, and its entry i
     is the top bit of byte i % 4 (least significant first) of word i // 4: NumPy's buffered Lemire draw,
     which never rejects with two outcomes. One draw of every call's words, each call's starting at a word
     of its own as before, gives the same bits without a call per direction (a few µs each, in every
-    trial); tests/test_directional.py pins the equality. The directions are read-only views of one array.
+    trial); tests/test_directional.py pins the equality. The words are the generator's raw 64-bit outputs,
+    each two 32-bit words, the low one first (what its 32-bit draws are when none is buffered), read as
+    little-endian bytes: ``random_raw`` skips ``integers``' checks of its arguments (8 µs a trial). The
+    directions are read-only views of one array.
     """
     counts: list[int] = []
     for shape in shapes:
         counts += [shape[0], shape[1]] if _rank_one(shape) else [math.prod(shape)]
     words = [-(-n // 4) for n in counts]
-    draw = rng.integers(0, 1 << 32, size=sum(words), dtype=np.uint32)  # the words themselves, in order
-    signs = _PLUS_MINUS.take(draw.astype("<u4", copy=False).view(np.uint8) >> 7)
+    raw = rng.bit_generator.random_raw(-(-sum(words) // 2))  # the 32-bit words in order, and half of one more
+    signs = _SIGN_OF_BYTE.take(raw.astype("<u8", copy=False).view(np.uint8))  # -1.0 below 128, else 1.0
     signs.flags.writeable = False
     starts = iter(4 * offset for offset in itertools.accumulate(words, initial=0))
     out: list[np.ndarray | Rank1] = []
@@ -77,6 +81,7 @@ def _rank_one(shape: tuple[int, ...]) -> bool:
 
 
 _PLUS_MINUS = np.array([-1.0, 1.0])
+_SIGN_OF_BYTE = _PLUS_MINUS.take(np.arange(256) >> 7)  # 2b - 1 for b the top bit of a byte
 
 
 def _signs(shape: int | tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
@@ -137,9 +142,13 @@ def _inner_low_rank(g: LowRank, t: np.ndarray | Rank1) -> tuple[float, float] | 
 def _jvp(node: Call, args: tuple, out: np.ndarray, params: dict, tans: list[Tangent]) -> Tangent:
     """The op table's tangent rule; an op with no derivative by nature carries none."""
     op = OPS[node.op]
-    if op.nograd or all(t is None for t in tans):
+    if op.nograd:
         return None  # masks, comparisons and constants are never differentiated through
-    return op.forward_tangent(args, out, params, tans)
+    for t in tans:
+        if t is not None:
+            rule = op.tangent  # the table's rule, called directly; op.forward_tangent names a missing one
+            return rule(args, out, params, tans) if rule is not None else op.forward_tangent(args, out, params, tans)
+    return None  # no argument varies
 
 
 def tangent_of(tape: Tape, var_tangent: Callable[[str], Tangent], index: IndexDef | None = None,

@@ -198,9 +198,12 @@ def _call(node: Call, args: tuple, sizes: Mapping[str, int], backend: Backend) -
     if backend.symbolic:
         fn = backend.faster.get(node.op) or (op.symbolic if op.symbolic is not None else op.numeric)
     else:
-        fn = backend.faster.get(node.op) or op.numeric
+        fn = (backend.faster.get(node.op) if backend.faster else None) or op.numeric
     try:
-        return backend.wrap(fn(*args, **params)), params
+        value = fn(*args, **params)
+        if type(value) is np.ndarray and value.dtype == np.float64 and not backend.symbolic:
+            return value, params  # what wrap() gives it back: the array itself
+        return backend.wrap(value), params
     except IndexError:
         if not op.index_args:
             raise
@@ -341,8 +344,10 @@ def backprop(tape: Tape, root: Node, seed: np.ndarray, adjoints: dict[str, np.nd
                 continue  # a comparison, a constant, an integer result: no derivative by nature
             if not isinstance(g, LowRank):
                 g = to_shape_of(g, out.shape)
-            for child, arg, local in zip(node.args, args, op.backward(g, out, *args, **params)):
-                if node.op == "matmul" and type(child) is not Var:  # kept only for a named variable's claim
+            vjp = op.vjp  # the table's rule, called directly; op.backward names a missing one
+            for child, arg, local in zip(node.args, args, vjp(g, out, *args, **params) if vjp is not None
+                                         else op.backward(g, out, *args, **params)):
+                if op.forgets_products and type(child) is not Var:  # kept only for a named variable's claim
                     forget_product(local)
                 if type(local) is np.ndarray:  # the common case, first
                     _push(grads, child, unbroadcast(local, np.shape(arg)))

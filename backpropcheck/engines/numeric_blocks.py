@@ -178,6 +178,8 @@ def largest(claimed: np.ndarray | LowRank, truth: np.ndarray | LowRank) -> tuple
     of the difference is made and reduced while in cache. NaN anywhere gives NaN. A factored outer product
     (a :class:`LowRank` of one term per entry), claimed or true, is made block by block too, never as a
     whole."""
+    if type(claimed) is np.ndarray and type(truth) is np.ndarray:  # the common case: nothing factored
+        return _largest_dense(claimed, truth)
     truth, claimed = _outer_or_dense(truth), _outer_or_dense(claimed)
     if isinstance(truth, LowRank) or isinstance(claimed, LowRank):
         if truth.size > BLOCK and _float64(claimed) and _float64(truth) and claimed.shape == truth.shape:

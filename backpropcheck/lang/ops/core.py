@@ -4,8 +4,7 @@ group of ops shares (broadcasting over dim names, complex-step and linear tangen
 from __future__ import annotations
 
 import math  # noqa: F401
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -194,16 +193,23 @@ class LowRank:
 _KEPT: ContextVar[list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None] = ContextVar("kept_products", default=None)
 
 
-@contextmanager
-def products_kept() -> Iterator[None]:
+class _ProductsKept:
+    """:func:`products_kept`'s context (a class: entered once per trial, without a generator's frames)."""
+
+    __slots__ = ("_token",)
+
+    def __enter__(self) -> None:
+        self._token = _KEPT.set([])
+
+    def __exit__(self, *exc: object) -> None:
+        _KEPT.reset(self._token)
+
+
+def products_kept() -> _ProductsKept:
     """Within it, each matrix product ``x @ y`` the vector-Jacobian products make densely is kept (by this
     thread), so that a claim that is the very same product (``W.T @ grad_Z`` of the truth's ``Wᵀ g``) reads
     it instead of making it again: :func:`kept_product`."""
-    token = _KEPT.set([])
-    try:
-        yield
-    finally:
-        _KEPT.reset(token)
+    return _ProductsKept()
 
 
 def keep_product(x: np.ndarray, y: np.ndarray, value: np.ndarray) -> np.ndarray:
@@ -375,6 +381,8 @@ class Op:
     note: str | Callable[[int, list[Shape]], str] = ""  # the local Jacobian in words
     applies: Callable[[Mapping[str, Any]], str | None] | None = None  # the element-wise function applied
     factored: bool = False  # the vjp takes and returns a LowRank gradient as it is
+    # its dense products are kept for a claim (keep_product) only while they are a named variable's gradient
+    forgets_products: bool = False
 
     def backward(self, g, out, *args, **params) -> tuple:
         if self.vjp is None:

@@ -159,7 +159,7 @@ def _product_note(position: int, shapes: list[Shape]) -> str:
 
 _register(Op("matmul", _matmul_shape, _matmul, _matmul_vjp, symbolic=_matmul_sym, arity=(2, 2),
              tangent=_matmul_tangent(_matmul), hint=_matmul_hint, work=_matmul_work, rational=True,
-             note=_product_note))
+             note=_product_note, forgets_products=True))
 _register(Op("dot", _matmul_shape, np.dot, _matmul_vjp, symbolic=_matmul_sym, arity=(2, 2),
              tangent=_matmul_tangent(np.dot), signature=sig("a", "b"), hint=_matmul_hint, work=_matmul_work,
              rational=True, note=_product_note))
