@@ -162,7 +162,7 @@ _register(Op("matmul", _matmul_shape, _matmul, _matmul_vjp, symbolic=_matmul_sym
              note=_product_note, forgets_products=True))
 _register(Op("dot", _matmul_shape, np.dot, _matmul_vjp, symbolic=_matmul_sym, arity=(2, 2),
              tangent=_matmul_tangent(np.dot), signature=sig("a", "b"), hint=_matmul_hint, work=_matmul_work,
-             rational=True, note=_product_note))
+             rational=True, note=_product_note, forgets_products=True))
 
 
 def _outer_shape(a: Shape, b: Shape, **_) -> Shape:
