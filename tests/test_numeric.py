@@ -378,3 +378,22 @@ def test_block_threads_work_under_the_callers_errstate(monkeypatch) -> None:
         warnings.simplefilter("error")
         max_abs, scale = numeric_blocks.largest(claimed, truth)
     assert max_abs == np.inf and scale == 1.5e308
+
+
+def test_a_parsed_tree_is_freed_once_nothing_else_holds_it() -> None:
+    """The evaluator remembers each tree's post-order by the tree (weakly): a long-lived process (the API, the
+    pytest plugin) that loads file after file must not keep every tree it ever evaluated."""
+    import gc
+    import weakref
+
+    from backpropcheck.engines.evaluate import post_order
+
+    d = load_text(DENSE_COLUMN)
+    root = d.forward[0].root
+    first = post_order(root)
+    assert first[-1][0] is root and post_order(root) == first  # the same order, read back with its root
+    assert [n for n, _ in first].count(root) == 1
+    alive = weakref.ref(root)
+    del d, root, first
+    gc.collect()
+    assert alive() is None

@@ -96,26 +96,28 @@ def evaluate(
     return values[-1]
 
 
-_POST_ORDER: WeakKeyDictionary[Node, tuple[tuple[Node, int], ...]] = WeakKeyDictionary()
+# a tree's post-order without the root's own entry: a value that held its key would keep it alive forever
+_POST_ORDER: WeakKeyDictionary[Node, tuple[tuple[tuple[Node, int], ...], int]] = WeakKeyDictionary()
 
 
 def post_order(root: Node) -> tuple[tuple[Node, int], ...]:
     """Every node of a tree, children before parents, with its number of children: once per tree
     (a tree is never changed once parsed), as every trial evaluates the same trees again."""
-    order = _POST_ORDER.get(root)
-    if order is None:
-        steps: list[tuple[Node, int]] = []
-        stack: list[tuple[Node, bool]] = [(root, False)]
-        while stack:
-            current, ready = stack.pop()
-            children = current.children()
-            if not ready and children:
-                stack.append((current, True))
-                stack.extend((c, False) for c in reversed(children))
-                continue
-            steps.append((current, len(children)))
-        order = _POST_ORDER[root] = tuple(steps)
-    return order
+    kept = _POST_ORDER.get(root)
+    if kept is not None:
+        return kept[0] + ((root, kept[1]),)
+    steps: list[tuple[Node, int]] = []
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        current, ready = stack.pop()
+        children = current.children()
+        if not ready and children:
+            stack.append((current, True))
+            stack.extend((c, False) for c in reversed(children))
+            continue
+        steps.append((current, len(children)))
+    _POST_ORDER[root] = tuple(steps[:-1]), steps[-1][1]
+    return tuple(steps)
 
 
 def _step(node, args, env, sizes, backend, space):
