@@ -35,19 +35,7 @@ from typing import Any
 from .budget import repeating_alarm
 
 WORKER_GC_THRESHOLDS = (20_000, 20, 20)  # gc.set_threshold in a worker (the default is 700, 10, 10)
-FULL_COLLECTION_EVERY = 64  # files a worker checks between two collections of everything it froze
-
-
-def after_file(checked: int) -> None:
-    """In a worker, after its ``checked``-th file: what the file left behind (SymPy's caches, the engines'
-    memos) is frozen, so no later collection scans it again — about 7 % of a run's CPU went to scanning it.
-    A reference cycle frozen before it became garbage is freed only by a collection of everything, made
-    every ``FULL_COLLECTION_EVERY`` files: it keeps a long run's memory bounded (a file leaves ~0.3 MB of
-    such cycles)."""
-    if checked % FULL_COLLECTION_EVERY == 0:
-        gc.unfreeze()
-        gc.collect()
-    gc.freeze()
+FILES_PER_WORKER = 64  # files a worker checks before it retires and a fresh fork of the parent takes its place
 GRACE = 1.0  # seconds past --file-timeout before the parent kills a worker whose own deadline check did not land
 
 _SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -126,8 +114,8 @@ def _within_deadline(path: str, options):
 
 def _worker(conn, options) -> None:
     """The body of a forked worker: check each path it is sent, each under a fresh memory limit, and send
-    back ``(result, retiring)``; exit (without the parent's atexit) on ``None`` or after running out of
-    memory, when its heap may be in a poor state."""
+    back ``(result, retiring)``; exit (without the parent's atexit) on ``None``, after running out of
+    memory, when its heap may be in a poor state, or after ``FILES_PER_WORKER`` files."""
     code = 0
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -149,7 +137,8 @@ def _worker(conn, options) -> None:
             if limited:
                 limit_memory(options.limits.max_memory)
             result = _within_deadline(path, options)
-            retiring = result.error == checker.out_of_memory(path, options.limits)
+            checked += 1
+            retiring = result.error == checker.out_of_memory(path, options.limits) or checked >= FILES_PER_WORKER
             try:
                 conn.send((result, retiring))
             except MemoryError:
@@ -158,8 +147,10 @@ def _worker(conn, options) -> None:
                                               checker.out_of_memory(path, options.limits)), True))
             if retiring:
                 break
-            checked += 1
-            after_file(checked)  # the result is sent: the parent goes on meanwhile
+            # What the file left behind (SymPy's caches, the engines' memos) is frozen, so no later collection
+            # scans it again (~7 % of a run's time went to that). A reference cycle frozen before it became
+            # garbage stays until the worker retires (~0.3 MB a file): FILES_PER_WORKER bounds it.
+            gc.freeze()
     except BaseException:  # noqa: BLE001 - the parent reports the file of a worker that sends nothing
         code = 70
     finally:

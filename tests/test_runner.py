@@ -460,41 +460,21 @@ def test_meanwhile_runs_once_after_the_first_workers_start_and_before_any_result
     assert events[:events.index("meanwhile")] == (["start", "start"] if isolate else [])
 
 
-def test_a_worker_freezes_what_each_file_leaves_and_collects_everything_now_and_then(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    import gc
 
-    from backpropcheck import runner
+@FORK
+def test_a_worker_retires_after_its_share_of_files_and_a_fresh_one_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker freezes what each file leaves behind (never scanned again by its collector); the reference
+    cycles among it stay until the worker retires, after FILES_PER_WORKER files, so a long run's memory is
+    bounded. The files after it go to a fresh fork, in order, with nothing lost."""
+    from backpropcheck import checker
 
-    calls: list[str] = []
-    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
-    monkeypatch.setattr(gc, "unfreeze", lambda: calls.append("unfreeze"))
-    monkeypatch.setattr(gc, "collect", lambda *a: calls.append("collect") or 0)
-    monkeypatch.setattr(runner, "FULL_COLLECTION_EVERY", 3)
-    for checked in range(1, 8):
-        runner.after_file(checked)
-    assert calls == ["freeze", "freeze", "unfreeze", "collect", "freeze", "freeze", "freeze",
-                     "unfreeze", "collect", "freeze", "freeze"]
-
-
-def test_a_reference_cycle_a_file_leaves_is_freed_by_the_next_full_collection() -> None:
-    import gc
-    import weakref
-
-    from backpropcheck import runner
-
-    class Node:
-        pass
-
-    try:
-        cycle = Node()
-        cycle.me = cycle  # type: ignore[attr-defined]
-        alive = weakref.ref(cycle)
-        runner.after_file(1)  # frozen while still referenced
-        del cycle
-        gc.collect()
-        assert alive() is not None  # frozen: no ordinary collection frees it
-        runner.after_file(runner.FULL_COLLECTION_EVERY)
-        assert alive() is None
-    finally:
-        gc.unfreeze()
+    monkeypatch.setattr(runner, "FILES_PER_WORKER", 2)
+    monkeypatch.setattr(checker, "check_path",  # inherited by the forked workers: who checked what
+                        lambda path, options: checker.FileResult(path, str(os.getpid()), "passed", None))
+    files = [str(write(tmp_path, DENSE_COLUMN, f"f{k}.toml")) for k in range(5)]
+    results = runner.run_files(files, checker.Options(), jobs=1, fail_fast=False)
+    assert [r.path for r in results] == files
+    workers = [r.title for r in results]
+    assert workers[0] == workers[1] != workers[2] == workers[3] != workers[4]
+    assert str(os.getpid()) not in workers
