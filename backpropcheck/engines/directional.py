@@ -54,8 +54,9 @@ def directions(shapes: list[tuple[int, ...]], rng: np.random.Generator) -> list[
     of its own as before, gives the same bits without a call per direction (a few µs each, in every
     trial); tests/test_directional.py pins the equality. The words are the generator's raw 64-bit outputs,
     each two 32-bit words, the low one first (what its 32-bit draws are when none is buffered), read as
-    little-endian bytes: ``random_raw`` skips ``integers``' checks of its arguments (8 µs a trial). The
-    directions are read-only views of one array.
+    little-endian bytes: ``random_raw`` skips ``integers``' checks of its arguments (8 µs a trial). After an
+    odd number of words it leaves no buffered half-word as ``integers`` would: the generator is not for
+    further use. The directions are read-only views of one array.
     """
     counts: list[int] = []
     for shape in shapes:

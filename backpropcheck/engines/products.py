@@ -89,14 +89,14 @@ def _symbols_product(x: sp.Symbol, y: sp.Symbol) -> Any:
     return product
 
 
-_new, _MUL, _MUL_FACTS = object.__new__, sp.Mul, sp.Mul.default_assumptions
+_new, _MUL = object.__new__, sp.Mul
 
 
 def _built_product(args: tuple) -> sp.Mul:
     """``Mul._from_args(args, True)`` without its calls: ``Basic.__new__``'s three fields and the commutative
     flag, set here (used only if it builds what ``_from_args`` builds, checked on import below)."""
     obj = _new(_MUL)
-    obj._assumptions = _MUL_FACTS
+    obj._assumptions = _MUL.default_assumptions  # read each time, as Basic.__new__ does
     obj._mhash = None
     obj._args = args
     obj.is_commutative = True
