@@ -147,7 +147,7 @@ def test_var_is_numpys_population_variance() -> None:
 # the modules that kept per-op lists name no op now
 
 
-@pytest.mark.parametrize("module", ["lang/shapes.py", "engines/evaluate.py", "engines/directional.py",
+@pytest.mark.parametrize("module", ["lang/shapes.py", "engines/evaluate.py", "engines/numeric.py", "engines/directional.py",
                                     "engines/scope.py", "workload.py", "dimuse.py", "diagnose.py",
                                     "explain/opnotes.py", "explain/analysis.py", "explain/verdict.py"])
 def test_the_walkers_name_no_op(module: str) -> None:

@@ -263,37 +263,21 @@ def claim_value(node: Node, index: IndexDef | None, env: Mapping[str, np.ndarray
     reverse sweep made of the same operands (``W.T @ grad_Z``) is read, not made again (:func:`kept_product`).
     Made dense, a factored claim is the array the product gives: the same call of ``matmul`` on the same
     operands, or for one term per entry the same rounded multiply of each pair (a NaN or 0·inf included)."""
-    if (index is not None or type(node) is not Call or node.op not in _FACTORS or len(node.args) != 2
+    op = OPS[node.op] if type(node) is Call else None
+    if (index is not None or type(node) is not Call or op is None or op.factors is None or len(node.args) != 2
             or (shape is not None and math.prod(shape) < ops_core.LOW_RANK_MIN and not any_kept())):
         return evaluate_definition(node, index, env, sizes, backend)  # nothing to factor or to read
     a, b = (evaluate(arg, env, sizes, backend) for arg in node.args)
-    factors = _FACTORS[node.op](np.asarray(a), np.asarray(b))
+    factors = op.factors(np.asarray(a), np.asarray(b))
     if factors is not None and LowRank.worth(*factors):  # large, short and float64: the truth's own rule
         return LowRank(*factors)
-    if node.op == "matmul" and type(a) is np.ndarray and type(b) is np.ndarray:
+    if op.reads_kept_products and type(a) is np.ndarray and type(b) is np.ndarray:
         kept = kept_product(a, b)  # the truth's own product of the same operands (W.T @ grad_Z): made once
         if kept is not None:
             return kept
-    return backend.wrap(OPS[node.op].numeric(a, b, **node.params))
+    return backend.wrap(op.numeric(a, b, **node.params))
 
 
-def _matmul_factors(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """``a @ b`` of two matrices as ``p @ q.T`` (``LowRank.dense`` calls ``matmul(p, q.T)``: ``a @ b`` again,
-    or for an inner dimension of 1 the broadcast product ``_matmul`` takes); None for a vector."""
-    if a.ndim == 2 and b.ndim == 2 and a.shape[1] == b.shape[0]:
-        return a, b.T
-    return None
-
-
-def _outer_factors(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """``outer(a, b)`` of two vectors as ``p @ q.T``."""
-    if a.ndim == 1 and b.ndim == 1:
-        return a[:, None], b[:, None]
-    return None
-
-
-# the products kept factored; ``dot`` is left dense: it takes another route through BLAS than ``matmul``
-_FACTORS = {"matmul": _matmul_factors, "outer": _outer_factors}
 
 
 def _sweep(*args) -> None:

@@ -352,7 +352,9 @@ class Op:
     operand at the result's own index is diagonal by default); ``applies(params)`` — the name of
     the element-wise function a call applies entry by entry (``tanh`` for ``tanh(z)``; None for a
     derivative ``NAME_prime``); ``factored`` — its ``vjp`` takes a :class:`LowRank` gradient as it
-    is and returns one (the transpose), so a factored gradient flows through it without being made whole.
+    is and returns one (the transpose), so a factored gradient flows through it without being made whole;
+    ``factors`` and ``reads_kept_products`` — how a claim that is this product is evaluated by the numeric
+    engine (``engines.numeric.claim_value``).
     """
 
     name: str
@@ -383,6 +385,9 @@ class Op:
     factored: bool = False  # the vjp takes and returns a LowRank gradient as it is
     # its dense products are kept for a claim (keep_product) only while they are a named variable's gradient
     forgets_products: bool = False
+    # a claim that is this product: its operands as ``p @ q.T`` (kept factored when large: LowRank.worth), or None
+    factors: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray] | None] | None = None
+    reads_kept_products: bool = False  # a claim that is this product may read the same one the vjp made
 
     def backward(self, g, out, *args, **params) -> tuple:
         if self.vjp is None:

@@ -157,9 +157,25 @@ def _product_note(position: int, shapes: list[Shape]) -> str:
     return "a dot product: the Jacobian is the other vector"
 
 
+def _matmul_factors(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``a @ b`` of two matrices as ``p @ q.T`` (``LowRank.dense`` calls ``matmul(p, q.T)``: ``a @ b`` again,
+    or for an inner dimension of 1 the broadcast product ``_matmul`` takes); None for a vector. ``dot`` has
+    none: it takes another route through BLAS than ``matmul``, so its claim is made as it is."""
+    if a.ndim == 2 and b.ndim == 2 and a.shape[1] == b.shape[0]:
+        return a, b.T
+    return None
+
+
+def _outer_factors(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``outer(a, b)`` of two vectors as ``p @ q.T``."""
+    if a.ndim == 1 and b.ndim == 1:
+        return a[:, None], b[:, None]
+    return None
+
+
 _register(Op("matmul", _matmul_shape, _matmul, _matmul_vjp, symbolic=_matmul_sym, arity=(2, 2),
              tangent=_matmul_tangent(_matmul), hint=_matmul_hint, work=_matmul_work, rational=True,
-             note=_product_note, forgets_products=True))
+             note=_product_note, forgets_products=True, factors=_matmul_factors, reads_kept_products=True))
 _register(Op("dot", _matmul_shape, np.dot, _matmul_vjp, symbolic=_matmul_sym, arity=(2, 2),
              tangent=_matmul_tangent(np.dot), signature=sig("a", "b"), hint=_matmul_hint, work=_matmul_work,
              rational=True, note=_product_note, forgets_products=True))
@@ -182,6 +198,7 @@ _register(
         signature=sig("u", "v"),
         rational=True,
         note="Kronecker structure: the transposed Jacobian contracts the gradient with the other vector",
+        factors=_outer_factors,
     )
 )
 
