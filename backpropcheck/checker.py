@@ -7,7 +7,6 @@ both; ``verified`` means the symbolic check was skipped or gave up, and says why
 
 from __future__ import annotations
 
-import math
 import random
 import shlex
 import time
@@ -38,10 +37,9 @@ from .results import (
     Verdict,
     true_and_claimed,
 )
-from .workload import all_shaped as _all_shaped
 from .workload import dims_positive as _dims_positive
-from .workload import shape_values as _shape_values
-from .workload import spaces as _spaces
+from .workload import layout as _layout
+from .workload import spaces as _spaces  # noqa: F401 - re-exported: tests count a file's products through it
 from .workload import work as _work
 
 if TYPE_CHECKING:
@@ -161,8 +159,8 @@ class _FileCheck:
                 results[claim.name] = self._result(claim, verdict, message)
         live = [c for c in d.claims if c.name not in results]
         try:
-            self.products: list[tuple[str, tuple]] = []
-            self.spaces = _spaces(d, live, self.options.limits, self.products)
+            self.layout = _layout(d, live, self.options.limits)
+            self.spaces = self.layout.spaces
             self._preflight()
             numeric = self._numeric(live)
         except FileTimeout as exc:
@@ -276,18 +274,9 @@ class _FileCheck:
         self._done_work = 0
         if not isinstance(cfg.trials, int) or not 0 <= cfg.trials <= limits.max_trials:
             return  # _numeric reports it
-        from collections import Counter
-
-        # each distinct space once, with its multiplicity: 10,000 trials of a file with 800 spaces stay cheap
-        entries_of: Counter[tuple] = Counter(self.d.shape_of(n) for n in _all_shaped(self.d))
-        entries_of.update(dims for _, dims in self.spaces)
-        flops_of: Counter[tuple] = Counter()
-        for key, dims in self.products:
-            flops_of[dims] += 3 if key.startswith(("forward.", "loss.")) else 1
-        # each space's values at given dims, as a function (one itemgetter for plain names), with its count
-        entries_at = [(_shape_values(dims), k) for dims, k in entries_of.items()]
-        flops_at = [(_shape_values(dims), k) for dims, k in flops_of.items()]
-        seen: dict[tuple, tuple[int, int]] = {}
+        # each distinct space once, with its multiplicity (workload.layout, worked out once per file): 10,000
+        # trials of a file with 800 spaces stay cheap
+        count = self.layout.count
         flops = 0
         for trial in range(cfg.trials):
             if trial % 100 == 0:
@@ -296,11 +285,7 @@ class _FileCheck:
             sizes = draw_dims(self.d, rng, 2, max(2, cfg.max_dim), self.fixed)
             if trial < KEEP_DRAWN:
                 self._drawn.append((sizes, rng))
-            drawn = tuple(sizes.items())
-            if drawn not in seen:
-                seen[drawn] = (sum(k * math.prod(values(sizes)) for values, k in entries_at),
-                               sum(k * math.prod(values(sizes)) for values, k in flops_at))
-            entries, work = seen[drawn]
+            entries, work = count(sizes)
             flops += work
             if flops > limits.max_flops:
                 raise DerivationError(exceeded(f"the multiply-adds of the products summed over trials 0..{trial} "

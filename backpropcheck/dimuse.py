@@ -47,23 +47,48 @@ def critical_sizes(d: Derivation, max_dim: int) -> list[tuple[str, int, bool]]:
     ``kink``: the size is next to a point where a piecewise function of the dim changes branch
     (the symbolic check examines those too; the sizes past the drawn range get numeric trials)."""
     found: dict[tuple[str, int], bool] = {}
-    for root in _roots(d):
-        for node in walk(root):
-            if not isinstance(node, Call) or not _non_rational(node):
-                continue
-            dims = {n.dim for n in walk(node) if isinstance(n, DimSize)}
-            if not dims:
-                continue
-            for dim in dims:  # past the drawn range, whatever the function
-                for size in (max_dim + 1, 4 * max_dim + 3):
-                    found.setdefault((dim, size), False)
-            if _dim_only(node):
-                for dim, size in _kinks(d, node, dims):
-                    found[(dim, size)] = True
+    for node, dims, dim_only in _uses(d):
+        for dim in dims:  # past the drawn range, whatever the function
+            for size in (max_dim + 1, 4 * max_dim + 3):
+                found.setdefault((dim, size), False)
+        if dim_only:
+            for dim, size in _kinks(d, node, dims):
+                found[(dim, size)] = True
     return sorted(((dim, size, kink) for (dim, size), kink in found.items()), key=lambda t: (t[0], t[1]))
 
 
-def _kinks(d: Derivation, node: Call, dims: set[str]) -> Iterator[tuple[str, int]]:
+_Use = tuple[Call, frozenset[str], bool]
+
+
+def _uses(d: Derivation) -> tuple[_Use, ...]:
+    """Each call through which a dim may leave the rational functions: the dims it reads, and whether it
+    is dim-only. Walked once per file (:func:`~.workload.file_memo`; every check walked every tree), kept
+    with the trees it read (by identity: a tree is never changed in place once parsed) and the op table's
+    entries it used."""
+    from .workload import file_memo
+
+    roots = tuple(_roots(d))
+    kept = file_memo(d).get("dim_uses")
+    if kept is not None and kept[0] == roots and all(OPS.get(name) is op for name, op in kept[1]):
+        return kept[2]
+    ops_read: dict[str, object] = {}
+    uses: list[_Use] = []
+    for root in roots:
+        for node in walk(root):
+            if not isinstance(node, Call):
+                continue
+            ops_read[node.op] = OPS[node.op]
+            if not _non_rational(node):
+                continue
+            dims = frozenset(n.dim for n in walk(node) if isinstance(n, DimSize))
+            if dims:
+                uses.append((node, dims, _dim_only(node)))
+    found = tuple(uses)
+    file_memo(d)["dim_uses"] = (roots, tuple(ops_read.items()), found)
+    return found
+
+
+def _kinks(d: Derivation, node: Call, dims: frozenset[str]) -> Iterator[tuple[str, int]]:
     """Sizes on both sides of every point where the dim-only ``node`` changes branch."""
     import sympy as sp
     from sympy.polys.polyerrors import BasePolynomialError

@@ -7,18 +7,20 @@ anything is allocated, and paces its trials by them.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+import weakref
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from operator import itemgetter
-from typing import TYPE_CHECKING
+from typing import Any
 
+from .errors import LimitError
 from .lang.dims import Dim, Shape
+from .lang.ir import Call, Var
+from .lang.ops import OPS as _OPS
+from .lang.ops import Op, ShapeMismatch
 from .limits import Limits, exceeded
 from .model import Claim, Derivation
-
-if TYPE_CHECKING:
-    from .lang.ir import Call
-    from .lang.ops import Op
 
 
 @dataclass(frozen=True)
@@ -99,22 +101,116 @@ def spaces(d: Derivation, claims: list[Claim], limits: Limits,
     result entry (the op table's ``work``: a matrix product's or einsum's multiply-adds, (m, k) @ (k, n)
     is m·k·n), the work that entries alone do not show.
     """
-    from .errors import LimitError
-    from .lang.ir import Call, Var
-    from .lang.ops import OPS
+    found = layout(d, claims, limits)
+    if products is not None:
+        products.extend(found.products)
+    return list(found.spaces)
 
+
+@dataclass(frozen=True)
+class Layout:
+    """:func:`spaces` of a file and its claims, worked out once (:func:`layout`), and what the checker's
+    preflight counts at each drawn dim assignment."""
+
+    spaces: tuple[tuple[str, tuple], ...]
+    products: tuple[tuple[str, tuple], ...]
+    rank: int  # the largest rank checked against ``max_rank``: the layout holds for any bound at least this
+    entries_at: tuple[tuple[Callable[[Mapping[str, int]], tuple[int, ...]], int], ...]  # each distinct shape, count
+    flops_at: tuple[tuple[Callable[[Mapping[str, int]], tuple[int, ...]], int], ...]  # each product space, weight
+    counted: dict[tuple, tuple[int, int]] = field(default_factory=dict, compare=False)  # dims -> entries, flops
+
+    def count(self, sizes: Mapping[str, int]) -> tuple[int, int]:
+        """Entries (as :func:`work` sums them) and multiply-adds (a forward product thrice, for its two
+        vector-Jacobian products) at these dims."""
+        drawn = tuple(sizes.items())
+        hit = self.counted.get(drawn)
+        if hit is None:
+            hit = (sum(k * math.prod(values(sizes)) for values, k in self.entries_at),
+                   sum(k * math.prod(values(sizes)) for values, k in self.flops_at))
+            if len(self.counted) >= 4096:  # 10,000 trials of distinct draws: bounded
+                self.counted.clear()
+            self.counted[drawn] = hit
+        return hit
+
+
+def layout(d: Derivation, claims: Sequence[Claim], limits: Limits) -> Layout:
+    """:func:`spaces` with the preflight's counts, once per file and claims (each check of a loaded file
+    walked every tree again). Kept with the file (:func:`file_memo`) with what it read: every definition,
+    claim and input shape by identity (a tree is never changed in place once parsed), and the op table's
+    entries it used (a test may replace one); anything else read gives a fresh layout."""
+    reads = _layout_reads(d, claims)
+    kept = file_memo(d).setdefault("layout", [])
+    for entry_reads, ops, found in kept:
+        if (found.rank <= limits.max_rank and entry_reads == reads
+                and all(_OPS.get(name) is op for name, op in ops)):
+            return found
+    ops_read: dict[str, Op] = {}
     out: list[tuple[str, tuple]] = []
+    products: list[tuple[str, tuple]] = []
+    rank = _walk_spaces(d, claims, limits, out, products, ops_read)
+    entries_of: Counter[tuple] = Counter(d.shape_of(n) for n in all_shaped(d))
+    entries_of.update(dims for _, dims in out)
+    flops_of: Counter[tuple] = Counter()
+    for key, dims in products:
+        flops_of[dims] += 3 if key.startswith(("forward.", "loss.")) else 1
+    found = Layout(tuple(out), tuple(products), rank,
+                   tuple((shape_values(dims), k) for dims, k in entries_of.items()),
+                   tuple((shape_values(dims), k) for dims, k in flops_of.items()))
+    if len(kept) >= 4:
+        del kept[0]
+    kept.append((reads, tuple(ops_read.items()), found))
+    return found
+
+
+def _layout_reads(d: Derivation, claims: Sequence[Claim]) -> tuple:
+    """What :func:`layout` reads of a file (compared with ``==``: identity first, and the trees by identity)."""
+    defs = tuple((f.key, f.name, f.shape, f.node, f.index,
+                  None if f.index is None else (f.index.rank, tuple(f.index.ranges.values())))
+                 for f in d.forward + d.backward)
+    told = tuple((c.name, c.node, c.index,
+                  None if c.index is None else (c.index.rank, tuple(c.index.ranges.values()))) for c in claims)
+    return defs, d.loss.expression, told, tuple((n, i.shape) for n, i in d.inputs.items())
+
+
+_MEMOS: dict[int, tuple[weakref.ref[Derivation], dict[str, Any]]] = {}
+
+
+def file_memo(d: Derivation) -> dict[str, Any]:
+    """A dict kept as long as ``d`` lives, for what is worked out from the file once and read at every
+    check (a ``Derivation`` is not hashable, so by id, with a weak reference: a kept value never keeps
+    its file alive, and a file's id reused after it is gone finds nothing). Whoever keeps something here
+    keeps with it what it read, and checks that again."""
+    key = id(d)
+    hit = _MEMOS.get(key)
+    if hit is not None and hit[0]() is d:
+        return hit[1]
+
+    def forget(ref: weakref.ref[Derivation], key: int = key) -> None:
+        current = _MEMOS.get(key)
+        if current is not None and current[0] is ref:
+            del _MEMOS[key]
+
+    store: dict[str, Any] = {}
+    _MEMOS[key] = (weakref.ref(d, forget), store)
+    return store
+
+
+def _walk_spaces(d: Derivation, claims: Sequence[Claim], limits: Limits, out: list[tuple[str, tuple]],
+                 products: list[tuple[str, tuple]], ops_read: dict[str, Op]) -> int:
+    """:func:`spaces` itself, with the op table's entries it reads; the largest rank it checked."""
     roots = [(f.key, f.node) for f in d.forward + d.backward if f.node is not None]
     if d.loss.expression is not None:
         roots.append(("loss.E", d.loss.expression))
     roots += [(f"claims.{c.name}", c.node) for c in claims if c.node is not None]
     indexed = [(f.key, f.index) for f in d.forward + d.backward]
     indexed += [(f"claims.{c.name}", c.index) for c in claims]  # an index-form claim has its space too
+    rank = 0
     for key, index in indexed:
         if index is not None:
             if index.rank > limits.max_rank:
                 raise LimitError(exceeded("the rank of the index space (free indices plus sums)", index.rank,
                                           "max_rank", limits), key=key)
+            rank = max(rank, index.rank)
             out.append((key, tuple(index.ranges.values())))
     for key, root in roots:
         shapes: dict[int, tuple] = {}
@@ -130,40 +226,38 @@ def spaces(d: Derivation, claims: list[Claim], limits: Limits,
                 shape = d.shape_of(node.name)
             elif isinstance(node, Call):
                 args = [shapes[id(kid)] for kid in kids]
-                op = OPS[node.op]
+                op = ops_read[node.op] = _OPS[node.op]
                 shape = _call_shape(node, op, args)
                 space = op.work(args, shape, **node.params) if op.work is not None else None
                 if space is not None:
                     if op.work_in_entries:
                         out.append((key, space))
-                    if products is not None:
-                        products.append((key, space))
+                    products.append((key, space))
             else:
                 shape = ()
             if len(shape) > limits.max_rank:
                 raise LimitError(exceeded(f"the rank of `{node.src}`", len(shape), "max_rank", limits),
                                  key=key, column=node.col)
+            rank = max(rank, len(shape))
             shapes[id(node)] = shape
             if isinstance(node, Call):
                 out.append((key, shape))
-    return out
+    return rank
 
 
 def _call_shape(node: Call, op: Op, args: list[Shape]) -> Shape:
     """The shape of a call whose arguments have these shapes: the op's shape rule (the loader has checked
     it already), or on a mismatch the loader's own error, from :func:`~.lang.shapes.infer`."""
-    from .lang.ir import Var
-    from .lang.ops import ShapeMismatch
-    from .lang.shapes import infer
-
     try:
         return op.shape(*args, **node.params)
     except ShapeMismatch:
+        from .lang.shapes import infer
+
         env = {f"#{k}": shape for k, shape in enumerate(args)}
         return infer(replace(node, args=tuple(Var(kid.col, f"#{k}") for k, kid in enumerate(node.args))), env)
 
 
-def work(d: Derivation, spaces: list[tuple[str, tuple]], sizes: Mapping[str, int]) -> tuple[int, str | None]:
+def work(d: Derivation, spaces: Sequence[tuple[str, tuple]], sizes: Mapping[str, int]) -> tuple[int, str | None]:
     """Entries of every tensor and every space at these dims (Python ints: no overflow), and the
     key of the largest space (the first of them, in the order of ``spaces``)."""
     total = entries(d, sizes)
@@ -176,10 +270,10 @@ def work(d: Derivation, spaces: list[tuple[str, tuple]], sizes: Mapping[str, int
     return total, best[1]
 
 
-_SPACES: dict[int, tuple[list, int, list[tuple[tuple, int, str]]]] = {}
+_SPACES: dict[int, tuple[Sequence, int, list[tuple[tuple, int, str]]]] = {}
 
 
-def _distinct_spaces(spaces: list[tuple[str, tuple]]) -> list[tuple[tuple, int, str]]:
+def _distinct_spaces(spaces: Sequence[tuple[str, tuple]]) -> list[tuple[tuple, int, str]]:
     """Each distinct space once, in the order it first appears, with its count and its first key: a file's
     spaces repeat (1093 in derivations/, 304 distinct), and :func:`work` runs at every trial."""
     hit = _SPACES.get(id(spaces))
