@@ -67,14 +67,30 @@ _SYMBOLIC_FAILURES = (RecursionError, MemoryError, ValueError, TypeError, Arithm
 
 
 def settings(d: Derivation, options: Options) -> Resolved:
-    """The settings a file is checked with: the run's, else the file's [check], else the defaults."""
-    return options.resolve(d.check)
+    """The settings a file is checked with: the run's, else the file's [check], else the defaults
+    (both frozen: the last few pairs are remembered by identity, as a library caller checks again)."""
+    key = (id(options), id(d.check))
+    hit = _SETTINGS.get(key)
+    if hit is not None and hit[0] is options and hit[1] is d.check:
+        return hit[2]
+    resolved = options.resolve(d.check)
+    if len(_SETTINGS) >= 64:
+        _SETTINGS.clear()
+    _SETTINGS[key] = (options, d.check, resolved)
+    return resolved
+
+
+_SETTINGS: dict[tuple[int, int], tuple[Options, CheckSettings, Resolved]] = {}
 
 
 def draw_dims(d: Derivation, rng: np.random.Generator, low: int, high: int,
               fixed: dict[str, int]) -> dict[str, int]:
     """Distinct sizes in [low, high] for every dim not fixed, so a square coincidence cannot pass."""
     free = [n for n in d.dims if n not in fixed]
+    if not free:  # every dim given (--dims): a choice of none draws nothing from the generator
+        if _dims_positive(d, fixed):
+            return dict(fixed)
+        raise DerivationError("no dim sizes make every shape positive; check the affine dims")
     pool = high - low + 1
     for _ in range(50):
         # positions in low … high: the draws (and the generator's state) of a choice from that range itself
@@ -233,7 +249,8 @@ class _FileCheck:
             except NumericProblem as exc:
                 raise _NumericTrouble(f"trial {trial} at dims {_fmt_dims(sizes)}: {exc}") from None
             for claim in claims:
-                self._on_time(f" (numeric trial {trial}, claim {claim.name})")
+                if time.monotonic() > self.deadline:  # the stage's name only when it is reported
+                    self._on_time(f" (numeric trial {trial}, claim {claim.name})")
                 s = stats[claim.name]
                 if s.failure is not None or s.error is not None:
                     continue
