@@ -190,7 +190,7 @@ class _FileCheck:
             results[claim.name] = self._judge(claim, numeric[claim.name], symbolic.get(claim.name))
         refuted = {n for n, r in results.items() if r.verdict == "refuted"}
         for claim in d.claims:
-            results[claim.name].depends_on_refuted = sorted(u for u in claim.uses if u in refuted)
+            results[claim.name].depends_on_refuted = sorted(u for u in claim.uses if u in refuted) if refuted else []
         claims = [results[c.name] for c in d.claims]
         status = "passed" if all(c.ok for c in claims) else "failed"
         if any(c.verdict == "error" for c in claims):

@@ -44,23 +44,20 @@ def shape_values(shape: Shape) -> Callable[[Mapping[str, int]], tuple[int, ...]]
     return itemgetter(*names) if names else lambda sizes: ()
 
 
-_TABLES: dict[int, tuple[Derivation, tuple[int, int, int], _Table]] = {}
-
-
 def _table(d: Derivation) -> _Table:
-    """A file's named shapes, looked up once per file: ``shape_of`` is a linear search, and every trial
-    needs every shape (with 120 definitions, checking every shape at each of 10,000 draws took seconds)."""
+    """A file's named shapes, looked up once per file (:func:`file_memo`, while it has as many inputs and
+    definitions): ``shape_of`` is a linear search, and every trial needs every shape (with 120
+    definitions, checking every shape at each of 10,000 draws took seconds)."""
     key = (len(d.inputs), len(d.forward), len(d.backward))
-    hit = _TABLES.get(id(d))
-    if hit is None or hit[0] is not d or hit[1] != key:
-        if len(_TABLES) > 16:
-            _TABLES.clear()
+    memo = file_memo(d)
+    hit = memo.get("table")
+    if hit is None or hit[0] != key:
         names = tuple(all_shaped(d))
         shapes = tuple(d.shape_of(n) for n in names)
         distinct = frozenset(dim for s in shapes for dim in s)
-        hit = _TABLES[id(d)] = (d, key, _Table(names, shapes, distinct, tuple(shape_values(s) for s in shapes),
-                                               shape_values(tuple(distinct))))
-    return hit[2]
+        hit = memo["table"] = (key, _Table(names, shapes, distinct, tuple(shape_values(s) for s in shapes),
+                                           shape_values(tuple(distinct))))
+    return hit[1]
 
 
 def distinct_dims(d: Derivation) -> frozenset:

@@ -256,7 +256,7 @@ def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator,
         else:
             for h, g in upstream.items():
                 adjoints[h] = g.copy()
-            run.loss = float(sum(np.sum(g * run.values[h]) for h, g in upstream.items()))
+            run.loss = float(sum(_sum(g * run.values[h]) for h, g in upstream.items()))
         for definition in reversed(d.forward):
             if definition.name not in adjoints:  # not a default argument: that would allocate it every time
                 adjoints[definition.name] = np.zeros(shapes[definition.name])
@@ -426,14 +426,23 @@ def _add_tangent(t: Tangent, v: np.ndarray | Rank1, shape: tuple[int, ...]) -> n
     return (tangent if np.shape(tangent) == shape else np.broadcast_to(tangent, shape)) + own
 
 
+def _sum(value: np.ndarray) -> np.floating:
+    """``np.sum`` of an array, the same reduction (``np.add.reduce`` over every axis) without its Python
+    layers of argument handling."""
+    return _ADD_REDUCE(value, None)
+
+
+_ADD_REDUCE = np.add.reduce
+
+
 def _finite(value: np.ndarray, name: str, text: str, quiet: bool = False) -> None:
     """Raise :class:`NumericProblem` if ``value`` has a NaN or an Inf. ``quiet``: the caller ignores
     floating-point errors already (run_trial's errstate), so the sum needs no errstate of its own."""
     if quiet:
-        total = value.sum() if type(value) is np.ndarray else np.sum(value)
+        total = _sum(value) if type(value) is np.ndarray else np.sum(value)
     else:
         with np.errstate(over="ignore", invalid="ignore"):
-            total = value.sum() if type(value) is np.ndarray else np.sum(value)
+            total = _sum(value) if type(value) is np.ndarray else np.sum(value)
     if math.isfinite(total):
         return  # a NaN or an Inf would make the sum NaN or Inf; no entry-sized temporary
     if not np.all(np.isfinite(value)):
