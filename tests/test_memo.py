@@ -164,6 +164,9 @@ def test_settings_follow_the_options_and_the_files_check() -> None:
     assert settings(d, Options()).trials == 7
     d.check = CheckSettings(trials=8, seed=2)
     assert (settings(d, Options()).trials, settings(d, Options()).seed) == (8, 2)
+    same = Options(shapes=2)  # one run's options, two files with their own [check]
+    other = loads(BATCH.replace("[dims]", "[check]\ntrials = 9\n\n[dims]"), "other.toml")
+    assert [settings(f, same).trials for f in (d, other, d, other)] == [8, 9, 8, 9]
 
 
 def test_a_different_file_of_the_same_shapes_is_laid_out_again() -> None:
