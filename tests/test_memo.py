@@ -14,7 +14,7 @@ from conftest import DENSE_COLUMN, dense_toml, with_claims
 
 from backpropcheck import dimuse, workload
 from backpropcheck.checker import Options, check_derivation, draw_dims, settings
-from backpropcheck.engines.numeric import _name_crc, rng_for
+from backpropcheck.engines.numeric import _name_crc, rng_for, seeded_rng
 from backpropcheck.errors import LimitError
 from backpropcheck.lang.ops import OPS
 from backpropcheck.limits import DEFAULT_LIMITS, Limits
@@ -143,6 +143,18 @@ def test_rng_for_is_default_rngs_stream(seed: int, path: str, trial: int) -> Non
     other = rng_for(seed, renamed, trial)  # another file at the same seed and trial: its own stream
     assert other.bit_generator.state == np.random.default_rng([seed, _name_crc(renamed), trial]).bit_generator.state
     assert other.bit_generator.state != rng_for(seed, path, trial).bit_generator.state
+
+
+@pytest.mark.parametrize("entropy", [0, 7, 2**32 - 1, 2**32, 2**63 - 1, (3, 2**40, 5)])
+def test_seeded_rng_is_default_rngs_stream(entropy: int | tuple[int, ...]) -> None:
+    for _ in range(2):  # the words are kept after the first
+        ours = seeded_rng(entropy)
+        theirs = np.random.default_rng(entropy if isinstance(entropy, int) else list(entropy))
+        assert ours.bit_generator.state == theirs.bit_generator.state
+        assert np.array_equal(ours.bit_generator.random_raw(5), theirs.bit_generator.random_raw(5))
+        assert [c.random() for c in ours.spawn(3)] == [c.random() for c in theirs.spawn(3)]
+    if isinstance(entropy, int):  # run_trial's: the seed drawn as a NumPy integer, as default_rng took it
+        assert seeded_rng(entropy).bit_generator.state == np.random.default_rng(np.int64(entropy)).bit_generator.state
 
 
 @pytest.mark.parametrize("high", [2, 64, 8192, 20_000])

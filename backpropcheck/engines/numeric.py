@@ -78,26 +78,31 @@ _BUILT_IN = Backend(symbolic=False, functions=ELEMENTWISE.__getitem__, const=_co
 def rng_for(seed: int, path: str, trial: int) -> np.random.Generator:
     """One generator per (seed, file, trial): reports never depend on run order or --jobs.
 
-    It is ``np.random.default_rng([seed, crc, trial])``, the same stream, made in a tenth of the time:
-    the seed sequence's words for PCG64 are worked out once per (seed, file, trial) (:class:`_Seeded`)."""
-    seeded = _Seeded((seed, _name_crc(path), trial))
-    return np.random.Generator(np.random.PCG64(seeded))  # type: ignore[arg-type]  # any ISeedSequence, at run time
+    It is ``np.random.default_rng([seed, crc, trial])``, the same stream (:func:`seeded_rng`)."""
+    return seeded_rng((seed, _name_crc(path), trial))
+
+
+def seeded_rng(entropy: int | tuple[int, ...]) -> np.random.Generator:
+    """``np.random.default_rng(entropy)`` (a tuple as the list of its ints), the same stream, made in a tenth
+    of the time when the entropy was seen before: the words its seed sequence generates for PCG64 are kept
+    per entropy (:class:`_Seeded`; a SeedSequence takes ~9 µs to mix its pool and generate them, and a check
+    of a loaded file repeated draws the same seeds)."""
+    return np.random.Generator(np.random.PCG64(_Seeded(entropy)))  # type: ignore[arg-type]  # any ISeedSequence
 
 
 class _Seeded(ISpawnableSeedSequence):
-    """``SeedSequence(entropy)`` as PCG64 reads it: the four 64-bit words it generates, kept per entropy (a
-    SeedSequence takes ~9 µs to mix its pool and generate them, at every trial of every check). Anything
-    else asked of it (other words, :meth:`spawn`) comes from this object's own real SeedSequence."""
+    """``SeedSequence(entropy)`` as PCG64 reads it: the four 64-bit words it generates, kept per entropy.
+    Anything else asked of it (other words, :meth:`spawn`) comes from this object's own real SeedSequence."""
 
     __slots__ = ("entropy", "_real")
 
-    def __init__(self, entropy: tuple[int, int, int]) -> None:
+    def __init__(self, entropy: int | tuple[int, ...]) -> None:
         self.entropy = entropy
         self._real: np.random.SeedSequence | None = None
 
     def real(self) -> np.random.SeedSequence:
         if self._real is None:
-            self._real = np.random.SeedSequence(list(self.entropy))
+            self._real = _seed_sequence(self.entropy)
         return self._real
 
     def generate_state(self, n_words: int, dtype: Any = np.uint32) -> np.ndarray:
@@ -109,10 +114,14 @@ class _Seeded(ISpawnableSeedSequence):
         return self.real().spawn(n_children)
 
 
-@functools.lru_cache(maxsize=8192)
-def _pcg64_words(entropy: tuple[int, int, int]) -> np.ndarray:
-    """What ``SeedSequence(list(entropy)).generate_state(4, np.uint64)`` gives (read-only: it is shared)."""
-    words = np.random.SeedSequence(list(entropy)).generate_state(4, np.uint64)
+def _seed_sequence(entropy: int | tuple[int, ...]) -> np.random.SeedSequence:
+    return np.random.SeedSequence(entropy if isinstance(entropy, int) else list(entropy))
+
+
+@functools.lru_cache(maxsize=4096)
+def _pcg64_words(entropy: int | tuple[int, ...]) -> np.ndarray:
+    """What ``SeedSequence(entropy).generate_state(4, np.uint64)`` gives (read-only: it is shared)."""
+    words = _seed_sequence(entropy).generate_state(4, np.uint64)
     words.flags.writeable = False
     return words
 
@@ -232,7 +241,7 @@ def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator,
     for name, inp in d.inputs.items():
         run.values[name] = sample_input(inp, shapes[name], rng, sizes)
     upstream = {h: rng.standard_normal(size=shapes[h]) for h in d.loss.upstream}  # = rng.normal, without its loc/scale pass
-    directions = np.random.default_rng(rng.integers(2**63))  # drawn after the inputs: they stay as before
+    directions = seeded_rng(int(rng.integers(2**63)))  # drawn after the inputs: they stay as before
 
     tapes: dict[str, Tape] = {}
     with np.errstate(all="ignore"), products_kept():  # a claim that is a product the sweep made reads it
