@@ -45,19 +45,21 @@ def shape_values(shape: Shape) -> Callable[[Mapping[str, int]], tuple[int, ...]]
 
 
 def _table(d: Derivation) -> _Table:
-    """A file's named shapes, looked up once per file (:func:`file_memo`, while it has as many inputs and
-    definitions): ``shape_of`` is a linear search, and every trial needs every shape (with 120
-    definitions, checking every shape at each of 10,000 draws took seconds)."""
+    """A file's named shapes, looked up once per file (:func:`file_memo`, while it has the same tables of
+    inputs and definitions, as many of each): ``shape_of`` is a linear search, and every trial needs every
+    shape (with 120 definitions, checking every shape at each of 10,000 draws took seconds)."""
     key = (len(d.inputs), len(d.forward), len(d.backward))
     memo = file_memo(d)
     hit = memo.get("table")
-    if hit is None or hit[0] != key:
+    if (hit is None or hit[0] != key or hit[1] is not d.inputs or hit[2] is not d.forward
+            or hit[3] is not d.backward):
         names = tuple(all_shaped(d))
         shapes = tuple(d.shape_of(n) for n in names)
         distinct = frozenset(dim for s in shapes for dim in s)
-        hit = memo["table"] = (key, _Table(names, shapes, distinct, tuple(shape_values(s) for s in shapes),
-                                           shape_values(tuple(distinct))))
-    return hit[1]
+        hit = memo["table"] = (key, d.inputs, d.forward, d.backward,
+                               _Table(names, shapes, distinct, tuple(shape_values(s) for s in shapes),
+                                      shape_values(tuple(distinct))))
+    return hit[4]
 
 
 def distinct_dims(d: Derivation) -> frozenset:

@@ -181,6 +181,15 @@ def test_settings_follow_the_options_and_the_files_check() -> None:
     assert [settings(f, same).trials for f in (d, other, d, other)] == [8, 9, 8, 9]
 
 
+def test_a_files_inputs_replaced_are_read_again() -> None:
+    d = loads(BATCH.replace('b = ["m"]', 'b = ["m"]\nc = ["m"]'), "batch.toml")
+    other = loads(BATCH.replace('b = ["m"]', 'b = ["m"]\nc = ["n"]'), "batch.toml")
+    sizes = {"n": 2, "m": 3, "B": 4}
+    assert workload.concrete_shapes(d, sizes)["c"] == (3,)
+    d.inputs = other.inputs  # as many inputs as before, one of another shape
+    assert workload.concrete_shapes(d, sizes)["c"] == (2,)
+
+
 def test_a_different_file_of_the_same_shapes_is_laid_out_again() -> None:
     small = loads(dense_toml(), "small.toml")
     big = loads(BATCH, "small.toml")
