@@ -34,7 +34,38 @@ class Elementwise:
 
 
 def _sigmoid(x):
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
+    return 0.5 * (1.0 + _tanh_in_place(0.5 * x))
+
+
+def _tanh_in_place(t):
+    """``np.tanh(t)``, written into ``t``: only ever called on a temporary just made (the same values; a
+    fresh 256 KB array costs its page faults, 4× the tanh at 32k entries). The caller's next operation
+    still sees a temporary, so NumPy elides it as before, in the same operand order (a complex product
+    by a constant is order-sensitive in a NaN's sign)."""
+    if type(t) is np.ndarray and t.dtype.kind in "fc":
+        return np.tanh(t, out=t)
+    return np.tanh(t)  # a scalar (a 0-d input comes back as one), or an object array
+
+
+def _times(s, u):
+    """``s * u`` for a ``u`` made just now, written into ``u`` when it is an array of the product's shape
+    and dtype: the same values, in the same order, as ``s * u`` with ``s`` a temporary (which NumPy
+    computes in place in ``s``), without a fresh array."""
+    if type(u) is np.ndarray and type(s) is np.ndarray and s.shape == u.shape and s.dtype == u.dtype:
+        return np.multiply(s, u, out=u)
+    return s * u
+
+
+def _sigmoid_prime(x):
+    """``σ(x)·(1 - σ(x))``, with σ computed once."""
+    s = _sigmoid(x)
+    return _times(s, 1.0 - s)
+
+
+def _silu_prime(x):
+    """``σ(x)·(1 + x·(1 - σ(x)))``, with σ computed once."""
+    s = _sigmoid(x)
+    return _times(s, 1.0 + x * (1.0 - s))
 
 
 def _erf(x):
@@ -73,7 +104,7 @@ ELEMENTWISE: dict[str, Elementwise] = {
         Elementwise(
             "sigmoid",
             _sigmoid,
-            lambda x: _sigmoid(x) * (1.0 - _sigmoid(x)),
+            _sigmoid_prime,
             lambda u: 1 / (1 + _sp().exp(-u)),
         ),
         Elementwise(
@@ -108,7 +139,7 @@ ELEMENTWISE: dict[str, Elementwise] = {
         Elementwise(
             "silu",
             lambda x: x * _sigmoid(x),
-            lambda x: _sigmoid(x) * (1.0 + x * (1.0 - _sigmoid(x))),
+            _silu_prime,
             lambda u: u / (1 + _sp().exp(-u)),
         ),
         Elementwise("gelu_tanh", lambda x: _gelu_tanh(x)[0], lambda x: _gelu_tanh(x)[1], lambda u: _gelu_tanh_sym(u)),
