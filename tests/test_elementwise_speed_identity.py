@@ -7,6 +7,7 @@ as ``tmp * a``, which differs in the sign of a NaN when both operands are NaN) a
 
 from __future__ import annotations
 
+import math
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
@@ -24,10 +25,23 @@ def _old_sigmoid(x):
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
+_GELU_C = math.sqrt(2.0 / math.pi)
+
+
+def _old_gelu_tanh(x):
+    """``0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`` and its derivative."""
+    inner = _GELU_C * (x + 0.044715 * x**3)
+    t = np.tanh(inner)
+    value = 0.5 * x * (1.0 + t)
+    slope = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _GELU_C * (1.0 + 3 * 0.044715 * x * x)
+    return value, slope
+
+
 OLD: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {  # name: (value, derivative)
     "sigmoid": (_old_sigmoid, lambda x: _old_sigmoid(x) * (1.0 - _old_sigmoid(x))),
     "silu": (lambda x: x * _old_sigmoid(x), lambda x: _old_sigmoid(x) * (1.0 + x * (1.0 - _old_sigmoid(x)))),
     "softplus": (lambda x: np.logaddexp(0.0, x), _old_sigmoid),
+    "gelu_tanh": (lambda x: _old_gelu_tanh(x)[0], lambda x: _old_gelu_tanh(x)[1]),
 }
 
 
