@@ -145,17 +145,17 @@ def numeric_section(widths: list[int], batches: list[int], repeat: int, fd_sampl
     print(f"(b) numeric: {BATCH_FILE.relative_to(ROOT)} (Z = W @ X + b[:, None], H = sigmoid(Z); 4 claims), "
           "n = m = width, one trial")
     jax = _jax_available()
-    print(f"    {'width':>5} {'batch':>5} {'fwd+claims':>11} {'check':>9} {'ratio':>6} {'cpu':>5} {'draw':>7} "
+    print(f"    {'width':>5} {'batch':>5} {'fwd+claims':>11} {'check':>10} {'ratio':>6} {'cpu':>5} {'draw':>7} "
           f"{'full FD (extrap.)':>18} {'FD ratio':>10}" + (f" {'jax.grad+cmp':>13} {'check/jax':>9}" if jax else ""))
     for batch in batches:
         for width in widths:
             t_base, t_check, t_fd, cpu, t_draw = _numeric_row(d, {"n": width, "m": width, "B": batch}, repeat,
                                                               fd_sample)
-            row = (f"    {width:>5} {batch:>5} {t_base:>10.3f}s {t_check:>8.3f}s {t_check / t_base:>6.2f} {cpu:>5.2f} "
-                   f"{t_draw / t_base:>6.2f}x {_human(t_fd):>18} {t_fd / t_check:>9.0f}x")
+            row = (f"    {width:>5} {batch:>5} {t_base * 1e3:>8.2f} ms {t_check * 1e3:>7.2f} ms {t_check / t_base:>6.2f} "
+                   f"{cpu:>5.2f} {t_draw / t_base:>6.2f}x {_human(t_fd):>18} {t_fd / t_check:>9.0f}x")
             if jax:
                 t_jax = _jax_grad_row(width, batch, repeat)
-                row += f" {t_jax:>12.3f}s {t_check / t_jax:>9.2f}"
+                row += f" {t_jax * 1e3:>10.2f} ms {t_check / t_jax:>9.2f}"
             print(row)
     print(f"    ratio = check / (forward + claims) in wall time, cpu = the same in process CPU time: target <= 3 "
           f"at width >= 1024; the two run in turn, {repeat} times each after a warm-up, the least time of each "

@@ -26,6 +26,7 @@ MAX_THREADS = 8
 PIECES = 4  # pieces each thread's run is cut into, taken in turn by whichever thread is free
 _BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _MAX, _MIN = np.maximum.reduce, np.minimum.reduce
+_ANY_SEED = np.random.SeedSequence(0)  # a jumped copy's seed: its state is set before it draws
 
 
 def threads() -> int:
@@ -159,9 +160,12 @@ def uniform(shape: tuple[int, ...], width: float, rng: np.random.Generator) -> n
         fill(rng, 0, count)
         return out
     start = bits.state
+    own_by_thread: dict[int, np.random.PCG64] = {}
 
     def jumped(lo: int, hi: int) -> None:  # a float64 takes one 64-bit step: entry i is step i
-        own = np.random.PCG64()
+        own = own_by_thread.get(_thread.get_ident())
+        if own is None:  # one per thread and call, seeded from a fixed sequence (unseeded reads /dev/urandom)
+            own = own_by_thread[_thread.get_ident()] = np.random.PCG64(_ANY_SEED)
         own.state = start
         fill(np.random.Generator(own.advance(lo * BLOCK)), lo, hi)
 
