@@ -34,7 +34,38 @@ class Elementwise:
 
 
 def _sigmoid(x):
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
+    return 0.5 * (1.0 + _tanh_in_place(0.5 * x))
+
+
+def _tanh_in_place(t):
+    """``np.tanh(t)``, written into ``t``: only ever called on a temporary just made (the same values; a
+    fresh 256 KB array costs its page faults, 4× the tanh at 32k entries). The caller's next operation
+    still sees a temporary, so NumPy elides it as before, in the same operand order (a complex product
+    by a constant is order-sensitive in a NaN's sign)."""
+    if type(t) is np.ndarray and t.dtype.kind in "fc":
+        return np.tanh(t, out=t)
+    return np.tanh(t)  # a scalar (a 0-d input comes back as one), or an object array
+
+
+def _times(s, u):
+    """``s * u`` for a ``u`` made just now, written into ``u`` when it is an array of the product's shape
+    and dtype: the same values, in the same order, as ``s * u`` with ``s`` a temporary (which NumPy
+    computes in place in ``s``), without a fresh array."""
+    if type(u) is np.ndarray and type(s) is np.ndarray and s.shape == u.shape and s.dtype == u.dtype:
+        return np.multiply(s, u, out=u)
+    return s * u
+
+
+def _sigmoid_prime(x):
+    """``σ(x)·(1 - σ(x))``, with σ computed once."""
+    s = _sigmoid(x)
+    return _times(s, 1.0 - s)
+
+
+def _silu_prime(x):
+    """``σ(x)·(1 + x·(1 - σ(x)))``, with σ computed once."""
+    s = _sigmoid(x)
+    return _times(s, 1.0 + x * (1.0 - s))
 
 
 def _erf(x):
@@ -46,13 +77,22 @@ _SQRT2PI = math.sqrt(2.0 * math.pi)
 _GELU_C = math.sqrt(2.0 / math.pi)
 
 
+def _gelu_tanh_inner(x):
+    """``tanh(√(2/π)·(x + 0.044715·x³))``, shared by the value and the derivative (each computes only its own
+    terms: the value computed alongside the derivative cost the value a third more, the complex step twice)."""
+    return _tanh_in_place(_GELU_C * (x + 0.044715 * x**3))
+
+
 def _gelu_tanh(x):
-    """``0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`` and its derivative."""
-    inner = _GELU_C * (x + 0.044715 * x**3)
-    t = np.tanh(inner)
-    value = 0.5 * x * (1.0 + t)
-    slope = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _GELU_C * (1.0 + 3 * 0.044715 * x * x)
-    return value, slope
+    """``0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))``."""
+    t = _gelu_tanh_inner(x)
+    return 0.5 * x * (1.0 + t)
+
+
+def _gelu_tanh_prime(x):
+    """The derivative of :func:`_gelu_tanh`."""
+    t = _gelu_tanh_inner(x)
+    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _GELU_C * (1.0 + 3 * 0.044715 * x * x)
 
 
 def _gelu_tanh_sym(u):
@@ -73,7 +113,7 @@ ELEMENTWISE: dict[str, Elementwise] = {
         Elementwise(
             "sigmoid",
             _sigmoid,
-            lambda x: _sigmoid(x) * (1.0 - _sigmoid(x)),
+            _sigmoid_prime,
             lambda u: 1 / (1 + _sp().exp(-u)),
         ),
         Elementwise(
@@ -108,10 +148,10 @@ ELEMENTWISE: dict[str, Elementwise] = {
         Elementwise(
             "silu",
             lambda x: x * _sigmoid(x),
-            lambda x: _sigmoid(x) * (1.0 + x * (1.0 - _sigmoid(x))),
+            _silu_prime,
             lambda u: u / (1 + _sp().exp(-u)),
         ),
-        Elementwise("gelu_tanh", lambda x: _gelu_tanh(x)[0], lambda x: _gelu_tanh(x)[1], lambda u: _gelu_tanh_sym(u)),
+        Elementwise("gelu_tanh", _gelu_tanh, _gelu_tanh_prime, lambda u: _gelu_tanh_sym(u)),
         Elementwise(
             "sign", np.sign, lambda x: np.zeros(np.shape(x)), lambda u: 2 * _sf().Step(u) - 1, nograd=True
         ),
