@@ -67,20 +67,8 @@ _SYMBOLIC_FAILURES = (RecursionError, MemoryError, ValueError, TypeError, Arithm
 
 
 def settings(d: Derivation, options: Options) -> Resolved:
-    """The settings a file is checked with: the run's, else the file's [check], else the defaults
-    (both frozen: the last few pairs are remembered by identity, as a library caller checks again)."""
-    key = (id(options), id(d.check))
-    hit = _SETTINGS.get(key)
-    if hit is not None and hit[0] is options and hit[1] is d.check:
-        return hit[2]
-    resolved = options.resolve(d.check)
-    if len(_SETTINGS) >= 64:
-        _SETTINGS.clear()
-    _SETTINGS[key] = (options, d.check, resolved)
-    return resolved
-
-
-_SETTINGS: dict[tuple[int, int], tuple[Options, CheckSettings, Resolved]] = {}
+    """The settings a file is checked with: the run's, else the file's [check], else the defaults."""
+    return options.resolve(d.check)
 
 
 def draw_dims(d: Derivation, rng: np.random.Generator, low: int, high: int,

@@ -135,6 +135,10 @@ DEFAULT_CHECK = Resolved(seed=0, trials=20, shapes=3, max_dim=64, rtol=DEFAULT_R
 
 @dataclass
 class Derivation:
+    """A loaded derivation file. Never changed in place once loaded (only the loader builds it): the engines
+    keep what they work out from it, and from its trees, by identity (``workload.file_memo``, evaluate's post
+    orders); a changed derivation is a new object."""
+
     path: str
     title: str
     summary: str = ""

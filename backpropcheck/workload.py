@@ -126,7 +126,7 @@ class Layout:
         if hit is None:
             hit = (sum(k * math.prod(values(sizes)) for values, k in self.entries_at),
                    sum(k * math.prod(values(sizes)) for values, k in self.flops_at))
-            if len(self.counted) >= 4096:  # 10,000 trials of distinct draws: bounded
+            if len(self.counted) >= 256:  # kept with the file: bounded (a default run draws 20)
                 self.counted.clear()
             self.counted[drawn] = hit
         return hit

@@ -115,7 +115,7 @@ class _Seeded(ISpawnableSeedSequence):
 
 
 def _seed_sequence(entropy: int | tuple[int, ...]) -> np.random.SeedSequence:
-    return np.random.SeedSequence(entropy if isinstance(entropy, int) else list(entropy))
+    return np.random.SeedSequence(list(entropy) if isinstance(entropy, tuple) else int(entropy))  # np.int64 too
 
 
 @functools.lru_cache(maxsize=4096)
