@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import BUNDLED, DENSE_COLUMN, DENSE_INDEX, SOFTMAX_REGRESSION, check_text, derivation_toml, load_text
+from numpy.random.bit_generator import ISeedSequence
 
 from backpropcheck.engines import numeric, numeric_blocks
 from backpropcheck.engines.evaluate import evaluate, evaluate_definition
@@ -284,32 +285,78 @@ def test_a_huge_but_finite_true_gradient_is_not_a_numeric_problem() -> None:
     assert compare(run.claims["grad_x"], run.grads["x"], 1e-7, 1e-12)[0]
 
 
+PINNED_LARGE_DRAW = [-0.004026283513926607, -0.038643436529084, -0.07143142847800002]
+
+
+class _Words(ISeedSequence):
+    """A seed sequence that hands SFC64 these three words (SFC64 seeds itself from generate_state(3))."""
+
+    def __init__(self, words: np.ndarray) -> None:
+        self.words = words
+
+    def generate_state(self, n_words: int, dtype=np.uint32) -> np.ndarray:
+        assert (n_words, dtype) == (3, np.uint64)
+        return np.array(self.words, dtype=np.uint64)
+
+
+def _blocked_reference(shape: tuple[int, ...], width: float, rng: np.random.Generator, block: int) -> np.ndarray:
+    """The documented large draw, written out on one thread with NumPy's own SFC64 seeding: block k from
+    SFC64 seeded with raw words 3k … 3k+2 of ``rng``, all drawn before any block."""
+    size = int(np.prod(shape))
+    count = -(-size // block)
+    seeds = rng.bit_generator.random_raw(3 * count).reshape(count, 3)
+    parts = [np.random.Generator(np.random.SFC64(_Words(seeds[k]))).random(min(block, size - k * block))
+             for k in range(count)]
+    return ((np.concatenate(parts) - 0.5) * width).reshape(shape)
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3, 5])
-def test_a_uniform_draw_in_blocks_and_threads_is_the_one_draw(monkeypatch, threads: int) -> None:
-    # the same numbers as one rng.random(shape) draw, and the generator left where that leaves it, also
-    # when a 32-bit half was buffered before (integers of 32 bits take halves of a 64-bit step)
+def test_a_uniform_draw_is_the_same_on_any_number_of_threads(monkeypatch, threads: int) -> None:
+    # one block: exactly the one-draw formula; more: block k from its own SFC64 stream seeded from rng's raw
+    # words, so neither the values nor where rng is left depend on the threads (a 32-bit half buffered
+    # before stays buffered)
     monkeypatch.setattr(numeric_blocks, "BLOCK", 10)
     monkeypatch.setattr(numeric_blocks, "PARALLEL_MIN", 8)
     monkeypatch.setattr(numeric_blocks, "threads", lambda: threads)
-    for shape in [(97,), (7, 13), (3, 5, 11), (5,), ()]:
-        one, blocked = np.random.default_rng(7), np.random.default_rng(7)
-        for rng in (one, blocked):
+    for shape in [(97,), (7, 13), (3, 5, 11), (10,), (5,), ()]:
+        ref, blocked = np.random.default_rng(7), np.random.default_rng(7)
+        for rng in (ref, blocked):
             rng.integers(0, 2**32, size=3, dtype=np.uint32)
-        expected = (one.random(shape) - 0.5) * 0.25
+        size = int(np.prod(shape))
+        expected = ((ref.random(shape) - 0.5) * 0.25 if size <= 10
+                    else _blocked_reference(shape, 0.25, ref, 10))
         got = numeric_blocks.uniform(shape, 0.25, blocked)
         np.testing.assert_array_equal(got, expected)
         assert got.shape == expected.shape
         np.testing.assert_array_equal(blocked.integers(0, 2**32, size=5, dtype=np.uint32),
-                                      one.integers(0, 2**32, size=5, dtype=np.uint32))
-        np.testing.assert_array_equal(blocked.random(4), one.random(4))
+                                      ref.integers(0, 2**32, size=5, dtype=np.uint32))
+        np.testing.assert_array_equal(blocked.random(4), ref.random(4))
+
+
+def test_a_large_draw_is_uniform_and_its_blocks_independent() -> None:
+    # 16 blocks of the real size: in range, the moments of U(-w/2, w/2), no two blocks alike, no entry
+    # repeated (53 random bits each), and no correlation between neighbouring blocks
+    x = numeric_blocks.uniform((16, numeric_blocks.BLOCK), 2.0, np.random.default_rng(1))
+    assert x.min() >= -1.0 and x.max() < 1.0
+    n = x.size
+    assert abs(x.mean()) < 5 / np.sqrt(3 * n)  # five standard errors
+    assert abs(x.var() - 1 / 3) < 5 * np.sqrt(4 / 45 / n)
+    assert np.unique(x).size == n
+    for a, b in zip(x, x[1:]):
+        assert abs(np.corrcoef(a, b)[0, 1]) < 5 / np.sqrt(a.size)
 
 
 def test_a_real_input_is_drawn_as_before() -> None:
-    # uniform on (-√3, √3) scaled by 1/√(last dim): the values of the one-draw formula, so a seed's
-    # counterexample reproduces across versions
-    shape = (300, 500)
+    # uniform on (-√3, √3) scaled by 1/√(last dim). One block (up to 131,072 entries): the values of the
+    # one-draw formula, so a seed's counterexample reproduces across versions. Larger: pinned entries of the
+    # blocked SFC64 draw (first, last, and one past the first block)
+    shape = (250, 500)
     expected = (np.random.default_rng(3).random(shape) - 0.5) * (2.0 * np.sqrt(3.0) * (1.0 / np.sqrt(500)))
     np.testing.assert_array_equal(sample_input(Input("W", (), "real"), shape, np.random.default_rng(3)), expected)
+    big = sample_input(Input("W", (), "real"), (300, 500), np.random.default_rng(3))
+    np.testing.assert_array_equal(big, _blocked_reference((300, 500), 2.0 * np.sqrt(3.0) * (1.0 / np.sqrt(500)),
+                                                          np.random.default_rng(3), numeric_blocks.BLOCK))
+    assert [big.flat[0], big.flat[-1], big.flat[numeric_blocks.BLOCK]] == PINNED_LARGE_DRAW
 
 
 def test_threads_follow_the_blas_setting(monkeypatch) -> None:
