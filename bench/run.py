@@ -149,12 +149,12 @@ def numeric_section(widths: list[int], batches: list[int], repeat: int, fd_sampl
           f"{'full FD (extrap.)':>18} {'FD ratio':>10}" + (f" {'jax.grad+cmp':>13} {'check/jax':>9}" if jax else ""))
     for batch in batches:
         for width in widths:
-            t_base, t_check, t_fd, cpu, t_draw = _numeric_row(d, {"n": width, "m": width, "B": batch}, repeat,
-                                                              fd_sample)
+            jax_row = _jax_grad_row(width, batch) if jax else None
+            t_base, t_check, t_fd, cpu, t_draw, t_jax = _numeric_row(d, {"n": width, "m": width, "B": batch}, repeat,
+                                                                     fd_sample, jax_row)
             row = (f"    {width:>5} {batch:>5} {t_base * 1e3:>8.2f} ms {t_check * 1e3:>7.2f} ms {t_check / t_base:>6.2f} "
                    f"{cpu:>5.2f} {t_draw / t_base:>6.2f}x {_human(t_fd):>18} {t_fd / t_check:>9.0f}x")
-            if jax:
-                t_jax = _jax_grad_row(width, batch, repeat)
+            if t_jax is not None:
                 row += f" {t_jax * 1e3:>10.2f} ms {t_check / t_jax:>9.2f}"
             print(row)
     print(f"    ratio = check / (forward + claims) in wall time, cpu = the same in process CPU time: target <= 3 "
@@ -163,17 +163,19 @@ def numeric_section(widths: list[int], batches: list[int], repeat: int, fd_sampl
           f"forward + claims. Full FD is extrapolated from "
           f"{fd_sample} timed one-entry passes per row (one-sided, one pass per parameter).")
     if jax:
-        print("    jax.grad+cmp = jax.grad of the same layer's <G, H> (float64, eager, warm: the best of the runs) "
-              "plus the four claims in NumPy and their comparison; target check/jax <= 0.5")
+        print("    jax.grad+cmp = jax.grad of the same layer's <G, H> (float64, eager, warm) plus the four claims in "
+              "NumPy and their comparison, run in turn with the other three (the least time shown); "
+              "target check/jax <= 0.5")
     else:
         print("    jax.grad comparison: skipped — jax is not importable here")
     _third_party(widths, batches, repeat)
 
 
-def _numeric_row(d, sizes: dict[str, int], repeat: int,
-                 fd_sample: int) -> tuple[float, float, float, float, float]:
+def _numeric_row(d, sizes: dict[str, int], repeat: int, fd_sample: int,
+                 jax_row: Callable[[], object] | None) -> tuple[float, float, float, float, float, float | None]:
     """(forward + claims, backpropcheck's check, full finite differences extrapolated) in wall seconds,
-    the check / (forward + claims) ratio in CPU time, and the wall seconds of the check's input draw."""
+    the check / (forward + claims) ratio in CPU time, the wall seconds of the check's input draw, and of
+    ``jax_row`` (the jax.grad comparison) if given, each run in turn with the others."""
     import numpy as np
 
     from backpropcheck.checker import Options, check_derivation
@@ -210,8 +212,9 @@ def _numeric_row(d, sizes: dict[str, int], repeat: int,
         for name, inp in d.inputs.items():
             sample_input(inp, shapes[name], rng, sizes)
 
-    (t_base, cpu_base), (t_check, cpu_check), (t_draw, _) = best_alternating([forward_and_claims, check, draw],
-                                                                             repeat)
+    timed = best_alternating([forward_and_claims, check, draw] + ([jax_row] if jax_row else []), repeat)
+    (t_base, cpu_base), (t_check, cpu_check), (t_draw, _) = timed[:3]
+    t_jax = timed[3][0] if jax_row else None
     cpu_ratio = cpu_check / cpu_base
     # full finite differences: one forward pass (and E = <grad_H, H>) per parameter, timed on a sample
     names = [n for n, inp in d.inputs.items() if not inp.constant]
@@ -226,7 +229,7 @@ def _numeric_row(d, sizes: dict[str, int], repeat: int,
         env[name] = bumped
         float(np.vdot(grads["grad_H"], forward(env)["H"]))
     t_fd = (time.perf_counter() - started) / fd_sample * count
-    return t_base, t_check, t_fd, cpu_ratio, t_draw
+    return t_base, t_check, t_fd, cpu_ratio, t_draw, t_jax
 
 
 def _third_party(widths: list[int], batches: list[int], repeat: int) -> None:
@@ -260,14 +263,14 @@ def _jax_available() -> bool:
     return True
 
 
-def _jax_grad_row(width: int, batch: int, repeat: int) -> float:
-    """Wall seconds of the jax.grad comparison of the four claims of dense_column_batch at this size."""
+def _jax_grad_row(width: int, batch: int) -> Callable[[], None]:
+    """The jax.grad comparison of the four claims of dense_column_batch at this size, ready to time."""
     import numpy as np
 
     rng = np.random.default_rng(0)
     W, X = rng.normal(size=(width, width)) / np.sqrt(width), rng.normal(size=(width, batch))
     b, G = rng.normal(size=width), rng.normal(size=(width, batch))
-    return best_time(lambda: _jax_grad_compare(W, X, b, G), repeat)
+    return lambda: _jax_grad_compare(W, X, b, G)
 
 
 def _jax_grad_compare(W, X, b, G) -> None:
