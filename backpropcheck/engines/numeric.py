@@ -326,8 +326,6 @@ def claim_value(node: Node, index: IndexDef | None, env: Mapping[str, np.ndarray
     return backend.wrap(op.numeric(a, b, **node.params))
 
 
-
-
 def _sweep(*args) -> None:
     """The reverse sweep; an op without a derivative rule is an internal error, never a zero."""
     try:
