@@ -67,8 +67,6 @@ def test_exact_declines_floats():
         Converter().is_zero(sp.Float(0.1) * x - y)
 
 
-
-
 def _sound_on_random_expressions(seed: int, count: int) -> None:
     """Whatever the converter calls zero evaluates to zero; most rewritten copies are proved zero
     (not all: it knows no symmetry of tanh, for one — the caller then falls back to SymPy)."""

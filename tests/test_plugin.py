@@ -234,7 +234,6 @@ def test_notes_blocks_are_items_and_other_markdown_is_left_alone(pytester: pytes
     assert "README" not in result.stdout.str()
 
 
-
 # -- the pre-commit hook ---------------------------------------------------------------------------------------
 
 

@@ -460,7 +460,6 @@ def test_meanwhile_runs_once_after_the_first_workers_start_and_before_any_result
     assert events[:events.index("meanwhile")] == (["start", "start"] if isolate else [])
 
 
-
 @FORK
 def test_a_worker_retires_after_its_share_of_files_and_a_fresh_one_goes_on(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

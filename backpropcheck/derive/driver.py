@@ -382,7 +382,6 @@ class _Deriver:
         return name
 
 
-
 def _root_op(node: Node) -> str:
     """The op at the root, by the name a file calls it (``tanh``, ``tanh_prime``, ``sum``, ``add``)."""
     if isinstance(node, Call):

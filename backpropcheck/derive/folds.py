@@ -55,7 +55,6 @@ def spelled_out(expr: Node, v: str) -> Call | None:
     return None
 
 
-
 def fold_cross_entropy(cx: Context, d: Derivation, consumer: Call, g: Node, name: str = "") -> Node | None:
     """``P = softmax(Z)`` (or ``L = log_softmax(Z)``) whose gradient is ``s · Y / P`` (``s · Y``)
     with Y a constant simplex or one-hot along the same axis: ``grad_Z = -s · (P - Y)``."""

@@ -184,7 +184,6 @@ def _index_terms(node: Node, bound: dict[str, str], letters: dict[str, str], aff
     return None
 
 
-
 def _entry_text(ref: Ref, order: list[str]) -> str:
     """An entry as the file writes it; in a shifted position the indices come in ``order`` (the
     definition's free indices first: ``x[t + k]``, not ``x[k + t]``)."""

@@ -123,8 +123,6 @@ def claim_name(key: str) -> str:
     return key.split("[", 1)[0].strip()
 
 
-
-
 _BARE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 

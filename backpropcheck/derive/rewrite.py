@@ -14,8 +14,6 @@ from .tree import Context, _is, _is_const, call, const, key
 # rewriting to textbook form
 
 
-
-
 class Rewriter:
     """Value-preserving rewrite rules, applied bottom-up to a fixpoint."""
 
@@ -521,7 +519,6 @@ RULES: list[Callable[[Context, Call], Node | None]] = [
     r_identity, r_constants, r_signs, r_transpose, r_ones, r_sums, r_einsum, r_scalars_out, r_leading_axis,
     r_blocks, r_centred, r_masks,
 ]
-
 
 
 # ---------------------------------------------------------------------------

@@ -50,7 +50,6 @@ MAX_POINTS = 24  # the most dim assignments one certificate may need
 DOMAINS = ("real", "positive", "unit", "simplex")
 
 
-
 class _Broken(Exception):
     """A truth the certificate needs failed to build before (for another claim of the file)."""
 

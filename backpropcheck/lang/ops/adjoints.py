@@ -28,7 +28,6 @@ from .structure import _perm, _slice_items, _slice_shape
 # results are raw; ``backpropcheck.derive`` rewrites them into textbook form.
 
 
-
 class NoAdjoint(Exception):
     """``derive`` cannot write this op's gradient in matrix form (yet)."""
 

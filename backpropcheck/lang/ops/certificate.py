@@ -28,7 +28,6 @@ class Outside(Exception):
     """The expression is outside the certificate's class; the message says why."""
 
 
-
 # ---------------------------------------------------------------------------
 # the abstract value of an array expression
 
@@ -188,7 +187,6 @@ def reduced_axes(params: Mapping[str, Any], rank: int) -> list[int]:
     raise Outside("a reduction over an axis given in an unknown form")
 
 
-
 def _broadcast(args: list[AV]) -> Shape:
     try:
         return broadcast(*[a.shape for a in args])
@@ -226,7 +224,6 @@ def power(a: AV, exponent: float, text: str) -> AV:
         raise Outside("a negative or fractional power of an expression that holds a sum")
     den = a.den | (_named_axes(a.shape) if not a.monomial else frozenset())
     return AV(a.shape, {}, {}, a.monomial, den, False, True)
-
 
 
 def _softmax_like(a: AV, axes: list[int], den: bool) -> AV:

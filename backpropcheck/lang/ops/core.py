@@ -481,7 +481,6 @@ def _nonnegative(d: Dim) -> bool:
     return d.monotone and d.at_ones >= 0
 
 
-
 def _literal(value: Any) -> str:
     """A static parameter as a file writes it: ``1``, ``True``, ``(0, 2)``, ``H*D``, ``"ij->i"``."""
     if isinstance(value, bool) or value is None:
