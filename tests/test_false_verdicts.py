@@ -295,3 +295,74 @@ grad_x = "grad_h * M"
     assert result.status == "error" and "constant = true" in (result.error or "")
     fixed = check_text(tmp_path, text.replace('domain = "binary" }', 'domain = "binary", constant = true }'))
     assert claim(fixed, "grad_x").verdict == "proved"
+
+
+# --- found by a QA pass of hand-written derivations (round 8) ---
+
+MAX_OF_COPIES = """
+[derivation]
+title = "max over copies of one entry: ties by construction"
+[dims]
+n = "rows"
+m = "copies"
+[inputs]
+x = ["n"]
+[forward]
+Xb = "x[:, None] * ones((n, m))"
+r = "max(Xb, axis=1)"
+[loss]
+upstream = "r"
+[claims]
+grad_x = "grad_r"
+"""
+
+UPSAMPLE_THEN_POOL = """
+[derivation]
+title = "nearest-neighbour upsampling by 2, then 2-wide max pooling: the identity"
+[dims]
+n = "rows"
+m = "cols"
+[inputs]
+x = ["n", "m"]
+[forward]
+up = "reshape(x[:, :, None] * ones((n, m, 2)), (n, 2*m))"
+pooled = "max(reshape(up, (n, m, 2)), axis=2)"
+[loss]
+upstream = "pooled"
+[claims]
+grad_x = "grad_pooled"
+"""
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("text, right, wrong", [
+    (MAX_OF_COPIES, "grad_r", "m * grad_r"),
+    (MAX_OF_COPIES.replace("max(", "min("), "grad_r", "m * grad_r"),
+    (UPSAMPLE_THEN_POOL, "grad_pooled", "2 * grad_pooled"),
+])
+def test_a_max_over_entries_tied_by_construction_splits_its_gradient(tmp_path: Path, text: str, right: str,
+                                                                     wrong: str, seed: int) -> None:
+    """The max of m copies of x is x: its gradient is grad_r, not m * grad_r (the numeric truth gave each tied
+    entry the whole upstream gradient, and refuted the right claim)."""
+    options = Options(seed=seed, trials=5)
+    assert claim(check_text(tmp_path, text, options), "grad_x").verdict == "proved"
+    c = claim(check_text(tmp_path, text.replace(f'grad_x = "{right}"', f'grad_x = "{wrong}"'), options), "grad_x")
+    assert c.verdict == "refuted", c.message
+
+
+def test_the_max_gradient_at_a_tie_is_shared_in_the_op_table() -> None:
+    """The reverse rule and the tangent rule of max/min give each of k tied entries 1/k; without ties, a
+    selection as before."""
+    import numpy as np
+
+    from backpropcheck.lang.ops import OPS
+
+    a = np.array([[1.0, 3.0, 3.0, 2.0], [5.0, 0.0, -1.0, 4.0]])
+    for name, extreme in (("max", a.max(axis=1)), ("min", a.min(axis=1))):
+        op = OPS[name]
+        (g,) = op.vjp(np.array([6.0, 10.0]), extreme, a, axis=1)
+        expected = {"max": [[0, 3, 3, 0], [10, 0, 0, 0]], "min": [[6, 0, 0, 0], [0, 0, 10, 0]]}[name]
+        assert np.array_equal(g, np.array(expected, dtype=float))
+        t = np.arange(8.0).reshape(2, 4)
+        tangent = op.tangent([a], extreme, {"axis": 1}, [t])
+        assert np.array_equal(tangent, {"max": [1.5, 4.0], "min": [0.0, 6.0]}[name])

@@ -205,7 +205,10 @@ _register(
 )
 
 
-# max/min reductions: the gradient goes to the arg-max (ties are never sampled)
+# max/min reductions: the gradient goes to the arg-max. Random draws never tie, but a file can tie
+# entries by construction (the max of copies of one entry, max(x[:, None] * ones((n, m)), axis=1) = x):
+# the gradient is then split evenly among the tied entries, so copies of one entry add up to its own
+# gradient (1, not m) -- the per-neuron truth's value there too.
 
 
 def _extreme(name: str):
@@ -214,17 +217,20 @@ def _extreme(name: str):
     def numeric(a, axis=None, keepdims=False):
         return pick(a, axis=axis, keepdims=keepdims)
 
-    def mask(a, out, axis, keepdims):
-        """1 at the arg-max/arg-min of each slice: the local Jacobian is a selection."""
-        return (np.real(a) == np.real(_expand_reduced(out, np.shape(a), axis, keepdims))).astype(float)
+    def share(a, out, axis, keepdims):
+        """The local Jacobian, a selection: 1 at the arg-max/arg-min of each slice, 1/k at each of k tied
+        entries (none of a NaN slice)."""
+        mask = (np.real(a) == np.real(_expand_reduced(out, np.shape(a), axis, keepdims))).astype(float)
+        ties = np.sum(mask, axis=axis, keepdims=True)
+        return mask if np.all(ties <= 1) else mask / np.maximum(ties, 1.0)
 
     def vjp(g, out, a, axis=None, keepdims=False):
-        return (_expand_reduced(g, a.shape, axis, keepdims) * mask(a, out, axis, keepdims),)
+        return (_expand_reduced(g, a.shape, axis, keepdims) * share(a, out, axis, keepdims),)
 
     def tangent(args, out, params, tans):
         (a,), (t,) = args, tans
         axis, keepdims = params.get("axis"), params.get("keepdims", False)
-        return np.sum(mask(a, out, axis, keepdims) * dense(t), axis=axis, keepdims=keepdims)
+        return np.sum(share(a, out, axis, keepdims) * dense(t), axis=axis, keepdims=keepdims)
 
     def symbolic(a, axis=None, keepdims=False):
         fn = _sf().MaxOf if name == "max" else _sf().MinOf
