@@ -366,3 +366,40 @@ def test_the_max_gradient_at_a_tie_is_shared_in_the_op_table() -> None:
         t = np.arange(8.0).reshape(2, 4)
         tangent = op.tangent([a], extreme, {"axis": 1}, [t])
         assert np.array_equal(tangent, {"max": [1.5, 4.0], "min": [0.0, 6.0]}[name])
+
+
+ONE_DIM = """
+[derivation]
+title = "one dim"
+[dims]
+n = "size"
+[inputs]
+x = ["n"]
+[forward]
+y = "x * x / 2"
+[loss]
+E = "sum(y)"
+[claims]
+grad_x = "x"
+"""
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_claim_wrong_only_off_the_first_small_dims_is_refuted(tmp_path: Path, seed: int) -> None:
+    """Off by (n - 2)·1e-12·x: zero at n = 2, below any tolerance elsewhere, so only an exact check at another
+    size refutes it. With one dim the small assignments are drawn from 2 … 3, and repeats were dropped: a seed
+    whose three draws all gave n = 2 proved it."""
+    text = ONE_DIM.replace('grad_x = "x"', 'grad_x = "x + (n - 2) * x / 1000000 / 1000000"')
+    c = claim(check_text(tmp_path, text, Options(seed=seed)), "grad_x")
+    assert c.verdict == "refuted", (c.verdict, c.message)
+
+
+@pytest.mark.parametrize("shapes", [1, 3, 5])
+@pytest.mark.parametrize("text", [ONE_DIM, DENSE_COLUMN])
+def test_the_symbolic_proof_runs_at_as_many_distinct_dims_as_asked(tmp_path: Path, text: str, shapes: int) -> None:
+    for seed in range(4):
+        c = claim(check_text(tmp_path, text, Options(seed=seed, shapes=shapes, trials=2)), "grad_x" if text is ONE_DIM
+                  else "grad_a")
+        drawn = c.symbolic["shapes"]
+        assert c.verdict == "proved" and len(drawn) == shapes, (seed, drawn)
+        assert len({tuple(sorted(s.items())) for s in drawn}) == shapes
