@@ -152,8 +152,8 @@ def check(source: Source | Iterable[Source], *, seed: int | None = None, trials:
     The options are ``check``'s (``None``: the file's ``[check]`` value, else the default);
     ``dims`` fixes dims for the numeric trials, like ``--dims`` (``{"n": 4096}`` or ``"n=4096"``).
     An invalid file is a result (``status == "error"``), never an exception; a path that does
-    not exist raises :class:`FileNotFoundError`.
-    """
+    not exist raises :class:`FileNotFoundError`; an option out of the range of ``check``'s flag
+    (``trials=0``, ``rtol=0.1``) ValueError (:class:`~backpropcheck.checker.Options` checks them)."""
     options = Options(seed=seed, trials=trials, shapes=shapes, max_dim=max_dim, rtol=rtol, atol=atol,
                       dims=_dims(dims), symbolic=symbolic, timeout=timeout, limits=limits or DEFAULT_LIMITS)
     results = [_check_one(item, options) for item in _expand(source, name, options.limits)]
@@ -319,16 +319,19 @@ def explain(source: Source, claim: str | None = None, *, dims: Mapping[str, int]
     """The derivation ``explain`` prints for ``source`` (a file, ``notes.md:LINE`` or TOML text).
 
     ``claim`` picks one claim (default: all); ``dims`` the small dims of the walk-through
-    (each at most 6). An invalid file raises :class:`DerivationError`; an unknown claim ``KeyError``.
+    (each at most 6). An invalid file raises :class:`DerivationError`; an unknown claim ``KeyError``;
+    ``trials`` (1 … 1000) or ``timeout`` (≥ 0) out of the range of ``explain``'s flags ValueError.
     """
     from .explain import explain_derivation
     from .loader import load
+    from .options import EXPLAIN_MAX_DIM, EXPLAIN_MAX_TRIALS, in_range
 
     sizes = dict(_dims(dims))
-    too_big = [f"{k}={v}" for k, v in sizes.items() if v > 6]
+    too_big = [f"{k}={v}" for k, v in sizes.items() if v > EXPLAIN_MAX_DIM]
     if too_big:
-        raise ValueError(f"{', '.join(too_big)}: explain works entry by entry, use dims up to 6")
-    options = Options(trials=trials, shapes=1, symbolic=symbolic, timeout=timeout)
+        raise ValueError(f"{', '.join(too_big)}: explain works entry by entry, use dims up to {EXPLAIN_MAX_DIM}")
+    options = Options(trials=in_range("trials", trials, high=EXPLAIN_MAX_TRIALS), shapes=1, symbolic=symbolic,
+                      timeout=timeout)
     if _is_text(source):
         items = _expand(source, name, DEFAULT_LIMITS)
         if len(items) != 1:

@@ -23,6 +23,7 @@ from .files import find_files, walk_files  # noqa: F401 - re-exported: callers i
 from .limits import DEFAULT_LIMITS, Limits, exceeded
 from .loader import load
 from .model import DEFAULT_CHECK, CheckSettings, Claim, Derivation, Resolved
+from .options import in_range
 from .results import (
     ClaimResult,
     Counterexample,
@@ -56,6 +57,15 @@ class Options(CheckSettings):
     scope: bool = True  # certify proved claims for all shapes (SPEC §8); off only to measure its cost
     timeout: float = 10.0
     limits: Limits = DEFAULT_LIMITS
+
+    def __post_init__(self) -> None:
+        """Every option within the range its flag takes (:func:`~backpropcheck.options.in_range`), whoever
+        builds it — the command line, the plugin, the API, ``bpc.Options`` — so no setting turns the evidence
+        off; else ValueError naming the option and its range."""
+        for name in (*self.given(), "symbolic", "timeout"):  # frozen: the normalised value set in vars
+            vars(self)[name] = in_range(name, vars(self)[name])
+        if not isinstance(self.limits, Limits):
+            raise ValueError(f"limits must be a backpropcheck.Limits, not {self.limits!r}")
 
 
 DEFAULTS = DEFAULT_CHECK

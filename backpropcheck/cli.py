@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__
-from .limits import DEFAULT_LIMITS, DESCRIPTIONS, LIMIT_FIELDS, Limits
-from .options import by_name
+from .limits import DEFAULT_LIMITS, DESCRIPTIONS, LIMIT_FIELDS, Limits, bound_range
+from .options import EXPLAIN_MAX_DIM, EXPLAIN_MAX_TRIALS, by_name
 from .report.formats import FORMATS
 
 if TYPE_CHECKING:
@@ -42,11 +42,23 @@ def _parse_dims(ctx: click.Context, param: click.Parameter, value: str | None) -
     return tuple(out)
 
 
+class _FloatRange(click.FloatRange):
+    """click's FloatRange without NaN, which is within no range (click's own lets it through: ``--rtol nan``,
+    ``--max-literal nan``), as the plugin's types, the API and ``[check]`` refuse it."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if number != number:
+            self.fail(f"{value!r} is not a number in the range {self._describe_range()}.", param, ctx)
+        return number
+
+
 def _limit_options(command: Callable[..., None]) -> Callable[..., None]:
     """One option per field of :class:`Limits` (see the README's "Bounds"): ``--max-expr-chars``, …"""
     for name in reversed(LIMIT_FIELDS):
         default = asdict(DEFAULT_LIMITS)[name]
-        kind = click.IntRange(1, None) if isinstance(default, int) else click.FloatRange(0, None, min_open=True)
+        number, low = bound_range(name)  # the values Limits itself accepts
+        kind = click.IntRange(low, None) if number is int else _FloatRange(low, None, min_open=True)
         command = click.option(Limits.flag(name), "bound_" + name, type=kind, default=None, metavar="N",
                                help=f"Bound: {DESCRIPTIONS[name]} (default {default:g}).")(command)
     return command
@@ -68,7 +80,7 @@ def _run_options(*names: str) -> Callable[[Callable[..., None]], Callable[..., N
             if option.kind is int:
                 kind = click.IntRange(int(low), None if high is None else int(high))
             else:
-                kind = click.FloatRange(low, high)
+                kind = _FloatRange(low, high)
             command = click.option(option.flag, type=kind, default=option.default,
                                    show_default=option.default is not None,
                                    help=option.help_text(bound_flag=True))(command)
@@ -393,8 +405,6 @@ def _write_report(stream, results, fmt: str, seed: int, quiet: bool, verbose: bo
 
 # -- classroom: explain, demo, new, list ------------------------------------------------------
 
-EXPLAIN_MAX_DIM = 6  # explain works symbolically, entry by entry: small dims only
-
 
 def _interactive() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
@@ -428,10 +438,10 @@ def _derivation_file(ctx: click.Context, param: click.Parameter, value: str) -> 
               show_default=True, help="markdown: GitHub math; latex: a standalone document.")
 @click.option("--output", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write to FILE instead of standard output.")
-@click.option("--trials", type=click.IntRange(1, 1000), default=5, show_default=True,
-              help="Numeric trials behind the verdict.")
+@click.option("--trials", type=click.IntRange(int(by_name()["trials"].bounds[0]), EXPLAIN_MAX_TRIALS), default=5,
+              show_default=True, help="Numeric trials behind the verdict.")
 @click.option("--no-symbolic", is_flag=True, help="Verdict from numeric trials only (faster; 'verified').")
-@click.option("--timeout", type=click.FloatRange(0, None), default=10.0, show_default=True,
+@click.option("--timeout", type=_FloatRange(0, None), default=10.0, show_default=True,
               help="CPU seconds of symbolic work per claim for the verdict.")
 def explain(file, claim, dims, fmt, output, trials, no_symbolic, timeout) -> None:
     """Fill in the "???": the per-neuron chain rule, the Jacobian route and the matrix form of each claim.
@@ -523,7 +533,7 @@ def _derive_source(file: str) -> tuple[str, str]:
 @click.option("--output", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write to FILE instead of standard output.")
 @click.option("--no-symbolic", is_flag=True, help="Check the derived claims numerically only ('verified').")
-@click.option("--timeout", type=click.FloatRange(0, None), default=10.0, show_default=True,
+@click.option("--timeout", type=_FloatRange(0, None), default=10.0, show_default=True,
               help="CPU seconds of symbolic work per claim.")
 def derive(file, targets, fmt, output, no_symbolic, timeout) -> None:
     """Write the matrix-form gradients of FILE's forward pass (its claims are ignored), and prove them.

@@ -6,7 +6,9 @@ reports a bound names both (see :func:`exceeded`).
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,20 @@ class Limits:
     max_shapes: int = 20
     file_timeout: float = 120.0  # wall-clock seconds per file, all stages (the worker is killed past it)
     max_memory: int = 4096  # MB of address space per file's worker (RLIMIT_AS above its start)
+
+    def __post_init__(self) -> None:
+        """A bound is what its flag accepts (:func:`bound_range`), so no ``Limits`` the API is given
+        holds a value the command line refuses."""
+        for name in LIMIT_FIELDS:
+            value: Any = vars(self)[name]
+            kind, low = bound_range(name)
+            if kind is int:
+                valid = isinstance(value, numbers.Integral) and int(value) >= low
+            else:
+                valid = isinstance(value, numbers.Real) and float(value) > low  # not NaN
+            if isinstance(value, bool) or not valid:
+                what = f"an integer, at least {low}" if kind is int else f"a number greater than {low}"
+                raise ValueError(f"the bound {name} ({Limits.flag(name)}) must be {what}, not {value!r}")
 
     @staticmethod
     def flag(field_name: str) -> str:
@@ -65,9 +81,16 @@ DESCRIPTIONS = {
     "max_memory": "megabytes of memory one file's check may allocate (an OS limit on its worker process)",
 }
 
-DEFAULT_LIMITS = Limits()
-
 LIMIT_FIELDS = tuple(f.name for f in fields(Limits))
+
+
+def bound_range(name: str) -> tuple[type, int]:
+    """The values the bound ``name`` takes, as its flag and :class:`Limits` check them: a count (an int
+    default) is an integer ≥ 1 (``(int, 1)``), any other bound a number > 0 (``(float, 0)``)."""
+    return (int, 1) if isinstance(vars(Limits)[name], int) else (float, 0)
+
+
+DEFAULT_LIMITS = Limits()
 
 
 def exceeded(what: str, value: object, field_name: str, limits: Limits) -> str:

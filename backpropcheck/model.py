@@ -77,7 +77,11 @@ SETTING_RANGES: dict[str, tuple[int | float, int | float | None]] = {
 
 
 def setting_range_text(key: str) -> str:
-    low, high = SETTING_RANGES[key]
+    return range_text(*SETTING_RANGES[key])
+
+
+def range_text(low: float, high: float | None) -> str:
+    """A range as the error messages state it: "from 0 to 0.001", "at least 1"."""
     return f"from {low:g} to {high:g}" if high is not None else f"at least {low:g}"
 
 

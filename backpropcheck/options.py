@@ -7,11 +7,12 @@ default and the help are written once, here. Importing this module imports neith
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .model import SETTING_RANGES
+from .model import SETTING_RANGES, range_text
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,10 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
               metavar="SECONDS"),
 )
 
+# explain's own ranges (its command and bpc.explain): it works symbolically, entry by entry, at small dims
+EXPLAIN_MAX_DIM = 6
+EXPLAIN_MAX_TRIALS = 1000
+
 
 def option_values(get: Callable[[str], Any]) -> dict[str, Any]:
     """The keywords of :class:`~backpropcheck.checker.Options` from each option's value (``get(name)``)."""
@@ -84,6 +89,26 @@ def checked(option: RunOption, text: str) -> int | float:
     if high is not None and value > high:
         raise ValueError(f"{text} is larger than {high}")
     return value
+
+
+def in_range(name: str, value: Any, high: float | None = None) -> Any:
+    """``value`` for the keyword ``name`` of :class:`~backpropcheck.checker.Options` (an option's name, or
+    ``symbolic`` for the flag) if it is the option's kind of value within the option's range (and at most
+    ``high``, when given), as the option's number (an ``int`` for a NumPy integer); else ValueError naming
+    the option and its range: the range the CLI's and the plugin's types enforce too."""
+    if name == "symbolic":
+        if not isinstance(value, bool):
+            raise ValueError(f"symbolic must be True or False, not {value!r}")
+        return value
+    option = by_name()[name]
+    low, top = option.bounds
+    top = high if top is None else top if high is None else min(top, high)
+    kind = numbers.Integral if option.kind is int else numbers.Real
+    number = not isinstance(value, bool) and isinstance(value, kind)
+    if not (number and value >= low and (top is None or value <= top)):  # NaN too
+        what = "an integer" if option.kind is int else "a number"
+        raise ValueError(f"{name} must be {what} {range_text(low, top)} (as {option.flag}), not {value!r}")
+    return option.kind(value)
 
 
 def by_name() -> Mapping[str, RunOption]:

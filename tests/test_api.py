@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import BUNDLED, DENSE_COLUMN, with_claims
@@ -91,6 +92,48 @@ def test_options_reach_the_checker() -> None:
     assert bpc.check(DENSE_COLUMN, symbolic=False, trials=2, dims="n=5,m=7").to_dict() == report.to_dict()
     with pytest.raises(ValueError):
         bpc.check(DENSE_COLUMN, dims={"n": 0})
+
+
+# (keyword, value, check's flag): out of the range the flag takes; [check]'s ranges hold on every path
+OUT_OF_RANGE = [("trials", 0, "--trials"), ("shapes", -1, "--shapes"), ("max_dim", 1, "--max-dim"),
+                ("rtol", 10.0, "--rtol"), ("atol", 100.0, "--atol"), ("rtol", float("nan"), "--rtol"),
+                ("timeout", -1, "--timeout"), ("seed", -1, "--seed")]
+
+
+@pytest.mark.parametrize(("keyword", "value", "flag"), OUT_OF_RANGE)
+def test_an_option_out_of_range_is_refused_as_on_the_command_line(keyword: str, value: float, flag: str) -> None:
+    with pytest.raises(ValueError, match=rf"^{keyword} must be .* \(as {flag}\), not {value!r}$"):
+        bpc.check(DENSE_COLUMN, **{keyword: value})
+    cli = CliRunner().invoke(main, ["check", str(BUNDLED / "dense_column.toml"), flag, str(value)])
+    assert cli.exit_code == 2 and f"Invalid value for '{flag}'" in cli.output
+
+
+def test_no_keyword_turns_the_evidence_off() -> None:
+    """A tolerance past [check]'s range once verified a wrong claim, and trials=0 was an internal error."""
+    wrong = (BUNDLED / "mistakes" / "missing_transpose_square.toml").read_text(encoding="utf-8").split("[expect]")[0]
+    assert bpc.check(wrong, symbolic=False, **FAST).claim("grad_a").verdict == "refuted"
+    with pytest.raises(ValueError, match="rtol must be a number from 0 to 0.001"):
+        bpc.check(wrong, symbolic=False, rtol=10.0, atol=100.0)
+    for keywords in ({"trials": 0}, {"trials": 1001}, {"timeout": -1.0}):
+        with pytest.raises(ValueError, match=f"^{next(iter(keywords))} must be"):
+            bpc.explain(DENSE_COLUMN, "grad_a", **keywords)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="^trials must be an integer at least 1"):
+        bpc.derive(DENSE_COLUMN, options=bpc.Options(trials=0))
+    with pytest.raises(ValueError, match="^symbolic must be True or False"):
+        bpc.check(DENSE_COLUMN, symbolic="no")  # type: ignore[arg-type]
+    assert bpc.check(DENSE_COLUMN, trials=np.int64(2), shapes=1, rtol=1e-3, atol=1e-6, max_dim=2).ok
+
+
+def test_a_bound_out_of_range_is_refused_as_on_the_command_line() -> None:
+    for name, value in (("max_depth", 0), ("max_literal", float("nan")), ("file_timeout", -1.0),
+                        ("max_trials", 2.5)):
+        with pytest.raises(ValueError, match=f"^the bound {name} .* must be"):
+            bpc.Limits(**{name: value})
+    with pytest.raises(ValueError, match="limits must be a backpropcheck.Limits"):
+        bpc.check(DENSE_COLUMN, limits={"max_depth": 100})  # type: ignore[arg-type]
+    for flag in ("--max-literal", "--file-timeout"):  # click's FloatRange let NaN through, switching a bound off
+        cli = CliRunner().invoke(main, ["check", str(BUNDLED / "dense_column.toml"), flag, "nan"])
+        assert cli.exit_code == 2 and f"Invalid value for '{flag}'" in cli.output
 
 
 def test_a_report_displays_as_a_table_in_a_notebook() -> None:
