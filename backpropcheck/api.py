@@ -173,7 +173,10 @@ def _dims(dims: Mapping[str, int] | str | None) -> tuple[tuple[str, int], ...]:
 
 
 def _is_text(source: Source) -> bool:
-    return isinstance(source, str) and ("\n" in source or source.lstrip().startswith(("[", "#")))
+    """TOML or Markdown text rather than a path: a newline, a leading ``[`` or ``#``, or nothing but
+    whitespace (an empty derivation is an invalid one, as an empty file is; ``""`` is no path)."""
+    return isinstance(source, str) and ("\n" in source or source.lstrip().startswith(("[", "#"))
+                                         or not source.strip())
 
 
 def _expand(source: Source | Iterable[Source], name: str | None, limits: Limits) -> list[Any]:

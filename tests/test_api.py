@@ -85,6 +85,20 @@ def test_check_toml_text_folders_notes_and_lists(tmp_path: Path) -> None:
         bpc.check(tmp_path / "missing.toml")
 
 
+@pytest.mark.parametrize("text", ["", "   ", " \t "])
+def test_empty_text_is_an_invalid_derivation_as_an_empty_file_is(text: str, tmp_path: Path) -> None:
+    """``bpc.check("")`` was 0 files, ok and exit status 0 (a path ""), where ``check`` of an empty file exits 2."""
+    report = bpc.check(text)
+    assert report.exit_status == 2 and not report.ok and len(report.files) == 1
+    assert report.files[0].status == "error" and "the table [derivation] is missing" in report.files[0].error
+    empty = tmp_path / "empty.toml"
+    empty.write_text(text, encoding="utf-8")
+    cli = CliRunner().invoke(main, ["check", str(empty)])
+    assert cli.exit_code == report.exit_status and "the table [derivation] is missing" in cli.output
+    with pytest.raises(bpc.DerivationError, match="the table \\[derivation\\] is missing"):
+        bpc.explain(text)
+
+
 def test_options_reach_the_checker() -> None:
     report = bpc.check(DENSE_COLUMN, symbolic=False, trials=2, dims={"n": 5, "m": 7})
     assert {c.verdict for c in report.claims} == {"verified"}
