@@ -151,7 +151,8 @@ def check(source: Source | Iterable[Source], *, seed: int | None = None, trials:
     or the text of a derivation (TOML, or Markdown holding blocks), named ``name`` in reports.
     The options are ``check``'s (``None``: the file's ``[check]`` value, else the default);
     ``dims`` fixes dims for the numeric trials, like ``--dims`` (``{"n": 4096}`` or ``"n=4096"``).
-    An invalid file is a result (``status == "error"``), never an exception; a path that does
+    An invalid file is a result (``status == "error"``), never an exception, and so is a folder that
+    cannot be read or holds nothing to check (as ``check`` reports them); a path that does
     not exist raises :class:`FileNotFoundError`; an option out of the range of ``check``'s flag
     (``trials=0``, ``rtol=0.1``) ValueError (:class:`~backpropcheck.checker.Options` checks them)."""
     options = Options(seed=seed, trials=trials, shapes=shapes, max_dim=max_dim, rtol=rtol, atol=atol,
@@ -181,7 +182,7 @@ def _is_text(source: Source) -> bool:
 
 def _expand(source: Source | Iterable[Source], name: str | None, limits: Limits) -> list[Any]:
     """Paths (as ``check`` finds them) and texts, each to be checked on its own."""
-    from .files import find_files
+    from .files import walk_errors, walk_paths
     from .notes import blocks, split_ref
 
     if isinstance(source, (str, os.PathLike)):
@@ -202,8 +203,18 @@ def _expand(source: Source | Iterable[Source], name: str | None, limits: Limits)
         path = os.fspath(item)
         if not Path(path).exists() and split_ref(path) is None:
             raise FileNotFoundError(f"no file or folder {path!r} (to check TOML text, pass the text itself)")
-        out.extend(find_files([path]))
+        files, unreadable, empty = walk_paths([path])
+        out.extend(files)
+        out.extend(_Invalid(f, why) for f, why in walk_errors(unreadable, empty))  # as check reports them
     return out
+
+
+@dataclass
+class _Invalid:
+    """A path the walk reports as an error of its own: a folder that cannot be read, or holds nothing to check."""
+
+    path: str
+    error: str
 
 
 @dataclass
@@ -231,11 +242,13 @@ class _Text:
         return d
 
 
-def _check_one(item: str | _Text, options: Options) -> FileResult:
+def _check_one(item: str | _Text | _Invalid, options: Options) -> FileResult:
     from .checker import check_path
 
     if isinstance(item, str):
         return check_path(item, options)
+    if isinstance(item, _Invalid):
+        return FileResult(item.path, "", "error", item.error)
     return _check_text(item, options)
 
 

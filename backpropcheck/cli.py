@@ -264,7 +264,7 @@ def check(paths, seed, trials, shapes, max_dim, rtol, atol, dims, no_symbolic, t
     from pathlib import Path
 
     from .checker import FileResult, Options
-    from .files import walk_files
+    from .files import nothing_under, walk_errors, walk_paths
     from .report import exit_status
 
     if examples:
@@ -275,11 +275,11 @@ def check(paths, seed, trials, shapes, max_dim, rtol, atol, dims, no_symbolic, t
         if not Path("derivations").is_dir():
             raise click.UsageError("no PATH given and no ./derivations folder here")
         paths = ("derivations",)
-    files, unreadable = walk_files(list(paths))
-    if only_derivations:
+    files, unreadable, empty = walk_paths(list(paths))
+    if only_derivations:  # as alone (below), a folder without derivations is nothing to check
         from .discover import looks_like_derivation
 
-        files = [f for f in files if looks_like_derivation(f, _limits(bounds))]
+        files, empty = [f for f in files if looks_like_derivation(f, _limits(bounds))], []
     if not files and not unreadable:
         from .notes import is_note
 
@@ -289,15 +289,14 @@ def check(paths, seed, trials, shapes, max_dim, rtol, atol, dims, no_symbolic, t
         if all(is_note(p) and Path(p).is_file() for p in paths):  # pre-commit passing a README: nothing to check
             click.echo(f"no ```toml backpropcheck blocks in {', '.join(paths)}: nothing to check", err=True)
             sys.exit(0)
-        raise click.UsageError(f"no *.toml files (nor *.md notes with ```toml backpropcheck blocks) under "
-                               f"{', '.join(paths)}")
+        raise click.UsageError(nothing_under(list(paths)))
     if output and not Path(output).absolute().parent.is_dir():  # say so now, not after the whole run
         raise click.BadParameter(f"the folder of {output!r} does not exist", param_hint="'--output'")
     options = Options(seed=seed, trials=trials, shapes=shapes, max_dim=max_dim, rtol=rtol, atol=atol, dims=dims,
                       symbolic=not no_symbolic, timeout=timeout, limits=_limits(bounds))
-    # a folder that cannot be read is an error of the run, reported first, like an invalid file
-    results = [FileResult(f, "", "error", f"{f}: cannot read this folder ({why}); the files in it were not checked")
-               for f, why in unreadable]
+    # a folder that cannot be read, or a folder given with nothing under it, is an error of the run, reported
+    # first, like an invalid file
+    results = [FileResult(f, "", "error", why) for f, why in walk_errors(unreadable, empty)]
     if jobs is None:  # the report is the same for every --jobs, so use what the machine has
         jobs = _available_cores(len(files))
     if files and not (fail_fast and results):

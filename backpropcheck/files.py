@@ -11,9 +11,28 @@ def find_files(paths: list[str]) -> list[str]:
     return walk_files(paths)[0]
 
 
+def nothing_under(paths: list[str]) -> str:
+    """What ``check`` says of the folders (or notes) in which it found nothing to check."""
+    return f"no *.toml files (nor *.md notes with ```toml backpropcheck blocks) under {', '.join(paths)}"
+
+
+def walk_errors(unreadable: list[tuple[str, str]], empty: list[str]) -> list[tuple[str, str]]:
+    """The errors of a walk (:func:`walk_paths`) as (path, message), each reported as an invalid file:
+    a folder that could not be read, then a folder given under which nothing was found."""
+    return ([(f, f"{f}: cannot read this folder ({why}); the files in it were not checked") for f, why in unreadable]
+            + [(f, f"{f}: {nothing_under(['this folder'])}") for f in empty])
+
+
 def walk_files(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     """What :func:`find_files` finds, and the folders that could not be read, each with the reason:
-    they are reported, never skipped in silence.
+    they are reported, never skipped in silence."""
+    return walk_paths(paths)[:2]
+
+
+def walk_paths(paths: list[str]) -> tuple[list[str], list[tuple[str, str]], list[str]]:
+    """:func:`walk_files`, and the folders of ``paths`` under which nothing was found nor left unread:
+    alone, that is ``check``'s usage error; beside other paths each is an error of its own, never
+    skipped in silence.
 
     An explicit stack, not recursion: a tree 1,100 folders deep is walked like a flat one. Links to
     folders are not followed (a link to an ancestor would never end); links to files are."""
@@ -23,6 +42,7 @@ def walk_files(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
 
     out: list[str] = []
     unreadable: list[tuple[str, str]] = []
+    empty: list[str] = []
     for p in paths:
         path = Path(p)
         if not path.is_dir():
@@ -31,6 +51,7 @@ def walk_files(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
             else:
                 out.append(str(path))
             continue
+        before = (len(out), len(unreadable))
         found: list[Path] = []
         stack = [str(p)]
         while stack:
@@ -49,4 +70,6 @@ def walk_files(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
                 unreadable.append((str(Path(folder)), exc.strerror or str(exc)))
         for f in sorted(found):
             out.extend(refs(f, explicit=False) if is_note(f) else [str(f)])
-    return out, sorted(unreadable)
+        if (len(out), len(unreadable)) == before:
+            empty.append(str(path))
+    return out, sorted(unreadable), empty

@@ -14,10 +14,12 @@ import pytest
 from click.testing import CliRunner
 from conftest import BUNDLED, DENSE_COLUMN, SOFTMAX_REGRESSION, derivation_toml, with_claims, write
 
+import backpropcheck as bpc
 from backpropcheck import __version__
 from backpropcheck.cli import main
 
 FAST_ARGS = ["--trials", "3", "--shapes", "1"]
+FAST = {"trials": 3, "shapes": 1}
 WRONG = with_claims(DENSE_COLUMN, {"grad_z": "grad_h * f_prime(z)", "grad_W": "outer(a, grad_z)"})
 
 
@@ -185,6 +187,25 @@ def test_usage_errors_exit_2(args: list[str], tmp_path: Path) -> None:
 def test_empty_folder_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["check", str(tmp_path)])
     assert result.exit_code == 2 and "no *.toml files" in result.output
+
+
+def test_an_empty_folder_beside_another_path_is_an_error_of_its_own(tmp_path: Path) -> None:
+    """``check d.toml emptydir/`` checked d.toml and exited 0, saying nothing of the folder, where
+    ``check emptydir/`` alone exits 2 (found by a QA pass); a missing path beside another is reported already."""
+    good = write(tmp_path, DENSE_COLUMN, "d.toml")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "README.md").write_text("# no blocks\n", encoding="utf-8")
+    result = run("check", str(good), str(empty), *FAST_ARGS, "--format", "json")
+    assert result.exit_code == 2, result.output
+    files = json.loads(result.stdout)["files"]
+    assert [(f["path"], f["status"]) for f in files] == [(str(empty), "error"), (str(good), "passed")]
+    assert files[0]["error"] == f"{empty}: no *.toml files (nor *.md notes with ```toml backpropcheck blocks) under " \
+                                "this folder"
+    assert run("check", str(good), str(empty), *FAST_ARGS, "--only-derivations").exit_code == 0  # as alone
+    report = bpc.check([good, empty], **FAST)  # the API reports it the same way
+    assert report.exit_status == 2 and [(f.path, f.error) for f in report.files][1] == (str(empty), files[0]["error"])
+    assert bpc.check(empty).exit_status == 2
 
 
 def test_missing_file_is_an_invalid_file(tmp_path: Path) -> None:
