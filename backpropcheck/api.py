@@ -331,11 +331,12 @@ class Explanation:
 
 
 def explain(source: Source, claim: str | None = None, *, dims: Mapping[str, int] | str | None = None,
-            trials: int = 5, symbolic: bool = True, timeout: float = 10.0, name: str | None = None) -> Explanation:
+            trials: int = 5, symbolic: bool = True, timeout: float = 10.0, limits: Limits | None = None,
+            name: str | None = None) -> Explanation:
     """The derivation ``explain`` prints for ``source`` (a file, ``notes.md:LINE`` or TOML text).
 
     ``claim`` picks one claim (default: all); ``dims`` the small dims of the walk-through
-    (each at most 6). An invalid file raises :class:`DerivationError`; an unknown claim ``KeyError``;
+    (each at most 6); ``limits`` the bounds, as ``explain``'s ``--max-*`` flags. An invalid file raises :class:`DerivationError`; an unknown claim ``KeyError``;
     ``trials`` (1 … 1000) or ``timeout`` (≥ 0) out of the range of ``explain``'s flags ValueError.
     """
     from .explain import explain_derivation
@@ -347,12 +348,12 @@ def explain(source: Source, claim: str | None = None, *, dims: Mapping[str, int]
     if too_big:
         raise ValueError(f"{', '.join(too_big)}: explain works entry by entry, use dims up to {EXPLAIN_MAX_DIM}")
     options = Options(trials=in_range("trials", trials, high=EXPLAIN_MAX_TRIALS), shapes=1, symbolic=symbolic,
-                      timeout=timeout)
+                      timeout=timeout, limits=limits or DEFAULT_LIMITS)
     if _is_text(source):
-        items = _expand(source, name, DEFAULT_LIMITS)
+        items = _expand(source, name, options.limits)
         if len(items) != 1:
             raise ValueError(f"the text holds {len(items)} derivations; explain takes one")
-        d = items[0].load(DEFAULT_LIMITS)
+        d = items[0].load(options.limits)
     else:
         path = os.fspath(source)
         if not Path(path).exists():
@@ -360,7 +361,7 @@ def explain(source: Source, claim: str | None = None, *, dims: Mapping[str, int]
 
             if split_ref(path) is None:
                 raise FileNotFoundError(f"no file {path!r}")
-        d = load(path)
+        d = load(path, options.limits)
     blocks = explain_derivation(d, claim, sizes, options)
     return Explanation(blocks.title, blocks.path, dict(blocks.sizes), list(blocks.results), blocks.error, blocks)
 

@@ -427,7 +427,7 @@ def _derivation_file(ctx: click.Context, param: click.Parameter, value: str) -> 
     raise click.BadParameter(f"no file {value!r}, and no bundled derivation of that name (see: backpropcheck list)")
 
 
-@main.command()
+@main.command(cls=_BoundsCommand)
 @click.argument("file", callback=_derivation_file, metavar="FILE")
 @click.option("--claim", default=None, metavar="NAME", help="Explain only this claim (e.g. grad_W).")
 @click.option("--dims", callback=_parse_dims, default=None, metavar="n=3,m=2",
@@ -442,7 +442,8 @@ def _derivation_file(ctx: click.Context, param: click.Parameter, value: str) -> 
 @click.option("--no-symbolic", is_flag=True, help="Verdict from numeric trials only (faster; 'verified').")
 @click.option("--timeout", type=_FloatRange(0, None), default=10.0, show_default=True,
               help="CPU seconds of symbolic work per claim for the verdict.")
-def explain(file, claim, dims, fmt, output, trials, no_symbolic, timeout) -> None:
+@_limit_options
+def explain(file, claim, dims, fmt, output, trials, no_symbolic, timeout, **bounds) -> None:
     """Fill in the "???": the per-neuron chain rule, the Jacobian route and the matrix form of each claim.
 
     FILE is a derivation file, a block of a note (notes.md:LINE) or a bundled derivation's name as
@@ -457,7 +458,7 @@ def explain(file, claim, dims, fmt, output, trials, no_symbolic, timeout) -> Non
     if too_big:
         raise click.BadParameter(f"{', '.join(too_big)}: explain works entry by entry, use dims up to "
                                  f"{EXPLAIN_MAX_DIM} (check --dims takes production sizes)", param_hint="--dims")
-    options = Options(trials=trials, shapes=1, symbolic=not no_symbolic, timeout=timeout)
+    options = Options(trials=trials, shapes=1, symbolic=not no_symbolic, timeout=timeout, limits=_limits(bounds))
     from .runner import memory_bounded
 
     try:
@@ -523,7 +524,7 @@ def _derive_source(file: str) -> tuple[str, str]:
     return chosen[0].text, f"{path}:{chosen[0].line}"
 
 
-@main.command()
+@main.command(cls=_BoundsCommand)
 @click.argument("file", callback=_derivation_file, metavar="FILE")
 @click.option("--for", "targets", default=None, metavar="NAME,...",
               help="Derive only these gradients (grad_W or W; comma-separated).")
@@ -534,7 +535,8 @@ def _derive_source(file: str) -> tuple[str, str]:
 @click.option("--no-symbolic", is_flag=True, help="Check the derived claims numerically only ('verified').")
 @click.option("--timeout", type=_FloatRange(0, None), default=10.0, show_default=True,
               help="CPU seconds of symbolic work per claim.")
-def derive(file, targets, fmt, output, no_symbolic, timeout) -> None:
+@_limit_options
+def derive(file, targets, fmt, output, no_symbolic, timeout, **bounds) -> None:
     """Write the matrix-form gradients of FILE's forward pass (its claims are ignored), and prove them.
 
     FILE is a derivation file, a block of a note (notes.md:LINE) or a bundled derivation's name as
@@ -550,7 +552,16 @@ def derive(file, targets, fmt, output, no_symbolic, timeout) -> None:
 
     wanted = [t.strip() for t in targets.split(",") if t.strip()] if targets else None
     source, name = _derive_source(file)
-    result = derive_file(source, wanted, Options(symbolic=not no_symbolic, timeout=timeout), name=name)
+    options = Options(symbolic=not no_symbolic, timeout=timeout, limits=_limits(bounds))
+    from .runner import memory_bounded
+
+    try:
+        with memory_bounded(options.limits.max_memory):  # as explain and a check's worker are
+            result = derive_file(source, wanted, options, name=name)
+    except MemoryError:
+        from .checker import out_of_memory
+
+        _leave(f"error: {out_of_memory(name, options.limits)}", 2)
     if result.error and not result.claims:
         click.echo(f"error: {result.error}", err=True)
         sys.exit(2)

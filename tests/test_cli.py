@@ -17,6 +17,7 @@ from conftest import BUNDLED, DENSE_COLUMN, SOFTMAX_REGRESSION, derivation_toml,
 import backpropcheck as bpc
 from backpropcheck import __version__
 from backpropcheck.cli import main
+from backpropcheck.limits import LIMIT_FIELDS, Limits
 
 FAST_ARGS = ["--trials", "3", "--shapes", "1"]
 FAST = {"trials": 3, "shapes": 1}
@@ -206,6 +207,24 @@ def test_an_empty_folder_beside_another_path_is_an_error_of_its_own(tmp_path: Pa
     report = bpc.check([good, empty], **FAST)  # the API reports it the same way
     assert report.exit_status == 2 and [(f.path, f.error) for f in report.files][1] == (str(empty), files[0]["error"])
     assert bpc.check(empty).exit_status == 2
+
+
+@pytest.mark.parametrize("command", ["check", "explain", "derive"])
+def test_the_flag_a_bound_error_names_is_one_the_command_has(command: str, tmp_path: Path) -> None:
+    """explain and derive said "raise it with --max-depth" but had no such flag (found by a QA pass): they take
+    check's bound flags now, and the API's explain a Limits."""
+    deep = write(tmp_path, DENSE_COLUMN.replace('"W @ a + b"', '"W @ a + ' + "(" * 70 + "b" + ")" * 70 + '"'))
+    refused = CliRunner().invoke(main, [command, str(deep), "--no-symbolic"])
+    assert refused.exit_code == 2 and "exceeds the limit of 64; raise it with --max-depth" in refused.output
+    quick = ["--trials", "3"] if command == "explain" else [*FAST_ARGS, "--no-symbolic"] if command == "check" else []
+    raised = CliRunner().invoke(main, [command, str(deep), *quick, "--max-depth", "200"])
+    assert raised.exit_code == 0 and "exceeds the limit" not in raised.output, raised.output
+    help_text = CliRunner().invoke(main, [command, "--help"]).output
+    assert all(Limits.flag(name) in help_text for name in LIMIT_FIELDS)
+    if command == "explain":
+        with pytest.raises(bpc.DerivationError, match="raise it with --max-depth"):
+            bpc.explain(deep, symbolic=False)
+        assert bpc.explain(deep, symbolic=False, limits=Limits(max_depth=200)).ok
 
 
 def test_missing_file_is_an_invalid_file(tmp_path: Path) -> None:

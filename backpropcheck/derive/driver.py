@@ -42,6 +42,7 @@ def derive(source: str | Path, targets: Iterable[str] | None = None, options: Op
     ``name`` labels text in messages (default ``<string>``)."""
     text, read_as = _read(source)
     name = name or read_as
+    options = options or Options()
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -52,7 +53,7 @@ def derive(source: str | Path, targets: Iterable[str] | None = None, options: Op
     first = next(iter(forward))
     first = first.split("[")[0].strip()
     try:
-        d = loads(_with_claims(doc, {f"grad_{first}": "0"}), name)  # the user's claims play no part
+        d = loads(_with_claims(doc, {f"grad_{first}": "0"}), name, options.limits)  # the user's claims play no part
     except DerivationError as exc:
         return DeriveResult(name, "", error=str(exc))
     file_claims = doc.get("claims", {}) if isinstance(doc.get("claims"), dict) else {}
@@ -65,14 +66,14 @@ def derive(source: str | Path, targets: Iterable[str] | None = None, options: Op
     for c in result.claims:
         c.file_claim = file_claims.get(c.name)
     if check and result.claims:
-        _prove(result, doc, name, options or Options())
+        _prove(result, doc, name, options)
     return result
 
 
 def _prove(result: DeriveResult, doc: dict[str, Any], name: str, options: Options) -> None:
     claims = {c.toml_key: c.expr for c in result.claims}
     try:
-        d = loads(_with_claims(doc, claims, result.helpers), name)
+        d = loads(_with_claims(doc, claims, result.helpers), name, options.limits)
         checked = check_derivation(d, options)
     except DerivationError as exc:
         result.error = f"derive wrote a file the loader refuses (a bug of derive): {exc}"

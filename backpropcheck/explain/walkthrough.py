@@ -60,8 +60,8 @@ def _at_these_dims(d: Derivation, opts: Options, checked: FileResult, sizes: dic
 
 def explain_file(path: str | Path, claim: str | None = None, sizes: Mapping[str, int] | None = None,
                  options: Options | None = None) -> Explanation:
-    """Load ``path`` and explain it (see :func:`explain_derivation`)."""
-    return explain_derivation(load(path), claim, sizes, options)
+    """Load ``path`` (within ``options.limits``) and explain it (see :func:`explain_derivation`)."""
+    return explain_derivation(load(path, options.limits) if options else load(path), claim, sizes, options)
 
 
 def explain_derivation(d: Derivation, claim: str | None = None, sizes: Mapping[str, int] | None = None,
