@@ -36,6 +36,9 @@ from .budget import repeating_alarm
 
 WORKER_GC_THRESHOLDS = (20_000, 20, 20)  # gc.set_threshold in a worker (the default is 700, 10, 10)
 FILES_PER_WORKER = 64  # files a worker checks before it retires and a fresh fork of the parent takes its place
+MAX_RLIMIT = 2**63 - 1  # the largest limit setrlimit takes from Python (rlim_t as a signed 64-bit value)
+MAX_WAIT = 3600.0  # seconds of one wait for the workers (the loop waits again): a --file-timeout of 1e12 or inf
+# is no timeout the selector can take
 GRACE = 1.0  # seconds past --file-timeout before the parent kills a worker whose own deadline check did not land
 
 _SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -71,6 +74,8 @@ def limit_memory(megabytes: int) -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     if hard != resource.RLIM_INFINITY:
         cap = min(cap, hard)
+    elif cap >= MAX_RLIMIT:  # --max-memory past what an rlimit holds (setrlimit would fail): no limit
+        cap = resource.RLIM_INFINITY
     resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
 
 
@@ -366,7 +371,7 @@ def run_files(files: list[str], options, jobs: int, fail_fast: bool,
                     break
                 soonest = min(w.deadline for w in busy.values())
                 wait([h for w in busy.values() for h in w.handles()],
-                     timeout=max(0.0, soonest - time.monotonic()) + 0.01)
+                     timeout=min(max(0.0, soonest - time.monotonic()) + 0.01, MAX_WAIT))
                 for i in sorted(busy):
                     if i not in busy:  # killed by --fail-fast just now
                         continue

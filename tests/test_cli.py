@@ -227,6 +227,17 @@ def test_the_flag_a_bound_error_names_is_one_the_command_has(command: str, tmp_p
         assert bpc.explain(deep, symbolic=False, limits=Limits(max_depth=200)).ok
 
 
+@pytest.mark.parametrize("args", [["--file-timeout", "inf"], ["--file-timeout", "1e12"],
+                                  ["--max-memory", "100000000000000"]])
+def test_a_bound_past_what_the_os_takes_is_no_bound_not_a_crash(args: list[str], tmp_path: Path) -> None:
+    """A wait of 1e12 s or inf, or an address-space limit past 2**63 bytes, was an OverflowError traceback
+    (or a worker dead with status 70): the flags take them, so they mean "no bound"."""
+    good = str(write(tmp_path, DENSE_COLUMN))
+    for command in (["check", good, *FAST_ARGS], ["explain", good, "--trials", "2", "--no-symbolic"]):
+        result = CliRunner().invoke(main, [*command, *args])
+        assert result.exit_code == 0, result.output  # an exception would be exit code 1
+
+
 def test_missing_file_is_an_invalid_file(tmp_path: Path) -> None:
     result = run("check", str(tmp_path / "nope.toml"), *FAST_ARGS)
     assert result.exit_code == 2 and "nope.toml" in result.output and "cannot read" in result.output
