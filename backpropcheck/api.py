@@ -162,15 +162,13 @@ def check(source: Source | Iterable[Source], *, seed: int | None = None, trials:
 
 
 def _dims(dims: Mapping[str, int] | str | None) -> tuple[tuple[str, int], ...]:
-    if not dims:
-        return ()
-    if isinstance(dims, str):
-        pairs = [item.partition("=") for item in dims.split(",")]
-        dims = {k.strip(): int(v) for k, _, v in pairs}
-    for k, v in dims.items():
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"dims: {k}={v!r}: a size must be a positive integer")
-    return tuple(dims.items())
+    """``dims`` as ``--dims`` takes it (:func:`~backpropcheck.options.parse_dims`), else ValueError."""
+    from .options import parse_dims
+
+    try:
+        return parse_dims(dims)
+    except ValueError as exc:
+        raise ValueError(f"dims: {exc}") from None
 
 
 def _is_text(source: Source) -> bool:

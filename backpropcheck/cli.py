@@ -16,7 +16,7 @@ import click
 
 from . import __version__
 from .limits import DEFAULT_LIMITS, DESCRIPTIONS, LIMIT_FIELDS, Limits, bound_range
-from .options import EXPLAIN_MAX_DIM, EXPLAIN_MAX_TRIALS, by_name
+from .options import EXPLAIN_MAX_DIM, EXPLAIN_MAX_TRIALS, by_name, parse_dims
 from .report.formats import FORMATS
 
 if TYPE_CHECKING:
@@ -24,22 +24,10 @@ if TYPE_CHECKING:
 
 
 def _parse_dims(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[tuple[str, int], ...]:
-    if not value:
-        return ()
-    out = []
-    for item in value.split(","):
-        name, sep, size = item.partition("=")
-        name = name.strip()
-        if not sep or not name.isidentifier():
-            raise click.BadParameter(f"expected NAME=SIZE pairs like n=4096,m=512, got {item!r}")
-        try:
-            n = int(size)
-        except ValueError:
-            raise click.BadParameter(f"{name}={size!r}: a size must be a positive integer") from None
-        if n < 1:
-            raise click.BadParameter(f"{name}={n}: a size must be a positive integer")
-        out.append((name, n))
-    return tuple(out)
+    try:
+        return parse_dims(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 class _FloatRange(click.FloatRange):

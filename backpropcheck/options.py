@@ -111,5 +111,30 @@ def in_range(name: str, value: Any, high: float | None = None) -> Any:
     return option.kind(value)
 
 
+def parse_dims(dims: str | Mapping[str, Any] | None) -> tuple[tuple[str, int], ...]:
+    """``--dims``'s value (``"n=4096,m=512"``), or the API's mapping (``{"n": 4096}``), as (name, size)
+    pairs: each name an identifier, each size a positive integer; else ValueError saying which pair is not."""
+    if not dims:
+        return ()
+    if isinstance(dims, str):
+        pairs: list[tuple[str, Any]] = []
+        for item in dims.split(","):
+            name, sep, size = item.partition("=")
+            if not sep or not name.strip().isidentifier():
+                raise ValueError(f"expected NAME=SIZE pairs like n=4096,m=512, got {item!r}")
+            try:
+                pairs.append((name.strip(), int(size)))
+            except ValueError:
+                raise ValueError(f"{name.strip()}={size!r}: a size must be a positive integer") from None
+    else:
+        pairs = list(dims.items())
+    for name, size in pairs:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"{name!r}: a dim's name must be an identifier, as in n=4096")
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+            raise ValueError(f"{name}={size!r}: a size must be a positive integer")
+    return tuple((name, int(size)) for name, size in pairs)
+
+
 def by_name() -> Mapping[str, RunOption]:
     return {o.name: o for o in RUN_OPTIONS}

@@ -138,6 +138,21 @@ def test_no_keyword_turns_the_evidence_off() -> None:
     assert bpc.check(DENSE_COLUMN, trials=np.int64(2), shapes=1, rtol=1e-3, atol=1e-6, max_dim=2).ok
 
 
+@pytest.mark.parametrize("dims", ["=3", "1x=3", "n=abc", "n", "n=0"])
+def test_dims_are_read_as_check_reads_them(dims: str) -> None:
+    """The API took "=3" and {"1x": 3}, which --dims refuses: one parser (options.parse_dims) serves both."""
+    cli = CliRunner().invoke(main, ["check", str(BUNDLED / "dense_column.toml"), "--dims", dims])
+    assert cli.exit_code == 2 and "Invalid value for '--dims'" in cli.output
+    message = cli.output.split("Invalid value for '--dims': ")[1].strip()
+    with pytest.raises(ValueError) as refused:
+        bpc.check(DENSE_COLUMN, dims=dims)
+    assert str(refused.value) == f"dims: {message}"
+    key, _, size = dims.partition("=")
+    if size.isdigit():
+        with pytest.raises(ValueError, match="^dims: "):
+            bpc.check(DENSE_COLUMN, dims={key: int(size)})
+
+
 def test_a_bound_out_of_range_is_refused_as_on_the_command_line() -> None:
     for name, value in (("max_depth", 0), ("max_literal", float("nan")), ("file_timeout", -1.0),
                         ("max_trials", 2.5)):
