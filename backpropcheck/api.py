@@ -334,7 +334,8 @@ def explain(source: Source, claim: str | None = None, *, dims: Mapping[str, int]
     """The derivation ``explain`` prints for ``source`` (a file, ``notes.md:LINE`` or TOML text).
 
     ``claim`` picks one claim (default: all); ``dims`` the small dims of the walk-through
-    (each at most 6); ``limits`` the bounds, as ``explain``'s ``--max-*`` flags. An invalid file raises :class:`DerivationError`; an unknown claim ``KeyError``;
+    (each at most 6); ``limits`` the bounds, as ``explain``'s ``--max-*`` flags. An invalid file
+    raises :class:`DerivationError`, a folder ``IsADirectoryError``, an unknown claim ``KeyError``,
     ``trials`` (1 … 1000) or ``timeout`` (≥ 0) out of the range of ``explain``'s flags ValueError.
     """
     from .explain import explain_derivation
@@ -359,6 +360,8 @@ def explain(source: Source, claim: str | None = None, *, dims: Mapping[str, int]
 
             if split_ref(path) is None:
                 raise FileNotFoundError(f"no file {path!r}")
+        if Path(path).is_dir():  # as explain's FILE argument: not an invalid file, a wrong argument
+            raise IsADirectoryError(f"{path!r} is a folder; explain takes one file")
         d = load(path, options.limits)
     blocks = explain_derivation(d, claim, sizes, options)
     return Explanation(blocks.title, blocks.path, dict(blocks.sizes), list(blocks.results), blocks.error, blocks)

@@ -196,6 +196,10 @@ def test_explain_returns_the_text_the_markdown_and_the_verdict(tmp_path: Path) -
         bpc.explain(DENSE_COLUMN, "grad_nope")
     with pytest.raises(bpc.DerivationError):
         bpc.explain("[derivation]\ntitle = 'x'\n")
+    with pytest.raises(IsADirectoryError, match="is a folder; explain takes one file"):  # was "not a regular file"
+        bpc.explain(tmp_path)
+    cli = CliRunner().invoke(main, ["explain", str(tmp_path)])
+    assert cli.exit_code == 2 and "is a folder; explain takes one file" in cli.output
 
 
 def test_explain_stays_both_the_function_and_the_module() -> None:
