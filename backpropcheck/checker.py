@@ -342,7 +342,7 @@ class _FileCheck:
         if not hasattr(self, "_critical_cache"):
             from .dimuse import critical_sizes
 
-            self._critical_cache = critical_sizes(self.d, max(2, self.cfg.max_dim))
+            self._critical_cache = critical_sizes(self.d, max(2, self.cfg.max_dim), self.options.limits.max_dim)
         return self._critical_cache
 
     def _critical_shapes(self) -> list[dict[str, int]]:
