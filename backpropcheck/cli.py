@@ -490,30 +490,6 @@ def _explain_status(explanation) -> int:
     return 1 if any(not r.ok for r in explanation.results) else 0
 
 
-def _derive_source(file: str) -> tuple[str, str]:
-    """derive's input: a file's path, or the TOML text of a note's block (``notes.md:LINE``, or a note
-    holding exactly one block), with the name to report it by."""
-    from .errors import DerivationError
-    from .notes import blocks, is_note, read_note, split_ref
-
-    ref = split_ref(file)
-    if ref is None and not is_note(file):
-        return file, file
-    path, line = ref if ref is not None else (file, None)
-    try:
-        found = blocks(read_note(path))
-    except DerivationError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    chosen = [b for b in found if line is None or b.line == line]
-    if len(chosen) != 1 or not chosen[0].closed:
-        starts = ", ".join(str(b.line) for b in found) or "none"
-        click.echo(f"error: {path}: name one closed ```toml backpropcheck block as {path}:LINE "
-                   f"(blocks start at lines {starts})", err=True)
-        sys.exit(2)
-    return chosen[0].text, f"{path}:{chosen[0].line}"
-
-
 @main.command()
 @click.argument("file", callback=_derivation_file, metavar="FILE")
 @click.option("--for", "targets", default=None, metavar="NAME,...",
@@ -538,10 +514,13 @@ def derive(file, targets, fmt, output, no_symbolic, timeout) -> None:
     from .checker import Options
     from .derive import derive as derive_file
     from .derive import render_latex, render_markdown, render_text
+    from .errors import DerivationError
 
     wanted = [t.strip() for t in targets.split(",") if t.strip()] if targets else None
-    source, name = _derive_source(file)
-    result = derive_file(source, wanted, Options(symbolic=not no_symbolic, timeout=timeout), name=name)
+    try:
+        result = derive_file(file, wanted, Options(symbolic=not no_symbolic, timeout=timeout))
+    except DerivationError as exc:  # a file that cannot be read, a note's block that is not there
+        _leave(f"error: {exc}", 2)
     if result.error and not result.claims:
         click.echo(f"error: {result.error}", err=True)
         sys.exit(2)
