@@ -577,14 +577,16 @@ def demo(no_pause) -> None:
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
 def new(path, force) -> None:
-    """Write a commented template derivation to PATH (it checks cleanly as written)."""
+    """Write a commented template derivation to PATH (it checks cleanly as written); a PATH ending in .md
+    gets a short note holding the template in a ```toml backpropcheck block."""
     import os
     import tempfile
     from pathlib import Path
 
-    from .templates import TEMPLATE
+    from .templates import template_for
 
     target = Path(path)
+    text = template_for(target)
     try:
         if force:  # a temporary file renamed over PATH (through a link): PATH is never left half written
             real = Path(os.path.realpath(target))
@@ -592,7 +594,7 @@ def new(path, force) -> None:
             with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=real.parent, prefix=f".{real.name}.",
                                              delete=False) as fh:
                 try:
-                    fh.write(TEMPLATE)
+                    fh.write(text)
                     os.chmod(fh.name, mode)
                 except BaseException:
                     os.unlink(fh.name)
@@ -600,7 +602,7 @@ def new(path, force) -> None:
             os.replace(fh.name, real)
         else:  # created exclusively: a file that appears after a check for it is not overwritten
             with open(target, "x", encoding="utf-8") as created:
-                created.write(TEMPLATE)
+                created.write(text)
     except FileExistsError:
         raise click.ClickException(f"{path} exists; use --force to overwrite it") from None
     except OSError as exc:

@@ -3,6 +3,7 @@ and check --examples on the derivations shipped inside the package."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -40,6 +41,21 @@ def test_new_writes_a_template_that_checks_cleanly(outside):
     checked = run("check", "layer.toml", "--trials", "3", "--shapes", "1")
     assert checked.exit_code == 0, checked.output
     assert "proved" in checked.output
+
+
+def test_new_writes_a_note_holding_the_template_for_a_markdown_path(outside):
+    """check reads only a note's ```toml backpropcheck blocks: bare TOML in n.md would be ignored."""
+    for name in ("n.md", "lecture.markdown"):
+        made = run("new", name)
+        assert made.exit_code == 0, made.output
+        text = (outside / name).read_text()
+        assert text.startswith("# ") and "```toml backpropcheck\n" in text
+        checked = run("check", name, "--trials", "3", "--shapes", "1", "--format", "json")
+        assert checked.exit_code == 0, checked.output
+        (block,) = json.loads(checked.stdout)["files"]
+        assert block["path"] == f"{name}:{text.splitlines().index('```toml backpropcheck') + 2}"
+        assert len(block["claims"]) == 5 and all(c["verdict"] == "proved" for c in block["claims"])
+        assert run("explain", name, "--claim", "grad_x", "--no-symbolic").exit_code == 0
 
 
 def test_new_refuses_to_overwrite_without_force(outside):
