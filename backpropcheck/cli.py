@@ -567,8 +567,17 @@ def demo(no_pause) -> None:
     pausing = not no_pause and _interactive()
 
     def pause() -> None:
-        if pausing:
-            click.pause("\n(press any key for the next step)")
+        if not pausing:
+            return
+        click.echo("\n(press any key for the next step, q to quit)", nl=False)
+        try:  # not click.pause, which swallows Ctrl-C: read raw, Ctrl-C raises KeyboardInterrupt (exit 130)
+            key = click.getchar()
+        except EOFError:  # Ctrl-D
+            key = "q"
+        finally:
+            click.echo()
+        if key.lower() == "q":
+            sys.exit(0)
 
     run_demo(console, pause)
 
