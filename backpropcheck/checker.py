@@ -60,7 +60,7 @@ class Options(CheckSettings):
 
 DEFAULTS = DEFAULT_CHECK
 KEEP_DRAWN = 2000  # trials whose generator the preflight keeps for the trial itself (about 1 kB each)
-REDRAWS = 8  # draws of one symbolic dim assignment until it differs from the ones before
+REDRAWS = 3  # draws of a symbolic dim assignment from one range before it is widened by one
 
 
 # what SymPy may raise on a hostile expression: the claim keeps its numeric verdict
@@ -342,7 +342,7 @@ class _FileCheck:
         if not hasattr(self, "_critical_cache"):
             from .dimuse import critical_sizes
 
-            self._critical_cache = critical_sizes(self.d, max(2, self.cfg.max_dim))
+            self._critical_cache = critical_sizes(self.d, max(2, self.cfg.max_dim), self.options.limits.max_dim)
         return self._critical_cache
 
     def _critical_shapes(self) -> list[dict[str, int]]:
@@ -362,21 +362,20 @@ class _FileCheck:
 
     def _small_shapes(self) -> list[dict[str, int]]:
         """``shapes`` distinct small dim assignments: the first a permutation of 2 … n + 1 (n dims), the others
-        from 2 … n + 2. An assignment drawn before adds no evidence (with one or two dims the range holds
-        few): it is drawn again from a range one larger, up to ``REDRAWS`` times."""
+        from 2 … n + 2. An assignment drawn before adds no evidence: it is drawn again, from a range one
+        larger after every ``REDRAWS`` draws (with one or two dims the range holds only a few), and the
+        symbolic cost grows with the sizes."""
         from .engines.numeric import rng_for
 
         n = len(self.d.dims)
         out: list[dict[str, int]] = []
         for k in range(self.cfg.shapes):
             rng = rng_for(self.cfg.seed, self.d.path, 100_000 + k)
-            high = 1 + n + (0 if k == 0 else 1)
-            for _ in range(REDRAWS):
-                sizes = draw_dims(self.d, rng, 2, high, {})
+            for attempt in range(REDRAWS * (self.cfg.shapes + 4)):
+                sizes = draw_dims(self.d, rng, 2, 1 + n + (0 if k == 0 else 1) + attempt // REDRAWS, {})
                 if sizes not in out:
                     out.append(sizes)
                     break
-                high += 1
         return out
 
     def _symbolic(self, claims: list[Claim]) -> dict[str, SymbolicEvidence]:

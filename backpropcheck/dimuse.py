@@ -6,8 +6,8 @@ every size the trials draw. A dim inside a non-polynomial function
 (``relu(n - 64)``, ``where(n > 64, …)``, ``exp(n)``) may not: the claim can
 agree at every drawn size (2 … max_dim) and differ beyond. For each such use
 this module names the sizes to examine as well: both sides of every kink of
-the dim-only argument (the roots of ``n - 64``, solved exactly), and sizes past
-the drawn range.
+the dim-only argument (the roots of ``n - 64``, solved exactly; the sign changes
+of ``sqrt(n) - 30``, found over the sizes), and sizes past the drawn range.
 """
 
 from __future__ import annotations
@@ -42,17 +42,18 @@ def _dim_only(node: Node) -> bool:
                    for n in walk(node))
 
 
-def critical_sizes(d: Derivation, max_dim: int) -> list[tuple[str, int, bool]]:
+def critical_sizes(d: Derivation, max_dim: int, largest: int = 8192) -> list[tuple[str, int, bool]]:
     """``(dim, size, kink)`` for every size a dim used as a number must also be examined at;
     ``kink``: the size is next to a point where a piecewise function of the dim changes branch
-    (the symbolic check examines those too; the sizes past the drawn range get numeric trials)."""
+    (the symbolic check examines those too; the sizes past the drawn range get numeric trials).
+    ``largest``: the largest size a kink of a non-polynomial argument is looked for at (the dim limit)."""
     found: dict[tuple[str, int], bool] = {}
     for node, dims, dim_only in _uses(d):
         for dim in dims:  # past the drawn range, whatever the function
             for size in (max_dim + 1, 4 * max_dim + 3):
                 found.setdefault((dim, size), False)
         if dim_only:
-            for dim, size in _kinks(d, node, dims):
+            for dim, size in _kinks(d, node, dims, largest):
                 found[(dim, size)] = True
     return sorted(((dim, size, kink) for (dim, size), kink in found.items()), key=lambda t: (t[0], t[1]))
 
@@ -88,12 +89,14 @@ def _uses(d: Derivation) -> tuple[_Use, ...]:
     return found
 
 
-def _kinks(d: Derivation, node: Call, dims: frozenset[str]) -> Iterator[tuple[str, int]]:
-    """Sizes on both sides of every point where the dim-only ``node`` changes branch."""
+def _kinks(d: Derivation, node: Call, dims: frozenset[str], largest: int) -> Iterator[tuple[str, int]]:
+    """Sizes on both sides of every point where the dim-only ``node`` changes branch: a polynomial
+    argument's roots, solved exactly; any other's sign changes over the sizes 1 … ``largest``
+    (``sqrt(n) > 30``, ``log(n) > 7``: :mod:`.engines.roots`), the other dims at 2."""
     import sympy as sp
-    from sympy.polys.polyerrors import BasePolynomialError
 
     from .engines.evaluate import Backend, evaluate
+    from .engines.roots import integer_sign_changes, polynomial_roots
     from .engines.symbolic import symbolic_backend
     from .lang.symfuncs import Relu, Step
 
@@ -110,16 +113,11 @@ def _kinks(d: Derivation, node: Call, dims: frozenset[str]) -> Iterator[tuple[st
             if s not in argument.free_symbols:
                 continue
             others = {t: 2 for t in argument.free_symbols if t != s}  # the smallest drawn size
-            try:
-                poly = sp.Poly(argument.xreplace(others), s)
-                if not 1 <= poly.degree() <= 8 or not all(c.is_Rational for c in poly.all_coeffs()):
-                    continue
-                intervals = poly.intervals()
-            except (BasePolynomialError, ValueError, TypeError, NotImplementedError, ArithmeticError):
-                continue
-            for (low, high), _ in intervals[:4]:
-                root = math.floor((low + high) / 2)
+            g = argument.xreplace(others)
+            roots = polynomial_roots(g, s)
+            found = ([math.floor(r) for r in roots] if roots is not None
+                     else list(integer_sign_changes(g, s, largest)))
+            for root in found:
                 for size in (root - 1, root, root + 1, root + 2):
                     if size >= 1:
                         yield name, int(size)
-

@@ -403,3 +403,83 @@ def test_the_symbolic_proof_runs_at_as_many_distinct_dims_as_asked(tmp_path: Pat
         drawn = c.symbolic["shapes"]
         assert c.verdict == "proved" and len(drawn) == shapes, (seed, drawn)
         assert len({tuple(sorted(s.items())) for s in drawn}) == shapes
+
+
+def _one_input(domain: str, forward: str, claim_text: str) -> str:
+    shape = '["n"]' if domain == "real" else f'{{ shape = ["n"], domain = "{domain}" }}'
+    return f"""
+[derivation]
+title = "a kink no random draw reaches"
+[dims]
+n = "size"
+[inputs]
+x = {shape}
+[forward]
+y = "{forward}"
+[loss]
+E = "sum(y)"
+[claims]
+grad_x = "{claim_text}"
+"""
+
+
+# (domain, forward, a wrong claim, the right one): each kink lies inside the domain but where the trials'
+# draws (unit: 0.05 … 0.95; positive: log-normal around 1; real: about ±1.7) never go, or behind a function
+# whose kink is not a polynomial's root
+KINKS_OUT_OF_REACH = [
+    ("unit", "relu(x - 0.96) + x", "ones(n)", "1 + (x > 0.96)"),
+    ("unit", "log(clip(x, 0.01, 0.99))", "1 / x", "(x > 0.01) * (x < 0.99) / x"),
+    ("positive", "log(maximum(x, 0.001))", "1 / x", "(x > 0.001) / x"),
+    ("real", "where(tanh(x) > 0.99, 3 * x, x)", "ones(n)", "1 + 2 * (tanh(x) > 0.99)"),
+    ("real", "where(sigmoid(x) > 0.99, 3 * x, x)", "ones(n)", "1 + 2 * (sigmoid(x) > 0.99)"),
+    ("positive", "where(log(x) > 4, 3 * x, x)", "ones(n)", "1 + 2 * (log(x) > 4)"),
+    ("positive", "where(sqrt(x) > 8, 3 * x, x)", "ones(n)", "1 + 2 * (sqrt(x) > 8)"),
+]
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("domain, forward, wrong, right", KINKS_OUT_OF_REACH)
+def test_a_branch_near_a_domain_end_or_behind_a_function_is_examined(tmp_path: Path, domain: str, forward: str,
+                                                                    wrong: str, right: str, seed: int) -> None:
+    """Both sides of every kink are tried: near the ends of (0, 1), near 0 for a positive entry, and where a
+    tanh, sigmoid, log or sqrt crosses its threshold. These wrong claims were `verified` (the exact test could
+    not reduce the difference, and no probe reached the other branch)."""
+    options = Options(seed=seed, trials=5, shapes=1)
+    c = claim(check_text(tmp_path, _one_input(domain, forward, wrong), options), "grad_x")
+    assert c.verdict == "refuted", (c.verdict, c.message)
+    c = claim(check_text(tmp_path, _one_input(domain, forward, right), options), "grad_x")
+    assert c.verdict in ("proved", "verified"), (c.verdict, c.message)
+
+
+@pytest.mark.parametrize("use", ["(sqrt(n) > 30)", "(log(n) > 7)", "(1 / n < 0.001)", "(tanh(n - 1000) > 0)",
+                                 "relu(sqrt(n) - 30)"])
+def test_a_dim_behind_a_function_is_examined_past_its_kink(tmp_path: Path, use: str) -> None:
+    """A dim compared through sqrt, log, 1/n or tanh: the sizes next to its kink are found by a scan over the
+    sizes (a polynomial's roots were the only kinks found, so `x + (sqrt(n) > 30) * x` was proved)."""
+    text = _one_input("real", "x * x / 2", f"x + {use} * x")
+    c = claim(check_text(tmp_path, text, Options(trials=3)), "grad_x")
+    assert c.verdict == "refuted", (c.verdict, c.message)
+    c = claim(check_text(tmp_path, _one_input("real", "x * x / 2", f"x + 0 * {use} * x"), Options(trials=3)),
+              "grad_x")
+    assert c.verdict in ("proved", "verified"), (c.verdict, c.message)
+
+
+def test_kinks_are_placed_exactly_or_bracketed() -> None:
+    import sympy as sp
+
+    from backpropcheck.engines.roots import integer_sign_changes, polynomial_roots, sign_changes
+
+    x, n = sp.Symbol("x", real=True), sp.Symbol("n", positive=True, integer=True)
+    # a rational root exactly: unrefined, SymPy's isolating interval of 1/1000 is (0, 1)
+    assert polynomial_roots(x - sp.Rational(1, 1000), x) == [sp.Rational(1, 1000)]
+    assert polynomial_roots(sp.tanh(x) - 1, x) is None
+    [(a, b)] = sign_changes(sp.tanh(x) - sp.Rational(99, 100), x, "real")
+    assert a < sp.atanh(sp.Rational(99, 100)) < b and b - a < sp.Rational(1, 10**6)
+    [(a, b)] = sign_changes(sp.log(x) - 4, x, "positive")
+    assert a < sp.exp(4) < b
+    assert list(sign_changes(sp.tanh(x) + 2, x, "real")) == []
+    [(a, b)] = sign_changes(x - sp.Rational(999, 1000), x, "unit")
+    assert 0 < a < sp.Rational(999, 1000) < b < 1
+    assert list(integer_sign_changes(sp.sqrt(n) - 30, n, 8192)) == [900]
+    assert list(integer_sign_changes(sp.log(n) - 7, n, 8192)) == [1096]  # e**7 = 1096.6
+    assert list(integer_sign_changes(sp.sqrt(n) - 100, n, 8192)) == []  # 10000 is past the dim limit

@@ -318,3 +318,13 @@ def test_each_reporter_preloads_the_modules_it_renders_with() -> None:
     for name, modules in wanted.items():
         out = subprocess.run([sys.executable, "-c", script, name], capture_output=True, text=True, timeout=60)
         assert modules <= set(out.stdout.split()), (name, out.stdout, out.stderr)
+
+
+def test_markdown_heading_names_what_failed() -> None:
+    """A run whose every checked claim holds but one file is invalid is not 'some claims do not hold'."""
+    good = FileResult("a.toml", "a", "passed", None, [ClaimResult("g", "x", "proved", "holds", True, "")])
+    invalid = FileResult("e.toml", "", "error", "e.toml: invalid TOML")
+    wrong = FileResult("b.toml", "b", "failed", None, [ClaimResult("g", "x", "refuted", "holds", False, "")])
+    assert "## backpropcheck: ✅ all claims hold" in markdown.render([good], 0)
+    assert "## backpropcheck: ❌ some files could not be checked" in markdown.render([good, invalid], 0)
+    assert "## backpropcheck: ❌ some claims do not hold" in markdown.render([good, wrong, invalid], 0)

@@ -10,12 +10,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import sympy as sp
-from sympy.polys.polyerrors import BasePolynomialError
 
 from ..lang.symfuncs import Relu, Step, softmax_as_exp
+from .roots import polynomial_roots, sign_changes
 
 if TYPE_CHECKING:
     from ..model import Derivation
+
+MAX_SCANS = 4  # arguments of one difference's kinks scanned for sign changes (a polynomial's roots are solved)
+MAX_KINK_POINTS = 96  # points next to kinks evaluated for one difference
 
 
 class WitnessSearch:
@@ -109,10 +112,10 @@ class WitnessSearch:
 
         No tolerance: the value is exact (rational inputs, rational arithmetic) or evaluated by
         SymPy with every digit certified (``evalf(strict=True)``), so any non-zero value is a
-        counterexample, however small (``1e-12 * a``). Besides random points, the points just on
-        either side of every kink (the root of each ``Step``/``Relu`` argument, solved for each
-        of its symbols) are tried, so a branch no random draw reaches (``where(a > 5, …)``) is
-        still examined. A point where a kink's argument is exactly 0 is a tie, never sampled.
+        counterexample, however small (``1e-12 * a``). Besides random points, the points on either
+        side of every kink (each ``Step``/``Relu`` argument's roots in each of its symbols, or its
+        changes of sign: :meth:`_kink_points`) are tried, so a branch no random draw reaches
+        (``where(a > 5, …)``, ``clip(p, 0.01, 0.99)``, ``where(tanh(a) > 0.99, …)``) is still examined. A point where a kink's argument is exactly 0 is a tie, never sampled.
         Generic functions are replaced by one concrete smooth function and its derivatives: a
         claim must hold for every f, so one f where it fails refutes it.
         """
@@ -159,21 +162,34 @@ class WitnessSearch:
             yield self._random_point(symbols, rng, scale)
 
     def _kink_points(self, symbols: list[sp.Symbol], kinks: list[sp.Expr], rng: random.Random):
+        """Points on either side of each kink, the other symbols at one random point: a polynomial argument's
+        roots, each at distances from 1/4 and 2 (a branch of the real line) down to 1/1000 and halfway to an
+        end of the domain (a branch near an end of (0, 1) or near 0 for a positive entry); any other
+        argument's sign changes (``tanh(a) > 0.99``, ``log(p) > 4``), found by :mod:`.roots` on a grid over
+        the domain, at most ``MAX_SCANS`` per call."""
         base = self._random_point(symbols, rng, 1)
-        tried = 0
+        tried = scanned = 0
         for kink in kinks[:16]:
             for s in sorted(kink.free_symbols & set(symbols), key=lambda x: x.name)[:4]:
                 if self.domain_of.get(s) == "simplex" or s in self.simplex:
                     continue
                 g = kink.xreplace({k: v for k, v in base.items() if k != s})
-                for root in _real_roots(g, s):
-                    for delta in (sp.Rational(1, 4), -sp.Rational(1, 4), sp.Integer(2), -sp.Integer(2)):
-                        value = root + delta
-                        if self._inside(s, value):
-                            tried += 1
-                            yield {**base, s: value}
-                            if tried > 64:
-                                return
+                domain = self.domain_of.get(s, "positive" if s.is_positive else "real")
+                domain = domain if domain in ("unit", "positive") else "real"
+                roots = polynomial_roots(g, s)
+                if roots is not None:
+                    values = [v for root in roots for v in _either_side(root, domain)]
+                elif scanned < MAX_SCANS:
+                    scanned += 1
+                    values = [v for bracket in _scanned(g, s, domain) for v in bracket]
+                else:
+                    continue
+                for value in values:
+                    if self._inside(s, value):
+                        tried += 1
+                        yield {**base, s: value}
+                        if tried > MAX_KINK_POINTS:
+                            return
 
     def _inside(self, s: sp.Symbol, value: sp.Rational) -> bool:
         domain = self.domain_of.get(s, "real")
@@ -216,16 +232,33 @@ class WitnessSearch:
                               for e in found})
 
 
-def _real_roots(g: sp.Expr, s: sp.Symbol) -> list[sp.Rational]:
-    """Rational approximations of the real roots of ``g`` in ``s`` (a polynomial; else none)."""
-    try:
-        poly = sp.Poly(g, s)
-        if poly.degree() < 1 or poly.degree() > 8 or not all(c.is_Rational for c in poly.all_coeffs()):
-            return []
-        intervals = poly.intervals()  # isolating intervals of the real roots, exact
-    except (BasePolynomialError, ValueError, TypeError, NotImplementedError, ArithmeticError):
-        return []
-    return [(sp.Rational(low) + sp.Rational(high)) / 2 for (low, high), _ in intervals[:4]]
+def _either_side(root: sp.Rational, domain: str) -> list[sp.Rational]:
+    """Points on both sides of a root, nearest last: at 1/4 and 2 (as before, for a branch of the real line), at
+    1/1000 of the root's size, and halfway to each finite end of the domain ((0, 1), or 0 for a positive one)."""
+    near = max(abs(root), sp.Integer(1)) / 1000
+    out = [root + sp.Rational(1, 4), root - sp.Rational(1, 4), root + 2, root - 2, root + near, root - near]
+    if domain in ("unit", "positive"):
+        out.append(root / 2)
+    if domain == "unit":
+        out.append((root + 1) / 2)
+    return list(dict.fromkeys(out))
+
+
+_SCANNED: dict[tuple, list[tuple[sp.Rational, sp.Rational]]] = {}  # by (argument over a placeholder, domain)
+_HOLDERS: dict[tuple, sp.Symbol] = {}
+
+
+def _scanned(g: sp.Expr, s: sp.Symbol, domain: str) -> list[tuple[sp.Rational, sp.Rational]]:
+    """:func:`.roots.sign_changes` of ``g`` in ``s``, kept by the argument's form: ``tanh(z[0]) - 99/100`` and
+    ``tanh(z[1]) - 99/100`` are one scan (a scan evaluates the argument some 100 times)."""
+    holder = _HOLDERS.setdefault(s._assumptions0, sp.Symbol("⟨kink⟩", **s.assumptions0))
+    key = (g.xreplace({s: holder}), domain)
+    found = _SCANNED.get(key)
+    if found is None:
+        if len(_SCANNED) > 10_000:
+            _SCANNED.clear()
+        found = _SCANNED[key] = list(sign_changes(key[0], holder, domain))
+    return found
 
 
 def _exact_or_certified(value: sp.Expr) -> sp.Rational | sp.Float | None:

@@ -68,7 +68,12 @@ def _file_table(r: FileResult) -> list[str]:
 def render(results: list[FileResult], seed: int, quiet: bool = False) -> str:
     s = Summary.of(results)
     bad = sum(1 for r in results if r.status != "passed")
-    head = "✅ all claims hold" if s.ok == s.claims and not s.errors and not bad else "❌ some claims do not hold"
+    if s.ok == s.claims and not s.errors and not bad:
+        head = "✅ all claims hold"
+    elif s.failed:
+        head = "❌ some claims do not hold"
+    else:  # every claim checked holds: what failed is a file or an expression that could not be checked
+        head = "❌ some files could not be checked"
     lines = [
         f"## backpropcheck: {head}", "",
         "| files | claims | ok | failed | errors | seed |", "|---:|---:|---:|---:|---:|---:|",

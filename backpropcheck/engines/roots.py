@@ -1,0 +1,129 @@
+"""Where a kink's argument changes sign: the points a check examines on both sides of every kink.
+
+A kink is a ``Step``/``Relu``/``Abs``/``sign`` whose argument ``g`` depends on one symbol ``s`` once the
+others are fixed: an input entry (:mod:`.witness`) or a dim used as a number (:mod:`..dimuse`). A
+polynomial ``g`` has its real roots isolated exactly (SymPy's root intervals). Any other ``g`` — a kink
+behind ``tanh``, ``sigmoid``, ``log`` or ``sqrt`` (``where(tanh(x) > 0.99, …)``, ``sqrt(n) > 30``) — is
+scanned for sign changes on a grid over the symbol's domain, each narrowed by bisection, every value
+evaluated with certified digits. The grid reaches from 1e-6 to 1e5 in magnitude (dims: every size to the
+dim limit), so a kink where the function is flat beyond that stays unseen, as any finite search must.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import sympy as sp
+from sympy.polys.polyerrors import BasePolynomialError
+
+MAX_ROOTS = 4  # roots (or sign changes) of one argument examined
+ROOT_WIDTH = sp.Rational(1, 10**12)  # the widest interval a polynomial's root is placed in
+BISECTIONS = 40  # halvings of a sign change's bracket: from 1e5 wide to below 1e-7
+_MAGNITUDES = [m * sp.Rational(10) ** e for e in range(-6, 5)
+               for m in (1, sp.Rational(178, 100), sp.Rational(316, 100), sp.Rational(562, 100))] + [sp.Integer(10**5)]
+_GRIDS: dict[str, list[sp.Rational]] = {  # 1e-6 … 1e5, four points per decade; the unit interval by hundredths
+    "real": [-x for x in reversed(_MAGNITUDES)] + [sp.Integer(0)] + _MAGNITUDES,
+    "positive": _MAGNITUDES,
+    "unit": sorted({sp.Rational(1, 10**k) for k in (6, 5, 4, 3)} | {1 - sp.Rational(1, 10**k) for k in (6, 5, 4, 3)}
+                   | {sp.Rational(k, 100) for k in range(1, 100)}),
+}
+
+
+def polynomial_roots(g: sp.Expr, s: sp.Symbol) -> list[sp.Rational] | None:
+    """Rational points within ``ROOT_WIDTH`` of the real roots of ``g`` in ``s`` (at most ``MAX_ROOTS``; a rational
+    root exactly), or None when ``g`` is not a polynomial of degree 1 … 8 with rational coefficients. (Unrefined,
+    SymPy's isolating intervals can be as wide as (0, 1) for a root at 1/1000.)"""
+    try:
+        poly = sp.Poly(g, s)
+        if poly.degree() < 1 or poly.degree() > 8 or not all(c.is_Rational for c in poly.all_coeffs()):
+            return None
+        intervals = poly.intervals(eps=ROOT_WIDTH)  # isolating intervals of the real roots, exact and narrow
+    except (BasePolynomialError, ValueError, TypeError, NotImplementedError, ArithmeticError):
+        return None
+    return [(sp.Rational(low) + sp.Rational(high)) / 2 for (low, high), _ in intervals[:MAX_ROOTS]]
+
+
+def sign_changes(g: sp.Expr, s: sp.Symbol, domain: str) -> Iterator[tuple[sp.Rational, sp.Rational]]:
+    """Brackets ``(a, b)`` inside ``domain`` ("real", "positive", "unit") with ``g(a)`` and ``g(b)`` of opposite
+    signs (a root of ``g`` between them), narrowed by bisection; at most ``MAX_ROOTS``. A grid point where
+    ``g`` is exactly 0 gives its two neighbours."""
+    grid = _GRIDS[domain]
+    signs = [_sign(g, s, x) for x in grid]
+    found = 0
+    for k in range(len(grid) - 1):
+        if found >= MAX_ROOTS:
+            return
+        left, right = signs[k], signs[k + 1]
+        if left is None or right is None:
+            continue
+        if left == 0 and 0 < k and signs[k - 1] not in (None, 0):
+            found += 1
+            yield grid[k - 1], grid[k + 1]
+        elif left * right < 0:
+            found += 1
+            yield _bisect(g, s, grid[k], grid[k + 1], left)
+
+
+def integer_sign_changes(g: sp.Expr, s: sp.Symbol, largest: int) -> Iterator[int]:
+    """Sizes ``n`` in 1 … ``largest`` with ``g(n)`` and ``g(n + 1)`` of opposite signs, or ``g(n)`` exactly 0
+    between two signs (at most ``MAX_ROOTS``), found on a grid of every size to 32, then every quarter of a
+    binary order of magnitude, and narrowed by bisection to neighbouring sizes."""
+    grid = sorted({n for n in range(1, min(32, largest) + 1)}
+                  | {min(largest, round(32 * 2 ** (k / 4))) for k in range(0, 4 * max(1, largest.bit_length()))})
+    grid = [n for n in grid if 1 <= n <= largest]
+    signs = [_sign(g, s, sp.Integer(n)) for n in grid]
+    found = 0
+    for k in range(len(grid) - 1):
+        if found >= MAX_ROOTS:
+            return
+        left, right = signs[k], signs[k + 1]
+        if left is None or right is None:
+            continue
+        if left == 0 and 0 < k and signs[k - 1] not in (None, 0):
+            found += 1
+            yield grid[k]
+        elif left * right < 0:
+            low, high = grid[k], grid[k + 1]
+            while high - low > 1:
+                mid = (low + high) // 2
+                sign = _sign(g, s, sp.Integer(mid))
+                if sign is None:
+                    break
+                if sign == 0:
+                    low = high = mid
+                    break
+                if sign == left:
+                    low = mid
+                else:
+                    high = mid
+            found += 1
+            yield low
+
+
+def _bisect(g: sp.Expr, s: sp.Symbol, a: sp.Rational, b: sp.Rational, sign_a: int) -> tuple[sp.Rational, sp.Rational]:
+    """A narrower bracket of the sign change of ``g`` between ``a`` and ``b`` (``g(a)`` of sign ``sign_a``)."""
+    for _ in range(BISECTIONS):
+        mid = (a + b) / 2
+        sign = _sign(g, s, mid)
+        if sign is None or sign == 0:
+            break
+        if sign == sign_a:
+            a = mid
+        else:
+            b = mid
+    return a, b
+
+
+def _sign(g: sp.Expr, s: sp.Symbol, x: sp.Expr) -> int | None:
+    """The sign of ``g`` at ``s = x`` (-1, 0 or 1) with every digit certified, or None where it is not a
+    certified real number."""
+    value = g.xreplace({s: x})
+    if value.is_Rational:
+        return int(sp.sign(value))
+    try:
+        out = value.evalf(20, strict=True)
+    except (sp.core.evalf.PrecisionExhausted, TypeError, ValueError, ZeroDivisionError, ArithmeticError):
+        return None
+    if not out.is_Number or not out.is_real or out.has(sp.nan, sp.zoo, sp.oo, -sp.oo):
+        return None
+    return int(sp.sign(out))
