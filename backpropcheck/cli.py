@@ -488,30 +488,6 @@ def _explain_status(explanation) -> int:
     return 1 if any(not r.ok for r in explanation.results) else 0
 
 
-def _derive_source(file: str) -> tuple[str, str]:
-    """derive's input: a file's path, or the TOML text of a note's block (``notes.md:LINE``, or a note
-    holding exactly one block), with the name to report it by."""
-    from .errors import DerivationError
-    from .notes import blocks, is_note, read_note, split_ref
-
-    ref = split_ref(file)
-    if ref is None and not is_note(file):
-        return file, file
-    path, line = ref if ref is not None else (file, None)
-    try:
-        found = blocks(read_note(path))
-    except DerivationError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    chosen = [b for b in found if line is None or b.line == line]
-    if len(chosen) != 1 or not chosen[0].closed:
-        starts = ", ".join(str(b.line) for b in found) or "none"
-        click.echo(f"error: {path}: name one closed ```toml backpropcheck block as {path}:LINE "
-                   f"(blocks start at lines {starts})", err=True)
-        sys.exit(2)
-    return chosen[0].text, f"{path}:{chosen[0].line}"
-
-
 @main.command(cls=_BoundsCommand)
 @click.argument("file", callback=_derivation_file, metavar="FILE")
 @click.option("--for", "targets", default=None, metavar="NAME,...",
@@ -537,19 +513,21 @@ def derive(file, targets, fmt, output, no_symbolic, timeout, **bounds) -> None:
     from .checker import Options
     from .derive import derive as derive_file
     from .derive import render_latex, render_markdown, render_text
+    from .errors import DerivationError
 
     wanted = [t.strip() for t in targets.split(",") if t.strip()] if targets else None
-    source, name = _derive_source(file)
     options = Options(symbolic=not no_symbolic, timeout=timeout, limits=_limits(bounds))
     from .runner import memory_bounded
 
     try:
         with memory_bounded(options.limits.max_memory):  # as explain and a check's worker are
-            result = derive_file(source, wanted, options, name=name)
+            result = derive_file(file, wanted, options)
     except MemoryError:
         from .checker import out_of_memory
 
-        _leave(f"error: {out_of_memory(name, options.limits)}", 2)
+        _leave(f"error: {out_of_memory(file, options.limits)}", 2)
+    except DerivationError as exc:  # a file that cannot be read, a note's block that is not there
+        _leave(f"error: {exc}", 2)
     if result.error and not result.claims:
         click.echo(f"error: {result.error}", err=True)
         sys.exit(2)
@@ -596,8 +574,17 @@ def demo(no_pause) -> None:
     pausing = not no_pause and _interactive()
 
     def pause() -> None:
-        if pausing:
-            click.pause("\n(press any key for the next step)")
+        if not pausing:
+            return
+        click.echo("\n(press any key for the next step, q to quit)", nl=False)
+        try:  # not click.pause, which swallows Ctrl-C: read raw, Ctrl-C raises KeyboardInterrupt (exit 130)
+            key = click.getchar()
+        except EOFError:  # Ctrl-D
+            key = "q"
+        finally:
+            click.echo()
+        if key.lower() == "q":
+            sys.exit(0)
 
     run_demo(console, pause)
 
@@ -606,14 +593,16 @@ def demo(no_pause) -> None:
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
 def new(path, force) -> None:
-    """Write a commented template derivation to PATH (it checks cleanly as written)."""
+    """Write a commented template derivation to PATH (it checks cleanly as written); a PATH ending in .md
+    gets a short note holding the template in a ```toml backpropcheck block."""
     import os
     import tempfile
     from pathlib import Path
 
-    from .templates import TEMPLATE
+    from .templates import template_for
 
     target = Path(path)
+    text = template_for(target)
     try:
         if force:  # a temporary file renamed over PATH (through a link): PATH is never left half written
             real = Path(os.path.realpath(target))
@@ -621,7 +610,7 @@ def new(path, force) -> None:
             with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=real.parent, prefix=f".{real.name}.",
                                              delete=False) as fh:
                 try:
-                    fh.write(TEMPLATE)
+                    fh.write(text)
                     os.chmod(fh.name, mode)
                 except BaseException:
                     os.unlink(fh.name)
@@ -629,7 +618,7 @@ def new(path, force) -> None:
             os.replace(fh.name, real)
         else:  # created exclusively: a file that appears after a check for it is not overwritten
             with open(target, "x", encoding="utf-8") as created:
-                created.write(TEMPLATE)
+                created.write(text)
     except FileExistsError:
         raise click.ClickException(f"{path} exists; use --force to overwrite it") from None
     except OSError as exc:

@@ -140,6 +140,21 @@ def load_ref(name: str, limits: Limits = DEFAULT_LIMITS, display: str | None = N
     ``display`` names the note in reports (default: as given)."""
     from .loader import loads
 
+    path, block = find_block(name, limits, display)
+    try:
+        d = loads(block.text, f"{path}:{block.line}", limits)
+    except DerivationError as exc:
+        raise relocate(exc, path, block) from None
+    for claim in d.claims:
+        if claim.error is not None:
+            relocate(claim.error, path, block)
+    return d
+
+
+def find_block(name: str, limits: Limits = DEFAULT_LIMITS, display: str | None = None) -> tuple[str, Block]:
+    """The note's name in reports and the closed block that ``NOTE:LINE`` (or a note holding one block)
+    names; :class:`DerivationError` when there is no such block. Errors met reading the block's text
+    are located at the note's lines by :func:`relocate`."""
     ref = split_ref(name)
     source, line = ref if ref is not None else (name, None)
     if display is not None:
@@ -158,7 +173,6 @@ def load_ref(name: str, limits: Limits = DEFAULT_LIMITS, display: str | None = N
             raise DerivationError(f"the note has {len(found)} ```toml backpropcheck blocks"
                                   + (f" (at lines {lines}): name one as {path}:LINE" if found else ""), file=path)
         line = found[0].line
-    name = f"{path}:{line}"
     block = next((b for b in found if b.line == line), None)
     if block is None:
         starts = ", ".join(str(b.line) for b in found) or "none"
@@ -167,14 +181,7 @@ def load_ref(name: str, limits: Limits = DEFAULT_LIMITS, display: str | None = N
     if not block.closed:
         raise DerivationError(f"the ```toml backpropcheck block opened at line {line - 1} is never closed",
                               file=f"{path}:{line - 1}")
-    try:
-        d = loads(block.text, name, limits)
-    except DerivationError as exc:
-        raise relocate(exc, path, block) from None
-    for claim in d.claims:
-        if claim.error is not None:
-            relocate(claim.error, path, block)
-    return d
+    return path, block
 
 
 def relocate(exc: DerivationError, path: str, block: Block) -> DerivationError:

@@ -110,3 +110,23 @@ grad_x = "W.T @ grad_z"                   # the gradient takes the transposed Ja
 # seed = 0
 # trials = 20
 '''
+
+
+NOTE = """\
+# One dense layer
+
+Prose around the derivation is yours. `backpropcheck check THIS_NOTE` checks every fenced block
+whose info string is `toml backpropcheck` exactly like a derivation file, and names errors by
+this note's own line numbers; other blocks and the prose are left alone.
+
+```toml backpropcheck
+{template}```
+"""
+
+
+def template_for(path: str | Path) -> str:
+    """What ``new`` writes to ``path``: the template, or for a Markdown note (which check reads only
+    through its ``toml backpropcheck`` blocks) a short note holding the template in such a block."""
+    from .notes import is_note
+
+    return NOTE.format(template=TEMPLATE) if is_note(path) else TEMPLATE

@@ -3,6 +3,8 @@ and check --examples on the derivations shipped inside the package."""
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import click
@@ -40,6 +42,21 @@ def test_new_writes_a_template_that_checks_cleanly(outside):
     checked = run("check", "layer.toml", "--trials", "3", "--shapes", "1")
     assert checked.exit_code == 0, checked.output
     assert "proved" in checked.output
+
+
+def test_new_writes_a_note_holding_the_template_for_a_markdown_path(outside):
+    """check reads only a note's ```toml backpropcheck blocks: bare TOML in n.md would be ignored."""
+    for name in ("n.md", "lecture.markdown"):
+        made = run("new", name)
+        assert made.exit_code == 0, made.output
+        text = (outside / name).read_text()
+        assert text.startswith("# ") and "```toml backpropcheck\n" in text
+        checked = run("check", name, "--trials", "3", "--shapes", "1", "--format", "json")
+        assert checked.exit_code == 0, checked.output
+        (block,) = json.loads(checked.stdout)["files"]
+        assert block["path"] == f"{name}:{text.splitlines().index('```toml backpropcheck') + 2}"
+        assert len(block["claims"]) == 5 and all(c["verdict"] == "proved" for c in block["claims"])
+        assert run("explain", name, "--claim", "grad_x", "--no-symbolic").exit_code == 0
 
 
 def test_new_refuses_to_overwrite_without_force(outside):
@@ -107,6 +124,7 @@ def test_demo_tells_the_whole_story_without_pausing_when_piped(outside, monkeypa
         raise AssertionError("demo paused although stdin/stdout are not a terminal")
 
     monkeypatch.setattr(click, "pause", no_pause)
+    monkeypatch.setattr(click, "getchar", no_pause)
     shown = run("demo")
     assert shown.exit_code == 0, shown.output
     out = shown.output
@@ -123,13 +141,69 @@ def test_demo_tells_the_whole_story_without_pausing_when_piped(outside, monkeypa
 
 def test_demo_pauses_between_steps_on_a_terminal_unless_no_pause(outside, monkeypatch):
     pauses = []
-    monkeypatch.setattr(click, "pause", lambda *a, **k: pauses.append(1))
+    monkeypatch.setattr(click, "getchar", lambda *a, **k: pauses.append(1) or " ")
     monkeypatch.setattr(cli, "_interactive", lambda: True)
     assert run("demo").exit_code == 0
     assert len(pauses) == 6  # between the 7 steps
     pauses.clear()
     assert run("demo", "--no-pause").exit_code == 0
     assert pauses == []
+
+
+@pytest.mark.parametrize(("key", "status"), [(KeyboardInterrupt, 130), ("q", 0), ("Q", 0), (EOFError, 0)])
+def test_demo_ends_at_a_pause_on_ctrl_c_q_or_ctrl_d(outside, monkeypatch, key, status):
+    """Ctrl-C exits 130 as check does; q (or Ctrl-D) ends the walk-through there. click.pause swallowed both."""
+    def read_key(*args, **kwargs):
+        if isinstance(key, type):
+            raise key
+        return key
+
+    monkeypatch.setattr(click, "getchar", read_key)
+    monkeypatch.setattr(cli, "_interactive", lambda: True)
+    shown = run("demo")
+    assert shown.exit_code == status, shown.output
+    assert "Step 1/7" in shown.stdout and "Step 2/7" not in shown.stdout
+    assert ("interrupted" in shown.stderr) == (status == 130)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a pseudo-terminal")
+def test_demo_on_a_real_terminal_exits_130_on_ctrl_c(outside):
+    """The key is read in raw mode, where Ctrl-C is a character, not a signal: it must still end the demo."""
+    import contextlib
+    import os
+    import pty
+    import select
+    import signal
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the demo on the pty
+        os.execv(sys.executable, [sys.executable, "-m", "backpropcheck", "demo"])
+    out, status, end = b"", None, time.monotonic() + 120
+
+    def read() -> None:
+        nonlocal out
+        if select.select([fd], [], [], 0.2)[0]:
+            with contextlib.suppress(OSError):  # the child has gone
+                out += os.read(fd, 65536)
+
+    try:
+        while b"next step" not in out and time.monotonic() < end:
+            read()
+        assert b"next step" in out, out[-500:]
+        os.write(fd, b"\x03")
+        while status is None and time.monotonic() < end:
+            done, code = os.waitpid(pid, os.WNOHANG)
+            status = code if done else None
+            read()
+    finally:
+        if status is None:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
+    assert status is not None, f"the demo went on after Ctrl-C: {out[-500:]!r}"
+    assert os.waitstatus_to_exitcode(status) == 130
+    assert out.count(b"next step") == 1 and b"Step 2/7" not in out
 
 
 # -- explain -----------------------------------------------------------------------------------------------

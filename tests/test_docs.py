@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from dataclasses import asdict
@@ -102,3 +103,139 @@ def test_license_and_packaging_metadata() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     assert project["license"] == "MIT"
     assert any(dep.startswith("jsonschema") for dep in project["optional-dependencies"]["test"])
+
+
+# -- what the README and docs/ show of the tool's output: the tool's own, regenerated here ----------------
+
+NOTE = """# Lecture
+
+Intro text.
+
+The dense layer of last week, in matrix form:
+
+Its claims:
+
+```toml backpropcheck
+[derivation]
+title = "Dense layer in the notes"
+[dims]
+n = "in"
+m = "out"
+[inputs]
+a = ["n"]
+W = ["m", "n"]
+[forward]
+z = "W @ a"
+[loss]
+upstream = "z"
+[claims]
+grad_a = "W.T @ grad_z"
+grad_W = "outer(a, grad_z)"
+```
+
+More text, and some code:
+
+```python
+print("hi")
+```
+
+A broken block:
+```toml backpropcheck
+[derivation]
+title = "broken"
+[dims]
+n = "in"
+[inputs]
+a = ["n"]
+[forward]
+z = "a ^ 2"
+[loss]
+upstream = "z"
+[claims]
+grad_a = "2 * a * grad_z"
+```
+"""
+
+SHAPE_SLIP = """[derivation]
+title = "W declared (n, m)"
+[dims]
+n = "in"
+m = "out"
+[inputs]
+a = ["n"]
+W = ["n", "m"]
+[forward]
+z = "W.T @ a"
+[loss]
+upstream = "z"
+[claims]
+grad_a = "W.T @ grad_z"
+"""
+
+
+def _block(first: str, doc: str = README) -> list[str]:
+    """The lines of the code block of ``doc`` whose first line is ``first``, ``first`` included."""
+    found = re.search(rf"^```\n({re.escape(first)}\n.*?)^```", doc, re.S | re.M)
+    assert found is not None, first
+    return found.group(1).splitlines()
+
+
+def _shown(args: list[str]) -> tuple[int, list[str]]:
+    result = CliRunner().invoke(main, args)
+    return result.exit_code, [line.rstrip() for line in result.stdout.splitlines()]
+
+
+def test_the_readme_sample_outputs_are_the_tools_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every proved line shows its scope label: a sample written before the labels is out of date."""
+    monkeypatch.chdir(tmp_path)
+    square = (REPO / "backpropcheck" / "derivations" / "mistakes" / "missing_transpose_square.toml").read_text()
+    (tmp_path / "square.toml").write_text(square.partition("[expect]")[0], encoding="utf-8")
+    (tmp_path / "notes.md").write_text(NOTE, encoding="utf-8")
+    for command in ("backpropcheck check square.toml", "backpropcheck check notes.md"):
+        sample = _block(f"$ {command}")
+        _, shown = _shown(command.split()[1:])
+        assert sample[1:] == shown, command
+    (tmp_path / "slip.toml").write_text(SHAPE_SLIP, encoding="utf-8")
+    sample = _block("  ✗ grad_a shape-error  W.T @ grad_z")
+    _, shown = _shown(["check", "slip.toml"])
+    assert shown[1:3] == sample
+    monkeypatch.chdir(REPO)
+    sample = _block("$ backpropcheck derive derivations/softmax_regression_batch.toml")
+    status, shown = _shown(sample[0].split()[2:])
+    assert status == 0 and shown == sample[1:]
+
+
+def test_the_derive_example_of_exit_status_1_does_exit_1(tmp_path: Path) -> None:
+    example = "einsum('ij,j->j', A, b)"
+    assert f"`{example}`" in README and f"`{example}`" in CLI
+    path = tmp_path / "e.toml"
+    path.write_text(f'[derivation]\ntitle = "e"\n[dims]\nn = "rows"\nm = "cols"\n[inputs]\nA = ["n", "m"]\nb = ["m"]\n[forward]\nz = "{example}"\n'
+                    '[loss]\nupstream = "z"\n', encoding="utf-8")
+    result = CliRunner().invoke(main, ["derive", str(path)])
+    assert result.exit_code == 1 and "grad_A not derived: einsum 'ij,j->j' sums an index of operand 1 alone" \
+        in result.stderr
+
+
+def test_the_docs_explain_the_proof_scope_and_link_its_page(tmp_path: Path) -> None:
+    assert "](docs/proof-scope.md)" in README
+    verdicts = FORMAT.partition("\n## Verdicts\n")[2].partition("\n## ")[0]
+    for doc in (README, CLI, verdicts):
+        assert "`proved (all shapes)`" in doc and "`proved (at n=2,m=3; …)`" in doc
+        assert "symbolic.scope" in doc and "symbolic.argument" in doc and '"sampled-shapes"' in doc
+    assert "](proof-scope.md)" in verdicts and "](proof-scope.md)" in CLI
+    # the sample JSON object has the real report's fields, the proof's scope among them
+    sample = json.loads(re.search(r"```json\n(.*?)```", CLI, re.S).group(1))
+    (tmp_path / "d.toml").write_text(SHAPE_SLIP.replace('"W.T @ grad_z"', '"W @ grad_z"'), encoding="utf-8")
+    real = json.loads(CliRunner().invoke(main, ["check", str(tmp_path / "d.toml"), "--format", "json",
+                                                "--trials", "2"]).stdout)
+    claim, real_claim = sample["files"][0]["claims"][0], real["files"][0]["claims"][0]
+    assert set(claim) == set(real_claim) and set(claim["symbolic"]) == set(real_claim["symbolic"])
+    assert real_claim["symbolic"]["scope"] in ("all-shapes", "sampled-shapes")
+
+
+def test_the_paths_the_docs_cite_exist_and_folders_are_described_as_walked() -> None:
+    for doc in (README, CLI, FORMAT):
+        for cited in re.findall(r"`((?:backpropcheck|bench|tests|docs)/[^` ]*)`", doc):
+            assert (REPO / cited.split("::")[0]).exists(), cited
+    assert "without recursion" not in README and "recursively, to any depth" in README
+    assert "recursively, to any depth" in CLI

@@ -119,3 +119,27 @@ def test_a_block_that_is_never_closed_is_an_error(tmp_path: Path) -> None:
     path.write_text("# x\n```toml backpropcheck\n" + DENSE_COLUMN, encoding="utf-8")
     result = CliRunner().invoke(main, ["check", str(path), *FAST])
     assert result.exit_code == 2 and "is never closed" in result.stdout
+
+
+def test_derive_locates_a_blocks_errors_at_the_notes_lines_as_check_does(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The docs promise "errors point at the note's own lines": derive must say what check says."""
+    text = note("# Lecture", "", "Intro.", "", fence(BROKEN), "", fence('[derivation]\ntitle = "bad toml'))
+    (tmp_path / "notes.md").write_text(text, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    broken = line_of(text, 'title = "broken"') - 1
+    bad_toml = line_of(text, 'title = "bad toml') - 1
+    for block in (broken, bad_toml):
+        checked = CliRunner().invoke(main, ["check", f"notes.md:{block}", *FAST])
+        said = next(line.strip().removeprefix("error ") for line in checked.stdout.splitlines()
+                    if line.strip().startswith("error "))
+        derived = CliRunner().invoke(main, ["derive", f"notes.md:{block}"])
+        assert derived.exit_code == 2, derived.output
+        assert derived.stderr.strip() == f"error: {said}"
+    bad = line_of(text, 'title = "bad toml')
+    assert said.startswith(f"notes.md:{bad}: invalid TOML") and f"(at line {bad}, column" in said
+    # a note's block that does not exist, or a note that is not UTF-8: an error, not a traceback
+    assert "no ```toml backpropcheck block starts at line 2" in CliRunner().invoke(main, ["derive", "notes.md:2"]).stderr
+    (tmp_path / "latin.md").write_bytes(b"# caf\xe9\n")
+    unreadable = CliRunner().invoke(main, ["derive", "latin.md"])
+    assert unreadable.exit_code == 2 and "not UTF-8" in unreadable.stderr

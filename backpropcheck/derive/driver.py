@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from .. import notes
 from ..checker import Options, check_derivation
 from ..errors import DerivationError
 from ..lang.dims import Dim, Shape, fmt_shape
@@ -26,36 +27,41 @@ def _is_text(source: str | Path) -> bool:
     return isinstance(source, str) and ("\n" in source or source.lstrip().startswith("["))
 
 
-def _read(source: str | Path) -> tuple[str, str]:
+def _read(source: str | Path, name: str | None) -> tuple[str, str, Callable[[DerivationError], DerivationError]]:
+    """The TOML text, its name in messages, and how to locate an error in it: a note's block
+    (``notes.md:LINE``, or a note holding one block) is located at the note's own lines, as check does."""
     if _is_text(source):
-        return str(source), "<string>"
-    path = Path(source)
+        return str(source), name or "<string>", lambda exc: exc
+    if notes.split_ref(str(source)) is not None or notes.is_note(source):
+        path, block = notes.find_block(str(source), display=name)
+        return block.text, f"{path}:{block.line}", lambda exc: notes.relocate(exc, path, block)
     try:
-        return path.read_text(encoding="utf-8"), str(source)
+        return Path(source).read_text(encoding="utf-8"), name or str(source), lambda exc: exc
     except (OSError, UnicodeDecodeError) as exc:
         raise DerivationError(f"cannot read the file: {exc}", file=str(source)) from None
 
 
 def derive(source: str | Path, targets: Iterable[str] | None = None, options: Options | None = None,
            check: bool = True, name: str | None = None) -> DeriveResult:
-    """Derive (and, unless ``check=False``, prove) the gradients of a derivation file or TOML text;
-    ``name`` labels text in messages (default ``<string>``)."""
-    text, read_as = _read(source)
-    name = name or read_as
+    """Derive (and, unless ``check=False``, prove) the gradients of a derivation file, a note's block
+    (``notes.md:LINE``) or TOML text; ``name`` labels it in messages (default ``<string>`` for text).
+    A source that cannot be read (or names no block) raises :class:`DerivationError`."""
+    text, name, locate = _read(source, name)
     options = options or Options()
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        return DeriveResult(name, "", error=f"{name}: invalid TOML: {exc}")
+        return DeriveResult(name, "", error=str(locate(DerivationError(f"invalid TOML: {exc}", file=name))))
     forward = doc.get("forward") if isinstance(doc.get("forward"), dict) else None
     if not forward:
-        return DeriveResult(name, "", error=f"{name}: [forward] must define at least one variable")
+        return DeriveResult(name, "", error=str(locate(DerivationError("[forward] must define at least one "
+                                                                       "variable", file=name))))
     first = next(iter(forward))
     first = first.split("[")[0].strip()
     try:
         d = loads(_with_claims(doc, {f"grad_{first}": "0"}), name, options.limits)  # the user's claims play no part
     except DerivationError as exc:
-        return DeriveResult(name, "", error=str(exc))
+        return DeriveResult(name, "", error=str(locate(exc)))
     file_claims = doc.get("claims", {}) if isinstance(doc.get("claims"), dict) else {}
     file_claims = {claim_name(k): v for k, v in file_claims.items()}
     try:
