@@ -368,20 +368,25 @@ def test_the_max_gradient_at_a_tie_is_shared_in_the_op_table() -> None:
         assert np.array_equal(tangent, {"max": [1.5, 4.0], "min": [0.0, 6.0]}[name])
 
 
-ONE_DIM = """
+def _one_input(domain: str, forward: str, claim_text: str) -> str:
+    shape = '["n"]' if domain == "real" else f'{{ shape = ["n"], domain = "{domain}" }}'
+    return f"""
 [derivation]
-title = "one dim"
+title = "one input of n entries"
 [dims]
 n = "size"
 [inputs]
-x = ["n"]
+x = {shape}
 [forward]
-y = "x * x / 2"
+y = "{forward}"
 [loss]
 E = "sum(y)"
 [claims]
-grad_x = "x"
+grad_x = "{claim_text}"
 """
+
+
+ONE_DIM = _one_input("real", "x * x / 2", "x")
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -403,24 +408,6 @@ def test_the_symbolic_proof_runs_at_as_many_distinct_dims_as_asked(tmp_path: Pat
         drawn = c.symbolic["shapes"]
         assert c.verdict == "proved" and len(drawn) == shapes, (seed, drawn)
         assert len({tuple(sorted(s.items())) for s in drawn}) == shapes
-
-
-def _one_input(domain: str, forward: str, claim_text: str) -> str:
-    shape = '["n"]' if domain == "real" else f'{{ shape = ["n"], domain = "{domain}" }}'
-    return f"""
-[derivation]
-title = "a kink no random draw reaches"
-[dims]
-n = "size"
-[inputs]
-x = {shape}
-[forward]
-y = "{forward}"
-[loss]
-E = "sum(y)"
-[claims]
-grad_x = "{claim_text}"
-"""
 
 
 # (domain, forward, a wrong claim, the right one): each kink lies inside the domain but where the trials'

@@ -49,19 +49,8 @@ def sign_changes(g: sp.Expr, s: sp.Symbol, domain: str) -> Iterator[tuple[sp.Rat
     ``g`` is exactly 0 gives its two neighbours."""
     grid = _GRIDS[domain]
     signs = [_sign(g, s, x) for x in grid]
-    found = 0
-    for k in range(len(grid) - 1):
-        if found >= MAX_ROOTS:
-            return
-        left, right = signs[k], signs[k + 1]
-        if left is None or right is None:
-            continue
-        if left == 0 and 0 < k and signs[k - 1] not in (None, 0):
-            found += 1
-            yield grid[k - 1], grid[k + 1]
-        elif left * right < 0:
-            found += 1
-            yield _bisect(g, s, grid[k], grid[k + 1], left)
+    for k, zero in _crossings(signs):
+        yield (grid[k - 1], grid[k + 1]) if zero else _bisect(g, s, grid[k], grid[k + 1], signs[k] or 0)
 
 
 def integer_sign_changes(g: sp.Expr, s: sp.Symbol, largest: int) -> Iterator[int]:
@@ -72,35 +61,38 @@ def integer_sign_changes(g: sp.Expr, s: sp.Symbol, largest: int) -> Iterator[int
                   | {min(largest, round(32 * 2 ** (k / 4))) for k in range(0, 4 * max(1, largest.bit_length()))})
     grid = [n for n in grid if 1 <= n <= largest]
     signs = [_sign(g, s, sp.Integer(n)) for n in grid]
+    for k, zero in _crossings(signs):
+        low, high = grid[k], grid[k + 1]
+        while not zero and high - low > 1:
+            mid = (low + high) // 2
+            sign = _sign(g, s, sp.Integer(mid))
+            if sign is None:
+                break
+            if sign == 0:
+                low = mid
+                break
+            low, high = (mid, high) if sign == signs[k] else (low, mid)
+        yield low
+
+
+def _crossings(signs: list[int | None]) -> Iterator[tuple[int, bool]]:
+    """``(k, zero)`` for the first ``MAX_ROOTS`` changes of sign along a grid: ``zero``, point k is an exact 0
+    between two signs; else the sign changes between points k and k + 1."""
     found = 0
-    for k in range(len(grid) - 1):
-        if found >= MAX_ROOTS:
-            return
+    for k in range(len(signs) - 1):
         left, right = signs[k], signs[k + 1]
-        if left is None or right is None:
+        if found >= MAX_ROOTS or left is None or right is None:
             continue
         if left == 0 and 0 < k and signs[k - 1] not in (None, 0):
             found += 1
-            yield grid[k]
+            yield k, True
         elif left * right < 0:
-            low, high = grid[k], grid[k + 1]
-            while high - low > 1:
-                mid = (low + high) // 2
-                sign = _sign(g, s, sp.Integer(mid))
-                if sign is None:
-                    break
-                if sign == 0:
-                    low = high = mid
-                    break
-                if sign == left:
-                    low = mid
-                else:
-                    high = mid
             found += 1
-            yield low
+            yield k, False
 
 
-def _bisect(g: sp.Expr, s: sp.Symbol, a: sp.Rational, b: sp.Rational, sign_a: int) -> tuple[sp.Rational, sp.Rational]:
+def _bisect(g: sp.Expr, s: sp.Symbol, a: sp.Rational, b: sp.Rational,
+            sign_a: int) -> tuple[sp.Rational, sp.Rational]:
     """A narrower bracket of the sign change of ``g`` between ``a`` and ``b`` (``g(a)`` of sign ``sign_a``)."""
     for _ in range(BISECTIONS):
         mid = (a + b) / 2
