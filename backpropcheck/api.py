@@ -201,7 +201,7 @@ def _expand(source: Source | Iterable[Source], name: str | None, limits: Limits)
         path = os.fspath(item)
         if not Path(path).exists() and split_ref(path) is None:
             raise FileNotFoundError(f"no file or folder {path!r} (to check TOML text, pass the text itself)")
-        files, unreadable, empty = walk_paths([path])
+        files, unreadable, empty = walk_paths([path], limits)
         out.extend(files)
         out.extend(_Invalid(f, why) for f, why in walk_errors(unreadable, empty))  # as check reports them
     return out

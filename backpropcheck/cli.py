@@ -263,7 +263,7 @@ def check(paths, seed, trials, shapes, max_dim, rtol, atol, dims, no_symbolic, t
         if not Path("derivations").is_dir():
             raise click.UsageError("no PATH given and no ./derivations folder here")
         paths = ("derivations",)
-    files, unreadable, empty = walk_paths(list(paths))
+    files, unreadable, empty = walk_paths(list(paths), _limits(bounds))
     if only_derivations:  # as alone (below), a folder without derivations is nothing to check
         from .discover import looks_like_derivation
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .limits import DEFAULT_LIMITS, Limits
+
 
 def find_files(paths: list[str]) -> list[str]:
     """Files and folders (recursively ``*.toml``, and ``*.md`` notes holding ``toml backpropcheck``
@@ -29,13 +31,14 @@ def walk_files(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     return walk_paths(paths)[:2]
 
 
-def walk_paths(paths: list[str]) -> tuple[list[str], list[tuple[str, str]], list[str]]:
+def walk_paths(paths: list[str], limits: Limits = DEFAULT_LIMITS) -> tuple[list[str], list[tuple[str, str]], list[str]]:
     """:func:`walk_files`, and the folders of ``paths`` under which nothing was found nor left unread:
     alone, that is ``check``'s usage error; beside other paths each is an error of its own, never
     skipped in silence.
 
     An explicit stack, not recursion: a tree 1,100 folders deep is walked like a flat one. Links to
-    folders are not followed (a link to an ancestor would never end); links to files are."""
+    folders are not followed (a link to an ancestor would never end); links to files are. A note is read
+    within ``limits`` (one too large is one error, not one per block)."""
     import os
 
     from .notes import SUFFIXES, is_note, refs
@@ -47,7 +50,7 @@ def walk_paths(paths: list[str]) -> tuple[list[str], list[tuple[str, str]], list
         path = Path(p)
         if not path.is_dir():
             if is_note(path) and path.exists():
-                out.extend(refs(path))
+                out.extend(refs(path, limits=limits))
             else:
                 out.append(str(path))
             continue
@@ -69,7 +72,7 @@ def walk_paths(paths: list[str]) -> tuple[list[str], list[tuple[str, str]], list
             except OSError as exc:
                 unreadable.append((str(Path(folder)), exc.strerror or str(exc)))
         for f in sorted(found):
-            out.extend(refs(f, explicit=False) if is_note(f) else [str(f)])
+            out.extend(refs(f, explicit=False, limits=limits) if is_note(f) else [str(f)])
         if (len(out), len(unreadable)) == before:
             empty.append(str(path))
     return out, sorted(unreadable), empty

@@ -93,7 +93,9 @@ def bound_range(name: str) -> tuple[type, int]:
 DEFAULT_LIMITS = Limits()
 
 
-def exceeded(what: str, value: object, field_name: str, limits: Limits) -> str:
-    """The message for a crossed bound: what, the limit, and the flag that raises it."""
-    limit = asdict(limits)[field_name]
-    return f"{what} ({value}) exceeds the limit of {limit}; raise it with {Limits.flag(field_name)}"
+def exceeded(what: str, value: object, field_name: str, limits: Limits, times: int = 1) -> str:
+    """The message for a crossed bound: what, the limit (``times`` the bound, as for a note: 4 × the file
+    bound), and the flag that raises it."""
+    limit, flag = asdict(limits)[field_name], Limits.flag(field_name)
+    shown = f"{times * limit} ({times} × {flag} {limit})" if times != 1 else f"{limit}"
+    return f"{what} ({value}) exceeds the limit of {shown}; raise it with {flag}"

@@ -86,14 +86,15 @@ def read_note(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> str:
         if not stat.S_ISREG(info.st_mode):
             raise DerivationError("not a regular file (a device, FIFO or socket?)", file=name)
         if info.st_size > bound:
-            raise LimitError(exceeded(f"the notes file size in bytes (a note may hold {NOTE_FACTOR} × the bound)",
-                                      info.st_size, "max_file_bytes", limits), file=name)
+            raise LimitError(exceeded("the note's size in bytes", info.st_size, "max_file_bytes", limits, NOTE_FACTOR),
+                             file=name)
         with Path(path).open("rb") as handle:
             data = handle.read(bound + 1)
     except OSError as exc:
         raise DerivationError(f"cannot read the file: {exc.strerror or exc}", file=name) from None
     if len(data) > bound:
-        raise LimitError(exceeded("the notes file size in bytes", len(data), "max_file_bytes", limits), file=name)
+        raise LimitError(exceeded("the note's size in bytes", len(data), "max_file_bytes", limits, NOTE_FACTOR),
+                         file=name)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

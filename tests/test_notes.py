@@ -143,3 +143,20 @@ def test_derive_locates_a_blocks_errors_at_the_notes_lines_as_check_does(tmp_pat
     (tmp_path / "latin.md").write_bytes(b"# caf\xe9\n")
     unreadable = CliRunner().invoke(main, ["derive", "latin.md"])
     assert unreadable.exit_code == 2 and "not UTF-8" in unreadable.stderr
+
+
+def test_a_note_past_its_size_bound_is_one_error_naming_the_bound_it_crossed(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A note may hold 4 × --max-file-bytes: past that it is one error saying so, not one per block (the
+    blocks were found under the default bound, then each failed under the given one, 'limit of 100')."""
+    text = note("# Notes", fence(DENSE_COLUMN), fence(DENSE_COLUMN), fence(DENSE_COLUMN))
+    (tmp_path / "notes.md").write_text(text, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    bound = -(-len(text.encode()) // 4) - 1  # the note is just past 4 × the bound, and within 4 × (bound + 1)
+    result = CliRunner().invoke(main, ["check", "notes.md", *FAST, "--max-file-bytes", str(bound), "--format", "json"])
+    assert result.exit_code == 2, result.output
+    (only,) = json.loads(result.stdout)["files"]
+    assert only["status"] == "error" and only["path"] == "notes.md"
+    assert f"exceeds the limit of {4 * bound} (4 × --max-file-bytes {bound})" in only["error"]
+    result = CliRunner().invoke(main, ["check", "notes.md", *FAST, "--max-file-bytes", str(bound + 1)])
+    assert result.exit_code == 0, result.output  # within 4 × the bound, every block (each within it) is checked
