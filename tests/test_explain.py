@@ -398,3 +398,11 @@ def test_the_grid_marks_entries_as_the_checker_compares_them(column) -> None:
     loose = numeric_grid(scaled, claim, SIZES, tolerance=(0.5, 0.0))  # the file's [check] rtol, when it sets one
     assert strict is not None and all(all(row) for row in strict.bad)
     assert loose is not None and not any(any(row) for row in loose.bad)
+
+
+def test_a_dim_the_file_does_not_declare_is_named_not_dropped(column):
+    """explain --dims q=3 worked at other dims and said nothing of q; check says the file does not declare it."""
+    text = plain(explain_derivation(column, "grad_a", {"q": 3, "n": 4}, FAST))
+    assert "--dims names q, which this file does not declare" in text
+    assert "n=4" in text
+    assert "does not declare" not in plain(explain_derivation(column, "grad_a", {"n": 4}, FAST))

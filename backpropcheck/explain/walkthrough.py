@@ -71,8 +71,11 @@ def explain_derivation(d: Derivation, claim: str | None = None, sizes: Mapping[s
     if claim is not None and not claims:
         known = ", ".join(c.name for c in d.claims)
         raise KeyError(f"no claim {claim!r} in {d.path} (claims: {known})")
+    unknown = sorted(set(sizes or {}) - set(d.dims))
     sizes = small_sizes(d, sizes)
     out = Explanation(d.title, d.path, sizes)
+    if unknown:  # as check says it: a misspelt dim is not silently dropped
+        out.para(f"(--dims names {', '.join(unknown)}, which this file does not declare.)")
     _preamble(out, d, sizes)
     opts = options or Options(trials=5, shapes=1, timeout=10.0)
     checked = _at_these_dims(d, opts, check_derivation(d, opts), sizes)
