@@ -255,6 +255,8 @@ def check(paths, seed, trials, shapes, max_dim, rtol, atol, dims, no_symbolic, t
     from .files import nothing_under, walk_errors, walk_paths
     from .report import exit_status
 
+    if quiet and verbose:  # one would silently win over the other
+        raise click.UsageError("-q/--quiet and -v/--verbose ask for opposite reports: give one of them")
     if examples:
         from .templates import bundled_folder
 

@@ -379,3 +379,10 @@ def test_the_command_line_sizes_sympys_caches_unless_the_user_did() -> None:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=run_env, timeout=120)
         assert f"SIZE {expected}" in out.stdout, (out.stdout, out.stderr)
     assert SYMPY_CACHE_SIZE > 1000  # larger than SymPy's default
+
+
+def test_quiet_and_verbose_together_are_a_usage_error(tmp_path: Path) -> None:
+    """-q -v printed the quiet report, -v silently lost (QA pass)."""
+    path = write(tmp_path, DENSE_COLUMN)
+    result = CliRunner().invoke(main, ["check", str(path), "-q", "-v"])
+    assert result.exit_code == 2 and "-q/--quiet and -v/--verbose" in result.output
