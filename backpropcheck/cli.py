@@ -622,9 +622,9 @@ def new(path, force) -> None:
             with open(target, "x", encoding="utf-8") as created:
                 created.write(text)
     except FileExistsError:
-        raise click.ClickException(f"{path} exists; use --force to overwrite it") from None
+        _leave(f"Error: {path} exists; use --force to overwrite it", 2)  # a usage error: 2, as check's
     except OSError as exc:
-        raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from None
+        _leave(f"Error: cannot write {path}: {exc.strerror or exc}", 2)
     click.echo(f"wrote {path}; next: backpropcheck check {path}   or   backpropcheck explain {path}")
 
 

@@ -63,7 +63,7 @@ def test_new_refuses_to_overwrite_without_force(outside):
     target = outside / "mine.toml"
     target.write_text("keep me")
     refused = run("new", str(target))
-    assert refused.exit_code != 0
+    assert refused.exit_code == 2  # a usage error, as check's (it was click's 1)
     assert "--force" in refused.output
     assert target.read_text() == "keep me"
     forced = run("new", str(target), "--force")
