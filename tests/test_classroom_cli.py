@@ -87,7 +87,7 @@ def test_new_force_keeps_the_mode_and_writes_through_a_link(outside):
 
 def test_new_writes_through_nothing_it_cannot_create(outside):
     refused = run("new", str(outside / "missing" / "layer.toml"))
-    assert refused.exit_code == 1 and "cannot write" in refused.output and "Traceback" not in refused.output
+    assert refused.exit_code == 2 and "cannot write" in refused.output and "Traceback" not in refused.output
 
 
 # -- list ----------------------------------------------------------------------------------------------
