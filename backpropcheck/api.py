@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checker import ClaimResult, Counterexample, FileResult, Options
+from .checker import TEXT_NAME, ClaimResult, Counterexample, FileResult, Options
 from .errors import DerivationError
 from .limits import DEFAULT_LIMITS, Limits
 from .report import Summary, exit_status
@@ -38,7 +38,6 @@ __all__ = ["check", "explain", "Report", "Explanation", "FileResult", "ClaimResu
            "Options", "Limits", "DerivationError"]
 
 Source = str | os.PathLike[str]
-TEXT_NAME = "<string>"  # how a derivation given as text is named in reports
 
 
 # -- check -------------------------------------------------------------------------------------------------

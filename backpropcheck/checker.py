@@ -101,7 +101,17 @@ def draw_dims(d: Derivation, rng: np.random.Generator, low: int, high: int,
     raise DerivationError("no dim sizes make every shape positive; check the affine dims")
 
 
+TEXT_NAME = "<string>"  # how a derivation given as text (the API) is named in reports
+
+
 def reproduce_command(path: str, seed: int, options: Options, cfg: Resolved) -> str:
+    """The command line that checks ``path`` again as this run did; for text given to the API (no file to
+    name), the API call."""
+    if path == TEXT_NAME:
+        given = {key: cfg[key] for key in options.given() if key != "seed"}
+        given.update({"dims": dict(options.dims)} if options.dims else {})
+        given.update({} if options.symbolic else {"symbolic": False})
+        return "bpc.check(text, " + ", ".join([f"seed={seed}"] + [f"{k}={v!r}" for k, v in given.items()]) + ")"
     parts = ["backpropcheck", "check", path, "--seed", str(seed)]
     for key in options.given():
         if key != "seed":

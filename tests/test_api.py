@@ -216,3 +216,12 @@ def test_derive_is_part_of_the_api() -> None:
     assert "derive" in bpc.__all__
     result = bpc.derive(str(BUNDLED / "dense_column.toml"))
     assert {c.name: (c.expr, c.verdict) for c in result.claims}["grad_a"] == ("W.T @ grad_z", "proved")
+
+
+def test_a_counterexample_in_text_is_reproduced_by_the_api_call() -> None:
+    """Text has no file to name: 'backpropcheck check <string> --seed 0' could not be run (QA pass)."""
+    text = (BUNDLED / "mistakes" / "missing_transpose_square.toml").read_text().split("[expect]")[0]
+    refuted = [c for c in bpc.check(text, trials=5, seed=3).claims if c.verdict == "refuted"]
+    assert refuted and refuted[0].counterexample.command == "bpc.check(text, seed=3, trials=5)"
+    refuted = [c for c in bpc.check(text, trials=5, dims={"n": 5}, symbolic=False).claims if c.verdict == "refuted"]
+    assert refuted[0].counterexample.command == "bpc.check(text, seed=0, trials=5, dims={'n': 5}, symbolic=False)"
