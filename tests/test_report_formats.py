@@ -328,3 +328,13 @@ def test_markdown_heading_names_what_failed() -> None:
     assert "## backpropcheck: ✅ all claims hold" in markdown.render([good], 0)
     assert "## backpropcheck: ❌ some files could not be checked" in markdown.render([good, invalid], 0)
     assert "## backpropcheck: ❌ some claims do not hold" in markdown.render([good, wrong, invalid], 0)
+
+
+def test_text_report_leaves_a_blank_line_after_a_file_that_could_not_be_checked(tmp_path: Path) -> None:
+    """The next file's name followed an invalid file's error line directly (QA pass)."""
+    bad = write(tmp_path, '[derivation]\ntitle = "x"\n', "bad.toml")
+    good = write(tmp_path, DENSE_COLUMN, "good.toml")
+    result = CliRunner().invoke(main, ["check", str(bad), str(good), "--trials", "2", "--shapes", "1"])
+    lines = result.output.splitlines()
+    error = next(k for k, line in enumerate(lines) if line.startswith("  error "))
+    assert lines[error + 1] == "" and lines[error + 2].startswith(str(good))

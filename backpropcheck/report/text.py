@@ -43,6 +43,7 @@ def render(results: list[FileResult], console: Console, verbose: bool = False, q
         console.print(f"[bold]{escape(r.path)}[/]" + (f" — {escape(r.title)}" if r.title else ""))
         if r.status == "error" and not r.claims:
             console.print(f"  [bold magenta]error[/] {escape(r.error or '')}")
+            console.print()  # as after a file's claims: the next file starts after a blank line
             continue
         if r.error:
             console.print(f"  [yellow]note[/] {escape(r.error)}")
