@@ -75,4 +75,18 @@ def walk_paths(paths: list[str], limits: Limits = DEFAULT_LIMITS) -> tuple[list[
             out.extend(refs(f, explicit=False, limits=limits) if is_note(f) else [str(f)])
         if (len(out), len(unreadable)) == before:
             empty.append(str(path))
-    return out, sorted(unreadable), empty
+    return _once(out), sorted(unreadable), empty
+
+
+def _once(names: list[str]) -> list[str]:
+    """``names`` without a second mention of one file (``d.toml ./d.toml``, a file and its folder), in order."""
+    import os
+
+    seen: set[str] = set()
+    out = []
+    for name in names:
+        key = os.path.realpath(name) if os.path.exists(name) else name  # a note's block NOTE:LINE as it is
+        if key not in seen:
+            seen.add(key)
+            out.append(name)
+    return out

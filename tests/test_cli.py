@@ -386,3 +386,12 @@ def test_quiet_and_verbose_together_are_a_usage_error(tmp_path: Path) -> None:
     path = write(tmp_path, DENSE_COLUMN)
     result = CliRunner().invoke(main, ["check", str(path), "-q", "-v"])
     assert result.exit_code == 2 and "-q/--quiet and -v/--verbose" in result.output
+
+
+def test_a_file_named_twice_is_checked_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """check d.toml ./d.toml (or a file and its folder) checked and counted it twice (QA pass)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    write(tmp_path / "sub", DENSE_COLUMN, "d.toml")
+    result = CliRunner().invoke(main, ["check", "sub/d.toml", "./sub/d.toml", "sub", "--trials", "2", "--shapes", "1"])
+    assert result.exit_code == 0 and "1 file(s), 4 claim(s)" in result.output, result.output
