@@ -64,6 +64,14 @@ def load(path: str | Path, limits: Limits = DEFAULT_LIMITS, name: str | None = N
     return loads(data, name, limits)
 
 
+def not_utf8(data: bytes, exc: UnicodeDecodeError, name: str) -> DerivationError:
+    """The error for bytes that are not UTF-8, at the line and column of the first bad byte."""
+    line = data.count(b"\n", 0, exc.start) + 1
+    column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+    return DerivationError(f"the file is not UTF-8: byte 0x{data[exc.start]:02x} at line {line}, column {column}",
+                           file=name)
+
+
 def loads(data: bytes | str, name: str = "<string>", limits: Limits = DEFAULT_LIMITS) -> Derivation:
     if isinstance(data, bytes):
         if len(data) > limits.max_file_bytes:
@@ -71,10 +79,14 @@ def loads(data: bytes | str, name: str = "<string>", limits: Limits = DEFAULT_LI
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise DerivationError(f"the file is not UTF-8 (byte {exc.start})", file=name) from None
+            raise not_utf8(data, exc, name) from None
     else:
         text = data
     text = text.removeprefix("\ufeff")  # a byte-order mark (Notepad) is not part of the TOML
+    if not text.strip():
+        raise DerivationError("the file is empty: a derivation needs at least the tables [derivation], [dims], "
+                              "[inputs], [forward], [loss] and [claims] (backpropcheck new PATH writes a template)",
+                              file=name)
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -266,7 +278,9 @@ class _Builder:
                     raise _fail(where, "an input table needs a shape")
                 domain = spec.get("domain", "real")
                 if domain not in DOMAINS:
-                    raise _fail(f"{where}.domain", f"unknown domain {domain!r} (one of {', '.join(DOMAINS)})")
+                    close = difflib.get_close_matches(str(domain), DOMAINS, n=1)
+                    hint = f"did you mean {close[0]!r}? " if close else ""
+                    raise _fail(f"{where}.domain", f"unknown domain {domain!r} ({hint}one of {', '.join(DOMAINS)})")
                 constant = spec.get("constant", False)
                 if not isinstance(constant, bool):
                     raise _fail(f"{where}.constant", "constant must be true or false")

@@ -98,7 +98,9 @@ def read_note(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> str:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise DerivationError(f"the file is not UTF-8 (byte {exc.start})", file=name) from None
+        from .loader import not_utf8
+
+        raise not_utf8(data, exc, name) from None
     return text.removeprefix("\ufeff")
 
 

@@ -90,12 +90,12 @@ def test_empty_text_is_an_invalid_derivation_as_an_empty_file_is(text: str, tmp_
     """``bpc.check("")`` was 0 files, ok and exit status 0 (a path ""), where ``check`` of an empty file exits 2."""
     report = bpc.check(text)
     assert report.exit_status == 2 and not report.ok and len(report.files) == 1
-    assert report.files[0].status == "error" and "the table [derivation] is missing" in report.files[0].error
+    assert report.files[0].status == "error" and "the file is empty" in report.files[0].error
     empty = tmp_path / "empty.toml"
     empty.write_text(text, encoding="utf-8")
     cli = CliRunner().invoke(main, ["check", str(empty)])
-    assert cli.exit_code == report.exit_status and "the table [derivation] is missing" in cli.output
-    with pytest.raises(bpc.DerivationError, match="the table \\[derivation\\] is missing"):
+    assert cli.exit_code == report.exit_status and "the file is empty" in cli.output
+    with pytest.raises(bpc.DerivationError, match="the file is empty"):
         bpc.explain(text)
 
 

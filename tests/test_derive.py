@@ -878,3 +878,10 @@ def test_cli_takes_a_bundled_name_and_a_note_block(tmp_path):
         assert shown.exit_code == 0, shown.output
         assert 'grad_a = "W.T @ grad_z"' in shown.output and f"{note}:4" in shown.output
     assert runner.invoke(main, ["derive", f"{note}:9"]).exit_code == 2
+
+
+def test_for_names_an_unknown_target_as_given_and_lists_the_known_ones() -> None:
+    """'--for grad_q' said '--for names q' (QA pass)."""
+    result = dv.derive(DENSE_COLUMN, ["grad_q"], FAST)
+    assert result.error == ("--for grad_q: q is not a non-constant input or forward variable "
+                            "(those are a, W, b, z, h)")

@@ -322,3 +322,25 @@ def test_a_forward_shape_error_gets_no_hint_about_the_gradient_flowing_back() ->
     # a claim keeps it: that is where the gradient does flow back
     claim_error = load_text(base(claims={"grad_a": "W @ grad_h"})).claims[0].error
     assert claim_error is not None and "the gradient flows back through `W.T`" in str(claim_error)
+
+
+@pytest.mark.parametrize("change, message", [
+    # each message says what is wrong where a user looks for it (QA pass)
+    (lambda t: "", "the file is empty: a derivation needs at least the tables [derivation]"),
+    (lambda t: "   \n\t\n", "the file is empty"),
+    (lambda t: t.replace('a = ["n"]', 'a = { shape = ["n"], domain = "postive" }'),
+     "unknown domain 'postive' (did you mean 'positive'? one of"),
+    (lambda t: t.replace('a = ["n"]', 'a = ["k"]'), "unknown dim 'k' (declare it in [dims])"),
+    (lambda t: t.replace('a = ["n"]', 'a = ["k + 1"]'), "unknown dim 'k' in 'k + 1' (declare it in [dims])"),
+])
+def test_messages_for_common_slips(change, message: str) -> None:
+    with pytest.raises(DerivationError) as caught:
+        loads(change(DENSE_COLUMN), "d.toml")
+    assert message in str(caught.value)
+
+
+def test_a_file_that_is_not_utf8_names_the_line_and_column_of_the_byte(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'[derivation]\ntitle = "caf\xe9"\n')
+    with pytest.raises(DerivationError, match="byte 0xe9 at line 2, column 13"):
+        load(path)

@@ -198,10 +198,13 @@ class _Deriver:
         result = DeriveResult(d.path, d.title)
         wanted = None
         if targets is not None:
-            wanted = {t[5:] if t.startswith("grad_") else t for t in targets}
+            named = {t[5:] if t.startswith("grad_") else t: t for t in targets}
+            wanted = set(named)
             unknown = wanted - set(d.differentiable)
             if unknown:
-                result.error = f"--for names {', '.join(sorted(unknown))}: not a non-constant input or forward variable"
+                result.error = (f"--for {', '.join(sorted(named[u] for u in unknown))}: "
+                                f"{', '.join(sorted(unknown))} is not a non-constant input or forward variable "
+                                f"(those are {', '.join(d.differentiable)})")
                 return result
             given = wanted & set(d.loss.upstream)
             if given:

@@ -145,7 +145,8 @@ def parse_dim(text: str | int, known: Collection[str]) -> Dim:
 def _affine(node: ast.AST, known: Collection[str], text: str) -> Dim:
     if isinstance(node, ast.Name):
         if node.id not in known:
-            raise ValueError(f"unknown dim {node.id!r} in {text!r} (declare it in [dims])")
+            where = "" if text.strip() == node.id else f" in {text!r}"
+            raise ValueError(f"unknown dim {node.id!r}{where} (declare it in [dims])")
         return Dim.of(node.id)
     if isinstance(node, ast.Constant) and type(node.value) is int and abs(node.value) < 10**6:
         return Dim.lit(node.value)
