@@ -150,7 +150,9 @@ def _console(stream=None):
             return super()._render_buffer([s if s.control else Segment(visible(s.text), s.style, s.control)
                                            for s in buffer])
 
-    console = PipeConsole(file=stream, emoji=False) if stream else PipeConsole(emoji=False)
+    # no automatic highlighting: it bolded scattered numbers and brackets of file text and of the summary
+    console = PipeConsole(file=stream, emoji=False, highlight=False) if stream else PipeConsole(emoji=False,
+                                                                                                highlight=False)
     console.soft_wrap = not console.is_terminal
     return console
 
@@ -538,7 +540,7 @@ def derive(file, targets, fmt, output, no_symbolic, timeout, **bounds) -> None:
 
         stream = open(output, "w", encoding="utf-8") if output else None  # noqa: SIM115 - closed below
         try:
-            console = Console(file=stream, emoji=False) if stream else Console(emoji=False)
+            console = Console(file=stream, emoji=False, highlight=False) if stream else Console(emoji=False, highlight=False)
             console.soft_wrap = not console.is_terminal
             render_text(result, console)
         finally:
