@@ -284,6 +284,10 @@ def check(paths, seed, trials, shapes, max_dim, rtol, atol, dims, no_symbolic, t
         raise click.UsageError(nothing_under(list(paths)))
     if output and not Path(output).absolute().parent.is_dir():  # say so now, not after the whole run
         raise click.BadParameter(f"the folder of {output!r} does not exist", param_hint="'--output'")
+    largest = _limits(bounds).max_dim  # a size past the dim limit is one usage error, not one error per file
+    for flag, size in [("--max-dim", max_dim)] + [(f"--dims {name}", value) for name, value in dims or ()]:
+        if size is not None and size > largest:
+            raise click.UsageError(f"{flag} ({size}) exceeds the limit of {largest}; raise it with --dim-limit")
     options = Options(seed=seed, trials=trials, shapes=shapes, max_dim=max_dim, rtol=rtol, atol=atol, dims=dims,
                       symbolic=not no_symbolic, timeout=timeout, limits=_limits(bounds))
     # a folder that cannot be read, or a folder given with nothing under it, is an error of the run, reported

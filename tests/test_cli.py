@@ -395,3 +395,11 @@ def test_a_file_named_twice_is_checked_once(tmp_path: Path, monkeypatch: pytest.
     write(tmp_path / "sub", DENSE_COLUMN, "d.toml")
     result = CliRunner().invoke(main, ["check", "sub/d.toml", "./sub/d.toml", "sub", "--trials", "2", "--shapes", "1"])
     assert result.exit_code == 0 and "1 file(s), 4 claim(s)" in result.output, result.output
+
+
+@pytest.mark.parametrize("flag", [["--max-dim", "10000"], ["--dims", "n=99999"]])
+def test_a_size_past_the_dim_limit_is_one_usage_error(tmp_path: Path, flag: list[str]) -> None:
+    """It was the same error once per file (QA pass)."""
+    paths = [str(write(tmp_path, DENSE_COLUMN, f"d{k}.toml")) for k in range(2)]
+    result = CliRunner().invoke(main, ["check", *paths, *flag])
+    assert result.exit_code == 2 and result.output.count("exceeds the limit of 8192") == 1, result.output
