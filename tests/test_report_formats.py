@@ -338,3 +338,21 @@ def test_text_report_leaves_a_blank_line_after_a_file_that_could_not_be_checked(
     lines = result.output.splitlines()
     error = next(k for k, line in enumerate(lines) if line.startswith("  error "))
     assert lines[error + 1] == "" and lines[error + 2].startswith(str(good))
+
+
+@pytest.mark.parametrize("width, table", [(40, False), (120, True)])
+def test_a_narrow_terminal_gets_lines_not_a_table(width: int, table: bool) -> None:
+    """At 40 columns the table folded expressions mid-token ('sigmoid_prime(' / 'z)'; QA pass)."""
+    import io
+
+    from rich.console import Console
+
+    from backpropcheck.report import text
+
+    claim = ClaimResult("grad_z", "grad_h * sigmoid_prime(z)", "refuted", "holds", False, "the claim differs")
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=width, color_system=None)
+    text.render([FileResult("f.toml", "t", "failed", None, [claim])], console)
+    shown = buffer.getvalue()
+    assert ("expression / detail" in shown) is table
+    assert any("sigmoid_prime(z)" in line for line in shown.splitlines())  # never split inside the token

@@ -13,6 +13,7 @@ from ..results import ClaimResult, FileResult
 from . import Summary, verdict_label
 from .failure import counterexample_fragments, depends_fragment
 
+TABLE_MIN_WIDTH = 72  # columns below which a terminal gets the plain lines a pipe gets, not a table
 STYLE = {"proved": "bold green", "verified": "green", "refuted": "bold red", "shape-error": "bold red",
          "error": "bold magenta"}
 
@@ -47,7 +48,7 @@ def render(results: list[FileResult], console: Console, verbose: bool = False, q
             continue
         if r.error:
             console.print(f"  [yellow]note[/] {escape(r.error)}")
-        if console.is_terminal:
+        if console.is_terminal and console.width >= TABLE_MIN_WIDTH:  # narrower, a table folds words mid-token
             table = Table(show_header=True, header_style="bold", box=None, pad_edge=False, padding=(0, 1))
             table.add_column("")
             table.add_column("claim")
