@@ -228,7 +228,7 @@ def _exit_status(code: object) -> int:
     return 1
 
 
-@main.command(cls=_BoundsCommand)
+@main.command(cls=_BoundsCommand, short_help="Prove or refute the claims of derivation files, folders and notes.")
 @click.argument("paths", nargs=-1, type=click.Path())
 @_run_options("seed", "trials", "shapes", "max_dim", "rtol", "atol")
 @click.option("--dims", callback=_parse_dims, default=None, metavar="n=4096,m=512",
@@ -423,7 +423,7 @@ def _derivation_file(ctx: click.Context, param: click.Parameter, value: str) -> 
     raise click.BadParameter(f"no file {value!r}, and no bundled derivation of that name (see: backpropcheck list)")
 
 
-@main.command(cls=_BoundsCommand)
+@main.command(cls=_BoundsCommand, short_help="Fill in every step from the chain rule to a claim's matrix form.")
 @click.argument("file", callback=_derivation_file, metavar="FILE")
 @click.option("--claim", default=None, metavar="NAME", help="Explain only this claim (e.g. grad_W).")
 @click.option("--dims", callback=_parse_dims, default=None, metavar="n=3,m=2",
@@ -496,7 +496,7 @@ def _explain_status(explanation) -> int:
     return 1 if any(not r.ok for r in explanation.results) else 0
 
 
-@main.command(cls=_BoundsCommand)
+@main.command(cls=_BoundsCommand, short_help="Write the matrix-form gradients of a forward pass, and prove them.")
 @click.argument("file", callback=_derivation_file, metavar="FILE")
 @click.option("--for", "targets", default=None, metavar="NAME,...",
               help="Derive only these gradients (grad_W or W; comma-separated).")
@@ -571,7 +571,7 @@ def derive(file, targets, fmt, output, no_symbolic, timeout, **bounds) -> None:
         sys.exit(1)
 
 
-@main.command()
+@main.command(short_help="The classroom walk-through on the bundled seed example.")
 @click.option("--no-pause", is_flag=True, help="Run straight through (always so when not on a terminal).")
 def demo(no_pause) -> None:
     """The classroom walk-through on the bundled seed example (dense_column.toml)."""
@@ -597,7 +597,7 @@ def demo(no_pause) -> None:
     run_demo(console, pause)
 
 
-@main.command()
+@main.command(short_help="Write a commented template derivation (or a note holding one).")
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
 def new(path, force) -> None:
