@@ -222,21 +222,11 @@ class _Text:
 
     def load(self, limits: Limits):
         from .loader import loads
-        from .notes import relocate
+        from .notes import load_block
 
         if self.block is None:
             return loads(self.text, self.name, limits)
-        if not self.block.closed:
-            raise DerivationError(f"the ```toml backpropcheck block opened at line {self.block.line - 1} is never "
-                                  "closed", file=f"{self.name}:{self.block.line - 1}")
-        try:
-            d = loads(self.block.text, f"{self.name}:{self.block.line}", limits)
-        except DerivationError as exc:
-            raise relocate(exc, self.name, self.block) from None
-        for claim in d.claims:
-            if claim.error is not None:
-                relocate(claim.error, self.name, self.block)
-        return d
+        return load_block(self.name, self.block, limits)  # as check loads a note's block
 
 
 def _check_one(item: str | _Text | _Invalid, options: Options) -> FileResult:

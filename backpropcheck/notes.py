@@ -141,9 +141,15 @@ def load_ref(name: str, limits: Limits = DEFAULT_LIMITS, display: str | None = N
     """Load the block ``NOTE:LINE`` (or a note named without a line, when it holds exactly one block).
 
     ``display`` names the note in reports (default: as given)."""
+    return load_block(*find_block(name, limits, display), limits)
+
+
+def load_block(path: str, block: Block, limits: Limits = DEFAULT_LIMITS):
+    """Load one block of the note ``path``, every error located at the note's own lines; an unclosed block
+    is an error of its own."""
     from .loader import loads
 
-    path, block = find_block(name, limits, display)
+    _closed(path, block)
     try:
         d = loads(block.text, f"{path}:{block.line}", limits)
     except DerivationError as exc:
@@ -181,10 +187,15 @@ def find_block(name: str, limits: Limits = DEFAULT_LIMITS, display: str | None =
         starts = ", ".join(str(b.line) for b in found) or "none"
         raise DerivationError(f"no ```toml backpropcheck block starts at line {line} (blocks start at lines "
                               f"{starts})", file=path)
-    if not block.closed:
-        raise DerivationError(f"the ```toml backpropcheck block opened at line {line - 1} is never closed",
-                              file=f"{path}:{line - 1}")
+    _closed(path, block)
     return path, block
+
+
+def _closed(path: str, block: Block) -> None:
+    """:class:`DerivationError` for a block whose fence is never closed (its text runs to the note's end)."""
+    if not block.closed:
+        raise DerivationError(f"the ```toml backpropcheck block opened at line {block.line - 1} is never closed",
+                              file=f"{path}:{block.line - 1}")
 
 
 def relocate(exc: DerivationError, path: str, block: Block) -> DerivationError:
