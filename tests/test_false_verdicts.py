@@ -421,6 +421,9 @@ KINKS_OUT_OF_REACH = [
     ("real", "where(sigmoid(x) > 0.99, 3 * x, x)", "ones(n)", "1 + 2 * (sigmoid(x) > 0.99)"),
     ("positive", "where(log(x) > 4, 3 * x, x)", "ones(n)", "1 + 2 * (log(x) > 4)"),
     ("positive", "where(sqrt(x) > 8, 3 * x, x)", "ones(n)", "1 + 2 * (sqrt(x) > 8)"),
+    # PyTorch's BCE clamps log(p) at -100: the clamp bites below p = 3.7e-44; and a cap past p = 3.3e6
+    ("unit", "maximum(log(x), -100)", "1 / x", "(log(x) > -100) / x"),
+    ("positive", "minimum(log(x), 15)", "1 / x", "(log(x) < 15) / x"),
 ]
 
 
@@ -470,3 +473,20 @@ def test_kinks_are_placed_exactly_or_bracketed() -> None:
     assert list(integer_sign_changes(sp.sqrt(n) - 30, n, 8192)) == [900]
     assert list(integer_sign_changes(sp.log(n) - 7, n, 8192)) == [1096]  # e**7 = 1096.6
     assert list(integer_sign_changes(sp.sqrt(n) - 100, n, 8192)) == []  # 10000 is past the dim limit
+
+
+def test_a_scan_for_a_kink_uses_floats_only_to_search() -> None:
+    """The scan evaluates in float64 where the value is clearly signed (exp(1e299) overflows instead of taking
+    SymPy 12 ms), and with certified digits near 0; a node it does not know falls back to SymPy."""
+    import sympy as sp
+
+    from backpropcheck.engines.roots import _float_value, _sign
+
+    x = sp.Symbol("x", real=True)
+    assert _float_value(sp.exp(x) - 10**50, {x: 1e299}) == float("inf")
+    assert _float_value(sp.log(x), {x: -1.0}) != _float_value(sp.log(x), {x: -1.0})  # NaN: undefined
+    assert _float_value(sp.Function("f")(x), {x: 1.0}) is None
+    assert _sign(sp.exp(x) - 10**50, x, sp.Integer(10) ** 299) == 1
+    # 1e-30 from 0: float64 cannot tell it from rounding, the certified value can
+    assert _sign(x - sp.Rational(1, 10**30), x, sp.Rational(2, 10**30)) == 1
+    assert _sign(sp.sqrt(x) - 1, x, sp.Integer(1)) == 0

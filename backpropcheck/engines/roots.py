@@ -5,26 +5,33 @@ others are fixed: an input entry (:mod:`.witness`) or a dim used as a number (:m
 polynomial ``g`` has its real roots isolated exactly (SymPy's root intervals). Any other ``g`` — a kink
 behind ``tanh``, ``sigmoid``, ``log`` or ``sqrt`` (``where(tanh(x) > 0.99, …)``, ``sqrt(n) > 30``) — is
 scanned for sign changes on a grid over the symbol's domain, each narrowed by bisection, every value
-evaluated with certified digits. The grid reaches from 1e-6 to 1e5 in magnitude (dims: every size to the
-dim limit), so a kink where the function is flat beyond that stays unseen, as any finite search must.
+evaluated with certified digits. The grid is dense from 1e-6 to 1e5 in magnitude and reaches 1e-300 and
+1e300 (a clamp of ``log(p)`` at -100 bites below 1e-43); dims: every size to the dim limit. A kink where
+the function is flat beyond that stays unseen, as any finite search must.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 
 import sympy as sp
 from sympy.polys.polyerrors import BasePolynomialError
 
 MAX_ROOTS = 4  # roots (or sign changes) of one argument examined
 ROOT_WIDTH = sp.Rational(1, 10**12)  # the widest interval a polynomial's root is placed in
-BISECTIONS = 40  # halvings of a sign change's bracket: from 1e5 wide to below 1e-7
-_MAGNITUDES = [m * sp.Rational(10) ** e for e in range(-6, 5)
-               for m in (1, sp.Rational(178, 100), sp.Rational(316, 100), sp.Rational(562, 100))] + [sp.Integer(10**5)]
-_GRIDS: dict[str, list[sp.Rational]] = {  # 1e-6 … 1e5, four points per decade; the unit interval by hundredths
+BISECTIONS = 40  # halvings of a sign change's bracket: 1e-12 of its width
+_DENSE = [m * sp.Rational(10) ** e for e in range(-6, 5)
+          for m in (1, sp.Rational(178, 100), sp.Rational(316, 100), sp.Rational(562, 100))] + [sp.Integer(10**5)]
+_SPARSE_LOW = [sp.Rational(1, 10**k) for k in range(300, 6, -3)]  # 1e-300 … 1e-9: a clamp of log at -100
+_SPARSE_HIGH = [sp.Integer(10) ** k for k in range(8, 301, 3)]  # 1e8 … 1e299
+_MAGNITUDES = _SPARSE_LOW + _DENSE + _SPARSE_HIGH
+_GRIDS: dict[str, list[sp.Rational]] = {  # four points a decade from 1e-6 to 1e5, one every third decade out to
+    # 1e±300; the unit interval by hundredths, and as near its ends as 1e-300
     "real": [-x for x in reversed(_MAGNITUDES)] + [sp.Integer(0)] + _MAGNITUDES,
     "positive": _MAGNITUDES,
-    "unit": sorted({sp.Rational(1, 10**k) for k in (6, 5, 4, 3)} | {1 - sp.Rational(1, 10**k) for k in (6, 5, 4, 3)}
+    "unit": sorted(set(_SPARSE_LOW) | {sp.Rational(1, 10**k) for k in (6, 5, 4, 3)}
+                   | {1 - x for x in _SPARSE_LOW} | {1 - sp.Rational(1, 10**k) for k in (6, 5, 4, 3)}
                    | {sp.Rational(k, 100) for k in range(1, 100)}),
 }
 
@@ -107,8 +114,13 @@ def _bisect(g: sp.Expr, s: sp.Symbol, a: sp.Rational, b: sp.Rational,
 
 
 def _sign(g: sp.Expr, s: sp.Symbol, x: sp.Expr) -> int | None:
-    """The sign of ``g`` at ``s = x`` (-1, 0 or 1) with every digit certified, or None where it is not a
-    certified real number."""
+    """The sign of ``g`` at ``s = x`` (-1, 0 or 1), or None where it is not a real number. In float64 where the
+    value is clearly away from 0 (a scan only looks for where to examine: a point it proposes is evaluated
+    exactly, or with certified digits, by whoever uses it), else with certified digits: ``exp(1e299)`` costs
+    SymPy 12 ms, Python nothing (it overflows to inf)."""
+    approx = _float_value(g, {s: float(x)})
+    if approx is not None and not math.isnan(approx) and abs(approx) > 1e-9:
+        return 1 if approx > 0 else -1
     value = g.xreplace({s: x})
     if value.is_Rational:
         return int(sp.sign(value))
@@ -119,3 +131,51 @@ def _sign(g: sp.Expr, s: sp.Symbol, x: sp.Expr) -> int | None:
     if not out.is_Number or not out.is_real or out.has(sp.nan, sp.zoo, sp.oo, -sp.oo):
         return None
     return int(sp.sign(out))
+
+
+_UNARY: dict[type, Callable[[float], float]] = {
+    sp.exp: lambda v: math.exp(v) if v < 709.0 else math.inf, sp.log: lambda v: math.log(v) if v > 0 else math.nan,
+    sp.tanh: math.tanh, sp.sin: math.sin, sp.cos: math.cos, sp.atan: math.atan, sp.erf: math.erf,
+    sp.Abs: abs, sp.sinh: lambda v: math.sinh(v) if abs(v) < 709.0 else math.copysign(math.inf, v),
+    sp.cosh: lambda v: math.cosh(v) if abs(v) < 709.0 else math.inf,
+}
+
+
+def _float_value(e: sp.Basic, at: dict[sp.Symbol, float]) -> float | None:
+    """``e`` in float64 (inf past overflow, NaN where undefined), or None for a node it does not know."""
+    try:
+        return _float(e, at)
+    except (OverflowError, ValueError, ZeroDivisionError, TypeError, _Unknown):
+        return None
+
+
+class _Unknown(Exception):
+    pass
+
+
+def _float(e: sp.Basic, at: dict[sp.Symbol, float]) -> float:
+    if e.is_Number or e.is_NumberSymbol:  # 3/4, pi, E
+        return float(e)
+    if e.is_Symbol:
+        if e not in at:
+            raise _Unknown
+        return at[e]
+    if e.is_Add:
+        return math.fsum(_float(a, at) for a in e.args)
+    if e.is_Mul:
+        out = 1.0
+        for a in e.args:
+            out *= _float(a, at)
+        return out
+    if e.is_Pow:
+        base, exp = _float(e.args[0], at), _float(e.args[1], at)
+        if base < 0 and not float(exp).is_integer():
+            return math.nan
+        try:
+            return base ** exp
+        except OverflowError:
+            return math.inf
+    unary = _UNARY.get(type(e)) or _UNARY.get(getattr(e, "func", None))  # type: ignore[arg-type]
+    if unary is not None and len(e.args) == 1:
+        return unary(_float(e.args[0], at))
+    raise _Unknown
