@@ -90,14 +90,18 @@ def draw_dims(d: Derivation, rng: np.random.Generator, low: int, high: int,
         if _dims_positive(d, fixed):
             return dict(fixed)
         raise DerivationError("no dim sizes make every shape positive; check the affine dims")
-    pool = high - low + 1
-    for _ in range(50):
-        # positions in low … high: the draws (and the generator's state) of a choice from that range itself
-        values = rng.choice(pool, size=len(free), replace=len(free) > pool)
-        sizes = dict(fixed)
-        sizes.update({n: low + int(v) for n, v in zip(free, values)})
-        if _dims_positive(d, sizes):  # every dim of every shape at least 1
-            return sizes
+    # draws from low … high until every shape is positive; past 200, from ranges halved towards low (x of
+    # n - k entries under --dims n=5 leaves 3 of 63 sizes of k), so a file that has sizes gets them
+    halved = [top for top in (low + (high - low) // 2 ** j for j in range(1, 8)) if top < high]
+    for top, count in [(high, 200)] + [(top, 100) for top in dict.fromkeys(halved)]:
+        pool = top - low + 1
+        for _ in range(count):
+            # positions in low … top: the draws (and the generator's state) of a choice from that range itself
+            values = rng.choice(pool, size=len(free), replace=len(free) > pool)
+            sizes = dict(fixed)
+            sizes.update({n: low + int(v) for n, v in zip(free, values)})
+            if _dims_positive(d, sizes):  # every dim of every shape at least 1
+                return sizes
     raise DerivationError("no dim sizes make every shape positive; check the affine dims")
 
 
