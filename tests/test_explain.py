@@ -406,3 +406,30 @@ def test_a_dim_the_file_does_not_declare_is_named_not_dropped(column):
     assert "--dims names q, which this file does not declare" in text
     assert "n=4" in text
     assert "does not declare" not in plain(explain_derivation(column, "grad_a", {"n": 4}, FAST))
+
+
+@pytest.mark.parametrize("axes, back", [("(1, 2, 0)", "(2, 0, 1)"), ("(1, 0, 2)", "(1, 0, 2)"), ("(2, 1, 0)", "(2, 1, 0)")])
+def test_an_axis_permutation_of_a_3d_tensor_is_undone_by_the_inverse_permutation(axes: str, back: str):
+    """'∇X = ∇Pᵀ' (grad_P.T) was printed for every permutation: on a 3-D array .T reverses all axes, so it was
+    a shape-error for (1, 2, 0) and wrong for (1, 0, 2) (QA pass)."""
+    d = loads(f"""
+[derivation]
+title = "an axis permutation"
+[dims]
+a = "first"
+b = "second"
+c = "third"
+[inputs]
+X = ["a", "b", "c"]
+[forward]
+P = "transpose(X, {axes})"
+[loss]
+upstream = "P"
+[claims]
+grad_X = "transpose(grad_P, {back})"
+""", "perm.toml")
+    e = explain_derivation(d, "grad_X", {"a": 3, "b": 2, "c": 4}, FAST)
+    text = plain(e)
+    assert f"∇X = transpose(∇P, {back})" in text and "grad_P.T" not in text
+    assert all(r.verdict == "proved" for r in e.results)
+    assert f"transpose(grad_P, {back})" in render_markdown(e)

@@ -44,6 +44,19 @@ def tr(f: Form) -> Form:
     return Form(f"({f.text})ᵀ", rf"\left({f.tex}\right)^\top", f"({f.code}).T", shape, atom=True)
 
 
+def permuted(f: Form, axes: tuple[int, ...]) -> Form:
+    """``transpose(f, axes)``: NumPy's axis permutation (axis k of the result is axis ``axes[k]`` of ``f``);
+    for two axes swapped, the plain transpose."""
+    if len(axes) == 2 and axes == (1, 0):
+        return tr(f)
+    if axes == tuple(range(len(axes))):
+        return f
+    shape = tuple(f.shape[k] for k in axes) if f.shape is not None else None
+    order = ", ".join(str(k) for k in axes)
+    return Form(f"transpose({f.text}, ({order}))", rf"\operatorname{{transpose}}\left({f.tex}, ({order})\right)",
+                f"transpose({f.code}, ({order}))", shape, atom=True)
+
+
 def _paren(f: Form) -> Form:
     if f.atom:
         return f

@@ -11,7 +11,7 @@ import sympy as sp  # type: ignore[import-untyped]
 
 from ..lang.dims import Dim, Shape
 from .document import Math, Segment
-from .forms import Form, array_form, hadamard, matmul, opaque, outer, reduce_sum, scaled, tensor, tr
+from .forms import Form, array_form, hadamard, matmul, opaque, outer, permuted, reduce_sum, scaled, tensor, tr
 from .jacobian import dim_constant, routing, same, tie_candidates, tied_block
 from .letters import Context, generalize, pattern_holds
 from .printing import (
@@ -303,9 +303,16 @@ def _kronecker(e: _Edge, ties: dict[int, int], U: np.ndarray) -> Structure | Non
             return found
     if len(ties) == len(sv) == len(su) and all(x == 1 for x in U.flat):
         v, u = e.v, e.u
-        return Structure("permutation", [e.jname, " is a permutation: ", v, " is ", u,
-                                         " with its axes swapped, so ∇", u, " is ∇", v, " transposed."],
-                         tr(e.gv), ties)
+        # axis j of u is axis k of v where ties[k] = j: ∇u is ∇v with its axes put back in u's order
+        back = tuple(sorted(ties, key=lambda k: ties[k]))
+        if len(back) == 2:
+            return Structure("permutation", [e.jname, " is a permutation: ", v, " is ", u,
+                                             " with its axes swapped, so ∇", u, " is ∇", v, " transposed."],
+                             tr(e.gv), ties)
+        return Structure("permutation", [e.jname, " is a permutation: ", v, " is ", u, " with its axes permuted, "
+                                         "so ∇", u, " is ∇", v, " with its axes put back: axis j of ∇", u,
+                                         " is the axis of ∇", v, " that axis j of ", u, " became."],
+                         permuted(e.gv, back), ties)
     return None
 
 
