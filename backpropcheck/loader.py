@@ -278,9 +278,8 @@ class _Builder:
                     raise _fail(where, "an input table needs a shape")
                 domain = spec.get("domain", "real")
                 if domain not in DOMAINS:
-                    close = difflib.get_close_matches(str(domain), DOMAINS, n=1)
-                    hint = f"did you mean {close[0]!r}? " if close else ""
-                    raise _fail(f"{where}.domain", f"unknown domain {domain!r} ({hint}one of {', '.join(DOMAINS)})")
+                    raise _fail(f"{where}.domain", f"unknown domain {domain!r} (one of {', '.join(DOMAINS)})",
+                                _did_you_mean(str(domain), DOMAINS))
                 constant = spec.get("constant", False)
                 if not isinstance(constant, bool):
                     raise _fail(f"{where}.constant", "constant must be true or false")

@@ -329,7 +329,7 @@ def test_a_forward_shape_error_gets_no_hint_about_the_gradient_flowing_back() ->
     (lambda t: "", "the file is empty: a derivation needs at least the tables [derivation]"),
     (lambda t: "   \n\t\n", "the file is empty"),
     (lambda t: t.replace('a = ["n"]', 'a = { shape = ["n"], domain = "postive" }'),
-     "unknown domain 'postive' (did you mean 'positive'? one of"),
+     "unknown domain 'postive' (one of real, positive, unit, simplex, onehot, index, binary) (hint: did you mean 'positive'?)"),
     (lambda t: t.replace('a = ["n"]', 'a = ["k"]'), "unknown dim 'k' (declare it in [dims])"),
     (lambda t: t.replace('a = ["n"]', 'a = ["k + 1"]'), "unknown dim 'k' in 'k + 1' (declare it in [dims])"),
 ])
