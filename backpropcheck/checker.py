@@ -20,6 +20,7 @@ from .budget import FileTimeout, SymbolicTimeout, out_of_memory, time_budget, ti
 from .budget import remaining as _remaining
 from .errors import DerivationError, ShapeError
 from .files import find_files, walk_files  # noqa: F401 - re-exported: callers import them from here
+from .lang.ops.core import positive_dims
 from .limits import DEFAULT_LIMITS, Limits, exceeded
 from .loader import load
 from .model import DEFAULT_CHECK, CheckSettings, Claim, Derivation, Resolved
@@ -156,7 +157,8 @@ def check_path(path: str, options: Options = Options()) -> FileResult:
 
 def check_derivation(d: Derivation, options: Options = Options(), deadline: float | None = None) -> FileResult:
     """``deadline`` is a ``time.monotonic()`` value (default: ``--file-timeout`` from now)."""
-    return _FileCheck(d, options, deadline).run()
+    with positive_dims(inp.shape for inp in d.inputs.values()):  # as the loader inferred its shapes
+        return _FileCheck(d, options, deadline).run()
 
 
 class _FileCheck:

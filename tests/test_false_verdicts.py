@@ -518,3 +518,57 @@ def test_dims_are_found_when_few_sizes_fit(tmp_path: Path, dims: tuple, seed: in
     text = AFFINE_INPUT if dims else AFFINE_INPUT.replace('x = ["n - k"]', 'x = ["n - k - 40"]')
     result = check_text(tmp_path, text, Options(dims=dims, seed=seed, trials=20, shapes=1))
     assert result.status != "error" and all(c.verdict in ("proved", "verified") for c in result.claims), result
+
+
+PADDED_AFFINE = """
+[derivation]
+title = "x of n - k entries, padded with k zeros in front"
+[dims]
+n = "long"
+k = "short"
+[inputs]
+x = ["n - k"]
+[forward]
+xp = "pad(x, ((k, 0),))"
+y = "xp * xp"
+[loss]
+upstream = "y"
+[claims]
+grad_xp = "2 * xp * grad_y"
+grad_x = "grad_xp[k:n]"
+"""
+
+
+@pytest.mark.parametrize("claim_text, verdict", [
+    ("grad_xp[k:n]", "proved"), ("grad_xp[k:]", "proved"), ("grad_xp[k - 1:n - 1]", "refuted"),
+])
+def test_a_slice_valid_for_every_size_the_file_allows_is_not_a_shape_error(tmp_path: Path, claim_text: str,
+                                                                           verdict: str) -> None:
+    """x has n - k entries, so n - k ≥ 1 at every size the checks draw, and k:n is inside an axis of n: the
+    shape rule asked for every size of n and k alike, and called the right claim a shape-error (QA pass)."""
+    text = PADDED_AFFINE.replace('grad_x = "grad_xp[k:n]"', f'grad_x = "{claim_text}"')
+    c = claim(check_text(tmp_path, text, Options(trials=5, shapes=2)), "grad_x")
+    assert c.verdict == verdict, c.message
+
+
+def test_a_pad_width_the_file_keeps_positive_is_accepted(tmp_path: Path) -> None:
+    text = """
+[derivation]
+title = "pad x of k entries to n"
+[dims]
+n = "long"
+k = "short"
+[inputs]
+x = ["k"]
+z = ["n - k"]
+[forward]
+xp = "pad(x, ((0, n - k),))"
+[loss]
+upstream = "xp"
+[claims]
+grad_x = "grad_xp[0:k]"
+"""
+    assert claim(check_text(tmp_path, text, Options(trials=5, shapes=2)), "grad_x").verdict == "proved"
+    # without an input of n - k entries nothing says n > k: the same pad is refused
+    result = check_text(tmp_path, text.replace('z = ["n - k"]\n', ""), Options(trials=5, shapes=2))
+    assert result.status == "error" and "must be ≥ 0 for every size" in (result.error or "")

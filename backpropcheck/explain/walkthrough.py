@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..checker import FileResult, Options, SymbolicTimeout, check_derivation, draw_dims, time_budget
+from ..lang.ops.core import positive_dims
 from ..loader import load
 from ..model import Claim, Derivation
 from .analysis import Analysis
@@ -67,6 +68,12 @@ def explain_file(path: str | Path, claim: str | None = None, sizes: Mapping[str,
 def explain_derivation(d: Derivation, claim: str | None = None, sizes: Mapping[str, int] | None = None,
                        options: Options | None = None) -> Explanation:
     """The four-part explanation of every claim of ``d`` (or only ``claim``)."""
+    with positive_dims(inp.shape for inp in d.inputs.values()):  # the shape rules as the loader had them
+        return _explain(d, claim, sizes, options)
+
+
+def _explain(d: Derivation, claim: str | None, sizes: Mapping[str, int] | None,
+             options: Options | None) -> Explanation:
     claims = [c for c in d.claims if claim is None or c.name == claim]
     if claim is not None and not claims:
         known = ", ".join(c.name for c in d.claims)

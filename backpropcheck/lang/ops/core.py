@@ -4,7 +4,7 @@ group of ops shares (broadcasting over dim names, complex-step and linear tangen
 from __future__ import annotations
 
 import math  # noqa: F401
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -476,9 +476,32 @@ def _bind_static(params: dict, sizes) -> dict:
     return {k: value(v) for k, v in params.items()}
 
 
+# The affine dims a file's own input shapes make at least 1 (x of n - k entries: n - k ≥ 1), set while the
+# loader infers its shapes: every size the checks draw keeps them positive (draw_dims), so "for every size" in a
+# shape rule means every size the file allows.
+KNOWN_POSITIVE: ContextVar[tuple[Dim, ...]] = ContextVar("known_positive_dims", default=())
+
+
+class positive_dims:  # noqa: N801 - used as a context manager, like contextlib's
+    """While inside: the shape rules know the affine dims of ``shapes`` (a file's input shapes) are ≥ 1."""
+
+    def __init__(self, shapes: Iterable[Shape]) -> None:
+        self.dims = tuple(dim for shape in shapes for dim in shape if not dim.monotone)
+
+    def __enter__(self) -> None:
+        self.token = KNOWN_POSITIVE.set(self.dims)
+
+    def __exit__(self, *exc: object) -> None:
+        KNOWN_POSITIVE.reset(self.token)
+
+
 def _nonnegative(d: Dim) -> bool:
-    """≥ 0 for every size ≥ 1: no negative coefficient, and ≥ 0 with every dim at 1."""
-    return d.monotone and d.at_ones >= 0
+    """≥ 0 for every size ≥ 1 (no negative coefficient, and ≥ 0 with every dim at 1), or for every size that
+    keeps one of :data:`KNOWN_POSITIVE` at least 1: ``n - k - 1`` when ``n - k`` is."""
+    if d.monotone and d.at_ones >= 0:
+        return True
+    one = Dim.lit(1)
+    return any((rest := d - (c - one)).monotone and rest.at_ones >= 0 for c in KNOWN_POSITIVE.get())
 
 
 def _literal(value: Any) -> str:
