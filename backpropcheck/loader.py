@@ -334,9 +334,14 @@ class _Builder:
             raise exc.located(key=where) from None
 
     def _explain_later(self, exc: DerivationError, later: set[str]) -> None:
+        """An unknown name said better: one defined further down, or the ``grad_`` of a constant."""
         for name in later:
             if exc.message == f"unknown name {name!r}":
                 exc.message = f"{name!r} is defined later; definitions are read in order"
+                exc.hint = None
+        for name, inp in self.d.inputs.items():
+            if inp.constant and exc.message == f"unknown name 'grad_{name}'":
+                exc.message = f"'grad_{name}' does not exist: {name} is constant (constant = true), it has no gradient"
                 exc.hint = None
 
     def _forward(self) -> None:
@@ -478,6 +483,7 @@ class _Builder:
                 if shape != expected:
                     raise ShapeError(claim_shape_message(target, shape, expected, self.d), column=1)
             except DerivationError as exc:
+                self._explain_later(exc, set())
                 claim.error = exc.located(file=self.d.path, key=where)
 
     def _expect(self) -> None:

@@ -200,7 +200,7 @@ def test_grad_of_a_constant_is_unknown_in_a_claim() -> None:
                 claims={"grad_W": "outer(grad_z, a) + 0 * grad_a[None, :]"})
     d = loads(text, NAME)
     err = d.claims[0].error
-    assert err is not None and "unknown name 'grad_a'" in str(err)
+    assert err is not None and "'grad_a' does not exist: a is constant (constant = true), it has no gradient" in str(err)
 
 
 @pytest.mark.parametrize(
@@ -344,3 +344,12 @@ def test_a_file_that_is_not_utf8_names_the_line_and_column_of_the_byte(tmp_path:
     path.write_bytes(b'[derivation]\ntitle = "caf\xe9"\n')
     with pytest.raises(DerivationError, match="byte 0xe9 at line 2, column 13"):
         load(path)
+
+
+def test_the_gradient_of_a_constant_is_named_as_such() -> None:
+    """'unknown name grad_Y (hint: did you mean grad_Y?)' for a constant Y (QA pass)."""
+    text = DENSE_COLUMN.replace('b = ["m"]', 'b = { shape = ["m"], constant = true }')
+    d = loads(with_claims(text, {"grad_a": "W.T @ grad_z + 0 * grad_b"}), "d.toml")
+    message = str(d.claims[0].error)
+    assert "'grad_b' does not exist: b is constant (constant = true), it has no gradient" in message, message
+    assert "did you mean 'grad_b'" not in message

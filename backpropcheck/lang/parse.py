@@ -110,7 +110,7 @@ class _Parser:
             return DimSize(col, name)
         if name in BUILTIN_FUNCTIONS or name in self.scope.functions:
             raise self.error(node, f"{name!r} is a function; call it: {name}(...)")
-        known = sorted(self.scope.tensors | self.scope.dims | self.scope.hint_names)
+        known = sorted((self.scope.tensors | self.scope.dims | self.scope.hint_names) - {name})
         close = difflib.get_close_matches(name, known, n=1)
         hint = f"did you mean {close[0]!r}?" if close else None
         raise self.error(node, f"unknown name {name!r}", hint)
