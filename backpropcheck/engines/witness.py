@@ -115,7 +115,8 @@ class WitnessSearch:
         counterexample, however small (``1e-12 * a``). Besides random points, the points on either
         side of every kink (each ``Step``/``Relu`` argument's roots in each of its symbols, or its
         changes of sign: :meth:`_kink_points`) are tried, so a branch no random draw reaches
-        (``where(a > 5, …)``, ``clip(p, 0.01, 0.99)``, ``where(tanh(a) > 0.99, …)``) is still examined. A point where a kink's argument is exactly 0 is a tie, never sampled.
+        (``where(a > 5, …)``, ``clip(p, 0.01, 0.99)``, ``where(tanh(a) > 0.99, …)``) is still examined.
+        A point where a kink's argument is exactly 0 is a tie, never sampled.
         Generic functions are replaced by one concrete smooth function and its derivatives: a
         claim must hold for every f, so one f where it fails refutes it.
         """
@@ -250,7 +251,7 @@ _HOLDERS: dict[tuple, sp.Symbol] = {}
 
 def _scanned(g: sp.Expr, s: sp.Symbol, domain: str) -> list[tuple[sp.Rational, sp.Rational]]:
     """:func:`.roots.sign_changes` of ``g`` in ``s``, kept by the argument's form: ``tanh(z[0]) - 99/100`` and
-    ``tanh(z[1]) - 99/100`` are one scan (a scan evaluates the argument some 100 times)."""
+    ``tanh(z[1]) - 99/100`` are one scan (a scan evaluates the argument a few hundred times)."""
     holder = _HOLDERS.setdefault(s._assumptions0, sp.Symbol("⟨kink⟩", **s.assumptions0))
     key = (g.xreplace({s: holder}), domain)
     found = _SCANNED.get(key)

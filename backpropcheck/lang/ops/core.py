@@ -477,8 +477,8 @@ def _bind_static(params: dict, sizes) -> dict:
 
 
 # The affine dims a file's own input shapes make at least 1 (x of n - k entries: n - k ≥ 1), set while the
-# loader infers its shapes: every size the checks draw keeps them positive (draw_dims), so "for every size" in a
-# shape rule means every size the file allows.
+# loader, the checker, explain and derive apply shape rules to the file: every size the checks draw keeps them
+# positive (draw_dims), so "for every size" in a shape rule means every size the file allows.
 KNOWN_POSITIVE: ContextVar[tuple[Dim, ...]] = ContextVar("known_positive_dims", default=())
 
 
