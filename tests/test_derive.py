@@ -885,3 +885,34 @@ def test_for_names_an_unknown_target_as_given_and_lists_the_known_ones() -> None
     result = dv.derive(DENSE_COLUMN, ["grad_q"], FAST)
     assert result.error == ("--for grad_q: q is not a non-constant input or forward variable "
                             "(those are a, W, b, z, h)")
+
+
+def test_every_step_through_a_structural_op_says_what_its_jacobian_is() -> None:
+    """derive --format text left 'local Jacobian …:' blank for slices, pad, concat and transpose (QA pass): the
+    op table had no note for them."""
+    from backpropcheck.lang.ops import OPS
+
+    for name in ("reshape", "transpose", "swapaxes", "flip", "slice", "concat", "stack", "pad"):
+        assert OPS[name].jacobian_note(0, [(), ()]), name
+    text = """
+[derivation]
+title = "moving entries"
+[dims]
+n = "rows"
+m = "cols"
+[inputs]
+x = ["n", "m"]
+y = ["n", "m"]
+[forward]
+c = "concat([x, y], axis=0)"
+p = "pad(c, ((1, 0), (0, 0)))"
+t = "transpose(p)"
+s = "t[:, 1:2 * n + 1]"
+[loss]
+upstream = "s"
+[claims]
+grad_x = "grad_s"
+"""
+    result = dv.derive(text, None, FAST)
+    steps = [step for c in result.claims for step in c.steps]
+    assert steps and all(step.note for step in steps), [(s.op, s.note) for s in steps if not s.note]

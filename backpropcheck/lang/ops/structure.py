@@ -58,7 +58,8 @@ def _reshape_shape(a: Shape, shape: tuple, **_) -> Shape:
 
 _register(Op("reshape", _reshape_shape, lambda a, shape: np.reshape(a, shape),
              lambda g, out, a, shape: (np.reshape(g, a.shape),), params=("shape",), tangent=_linear("reshape"), keeps_integer=True,
-             signature=sig("X", Param("shape", "dims", keyword=False)), bind=_bind_static))
+             signature=sig("X", Param("shape", "dims", keyword=False)), bind=_bind_static,
+             note="the same entries in another shape (an identity): the gradient is reshaped back"))
 
 
 def _perm(axes, rank: int) -> tuple[int, ...]:
@@ -72,7 +73,9 @@ def _perm(axes, rank: int) -> tuple[int, ...]:
 _register(Op("transpose", lambda a, axes=None, **_: tuple(a[k] for k in _perm(axes, len(a))),
              lambda a, axes=None: np.transpose(a, _perm(axes, np.ndim(a))),
              lambda g, out, a, axes=None: (np.transpose(g, np.argsort(_perm(axes, a.ndim))),),
-             params=("axes",), tangent=_linear("transpose"), keeps_integer=True, signature=sig("X", Param("axes", "ints", None, by_name=False))))
+             params=("axes",), tangent=_linear("transpose"), keeps_integer=True, signature=sig("X", Param("axes", "ints", None, by_name=False)),
+             note="a permutation of the axes: the gradient's axes are put back (the inverse permutation; a matrix's "
+                  "transpose)"))
 
 
 def _swap_shape(a: Shape, axis1: int, axis2: int, **_) -> Shape:
@@ -85,7 +88,8 @@ def _swap_shape(a: Shape, axis1: int, axis2: int, **_) -> Shape:
 _register(Op("swapaxes", _swap_shape, lambda a, axis1, axis2: np.swapaxes(a, axis1, axis2),
              lambda g, out, a, axis1, axis2: (np.swapaxes(g, axis1, axis2),), params=("axis1", "axis2"),
              tangent=_linear("swapaxes"), keeps_integer=True,
-             signature=sig("X", Param("axis1", "int", keyword=False), Param("axis2", "int", keyword=False))))
+             signature=sig("X", Param("axis1", "int", keyword=False), Param("axis2", "int", keyword=False)),
+             note="a permutation of two axes: the gradient's axes are swapped back"))
 
 
 def _flip_shape(a: Shape, axis=None, **_) -> Shape:
@@ -95,7 +99,7 @@ def _flip_shape(a: Shape, axis=None, **_) -> Shape:
 
 _register(Op("flip", _flip_shape, lambda a, axis=None: np.flip(a, axis=axis),
              lambda g, out, a, axis=None: (np.flip(g, axis=axis),), params=("axis",), tangent=_linear("flip"), keeps_integer=True,
-             signature=sig("X", AXIS)))
+             signature=sig("X", AXIS), note="a permutation (a reversal): the gradient is flipped back"))
 
 
 def _slice_items(a: Shape, items: tuple) -> list:
@@ -160,7 +164,9 @@ def _slice_vjp(g, out, a, items):
 
 
 _register(Op("slice", _slice_shape, lambda a, items: a[_slice_index(np.shape(a), items)], _slice_vjp,
-             params=("items",), tangent=_linear("slice"), keeps_integer=True, bind=_bind_static))
+             params=("items",), tangent=_linear("slice"), keeps_integer=True, bind=_bind_static,
+             note="a selection: the gradient is zeros of the input's shape with the upstream gradient at the slice's "
+                  "place"))
 
 
 def _join_shape(stack: bool):
@@ -203,9 +209,12 @@ def _stack(*args, axis=0):
 
 
 _register(Op("concat", _join_shape(False), _concat, _concat_vjp, arity=(1, 16), params=("axis",),
-             tangent=_linear("concat"), keeps_integer=True, signature=sig(Param("arrays", "tensors"), Param("axis", "int", 0))))
+             tangent=_linear("concat"), keeps_integer=True, signature=sig(Param("arrays", "tensors"), Param("axis", "int", 0)),
+             note="a selection per operand: each operand's gradient is its own slice of the upstream gradient"))
 _register(Op("stack", _join_shape(True), _stack, _stack_vjp, arity=(1, 16), params=("axis",),
-             tangent=_linear("stack"), keeps_integer=True, signature=sig(Param("arrays", "tensors"), Param("axis", "int", 0))))
+             tangent=_linear("stack"), keeps_integer=True, signature=sig(Param("arrays", "tensors"), Param("axis", "int", 0)),
+             note="a selection per operand: each operand's gradient is its own index of the upstream gradient along "
+                  "the new axis"))
 
 
 def _pad_shape(a: Shape, widths: tuple, **_) -> Shape:
@@ -232,4 +241,5 @@ def _pad(a, widths):
 _register(Op("pad", _pad_shape, _pad,
              lambda g, out, a, widths: (g[tuple(slice(lo, lo + n) for n, (lo, _) in zip(a.shape, widths))],),
              params=("widths",), tangent=_linear("pad"), signature=sig("X", Param("widths", "pads", keyword=False)),
-             bind=_bind_static))
+             bind=_bind_static, note="a selection of the input's own entries: the gradient is the upstream "
+                                     "gradient's slice at the input's place"))
