@@ -424,6 +424,11 @@ KINKS_OUT_OF_REACH = [
     # PyTorch's BCE clamps log(p) at -100: the clamp bites below p = 3.7e-44; and a cap past p = 3.3e6
     ("unit", "maximum(log(x), -100)", "1 / x", "(log(x) > -100) / x"),
     ("positive", "minimum(log(x), 15)", "1 / x", "(log(x) < 15) / x"),
+    # a kink found, but the value on its far side was never certified: the difference's cancelling part
+    # (cos(x) - cos(x) where the branch is 1) could not be told from zero before the branch was resolved
+    ("real", "where(sigmoid(x) < 0.1, 0, sin(x))", "cos(x)", "where(sigmoid(x) < 0.1, 0, cos(x))"),
+    ("real", "maximum(sigmoid(x), 0.1)", "sigmoid_prime(x)", "(sigmoid(x) > 0.1) * sigmoid_prime(x)"),
+    ("real", "where(exp(-x) < 0.001, 0, sin(x))", "cos(x)", "where(exp(-x) < 0.001, 0, cos(x))"),
 ]
 
 
@@ -572,3 +577,19 @@ grad_x = "grad_xp[0:k]"
     # without an input of n - k entries nothing says n > k: the same pad is refused
     result = check_text(tmp_path, text.replace('z = ["n - k"]\n', ""), Options(trials=5, shapes=2))
     assert result.status == "error" and "must be ≥ 0 for every size" in (result.error or "")
+
+
+def test_a_value_at_a_point_resolves_each_kink_to_its_branch_first() -> None:
+    import sympy as sp
+
+    from backpropcheck.engines.witness import _at_point, _exact_or_certified
+    from backpropcheck.lang.symfuncs import Relu, Step
+
+    x = sp.Symbol("x", real=True)
+    kink = sp.Rational(1, 10) - 1 / (1 + sp.exp(-x))
+    e = sp.cos(x) + (Step(kink) - 1) * sp.cos(x)  # cos(x) where sigmoid(x) < 0.1, else 0
+    far = {x: sp.Rational(-4)}
+    assert _exact_or_certified(e.xreplace(far)) is None  # as it stands: the cancelling sum is not certified
+    assert abs(float(_at_point(e, far)) - float(sp.cos(-4))) < 1e-15
+    assert _at_point(e, {x: sp.Integer(0)}) == 0  # the near branch: exactly 0 once the kink is resolved
+    assert _at_point(Relu(x - 1) + Relu(Relu(x - 1) - 2), {x: sp.Integer(5)}) == 6  # nested kinks too

@@ -126,7 +126,7 @@ class WitnessSearch:
         for point in self._points(symbols, kinks, rng):
             if any(_exact_or_certified(k.xreplace(point)) in (0, None) for k in kinks):
                 continue  # a tie (or an undecidable kink): ties are never sampled
-            value = _exact_or_certified(expr.xreplace(point))
+            value = _at_point(expr, point)
             if value is not None and value != 0:
                 return float(value), point
         return None
@@ -143,7 +143,7 @@ class WitnessSearch:
         complete = {**self._random_point(others, rng, 1), **point}
         out = []
         for f in full:
-            value = _exact_or_certified(f.xreplace(complete))
+            value = _at_point(f, complete)
             out.append(None if value is None else float(value))
         return out
 
@@ -180,9 +180,9 @@ class WitnessSearch:
                 roots = polynomial_roots(g, s)
                 if roots is not None:
                     values = [v for root in roots for v in _either_side(root, domain)]
-                elif scanned < MAX_SCANS:
-                    scanned += 1
-                    values = [v for bracket in _scanned(g, s, domain) for v in bracket]
+                elif scanned < MAX_SCANS:  # around the crossing, as around a root: a bracket's own ends lie
+                    scanned += 1  # within 1e-12 of it, where SymPy cannot tell the sign of the kink to decide it
+                    values = [v for low, high in _scanned(g, s, domain) for v in _either_side((low + high) / 2, domain)]
                 else:
                     continue
                 for value in values:
@@ -260,6 +260,36 @@ def _scanned(g: sp.Expr, s: sp.Symbol, domain: str) -> list[tuple[sp.Rational, s
             _SCANNED.clear()
         found = _SCANNED[key] = list(sign_changes(key[0], holder, domain))
     return found
+
+
+_KINKS = (Step, Relu, sp.Abs, sp.sign, sp.Heaviside)
+
+
+def _at_point(expr: sp.Expr, point: Mapping[sp.Symbol, sp.Expr]) -> sp.Rational | sp.Float | None:
+    """``expr`` at ``point``, exact or certified, every kink first replaced by its branch there (its argument's
+    sign certified): ``cos(a) + (Step(u) - 1)·cos(a)`` is ``cos(a)`` where u > 0. Evaluated as it stands, the
+    sum's exactly cancelling part cannot be told from zero to the digits asked for, and nothing was certified."""
+    value = expr.xreplace(dict(point))
+    for _ in range(8):  # a kink inside another's argument is met in the next round
+        branches = {}
+        for kink in value.atoms(*_KINKS):
+            arg = kink.args[0]
+            sign = _exact_or_certified(arg)
+            if sign is None or sign == 0 or arg.free_symbols:
+                continue
+            positive = sign > 0
+            if isinstance(kink, Step) or isinstance(kink, sp.Heaviside):
+                branches[kink] = sp.Integer(1 if positive else 0)
+            elif isinstance(kink, Relu):
+                branches[kink] = arg if positive else sp.Integer(0)
+            elif isinstance(kink, sp.Abs):
+                branches[kink] = arg if positive else -arg
+            else:
+                branches[kink] = sp.Integer(1 if positive else -1)
+        if not branches:
+            break
+        value = value.xreplace(branches)
+    return _exact_or_certified(value)
 
 
 def _exact_or_certified(value: sp.Expr) -> sp.Rational | sp.Float | None:
