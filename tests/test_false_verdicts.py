@@ -334,9 +334,28 @@ grad_x = "grad_pooled"
 """
 
 
+CONCAT_COPIES = """
+[derivation]
+title = "the max of two copies of x, whose other entries differ"
+[dims]
+n = "n"
+[inputs]
+x = ["n"]
+[forward]
+y = "max(concat([x, x], axis=0))"
+[loss]
+E = "y"
+[claims]
+grad_x = "(x >= max(x)) * 1.0"
+"""
+
+
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("text, right, wrong", [
     (MAX_OF_COPIES, "grad_r", "m * grad_r"),
+    # copies tie, other entries differ: the per-neuron truth gave each copy the whole arg-max indicator (2)
+    (CONCAT_COPIES, "(x >= max(x)) * 1.0", "(x >= max(x)) * 2.0"),
+    (CONCAT_COPIES.replace("max(", "min(").replace(">=", "<="), "(x <= min(x)) * 1.0", "(x <= min(x)) * 2.0"),
     (MAX_OF_COPIES.replace("max(", "min("), "grad_r", "m * grad_r"),
     (UPSAMPLE_THEN_POOL, "grad_pooled", "2 * grad_pooled"),
 ])

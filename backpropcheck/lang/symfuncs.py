@@ -141,7 +141,7 @@ class MaxOf(sp.Function):
             return xs[0]
         if all(x.is_Number for x in xs):
             return max(xs)
-        return None
+        return _distinct(cls, xs)
 
     def fdiff(self, argindex=1):  # noqa: D102
         return is_extreme(self, argindex - 1)
@@ -160,7 +160,7 @@ class MinOf(sp.Function):
             return xs[0]
         if all(x.is_Number for x in xs):
             return min(xs)
-        return None
+        return _distinct(cls, xs)
 
     def fdiff(self, argindex=1):  # noqa: D102
         return is_extreme(self, argindex - 1)
@@ -168,6 +168,14 @@ class MinOf(sp.Function):
     def _eval_evalf(self, prec):
         values = [x.evalf(prec) for x in self.args]
         return min(values) if all(v.is_Number for v in values) else None
+
+
+def _distinct(cls: type, xs: tuple) -> sp.Expr | None:
+    """The max (min) of a slice holding one entry twice is that of its distinct entries (the max of
+    ``concat([x, x])`` is the max of x): written so, each entry's partial is its own arg-max indicator once,
+    not once per copy (which summed to 2 at the arg-max, where the gradient is 1). None when all differ."""
+    distinct = tuple(dict.fromkeys(xs))
+    return cls(*distinct) if len(distinct) < len(xs) else None
 
 
 def is_extreme(e: MaxOf | MinOf, i: int) -> sp.Expr:
