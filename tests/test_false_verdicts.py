@@ -612,3 +612,26 @@ def test_a_value_at_a_point_resolves_each_kink_to_its_branch_first() -> None:
     assert abs(float(_at_point(e, far)) - float(sp.cos(-4))) < 1e-15
     assert _at_point(e, {x: sp.Integer(0)}) == 0  # the near branch: exactly 0 once the kink is resolved
     assert _at_point(Relu(x - 1) + Relu(Relu(x - 1) - 2), {x: sp.Integer(5)}) == 6  # nested kinks too
+
+
+@pytest.mark.parametrize("shape", ["n - 2*k", "n - k - m"])
+def test_an_input_whose_shape_needs_sizes_past_the_small_range_is_checked(tmp_path: Path, shape: str) -> None:
+    """x of n - 2*k entries needs n ≥ 5: the small symbolic range 2 … 3 held no sizes, and the wrong claim's
+    localisation raised 'no dim sizes make every shape positive' as an internal error (QA pass)."""
+    dims = 'n = "n"\nk = "k"\n' + ('m = "m"\n' if "m" in shape else "")
+    text = f"""
+[derivation]
+title = "an input of {shape} entries"
+[dims]
+{dims}[inputs]
+x = ["{shape}"]
+[forward]
+y = "x * x"
+[loss]
+E = "sum(y)"
+[claims]
+grad_x = "2 * x"
+"""
+    assert claim(check_text(tmp_path, text, Options(trials=5)), "grad_x").verdict == "proved"
+    wrong = claim(check_text(tmp_path, text.replace('grad_x = "2 * x"', 'grad_x = "x"'), Options(trials=5)), "grad_x")
+    assert wrong.verdict == "refuted", wrong.message
