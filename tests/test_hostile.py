@@ -588,11 +588,21 @@ def test_limits_fields_are_all_numbers() -> None:
         assert isinstance(vars(DEFAULT_LIMITS)[f.name], (int, float))
 
 
-def test_dims_too_small_for_the_symbolic_check_fall_back_to_verified(tmp_path: Path) -> None:
-    # a = (n - 10,) exists at the numeric dims (up to 40) but not at the small symbolic ones
+def test_dims_past_the_small_range_are_found_for_the_symbolic_check(tmp_path: Path) -> None:
+    # a = (n - 10,) exists at the numeric dims (up to 40) but not at the small symbolic ones: the range grows
+    # until it holds sizes (n >= 11), and the claims are proved there (they were only verified)
     path = tmp_path / "small.toml"
     path.write_text(_bounded(inputs='a = ["n - 10"]\nW = ["m", "n - 10"]\nb = ["m"]'))
     result = check_path(str(path), Options(trials=1, shapes=1, max_dim=40))
+    assert [c.verdict for c in result.claims] == ["proved", "proved"], result
+    assert all(s["n"] >= 11 for c in result.claims for s in c.symbolic["shapes"])
+
+
+def test_dims_far_past_the_small_range_fall_back_to_verified(tmp_path: Path) -> None:
+    # a = (n - 1000,): no small sizes within the widened range, so no symbolic check, never a crash
+    path = tmp_path / "far.toml"
+    path.write_text(_bounded(inputs='a = ["n - 1000"]\nW = ["m", "n - 1000"]\nb = ["m"]'))
+    result = check_path(str(path), Options(trials=1, shapes=1, max_dim=1040))
     assert [c.verdict for c in result.claims] == ["verified", "verified"], result
     assert all("no small dims for the symbolic check" in c.message for c in result.claims)
 
