@@ -277,10 +277,10 @@ class _FileCheck:
                 )
                 s.trials += 1
                 if not ok:
-                    bound = self._rounding_bound(claim, run, sizes, trial)
+                    bound = max(self._rounding_bound(claim, run, sizes, trial), _truth_rounding(run, sizes))
                     if abs_err <= bound:
-                        # the claim's own evaluation rounds more than it disagrees (a large term that
-                        # cancels): not a counterexample; the exact check decides (see _judge)
+                        # the claim's own evaluation, or the true gradient's, rounds more than they disagree
+                        # (a large term that cancels): not a counterexample; the exact check decides (see _judge)
                         r = s.rounding = s.rounding or Rounding()
                         r.count, r.worst, r.bound = r.count + 1, max(r.worst, abs_err), max(r.bound, bound)
                         continue
@@ -566,7 +566,8 @@ class _FileCheck:
         if num.rounding:
             r = num.rounding
             rounding = (f"; in {r.count} of them its float64 value was off by up to {r.worst:.3g}, within the "
-                        f"{r.bound:.3g} that rounding alone can cause in its evaluation (a large term cancels)")
+                        f"{r.bound:.3g} that rounding alone can cause in it or in the true gradient (a large term "
+                        f"cancels)")
         symbolic = sym.summary()
         if sym.status == "proved":
             shapes = "; ".join(_fmt_dims(s) for s in sym.shapes)
@@ -671,6 +672,21 @@ class _FileCheck:
 
 #: CPU seconds a refuted claim's counterexample may spend writing out its true entry symbolically.
 ENTRY_EXPRESSION_SECONDS = 1.0
+
+
+def _truth_rounding(run, sizes: dict[str, int]) -> float:
+    """How far rounding alone can move a true gradient in float64: an entry sums at most as many terms as the
+    longest axis has entries (a BLAS dot, a reduction), each up to the largest true gradient of the trial, at
+    16·eps each. A gradient that is exactly 0 because its terms cancel (a bias before a batch norm, a shift
+    before a centring) comes out as that much noise: 1e-11 at a batch of 8192, past atol."""
+    from .lang.ops import dense
+
+    peak = 0.0
+    for name in run.grads:
+        values = np.abs(np.asarray(dense(run.grads.factored(name)), dtype=float))
+        if values.size:
+            peak = max(peak, float(np.max(values[np.isfinite(values)], initial=0.0)))
+    return 16 * np.finfo(float).eps * max(sizes.values(), default=1) * peak
 
 
 class _NumericTrouble(Exception):

@@ -635,3 +635,38 @@ grad_x = "2 * x"
     assert claim(check_text(tmp_path, text, Options(trials=5)), "grad_x").verdict == "proved"
     wrong = claim(check_text(tmp_path, text.replace('grad_x = "2 * x"', 'grad_x = "x"'), Options(trials=5)), "grad_x")
     assert wrong.verdict == "refuted", wrong.message
+
+
+BIAS_BEFORE_BATCH_NORM = """
+[derivation]
+title = "a bias before a batch norm gets no gradient"
+[dims]
+N = "batch"
+n = "in"
+D = "out"
+[inputs]
+X = ["N", "n"]
+W = ["n", "D"]
+b = ["D"]
+gamma = ["D"]
+[forward]
+Z = "X @ W + b"
+mu = "mean(Z, axis=0)"
+var = "mean((Z - mu) ** 2, axis=0)"
+Y = "gamma * (Z - mu) / sqrt(var + 0.00001)"
+[loss]
+upstream = "Y"
+[claims]
+grad_b = "zeros(D)"
+"""
+
+
+@pytest.mark.parametrize("claim_text, verdict", [("zeros(D)", "proved"), ("0.001 * gamma", "refuted")])
+def test_a_gradient_that_cancels_to_zero_is_not_refuted_by_its_rounding(tmp_path: Path, claim_text: str,
+                                                                         verdict: str) -> None:
+    """At a batch of 1024 the true gradient of b, exactly 0, came out of the sweep as -3.6e-12, past atol, and
+    the right claim zeros(D) was refuted (QA pass): the truth's own rounding now defers to the exact check."""
+    text = BIAS_BEFORE_BATCH_NORM.replace('grad_b = "zeros(D)"', f'grad_b = "{claim_text}"')
+    options = Options(dims=(("N", 1024), ("n", 64), ("D", 256)), trials=3, seed=0)
+    c = claim(check_text(tmp_path, text, options), "grad_b")
+    assert c.verdict == verdict, c.message
