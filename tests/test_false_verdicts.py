@@ -82,6 +82,7 @@ def test_cancellation_does_not_excuse_a_wrong_claim(tmp_path: Path) -> None:
     "(W.T @ grad_z) * (1 + relu(n - 1000))",
     "(W.T @ grad_z) * (1 + 1e-12 * relu(n - 64))",
     "where(n > 70, -(W.T @ grad_z), W.T @ grad_z)",
+    "(W.T @ grad_z) * clip(n - 1, 0, 1)",  # wrong only at n = 1: clip's kinks were not looked for (QA pass)
 ])
 def test_a_dim_used_as_a_number_is_examined_past_the_drawn_sizes(tmp_path: Path, text: str) -> None:
     c = claim(check_text(tmp_path, with_claims(DENSE_COLUMN, {"grad_a": text})), "grad_a")
