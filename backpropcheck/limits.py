@@ -22,7 +22,7 @@ class Limits:
     max_rank: int = 8  # a 2x2 max-pool reshapes to rank 5; a conv2d's index space has 7-8 axes (SPEC §6.2)
     max_expr_chars: int = 2000
     max_depth: int = 64
-    max_literal: float = 1e6
+    max_literal: float = 1e10  # -1e9, the usual masking value before a softmax, fits
     max_exponent: float = 16.0
     max_dim: int = 8192
     max_entries: int = 200_000_000  # about 1.6 GB of float64; --dims n=4096,m=4096 needs 5e7

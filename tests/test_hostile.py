@@ -333,7 +333,7 @@ BOUND_CASES = {
     "max_rank": (_bounded(inputs='a = ["n"]\nW = ["m", "n"]\nb = ["m"]\nT = ["n", "n", "n", "n", "n", "n", "n", "n", "n"]'), "9"),
     "max_expr_chars": (_bounded(forward='z = "W @ a + b * 1.' + "0" * 3000 + '"\nh = "tanh(z)"'), "8000"),
     "max_depth": (_bounded(forward='z = "W @ a + ' + "(" * 70 + "b" + ")" * 70 + '"\nh = "tanh(z)"'), "100"),
-    "max_literal": (_bounded(forward='z = "W @ a + b * 1e7"\nh = "tanh(z)"'), "1e8"),
+    "max_literal": (_bounded(forward='z = "W @ a + b * 1e11"\nh = "tanh(z)"'), "1e12"),
     "max_exponent": (_bounded(forward='z = "W @ a + b ** 20"\nh = "tanh(z)"'), "20"),
     "max_dim": (_bounded(derivation='title = "t"\n[check]\nmax_dim = 9000'), None),
     "max_entries": (_bounded(inputs='a = ["n"]\nW = ["m", "n"]\nb = ["m"]\n'
