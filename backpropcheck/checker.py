@@ -467,7 +467,7 @@ class _FileCheck:
                 return out
             except _SYMBOLIC_FAILURES as exc:
                 for c in pending:
-                    out[c.name].stop("gave-up", f"the symbolic engine failed: {exc}")
+                    out[c.name].stop("gave-up", f"the symbolic engine failed: {_failure(exc)}")
                 return out
             shared = time.perf_counter() - started
             truth_spent += time.process_time() - cpu
@@ -486,7 +486,7 @@ class _FileCheck:
                     pending.remove(claim)
                     continue
                 except _SYMBOLIC_FAILURES as exc:
-                    record.stop("gave-up", f"the symbolic engine failed: {exc}")
+                    record.stop("gave-up", f"the symbolic engine failed: {_failure(exc)}")
                     pending.remove(claim)
                     continue
                 spent[claim.name] += time.process_time() - cpu
@@ -672,6 +672,11 @@ class _FileCheck:
 
 #: CPU seconds a refuted claim's counterexample may spend writing out its true entry symbolically.
 ENTRY_EXPRESSION_SECONDS = 1.0
+
+
+def _failure(exc: BaseException) -> str:
+    """An exception as a report says it: its message, or its kind when it has none (a RecursionError)."""
+    return str(exc) or type(exc).__name__
 
 
 def _truth_rounding(run, sizes: dict[str, int]) -> float:

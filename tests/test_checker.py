@@ -385,3 +385,11 @@ def test_find_files(tmp_path: Path) -> None:
     found = find_files([str(tmp_path)])
     assert found == [str(tmp_path / "a.toml"), str(tmp_path / "b.toml"), str(tmp_path / "sub" / "c.toml")]
     assert find_files([str(tmp_path / "notes.txt")]) == [str(tmp_path / "notes.txt")]
+
+
+def test_a_failure_without_a_message_is_named_by_its_kind() -> None:
+    """'the symbolic engine failed: ' ended with nothing for an exception without a message (QA pass)."""
+    from backpropcheck.checker import _failure
+
+    assert _failure(RecursionError()) == "RecursionError"
+    assert _failure(ValueError("bad")) == "bad"
