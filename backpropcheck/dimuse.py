@@ -98,7 +98,7 @@ def _kinks(d: Derivation, node: Call, dims: frozenset[str], largest: int) -> Ite
     from .engines.evaluate import Backend, evaluate
     from .engines.roots import integer_sign_changes, polynomial_roots
     from .engines.symbolic import symbolic_backend
-    from .lang.symfuncs import Clip, Relu, Step
+    from .lang.symfuncs import kink_arguments
 
     symbols = {name: sp.Symbol(name, positive=True, integer=True) for name in dims}
     base = symbolic_backend(d)
@@ -107,9 +107,7 @@ def _kinks(d: Derivation, node: Call, dims: frozenset[str], largest: int) -> Ite
         value = sp.sympify(evaluate(node, {}, symbols, backend)[()], strict=True)
     except Exception:  # noqa: BLE001 - an argument SymPy cannot write: the sizes past the range remain
         return
-    arguments = [k.args[0] for k in value.atoms(Step, Relu, sp.Abs, sp.sign, sp.Heaviside)]
-    arguments += [arg for c in value.atoms(Clip) for arg in (c.args[0] - c.args[1], c.args[2] - c.args[0])]
-    for argument in arguments:
+    for argument in kink_arguments(value):
         for name, s in symbols.items():
             if s not in argument.free_symbols:
                 continue

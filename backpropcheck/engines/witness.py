@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import sympy as sp
 
-from ..lang.symfuncs import Relu, Step, softmax_as_exp
+from ..lang.symfuncs import Relu, Step, kink_arguments, softmax_as_exp
 from .roots import polynomial_roots, sign_changes
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ class WitnessSearch:
         """
         expr = self._concrete_functions(expr)
         symbols = sorted(expr.free_symbols, key=lambda x: x.name)
-        kinks = [k.args[0] for k in expr.atoms(Step, Relu, sp.Abs, sp.sign, sp.Heaviside)]
+        kinks = kink_arguments(expr)
         for point in self._points(symbols, kinks, rng):
             if any(_exact_or_certified(k.xreplace(point)) in (0, None) for k in kinks):
                 continue  # a tie (or an undecidable kink): ties are never sampled

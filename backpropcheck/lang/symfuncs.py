@@ -217,6 +217,15 @@ def _against_extreme(x: sp.Expr) -> sp.Expr | None:
     return None
 
 
+def kink_arguments(e: sp.Basic) -> list[sp.Expr]:
+    """The arguments whose sign picks a branch somewhere in ``e``: each ``Step``/``Relu``/``Abs``/``sign``/
+    ``Heaviside``'s own, and a ``Clip``'s two (``u − lo`` and ``hi − u``). Whoever looks for the sizes or
+    points on both sides of every kink reads them here."""
+    out = [k.args[0] for k in e.atoms(Step, Relu, sp.Abs, sp.sign, sp.Heaviside)]
+    out += [arg for c in e.atoms(Clip) for arg in (c.args[0] - c.args[1], c.args[2] - c.args[0])]
+    return out
+
+
 class Clip(sp.Function):
     """``clip(u, lo, hi)`` with ``lo``/``hi`` numbers; its derivative is the product
     ``Step(u − lo)·Step(hi − u)`` (1 strictly inside, 0 outside), the form a mask claim takes."""
