@@ -390,7 +390,19 @@ class _FileCheck:
         """``shapes`` distinct small dim assignments: the first a permutation of 2 … n + 1 (n dims), the others
         from 2 … n + 2. An assignment drawn before adds no evidence: it is drawn again, from a range one
         larger after every ``REDRAWS`` draws (with one or two dims the range holds only a few), and the
-        symbolic cost grows with the sizes."""
+        symbolic cost grows with the sizes. Drawn once per file check (the symbolic check and each refuted
+        claim's localisation read them; a file whose small range holds no sizes costs hundreds of draws)."""
+        if not hasattr(self, "_small_cache"):
+            try:
+                self._small_cache: list[dict[str, int]] | DerivationError = self._draw_small_shapes()
+            except DerivationError as exc:
+                self._small_cache = exc
+        if isinstance(self._small_cache, DerivationError):
+            raise self._small_cache
+        return [dict(sizes) for sizes in self._small_cache]
+
+    def _draw_small_shapes(self) -> list[dict[str, int]]:
+        """:meth:`_small_shapes`, drawn."""
         from .engines.numeric import rng_for
 
         n = len(self.d.dims)
