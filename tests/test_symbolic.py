@@ -587,3 +587,28 @@ def _reach_by_free_symbols(truth: SymbolicTruth, e: sp.Expr, limit: int) -> bool
             seen.add(s)
             todo.extend(t for t in truth.local[s].free_symbols if t in truth.local)
     return len(seen) <= limit
+
+
+def test_a_difference_over_few_atoms_is_decided_by_the_exact_test_before_any_witness(tmp_path, monkeypatch) -> None:
+    """attention.toml's grad_S needs the softmax's definition (no identity over the atoms): with few atoms
+    below, the exact test over the inputs proves it, and the 60-digit witness search (made for a difference
+    too large to expand) never runs. Off by 1e-13 · P, below any tolerance, the same claim is refuted by it."""
+    from backpropcheck.engines.witness import WitnessSearch
+
+    searched = []
+    original = WitnessSearch.layered_witness
+
+    def spy(self, e, rng, tries=2):
+        searched.append(e)
+        return original(self, e, rng, tries)
+
+    monkeypatch.setattr(WitnessSearch, "layered_witness", spy)
+    text = (REPO / "derivations" / "attention.toml").read_text()
+    path = tmp_path / "attention.toml"
+    path.write_text(text)
+    claims = {c.name: c for c in check_path(str(path), Options(trials=2)).claims}
+    assert claims["grad_S"].verdict == "proved" and searched == []
+    path.write_text(text.replace('grad_S = "P * (grad_P - D[:, None])"', 'grad_S = "P * (grad_P - D[:, None]) + 1e-13 * P"'))
+    claims = {c.name: c for c in check_path(str(path), Options(trials=2)).claims}
+    assert claims["grad_S"].verdict == "refuted" and "exact difference" in claims["grad_S"].message
+    assert searched

@@ -512,13 +512,17 @@ class SymbolicTruth(WitnessSearch):
         if e == 0:
             return Decision(True, "identical")
         how = self.exact_zero(e, over_inputs=False)
+        small = how is None and self._reach_is_small(e)
+        if small:  # few atoms below: the exact test over the inputs is cheap, and it proves a true claim
+            how = self.exact_zero(e)
         if how is None:  # a quick look for a counterexample before the costly exact test over the inputs
             found = self.layered_witness(e.xreplace(self.simplex) if self.simplex else e, rng)
             if found is not None:
                 value, point = found
                 return Decision(False, "evaluated layer by layer at 60 digits at a point inside the inputs' "
                                        "domains", value, point)
-            how = self.exact_zero(e)
+            if not small:
+                how = self.exact_zero(e)
         if how is not None:
             return Decision(True, how)
         if self.simplex:
