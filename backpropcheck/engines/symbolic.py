@@ -353,7 +353,10 @@ class SymbolicTruth(WitnessSearch):
             if c == t:
                 continue
             try:  # each side on its own: the difference of two long sums is never built in SymPy
-                if not self._over_atoms.equal(self.atomize(c), self.atomize(t)):
+                c, t = self.atomize(c), self.atomize(t)
+                if c == t:  # one form for both (a mask against the max is its arg-max indicator)
+                    continue
+                if not self._over_atoms.equal(c, t):
                     return False
             except (Unsupported, ZeroDivisionError):
                 return False
