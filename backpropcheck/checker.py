@@ -26,7 +26,6 @@ from .loader import load
 from .model import DEFAULT_CHECK, CheckSettings, Claim, Derivation, Resolved
 from .options import in_range
 from .results import (
-    ALL_SHAPES,
     ClaimResult,
     Counterexample,
     Decision,
@@ -46,7 +45,6 @@ from .workload import spaces as _spaces  # noqa: F401 - re-exported: tests count
 from .workload import work as _work
 
 if TYPE_CHECKING:
-    from .engines.scope import Scope
     from .engines.symbolic import SymbolicTruth
 
 
@@ -436,21 +434,11 @@ class _FileCheck:
 
         budget = self.options.timeout
         out = {c.name: SymbolicEvidence() for c in claims}
-        # the budget is per claim over the certificate and all the small dims (and as much again for the
-        # shared truth), so a file's symbolic time is at most (claims + 1) x --timeout, whatever [check] shapes says
+        pending = list(claims)
+        # the budget is per claim over all the small dims (and as much again for the shared truth),
+        # so a file's symbolic time is at most (claims + 1) x --timeout, whatever [check] shapes says
         spent = {c.name: 0.0 for c in claims}  # CPU seconds, like the budget's timer
         truth_spent = 0.0
-        scopes: dict[str, Scope] = {}
-        if self.options.scope:  # proof scope (SPEC §8): a claim certified for all shapes needs no sampled dims
-            from .engines.scope import certify_first
-
-            scopes, built = certify_first(self.d, claims, out, budget, spent,
-                                          lambda s: _work(self.d, self.spaces, s)[0],
-                                          self.options.limits.max_symbolic_entries, time_budget, SymbolicTimeout,
-                                          _SYMBOLIC_FAILURES)
-            # its truths serve the sampled dims they share: drawn with no label, so for any seed
-            self.truths.update({k: t for k, t in built.items() if not t.formal_only and not t.drawn})
-        pending = [c for c in claims if out[c.name].scope is None]
         try:
             small = self._small_shapes()
             regular = len(small)
@@ -480,11 +468,9 @@ class _FileCheck:
             started = time.perf_counter()
             cpu = time.process_time()
             try:
-                truth = self.truths.get(_key(sizes))
-                if truth is None:
-                    with time_budget(_remaining(budget, truth_spent)):
-                        truth = SymbolicTruth(self.d, sizes, self.cfg.seed)
-                    self.truths[_key(sizes)] = truth
+                with time_budget(_remaining(budget, truth_spent)):
+                    truth = SymbolicTruth(self.d, sizes, self.cfg.seed)
+                self.truths[_key(sizes)] = truth
             except SymbolicTimeout:
                 for c in pending:
                     out[c.name].stop("timeout", (
@@ -525,10 +511,15 @@ class _FileCheck:
                     record.stop("undecided", f"at dims {_fmt_dims(sizes)}: {decision.why}")
                 else:
                     record.status, record.sizes, record.refutation = "counterexample", sizes, decision
-        for name, scope in scopes.items():
-            record = out[name]
-            if record.status == "proved" and record.scope is None:  # proved at the sampled dims alone
-                record.scope, record.argument = scope.kind, scope.argument
+        if self.options.scope:  # proof scope (SPEC §8): all shapes by a finite certificate, or sampled
+            from .engines.scope import certify_records
+
+            # the truths built above serve the certificate at the sizes they share, if they are the ones it
+            # would build (its truths draw any one-hot label with seed 0)
+            reusable = self.truths if self.cfg.seed == 0 else {k: t for k, t in self.truths.items() if not t.drawn}
+            certify_records(self.d, claims, out, budget, spent, lambda s: _work(self.d, self.spaces, s)[0],
+                            self.options.limits.max_symbolic_entries, time_budget, SymbolicTimeout,
+                            _SYMBOLIC_FAILURES, reusable)
         return out
 
     def _decide(self, truth: SymbolicTruth, claim: Claim, rng: random.Random) -> Decision:
@@ -594,9 +585,7 @@ class _FileCheck:
             shapes = "; ".join(_fmt_dims(s) for s in sym.shapes)
             if not sym.shapes or not num.trials:  # never a proof without evidence
                 raise AssertionError(f"{claim.name}: proved with {len(sym.shapes)} shapes, {num.trials} trials")
-            where = (f"for every shape (an identity in the atoms at dims {shapes})" if sym.scope == ALL_SHAPES
-                     else f"at dims {shapes}")
-            message = (f"symbolically equal to the per-neuron chain rule {where}, and numerically "
+            message = (f"symbolically equal to the per-neuron chain rule at dims {shapes}, and numerically "
                        f"in {num.trials} trials (max rel. error {num.max_rel_err:.1e}){rounding}")
             return self._result(claim, Verdict.PROVED, message, symbolic=symbolic, numeric=numeric)
         if sym.status == "counterexample":

@@ -130,10 +130,6 @@ class Undecided:
 Decision = SymbolicRefutation | Undecided | None  # None: every entry proved equal
 
 
-ALL_SHAPES = "all-shapes"  # SymbolicEvidence.scope: proved for every assignment of the dims (SPEC §8)
-SAMPLED = "sampled-shapes"  # proved at the listed dims only
-
-
 @dataclass
 class SymbolicEvidence:
     """One claim's symbolic check over the small dim assignments (and the proof scope, SPEC §8).
@@ -146,7 +142,7 @@ class SymbolicEvidence:
     reason: str | None = None
     sizes: dict[str, int] | None = None  # of the counterexample
     refutation: SymbolicRefutation | None = None
-    scope: str | None = None  # ALL_SHAPES | SAMPLED, for a proved claim
+    scope: str | None = None
     argument: str | None = None
 
     def stop(self, status: str, reason: str) -> None:

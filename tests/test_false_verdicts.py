@@ -422,10 +422,9 @@ def test_a_claim_wrong_only_off_the_first_small_dims_is_refuted(tmp_path: Path, 
 @pytest.mark.parametrize("shapes", [1, 3, 5])
 @pytest.mark.parametrize("text", [ONE_DIM, DENSE_COLUMN])
 def test_the_symbolic_proof_runs_at_as_many_distinct_dims_as_asked(tmp_path: Path, text: str, shapes: int) -> None:
-    """The sampled proof (of a claim no all-shapes certificate covers: here, with the certificate off)."""
     for seed in range(4):
-        c = claim(check_text(tmp_path, text, Options(seed=seed, shapes=shapes, trials=2, scope=False)),
-                  "grad_x" if text is ONE_DIM else "grad_a")
+        c = claim(check_text(tmp_path, text, Options(seed=seed, shapes=shapes, trials=2)), "grad_x" if text is ONE_DIM
+                  else "grad_a")
         drawn = c.symbolic["shapes"]
         assert c.verdict == "proved" and len(drawn) == shapes, (seed, drawn)
         assert len({tuple(sorted(s.items())) for s in drawn}) == shapes

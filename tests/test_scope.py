@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DENSE_COLUMN, LIBRARY_FILES, REPO, library_result, sweep
+from conftest import DENSE_COLUMN, LIBRARY_FILES, REPO, library_result
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -44,57 +44,6 @@ def test_every_claim_of_the_dense_seed_file_is_proved_for_all_shapes(tmp_path: P
     assert {n: _scope(c) for n, c in claims.items()} == dict.fromkeys(claims, ALL_SHAPES)
     for c in claims.values():
         assert "pattern" in c.symbolic["argument"] and "docs/proof-scope.md" in c.symbolic["argument"]
-
-
-@pytest.mark.parametrize("path", sweep(LIBRARY_FILES), ids=lambda p: p.stem)
-def test_the_certificate_first_gives_every_bundled_claim_the_verdict_of_the_sampled_proof(path: Path) -> None:
-    """A claim certified for all shapes skips the sampled dims; with the certificate off each claim is
-    checked at them, and comes to the same verdict (so the certificate proves nothing they would not)."""
-    first = {c.name: c for c in library_result(path).claims}
-    sampled = {c.name: c for c in check_path(str(path), Options(scope=False)).claims}
-    assert {n: c.verdict for n, c in sampled.items()} == {n: c.verdict for n, c in first.items()}
-    for name, c in first.items():
-        if c.verdict == "proved" and c.symbolic["scope"] == ALL_SHAPES:  # at the certificate's dims
-            assert c.symbolic["shapes"] and c.symbolic["shapes"] != sampled[name].symbolic["shapes"], name
-
-
-def test_a_certified_claim_is_not_checked_again_at_the_sampled_dims(tmp_path: Path, monkeypatch) -> None:
-    import backpropcheck.checker as checker
-
-    decided = []
-    original = checker._FileCheck._decide
-
-    def spy(self, truth, claim, rng):
-        decided.append(claim.name)
-        return original(self, truth, claim, rng)
-
-    monkeypatch.setattr(checker._FileCheck, "_decide", spy)
-    claims = _check(tmp_path, DENSE_COLUMN)
-    assert all(_scope(c) == ALL_SHAPES for c in claims.values())
-    assert decided == []
-    claims = _check(tmp_path, DENSE_COLUMN, options=Options(trials=3, scope=False))
-    assert all(c.verdict == "proved" and len(c.symbolic["shapes"]) == 3 for c in claims.values())
-    assert sorted(set(decided)) == sorted(claims)
-
-
-def test_a_slow_certificate_leaves_the_sampled_proof_half_the_budget(tmp_path: Path, monkeypatch) -> None:
-    """The certificate runs first, within half of each claim's budget: one that runs past it costs the
-    claim its all-shapes scope, never its proof at the sampled dims."""
-    import time
-
-    from backpropcheck.engines import scope as scope_module
-
-    def slow_certify(self, claim):
-        until = time.process_time() + 2.0  # the budget counts CPU time: burn it
-        while time.process_time() < until:
-            sum(range(100))
-        raise AssertionError("the budget should have ended the certificate")
-
-    monkeypatch.setattr(scope_module.Certifier, "certify", slow_certify)
-    claims = _check(tmp_path, DENSE_COLUMN, options=Options(trials=1, timeout=0.6))
-    for c in claims.values():
-        assert _scope(c) == SAMPLED and "past half the budget" in c.symbolic["argument"], c.symbolic
-        assert len(c.symbolic["shapes"]) == 3
 
 
 def test_most_proved_claims_in_derivations_are_all_shapes() -> None:
@@ -141,10 +90,7 @@ def test_a_cayley_hamilton_term_that_vanishes_only_at_n_le_2_is_never_all_shapes
                          claim=f"grad_M @ A.T + A.T @ grad_M{trap}")
     (claim,) = _check(tmp_path, text, options=Options()).values()
     assert _scope(claim) == expected
-    if expected == SAMPLED:
-        assert claim.symbolic["shapes"] == [{"n": 2}]  # the trap did pass the sampled proof
-    else:  # proved where the certificate needs it, past max_dim: every pattern of three indices, two sizes
-        assert claim.symbolic["shapes"] == [{"n": 3}, {"n": 4}]
+    assert claim.symbolic["shapes"] == [{"n": 2}]  # the trap did pass the sampled proof
 
 
 # tr(A³) = 3/2·tr(A)·tr(A²) − 1/2·tr(A)³ for n ≤ 2 (Newton's identities with e₃ = 0): its gradient
@@ -490,12 +436,12 @@ def test_no_bundled_claim_with_a_vanishing_trap_added_is_certified(file, name, t
     if line is None:  # an index-form claim ("grad_w[f, c, p, q]" = ...): outside the class as it stands
         d = loads(text, file)
         (claim,) = [c for c in d.claims if c.name == name]
-        assert Certifier(d, lambda sizes: 0, 10**9).certify(claim).kind == SAMPLED
+        assert Certifier(d, lambda sizes: 0, 10**9).certify(claim, []).kind == SAMPLED
         return
     for trap in (f"({dim} - 2) * ({dim} - 3) * {target}", f"(sum(ones({dim})) - 2) * ({dim} - 3) * {target}"):
         d = loads(text[:line.start(1)] + f"{line.group(1)} + {trap}" + text[line.end(1):], file)
         (claim,) = [c for c in d.claims if c.name == name]
-        assert Certifier(d, lambda sizes: 0, 10**9).certify(claim).kind == SAMPLED, trap
+        assert Certifier(d, lambda sizes: 0, 10**9).certify(claim, []).kind == SAMPLED, trap
 
 
 def test_a_truth_that_ran_out_of_budget_is_not_rebuilt_for_every_claim(monkeypatch) -> None:
@@ -514,12 +460,11 @@ def test_a_truth_that_ran_out_of_budget_is_not_rebuilt_for_every_claim(monkeypat
     from backpropcheck.checker import _SYMBOLIC_FAILURES, SymbolicTimeout, time_budget
     from backpropcheck.results import SymbolicEvidence
 
-    records = {c.name: SymbolicEvidence() for c in d.claims}
+    records = {c.name: SymbolicEvidence(status="proved", shapes=[], seconds=0.0) for c in d.claims}
 
-    scopes, _ = scope_module.certify_first(d, d.claims, records, 10.0, {}, lambda s: 0, 10**9, time_budget,
-                                           SymbolicTimeout, _SYMBOLIC_FAILURES)
-    assert all(s.kind == SAMPLED for s in scopes.values())
-    assert all(r.scope is None and not r.shapes for r in records.values())  # left to the sampled check
+    scope_module.certify_records(d, d.claims, records, 10.0, {}, lambda s: 0, 10**9, time_budget,
+                                 SymbolicTimeout, _SYMBOLIC_FAILURES)
+    assert all(r.scope == SAMPLED for r in records.values())
     assert len(built) == len({tuple(sorted(s.items())) for s in built})  # each size tried once
 
 

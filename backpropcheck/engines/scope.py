@@ -38,7 +38,10 @@ from ..lang.ir import Call, Const, DimSize, IndexRef, IndexSum, Node, Var, names
 from ..lang.ops import OPS, Op
 from ..lang.ops.certificate import AV, Outside, add_counts, atom, max_counts, named, reduced_axes, sum_adjoints
 from ..model import Claim, Derivation
-from ..results import ALL_SHAPES, SAMPLED, SymbolicEvidence
+from ..results import SymbolicEvidence
+
+ALL_SHAPES = "all-shapes"
+SAMPLED = "sampled-shapes"
 
 MAX_SIZE = 9  # the largest dim the certificate will build a per-neuron truth at
 MAX_POINTS = 24  # the most dim assignments one certificate may need
@@ -55,7 +58,7 @@ class _Broken(Exception):
 class Scope:
     kind: str  # ALL_SHAPES | SAMPLED
     argument: str
-    sizes: tuple[dict[str, int], ...] = ()  # an all-shapes certificate's dim assignments
+    extra_sizes: tuple[dict[str, int], ...] = ()
 
 
 # ---------------------------------------------------------------------------
@@ -329,11 +332,12 @@ def _fmt(sizes: Mapping[str, int]) -> str:
 class Certifier:
     """One file's certificates: the per-neuron truths at the certificate's sizes are shared."""
 
-    def __init__(self, d: Derivation, entries: Callable[[dict[str, int]], int], max_entries: int):
+    def __init__(self, d: Derivation, entries: Callable[[dict[str, int]], int], max_entries: int,
+                 shared: Mapping[tuple, Any] | None = None):
         self.d = d
         self.entries = entries
         self.max_entries = max_entries
-        self.truths: dict[tuple, Any] = {}  # by sorted dims
+        self.truths: dict[tuple, Any] = dict(shared or {})  # the checker's truths, by sorted dims
         self.broken: set[tuple] = set()  # sizes whose truth could not be built: not retried per claim
 
     def _truth(self, sizes: dict[str, int]):
@@ -350,8 +354,8 @@ class Certifier:
                 raise
         return self.truths[key]
 
-    def certify(self, claim: Claim) -> Scope:
-        """May the claim be called proved for all shapes?
+    def certify(self, claim: Claim, proved: list[dict[str, int]]) -> Scope:
+        """The claim is proved at ``proved``; may it be called proved for all shapes?
 
         Raises whatever the symbolic engine raises (the caller's budget included)."""
         reasons = []
@@ -396,43 +400,43 @@ class Certifier:
                         f"assignment(s) ({'; '.join(_fmt(s) for s in points)}): every pattern of equal and "
                         f"distinct indices occurs there and every dependence on the dims is pinned down "
                         f"({p.describe()}); see docs/proof-scope.md")
-            return Scope(ALL_SHAPES, argument, tuple(points))
+            extra = tuple(s for s in points if s not in proved)
+            return Scope(ALL_SHAPES, argument, extra)
         why = "; ".join(dict.fromkeys(reasons)) or "outside the certificate's class"
         return Scope(SAMPLED, f"no all-shapes certificate: {why}")
 
 
-def certify_first(d: Derivation, claims: list[Claim], records: Mapping[str, SymbolicEvidence], budget: float,
-                  spent: dict[str, float], entries: Callable[[dict[str, int]], int], max_entries: int,
-                  time_budget: Callable, timeout: type[BaseException], failures: tuple) -> tuple[dict[str, Scope],
-                                                                                                dict[tuple, Any]]:
-    """The all-shapes certificate of every claim, before the sampled symbolic check (the checker's call site).
+def certify_records(d: Derivation, claims: list[Claim], records: Mapping[str, SymbolicEvidence], budget: float,
+                    spent: dict[str, float], entries: Callable[[dict[str, int]], int], max_entries: int,
+                    time_budget: Callable, timeout: type[BaseException], failures: tuple,
+                    shared: Mapping[tuple, Any] | None = None) -> None:
+    """Add ``scope`` and ``argument`` to the record of every proved claim (the checker's call site).
 
-    A certified claim's record is proved at the certificate's dim assignments, with its scope and argument:
-    an identity in the atoms there is a proof at every shape, the sampled dims included, so it needs no
-    sampled check. Each claim's certificate runs within half of its symbolic budget (CPU seconds), so the
-    sampled check keeps at least the other half. Returns every claim's scope (a claim proved later at the
-    sampled dims takes its reason) and the truths the certificate built, by sorted dims."""
-    certifier = Certifier(d, entries, max_entries)
-    scopes: dict[str, Scope] = {}
+    Each claim's certificate runs within what is left of its own symbolic budget (CPU seconds).
+    ``shared``: truths already built for this file (by sorted dims), used where the certificate's sizes
+    meet them; they must be those ``SymbolicTruth(d, sizes)`` builds."""
+    certifier = Certifier(d, entries, max_entries, shared)
     for claim in claims:
-        record = records[claim.name]
+        record = records.get(claim.name)
+        if record is None or record.status != "proved":
+            continue
+        left = budget - spent.get(claim.name, 0.0) if budget > 0 else 0.0
+        if budget > 0 and left <= 0.05:
+            record.scope, record.argument = SAMPLED, "no budget was left for the all-shapes certificate"
+            continue
         started, wall = time.process_time(), time.perf_counter()
         try:
-            with time_budget(budget / 2 if budget > 0 else 0.0):
-                scope = certifier.certify(claim)
+            with time_budget(left):
+                scope = certifier.certify(claim, record.shapes)
         except timeout:
-            scope = Scope(SAMPLED, "the all-shapes certificate ran past half the budget (--timeout)")
+            scope = Scope(SAMPLED, "the all-shapes certificate ran past the budget (--timeout)")
         except failures as exc:
             scope = Scope(SAMPLED, f"the all-shapes certificate failed ({exc})")
-        except Exception as exc:  # noqa: BLE001 - a certificate's trouble never costs the claim its check
+        except Exception as exc:  # noqa: BLE001 - a certificate's trouble never costs the claim its proof
             scope = Scope(SAMPLED, f"the all-shapes certificate failed ({type(exc).__name__}: {exc})")
         spent[claim.name] = spent.get(claim.name, 0.0) + time.process_time() - started
         record.seconds += time.perf_counter() - wall
-        scopes[claim.name] = scope
-        if scope.kind == ALL_SHAPES:
-            record.shapes = [dict(s) for s in scope.sizes]
-            record.scope, record.argument = scope.kind, scope.argument
-    return scopes, certifier.truths
+        record.scope, record.argument = scope.kind, scope.argument
 
 
 def expression_plan(node: Node, shapes: Mapping[str, Shape], functions: Collection[str] = frozenset()) -> Plan:

@@ -111,7 +111,6 @@ class SymbolicTruth(WitnessSearch):
         self.shapes = shapes
         self.env: dict[str, np.ndarray] = {}
         self.simplex: dict[sp.Symbol, sp.Expr] = {}
-        self.formal_only = False  # see formal()
         # The inputs' domains hold in the truth as in the trials: the symbol of an entry knows its
         # domain (for the probes), a simplex column's last entry is 1 minus the others, and a
         # one-hot label is a concrete one-hot array drawn for these dims (``drawn``).
@@ -238,7 +237,6 @@ class SymbolicTruth(WitnessSearch):
         substitution (which singles out the last entry of an axis), and with no conversion made with it."""
         if self.simplex:
             self.simplex = {}
-            self.formal_only = True  # no longer the truth on the simplex: for the certificate alone
             self._over_atoms = Converter(self._lookup_simplex)
             self._over_inputs = Converter(self._lookup_definition)
             self._peeled = {}

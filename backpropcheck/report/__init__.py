@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..results import ALL_SHAPES, ClaimResult, FileResult
+from ..results import ClaimResult, FileResult
 
 
 @dataclass
@@ -32,7 +32,7 @@ def verdict_label(c: ClaimResult) -> str:
     """``proved (all shapes)`` or ``proved (at n=2,m=3; n=3,m=2)`` (SPEC §8); other verdicts as they are."""
     if c.verdict != "proved" or not c.symbolic or "scope" not in c.symbolic:
         return c.verdict
-    if c.symbolic["scope"] == ALL_SHAPES:
+    if c.symbolic["scope"] == "all-shapes":
         return "proved (all shapes)"
     shapes = "; ".join(",".join(f"{k}={v}" for k, v in s.items()) for s in c.symbolic.get("shapes", []))
     return f"proved (at {shapes})" if shapes else "proved (sampled shapes)"
