@@ -427,7 +427,8 @@ def _claims_with_traps():
 
 @pytest.mark.parametrize("file, name, target, dim", list(_claims_with_traps()))
 def test_no_bundled_claim_with_a_vanishing_trap_added_is_certified(file, name, target, dim) -> None:
-    """Every claim of derivations/, plus (n−2)(n−3)·X or (Σ 1 − 2)(n−3)·X (zero at n = 2 and 3):
+    """Every claim of derivations/, plus (n−2)(n−3)·X, (Σ 1 − 2)(n−3)·X, (12/(n+1) − 20/(n+2) + 1)·X or
+    √(Σ 1 − 2)·(n−3)·X (each zero at n = 2 and 3):
     the certificate never calls it all-shapes (it is checked directly, with no sampled proof first)."""
     from backpropcheck.engines.scope import Certifier
 
@@ -438,7 +439,10 @@ def test_no_bundled_claim_with_a_vanishing_trap_added_is_certified(file, name, t
         (claim,) = [c for c in d.claims if c.name == name]
         assert Certifier(d, lambda sizes: 0, 10**9).certify(claim, []).kind == SAMPLED
         return
-    for trap in (f"({dim} - 2) * ({dim} - 3) * {target}", f"(sum(ones({dim})) - 2) * ({dim} - 3) * {target}"):
+    for trap in (f"({dim} - 2) * ({dim} - 3) * {target}", f"(sum(ones({dim})) - 2) * ({dim} - 3) * {target}",
+                 # a degree-2 numerator behind two denominators; a square root of a sum (QA)
+                 f"(12 / (sum(ones({dim})) + 1) - 20 / (sum(ones({dim})) + 2) + 1) * {target}",
+                 f"(sum(ones({dim})) - 2) ** 0.5 * ({dim} - 3) * {target}"):
         d = loads(text[:line.start(1)] + f"{line.group(1)} + {trap}" + text[line.end(1):], file)
         (claim,) = [c for c in d.claims if c.name == name]
         assert Certifier(d, lambda sizes: 0, 10**9).certify(claim, []).kind == SAMPLED, trap
@@ -481,3 +485,67 @@ def test_the_certificate_reads_each_ops_rules_from_the_op_table(monkeypatch) -> 
     monkeypatch.setitem(OPS, "matmul", dataclasses.replace(OPS["matmul"], scope_value=None))
     with pytest.raises(Outside, match="matmul"):
         expression_plan(_parse("A @ x + x"), SHAPES)
+
+
+ONE_INPUT = """
+[derivation]
+title = "{title}"
+[dims]
+n = "units"
+[inputs]
+x = ["n"]
+y = ["n"]
+Y = ["n", "n"]
+[forward]
+{forward}
+[loss]
+upstream = "h"
+{backward}
+[claims]
+{claim}
+"""
+
+# (title, forward, [backward], the wrong claim, its right twin): each wrong claim is an identity in the atoms at
+# the sizes a flawed certificate chose (n = 2, or 2 and 3) and wrong at larger n. Found by a QA pass when the
+# certificate briefly ran before the sampled proof, where each one was reported proved (all shapes).
+CERTIFICATE_TRAPS = [
+    ("a sum in two denominators", 'h = "2 * x"', "",
+     'grad_x = "2 * grad_h + grad_h * (12 / (sum(ones(n)) + 1) - 20 / (sum(ones(n)) + 2) + 1)"',
+     'grad_x = "2 * grad_h"'),
+    ("a negative power of a sum", 'h = "2 * x"', "",
+     'grad_x = "2 * grad_h + grad_h * (12 * (trace(eye(n)) + 1) ** -1 - 20 * (trace(eye(n)) + 2) ** -1 + 1)"',
+     'grad_x = "2 * grad_h"'),
+    ("the denominators in a helper", 'h = "2 * x"',
+     '[backward]\nc = "12 / (sum(ones(n)) + 1) - 20 / (sum(ones(n)) + 2) + 1"',
+     'grad_x = "2 * grad_h + grad_h * c"', 'grad_x = "2 * grad_h"'),
+    ("the denominators in the forward pass", 'h = "x * (2 + 12 / (sum(ones(n)) + 1) - 20 / (sum(ones(n)) + 2) + 1)"',
+     "", 'grad_x = "2 * grad_h"', 'grad_x = "grad_h * (2 + 12 / (sum(ones(n)) + 1) - 20 / (sum(ones(n)) + 2) + 1)"'),
+    ("a square root of a sum", 'h = "2 * x"', "", 'grad_x = "2 * grad_h + grad_h * (sum(ones(n)) - 2) ** 0.5"',
+     'grad_x = "2 * grad_h"'),
+    ("an inverse square root of a sum", 'h = "2 * x"', "",
+     'grad_x = "2 * grad_h + grad_h * ((sum(eye(n)) - 2) ** 2 + 1) ** -0.5 - grad_h"', 'grad_x = "2 * grad_h"'),
+    # a pairwise helper equals tanh(sum(x)) off the diagonal at n = 2 only: tanh(H) reads x at two index tuples
+    ("a helper reading x twice", 's = "tanh(sum(x))"\nh = "Y * s"', '[backward]\nH = "x[:, None] + x[None, :]"',
+     'grad_Y = "grad_h * (tanh(H) * (1 - eye(n)) + s * eye(n))"', 'grad_Y = "grad_h * s"'),
+    # at n = 2, x >= max(x) and x > min(x) are one indicator: a mask's max atom may not be read as its definition
+    ("the arg-max for the above-min mask", 'mx = "max(x)"\nmn = "min(x)"\nh = "y * (x > mn)"', "",
+     'grad_y = "grad_h * (x >= mx)"', 'grad_y = "grad_h * (x > mn)"'),
+]
+
+
+@pytest.mark.parametrize("title, forward, backward, wrong, right", CERTIFICATE_TRAPS, ids=[t[0] for t in CERTIFICATE_TRAPS])
+def test_the_certificate_calls_no_claim_wrong_at_larger_n_all_shapes(tmp_path, title, forward, backward, wrong,
+                                                                       right) -> None:
+    from backpropcheck.engines.scope import Certifier
+
+    def certify(claim_text: str) -> str:
+        d = loads(ONE_INPUT.format(title=title, forward=forward, backward=backward, claim=claim_text), "x.toml")
+        (claim,) = d.claims
+        return Certifier(d, lambda sizes: 0, 10**9).certify(claim, []).kind
+
+    assert certify(wrong) == SAMPLED
+    if "max(x)" not in forward and "H =" not in backward:  # its right twin: all shapes (not through a max or H)
+        assert certify(right) == ALL_SHAPES
+    (claim,) = _check(tmp_path, ONE_INPUT.format(title=title, forward=forward, backward=backward, claim=wrong),
+                      options=Options(shapes=5)).values()
+    assert claim.verdict in ("refuted", "verified"), claim.message  # and the sampled proof sees it is wrong

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,10 +68,12 @@ class Scope:
 class Interpreter:
     """Abstract values of expressions over the atoms of one derivation."""
 
-    def __init__(self, functions: set[str], env: dict[str, AV], atoms: set[str] | None = None):
+    def __init__(self, functions: set[str], env: dict[str, AV], atoms: set[str] | None = None,
+                 helpers: Mapping[str, Node] | None = None):
         self.functions = functions  # generic element-wise functions declared in [functions]
         self.env = env
         self.atoms = set(env) if atoms is None else atoms  # tensors whose entries are independent
+        self.helpers = helpers or {}  # [backward] helpers by name: what an argument reads through one
         self.memo: dict[int, AV] = {}
 
     def value(self, node: Node) -> AV:
@@ -108,13 +110,24 @@ class Interpreter:
         seen: dict[str, int] = {}
         moves = False
         for arg in node.args:
-            for n in walk(arg):
+            for n in self._through_helpers(arg):
                 if isinstance(n, Var):
                     seen[n.name] = seen.get(n.name, 0) + 1
                 elif isinstance(n, Call) and not (n.op in OPS and OPS[n.op].same_site):
                     moves = True
         if moves and any(k > 1 for k in seen.values()):
             raise Outside(f"the argument of `{node.src or node.op}` reads one tensor at two index tuples")
+
+    def _through_helpers(self, node: Node) -> Iterator[Node]:
+        """Every node below ``node``, and below the definition of every ``[backward]`` helper it reads: a
+        helper ``H = x[:, None] + x[None, :]`` reads x at two index tuples wherever ``tanh(H)`` stands."""
+        todo, opened = [node], set()
+        while todo:
+            for n in walk(todo.pop()):
+                yield n
+                if isinstance(n, Var) and n.name in self.helpers and n.name not in opened:
+                    opened.add(n.name)
+                    todo.append(self.helpers[n.name])
 
     def whole_axis_operand(self, node: Call) -> None:
         """A softmax-like function reads a whole axis: its operand must be an atom that really varies
@@ -195,7 +208,8 @@ def plan(d: Derivation, claim: Claim, route: str) -> Plan:
     env: dict[str, AV] = {name: atom(inp.shape) for name, inp in d.inputs.items()}
     for f in d.forward:
         env[f.name] = AV(tuple(f.shape), atoms=True)  # validated when it enters a term
-    interp = Interpreter(set(d.functions), env, set(d.inputs) | {f.name for f in d.forward})
+    interp = Interpreter(set(d.functions), env, set(d.inputs) | {f.name for f in d.forward},
+                         {h.name: h.node for h in d.backward if h.node is not None})
     back = Backprop(interp)
     target = claim.target
     forward_names = [f.name for f in d.forward]

@@ -234,12 +234,17 @@ class SymbolicTruth(WitnessSearch):
 
     def formal(self) -> None:
         """From here on, decide identities in the atoms as independent indeterminates: without the simplex
-        substitution (which singles out the last entry of an axis), and with no conversion made with it."""
+        substitution (which singles out the last entry of an axis), and with no conversion made with it;
+        and with no mask against a max/min atom written as its arg-max indicator (a relation that reads the
+        atom's definition: at n = 2, ``x >= max(x)`` and ``x > min(x)`` are one indicator)."""
         if self.simplex:
             self.simplex = {}
             self._over_atoms = Converter(self._lookup_simplex)
             self._over_inputs = Converter(self._lookup_definition)
             self._peeled = {}
+        if self.extremes:
+            self.extremes = {}
+            self._unkinked = {}
 
     @property
     def grads(self) -> _ExpandedAdjoints:

@@ -205,7 +205,17 @@ def divide(a: AV, b: AV) -> AV:
     den = r.den
     if b.atoms and not b.monomial:
         den |= _align(AV(b.shape, den=_named_axes(b.shape)), r.shape)
-    return AV(r.shape, r.bound, r.expl, r.monomial and b.monomial, den, r.inner, r.atoms)
+    return AV(r.shape, r.bound, _cleared(r.expl, b), r.monomial and b.monomial, den, r.inner, r.atoms)
+
+
+def _cleared(expl: Mapping[str, int], den: AV) -> dict[str, int]:
+    """``expl`` of a quotient by ``den``, plus the degree of a denominator that is a sum of dims (``n + 1``,
+    ``sum(ones(n)) + 1``, ``trace(eye(n))``) whose sums count only as bound index variables: clearing it
+    multiplies every other term of a sum by it, so its degree adds up across the terms of a sum
+    (``12/(n + 1) - 20/(n + 2) + 1`` is a degree-2 numerator, zero at n = 2 and 3 only), as ``expl`` does."""
+    if den.atoms or den.monomial:
+        return dict(expl)
+    return add_counts(expl, den.bound)
 
 
 def power(a: AV, exponent: float, text: str) -> AV:
@@ -215,11 +225,15 @@ def power(a: AV, exponent: float, text: str) -> AV:
         return AV(a.shape, _scale(a.bound, k), _scale(a.expl, k), a.monomial, a.den if k else frozenset(),
                   a.inner, a.atoms and k > 0, a.special)
     if not a.atoms:  # a number: a rational function of the dims only for integer exponents
-        if k != int(k) and any(a.expl.values()):
-            raise Outside("a non-integer power of a dim")
+        if k != int(k) and (any(a.expl.values()) or any(a.bound.values())):
+            raise Outside("a non-integer power of a dim or of a sum over one (sqrt(n - 2) is no rational function)")
         if abs(k) > 8:
             raise Outside("a power of a dim beyond degree 8")
-        return AV(a.shape, _scale(a.bound, abs(int(k))), _scale(a.expl, max(1, abs(math.ceil(abs(k))))), True)
+        m = abs(int(k))
+        expl = _scale(a.expl, max(1, abs(math.ceil(abs(k)))))
+        if k < 0:  # a denominator, m times over
+            expl = _cleared(expl, AV(a.shape, _scale(a.bound, m), monomial=a.monomial))
+        return AV(a.shape, _scale(a.bound, m), expl, True)
     if not a.local:
         raise Outside("a negative or fractional power of an expression that holds a sum")
     den = a.den | (_named_axes(a.shape) if not a.monomial else frozenset())
