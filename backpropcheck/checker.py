@@ -71,7 +71,9 @@ class Options(CheckSettings):
 
 DEFAULTS = DEFAULT_CHECK
 KEEP_DRAWN = 2000  # trials whose generator the preflight keeps for the trial itself (about 1 kB each)
-REDRAWS = 3  # draws of a symbolic dim assignment from one range before it is widened by one
+# the symbolic dim assignments: each drawn in up to ROW_DRAWS tries, DESIGNS designs tried from one range (the
+# cheapest kept), the range widened up to WIDENINGS times
+ROW_DRAWS, DESIGNS, WIDENINGS = 30, 8, 8
 
 
 # what SymPy may raise on a hostile expression: the claim keeps its numeric verdict
@@ -387,11 +389,13 @@ class _FileCheck:
         return out
 
     def _small_shapes(self) -> list[dict[str, int]]:
-        """``shapes`` distinct small dim assignments: the first a permutation of 2 … n + 1 (n dims), the others
-        from 2 … n + 2. An assignment drawn before adds no evidence: it is drawn again, from a range one
-        larger after every ``REDRAWS`` draws (with one or two dims the range holds only a few), and the
-        symbolic cost grows with the sizes. Drawn once per file check (the symbolic check and each refuted
-        claim's localisation read them; a file whose small range holds no sizes costs hundreds of draws)."""
+        """``shapes`` small dim assignments: the first a permutation of 2 … n + 1 (n dims), the others from
+        2 … n + 2, each dim at a size it has in no other one. So every dim takes ``shapes`` distinct sizes,
+        and a claim off by a polynomial of lower degree in one dim (``1e-13 * (m - 2) * (m - 3) * x``) is
+        nonzero at one of them; where 2 … n + 2 holds no such design (one or two dims), the range grows by
+        one until it does, and of a few designs the cheapest to check is kept (the symbolic cost grows with
+        the sizes). Drawn once per file check (the symbolic check and each refuted claim's localisation read
+        them)."""
         if not hasattr(self, "_small_cache"):
             try:
                 self._small_cache: list[dict[str, int]] | DerivationError = self._draw_small_shapes()
@@ -402,27 +406,45 @@ class _FileCheck:
         return [dict(sizes) for sizes in self._small_cache]
 
     def _draw_small_shapes(self) -> list[dict[str, int]]:
-        """:meth:`_small_shapes`, drawn."""
+        """:meth:`_small_shapes`, drawn: the first assignment, then the others as one design, from the smallest
+        range where one exists (a row drawn alone can leave the next none: after n, m = 2, 3 and 3, 2 the range
+        2 … 4 has no new size for both); of the ``DESIGNS`` designs found there, the cheapest to check."""
         from .engines.numeric import rng_for
 
         n = len(self.d.dims)
         out: list[dict[str, int]] = []
-        empty = 0  # the largest top of a range found to hold no sizes that make every shape positive
-        for k in range(self.cfg.shapes):
+        for k, count in ((0, 1), (1, self.cfg.shapes - 1)):
+            if count <= 0:
+                break
             rng = rng_for(self.cfg.seed, self.d.path, 100_000 + k)
-            for attempt in range(REDRAWS * (self.cfg.shapes + 4)):
-                top = max(1 + n + (0 if k == 0 else 1) + attempt // REDRAWS, empty + 1)
+            lowest = 1 + n + min(k, 1)
+            # a range of 2 … top holds top - 1 sizes: each dim needs one for every assignment
+            for top in range(max(lowest, len(out) + count + 1), lowest + len(out) + count + WIDENINGS):
                 try:
-                    sizes = draw_dims(self.d, rng, 2, top, {})
+                    found = [rows for rows in (self._design(rng, top, count, out) for _ in range(DESIGNS)) if rows]
                 except DerivationError:  # none in 2 … top (x of n - 2*k entries needs n ≥ 5): a larger range
-                    empty = top
                     continue
-                if sizes not in out:
-                    out.append(sizes)
+                if found:
+                    out += min(found, key=lambda rows: sum(_work(self.d, self.spaces, r)[0] for r in rows))
                     break
         if not out:
             raise DerivationError("no small dim sizes make every shape positive")
         return out
+
+    def _design(self, rng: np.random.Generator, top: int, count: int,
+                before: list[dict[str, int]]) -> list[dict[str, int]] | None:
+        """``count`` assignments from 2 … top, each dim at a size it has in none before; None when a row's
+        ``ROW_DRAWS`` draws found none (raises DerivationError when the range holds no sizes at all)."""
+        rows: list[dict[str, int]] = []
+        for _ in range(count):
+            for _ in range(ROW_DRAWS):
+                row = draw_dims(self.d, rng, 2, top, {})
+                if all(row[dim] != seen[dim] for seen in before + rows for dim in row):
+                    rows.append(row)
+                    break
+            else:
+                return None
+        return rows
 
     def _symbolic(self, claims: list[Claim]) -> dict[str, SymbolicEvidence]:
         if not claims:

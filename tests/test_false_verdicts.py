@@ -427,7 +427,20 @@ def test_the_symbolic_proof_runs_at_as_many_distinct_dims_as_asked(tmp_path: Pat
                   else "grad_a")
         drawn = c.symbolic["shapes"]
         assert c.verdict == "proved" and len(drawn) == shapes, (seed, drawn)
-        assert len({tuple(sorted(s.items())) for s in drawn}) == shapes
+        for dim in drawn[0]:  # each dim at ``shapes`` distinct sizes, the dims of one assignment distinct
+            assert len({s[dim] for s in drawn}) == shapes, (seed, drawn)
+        assert all(len(set(s.values())) == len(s) for s in drawn), (seed, drawn)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_claim_wrong_only_where_one_of_two_dims_passes_3_is_refuted(tmp_path: Path, seed: int) -> None:
+    """Off by (m - 2)(m - 3)·1e-13 (QA): zero wherever m is 2 or 3, below any tolerance elsewhere. The
+    symbolic assignments of n, m were distinct pairs, so m could stay within 2 and 3 in all three (seeds 0
+    and 3 proved it); each dim now takes as many distinct sizes as there are assignments."""
+    text = DENSE_COLUMN.replace('grad_z = "grad_h * f_prime(z)"',
+                                'grad_z = "grad_h * f_prime(z) * (1 + 1e-13 * (m - 2) * (m - 3))"')
+    c = claim(check_text(tmp_path, text, Options(seed=seed, scope=False)), "grad_z")
+    assert c.verdict == "refuted", (c.verdict, c.message)
 
 
 # (domain, forward, a wrong claim, the right one): each kink lies inside the domain but where the trials'

@@ -41,11 +41,13 @@ def small_sizes(d: Derivation, given: Mapping[str, int] | None = None) -> dict[s
 
 def _at_these_dims(d: Derivation, opts: Options, checked: FileResult, sizes: dict[str, int]) -> FileResult:
     """A claim refuted at other dims is refuted again at the walk-through's ``sizes`` when it can be,
-    so the counterexample, the grid and the walk-through show one set of dims."""
+    so the counterexample, the grid and the walk-through show one set of dims; so is one refuted at these
+    dims by the checker's localisation, whose small trial the grid cannot replay (it replays a numbered one)."""
     from dataclasses import replace
 
     elsewhere = {r.name for r in checked.claims
-                 if r.verdict == "refuted" and r.counterexample is not None and r.counterexample.dims != sizes}
+                 if r.verdict == "refuted" and r.counterexample is not None
+                 and (r.counterexample.dims != sizes or not isinstance(r.counterexample.trial, int))}
     if not elsewhere:
         return checked
     try:
