@@ -40,6 +40,7 @@ from .results import (
     true_and_claimed,
 )
 from .workload import dims_positive as _dims_positive
+from .workload import distinct_dims
 from .workload import layout as _layout
 from .workload import spaces as _spaces  # noqa: F401 - re-exported: tests count a file's products through it
 from .workload import work as _work
@@ -74,6 +75,7 @@ KEEP_DRAWN = 2000  # trials whose generator the preflight keeps for the trial it
 # the symbolic dim assignments: each drawn in up to ROW_DRAWS tries, DESIGNS designs tried from one range (the
 # cheapest kept), the range widened up to WIDENINGS times
 ROW_DRAWS, DESIGNS, WIDENINGS = 30, 8, 8
+EMPTY_RANGES = 64  # ranges passed over that hold no sizes at all (x of n - 10 entries: 2 … 10), at most
 
 
 # what SymPy may raise on a hostile expression: the claim keeps its numeric verdict
@@ -390,9 +392,9 @@ class _FileCheck:
 
     def _small_shapes(self) -> list[dict[str, int]]:
         """``shapes`` small dim assignments: the first a permutation of 2 … n + 1 (n dims), the others from
-        2 … n + 2, each dim at a size it has in no other one. So every dim takes ``shapes`` distinct sizes,
-        and a claim off by a polynomial of lower degree in one dim (``1e-13 * (m - 2) * (m - 3) * x``) is
-        nonzero at one of them; where 2 … n + 2 holds no such design (one or two dims), the range grows by
+        2 … n + 2, each dim — and each axis of a shape (``n - k``, ``Ho + K - 3``) — at a size it has in no
+        other one. So every dim and axis takes ``shapes`` distinct sizes, and a claim off by a polynomial
+        of lower degree in one of them (``1e-13 * (m - 2) * (m - 3) * x``) is nonzero at one of them; where 2 … n + 2 holds no such design (one or two dims), the range grows by
         one until it does, and of a few designs the cheapest to check is kept (the symbolic cost grows with
         the sizes). Drawn once per file check (the symbolic check and each refuted claim's localisation read
         them)."""
@@ -419,27 +421,32 @@ class _FileCheck:
             rng = rng_for(self.cfg.seed, self.d.path, 100_000 + k)
             lowest = 1 + n + min(k, 1)
             # a range of 2 … top holds top - 1 sizes: each dim needs one for every assignment
-            for top in range(max(lowest, len(out) + count + 1), lowest + len(out) + count + WIDENINGS):
+            top, widened, empty = max(lowest, len(out) + count + 1), 0, 0
+            while widened < WIDENINGS and empty < EMPTY_RANGES:
                 try:
                     found = [rows for rows in (self._design(rng, top, count, out) for _ in range(DESIGNS)) if rows]
-                except DerivationError:  # none in 2 … top (x of n - 2*k entries needs n ≥ 5): a larger range
+                except DerivationError:  # none in 2 … top (x of n - 10 entries needs n ≥ 11): a larger range
+                    top, empty = top + 1, empty + 1
                     continue
                 if found:
                     out += min(found, key=lambda rows: sum(_work(self.d, self.spaces, r)[0] for r in rows))
                     break
+                top, widened = top + 1, widened + 1
         if not out:
             raise DerivationError("no small dim sizes make every shape positive")
         return out
 
     def _design(self, rng: np.random.Generator, top: int, count: int,
                 before: list[dict[str, int]]) -> list[dict[str, int]] | None:
-        """``count`` assignments from 2 … top, each dim at a size it has in none before; None when a row's
-        ``ROW_DRAWS`` draws found none (raises DerivationError when the range holds no sizes at all)."""
+        """``count`` assignments from 2 … top, each dim — and each axis of a shape, ``n - k`` as well as ``n`` —
+        at a size it has in none before; None when a row's ``ROW_DRAWS`` draws found none (raises
+        DerivationError when the range holds no sizes at all)."""
+        axes = [dim for dim in distinct_dims(self.d) if dim.terms]  # n, and n - k, Ho + K - 3, 2*H
         rows: list[dict[str, int]] = []
         for _ in range(count):
             for _ in range(ROW_DRAWS):
                 row = draw_dims(self.d, rng, 2, top, {})
-                if all(row[dim] != seen[dim] for seen in before + rows for dim in row):
+                if all(dim.value(row) != dim.value(seen) for seen in before + rows for dim in axes):
                     rows.append(row)
                     break
             else:

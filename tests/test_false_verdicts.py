@@ -684,3 +684,41 @@ def test_a_gradient_that_cancels_to_zero_is_not_refuted_by_its_rounding(tmp_path
     options = Options(dims=(("N", 1024), ("n", 64), ("D", 256)), trials=3, seed=0)
     c = claim(check_text(tmp_path, text, options), "grad_b")
     assert c.verdict == verdict, c.message
+
+
+AFFINE_AXIS = """
+[derivation]
+title = "an input of n - k entries"
+[dims]
+n = "a"
+k = "b"
+[inputs]
+x = ["{shape}"]
+y = ["k"]
+[forward]
+h = "2 * x"
+g = "3 * y"
+[loss]
+upstream = ["h", "g"]
+[claims]
+grad_x = "{claim}"
+"""
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("shape, wrong", [
+    ("n - k", "2 * grad_h + 1e-13 * (sum(grad_h) - grad_h)"),  # zero wherever x has one entry
+    ("n - k", "2 * grad_h + 1e-13 * (n - k - 1) * grad_h"),
+    ("n - 10", "2 * grad_h + 1e-13 * (n - 11) * (n - 12) * grad_h"),  # sizes only from n = 11
+])
+def test_every_axis_of_a_shape_takes_distinct_sizes_in_the_symbolic_assignments(tmp_path: Path, seed: int,
+                                                                                  shape: str, wrong: str) -> None:
+    """QA: the cheapest design of n, k (each at distinct sizes) gave x of n - k one entry in every assignment,
+    and x of n - 10 entries got 2 assignments instead of 3 (the first was never found past 2 … 10)."""
+    c = claim(check_text(tmp_path, AFFINE_AXIS.format(shape=shape, claim=wrong), Options(seed=seed)), "grad_x")
+    assert c.verdict == "refuted", (c.verdict, c.message)
+    right = claim(check_text(tmp_path, AFFINE_AXIS.format(shape=shape, claim="2 * grad_h"), Options(seed=seed)),
+                  "grad_x")
+    assert right.verdict == "proved" and len(right.symbolic["shapes"]) == 3, right.symbolic
+    axis = [s["n"] - (s["k"] if shape == "n - k" else 10) for s in right.symbolic["shapes"]]
+    assert len(set(axis)) == 3, right.symbolic["shapes"]
