@@ -36,10 +36,28 @@ def _non_rational(node: Call) -> bool:
     return not OPS[node.op].is_rational(node.params)
 
 
-def _dim_only(node: Node) -> bool:
-    """No tensor read, and no array built from shapes alone (an op without operands: ``ones(n)``)."""
-    return not any(isinstance(n, (Var, IndexRef)) or (isinstance(n, Call) and OPS[n.op].arity[1] == 0)
-                   for n in walk(node))
+def _matrix_definitions(d: Derivation) -> dict[str, Node]:
+    """The [forward] and [backward] definitions in matrix form, by name: what a call reads through them."""
+    return {f.name: f.node for f in d.forward + d.backward if f.index is None and f.node is not None}
+
+
+def _through(node: Node, definitions: dict[str, Node]) -> Iterator[Node]:
+    """Every node below ``node``, and below the definition of every variable it reads (``relu(c)`` with
+    ``c = n - 100`` uses n as a number)."""
+    todo, opened = [node], set()
+    while todo:
+        for n in walk(todo.pop()):
+            yield n
+            if isinstance(n, Var) and n.name in definitions and n.name not in opened:
+                opened.add(n.name)
+                todo.append(definitions[n.name])
+
+
+def _dim_only(node: Node, definitions: dict[str, Node]) -> bool:
+    """No tensor read (through the definitions it reads), and no array built from shapes alone (an op
+    without operands: ``ones(n)``)."""
+    return not any((isinstance(n, Var) and n.name not in definitions) or isinstance(n, IndexRef)
+                   or (isinstance(n, Call) and OPS[n.op].arity[1] == 0) for n in _through(node, definitions))
 
 
 def critical_sizes(d: Derivation, max_dim: int, largest: int = 8192) -> list[tuple[str, int, bool]]:
@@ -74,6 +92,7 @@ def _uses(d: Derivation) -> tuple[_Use, ...]:
         return kept[2]
     ops_read: dict[str, object] = {}
     uses: list[_Use] = []
+    definitions = _matrix_definitions(d)
     for root in roots:
         for node in walk(root):
             if not isinstance(node, Call):
@@ -81,9 +100,9 @@ def _uses(d: Derivation) -> tuple[_Use, ...]:
             ops_read[node.op] = OPS[node.op]
             if not _non_rational(node):
                 continue
-            dims = frozenset(n.dim for n in walk(node) if isinstance(n, DimSize))
+            dims = frozenset(n.dim for n in _through(node, definitions) if isinstance(n, DimSize))
             if dims:
-                uses.append((node, dims, _dim_only(node)))
+                uses.append((node, dims, _dim_only(node, definitions)))
     found = tuple(uses)
     file_memo(d)["dim_uses"] = (roots, tuple(ops_read.items()), found)
     return found
@@ -103,8 +122,14 @@ def _kinks(d: Derivation, node: Call, dims: frozenset[str], largest: int) -> Ite
     symbols = {name: sp.Symbol(name, positive=True, integer=True) for name in dims}
     base = symbolic_backend(d)
     backend = Backend(symbolic=True, functions=base.functions, const=base.const, scalar=lambda v: v)
+    definitions = _matrix_definitions(d)
+    read = {n.name for n in _through(node, definitions) if isinstance(n, Var)}
     try:
-        value = sp.sympify(evaluate(node, {}, symbols, backend)[()], strict=True)
+        env: dict = {}
+        for name, definition in definitions.items():  # in file order: each reads only earlier ones
+            if name in read:
+                env[name] = evaluate(definition, env, symbols, backend)
+        value = sp.sympify(evaluate(node, env, symbols, backend)[()], strict=True)
     except Exception:  # noqa: BLE001 - an argument SymPy cannot write: the sizes past the range remain
         return
     for argument in kink_arguments(value):

@@ -492,6 +492,38 @@ def test_a_dim_behind_a_function_is_examined_past_its_kink(tmp_path: Path, use: 
     assert c.verdict in ("proved", "verified"), (c.verdict, c.message)
 
 
+THROUGH_A_VARIABLE = """
+[derivation]
+title = "a dim reaches a kink through a forward variable"
+[dims]
+n = "units"
+[inputs]
+x = ["n"]
+[forward]
+c = "{c}"
+h = "2 * x + relu(c) * x"
+[loss]
+upstream = "h"
+[claims]
+grad_x = "{claim}"
+"""
+
+
+@pytest.mark.parametrize("c", ["n - 100", "(n - 100) / 3", "100 - n"])
+def test_a_dim_reaching_a_kink_through_a_forward_variable_is_examined_there(tmp_path: Path, c: str) -> None:
+    """QA: ``relu(c)`` with ``c = n - 100`` read no dim itself, so the sizes past n = 100 were never tried
+    and ``2 * grad_h`` (off by relu(n - 100) * grad_h) was proved."""
+    wrong = claim(check_text(tmp_path, THROUGH_A_VARIABLE.format(c=c, claim="2 * grad_h"), Options(trials=3)),
+                  "grad_x")
+    right = claim(check_text(tmp_path, THROUGH_A_VARIABLE.format(c=c, claim="grad_h * (2 + relu(c))"),
+                             Options(trials=3)), "grad_x")
+    if c == "100 - n":  # off below n = 100: the drawn sizes see it
+        assert wrong.verdict == "refuted"
+    else:
+        assert wrong.verdict == "refuted" and "dims n=" in wrong.message, (wrong.verdict, wrong.message)
+    assert right.verdict in ("proved", "verified"), (right.verdict, right.message)
+
+
 def test_kinks_are_placed_exactly_or_bracketed() -> None:
     import sympy as sp
 
