@@ -172,11 +172,11 @@ class WitnessSearch:
         tried = scanned = 0
         for kink in kinks[:16]:
             for s in sorted(kink.free_symbols & set(symbols), key=lambda x: x.name)[:4]:
-                if self.domain_of.get(s) == "simplex" or s in self.simplex:
+                if s in self.simplex:  # a column's last entry: written as one minus the others
                     continue
                 g = kink.xreplace({k: v for k, v in base.items() if k != s})
                 domain = self.domain_of.get(s, "positive" if s.is_positive else "real")
-                domain = domain if domain in ("unit", "positive") else "real"
+                domain = "unit" if domain == "simplex" else domain if domain in ("unit", "positive") else "real"
                 roots = polynomial_roots(g, s)
                 if roots is not None:
                     values = [v for root in roots for v in _either_side(root, domain)]
@@ -188,7 +188,7 @@ class WitnessSearch:
                 for value in values:
                     if self._inside(s, value):
                         tried += 1
-                        yield {**base, s: value}
+                        yield self._on_simplex({**base, s: value}, s)
                         if tried > MAX_KINK_POINTS:
                             return
 
@@ -196,9 +196,21 @@ class WitnessSearch:
         domain = self.domain_of.get(s, "real")
         if domain == "positive":
             return value > 0
-        if domain == "unit":
+        if domain in ("unit", "simplex"):
             return 0 < value < 1
         return True
+
+    def _on_simplex(self, point: dict, s: sp.Symbol) -> dict:
+        """``point`` with entry ``s`` of a simplex column moved: if the column's free entries now sum to 1 or
+        more, the others shrink in proportion, so the column's last entry (one minus them) stays positive
+        (``p > 0.99`` is reached at p = 0.995 with the rest of the column at 0.005 between them)."""
+        column = next((c for c in self.columns if s in c), None)
+        if column is None or sum(point[c] for c in column) < 1:
+            return point
+        rest = 1 - sum(point[c] for c in column if c != s)  # > 0 at the base point, whose column sums below 1
+        free = 1 - point[s]
+        scale = free / (free + rest) if rest > 0 else free / 2
+        return {**point, **{c: point[c] * scale for c in column if c != s}}
 
     def _random_point(self, symbols: list[sp.Symbol], rng: random.Random, scale: int) -> dict:
         point: dict[sp.Symbol, sp.Rational] = {}
