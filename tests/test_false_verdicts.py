@@ -462,6 +462,9 @@ KINKS_OUT_OF_REACH = [
     ("real", "where(sigmoid(x) < 0.1, 0, sin(x))", "cos(x)", "where(sigmoid(x) < 0.1, 0, cos(x))"),
     ("real", "maximum(sigmoid(x), 0.1)", "sigmoid_prime(x)", "(sigmoid(x) > 0.1) * sigmoid_prime(x)"),
     ("real", "where(exp(-x) < 0.001, 0, sin(x))", "cos(x)", "where(exp(-x) < 0.001, 0, cos(x))"),
+    # a thin branch near 0 behind a float threshold (QA): the polynomial's roots were not solved (a float
+    # coefficient) and no probe came within 1/1000 of a root of size 1e-6
+    ("real", "where(x * x < 1e-12, 3 * x, 2 * x)", "2 * ones(n)", "where(x * x < 1e-12, 3, 2) * ones(n)"),
     # a kink of a simplex entry (QA): near 1 the rest of the column must shrink to stay on the simplex
     ("simplex", "where(x > 0.99, 3 * x, 2 * x)", "2 * ones(n)", "where(x > 0.99, 3, 2) * ones(n)"),
     ("simplex", "x + relu(x - 0.999)", "ones(n)", "1 + (x > 0.999)"),

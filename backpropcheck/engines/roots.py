@@ -38,10 +38,12 @@ _GRIDS: dict[str, list[sp.Rational]] = {  # four points a decade from 1e-6 to 1e
 
 def polynomial_roots(g: sp.Expr, s: sp.Symbol) -> list[sp.Rational] | None:
     """Rational points within ``ROOT_WIDTH`` of the real roots of ``g`` in ``s`` (at most ``MAX_ROOTS``; a rational
-    root exactly), or None when ``g`` is not a polynomial of degree 1 … 8 with rational coefficients. (Unrefined,
+    root exactly), or None when ``g`` is not a polynomial of degree 1 … 8 with rational (or float) coefficients. (Unrefined,
     SymPy's isolating intervals can be as wide as (0, 1) for a root at 1/1000.)"""
     try:
         poly = sp.Poly(g, s)
+        if any(c.is_Float for c in poly.all_coeffs()):  # x * x < 1e-12: the float's own value, exactly
+            poly = sp.Poly([sp.Rational(c) if c.is_Float else c for c in poly.all_coeffs()], s)
         if poly.degree() < 1 or poly.degree() > 8 or not all(c.is_Rational for c in poly.all_coeffs()):
             return None
         intervals = poly.intervals(eps=ROOT_WIDTH)  # isolating intervals of the real roots, exact and narrow

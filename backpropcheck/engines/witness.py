@@ -246,10 +246,13 @@ class WitnessSearch:
 
 
 def _either_side(root: sp.Rational, domain: str) -> list[sp.Rational]:
-    """Points on both sides of a root, nearest last: at 1/4 and 2 (as before, for a branch of the real line), at
-    1/1000 of the root's size, and halfway to each finite end of the domain ((0, 1), or 0 for a positive one)."""
+    """Points on both sides of a root: at 1/4 and 2 (for a branch of the real line), at 1/1000 of the root's size
+    (or of 1, and of the root's own for a root below 1), and halfway to each finite end of the domain ((0, 1),
+    or 0 for a positive one)."""
     near = max(abs(root), sp.Integer(1)) / 1000
     out = [root + sp.Rational(1, 4), root - sp.Rational(1, 4), root + 2, root - 2, root + near, root - near]
+    if 0 < abs(root) < 1:  # a kink near 0 (x * x < 1e-12): its thin branch lies within 1/1000 of its size
+        out += [root + abs(root) / 1000, root - abs(root) / 1000]
     if domain in ("unit", "positive"):
         out.append(root / 2)
     if domain == "unit":
