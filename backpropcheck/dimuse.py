@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
-from .lang.ir import Call, DimSize, IndexRef, Node, Var, walk
+from .lang.ir import Call, DimSize, IndexRef, Node, Var, walk, walk_through
 from .lang.ops import OPS
 from .model import Derivation
 
@@ -41,23 +41,11 @@ def _matrix_definitions(d: Derivation) -> dict[str, Node]:
     return {f.name: f.node for f in d.forward + d.backward if f.index is None and f.node is not None}
 
 
-def _through(node: Node, definitions: dict[str, Node]) -> Iterator[Node]:
-    """Every node below ``node``, and below the definition of every variable it reads (``relu(c)`` with
-    ``c = n - 100`` uses n as a number)."""
-    todo, opened = [node], set()
-    while todo:
-        for n in walk(todo.pop()):
-            yield n
-            if isinstance(n, Var) and n.name in definitions and n.name not in opened:
-                opened.add(n.name)
-                todo.append(definitions[n.name])
-
-
 def _dim_only(node: Node, definitions: dict[str, Node]) -> bool:
     """No tensor read (through the definitions it reads), and no array built from shapes alone (an op
     without operands: ``ones(n)``)."""
     return not any((isinstance(n, Var) and n.name not in definitions) or isinstance(n, IndexRef)
-                   or (isinstance(n, Call) and OPS[n.op].arity[1] == 0) for n in _through(node, definitions))
+                   or (isinstance(n, Call) and OPS[n.op].arity[1] == 0) for n in walk_through(node, definitions))
 
 
 def critical_sizes(d: Derivation, max_dim: int, largest: int = 8192) -> list[tuple[str, int, bool]]:
@@ -100,7 +88,7 @@ def _uses(d: Derivation) -> tuple[_Use, ...]:
             ops_read[node.op] = OPS[node.op]
             if not _non_rational(node):
                 continue
-            dims = frozenset(n.dim for n in _through(node, definitions) if isinstance(n, DimSize))
+            dims = frozenset(n.dim for n in walk_through(node, definitions) if isinstance(n, DimSize))
             if dims:
                 uses.append((node, dims, _dim_only(node, definitions)))
     found = tuple(uses)
@@ -123,7 +111,7 @@ def _kinks(d: Derivation, node: Call, dims: frozenset[str], largest: int) -> Ite
     base = symbolic_backend(d)
     backend = Backend(symbolic=True, functions=base.functions, const=base.const, scalar=lambda v: v)
     definitions = _matrix_definitions(d)
-    read = {n.name for n in _through(node, definitions) if isinstance(n, Var)}
+    read = {n.name for n in walk_through(node, definitions) if isinstance(n, Var)}
     try:
         env: dict = {}
         for name, definition in definitions.items():  # in file order: each reads only earlier ones

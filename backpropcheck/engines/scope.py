@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..lang.dims import Shape
-from ..lang.ir import Call, Const, DimSize, IndexRef, IndexSum, Node, Var, names_used, walk
+from ..lang.ir import Call, Const, DimSize, IndexRef, IndexSum, Node, Var, names_used, walk, walk_through
 from ..lang.ops import OPS, Op
 from ..lang.ops.certificate import AV, Outside, add_counts, atom, max_counts, named, reduced_axes, sum_adjoints
 from ..model import Claim, Derivation
@@ -110,24 +110,13 @@ class Interpreter:
         seen: dict[str, int] = {}
         moves = False
         for arg in node.args:
-            for n in self._through_helpers(arg):
+            for n in walk_through(arg, self.helpers):  # H = x[:, None] + x[None, :] reads x twice in tanh(H)
                 if isinstance(n, Var):
                     seen[n.name] = seen.get(n.name, 0) + 1
                 elif isinstance(n, Call) and not (n.op in OPS and OPS[n.op].same_site):
                     moves = True
         if moves and any(k > 1 for k in seen.values()):
             raise Outside(f"the argument of `{node.src or node.op}` reads one tensor at two index tuples")
-
-    def _through_helpers(self, node: Node) -> Iterator[Node]:
-        """Every node below ``node``, and below the definition of every ``[backward]`` helper it reads: a
-        helper ``H = x[:, None] + x[None, :]`` reads x at two index tuples wherever ``tanh(H)`` stands."""
-        todo, opened = [node], set()
-        while todo:
-            for n in walk(todo.pop()):
-                yield n
-                if isinstance(n, Var) and n.name in self.helpers and n.name not in opened:
-                    opened.add(n.name)
-                    todo.append(self.helpers[n.name])
 
     def whole_axis_operand(self, node: Call) -> None:
         """A softmax-like function reads a whole axis: its operand must be an atom that really varies

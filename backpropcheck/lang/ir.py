@@ -7,7 +7,7 @@ Every node keeps the 1-based column where it starts, for error messages.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,6 +128,18 @@ def walk(node: Node) -> Iterator[Node]:
         current = stack.pop()
         yield current
         stack.extend(reversed(current.children()))
+
+
+def walk_through(node: Node, definitions: Mapping[str, Node]) -> Iterator[Node]:
+    """:func:`walk`, and below the definition of every variable of ``definitions`` the tree reads (once each):
+    what an expression reads through ``c = n - 100`` or a helper ``H = x[:, None] + x[None, :]``."""
+    todo, opened = [node], set()
+    while todo:
+        for n in walk(todo.pop()):
+            yield n
+            if isinstance(n, Var) and n.name in definitions and n.name not in opened:
+                opened.add(n.name)
+                todo.append(definitions[n.name])
 
 
 def names_used(node: Node) -> set[str]:
