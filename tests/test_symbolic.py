@@ -612,3 +612,19 @@ def test_a_difference_over_few_atoms_is_decided_by_the_exact_test_before_any_wit
     claims = {c.name: c for c in check_path(str(path), Options(trials=2)).claims}
     assert claims["grad_S"].verdict == "refuted" and "exact difference" in claims["grad_S"].message
     assert searched
+
+
+def test_a_kink_point_of_a_simplex_entry_stays_on_the_simplex() -> None:
+    """Moving one free entry of a simplex column near 1 shrinks the others: every entry, the last (one minus
+    the free ones) included, stays positive."""
+    from backpropcheck.engines.witness import WitnessSearch
+
+    search = WitnessSearch.__new__(WitnessSearch)
+    entries = sp.symbols("a b c", positive=True)
+    search.columns = [list(entries)]
+    rng = random.Random(0)
+    for _ in range(200):
+        weights = [rng.randint(1, 1000) for _ in range(4)]
+        point = {s: sp.Rational(w, sum(weights)) for s, w in zip(entries, weights)}
+        moved = search._on_simplex({**point, entries[0]: sp.Rational(rng.randint(1, 999), 1000)}, entries[0])
+        assert all(v > 0 for v in moved.values()) and sum(moved.values()) < 1, moved

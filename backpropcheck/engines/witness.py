@@ -202,15 +202,15 @@ class WitnessSearch:
 
     def _on_simplex(self, point: dict, s: sp.Symbol) -> dict:
         """``point`` with entry ``s`` of a simplex column moved: if the column's free entries now sum to 1 or
-        more, the others shrink in proportion, so the column's last entry (one minus them) stays positive
-        (``p > 0.99`` is reached at p = 0.995 with the rest of the column at 0.005 between them)."""
+        more, the others shrink in proportion to half of what ``s`` leaves, and the column's last entry (one
+        minus them) is the other half (``p > 0.99`` is reached at p = 0.995, the rest of the column at 0.005)."""
         column = next((c for c in self.columns if s in c), None)
-        if column is None or sum(point[c] for c in column) < 1:
+        others = [c for c in column or () if c != s]
+        total = sum(point[c] for c in others)
+        if column is None or point[s] + total < 1:
             return point
-        rest = 1 - sum(point[c] for c in column if c != s)  # > 0 at the base point, whose column sums below 1
-        free = 1 - point[s]
-        scale = free / (free + rest) if rest > 0 else free / 2
-        return {**point, **{c: point[c] * scale for c in column if c != s}}
+        scale = (1 - point[s]) / (2 * total)  # total > 0: point[s] < 1 and the column reaches 1
+        return {**point, **{c: point[c] * scale for c in others}}
 
     def _random_point(self, symbols: list[sp.Symbol], rng: random.Random, scale: int) -> dict:
         point: dict[sp.Symbol, sp.Rational] = {}
