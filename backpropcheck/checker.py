@@ -20,7 +20,6 @@ from .budget import FileTimeout, SymbolicTimeout, out_of_memory, time_budget, ti
 from .budget import remaining as _remaining
 from .errors import DerivationError, ShapeError
 from .files import find_files, walk_files  # noqa: F401 - re-exported: callers import them from here
-from .lang.ops.core import positive_dims
 from .limits import DEFAULT_LIMITS, Limits, exceeded
 from .loader import load
 from .model import DEFAULT_CHECK, CheckSettings, Claim, Derivation, Resolved
@@ -161,7 +160,7 @@ def check_path(path: str, options: Options = Options()) -> FileResult:
 
 def check_derivation(d: Derivation, options: Options = Options(), deadline: float | None = None) -> FileResult:
     """``deadline`` is a ``time.monotonic()`` value (default: ``--file-timeout`` from now)."""
-    with positive_dims(inp.shape for inp in d.inputs.values()):  # as the loader inferred its shapes
+    with d.shape_rules():
         return _FileCheck(d, options, deadline).run()
 
 

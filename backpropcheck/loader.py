@@ -16,7 +16,6 @@ from typing import Any
 
 from .errors import DerivationError, LimitError, ShapeError
 from .lang.dims import Dim, Shape, fmt_shape, parse_dim
-from .lang.ops.core import positive_dims
 from .lang.parse import BUILTIN_FUNCTIONS, Scope, parse_expression, parse_index_definition, parse_index_key
 from .lang.shapes import infer, infer_index, integer_kind
 from .limits import DEFAULT_LIMITS, Limits, exceeded
@@ -173,7 +172,7 @@ class _Builder:
         self._dims()
         self._functions()
         self._inputs()
-        with positive_dims(inp.shape for inp in self.d.inputs.values()):  # what the input shapes say of the dims
+        with self.d.shape_rules():
             self._forward()
             self._loss()
             self._backward()

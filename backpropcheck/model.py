@@ -162,6 +162,13 @@ class Derivation:
         """Inputs and forward variables that are integer arrays (``domain = "index"``)."""
         return {n for n, i in self.inputs.items() if i.domain == "index"} | set(self.integer_forward)
 
+    def shape_rules(self) -> Any:
+        """The shape rules as the loader had them (a context manager): every affine dim of an input's shape is at
+        least 1, so ``x[k:n]`` next to an input of ``n - k`` entries is a valid slice (``positive_dims``)."""
+        from .lang.ops.core import positive_dims
+
+        return positive_dims(inp.shape for inp in self.inputs.values())
+
     def shape_of(self, name: str) -> Shape:
         if name in self.inputs:
             return self.inputs[name].shape

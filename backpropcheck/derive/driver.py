@@ -14,7 +14,6 @@ from ..errors import DerivationError
 from ..lang.dims import Dim, Shape, fmt_shape
 from ..lang.ir import Call, Const, IndexRef, Node, Var, names_used, walk
 from ..lang.ops import NoAdjoint, spell
-from ..lang.ops.core import positive_dims
 from ..loader import loads
 from ..model import Definition, Derivation
 from .folds import fold_cross_entropy, spelled_out
@@ -66,7 +65,7 @@ def derive(source: str | Path, targets: Iterable[str] | None = None, options: Op
     file_claims = doc.get("claims", {}) if isinstance(doc.get("claims"), dict) else {}
     file_claims = {claim_name(k): v for k, v in file_claims.items()}
     try:
-        with positive_dims(inp.shape for inp in d.inputs.values()):  # the shape rules as the loader had them
+        with d.shape_rules():
             result = _Deriver(d).run(targets)
     finally:
         _KEYS.clear()

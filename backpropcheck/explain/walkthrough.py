@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 
 from ..checker import FileResult, Options, SymbolicTimeout, check_derivation, draw_dims, time_budget
-from ..lang.ops.core import positive_dims
 from ..loader import load
 from ..model import Claim, Derivation
 from .analysis import Analysis
@@ -70,7 +69,7 @@ def explain_file(path: str | Path, claim: str | None = None, sizes: Mapping[str,
 def explain_derivation(d: Derivation, claim: str | None = None, sizes: Mapping[str, int] | None = None,
                        options: Options | None = None) -> Explanation:
     """The four-part explanation of every claim of ``d`` (or only ``claim``)."""
-    with positive_dims(inp.shape for inp in d.inputs.values()):  # the shape rules as the loader had them
+    with d.shape_rules():
         return _explain(d, claim, sizes, options)
 
 
