@@ -13,7 +13,7 @@ from conftest import BUNDLED, random_sympy_expr
 
 from backpropcheck.engines.exact import Converter, Unsupported
 from backpropcheck.engines.symbolic import SymbolicTruth
-from backpropcheck.lang.symfuncs import Relu, Step, generic
+from backpropcheck.lang.symfuncs import Relu, Step, StepGe, generic
 from backpropcheck.loader import load
 
 x, y, z = sp.symbols("x y z", real=True)
@@ -31,7 +31,8 @@ POINT = (mpmath.mpf(3) / 10, mpmath.mpf(-7) / 10, mpmath.mpf(11) / 10)
         sp.exp(2 * x) - sp.exp(x) ** 2,
         sp.exp(x / 2) ** 2 - sp.exp(x),
         (v + 1) ** sp.Rational(-3, 2) * (v + 1) - 1 / sp.sqrt(v + 1),
-        Step(x - y) + Step(y - x) - 1,
+        Step(x - y) + StepGe(y - x) - 1,  # [a > b] + [b >= a] is 1, ties included
+        StepGe(0 * x) - 1,
         Step(2 * x) - Step(x),
         Relu(x) - Relu(-x) - x,
         sp.exp(-sp.log(1 + sp.exp(x))) - 1 / (1 + sp.exp(x)),
@@ -50,6 +51,8 @@ def test_exact_proves_identities(expr):
         x - y,
         sp.exp(x) - x,
         Step(x) - Step(y),
+        Step(x - y) + Step(y - x) - 1,  # -1 at x = y: a tie by construction (z = 1 * x) is no sample
+        StepGe(x) - Step(x),  # 1 at x = 0
         sp.log(x * y) - sp.log(x) - sp.log(y),  # false for negative x, y: must not be "proved"
         generic("Step")(x) + generic("Step")(-x) - 1,  # a user's function named Step is uninterpreted
         sp.sqrt(x ** 2) - x,

@@ -654,7 +654,7 @@ grad_x = "grad_xp[0:k]"
 def test_a_value_at_a_point_resolves_each_kink_to_its_branch_first() -> None:
     import sympy as sp
 
-    from backpropcheck.engines.witness import _at_point, _exact_or_certified
+    from backpropcheck.engines.witness import _exact_or_certified, at_point
     from backpropcheck.lang.symfuncs import Relu, Step
 
     x = sp.Symbol("x", real=True)
@@ -662,9 +662,9 @@ def test_a_value_at_a_point_resolves_each_kink_to_its_branch_first() -> None:
     e = sp.cos(x) + (Step(kink) - 1) * sp.cos(x)  # cos(x) where sigmoid(x) < 0.1, else 0
     far = {x: sp.Rational(-4)}
     assert _exact_or_certified(e.xreplace(far)) is None  # as it stands: the cancelling sum is not certified
-    assert abs(float(_at_point(e, far)) - float(sp.cos(-4))) < 1e-15
-    assert _at_point(e, {x: sp.Integer(0)}) == 0  # the near branch: exactly 0 once the kink is resolved
-    assert _at_point(Relu(x - 1) + Relu(Relu(x - 1) - 2), {x: sp.Integer(5)}) == 6  # nested kinks too
+    assert abs(float(at_point(e, far)) - float(sp.cos(-4))) < 1e-15
+    assert at_point(e, {x: sp.Integer(0)}) == 0  # the near branch: exactly 0 once the kink is resolved
+    assert at_point(Relu(x - 1) + Relu(Relu(x - 1) - 2), {x: sp.Integer(5)}) == 6  # nested kinks too
 
 
 @pytest.mark.parametrize("shape", ["n - 2*k", "n - k - m"])
@@ -761,3 +761,77 @@ def test_every_axis_of_a_shape_takes_distinct_sizes_in_the_symbolic_assignments(
     assert right.verdict == "proved" and len(right.symbolic["shapes"]) == 3, right.symbolic
     axis = [s["n"] - (s["k"] if shape == "n - k" else 10) for s in right.symbolic["shapes"]]
     assert len(set(axis)) == 3, right.symbolic["shapes"]
+
+
+# --- ties by construction: `>` and `>=` kept apart (round 10) ---
+
+def _masked(forward: str, mask: str, grad_y: str) -> str:
+    return f"""
+[derivation]
+title = "a mask at a tie by construction"
+[dims]
+n = "n"
+[inputs]
+x = ["n"]
+y = ["n"]
+[forward]
+{forward}
+h = "y * {mask}"
+[loss]
+upstream = "h"
+[claims]
+grad_y = "{grad_y}"
+"""
+
+
+HAIR = "(1 - 1e-13) * {a} + 1e-13 * {b}"
+
+TIES_BY_CONSTRUCTION = [
+    # x >= z is 1 and x > z is 0 where z is x itself: the engine wrote both Step(x - z) and proved the hair
+    ('z = "1 * x"', "(x >= z)", "grad_h", "grad_h * (" + HAIR.format(a="(x >= z)", b="(x > z)") + ")"),
+    ('z = "1 * x"', "(x > z)", "0 * grad_h", "1e-13 * grad_h * (x >= z)"),
+    ('z = "x + 0"', "(z <= x)", "grad_h", "grad_h * (" + HAIR.format(a="(z <= x)", b="(z < x)") + ")"),
+    ('z = "1 * x"', "sign(x - z)", "0 * grad_h", "1e-13 * grad_h"),
+    # a strict comparison with the max is 0 everywhere, not its arg-max indicator
+    ('m = "max(x)"', "(x > m)", "0 * grad_h", "1e-13 * grad_h * (x >= m)"),
+    ('m = "max(x)"', "(x >= m)", "grad_h * (x >= m)", "grad_h * (" + HAIR.format(a="(x >= m)", b="(x > m)") + ")"),
+    ('m = "min(x)"', "(m >= x)", "grad_h * (x <= m)", "grad_h * (" + HAIR.format(a="(x <= m)", b="(x < m)") + ")"),
+    ('m = "max(x)"', "(m >= x)", "grad_h", "grad_h * (" + HAIR.format(a="(m >= x)", b="(m > x)") + ")"),
+]
+
+
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("forward, mask, right, wrong", TIES_BY_CONSTRUCTION)
+def test_a_mask_at_a_tie_by_construction_is_exact(tmp_path: Path, forward: str, mask: str, right: str, wrong: str,
+                                                  seed: int) -> None:
+    """``a > b`` and ``a >= b`` differ where a and b are equal, and a tie by construction (z = 1 * x, x against
+    max(x)) is equal everywhere: the symbolic engine wrote both as one step (Step(-u) = 1 - Step(u)), so a
+    claim off by 1e-13 there was proved, even for all shapes, and the right ``0 * grad_h`` for ``x > max(x)``
+    was refuted."""
+    options = Options(seed=seed)
+    c = claim(check_text(tmp_path, _masked(forward, mask, right), options), "grad_y")
+    assert c.verdict == "proved", c.message
+    c = claim(check_text(tmp_path, _masked(forward, mask, wrong), options), "grad_y")
+    assert c.verdict == "refuted", c.message
+    assert "exact difference" in c.message
+
+
+@pytest.mark.parametrize("mask, claim_mask", [("(x > 0)", "(x >= 0)"), ("(x >= y)", "(y <= x)"),
+                                              ("(tanh(x) > y)", "(y <= tanh(x))"), ("(x <= 0)", "(x < 0)")])
+def test_a_mask_off_ties_is_proved_with_either_comparison(tmp_path: Path, mask: str, claim_mask: str) -> None:
+    """Where the comparison's argument, over the inputs, is analytic and not identically zero, ``>`` and ``>=``
+    agree but on a null set, which no trial reaches: the claim written with the other one is proved."""
+    result = check_text(tmp_path, _masked('z = "2 * x"', mask, f"grad_h * {claim_mask}"), Options())
+    c = claim(result, "grad_y")
+    assert c.verdict == "proved", c.message
+
+
+def test_a_mask_that_ties_on_a_whole_region_keeps_the_comparisons_apart(tmp_path: Path) -> None:
+    """``relu(x) > 0`` and ``relu(x) >= 0`` differ wherever x < 0 (half the trials): not a null set, and no proof
+    may treat them as one, not even by a hair."""
+    hair = "grad_h * (" + HAIR.format(a="(r > 0)", b="(r >= 0)") + ")"
+    for wrong in ("grad_h * (r >= 0)", hair):
+        c = claim(check_text(tmp_path, _masked('r = "relu(x)"', "(r > 0)", wrong), Options()), "grad_y")
+        assert c.verdict == "refuted", c.message
+    c = claim(check_text(tmp_path, _masked('r = "relu(x)"', "(r > 0)", "grad_h * (x > 0)"), Options()), "grad_y")
+    assert c.verdict == "proved", c.message

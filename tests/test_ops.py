@@ -13,7 +13,7 @@ import pytest
 import sympy as sp
 
 from backpropcheck.lang.ops import ELEMENTWISE, GENERIC_STANDINS, OPS, MissingRule, Op, sig, unbroadcast
-from backpropcheck.lang.symfuncs import Relu, Step, derivative_of, generic
+from backpropcheck.lang.symfuncs import Relu, Step, StepGe, derivative_of, generic
 
 Sampler = Callable[[np.random.Generator], np.ndarray]
 
@@ -369,8 +369,10 @@ def test_generic_function_is_uninterpreted_with_its_prime_as_derivative() -> Non
 def test_step_and_relu() -> None:
     x = sp.Symbol("x", real=True)
     assert Step(sp.Integer(3)) == 1 and Step(sp.Rational(-1, 2)) == 0
-    assert Step(-x) == 1 - Step(x)
-    assert sp.diff(Step(x), x) == 0
+    assert Step(-x) == 1 - StepGe(x) and StepGe(-x) == 1 - Step(x)  # exact, ties included
+    assert Step(sp.Integer(0)) == 0 and StepGe(sp.Integer(0)) == 1  # x > x is 0, x >= x is 1, as NumPy's
+    assert Step(Relu(x)) == Step(x) and StepGe(Relu(x)) == 1
+    assert sp.diff(Step(x), x) == 0 and sp.diff(StepGe(x), x) == 0
     assert sp.diff(Relu(x), x) == Step(x)
     assert Relu(sp.Integer(-2)) == 0 and Relu(sp.Rational(3, 2)) == sp.Rational(3, 2)
     assert derivative_of(ELEMENTWISE["tanh"].symbolic)(x) == 1 - sp.tanh(x) ** 2

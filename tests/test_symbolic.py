@@ -336,20 +336,42 @@ def test_one_expanded_entry_is_that_entry_of_the_expanded_adjoint() -> None:
 
 
 def test_a_mask_against_a_max_is_its_arg_max_indicator() -> None:
-    """lang/symfuncs: Step(x_i - max(xs)) is the indicator that x_i is the max (its complement the other way
-    round), an entry found in the max by identity or, written differently, by expansion. A max holding an
-    entry twice is the max of its distinct entries (max(concat([x, x])) is max(x)), so its mask is the same."""
-    from backpropcheck.lang.symfuncs import MaxOf, MinOf, Step
+    """lang/symfuncs: StepGe(x_i - max(xs)) (``x >= max(x)``) is the indicator that x_i reaches the max, ties
+    included; Step(x_i - max(xs)) (``x > max(x)``) is 0; the other way round, ``max > x`` is 1 minus that
+    indicator and ``max >= x`` is 1. An entry is found in the max by identity or, written differently, by
+    expansion. A max holding an entry twice is the max of its distinct entries (max(concat([x, x])) is
+    max(x)), so its mask is the same."""
+    from backpropcheck.lang.symfuncs import MaxOf, MinOf, Step, StepGe
 
     a, b, c = (sp.Symbol(n, real=True) for n in "abc")
-    indicator = Step(a - b) * Step(a - c)
-    assert Step(a - MaxOf(a, b, c)) == indicator
-    assert Step(MaxOf(a, b, c) - a) == 1 - indicator
-    assert Step(MinOf(a, b, c) - a) == Step(b - a) * Step(c - a)
-    assert Step(a * b + a * c - MaxOf(a * (b + c), b)) == Step(a * (b + c) - b)
+    reaches = StepGe(a - b) * StepGe(a - c)
+    assert StepGe(a - MaxOf(a, b, c)) == reaches
+    assert Step(a - MaxOf(a, b, c)) == 0
+    assert Step(MaxOf(a, b, c) - a) == 1 - reaches
+    assert StepGe(MaxOf(a, b, c) - a) == 1
+    assert StepGe(a - MinOf(a, b, c)) == 1 and Step(a - MinOf(a, b, c)) == 1 - StepGe(b - a) * StepGe(c - a)
+    assert StepGe(MinOf(a, b, c) - a) == StepGe(b - a) * StepGe(c - a)
+    assert StepGe(a * b + a * c - MaxOf(a * (b + c), b)) == StepGe(a * (b + c) - b)
     twice = MaxOf(a, b, a)
     assert twice == MaxOf(a, b) and MinOf(b, a, b, a) == MinOf(b, a)
-    assert Step(a - twice) == Step(a - b)
+    assert StepGe(a - twice) == StepGe(a - b)
+
+
+def test_the_partials_of_a_max_give_a_tie_to_its_first_entry() -> None:
+    """lang/symfuncs.is_extreme: the partial of max(x_0, …) by x_i is [x_i > x_j] for j before i and
+    [x_i >= x_j] after it, so at a tie by construction (the max over copies) the partials still sum to 1,
+    the first copy taking the gradient, and off ties each is the arg-max indicator."""
+    from backpropcheck.lang.symfuncs import MaxOf, MinOf
+
+    a, b, c = (sp.Symbol(n, real=True) for n in "abc")
+    for extreme in (MaxOf(a, b, c), MinOf(a, b, c)):
+        partials = [sp.diff(extreme, s) for s in (a, b, c)]
+        for point in ({a: 1, b: 1, c: 0}, {a: 0, b: 0, c: 0}, {a: 2, b: 0, c: 2}, {a: -1, b: 3, c: 2}):
+            values = [p.xreplace(point) for p in partials]
+            assert sum(values) == 1, (extreme, point, values)
+            first = min(k for k, s in enumerate((a, b, c))
+                        if point[s] == (max if extreme.func is MaxOf else min)(point.values()))
+            assert values[first] == 1
 
 
 def test_symbol_arrays_are_the_entries_symbols_with_their_assumptions() -> None:

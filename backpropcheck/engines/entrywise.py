@@ -11,13 +11,14 @@ truths. The values are the op table's own (``_ew_symbolic``), equal expression f
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
 import sympy as sp
 
 from ..lang.ops import Elementwise
-from ..lang.symfuncs import Step, derivative_of
+from ..lang.symfuncs import Step, StepGe, derivative_of
 from .partials import _placeholder, _renamed, by_template
 
 _BUILT: dict[tuple, Any] = {}  # (builder, type, argument) -> value
@@ -52,21 +53,23 @@ def _by_template(builder: Any, u: sp.Symbol) -> Any:
 
 def comparison_arrays(strict: bool, flip: bool) -> Callable[[Any, Any], np.ndarray]:
     """The op table's comparison (``lang.ops.arith._compare``: ``a > b`` is ``Step(a − b)``, ``a >= b`` is
-    ``1 − Step(b − a)``), each step evaluated once per shape of its argument (:func:`.partials.by_template`):
-    a mask against a max (``x >= max(x)``) derives its arg-max indicator in ``Step``'s eval."""
+    ``StepGe(a − b)``), each step evaluated once per shape of its argument (:func:`.partials.by_template`):
+    a mask against a max (``x >= max(x)``) derives its arg-max indicator in the step's eval."""
+    steps = _strict_steps if strict else _steps_ge
+
     def symbolic(a: Any, b: Any) -> np.ndarray:
         high, low = (b, a) if flip else (a, b)
-        value = _steps(high - low) if strict else 1 - _steps(low - high)
-        return np.asarray(value, dtype=object)
+        return np.asarray(steps(high - low), dtype=object)
 
     return symbolic
 
 
-def _step(u: Any) -> Any:
-    return by_template(Step, u) if isinstance(u, sp.Basic) else Step(u)
+def _step(kind: type[Step], u: Any) -> Any:
+    return by_template(kind, u) if isinstance(u, sp.Basic) else kind(u)
 
 
-_steps = np.frompyfunc(_step, 1, 1)
+_strict_steps = np.frompyfunc(partial(_step, Step), 1, 1)
+_steps_ge = np.frompyfunc(partial(_step, StepGe), 1, 1)
 
 COMPARISONS = {"gt": comparison_arrays(True, False), "ge": comparison_arrays(False, False),
                "lt": comparison_arrays(True, True), "le": comparison_arrays(False, True)}

@@ -4,10 +4,11 @@ A SymPy expression is mapped to a rational function whose variables
 (*generators*) are the symbols and every non-rational sub-expression:
 ``exp(m)`` for each monomial ``m`` of a polynomial exponent (``exp(a + b) =
 exp(a)·exp(b)`` holds for every complex a, b), ``base**(1/q)`` for a rational
-power (``g**q`` is reduced back to the base), ``Step(u)`` with ``u`` normalised
-to a positive leading coefficient (``Step(-u) = 1 - Step(u)``, ties are never
-sampled), ``Relu(u) = u·Step(u)``, and any other function applied to the
-canonical form of its arguments.
+power (``g**q`` is reduced back to the base), ``Step(u)`` (``[u > 0]``) and
+``StepGe(u)`` (``[u ≥ 0]``) with ``u`` normalised to a positive leading
+coefficient (``Step(-u) = 1 - StepGe(u)``, exact at a tie too), ``Relu(u) =
+u·Step(u)``, and any other function applied to the canonical form of its
+arguments.
 
 If the numerator of the resulting rational function is the zero polynomial,
 the expression is identically zero wherever it is defined: treating
@@ -36,7 +37,7 @@ try:  # the same rationals as fractions.Fraction (equal, same hash), two to thre
 except ImportError:  # another SymPy
     Fraction = _Fraction  # type: ignore[misc]
 
-from ..lang.symfuncs import Relu, Step
+from ..lang.symfuncs import Relu, Step, StepGe
 
 Monomial = tuple[tuple[int, int], ...]
 Poly = dict[Monomial, Any]  # coefficient: int or Fraction (a rational)
@@ -275,8 +276,10 @@ def power(a: Frac, k: int) -> Frac:
 class Converter:
     """Maps SymPy expressions to :class:`Frac`, memoised; ``lookup`` may replace a symbol by a value."""
 
-    def __init__(self, lookup: Callable[[sp.Symbol], Frac | None] | None = None):
+    def __init__(self, lookup: Callable[[sp.Symbol], Frac | None] | None = None,
+                 ties_null: Callable[[sp.Expr], bool] | None = None):
         self.lookup = lookup
+        self.ties_null = ties_null  # u -> may StepGe(u) be written Step(u) (u = 0 on a null set only)?
         self.generators: dict[Any, int] = {}
         self.roots: dict[int, tuple[int, Frac]] = {}  # generator → (q, base) for base**(1/q)
         self.logs: dict[int, Frac] = {}  # generator → A for log(A)
@@ -365,9 +368,12 @@ class Converter:
         if isinstance(e, sp.Function):
             if type(e) is Step:
                 return self._step(self.memo[e.args[0]])
-            if type(e) is Relu:
+            if type(e) is StepGe:
+                return self._step(self.memo[e.args[0]], self.ties_null is not None and self.ties_null(e.args[0]))
+            if type(e) is Relu:  # u·[u > 0] = u·[u ≥ 0]: the one whose generator is written Step
                 u = self.memo[e.args[0]]
-                return self._reduce(mul(u, self._step(u)))
+                written_step = bool(u.den) or u.constant() is not None or u.num[min(u.num)] > 0
+                return self._reduce(mul(u, self._step(u, strict=written_step)))
             g = self.generator(("function", type(e), tuple(self.memo[a].key() for a in e.args)))
             if isinstance(e, sp.log) and len(e.args) == 1:
                 self.logs[next(iter(g.num))[0][0]] = self.memo[e.args[0]]
@@ -416,20 +422,21 @@ class Converter:
             out = mul(out, power(self.generator(("exp", m, scale)), int(c * scale)))
         return out
 
-    def _step(self, u: Frac) -> Frac:
+    def _step(self, u: Frac, strict: bool = True) -> Frac:
+        """``[u > 0]`` (``strict``) or ``[u ≥ 0]``: its value where ``u`` is a constant (a tie by construction
+        is 0 or 1 exactly), else a generator, ``Step(-u)`` written ``1 - StepGe(u)``."""
         c = u.constant()
         if c is not None:
-            if c == 0:
-                raise Unsupported("Step(0)")
-            return _const(1 if c > 0 else 0)
+            return _const(1 if c > 0 or (c == 0 and not strict) else 0)
+        kind, twin = ("step", "stepge") if strict else ("stepge", "step")
         if u.den:
-            return self.generator(("step", u.key()))
+            return self.generator((kind, u.key()))
         lead = u.num[min(u.num)]
         scaled = Frac({m: _tidy(Fraction(v) / abs(lead)) for m, v in u.num.items()})
         if lead > 0:
-            return self.generator(("step", scaled.key()))
+            return self.generator((kind, scaled.key()))
         flipped = Frac({m: -v for m, v in scaled.num.items()})
-        return add(_const(1), self.generator(("step", flipped.key())), -1)
+        return add(_const(1), self.generator((twin, flipped.key())), -1)
 
     def _reduce(self, a: Frac) -> Frac:
         """Rewrite ``g**e`` of a root generator ``g = b**(1/q)`` to ``g**(e mod q) · b**(e div q)``."""

@@ -36,7 +36,7 @@ from .evaluate import Backend, evaluate, evaluate_definition
 from .exact import Converter, Unsupported
 from .partials import _TEMPLATES, by_template, partials
 from .products import add, add_arrays, matmul_arrays, mul, mul_arrays
-from .witness import WitnessSearch
+from .witness import WitnessSearch, at_point
 
 __all__ = ["Decision", "SymbolicTruth", "entry_name", "partials", "symbol_array", "symbolic_backend"]
 
@@ -165,6 +165,8 @@ class SymbolicTruth(WitnessSearch):
         # atomize's two replacements, memoised by sub-expression: entries, claims and steps share them
         self._as_atoms: dict[sp.Basic, sp.Basic] = {}
         self._unkinked: dict[sp.Basic, sp.Basic] = {}
+        self._formal = False  # see formal()
+        self._null_ties: dict[tuple[sp.Expr, bool], bool] = {}  # _ties_null by (argument, formal)
         self._gradient_atoms_of: dict[sp.Basic, frozenset] = {}
         self._forward_atoms_of: dict[sp.Basic, frozenset] = {}
         # one reverse sweep of the scalar chain rule; each adjoint is a list of parts, summed once
@@ -220,8 +222,8 @@ class SymbolicTruth(WitnessSearch):
         self._grads: _ExpandedAdjoints | None = None
         self._full: dict[sp.Symbol, sp.Expr] = {}
         self._layered: list | None = None  # the layered witness's points, made on first use
-        self._over_atoms = Converter(self._lookup_simplex)
-        self._over_inputs = Converter(self._lookup_definition)
+        self._over_atoms = Converter(self._lookup_simplex, self._ties_null)
+        self._over_inputs = Converter(self._lookup_definition, self._ties_null)
         self._gradient_atoms = gradient_atoms
         self._position = {atom: k for k, (_, atoms) in enumerate(self.order) for atom in atoms.flat}
         # the forward variables each definition reads (see _reads), and the converters of peeled_zero,
@@ -235,16 +237,18 @@ class SymbolicTruth(WitnessSearch):
     def formal(self) -> None:
         """From here on, decide identities in the atoms as independent indeterminates: without the simplex
         substitution (which singles out the last entry of an axis), and with no conversion made with it;
-        and with no mask against a max/min atom written as its arg-max indicator (a relation that reads the
-        atom's definition: at n = 2, ``x >= max(x)`` and ``x > min(x)`` are one indicator)."""
-        if self.simplex:
-            self.simplex = {}
-            self._over_atoms = Converter(self._lookup_simplex)
-            self._over_inputs = Converter(self._lookup_definition)
-            self._peeled = {}
-        if self.extremes:
-            self.extremes = {}
-            self._unkinked = {}
+        with no mask against a max/min atom written as its arg-max indicator (a relation that reads the
+        atom's definition: at n = 2, ``x >= max(x)`` and ``x > min(x)`` are one indicator); and with
+        ``StepGe(u)`` merged into ``Step(u)`` only where ``u`` reads the inputs alone (an atom's definition
+        may tie at another size: ``c = x * (n - 100)`` at n = 100)."""
+        self.simplex = {}
+        self.extremes = {}
+        self._formal = True
+        # converted afresh: a conversion made before may hold the simplex or a merge this test does not allow
+        self._over_atoms = Converter(self._lookup_simplex, self._ties_null)
+        self._over_inputs = Converter(self._lookup_definition, self._ties_null)
+        self._peeled = {}
+        self._unkinked = {}
 
     @property
     def grads(self) -> _ExpandedAdjoints:
@@ -287,10 +291,11 @@ class SymbolicTruth(WitnessSearch):
 
     def atomize(self, e: sp.Expr) -> sp.Expr:
         """Write every forward definition that appears whole as its atom (``tanh(z[0])`` → ``h[0]``),
-        as the sweep writes the local partials: equal values, one form for both sides; and every
-        max/min atom inside a ``Step`` as its definition (a mask against the max is its indicator)."""
+        as the sweep writes the local partials: equal values, one form for both sides; and every max/min
+        atom inside a step as its definition (a mask against the max is its indicator). (The exact test
+        writes ``StepGe(u)`` as ``Step(u)`` where ``u`` ties on a null set only: :meth:`_ties_null`.)"""
         e = self._definitions_as_atoms(e) if self.by_definition else e
-        return self._extremes_in_kinks(e) if self.extremes else e
+        return self._kinks_settled(e) if self.extremes else e
 
     def _definitions_as_atoms(self, e: sp.Basic) -> sp.Basic:
         """``e.xreplace(self.by_definition)``, each sub-expression replaced once per truth."""
@@ -307,10 +312,10 @@ class SymbolicTruth(WitnessSearch):
             memo[e] = _UNCHANGED if found is e else found
         return e if found is _UNCHANGED else found
 
-    def _extremes_in_kinks(self, e: sp.Basic) -> sp.Basic:
-        """``e`` with every (outermost) ``Step`` whose argument reads a max/min atom replaced by
+    def _kinks_settled(self, e: sp.Basic) -> sp.Basic:
+        """``e`` with every (outermost) step whose argument reads a max/min atom replaced by
         :meth:`_kink_against_extreme` (``e.xreplace`` of those steps), each sub-expression once per truth."""
-        if not _has_args(e):  # no Step inside
+        if not _has_args(e):  # no step inside
             return e
         memo = self._unkinked
         found = memo.get(e)
@@ -318,22 +323,56 @@ class SymbolicTruth(WitnessSearch):
             if isinstance(e, Step) and not e.args[0].free_symbols.isdisjoint(self.extremes):
                 found = self._kink_against_extreme(e)
             else:
-                found = _rebuilt(e, [self._extremes_in_kinks(a) for a in e.args])
+                found = _rebuilt(e, [self._kinks_settled(a) for a in e.args])
             memo[e] = _UNCHANGED if found is e else found
         return e if found is _UNCHANGED else found
 
+    def _ties_null(self, u: sp.Expr) -> bool:
+        """Is ``u = 0`` a null set of the inputs' domains, so that ``u >= 0`` and ``u > 0`` agree wherever a
+        trial can land? Proved when ``u``, written over the inputs, is real-analytic on the whole domain (a
+        connected open set) and not zero at one point: such a function vanishes on a null set. Anything else
+        (a gradient atom, a kink or a generic function below ``u``, a tie by construction) keeps the two
+        steps apart."""
+        known = self._null_ties.get((u, self._formal))
+        if known is not None:
+            return known
+        if self._gradient_atoms_in(u):  # ∇v is independent only for the one-step identity, not in value
+            found = False
+        elif self._formal and self._forward_atoms_in(u):  # its definition may tie at another size (x * (n - 100))
+            found = False
+        else:
+            found = self._null_over_inputs(u)
+        self._null_ties[(u, self._formal)] = found
+        return found
+
+    def _null_over_inputs(self, u: sp.Expr) -> bool:
+        """:meth:`_ties_null` for ``u`` written over the inputs, decided once per process for each such form."""
+        f = self.full(u)
+        if self.simplex:
+            f = f.xreplace(self.simplex)
+        found = _NULL_TIES.get(f)
+        if found is None:
+            found = _analytic(f) and any(
+                (v := at_point(f, self._random_point(sorted(f.free_symbols, key=lambda x: x.name), rng, 1)))
+                is not None and v != 0 for rng in (random.Random(k) for k in (1, 2)))
+            if len(_NULL_TIES) > 50_000:
+                _NULL_TIES.clear()
+            _NULL_TIES[f] = found
+        return found
+
     def _kink_against_extreme(self, kink: sp.Expr) -> sp.Expr:
-        """``Step(u)`` with the max/min atoms of ``u`` written as their definitions, once per kink; the
-        rewritten Step (its arg-max indicator, costly to derive) is shared by every truth of the process,
+        """A step of ``u`` with the max/min atoms of ``u`` written as their definitions, once per kink; the
+        rewritten step (its arg-max indicator, costly to derive) is shared by every truth of the process,
         as a window's max has the same definition at every dims (and in a file's mistaken twin)."""
         found = self._kinks.get(kink)
         if found is None:
             u = kink.args[0].xreplace(self.extremes)
-            found = _AGAINST_EXTREME.get(u)
+            key = (type(kink), u)
+            found = _AGAINST_EXTREME.get(key)
             if found is None:
                 if len(_AGAINST_EXTREME) > 50_000:
                     _AGAINST_EXTREME.clear()
-                found = _AGAINST_EXTREME[u] = by_template(Step, u)
+                found = _AGAINST_EXTREME[key] = by_template(type(kink), u)
             self._kinks[kink] = found
         return found
 
@@ -450,7 +489,7 @@ class SymbolicTruth(WitnessSearch):
             key = frozenset(expand)
             peeled = self._peeled.get(key)
             if peeled is None:  # one converter per layer set, shared by every entry and claim
-                peeled = self._peeled[key] = Converter()
+                peeled = self._peeled[key] = Converter(ties_null=self._ties_null)
                 peeled.lookup = partial(self._lookup_peeled, peeled, key)
             if peeled.is_zero(e):
                 return True
@@ -550,7 +589,31 @@ class SymbolicTruth(WitnessSearch):
                 return Decision(True, f"{how} after substituting the forward definitions")
         return Decision(None, "could not reduce the difference to zero")
 
-_AGAINST_EXTREME: dict[sp.Expr, sp.Expr] = {}  # Step(u) by u, for u against a max/min atom's definition
+_AGAINST_EXTREME: dict[tuple, sp.Expr] = {}  # Step(u) by (step, u), for u against a max/min atom's definition
+_NULL_TIES: dict[sp.Expr, bool] = {}  # SymbolicTruth._ties_null by the argument over the inputs
+
+# real-analytic on the whole real line: an argument built from these, sums, products and integer powers ties
+# on a null set unless identically zero
+_ANALYTIC = (sp.exp, sp.sin, sp.cos, sp.tanh, sp.sinh, sp.cosh, sp.atan, sp.erf)
+
+
+def _analytic(e: sp.Expr) -> bool:
+    """Is ``e`` real-analytic wherever its symbols' assumptions let them range (a power with an exponent
+    other than a natural number, and a log, only of an argument SymPy proves positive)?"""
+    if not e.args:
+        return bool(e.is_real)
+    if e.is_Add or e.is_Mul:
+        return all(_analytic(a) for a in e.args)
+    if e.is_Pow:
+        base, exponent = e.args
+        if not exponent.is_number or not _analytic(base):
+            return False
+        return bool(exponent.is_Integer and exponent >= 0) or base.is_positive is True
+    if isinstance(e, _ANALYTIC):
+        return _analytic(e.args[0])
+    if isinstance(e, sp.log):
+        return _analytic(e.args[0]) and e.args[0].is_positive is True
+    return False
 
 
 class _ExpandedAdjoints(Mapping[str, np.ndarray]):

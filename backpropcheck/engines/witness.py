@@ -126,7 +126,7 @@ class WitnessSearch:
         for point in self._points(symbols, kinks, rng):
             if any(_exact_or_certified(k.xreplace(point)) in (0, None) for k in kinks):
                 continue  # a tie (or an undecidable kink): ties are never sampled
-            value = _at_point(expr, point)
+            value = at_point(expr, point)
             if value is not None and value != 0:
                 return float(value), point
         return None
@@ -143,7 +143,7 @@ class WitnessSearch:
         complete = {**self._random_point(others, rng, 1), **point}
         out = []
         for f in full:
-            value = _at_point(f, complete)
+            value = at_point(f, complete)
             out.append(None if value is None else float(value))
         return out
 
@@ -280,7 +280,7 @@ def _scanned(g: sp.Expr, s: sp.Symbol, domain: str) -> list[tuple[sp.Rational, s
 _KINKS = (Step, Relu, sp.Abs, sp.sign, sp.Heaviside)
 
 
-def _at_point(expr: sp.Expr, point: Mapping[sp.Symbol, sp.Expr]) -> sp.Rational | sp.Float | None:
+def at_point(expr: sp.Expr, point: Mapping[sp.Symbol, sp.Expr]) -> sp.Rational | sp.Float | None:
     """``expr`` at ``point``, exact or certified, every kink first replaced by its branch there (its argument's
     sign certified): ``cos(a) + (Step(u) - 1)·cos(a)`` is ``cos(a)`` where u > 0. Evaluated as it stands, the
     sum's exactly cancelling part cannot be told from zero to the digits asked for, and nothing was certified."""

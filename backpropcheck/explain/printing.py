@@ -68,6 +68,9 @@ def _tensor_name(name: str) -> str:
     return "grad_" + name[1:] if name.startswith("∇") else name
 
 
+_LOWER = {"Relu": "relu", "Step": "step", "StepGe": "step_ge"}  # [u > 0] and [u ≥ 0]
+
+
 def _func_name(expr: sp.Expr) -> tuple[str, bool]:
     name = type(expr).__name__
     if name.endswith("_prime"):
@@ -88,7 +91,7 @@ class _TextPrinter(StrPrinter):  # type: ignore[misc]  # SymPy is untyped
     def _print_Function(self, expr: sp.Expr) -> str:
         name, prime = _func_name(expr)
         args = ", ".join(self._print(a) for a in expr.args)
-        return f"{name.lower() if name in ('Relu', 'Step') else name}{chr(39) if prime else ''}({args})"
+        return f"{_LOWER.get(name, name)}{chr(39) if prime else ''}({args})"
 
 
 class _TexPrinter(LatexPrinter):  # type: ignore[misc]  # SymPy is untyped
@@ -120,7 +123,7 @@ class _CodePrinter(StrPrinter):  # type: ignore[misc]  # SymPy is untyped
     def _print_Function(self, expr: sp.Expr) -> str:
         name = type(expr).__name__
         args = ", ".join(self._print(a) for a in expr.args)
-        return f"{name.lower() if name in ('Relu', 'Step') else name}({args})"
+        return f"{_LOWER.get(name, name)}({args})"
 
 
 def render(expr: sp.Expr, rename: Callable[[sp.Symbol], tuple[str, str]]) -> Math:

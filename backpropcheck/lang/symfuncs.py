@@ -11,30 +11,38 @@ import sympy as sp
 
 
 class Step(sp.Function):
-    """1 where the argument is positive, 0 where it is negative.
+    """``[u > 0]``: 1 where the argument is positive, 0 where it is zero or negative (``a > b`` is Step(a − b)).
 
-    Comparisons and masks are never differentiated through (ties are never
-    sampled), so the derivative is 0. ``Step(-x)`` is written ``1 - Step(x)`` so
-    that equal masks look equal.
+    Its twin :class:`StepGe` is ``[u ≥ 0]`` (``a >= b``). ``Step(-u)`` is written ``1 - StepGe(u)`` (and
+    ``StepGe(-u)`` as ``1 - Step(u)``), exactly, ties included, so that equal masks look equal. That the two
+    agree off ties is a fact about an argument's values, not its form: the symbolic engine merges them only
+    where the argument's zero set is null (:meth:`.SymbolicTruth.atomize`). Masks are never differentiated
+    through, so the derivative is 0.
     """
 
     nargs = 1
+    strict = True
 
     @classmethod
     def eval(cls, x):  # noqa: D102 - SymPy's hook
         if x.is_Number:
-            return sp.Integer(1) if x > 0 else sp.Integer(0)
-        extreme = _against_extreme(x)
+            return sp.Integer(1) if (x > 0 if cls.strict else x >= 0) else sp.Integer(0)
+        extreme = _against_extreme(x, cls.strict)
         if extreme is not None:
             return extreme
         if x.could_extract_minus_sign():
-            return 1 - cls(-x)
+            return 1 - cls.twin()(-x)
         coeff, rest = x.as_coeff_Mul()
         if coeff.is_Number and coeff > 0 and coeff != 1:
             return cls(rest)  # the sign of c·x is the sign of x for c > 0
-        if isinstance(x, Relu):
-            return cls(x.args[0])  # relu(x) > 0 exactly where x > 0
+        if isinstance(x, Relu):  # relu(x) > 0 exactly where x > 0; relu(x) >= 0 everywhere
+            return cls(x.args[0]) if cls.strict else sp.Integer(1)
         return None
+
+    @classmethod
+    def twin(cls) -> type[Step]:
+        """The step of the other strictness: ``Step(-u) = 1 - twin(u)``."""
+        return StepGe if cls.strict else Step
 
     def fdiff(self, argindex=1):  # noqa: D102
         return sp.Integer(0)
@@ -42,8 +50,14 @@ class Step(sp.Function):
     def _eval_evalf(self, prec):
         value = self.args[0].evalf(prec)
         if value.is_Number:
-            return sp.Integer(1) if value > 0 else sp.Integer(0)
+            return sp.Integer(1) if (value > 0 if self.strict else value >= 0) else sp.Integer(0)
         return None
+
+
+class StepGe(Step):
+    """``[u ≥ 0]``: 1 where the argument is positive or zero (``a >= b`` is StepGe(a − b)); see :class:`Step`."""
+
+    strict = False
 
 
 class Relu(sp.Function):
@@ -132,8 +146,8 @@ def derivative_of(fn):
 
 
 class MaxOf(sp.Function):
-    """``max(x_0, …, x_{k-1})`` of one slice. Its partial ``∂/∂x_i = Π_{j≠i} Step(x_i − x_j)`` is the
-    indicator of the arg-max (ties are never sampled): the gradient goes to the largest entry."""
+    """``max(x_0, …, x_{k-1})`` of one slice. Its partial ``∂/∂x_i`` is the indicator of the arg-max
+    (:func:`is_extreme`): the gradient goes to the largest entry, the first of tied ones."""
 
     @classmethod
     def eval(cls, *xs):  # noqa: D102
@@ -152,7 +166,7 @@ class MaxOf(sp.Function):
 
 
 class MinOf(sp.Function):
-    """``min(x_0, …, x_{k-1})``: ``∂/∂x_i = Π_{j≠i} Step(x_j − x_i)``, the arg-min's indicator."""
+    """``min(x_0, …, x_{k-1})``: ``∂/∂x_i`` is the arg-min's indicator (:func:`is_extreme`)."""
 
     @classmethod
     def eval(cls, *xs):  # noqa: D102
@@ -179,11 +193,22 @@ def _distinct(cls: type, xs: tuple) -> sp.Expr | None:
 
 
 def is_extreme(e: MaxOf | MinOf, i: int) -> sp.Expr:
-    """1 where entry ``i`` of the slice is its max (or min), else 0: a product of steps."""
+    """1 where entry ``i`` of the slice is its max (or min), else 0: a product of steps, ties going to the
+    first such entry (``x_i > x_j`` before it, ``x_i >= x_j`` after it), as NumPy's arg-max does. So the
+    partials sum to 1 wherever the entries tie, which a slice of copies (``x[:, None] * ones((n, 2))``) does
+    by construction."""
     xs = e.args
-    if isinstance(e, MaxOf):
-        return sp.Mul(*[Step(xs[i] - x) for j, x in enumerate(xs) if j != i and x != xs[i]])
-    return sp.Mul(*[Step(x - xs[i]) for j, x in enumerate(xs) if j != i and x != xs[i]])
+    pairs = [(xs[i] - x, j < i) for j, x in enumerate(xs) if j != i and x != xs[i]]
+    if isinstance(e, MinOf):
+        pairs = [(-u, strict) for u, strict in pairs]
+    return sp.Mul(*[(Step if strict else StepGe)(u) for u, strict in pairs])
+
+
+def ties_extreme(e: MaxOf | MinOf, i: int) -> sp.Expr:
+    """1 where entry ``i`` of the slice equals its max (or min), ties included: ``x_i >= x_j`` for every j."""
+    xs = e.args
+    sign = 1 if isinstance(e, MaxOf) else -1
+    return sp.Mul(*[StepGe(sign * (xs[i] - x)) for j, x in enumerate(xs) if j != i and x != xs[i]])
 
 
 def _equal_expanded(a: sp.Expr, b: sp.Expr) -> bool:
@@ -194,12 +219,11 @@ def _equal_expanded(a: sp.Expr, b: sp.Expr) -> bool:
     return sp.expand(a - b) == 0
 
 
-def _against_extreme(x: sp.Expr) -> sp.Expr | None:
-    """``Step(x_i − max(xs))`` for an entry x_i of xs is the arg-max indicator of x_i, and
-    ``Step(max(xs) − x_i)`` its complement (likewise for min): a mask ``x >= max(x)`` equals the
-    indicator *by construction*, not by a sampled tie. The tie counts as ``>=`` either way, as
-    ``Step(−u) = 1 − Step(u)`` requires; a strict ``x > max(x)`` (0 everywhere) is left to the
-    numeric trials, which evaluate it exactly."""
+def _against_extreme(x: sp.Expr, strict: bool) -> sp.Expr | None:
+    """A step of an entry x_i of xs against ``max(xs)``, written by construction rather than left to a
+    sampled tie: ``x_i >= max(xs)`` is the indicator that x_i reaches the max (:func:`ties_extreme`),
+    ``x_i > max(xs)`` is 0, ``max(xs) > x_i`` is 1 minus that indicator, ``max(xs) >= x_i`` is 1 (likewise
+    for min). The mask ``x >= max(x)`` is so exactly the arg-max indicator where the entries differ."""
     if not x.is_Add:
         return None
     found = [(t, 1) if isinstance(t, (MaxOf, MinOf)) else (t.args[1], -1) for t in x.args
@@ -211,9 +235,13 @@ def _against_extreme(x: sp.Expr) -> sp.Expr | None:
         matches = [k for k, arg in enumerate(term.args) if arg == entry or _equal_expanded(arg, entry)]
         if len(matches) != 1:
             return None
-        indicator = is_extreme(term, matches[0])
-        entry_side = (sign == -1) == isinstance(term, MaxOf)  # Step(x_i − max) or Step(min − x_i)
-        return indicator if entry_side else 1 - indicator
+        reaches = ties_extreme(term, matches[0])
+        # the argument is x_i − max or min − x_i (never positive, 0 where x_i reaches the extreme),
+        # or its negative (never negative)
+        at_most_zero = (sign == -1) == isinstance(term, MaxOf)
+        if at_most_zero:
+            return sp.Integer(0) if strict else reaches
+        return 1 - reaches if strict else sp.Integer(1)
     return None
 
 
@@ -221,7 +249,7 @@ def kink_arguments(e: sp.Basic) -> list[sp.Expr]:
     """The arguments whose sign picks a branch somewhere in ``e``: each ``Step``/``Relu``/``Abs``/``sign``/
     ``Heaviside``'s own, and a ``Clip``'s two (``u − lo`` and ``hi − u``). Whoever looks for the sizes or
     points on both sides of every kink reads them here."""
-    out = [k.args[0] for k in e.atoms(Step, Relu, sp.Abs, sp.sign, sp.Heaviside)]
+    out = [k.args[0] for k in e.atoms(Step, Relu, sp.Abs, sp.sign, sp.Heaviside)]  # StepGe is a Step
     out += [arg for c in e.atoms(Clip) for arg in (c.args[0] - c.args[1], c.args[2] - c.args[0])]
     return out
 

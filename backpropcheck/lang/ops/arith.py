@@ -99,15 +99,13 @@ _register(
 
 
 def _compare(name, numeric, flip):
-    """``a > b`` is Step(a − b); ``a >= b`` is 1 − Step(b − a), which is 1 at a tie — exact for a mask
-    ``x >= max(x)`` that is equal by construction (other ties are never sampled)."""
+    """``a > b`` is Step(a − b), ``a >= b`` is StepGe(a − b): 0 and 1 at a tie, as NumPy's comparisons."""
     strict = name in ("gt", "lt")
 
     def symbolic(a, b):
         high, low = (b, a) if flip else (a, b)
-        step = np.frompyfunc(_sf().Step, 1, 1)
-        value = step(high - low) if strict else 1 - step(low - high)
-        return np.asarray(value, dtype=object)
+        step = np.frompyfunc(_sf().Step if strict else _sf().StepGe, 1, 1)
+        return np.asarray(step(high - low), dtype=object)
 
     _register(
         Op(name, lambda a, b, **_: broadcast(a, b), lambda a, b: numeric(a, b).astype(float), None,

@@ -153,7 +153,8 @@ ELEMENTWISE: dict[str, Elementwise] = {
         ),
         Elementwise("gelu_tanh", _gelu_tanh, _gelu_tanh_prime, lambda u: _gelu_tanh_sym(u)),
         Elementwise(
-            "sign", np.sign, lambda x: np.zeros(np.shape(x)), lambda u: 2 * _sf().Step(u) - 1, nograd=True
+            "sign", np.sign, lambda x: np.zeros(np.shape(x)), lambda u: _sf().Step(u) + _sf().StepGe(u) - 1,
+            nograd=True
         ),
     ]
 }
