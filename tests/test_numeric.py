@@ -444,3 +444,34 @@ def test_a_parsed_tree_is_freed_once_nothing_else_holds_it() -> None:
     del d, root, first
     gc.collect()
     assert alive() is None
+
+
+CLIP_AT_A_BOUND = """
+[derivation]
+title = "clip of a dim's size, which sits on the upper bound at n = 2"
+[dims]
+n = "n"
+[inputs]
+x = ["n"]
+[forward]
+b = "n"
+c = "clip(b, -1.5, 2)"
+h = "x * c"
+[loss]
+E = "sum(h * h)"
+[claims]
+grad_c = "sum(2 * h * x)"
+grad_b = "grad_c * (b > -1.5) * (b < 2)"
+grad_x = "2 * h * c"
+"""
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_clip_at_its_bound_has_one_derivative_in_both_modes(tmp_path, n: int) -> None:
+    """At n = 2, ``clip(n, -1.5, 2)`` sits exactly on its bound: the complex-step tangent passed the value
+    through (derivative 1) while the reverse rule, strictly inside, gave 0, and the run stopped on an
+    'internal error' (found by the fuzz test). Both now take the bound's derivative, 0."""
+    from backpropcheck.checker import Options
+
+    result = check_text(tmp_path, CLIP_AT_A_BOUND, Options(dims=(("n", n),)))
+    assert result.status == "passed", (result.error, [(c.name, c.verdict, c.message) for c in result.claims])

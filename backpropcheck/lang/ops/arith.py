@@ -177,9 +177,10 @@ def _clip_vjp(g, out, a, lo, hi):
 
 
 def _clip_numeric(a, lo, hi):
-    """On real parts, so a complex step through it keeps the branch."""
+    """On real parts, so a complex step through it keeps the branch; a value exactly at a bound (a dim's size,
+    ``clip(n, -1.5, 2)`` at n = 2) takes the bound, so its derivative there is 0 as in the reverse rule."""
     r = np.real(a)
-    return np.where(r < lo, lo, np.where(r > hi, hi, a))
+    return np.where(r <= lo, lo, np.where(r >= hi, hi, a))
 
 
 def _clip_sym(a, lo, hi):
