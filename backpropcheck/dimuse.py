@@ -58,9 +58,8 @@ def critical_sizes(d: Derivation, max_dim: int, largest: int = 8192) -> list[tup
         for dim in dims:  # past the drawn range, whatever the function
             for size in (max_dim + 1, 4 * max_dim + 3):
                 found.setdefault((dim, size), False)
-        if dim_only:
-            for dim, size in _kinks(d, node, dims, largest):
-                found[(dim, size)] = True
+        for dim, size in _kinks(d, node, dims, largest, dim_only):
+            found[(dim, size)] = True
     return sorted(((dim, size, kink) for (dim, size), kink in found.items()), key=lambda t: (t[0], t[1]))
 
 
@@ -96,10 +95,15 @@ def _uses(d: Derivation) -> tuple[_Use, ...]:
     return found
 
 
-def _kinks(d: Derivation, node: Call, dims: frozenset[str], largest: int) -> Iterator[tuple[str, int]]:
-    """Sizes on both sides of every point where the dim-only ``node`` changes branch: a polynomial
-    argument's roots, solved exactly; any other's sign changes over the sizes 1 … ``largest``
-    (``sqrt(n) > 30``, ``log(n) > 7``: :mod:`.engines.roots`), the other dims at 2."""
+def _kinks(d: Derivation, node: Call, dims: frozenset[str], largest: int,
+           dim_only: bool = True) -> Iterator[tuple[str, int]]:
+    """Sizes on both sides of every point where ``node`` changes branch as a dim varies: a polynomial
+    argument's roots, solved exactly; a dim-only argument's other sign changes over the sizes 1 … ``largest``
+    (``sqrt(n) > 30``, ``log(n) > 7``: :mod:`.engines.roots`), the other dims at 2. An argument that also reads
+    tensors (``x * (n - 100) > 0``) is written with each tensor as one scalar (an entry), and only the roots
+    that do not move with its value count: there the argument vanishes whatever the entries, a tie by
+    construction (``>`` and ``>=`` differ at n = 100 on every entry)."""
+    import numpy as np
     import sympy as sp
 
     from .engines.evaluate import Backend, evaluate
@@ -113,7 +117,8 @@ def _kinks(d: Derivation, node: Call, dims: frozenset[str], largest: int) -> Ite
     definitions = _matrix_definitions(d)
     read = {n.name for n in walk_through(node, definitions) if isinstance(n, Var)}
     try:
-        env: dict = {}
+        env: dict = {name: np.asarray(sp.Symbol(f"⟨{name}⟩", real=True), dtype=object)
+                     for name in d.inputs if name in read and not dim_only}
         for name, definition in definitions.items():  # in file order: each reads only earlier ones
             if name in read:
                 env[name] = evaluate(definition, env, symbols, backend)
@@ -121,14 +126,21 @@ def _kinks(d: Derivation, node: Call, dims: frozenset[str], largest: int) -> Ite
     except Exception:  # noqa: BLE001 - an argument SymPy cannot write: the sizes past the range remain
         return
     for argument in kink_arguments(value):
+        entries = [t for t in argument.free_symbols if t not in symbols.values()]
         for name, s in symbols.items():
             if s not in argument.free_symbols:
                 continue
-            others = {t: 2 for t in argument.free_symbols if t != s}  # the smallest drawn size
-            g = argument.xreplace(others)
-            roots = polynomial_roots(g, s)
-            found = ([math.floor(r) for r in roots] if roots is not None
-                     else list(integer_sign_changes(g, s, largest)))
+            others = {t: 2 for t in argument.free_symbols if t != s and t not in entries}  # the smallest size
+            if entries:  # the roots where the argument vanishes at two unrelated values of the entries
+                at = [polynomial_roots(argument.xreplace({**others, **{t: v for t in entries}}), s) for v in (2, 3)]
+                if at[0] is None or at[1] is None:
+                    continue
+                found = sorted({math.floor(r) for r in at[0]} & {math.floor(r) for r in at[1]})
+            else:
+                g = argument.xreplace(others)
+                roots = polynomial_roots(g, s)
+                found = ([math.floor(r) for r in roots] if roots is not None
+                         else list(integer_sign_changes(g, s, largest)))
             for root in found:
                 for size in (root - 1, root, root + 1, root + 2):
                     if size >= 1:

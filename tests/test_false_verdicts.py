@@ -83,10 +83,23 @@ def test_cancellation_does_not_excuse_a_wrong_claim(tmp_path: Path) -> None:
     "(W.T @ grad_z) * (1 + 1e-12 * relu(n - 64))",
     "where(n > 70, -(W.T @ grad_z), W.T @ grad_z)",
     "(W.T @ grad_z) * clip(n - 1, 0, 1)",  # wrong only at n = 1: clip's kinks were not looked for (QA pass)
+    # a tie by construction at one size, the mask also reading a tensor: > and >= differ on every entry there
+    "(W.T @ grad_z) * (1 + (a * (n - 100) >= 0) - (a * (n - 100) > 0))",
 ])
 def test_a_dim_used_as_a_number_is_examined_past_the_drawn_sizes(tmp_path: Path, text: str) -> None:
     c = claim(check_text(tmp_path, with_claims(DENSE_COLUMN, {"grad_a": text})), "grad_a")
     assert c.verdict == "refuted", (c.verdict, c.message)
+
+
+def test_a_mask_reading_a_dim_through_a_variable_is_examined_at_its_tie(tmp_path: Path) -> None:
+    """``c = x * (n - 100)`` is 0 on every entry at n = 100, where ``c > 0`` and ``c >= 0`` differ: the wrong
+    claim was proved for all shapes, as the sizes next to that root were looked for only in a dim-only
+    argument. The right claim stays proved."""
+    forward = 'c = "x * (n - 100)"'
+    c = claim(check_text(tmp_path, _masked(forward, "(c > 0)", "grad_h * (c >= 0)"), Options()), "grad_y")
+    assert c.verdict == "refuted" and "n=100" in c.message, c.message
+    c = claim(check_text(tmp_path, _masked(forward, "(c > 0)", "grad_h * (c > 0)"), Options()), "grad_y")
+    assert c.verdict == "proved", c.message
 
 
 def test_a_dim_used_smoothly_as_a_number_still_proves(tmp_path: Path) -> None:
