@@ -433,3 +433,29 @@ grad_X = "transpose(grad_P, {back})"
     assert f"∇X = transpose(∇P, {back})" in text and "grad_P.T" not in text
     assert all(r.verdict == "proved" for r in e.results)
     assert f"transpose(grad_P, {back})" in render_markdown(e)
+
+
+MASKED_BY_THE_MAX = """
+[derivation]
+title = "a mask against the max"
+[dims]
+n = "n"
+[inputs]
+x = ["n"]
+y = ["n"]
+[forward]
+m = "max(x)"
+h = "y * (x >= m)"
+[loss]
+upstream = "h"
+[claims]
+grad_y = "grad_h * (x >= m)"
+"""
+
+
+def test_a_term_with_no_spelling_in_the_language_is_not_spelled_as_empty_parentheses():
+    """The diagonal of a mask has no expression-language spelling: the walk-through wrote 'In the file's
+    language: grad_h * ()'; now it says nothing in the language and compares with the claim."""
+    text = plain(explain_derivation(loads(MASKED_BY_THE_MAX, "masked.toml"), "grad_y", {"n": 3}, FAST))
+    assert "* ()" not in text and "In the file's language" not in text
+    assert "Compare with the claim grad_y = grad_h * (x >= m)" in text

@@ -10,7 +10,7 @@ import sympy as sp  # type: ignore[import-untyped]
 from ..engines.symbolic import SymbolicTruth, partials
 from ..lang.ops import function_of
 from ..model import Derivation
-from .forms import Form, tensor, tr
+from .forms import Form, spelled, tensor, tr
 from .jacobian import dim_constant, same, tie_candidates, tied_block
 from .letters import Letters
 from .structure import Structure, classify
@@ -101,7 +101,7 @@ class Analysis:
             for sign in (1, -1):
                 if all(same(M[k], sign * candidate[k]) for k in np.ndindex(*M.shape)):
                     f = self._named(name, transposed)
-                    return f if sign == 1 else Form("-" + f.text, "-" + f.tex, "-" + f.code, f.shape,
+                    return f if sign == 1 else Form("-" + f.text, "-" + f.tex, spelled("-{}", f), f.shape,
                                                     base=None, atom=False)
         return None
 

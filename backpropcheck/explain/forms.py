@@ -27,6 +27,13 @@ class Form:
     annot_tex: str = ""
 
 
+def spelled(template: str, *forms: Form) -> str:
+    """``template`` with each ``{}`` the code of a form, or "" when one has no expression-language spelling
+    (an opaque term spells nothing, never ``grad_h * ()``)."""
+    codes = [f.code for f in forms]
+    return template.format(*codes) if all(codes) else ""
+
+
 def tensor(d: Derivation, name: str) -> Form:
     """A named tensor of the file, with its shape."""
     return Form(text_name(name), tex_name(name), name, d.shape_of(name), base=name)
@@ -40,8 +47,8 @@ def tr(f: Form) -> Form:
     if f.base is not None:
         if f.transposed:
             return Form(text_name(f.base), tex_name(f.base), f.base, shape, base=f.base)
-        return Form(f.text + "ᵀ", f.tex + r"^\top", f.code + ".T", shape, base=f.base, transposed=True)
-    return Form(f"({f.text})ᵀ", rf"\left({f.tex}\right)^\top", f"({f.code}).T", shape, atom=True)
+        return Form(f.text + "ᵀ", f.tex + r"^\top", spelled("{}.T", f), shape, base=f.base, transposed=True)
+    return Form(f"({f.text})ᵀ", rf"\left({f.tex}\right)^\top", spelled("({}).T", f), shape, atom=True)
 
 
 def permuted(f: Form, axes: tuple[int, ...]) -> Form:
@@ -54,13 +61,13 @@ def permuted(f: Form, axes: tuple[int, ...]) -> Form:
     shape = tuple(f.shape[k] for k in axes) if f.shape is not None else None
     order = ", ".join(str(k) for k in axes)
     return Form(f"transpose({f.text}, ({order}))", rf"\operatorname{{transpose}}\left({f.tex}, ({order})\right)",
-                f"transpose({f.code}, ({order}))", shape, atom=True)
+                spelled(f"transpose({{}}, ({order}))", f), shape, atom=True)
 
 
 def _paren(f: Form) -> Form:
     if f.atom:
         return f
-    return Form(f"({f.text})", rf"\left({f.tex}\right)", f"({f.code})", f.shape)
+    return Form(f"({f.text})", rf"\left({f.tex}\right)", spelled("({})", f), f.shape)
 
 
 def _shape_rule(op: str, *shapes: Shape | None, **params: object) -> Shape | None:
@@ -78,7 +85,7 @@ def matmul(a: Form, b: Form) -> Form:
     """``a b`` (matrix-matrix, matrix-vector or vector-matrix), with its shape rule annotated."""
     a, b = _paren(a), _paren(b)
     shape = _shape_rule("matmul", a.shape, b.shape)
-    return Form(f"{a.text} {b.text}", f"{a.tex} {b.tex}", f"{a.code} @ {b.code}", shape, atom=False,
+    return Form(f"{a.text} {b.text}", f"{a.tex} {b.tex}", spelled("{} @ {}", a, b), shape, atom=False,
                 annot=f"{shape_text(a.shape)} · {shape_text(b.shape)} → {shape_text(shape)}",
                 annot_tex=rf"{shape_text(a.shape)} \cdot {shape_text(b.shape)} \to {shape_text(shape)}")
 
@@ -86,7 +93,7 @@ def matmul(a: Form, b: Form) -> Form:
 def hadamard(a: Form, b: Form) -> Form:
     """``a ⊙ b``, the element-wise product."""
     a, b = _paren(a), _paren(b)
-    return Form(f"{a.text} ⊙ {b.text}", rf"{a.tex} \odot {b.tex}", f"{a.code} * {b.code}", a.shape, atom=False,
+    return Form(f"{a.text} ⊙ {b.text}", rf"{a.tex} \odot {b.tex}", spelled("{} * {}", a, b), a.shape, atom=False,
                 annot=f"{shape_text(a.shape)} ⊙ {shape_text(b.shape)} → {shape_text(a.shape)} (entry by entry)",
                 annot_tex=rf"{shape_text(a.shape)} \odot {shape_text(b.shape)} \to {shape_text(a.shape)}"
                           r"\ \text{(entry by entry)}")
@@ -95,7 +102,7 @@ def hadamard(a: Form, b: Form) -> Form:
 def outer(u: Form, v: Form) -> Form:
     """``u vᵀ``, the outer product of two vectors."""
     shape = _shape_rule("outer", u.shape, v.shape)
-    return Form(f"{u.text} {v.text}ᵀ", rf"{u.tex} {v.tex}^\top", f"outer({u.code}, {v.code})", shape, atom=False,
+    return Form(f"{u.text} {v.text}ᵀ", rf"{u.tex} {v.tex}^\top", spelled("outer({}, {})", u, v), shape, atom=False,
                 annot=f"{shape_text(u.shape)} column times {shape_text(v.shape)}ᵀ row → {shape_text(shape)}, "
                       "an outer product",
                 annot_tex=rf"{shape_text(u.shape)}\,{shape_text(v.shape)}^\top \to {shape_text(shape)}"
@@ -113,7 +120,7 @@ def scaled(c: sp.Expr, f: Form) -> Form:
 def reduce_sum(f: Form, axis: int, dim: Dim) -> Form:
     """``Σ_dim f``, a sum over one axis."""
     shape = _shape_rule("sum", f.shape, axis=axis)
-    return Form(f"Σ_{dim} {f.text}", rf"\textstyle\sum_{{{dim}}} {f.tex}", f"sum({f.code}, axis={axis})", shape,
+    return Form(f"Σ_{dim} {f.text}", rf"\textstyle\sum_{{{dim}}} {f.tex}", spelled(f"sum({{}}, axis={axis})", f), shape,
                 atom=False, annot=f"{shape_text(f.shape)} summed over axis {axis} ({dim}) → {shape_text(shape)}",
                 annot_tex=rf"{shape_text(f.shape)} \xrightarrow{{\sum_{{{dim}}}}} {shape_text(shape)}")
 

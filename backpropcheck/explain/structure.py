@@ -11,7 +11,7 @@ import sympy as sp  # type: ignore[import-untyped]
 
 from ..lang.dims import Dim, Shape
 from .document import Math, Segment
-from .forms import Form, array_form, hadamard, matmul, opaque, outer, permuted, reduce_sum, scaled, tensor, tr
+from .forms import Form, array_form, hadamard, matmul, opaque, outer, permuted, reduce_sum, scaled, spelled, tensor, tr
 from .jacobian import dim_constant, routing, same, tie_candidates, tied_block
 from .letters import Context, generalize, pattern_holds
 from .printing import (
@@ -243,7 +243,7 @@ def _scalar_gradient(e: _Edge) -> Structure | None:
         says += [": equal to ", Math(found.text, found.tex)]
     if named is None:
         return Structure("gradient", says + ["."], e.generic_vjp)
-    vjp = Form(f"{gv.text} {named.text}", rf"{gv.tex} \, {named.tex}", f"{gv.code} * {named.code}", su,
+    vjp = Form(f"{gv.text} {named.text}", rf"{gv.tex} \, {named.tex}", spelled("{} * {}", gv, named), su,
                atom=False)
     return Structure("gradient", says + [". A scalar's gradient just scales it: ",
                                          Math(f"∇{u} = {vjp.text}", rf"\nabla {tex_name(u)} = {vjp.tex}"), "."],
