@@ -848,3 +848,39 @@ def test_a_mask_that_ties_on_a_whole_region_keeps_the_comparisons_apart(tmp_path
         assert c.verdict == "refuted", c.message
     c = claim(check_text(tmp_path, _masked('r = "relu(x)"', "(r > 0)", "grad_h * (x > 0)"), Options()), "grad_y")
     assert c.verdict == "proved", c.message
+
+
+COPIES_SHARE = """
+[derivation]
+title = "the max over copies shares its gradient evenly among them"
+[dims]
+n = "rows"
+k = "copies"
+[inputs]
+x = ["n"]
+[forward]
+X = "x[:, None] * ones((n, k))"
+r = "max(X, axis=1)"
+xx = "concat([x, x], axis=0)"
+s = "min(xx)"
+[loss]
+upstream = ["r", "s"]
+[claims]
+grad_X = "(X >= r[:, None]) * grad_r[:, None] / k"
+grad_xx = "(xx <= s) * grad_s / 2"
+"""
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_the_documented_even_split_over_copies_is_proved(tmp_path: Path, seed: int) -> None:
+    """format.md: entries tied by construction share the max's gradient evenly. The numeric engine did; the
+    symbolic truth gave it all to one copy, so the documented claims were refuted. Now both share it, and the
+    claims without the split are refuted."""
+    options = Options(seed=seed)
+    result = check_text(tmp_path, COPIES_SHARE, options)
+    for name in ("grad_X", "grad_xx"):
+        assert claim(result, name).verdict == "proved", claim(result, name).message
+    wrong = COPIES_SHARE.replace(" / k\"", "\"").replace(" / 2\"", "\"")
+    result = check_text(tmp_path, wrong, options)
+    for name in ("grad_X", "grad_xx"):
+        assert claim(result, name).verdict == "refuted", claim(result, name).message

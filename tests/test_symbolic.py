@@ -357,21 +357,25 @@ def test_a_mask_against_a_max_is_its_arg_max_indicator() -> None:
     assert StepGe(a - twice) == StepGe(a - b)
 
 
-def test_the_partials_of_a_max_give_a_tie_to_its_first_entry() -> None:
-    """lang/symfuncs.is_extreme: the partial of max(x_0, …) by x_i is [x_i > x_j] for j before i and
-    [x_i >= x_j] after it, so at a tie by construction (the max over copies) the partials still sum to 1,
-    the first copy taking the gradient, and off ties each is the arg-max indicator."""
-    from backpropcheck.lang.symfuncs import MaxOf, MinOf
+def test_the_partials_of_a_max_share_a_tie_evenly() -> None:
+    """lang/symfuncs.ArgShare: the partial of max(x_0, …) by x_i is 1 at the only largest entry, 1/k at each of
+    k tied ones, 0 elsewhere, as the numeric engine's reverse rule; so at a tie by construction (the max over
+    copies) the partials still sum to 1. Off ties it is the arg-max indicator, and its exact form agrees."""
+    from backpropcheck.lang.symfuncs import ArgShare, MaxOf, MinOf
 
     a, b, c = (sp.Symbol(n, real=True) for n in "abc")
     for extreme in (MaxOf(a, b, c), MinOf(a, b, c)):
         partials = [sp.diff(extreme, s) for s in (a, b, c)]
+        assert all(isinstance(p, ArgShare) for p in partials)
         for point in ({a: 1, b: 1, c: 0}, {a: 0, b: 0, c: 0}, {a: 2, b: 0, c: 2}, {a: -1, b: 3, c: 2}):
             values = [p.xreplace(point) for p in partials]
             assert sum(values) == 1, (extreme, point, values)
-            first = min(k for k, s in enumerate((a, b, c))
-                        if point[s] == (max if extreme.func is MaxOf else min)(point.values()))
-            assert values[first] == 1
+            best = (max if extreme.func is MaxOf else min)(point.values())
+            tied = [k for k, s in enumerate((a, b, c)) if point[s] == best]
+            assert all(values[k] == sp.Rational(1, len(tied)) for k in tied)
+            assert [p.as_steps().xreplace(point) for p in partials] == values
+        off_ties = {a: 3, b: -1, c: 2}
+        assert [p.indicator().xreplace(off_ties) for p in partials] == [p.xreplace(off_ties) for p in partials]
 
 
 def test_symbol_arrays_are_the_entries_symbols_with_their_assumptions() -> None:

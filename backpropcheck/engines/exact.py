@@ -6,9 +6,10 @@ A SymPy expression is mapped to a rational function whose variables
 exp(a)·exp(b)`` holds for every complex a, b), ``base**(1/q)`` for a rational
 power (``g**q`` is reduced back to the base), ``Step(u)`` (``[u > 0]``) and
 ``StepGe(u)`` (``[u ≥ 0]``) with ``u`` normalised to a positive leading
-coefficient (``Step(-u) = 1 - StepGe(u)``, exact at a tie too), ``Relu(u) =
-u·Step(u)``, and any other function applied to the canonical form of its
-arguments.
+coefficient (``Step(-u) = 1 - StepGe(u)``, exact at a tie too; a step is 0 or 1,
+so ``g**k = g``), ``Relu(u) = u·Step(u)``, a max's partial as steps
+(:class:`ArgShare`), and any other function applied to the canonical form of
+its arguments.
 
 If the numerator of the resulting rational function is the zero polynomial,
 the expression is identically zero wherever it is defined: treating
@@ -37,7 +38,7 @@ try:  # the same rationals as fractions.Fraction (equal, same hash), two to thre
 except ImportError:  # another SymPy
     Fraction = _Fraction  # type: ignore[misc]
 
-from ..lang.symfuncs import Relu, Step, StepGe
+from ..lang.symfuncs import ArgShare, Relu, Step, StepGe
 
 Monomial = tuple[tuple[int, int], ...]
 Poly = dict[Monomial, Any]  # coefficient: int or Fraction (a rational)
@@ -280,6 +281,7 @@ class Converter:
                  ties_null: Callable[[sp.Expr], bool] | None = None):
         self.lookup = lookup
         self.ties_null = ties_null  # u -> may StepGe(u) be written Step(u) (u = 0 on a null set only)?
+        self.steps: set[int] = set()  # the generators that are steps: 0 or 1, so g**k = g
         self.generators: dict[Any, int] = {}
         self.roots: dict[int, tuple[int, Frac]] = {}  # generator → (q, base) for base**(1/q)
         self.logs: dict[int, Frac] = {}  # generator → A for log(A)
@@ -311,7 +313,7 @@ class Converter:
     def is_zero(self, e: sp.Basic) -> bool:
         """Is ``e`` identically zero by this test? Re-converts when an exp scale had to grow."""
         for _ in range(4):
-            if self(e).is_zero:
+            if self._idempotent(self(e)).is_zero:
                 return True
             if not self.retry():
                 return False
@@ -323,7 +325,7 @@ class Converter:
         (a float that cancels only in the difference), the difference is built and tested as before."""
         try:
             for _ in range(4):
-                if add(self(a), self(b), -1).is_zero:
+                if self._idempotent(add(self(a), self(b), -1)).is_zero:
                     return True
                 if not self.retry():
                     return False
@@ -366,10 +368,11 @@ class Converter:
         if isinstance(e, sp.exp):
             return self._exp(self.memo[e.args[0]])
         if isinstance(e, sp.Function):
-            if type(e) is Step:
-                return self._step(self.memo[e.args[0]])
-            if type(e) is StepGe:
-                return self._step(self.memo[e.args[0]], self.ties_null is not None and self.ties_null(e.args[0]))
+            if type(e) is Step or type(e) is StepGe:  # one step of both where u ties on a null set only
+                merged = self.ties_null is not None and self.ties_null(e.args[0])
+                return self._step(self.memo[e.args[0]], type(e) is Step, merged)
+            if type(e) is ArgShare:
+                return self(self._share(e))
             if type(e) is Relu:  # u·[u > 0] = u·[u ≥ 0]: the one whose generator is written Step
                 u = self.memo[e.args[0]]
                 written_step = bool(u.den) or u.constant() is not None or u.num[min(u.num)] > 0
@@ -422,24 +425,56 @@ class Converter:
             out = mul(out, power(self.generator(("exp", m, scale)), int(c * scale)))
         return out
 
-    def _step(self, u: Frac, strict: bool = True) -> Frac:
+    def _share(self, e: ArgShare) -> sp.Expr:
+        """An extreme's partial as steps: its arg-max indicator where the entry ties with no other but on a null
+        set (:attr:`ties_null`), else the exact even split."""
+        i, sign, xs = e.parts()
+        if self.ties_null is not None and all(self.ties_null(sign * (xs[i] - x)) for j, x in enumerate(xs) if j != i):
+            return e.indicator()
+        return e.as_steps()
+
+    def _step(self, u: Frac, strict: bool = True, merged: bool = False) -> Frac:
         """``[u > 0]`` (``strict``) or ``[u ≥ 0]``: its value where ``u`` is a constant (a tie by construction
-        is 0 or 1 exactly), else a generator, ``Step(-u)`` written ``1 - StepGe(u)``."""
+        is 0 or 1 exactly), else a generator, ``Step(-u)`` written ``1 - StepGe(u)``; ``merged`` (u is 0 on a
+        null set only): one generator for both."""
         c = u.constant()
         if c is not None:
             return _const(1 if c > 0 or (c == 0 and not strict) else 0)
-        kind, twin = ("step", "stepge") if strict else ("stepge", "step")
+        kind, twin = ("step", "step") if merged else ("step", "stepge") if strict else ("stepge", "step")
         if u.den:
-            return self.generator((kind, u.key()))
+            return self._step_generator((kind, u.key()))
         lead = u.num[min(u.num)]
         scaled = Frac({m: _tidy(Fraction(v) / abs(lead)) for m, v in u.num.items()})
         if lead > 0:
-            return self.generator((kind, scaled.key()))
+            return self._step_generator((kind, scaled.key()))
         flipped = Frac({m: -v for m, v in scaled.num.items()})
-        return add(_const(1), self.generator((twin, flipped.key())), -1)
+        return add(_const(1), self._step_generator((twin, flipped.key())), -1)
+
+    def _step_generator(self, key: tuple) -> Frac:
+        g = self.generator(key)
+        self.steps.add(self.generators[key])
+        return g
+
+    def _idempotent(self, a: Frac) -> Frac:
+        """Every power ``g**k`` (k > 1) of a step generator written ``g``: a step is 0 or 1 (so a product of
+        the masks of tied copies, ``[x0 >= x1]·[x0 >= x1]``, is the mask itself)."""
+        if not any(g in self.steps and e > 1 for m in a.num for g, e in m):
+            return a
+        num: Poly = {}
+        for m, c in a.num.items():
+            m = tuple((g, 1 if g in self.steps and e > 1 else e) for g, e in m)
+            total = num.get(m, 0) + c
+            if total:
+                num[m] = total
+            else:
+                num.pop(m, None)
+        return Frac(num, dict(a.den))
 
     def _reduce(self, a: Frac) -> Frac:
-        """Rewrite ``g**e`` of a root generator ``g = b**(1/q)`` to ``g**(e mod q) · b**(e div q)``."""
+        """Rewrite ``g**e`` of a root generator ``g = b**(1/q)`` to ``g**(e mod q) · b**(e div q)``, and of a
+        step generator to ``g``."""
+        if self.steps:
+            a = self._idempotent(a)
         if not self.roots:
             return a
         clean: Poly = {}

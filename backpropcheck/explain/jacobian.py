@@ -9,7 +9,7 @@ import numpy as np
 import sympy as sp  # type: ignore[import-untyped]
 
 from ..lang.dims import Shape
-from ..lang.symfuncs import Step
+from ..lang.symfuncs import ArgShare, Step
 
 
 def dim_constant(c1: sp.Expr, c2: sp.Expr, sizes1: Mapping[str, int], sizes2: Mapping[str, int]) -> sp.Expr | None:
@@ -89,10 +89,10 @@ def _block_at(J: np.ndarray, rv: int, ties: dict[int, int], values: tuple[int, .
 
 def is_mask(e: sp.Expr) -> bool:
     """A 0/1 value by construction: 1, or a product of steps (a comparison, an arg-max mask)."""
-    def step_like(f: sp.Expr) -> bool:  # Step(x), 1 - Step(x), or a power of one
+    def step_like(f: sp.Expr) -> bool:  # Step(x), 1 - Step(x), a max's partial, or a power of one
         if f.is_Pow:
             f = f.base
-        return isinstance(f, Step) or (f.is_Add and len(f.args) == 2 and sp.Integer(1) in f.args
+        return isinstance(f, (Step, ArgShare)) or (f.is_Add and len(f.args) == 2 and sp.Integer(1) in f.args
                                        and any(isinstance(-a, Step) for a in f.args))
 
     factors = e.args if e.is_Mul else (e,)

@@ -88,6 +88,9 @@ class _TextPrinter(StrPrinter):  # type: ignore[misc]  # SymPy is untyped
     def _print_Symbol(self, expr: sp.Symbol) -> str:
         return self.rename(expr)[0]
 
+    def _print_ArgShare(self, expr, exp=None) -> str:  # the max's partial: its arg-max indicator off ties
+        return str(self._print(expr.indicator()))
+
     def _print_Function(self, expr: sp.Expr) -> str:
         name, prime = _func_name(expr)
         args = ", ".join(self._print(a) for a in expr.args)
@@ -104,6 +107,9 @@ class _TexPrinter(LatexPrinter):  # type: ignore[misc]  # SymPy is untyped
     def _print_Symbol(self, expr: sp.Symbol, style: str = "plain") -> str:
         return self.rename(expr)[1]
 
+    def _print_ArgShare(self, expr, exp=None) -> str:  # the max's partial: its arg-max indicator off ties
+        return str(self._print(expr.indicator()))
+
     def _print_Function(self, expr: sp.Expr, exp: str | None = None) -> str:
         if type(expr).__module__.startswith("sympy."):
             return str(super()._print_Function(expr, exp))
@@ -119,6 +125,9 @@ class _CodePrinter(StrPrinter):  # type: ignore[misc]  # SymPy is untyped
 
     def _print_Symbol(self, expr: sp.Symbol) -> str:
         return bare_rename(expr)[0].replace("∇", "grad_")
+
+    def _print_ArgShare(self, expr, exp=None) -> str:  # the max's partial: its arg-max indicator off ties
+        return str(self._print(expr.indicator()))
 
     def _print_Function(self, expr: sp.Expr) -> str:
         name = type(expr).__name__

@@ -146,8 +146,8 @@ def derivative_of(fn):
 
 
 class MaxOf(sp.Function):
-    """``max(x_0, …, x_{k-1})`` of one slice. Its partial ``∂/∂x_i`` is the indicator of the arg-max
-    (:func:`is_extreme`): the gradient goes to the largest entry, the first of tied ones."""
+    """``max(x_0, …, x_{k-1})`` of one slice. Its partial ``∂/∂x_i`` is :class:`ArgShare`: the gradient goes
+    to the largest entry, shared evenly among tied ones."""
 
     @classmethod
     def eval(cls, *xs):  # noqa: D102
@@ -158,7 +158,7 @@ class MaxOf(sp.Function):
         return _distinct(cls, xs)
 
     def fdiff(self, argindex=1):  # noqa: D102
-        return is_extreme(self, argindex - 1)
+        return ArgShare(argindex - 1, 1, *self.args)
 
     def _eval_evalf(self, prec):
         values = [x.evalf(prec) for x in self.args]
@@ -166,7 +166,7 @@ class MaxOf(sp.Function):
 
 
 class MinOf(sp.Function):
-    """``min(x_0, …, x_{k-1})``: ``∂/∂x_i`` is the arg-min's indicator (:func:`is_extreme`)."""
+    """``min(x_0, …, x_{k-1})``: ``∂/∂x_i`` is :class:`ArgShare` of the arg-min."""
 
     @classmethod
     def eval(cls, *xs):  # noqa: D102
@@ -177,7 +177,7 @@ class MinOf(sp.Function):
         return _distinct(cls, xs)
 
     def fdiff(self, argindex=1):  # noqa: D102
-        return is_extreme(self, argindex - 1)
+        return ArgShare(argindex - 1, -1, *self.args)
 
     def _eval_evalf(self, prec):
         values = [x.evalf(prec) for x in self.args]
@@ -192,16 +192,48 @@ def _distinct(cls: type, xs: tuple) -> sp.Expr | None:
     return cls(*distinct) if len(distinct) < len(xs) else None
 
 
-def is_extreme(e: MaxOf | MinOf, i: int) -> sp.Expr:
-    """1 where entry ``i`` of the slice is its max (or min), else 0: a product of steps, ties going to the
-    first such entry (``x_i > x_j`` before it, ``x_i >= x_j`` after it), as NumPy's arg-max does. So the
-    partials sum to 1 wherever the entries tie, which a slice of copies (``x[:, None] * ones((n, 2))``) does
-    by construction."""
-    xs = e.args
-    pairs = [(xs[i] - x, j < i) for j, x in enumerate(xs) if j != i and x != xs[i]]
-    if isinstance(e, MinOf):
-        pairs = [(-u, strict) for u, strict in pairs]
-    return sp.Mul(*[(Step if strict else StepGe)(u) for u, strict in pairs])
+class ArgShare(sp.Function):
+    """The partial of ``max(x_0, …)`` (``sign`` 1) or ``min`` (``sign`` -1) by ``x_i``; args ``(i, sign, x_0, …)``.
+
+    1 where x_i is the only extreme entry, 1/k where k entries tie at the extreme, else 0: the even split of
+    the numeric engine (and of JAX), which a slice of copies (``x[:, None] * ones((n, 2))``) reaches by
+    construction. Where x_i ties with no other entry but on a null set it is the arg-max indicator
+    ``Π_{j≠i} [x_i > x_j]`` (:meth:`indicator`, the exact test's form); :meth:`as_steps` is exact everywhere.
+    """
+
+    @classmethod
+    def eval(cls, i, sign, *xs):  # noqa: D102 - SymPy's hook
+        if all(x.is_Number for x in xs):
+            values = [sign * x for x in xs]
+            top = max(values)
+            tied = sum(1 for v in values if v == top)
+            return sp.Rational(1, tied) if values[int(i)] == top else sp.Integer(0)
+        return None
+
+    def fdiff(self, argindex=1):  # noqa: D102
+        return sp.Integer(0)  # piecewise constant
+
+    def parts(self) -> tuple[int, int, tuple]:
+        i, sign, *xs = self.args
+        return int(i), int(sign), tuple(xs)
+
+    def indicator(self) -> sp.Expr:
+        """``Π_{j≠i} [x_i > x_j]`` (for a min, ``[x_j > x_i]``): the share wherever x_i ties with no other entry."""
+        i, sign, xs = self.parts()
+        # unevaluated, so x_i comes first in each step as a reader expects (the exact test normalises anyway)
+        return sp.Mul(*[Step(sign * (xs[i] - x), evaluate=False) for j, x in enumerate(xs) if j != i])
+
+    def as_steps(self) -> sp.Expr:
+        """``T_i / Σ_k T_k`` with ``T_k = Π_{j≠k} [x_k >= x_j]`` (k reaches the extreme): exact, ties included."""
+        i, sign, xs = self.parts()
+        reaches = [sp.Mul(*[StepGe(sign * (xs[k] - x)) for j, x in enumerate(xs) if j != k]) for k in range(len(xs))]
+        return reaches[i] / sp.Add(*reaches)
+
+    def _eval_evalf(self, prec):
+        values = [x.evalf(prec) for x in self.args[2:]]
+        if all(v.is_Number for v in values):
+            return ArgShare(*self.args[:2], *values)
+        return None
 
 
 def ties_extreme(e: MaxOf | MinOf, i: int) -> sp.Expr:
