@@ -282,6 +282,7 @@ class Converter:
         self.lookup = lookup
         self.ties_null = ties_null  # u -> may StepGe(u) be written Step(u) (u = 0 on a null set only)?
         self.steps: set[int] = set()  # the generators that are steps: 0 or 1, so g**k = g
+        self.symbols: set[int] = set()  # the generators that are symbols (independent variables)
         self.generators: dict[Any, int] = {}
         self.roots: dict[int, tuple[int, Frac]] = {}  # generator → (q, base) for base**(1/q)
         self.logs: dict[int, Frac] = {}  # generator → A for log(A)
@@ -333,6 +334,14 @@ class Converter:
         except (Unsupported, ZeroDivisionError):
             return self.is_zero(a - b)
 
+    def nonzero_polynomial(self, e: sp.Basic) -> bool:
+        """Is ``e`` a polynomial in symbols alone, and not the zero polynomial (so zero on a null set only)?"""
+        try:
+            f = self(e)
+        except (Unsupported, ZeroDivisionError):
+            return False
+        return bool(f.num) and not f.den and all(g in self.symbols for m in f.num for g, _ in m)
+
     def retry(self) -> bool:
         """Forget the memo if an ``exp`` scale grew, so every ``exp(c·m)`` shares one generator."""
         if not self.stale:
@@ -348,7 +357,11 @@ class Converter:
             return _const(int(e.p) if e.q == 1 else Fraction(int(e.p), int(e.q)))
         if e.is_Symbol:
             found = self.lookup(e) if self.lookup else None
-            return found if found is not None else self.generator(("symbol", e))
+            if found is not None:
+                return found
+            g = self.generator(("symbol", e))
+            self.symbols.add(self.generators[("symbol", e)])
+            return g
         if e.is_Float:
             raise Unsupported("a floating-point number")
         if e is sp.E:
@@ -372,7 +385,7 @@ class Converter:
                 merged = self.ties_null is not None and self.ties_null(e.args[0])
                 return self._step(self.memo[e.args[0]], type(e) is Step, merged)
             if type(e) is ArgShare:
-                return self(self._share(e))
+                return self._share(e)
             if type(e) is Relu:  # u·[u > 0] = u·[u ≥ 0]: the one whose generator is written Step
                 u = self.memo[e.args[0]]
                 written_step = bool(u.den) or u.constant() is not None or u.num[min(u.num)] > 0
@@ -425,13 +438,18 @@ class Converter:
             out = mul(out, power(self.generator(("exp", m, scale)), int(c * scale)))
         return out
 
-    def _share(self, e: ArgShare) -> sp.Expr:
-        """An extreme's partial as steps: its arg-max indicator where the entry ties with no other but on a null
-        set (:attr:`ties_null`), else the exact even split."""
+    def _share(self, e: ArgShare) -> Frac:
+        """An extreme's partial as steps: its arg-max indicator ``Π_j [x_i > x_j]`` where the entry ties with no
+        other but on a null set (:attr:`ties_null`), else the exact even split (:meth:`ArgShare.as_steps`)."""
         i, sign, xs = e.parts()
-        if self.ties_null is not None and all(self.ties_null(sign * (xs[i] - x)) for j, x in enumerate(xs) if j != i):
-            return e.indicator()
-        return e.as_steps()
+        others = [x for j, x in enumerate(xs) if j != i]
+        if self.ties_null is None or not all(self.ties_null(sign * (xs[i] - x)) for x in others):
+            return self(e.as_steps())
+        out = _const(1)
+        for x in others:  # each step from the entries' own conversions, no SymPy product built
+            u = add(self.memo[xs[i]], self.memo[x], -1)
+            out = mul(out, self._step(u if sign == 1 else add(_const(0), u, -1), strict=True, merged=True))
+        return self._reduce(out)
 
     def _step(self, u: Frac, strict: bool = True, merged: bool = False) -> Frac:
         """``[u > 0]`` (``strict``) or ``[u ≥ 0]``: its value where ``u`` is a constant (a tie by construction

@@ -340,8 +340,8 @@ class SymbolicTruth(WitnessSearch):
             found = False
         elif self._formal and self._forward_atoms_in(u):  # its definition may tie at another size (x * (n - 100))
             found = False
-        else:
-            found = self._null_over_inputs(u)
+        else:  # a nonzero polynomial in the inputs (x[i] - x[j] of a window) at once, else the general test
+            found = self._over_inputs.nonzero_polynomial(u) or self._null_over_inputs(u)
         self._null_ties[(u, self._formal)] = found
         return found
 
