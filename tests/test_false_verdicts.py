@@ -884,3 +884,78 @@ def test_the_documented_even_split_over_copies_is_proved(tmp_path: Path, seed: i
     result = check_text(tmp_path, wrong, options)
     for name in ("grad_X", "grad_xx"):
         assert claim(result, name).verdict == "refuted", claim(result, name).message
+
+
+# --- conventions at a tie, the same in both engines (QA pass, round 10) ---
+
+MASKED_L1 = """
+[derivation]
+title = "a masked L1 loss: abs' is sign, 0 where the mask zeroes the residual"
+[dims]
+B = "batch"
+[inputs]
+p = ["B"]
+y = { shape = ["B"], constant = true }
+M = { shape = ["B"], domain = "binary", constant = true }
+[forward]
+d = "(p - y) * M"
+[loss]
+E = "sum(abs(d)) / B"
+[claims]
+grad_d = "sign(d) / B"
+grad_p = "sign(d) * M / B"
+"""
+
+WHERE_ON_A_NUMBER = """
+[derivation]
+title = "where on a condition that is a number, not a mask"
+[dims]
+n = "n"
+[inputs]
+x = ["n"]
+[forward]
+h = "where(x, 2 * x, 3 * x)"
+[loss]
+upstream = "h"
+[claims]
+grad_x = "2 * grad_h"
+"""
+
+MINIMUM_AT_A_TIE = """
+[derivation]
+title = "PPO's clipped objective: minimum ties wherever the clip is inactive"
+[dims]
+B = "batch"
+[inputs]
+r = { shape = ["B"], domain = "positive" }
+A = { shape = ["B"], constant = true }
+[forward]
+u1 = "r * A"
+u2 = "clip(r, 0.8, 1.2) * A"
+L = "minimum(u1, u2)"
+[loss]
+E = "-sum(L) / B"
+[claims]
+grad_u1 = "-(u1 < u2) / B"
+grad_u2 = "-(u1 >= u2) / B"
+grad_r = "-((u1 < u2) * A + (u1 >= u2) * A * (r > 0.8) * (r < 1.2)) / B"
+"""
+
+
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("text, wrong", [
+    (MASKED_L1, {"grad_d": "(2 * (d > 0) - 1) / B"}),  # abs'(0) taken as -1: the truth's old form
+    (WHERE_ON_A_NUMBER, {"grad_x": "grad_h * (3 - x)"}),  # where(C, A, B) read as C * A + (1 - C) * B
+    (MINIMUM_AT_A_TIE, {"grad_u1": "-(u1 <= u2) / B", "grad_u2": "-(u1 > u2) / B"}),  # the tie to u1
+])
+def test_a_tie_takes_the_documented_branch_in_both_engines(tmp_path: Path, text: str, wrong: dict, seed: int) -> None:
+    """abs' is sign (0 at 0), where's condition is any non-zero number, minimum/maximum give a tie to B: the
+    symbolic truth took abs'(0) = -1, differentiated where's condition as a weight, and gave minimum's tie to
+    A, so each right claim here was refuted (and the numeric check refuted the symbolic engine's answer)."""
+    options = Options(seed=seed)
+    result = check_text(tmp_path, text, options)
+    for c in result.claims:
+        assert c.verdict == "proved", (c.name, c.message)
+    result = check_text(tmp_path, with_claims(text, wrong), options)
+    for name in wrong:
+        assert claim(result, name).verdict == "refuted", claim(result, name).message

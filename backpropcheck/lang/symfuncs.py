@@ -60,6 +60,30 @@ class StepGe(Step):
     strict = False
 
 
+def sign_of(u: sp.Expr) -> sp.Expr:
+    """``sign(u)``: 1, 0 or -1, with 0 at 0 as NumPy's (``[u > 0] + [u >= 0] - 1``)."""
+    return Step(u) + StepGe(u) - 1
+
+
+def is_mask(e: sp.Expr) -> bool:
+    """0 or 1 by construction: a number 0 or 1, a step, one minus a mask, or a product or power of masks."""
+    if e.is_Number:
+        return e in (0, 1)
+    if isinstance(e, Step):
+        return True
+    if e.is_Mul or (e.is_Pow and e.exp.is_Integer and e.exp > 0):
+        return all(is_mask(a) for a in (e.args if e.is_Mul else (e.base,)))
+    if e.is_Add and len(e.args) == 2 and sp.Integer(1) in e.args:
+        other = e.args[1] if e.args[0] == 1 else e.args[0]
+        return is_mask(-other)
+    return False
+
+
+def nonzero(c: sp.Expr) -> sp.Expr:
+    """``[c != 0]``, the condition of ``where``: ``c`` itself for a mask, else ``[c > 0] + [c < 0]``."""
+    return c if is_mask(c) else Step(c) + Step(-c)
+
+
 class Relu(sp.Function):
     """``max(x, 0)`` with derivative ``Step(x)``."""
 

@@ -120,6 +120,12 @@ _compare("lt", lambda a, b: np.less(np.real(a), np.real(b)), True)
 _compare("le", lambda a, b: np.less_equal(np.real(a), np.real(b)), True)
 
 
+def _where_sym(c, a, b):
+    """``A`` where ``C`` is non-zero (any number, not only a 0/1 mask), else ``B``."""
+    m = np.frompyfunc(_sf().nonzero, 1, 1)(c)
+    return np.asarray(m * a + (1 - m) * b, dtype=object)
+
+
 def _where_tangent(args, out, params, tans):
     """The mask is never differentiated: d where(c, a, b) = where(c, da, db)."""
     c, a, b = args
@@ -140,7 +146,7 @@ _register(
         lambda c, a, b, **_: broadcast(c, a, b),
         lambda c, a, b: np.where(c != 0, a, b),
         _where_vjp,
-        symbolic=lambda c, a, b: np.asarray(c * a + (1 - c) * b, dtype=object),
+        symbolic=_where_sym,
         arity=(3, 3),
         tangent=_where_tangent,
         signature=sig("C", "A", "B"),
@@ -157,10 +163,9 @@ def _minmax(name, numeric, pick_a):
         mask = pick_a(a, b)
         return unbroadcast(np.where(mask, g, 0.0), a.shape), unbroadcast(np.where(mask, 0.0, g), b.shape)
 
-    # maximum(a, b) = b + relu(a - b); minimum(a, b) = a - relu(a - b)
+    # maximum(a, b) = b + relu(a - b); minimum(a, b) = b - relu(b - a): a tie goes to b, as in ``vjp``
     def symbolic(a, b):
-        r = _relu_sym(a - b)
-        return np.asarray(b + r if name == "maximum" else a - r, dtype=object)
+        return np.asarray(b + _relu_sym(a - b) if name == "maximum" else b - _relu_sym(b - a), dtype=object)
 
     _register(Op(name, lambda a, b, **_: broadcast(a, b), numeric, vjp, symbolic=symbolic, arity=(2, 2),
                  tangent=_complex_step(name), signature=sig("A", "B")))

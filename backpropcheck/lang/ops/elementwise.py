@@ -139,7 +139,7 @@ ELEMENTWISE: dict[str, Elementwise] = {
         ),
         Elementwise("sin", np.sin, np.cos, lambda u: _sp().sin(u)),
         Elementwise("cos", np.cos, lambda x: -np.sin(x), lambda u: _sp().cos(u)),
-        Elementwise("abs", np.abs, np.sign, lambda u: u * (2 * _sf().Step(u) - 1)),
+        Elementwise("abs", np.abs, np.sign, lambda u: u * _sf().sign_of(u)),  # abs' = sign, 0 at 0
         Elementwise("square", np.square, lambda x: 2.0 * x, lambda u: u**2),
         Elementwise("cosh", np.cosh, np.sinh, lambda u: _sp().cosh(u)),
         Elementwise("sinh", np.sinh, np.cosh, lambda u: _sp().sinh(u)),
@@ -153,8 +153,7 @@ ELEMENTWISE: dict[str, Elementwise] = {
         ),
         Elementwise("gelu_tanh", _gelu_tanh, _gelu_tanh_prime, lambda u: _gelu_tanh_sym(u)),
         Elementwise(
-            "sign", np.sign, lambda x: np.zeros(np.shape(x)), lambda u: _sf().Step(u) + _sf().StepGe(u) - 1,
-            nograd=True
+            "sign", np.sign, lambda x: np.zeros(np.shape(x)), lambda u: _sf().sign_of(u), nograd=True
         ),
     ]
 }
