@@ -234,7 +234,7 @@ class _FileCheck:
         stats = {c.name: NumericEvidence() for c in claims}
         total = 0
         # the drawn trials, then one at each size where a dim used as a number may change the claim
-        extra = [(dim, size) for dim, size, _ in self._critical() if dim not in self.fixed]
+        extra = [({dim: size, **dict(pins)}) for dim, size, _, pins in self._critical() if dim not in self.fixed]
         for trial in range(cfg.trials + len(extra)):
             self._on_time(f" (before numeric trial {trial})", self._trial_work[trial] if trial < cfg.trials else 0)
             if trial < len(self._drawn):  # the preflight's draw, and its generator just past it
@@ -242,9 +242,8 @@ class _FileCheck:
             else:
                 rng = rng_for(cfg.seed, self.d.path, trial)
                 fixed = self.fixed
-                if trial >= cfg.trials:
-                    dim, size = extra[trial - cfg.trials]
-                    fixed = {**self.fixed, dim: size}
+                if trial >= cfg.trials:  # the critical size, the dims its kink was solved at, then --dims
+                    fixed = {**extra[trial - cfg.trials], **self.fixed}
                 try:
                     sizes = draw_dims(self.d, rng, 2, max(2, cfg.max_dim), fixed)
                 except DerivationError:
@@ -366,7 +365,7 @@ class _FileCheck:
 
     # -- symbolic ---------------------------------------------------------------
 
-    def _critical(self) -> list[tuple[str, int, bool]]:
+    def _critical(self) -> list[tuple[str, int, bool, tuple[tuple[str, int], ...]]]:
         """Sizes where a dim used as a number in a non-polynomial way may change a claim (see dimuse)."""
         if not hasattr(self, "_critical_cache"):
             from .dimuse import critical_sizes
@@ -375,16 +374,17 @@ class _FileCheck:
         return self._critical_cache
 
     def _critical_shapes(self) -> list[dict[str, int]]:
-        """A small symbolic dim assignment at each size next to a kink (the other dims small, distinct)."""
+        """A small symbolic dim assignment at each size next to a kink (the other dims at the sizes the kink was
+        solved at, or small and distinct)."""
         from .engines.numeric import rng_for
 
         out = []
-        for k, (dim, size, kink) in enumerate(self._critical()):
+        for k, (dim, size, kink, pins) in enumerate(self._critical()):
             if not kink:
                 continue
             rng = rng_for(self.cfg.seed, self.d.path, 300_000 + k)
             try:
-                out.append(draw_dims(self.d, rng, 2, 2 + len(self.d.dims), {dim: size}))
+                out.append(draw_dims(self.d, rng, 2, 2 + len(self.d.dims), {**dict(pins), dim: size}))
             except DerivationError:
                 continue
         return out

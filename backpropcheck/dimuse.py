@@ -48,19 +48,25 @@ def _dim_only(node: Node, definitions: dict[str, Node]) -> bool:
                    or (isinstance(n, Call) and OPS[n.op].arity[1] == 0) for n in walk_through(node, definitions))
 
 
-def critical_sizes(d: Derivation, max_dim: int, largest: int = 8192) -> list[tuple[str, int, bool]]:
-    """``(dim, size, kink)`` for every size a dim used as a number must also be examined at;
+Pins = tuple[tuple[str, int], ...]  # the other dims at the sizes a kink was solved at
+
+
+def critical_sizes(d: Derivation, max_dim: int, largest: int = 8192) -> list[tuple[str, int, bool, Pins]]:
+    """``(dim, size, kink, pins)`` for every size a dim used as a number must also be examined at;
     ``kink``: the size is next to a point where a piecewise function of the dim changes branch
-    (the symbolic check examines those too; the sizes past the drawn range get numeric trials).
+    (the symbolic check examines those too; the sizes past the drawn range get numeric trials);
+    ``pins``: the other dims the kink's argument reads, at the sizes it was solved at (``n - 7 * m - 100``
+    is 0 at n = 114 with m = 2, not with any m).
     ``largest``: the largest size a kink of a non-polynomial argument is looked for at (the dim limit)."""
-    found: dict[tuple[str, int], bool] = {}
+    found: dict[tuple[str, int, Pins], bool] = {}
     for node, dims, dim_only in _uses(d):
         for dim in dims:  # past the drawn range, whatever the function
             for size in (max_dim + 1, 4 * max_dim + 3):
-                found.setdefault((dim, size), False)
-        for dim, size in _kinks(d, node, dims, largest, dim_only):
-            found[(dim, size)] = True
-    return sorted(((dim, size, kink) for (dim, size), kink in found.items()), key=lambda t: (t[0], t[1]))
+                found.setdefault((dim, size, ()), False)
+        for dim, size, pins in _kinks(d, node, dims, largest, dim_only):
+            found[(dim, size, pins)] = True
+    return sorted(((dim, size, kink, pins) for (dim, size, pins), kink in found.items()),
+                  key=lambda t: (t[0], t[1], t[3]))
 
 
 _Use = tuple[Call, frozenset[str], bool]
@@ -96,7 +102,7 @@ def _uses(d: Derivation) -> tuple[_Use, ...]:
 
 
 def _kinks(d: Derivation, node: Call, dims: frozenset[str], largest: int,
-           dim_only: bool = True) -> Iterator[tuple[str, int]]:
+           dim_only: bool = True) -> Iterator[tuple[str, int, Pins]]:
     """Sizes on both sides of every point where ``node`` changes branch as a dim varies: a polynomial
     argument's roots, solved exactly; a dim-only argument's other sign changes over the sizes 1 … ``largest``
     (``sqrt(n) > 30``, ``log(n) > 7``: :mod:`.engines.roots`), the other dims at 2. An argument that also reads
@@ -131,17 +137,18 @@ def _kinks(d: Derivation, node: Call, dims: frozenset[str], largest: int,
             if s not in argument.free_symbols:
                 continue
             others = {t: 2 for t in argument.free_symbols if t != s and t not in entries}  # the smallest size
-            if entries:  # the roots where the argument vanishes at two unrelated values of the entries
-                at = [polynomial_roots(argument.xreplace({**others, **{t: v for t in entries}}), s) for v in (2, 3)]
-                if at[0] is None or at[1] is None:
-                    continue
-                found = sorted({math.floor(r) for r in at[0]} & {math.floor(r) for r in at[1]})
-            else:
-                g = argument.xreplace(others)
-                roots = polynomial_roots(g, s)
-                found = ([math.floor(r) for r in roots] if roots is not None
-                         else list(integer_sign_changes(g, s, largest)))
-            for root in found:
+            pins = tuple(sorted((t.name, 2) for t in others))
+
+            def crossings(g: sp.Expr) -> set[int]:
+                roots = polynomial_roots(g, s)  # noqa: B023 - used at once, in this iteration
+                return ({math.floor(r) for r in roots} if roots is not None
+                        else set(integer_sign_changes(g, s, largest)))  # noqa: B023
+
+            g = argument.xreplace(others)
+            # with entries, the crossings that do not move with their value: there it vanishes for any entries
+            found = (crossings(g.xreplace({t: 2 for t in entries})) & crossings(g.xreplace({t: 3 for t in entries}))
+                     if entries else crossings(g))
+            for root in sorted(found):
                 for size in (root - 1, root, root + 1, root + 2):
                     if size >= 1:
-                        yield name, int(size)
+                        yield name, int(size), pins

@@ -102,6 +102,24 @@ def test_a_mask_reading_a_dim_through_a_variable_is_examined_at_its_tie(tmp_path
     assert c.verdict == "proved", c.message
 
 
+@pytest.mark.parametrize("argument", ["x * (sqrt(n) - 10)", "tanh(x * (n - 100))", "x * (log(n) - log(100))"])
+def test_a_mask_that_ties_at_a_size_past_a_function_is_examined_there(tmp_path: Path, argument: str) -> None:
+    """A mask argument that reads a tensor and is no polynomial in the dim (QA pass): its tie at n = 100 was
+    never examined, so the wrong claim was proved at the sampled sizes."""
+    c = claim(check_text(tmp_path, _masked(f'c = "{argument}"', "(c >= 0)", "grad_h * (c > 0)"), Options()),
+              "grad_y")
+    assert c.verdict == "refuted" and "n=100" in c.message, c.message
+
+
+def test_a_tie_solved_with_another_dim_pinned_is_examined_with_that_dim(tmp_path: Path) -> None:
+    """``x * (n - 7 * m - 100)`` is 0 at n = 114 with m = 2: the trial there drew m afresh and missed it."""
+    text = _masked('c = "x * (n - 7 * m - 100)"', "(c >= 0)", "grad_h * (c > 0)").replace(
+        'n = "n"', 'n = "n"\nm = "m"').replace('y = ["n"]', 'y = ["n"]\nw = ["m"]').replace(
+        'h = "y * (c >= 0)"', 'h = "y * (c >= 0) + sum(w)"')
+    c = claim(check_text(tmp_path, text, Options()), "grad_y")
+    assert c.verdict == "refuted" and "m=2" in c.message, c.message
+
+
 def test_a_dim_used_smoothly_as_a_number_still_proves(tmp_path: Path) -> None:
     text = with_claims(DENSE_COLUMN, {"grad_a": "(W.T @ grad_z) * sqrt(n) / sqrt(n) * (1 + relu(1 - n))"})
     assert claim(check_text(tmp_path, text), "grad_a").verdict == "proved"

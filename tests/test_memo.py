@@ -106,9 +106,9 @@ def test_dims_used_as_numbers_follow_the_claims() -> None:
     d = loads(text, "kink.toml")
     plain = loads(DENSE_COLUMN, "kink.toml")
     kinked = dimuse.critical_sizes(d, 64)
-    assert ("n", 64, True) in kinked and ("n", 4 * 64 + 3, False) in kinked  # a kink, and past the range
+    assert ("n", 64, True, ()) in kinked and ("n", 4 * 64 + 3, False, ()) in kinked  # a kink, and past the range
     assert dimuse.critical_sizes(d, 64) == kinked
-    assert ("n", 4 * 100 + 3, False) in dimuse.critical_sizes(d, 100)
+    assert ("n", 4 * 100 + 3, False, ()) in dimuse.critical_sizes(d, 100)
     assert dimuse.critical_sizes(plain, 64) == []
     d.claims = plain.claims  # the kink gone: nothing to examine
     assert dimuse.critical_sizes(d, 64) == []
