@@ -3,6 +3,7 @@ the symbolic engine's reverse sweep."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from operator import is_not
 
 import sympy as sp
@@ -142,8 +143,8 @@ def _plain_function(cls: type) -> bool:
 _BUILT: dict[tuple, sp.Expr] = {}  # (function, template argument) -> the function's value on it
 
 
-def by_template(fn: type[sp.Function], e: sp.Expr) -> sp.Expr:
-    """``fn(e)``, evaluated once per *shape* of ``e``: on ``e`` with its symbols renamed to placeholders (in
+def by_template(fn: Callable[[sp.Expr], sp.Expr], e: sp.Expr) -> sp.Expr:
+    """``fn(e)`` (a function class, or any function of one expression), evaluated once per *shape* of ``e``: on ``e`` with its symbols renamed to placeholders (in
     name order, at most 8, as :func:`_diff` does), the value renamed back. For a costly ``eval`` met
     with many symbols alike (a mask's step against a window's max: its arg-max indicator)."""
     symbols = sorted(e.free_symbols, key=lambda x: x.name)

@@ -28,7 +28,7 @@ import sympy as sp
 
 from ..lang.ir import Const
 from ..lang.ops import ELEMENTWISE, Elementwise
-from ..lang.symfuncs import MaxOf, MinOf, SoftmaxEntry, Step, generic, softmax_as_exp
+from ..lang.symfuncs import ArgShare, MaxOf, MinOf, SoftmaxEntry, Step, generic, softmax_as_exp
 from ..model import Derivation
 from .draws import concrete_inputs, draw_onehot, integer_array
 from .entrywise import COMPARISONS, elementwise_arrays
@@ -314,7 +314,8 @@ class SymbolicTruth(WitnessSearch):
 
     def _kinks_settled(self, e: sp.Basic) -> sp.Basic:
         """``e`` with every (outermost) step whose argument reads a max/min atom replaced by
-        :meth:`_kink_against_extreme` (``e.xreplace`` of those steps), each sub-expression once per truth."""
+        :meth:`_kink_against_extreme` (``e.xreplace`` of those steps), and every max's partial whose entry ties
+        alone on a null set by the mask it then equals, each sub-expression once per truth."""
         if not _has_args(e):  # no step inside
             return e
         memo = self._unkinked
@@ -322,10 +323,18 @@ class SymbolicTruth(WitnessSearch):
         if found is None:
             if isinstance(e, Step) and not e.args[0].free_symbols.isdisjoint(self.extremes):
                 found = self._kink_against_extreme(e)
+            elif type(e) is ArgShare and self._ties_alone(e):
+                found = by_template(ArgShare.reaches, e)  # the mask x >= max(x) writes it so: one form for both
             else:
                 found = _rebuilt(e, [self._kinks_settled(a) for a in e.args])
             memo[e] = _UNCHANGED if found is e else found
         return e if found is _UNCHANGED else found
+
+    def _ties_alone(self, share: ArgShare) -> bool:
+        """Does entry i of a max's partial tie with no other entry but on a null set (so the share is the mask
+        ``x_i >= max``)?"""
+        i, sign, xs = share.parts()
+        return all(self._ties_null(sign * (xs[i] - x)) for j, x in enumerate(xs) if j != i)
 
     def _ties_null(self, u: sp.Expr) -> bool:
         """Is ``u = 0`` a null set of the inputs' domains, so that ``u >= 0`` and ``u > 0`` agree wherever a

@@ -247,11 +247,16 @@ class ArgShare(sp.Function):
         # unevaluated, so x_i comes first in each step as a reader expects (the exact test normalises anyway)
         return sp.Mul(*[Step(sign * (xs[i] - x), evaluate=False) for j, x in enumerate(xs) if j != i])
 
-    def as_steps(self) -> sp.Expr:
-        """``T_i / Σ_k T_k`` with ``T_k = Π_{j≠k} [x_k >= x_j]`` (k reaches the extreme): exact, ties included."""
+    def reaches(self, k: int | None = None) -> sp.Expr:
+        """``T_k = Π_{j≠k} [x_k >= x_j]``: entry k (by default i) reaches the extreme, ties included (the mask
+        ``x >= max(x)``); equal to the share wherever entry i ties with no other."""
         i, sign, xs = self.parts()
-        reaches = [sp.Mul(*[StepGe(sign * (xs[k] - x)) for j, x in enumerate(xs) if j != k]) for k in range(len(xs))]
-        return reaches[i] / sp.Add(*reaches)
+        k = i if k is None else k
+        return sp.Mul(*[StepGe(sign * (xs[k] - x)) for j, x in enumerate(xs) if j != k])
+
+    def as_steps(self) -> sp.Expr:
+        """``T_i / Σ_k T_k`` (:meth:`reaches`): exact, ties included."""
+        return self.reaches() / sp.Add(*[self.reaches(k) for k in range(len(self.args) - 2)])
 
     def _eval_evalf(self, prec):
         values = [x.evalf(prec) for x in self.args[2:]]
@@ -262,9 +267,7 @@ class ArgShare(sp.Function):
 
 def ties_extreme(e: MaxOf | MinOf, i: int) -> sp.Expr:
     """1 where entry ``i`` of the slice equals its max (or min), ties included: ``x_i >= x_j`` for every j."""
-    xs = e.args
-    sign = 1 if isinstance(e, MaxOf) else -1
-    return sp.Mul(*[StepGe(sign * (xs[i] - x)) for j, x in enumerate(xs) if j != i and x != xs[i]])
+    return ArgShare(i, 1 if isinstance(e, MaxOf) else -1, *e.args).reaches()
 
 
 def _equal_expanded(a: sp.Expr, b: sp.Expr) -> bool:
