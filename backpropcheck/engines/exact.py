@@ -278,9 +278,11 @@ class Converter:
     """Maps SymPy expressions to :class:`Frac`, memoised; ``lookup`` may replace a symbol by a value."""
 
     def __init__(self, lookup: Callable[[sp.Symbol], Frac | None] | None = None,
-                 ties_null: Callable[[sp.Expr], bool] | None = None):
+                 ties_null: Callable[[sp.Expr], bool] | None = None,
+                 ties_alone: Callable[[ArgShare], bool] | None = None):
         self.lookup = lookup
         self.ties_null = ties_null  # u -> may StepGe(u) be written Step(u) (u = 0 on a null set only)?
+        self.ties_alone = ties_alone  # a max's partial -> does its entry tie with no other but on a null set?
         self.steps: set[int] = set()  # the generators that are steps: 0 or 1, so g**k = g
         self.symbols: set[int] = set()  # the generators that are symbols (independent variables)
         self.generators: dict[Any, int] = {}
@@ -337,9 +339,12 @@ class Converter:
     def nonzero_polynomial(self, e: sp.Basic) -> bool:
         """Is ``e`` a polynomial in symbols alone, and not the zero polynomial (so zero on a null set only)?"""
         try:
-            f = self(e)
+            return self.nonzero_polynomial_frac(self(e))
         except (Unsupported, ZeroDivisionError):
             return False
+
+    def nonzero_polynomial_frac(self, f: Frac) -> bool:
+        """:meth:`nonzero_polynomial` of a converted value."""
         return bool(f.num) and not f.den and all(g in self.symbols for m in f.num for g, _ in m)
 
     def retry(self) -> bool:
@@ -440,10 +445,10 @@ class Converter:
 
     def _share(self, e: ArgShare) -> Frac:
         """An extreme's partial as steps: its arg-max indicator ``Π_j [x_i > x_j]`` where the entry ties with no
-        other but on a null set (:attr:`ties_null`), else the exact even split (:meth:`ArgShare.as_steps`)."""
+        other but on a null set (:attr:`ties_alone`), else the exact even split (:meth:`ArgShare.as_steps`)."""
         i, sign, xs = e.parts()
         others = [x for j, x in enumerate(xs) if j != i]
-        if self.ties_null is None or not all(self.ties_null(sign * (xs[i] - x)) for x in others):
+        if self.ties_alone is None or not self.ties_alone(e):
             return self(e.as_steps())
         out = _const(1)
         for x in others:  # each step from the entries' own conversions, no SymPy product built

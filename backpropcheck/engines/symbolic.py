@@ -34,6 +34,7 @@ from .draws import concrete_inputs, draw_onehot, integer_array
 from .entrywise import COMPARISONS, elementwise_arrays
 from .evaluate import Backend, evaluate, evaluate_definition
 from .exact import Converter, Unsupported
+from .exact import add as add_frac
 from .partials import _TEMPLATES, by_template, partials
 from .products import add, add_arrays, matmul_arrays, mul, mul_arrays
 from .witness import WitnessSearch, at_point
@@ -166,7 +167,7 @@ class SymbolicTruth(WitnessSearch):
         self._as_atoms: dict[sp.Basic, sp.Basic] = {}
         self._unkinked: dict[sp.Basic, sp.Basic] = {}
         self._formal = False  # see formal()
-        self._null_ties: dict[tuple[sp.Expr, bool], bool] = {}  # _ties_null by (argument, formal)
+        self._null_ties: dict[tuple, bool] = {}  # _ties_null by (argument, formal), _apart by (a, b, formal)
         self._gradient_atoms_of: dict[sp.Basic, frozenset] = {}
         self._forward_atoms_of: dict[sp.Basic, frozenset] = {}
         # one reverse sweep of the scalar chain rule; each adjoint is a list of parts, summed once
@@ -222,8 +223,8 @@ class SymbolicTruth(WitnessSearch):
         self._grads: _ExpandedAdjoints | None = None
         self._full: dict[sp.Symbol, sp.Expr] = {}
         self._layered: list | None = None  # the layered witness's points, made on first use
-        self._over_atoms = Converter(self._lookup_simplex, self._ties_null)
-        self._over_inputs = Converter(self._lookup_definition, self._ties_null)
+        self._over_atoms = Converter(self._lookup_simplex, self._ties_null, self._ties_alone)
+        self._over_inputs = Converter(self._lookup_definition, self._ties_null, self._ties_alone)
         self._gradient_atoms = gradient_atoms
         self._position = {atom: k for k, (_, atoms) in enumerate(self.order) for atom in atoms.flat}
         # the forward variables each definition reads (see _reads), and the converters of peeled_zero,
@@ -245,8 +246,8 @@ class SymbolicTruth(WitnessSearch):
         self.extremes = {}
         self._formal = True
         # converted afresh: a conversion made before may hold the simplex or a merge this test does not allow
-        self._over_atoms = Converter(self._lookup_simplex, self._ties_null)
-        self._over_inputs = Converter(self._lookup_definition, self._ties_null)
+        self._over_atoms = Converter(self._lookup_simplex, self._ties_null, self._ties_alone)
+        self._over_inputs = Converter(self._lookup_definition, self._ties_null, self._ties_alone)
         self._peeled = {}
         self._unkinked = {}
 
@@ -334,7 +335,25 @@ class SymbolicTruth(WitnessSearch):
         """Does entry i of a max's partial tie with no other entry but on a null set (so the share is the mask
         ``x_i >= max``)?"""
         i, sign, xs = share.parts()
-        return all(self._ties_null(sign * (xs[i] - x)) for j, x in enumerate(xs) if j != i)
+        return all(self._apart(xs[i], x) for j, x in enumerate(xs) if j != i)
+
+    def _apart(self, a: sp.Expr, b: sp.Expr) -> bool:
+        """:meth:`_ties_null` of ``a - b``, first without building it: two entries whose forms over the inputs
+        differ by a nonzero polynomial in the inputs (a window's x[i] and x[j])."""
+        key = (a, b, self._formal)
+        found = self._null_ties.get(key)
+        if found is None:
+            found = False
+            if not (self._gradient_atoms_in(a) or self._gradient_atoms_in(b)) and not (
+                    self._formal and (self._forward_atoms_in(a) or self._forward_atoms_in(b))):
+                try:
+                    inputs = self._over_inputs
+                    found = inputs.nonzero_polynomial_frac(add_frac(inputs(a), inputs(b), -1))
+                except (Unsupported, ZeroDivisionError):
+                    found = False
+            found = found or self._ties_null(a - b)
+            self._null_ties[key] = self._null_ties[(b, a, self._formal)] = found
+        return found
 
     def _ties_null(self, u: sp.Expr) -> bool:
         """Is ``u = 0`` a null set of the inputs' domains, so that ``u >= 0`` and ``u > 0`` agree wherever a
@@ -498,7 +517,7 @@ class SymbolicTruth(WitnessSearch):
             key = frozenset(expand)
             peeled = self._peeled.get(key)
             if peeled is None:  # one converter per layer set, shared by every entry and claim
-                peeled = self._peeled[key] = Converter(ties_null=self._ties_null)
+                peeled = self._peeled[key] = Converter(ties_null=self._ties_null, ties_alone=self._ties_alone)
                 peeled.lookup = partial(self._lookup_peeled, peeled, key)
             if peeled.is_zero(e):
                 return True
