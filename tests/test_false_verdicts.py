@@ -977,3 +977,29 @@ def test_a_tie_takes_the_documented_branch_in_both_engines(tmp_path: Path, text:
     result = check_text(tmp_path, with_claims(text, wrong), options)
     for name in wrong:
         assert claim(result, name).verdict == "refuted", claim(result, name).message
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_tie_between_two_formulas_of_one_value_refutes_nothing(tmp_path: Path, seed: int) -> None:
+    """sigmoid(x) and 0.5 + 0.5 * tanh(x / 2) are one value written twice (QA pass): evaluated at a finite
+    precision they tied or not by rounding, one partial of their max at a time, and the shares summed to 1.5,
+    so the right claim was refuted. A share whose tie cannot be told at the precision is now no evidence."""
+    text = """
+[derivation]
+title = "the max of one value written twice"
+[dims]
+n = "n"
+[inputs]
+x = ["n"]
+[forward]
+s = "stack([sigmoid(x), 0.5 + 0.5 * tanh(x / 2)], axis=0)"
+m = "max(s, axis=0)"
+[loss]
+E = "sum(m * m)"
+[claims]
+grad_x = "2 * m * sigmoid_prime(x)"
+"""
+    c = claim(check_text(tmp_path, text, Options(seed=seed)), "grad_x")
+    assert c.verdict in ("proved", "verified"), c.message
+    wrong = text.replace('"2 * m * sigmoid_prime(x)"', '"3 * m * sigmoid_prime(x)"')
+    assert claim(check_text(tmp_path, wrong, Options(seed=seed)), "grad_x").verdict == "refuted"

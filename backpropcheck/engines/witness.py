@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import sympy as sp
 
-from ..lang.symfuncs import Relu, Step, kink_arguments, softmax_as_exp
+from ..lang.symfuncs import ArgShare, Relu, Step, kink_arguments, softmax_as_exp
 from .roots import polynomial_roots, sign_changes
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class WitnessSearch:
         if self._layered is None:
             self._layered = [p for p in (self._layered_point(rng) for _ in range(tries)) if p is not None]
         e = self._concrete_functions(e)
-        kinks = [k.args[0] for k in e.atoms(Step, Relu)]
+        kinks = [k.args[0] for k in e.atoms(Step, Relu)] + [u for a in e.atoms(ArgShare) for u in a.differences()]
         for point, values in self._layered:
             value = e.xreplace(values).evalf(60)
             if not (value.is_Number and value.is_real and abs(value) > sp.Float("1e-25")):

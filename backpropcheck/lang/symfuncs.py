@@ -258,11 +258,23 @@ class ArgShare(sp.Function):
         """``T_i / Σ_k T_k`` (:meth:`reaches`): exact, ties included."""
         return self.reaches() / sp.Add(*[self.reaches(k) for k in range(len(self.args) - 2)])
 
+    def differences(self) -> list[sp.Expr]:
+        """``sign·(x_i − x_j)`` for every other entry j: where one is 0 the share is decided by a tie."""
+        i, sign, xs = self.parts()
+        return [sign * (xs[i] - x) for j, x in enumerate(xs) if j != i]
+
     def _eval_evalf(self, prec):
-        values = [x.evalf(prec) for x in self.args[2:]]
-        if all(v.is_Number for v in values):
-            return ArgShare(*self.args[:2], *values)
-        return None
+        i, sign, xs = self.parts()
+        values = [x.evalf(prec) for x in xs]
+        if not all(v.is_Number for v in values):
+            return None
+        # a tie only where the entries are one expression (copies); two values within rounding of each other
+        # written differently (sigmoid(x) and 0.5 + 0.5 tanh(x / 2)) cannot be told apart at this precision
+        scale = max([abs(v) for v in values] + [sp.Integer(1)])
+        for j, v in enumerate(values):
+            if j != i and xs[j] != xs[i] and abs(values[i] - v) <= sp.Float(2.0) ** (-prec // 2) * scale:
+                return None
+        return ArgShare(i, sign, *[values[j] if xs[j] != xs[i] else values[i] for j in range(len(xs))])
 
 
 def ties_extreme(e: MaxOf | MinOf, i: int) -> sp.Expr:
