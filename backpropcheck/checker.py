@@ -286,6 +286,13 @@ class _FileCheck:
                         r = s.rounding = s.rounding or Rounding()
                         r.count, r.worst, r.bound = r.count + 1, max(r.worst, abs_err), max(r.bound, bound)
                         continue
+                    if self._near_tie(claim, run, sizes, trial):
+                        # a mask decided by rounding (an exact tie computed two ways: sum(x - mean(x)) >= 0):
+                        # float64 cannot say which side it is on; the exact check decides
+                        r = s.rounding = s.rounding or Rounding()
+                        r.ties += 1
+                        s.tie_failure = s.tie_failure or NumericFailure(trial, sizes, index, run)
+                        continue
                     s.failure = NumericFailure(trial, sizes, index, run)
                 s.max_abs_err = max(s.max_abs_err, abs_err)
                 s.max_rel_err = max(s.max_rel_err, rel_err)
@@ -362,6 +369,45 @@ class _FileCheck:
             if values.size:
                 peak = max(peak, float(np.max(values[np.isfinite(values)], initial=0.0)))
         return 16 * np.finfo(float).eps * len(tape.entries) * peak
+
+    def _near_tie(self, claim: Claim, run, sizes: dict[str, int], trial: int) -> bool:
+        """Does a comparison of the trial (``a >= b``, ``maximum``, ``where``'s condition) meet operands that
+        differ, but by no more than rounding can move them (16·eps per operation times the largest magnitude
+        met)? An exact tie computed two ways lands on either side by rounding, and the mask with it."""
+        from .engines.evaluate import Tape, evaluate, evaluate_definition
+        from .engines.numeric import numeric_backend
+        from .lang.ir import Call
+
+        backend = numeric_backend(self.d, trial)
+        env = dict(run.values)
+        env.update({f"grad_{n}": g for n, g in run.grads.items()})
+        tape = Tape()
+        with np.errstate(all="ignore"):
+            for f in self.d.forward:
+                evaluate_definition(f.root, f.index, env, sizes, backend, tape)
+            if self.d.loss.expression is not None:
+                evaluate(self.d.loss.expression, env, sizes, backend, tape)
+            for helper in self.d.backward:
+                env[helper.name] = evaluate_definition(helper.root, helper.index, env, sizes, backend, tape)
+            evaluate_definition(claim.root, claim.index, env, sizes, backend, tape)
+        peak = 0.0
+        for _, _, out, _ in tape.entries:
+            values = np.abs(np.real(np.asarray(out)))
+            if values.size and values.dtype.kind == "f":
+                peak = max(peak, float(np.max(values[np.isfinite(values)], initial=0.0)))
+        bound = 16 * np.finfo(float).eps * len(tape.entries) * peak
+        for node, args, _, _ in tape.entries:
+            if not isinstance(node, Call):
+                continue
+            if node.op in _COMPARING and len(args) == 2:
+                gap = np.abs(np.real(np.asarray(args[0], dtype=complex) - np.asarray(args[1], dtype=complex)))
+            elif node.op == "where":
+                gap = np.abs(np.real(np.asarray(args[0], dtype=complex)))
+            else:
+                continue
+            if np.any((gap > 0) & (gap <= bound)):
+                return True
+        return False
 
     # -- symbolic ---------------------------------------------------------------
 
@@ -605,9 +651,13 @@ class _FileCheck:
         rounding = ""
         if num.rounding:
             r = num.rounding
-            rounding = (f"; in {r.count} of them its float64 value was off by up to {r.worst:.3g}, within the "
-                        f"{r.bound:.3g} that rounding alone can cause in it or in the true gradient (a large term "
-                        f"cancels)")
+            if r.count:
+                rounding = (f"; in {r.count} of them its float64 value was off by up to {r.worst:.3g}, within the "
+                            f"{r.bound:.3g} that rounding alone can cause in it or in the true gradient (a large "
+                            f"term cancels)")
+            if r.ties:
+                rounding += (f"; in {r.ties} of them a comparison's operands were within rounding of a tie, so "
+                             f"float64 could not say which branch holds (the exact check decides)")
         symbolic = sym.summary()
         if sym.status == "proved":
             shapes = "; ".join(_fmt_dims(s) for s in sym.shapes)
@@ -633,6 +683,13 @@ class _FileCheck:
             return self._result(claim, Verdict.REFUTED, message, symbolic=symbolic, numeric=numeric,
                                 counterexample=cex)
         symbolic["reason"] = sym.reason
+        if num.tie_failure is not None:  # float64 could not decide that trial, nor the exact check the claim
+            cex, diagnosis = self._localize(claim, num.tie_failure)
+            message = (f"the claim differs from the true gradient at entry {cex.index} "
+                       f"(dims {_fmt_dims(cex.dims)}): {true_and_claimed(cex.true, cex.claimed)}, in float64, at a "
+                       f"comparison within rounding of a tie; the exact check could not decide ({sym.reason})")
+            return self._result(claim, Verdict.REFUTED, message, symbolic=symbolic, numeric=numeric,
+                                counterexample=cex, diagnosis=diagnosis)
         message = (f"numerically equal in {num.trials} trials (max rel. error {num.max_rel_err:.1e}){rounding}; "
                    f"not proved: {sym.reason}")
         return self._result(claim, Verdict.VERIFIED, message, symbolic=symbolic, numeric=numeric)
@@ -717,6 +774,9 @@ ENTRY_EXPRESSION_SECONDS = 1.0
 def _failure(exc: BaseException) -> str:
     """An exception as a report says it: its message, or its kind when it has none (a RecursionError)."""
     return str(exc) or type(exc).__name__
+
+
+_COMPARING = frozenset({"gt", "ge", "lt", "le", "maximum", "minimum"})  # two operands, a branch where they tie
 
 
 def _truth_rounding(run, sizes: dict[str, int]) -> float:

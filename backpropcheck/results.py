@@ -89,6 +89,7 @@ class Rounding:
     count: int = 0
     worst: float = 0.0
     bound: float = 0.0
+    ties: int = 0  # trials where a comparison met operands within rounding of each other (Checker._near_tie)
 
 
 @dataclass
@@ -101,6 +102,7 @@ class NumericEvidence:
     failure: NumericFailure | None = None
     error: str | None = None
     rounding: Rounding | None = None
+    tie_failure: NumericFailure | None = None  # the first disagreement at a comparison within rounding of a tie
 
     def summary(self) -> dict[str, Any]:
         """The report's ``numeric`` object."""

@@ -1003,3 +1003,29 @@ grad_x = "2 * m * sigmoid_prime(x)"
     assert c.verdict in ("proved", "verified"), c.message
     wrong = text.replace('"2 * m * sigmoid_prime(x)"', '"3 * m * sigmoid_prime(x)"')
     assert claim(check_text(tmp_path, wrong, Options(seed=seed)), "grad_x").verdict == "refuted"
+
+
+@pytest.mark.parametrize("forward, right, wrong", [
+    ('z = "x - mean(x)"\ns = "sum(z)"', "grad_h", "0 * grad_h"),  # sum(x - mean(x)) is exactly 0
+    ('c = "(x + 1) ** 2 - x ** 2 - 2 * x - 1"\ns = "c * c"', "grad_h", "0 * grad_h"),
+])
+def test_a_mask_at_an_exact_tie_computed_with_rounding_is_left_to_the_exact_check(tmp_path: Path, forward: str,
+                                                                                  right: str, wrong: str) -> None:
+    """``s >= 0`` where s is exactly 0 but float64 computes ±1e-17 (QA pass): the numeric trial took the mask
+    from the rounding and refuted the right claim. Such a trial is now no counterexample when a comparison's
+    operands are within rounding of each other, and the exact check decides, both ways."""
+    text = _masked(forward, "(s >= 0)", right).replace('h = "y * (s >= 0)"', 'h = "x * (s >= 0)"').replace(
+        "grad_y", "grad_x")
+    c = claim(check_text(tmp_path, text, Options()), "grad_x")
+    assert c.verdict == "proved", c.message
+    c = claim(check_text(tmp_path, text.replace(f'grad_x = "{right}"', f'grad_x = "{wrong}"'), Options()), "grad_x")
+    assert c.verdict == "refuted", c.message
+
+
+def test_a_tie_neither_float64_nor_the_exact_check_decides_stays_refuted(tmp_path: Path) -> None:
+    """sin² + cos² - 1 is exactly 0, beyond the exact test: every trial is at a rounded tie, so no trial is
+    numeric evidence, and the wrong claim must not become 'verified' (it is refuted, saying why)."""
+    text = _masked('c = "sin(x) ** 2 + cos(x) ** 2 - 1"', "(c >= 0)", "grad_h * (c > 0)").replace(
+        'h = "y * (c >= 0)"', 'h = "x * (c >= 0)"').replace("grad_y", "grad_x")
+    c = claim(check_text(tmp_path, text, Options()), "grad_x")
+    assert c.verdict == "refuted", c.message  # by a trial where float64 got 0 exactly, or saying why not
