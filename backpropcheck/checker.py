@@ -352,50 +352,16 @@ class _FileCheck:
         """How far rounding alone can move the claim's value in float64: 16·eps per operation of its
         evaluation (and of the [backward] helpers it reads), times the largest magnitude any
         intermediate reaches. ``(x + 1e18) - 1e18`` loses x entirely; ``W.T @ g`` keeps ~1e-16 of it."""
-        from .engines.evaluate import Tape, evaluate_definition
-        from .engines.numeric import numeric_backend
-
-        backend = numeric_backend(self.d, trial)
-        env = dict(run.values)
-        env.update({f"grad_{n}": g for n, g in run.grads.items()})
-        tape = Tape()
-        with np.errstate(all="ignore"):
-            for helper in self.d.backward:
-                env[helper.name] = evaluate_definition(helper.root, helper.index, env, sizes, backend, tape)
-            evaluate_definition(claim.root, claim.index, env, sizes, backend, tape)
-        peak = 0.0
-        for _, _, out, _ in tape.entries:
-            values = np.abs(np.asarray(out, dtype=float))
-            if values.size:
-                peak = max(peak, float(np.max(values[np.isfinite(values)], initial=0.0)))
-        return 16 * np.finfo(float).eps * len(tape.entries) * peak
+        return _rounding_of(self._tape(claim, run, sizes, trial))
 
     def _near_tie(self, claim: Claim, run, sizes: dict[str, int], trial: int) -> bool:
         """Does a comparison of the trial (``a >= b``, ``maximum``, ``where``'s condition) meet operands that
-        differ, but by no more than rounding can move them (16·eps per operation times the largest magnitude
-        met)? An exact tie computed two ways lands on either side by rounding, and the mask with it."""
-        from .engines.evaluate import Tape, evaluate, evaluate_definition
-        from .engines.numeric import numeric_backend
+        differ, but by no more than rounding can move them (:func:`_rounding_of` of the forward pass, the loss
+        and the claim)? An exact tie computed two ways lands on either side by rounding, and the mask with it."""
         from .lang.ir import Call
 
-        backend = numeric_backend(self.d, trial)
-        env = dict(run.values)
-        env.update({f"grad_{n}": g for n, g in run.grads.items()})
-        tape = Tape()
-        with np.errstate(all="ignore"):
-            for f in self.d.forward:
-                evaluate_definition(f.root, f.index, env, sizes, backend, tape)
-            if self.d.loss.expression is not None:
-                evaluate(self.d.loss.expression, env, sizes, backend, tape)
-            for helper in self.d.backward:
-                env[helper.name] = evaluate_definition(helper.root, helper.index, env, sizes, backend, tape)
-            evaluate_definition(claim.root, claim.index, env, sizes, backend, tape)
-        peak = 0.0
-        for _, _, out, _ in tape.entries:
-            values = np.abs(np.real(np.asarray(out)))
-            if values.size and values.dtype.kind == "f":
-                peak = max(peak, float(np.max(values[np.isfinite(values)], initial=0.0)))
-        bound = 16 * np.finfo(float).eps * len(tape.entries) * peak
+        tape = self._tape(claim, run, sizes, trial, forward=True)
+        bound = _rounding_of(tape)
         for node, args, _, _ in tape.entries:
             if not isinstance(node, Call):
                 continue
@@ -408,6 +374,27 @@ class _FileCheck:
             if np.any((gap > 0) & (gap <= bound)):
                 return True
         return False
+
+    def _tape(self, claim: Claim, run, sizes: dict[str, int], trial: int, forward: bool = False):
+        """The claim's evaluation at the trial's values (with the [backward] helpers, and with ``forward`` the
+        forward pass and the loss before them), every operation recorded."""
+        from .engines.evaluate import Tape, evaluate, evaluate_definition
+        from .engines.numeric import numeric_backend
+
+        backend = numeric_backend(self.d, trial)
+        env = dict(run.values)
+        env.update({f"grad_{n}": g for n, g in run.grads.items()})
+        tape = Tape()
+        with np.errstate(all="ignore"):
+            if forward:
+                for f in self.d.forward:
+                    evaluate_definition(f.root, f.index, env, sizes, backend, tape)
+                if self.d.loss.expression is not None:
+                    evaluate(self.d.loss.expression, env, sizes, backend, tape)
+            for helper in self.d.backward:
+                env[helper.name] = evaluate_definition(helper.root, helper.index, env, sizes, backend, tape)
+            evaluate_definition(claim.root, claim.index, env, sizes, backend, tape)
+        return tape
 
     # -- symbolic ---------------------------------------------------------------
 
@@ -777,6 +764,17 @@ def _failure(exc: BaseException) -> str:
 
 
 _COMPARING = frozenset({"gt", "ge", "lt", "le", "maximum", "minimum"})  # two operands, a branch where they tie
+
+
+def _rounding_of(tape) -> float:
+    """16·eps per recorded operation, times the largest magnitude any of them reached."""
+    peak = 0.0
+    for _, _, out, _ in tape.entries:
+        values = np.abs(np.real(np.asarray(out)))
+        if values.size and values.dtype.kind in "fiub":
+            values = values.astype(float)
+            peak = max(peak, float(np.max(values[np.isfinite(values)], initial=0.0)))
+    return 16 * np.finfo(float).eps * len(tape.entries) * peak
 
 
 def _truth_rounding(run, sizes: dict[str, int]) -> float:
