@@ -136,19 +136,30 @@ def _kinks(d: Derivation, node: Call, dims: frozenset[str], largest: int,
         for name, s in symbols.items():
             if s not in argument.free_symbols:
                 continue
-            others = {t: 2 for t in argument.free_symbols if t != s and t not in entries}  # the smallest size
-            pins = tuple(sorted((t.name, 2) for t in others))
+            dims_read = [t for t in argument.free_symbols if t != s and t not in entries]
 
             def crossings(g: sp.Expr) -> set[int]:
                 roots = polynomial_roots(g, s)  # noqa: B023 - used at once, in this iteration
                 return ({math.floor(r) for r in roots} if roots is not None
                         else set(integer_sign_changes(g, s, largest)))  # noqa: B023
 
-            g = argument.xreplace(others)
-            # with entries, the crossings that do not move with their value: there it vanishes for any entries
-            found = (crossings(g.xreplace({t: 2 for t in entries})) & crossings(g.xreplace({t: 3 for t in entries}))
-                     if entries else crossings(g))
-            for root in sorted(found):
-                for size in (root - 1, root, root + 1, root + 2):
-                    if size >= 1:
-                        yield name, int(size), pins
+            def ties(g: sp.Expr) -> set[int]:
+                """The sizes where ``g`` is exactly 0 (a polynomial's integer roots)."""
+                roots = polynomial_roots(g, s)  # noqa: B023
+                return {int(r) for r in roots or [] if r.is_integer and g.xreplace({s: r}) == 0}  # noqa: B023
+
+            # the other dims at the smallest size; one other dim also at each size to 16, for the exact ties
+            # only (n * m - 77 is 0 at n = 7 with m = 11: a root in n at m = 2 would miss it)
+            assignments = [({t: 2 for t in dims_read}, crossings)]
+            if len(dims_read) == 1:
+                assignments += [({dims_read[0]: v}, ties) for v in range(1, 17) if v != 2]
+            for others, roots_of in assignments:
+                pins = tuple(sorted((t.name, v) for t, v in others.items()))
+                g = argument.xreplace(others)
+                # with entries, the roots that do not move with their value: there it vanishes for any entries
+                found = (roots_of(g.xreplace({t: 2 for t in entries})) & roots_of(g.xreplace({t: 3 for t in entries}))
+                         if entries else roots_of(g))
+                for root in sorted(found):
+                    for size in (root - 1, root, root + 1, root + 2):
+                        if size >= 1:
+                            yield name, int(size), pins

@@ -120,6 +120,34 @@ def test_a_tie_solved_with_another_dim_pinned_is_examined_with_that_dim(tmp_path
     assert c.verdict == "refuted" and "m=2" in c.message, c.message
 
 
+TWO_DIMS_TIE = """
+[derivation]
+title = "a branch on a product of two dims"
+[dims]
+n = "n"
+m = "m"
+[inputs]
+x = ["n"]
+y = ["m"]
+[forward]
+h = "where(n * m - 77, 2 * x, 3 * x) + 0 * sum(y)"
+[loss]
+upstream = "h"
+[claims]
+grad_x = "CLAIM"
+"""
+
+
+def test_a_branch_on_two_dims_is_examined_where_they_tie_together(tmp_path: Path) -> None:
+    """``n * m - 77`` is 0 at (7, 11) and (11, 7) only (QA pass): its root in n with m at 2 is no size, so the
+    wrong claim was proved; the exact ties with the other dim at each size to 16 are examined now."""
+    c = claim(check_text(tmp_path, TWO_DIMS_TIE.replace("CLAIM", "2 * grad_h"), Options()), "grad_x")
+    assert c.verdict == "refuted" and ("n=7" in c.message or "n=11" in c.message), c.message
+    c = claim(check_text(tmp_path, TWO_DIMS_TIE.replace("CLAIM", "grad_h * where(n * m - 77, 2, 3)"), Options()),
+              "grad_x")
+    assert c.verdict == "proved", c.message
+
+
 def test_a_dim_used_smoothly_as_a_number_still_proves(tmp_path: Path) -> None:
     text = with_claims(DENSE_COLUMN, {"grad_a": "(W.T @ grad_z) * sqrt(n) / sqrt(n) * (1 + relu(1 - n))"})
     assert claim(check_text(tmp_path, text), "grad_a").verdict == "proved"
