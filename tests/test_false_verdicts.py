@@ -6,6 +6,7 @@ Each case here was a false ``proved``/``verified`` or a false ``refuted`` before
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -117,7 +118,10 @@ def test_a_tie_solved_with_another_dim_pinned_is_examined_with_that_dim(tmp_path
         'n = "n"', 'n = "n"\nm = "m"').replace('y = ["n"]', 'y = ["n"]\nw = ["m"]').replace(
         'h = "y * (c >= 0)"', 'h = "y * (c >= 0) + sum(w)"')
     c = claim(check_text(tmp_path, text, Options()), "grad_y")
-    assert c.verdict == "refuted" and "m=2" in c.message, c.message
+    found = re.search(r"dims n=(\d+), m=(\d+)", c.message)
+    assert c.verdict == "refuted" and found, c.message
+    n, m = map(int, found.groups())
+    assert n - 7 * m - 100 == 0, c.message  # at a size where it ties (m = 2, or another m tried since)
 
 
 TWO_DIMS_TIE = """
@@ -1057,3 +1061,33 @@ def test_a_tie_neither_float64_nor_the_exact_check_decides_stays_refuted(tmp_pat
         'h = "y * (c >= 0)"', 'h = "x * (c >= 0)"').replace("grad_y", "grad_x")
     c = claim(check_text(tmp_path, text, Options()), "grad_x")
     assert c.verdict == "refuted", c.message  # by a trial where float64 got 0 exactly, or saying why not
+
+
+RELU6 = """
+[derivation]
+title = "ReLU6: clip(x, 0, 6)"
+[dims]
+n = "n"
+[inputs]
+x = ["n"]
+[forward]
+h = "clip(x, 0, 6)"
+[loss]
+upstream = "h"
+[claims]
+grad_x = "CLAIM"
+"""
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_a_claim_wrong_where_a_mask_ties_on_a_whole_region_is_refuted(tmp_path: Path, seed: int) -> None:
+    """ReLU6 (QA pass): ``(h > 0) * (h <= 6)`` is wrong for every x > 6, where h is exactly 6. No random draw
+    reaches x > 6, and the points past the kink were skipped as ties, so the claim was only verified; a tie on a
+    whole region is now a point like any other (both engines give it one value), a tie on a null set is not."""
+    options = Options(seed=seed)
+    c = claim(check_text(tmp_path, RELU6.replace("CLAIM", "grad_h * (h > 0) * (h <= 6)"), options), "grad_x")
+    assert c.verdict == "refuted", c.message
+    c = claim(check_text(tmp_path, RELU6.replace("CLAIM", "grad_h * (x > 0) * (x < 6)"), options), "grad_x")
+    assert c.verdict == "proved", c.message
+    c = claim(check_text(tmp_path, RELU6.replace("CLAIM", "grad_h * (x >= 0) * (x <= 6)"), options), "grad_x")
+    assert c.verdict == "proved", c.message  # differs on a null set only

@@ -128,7 +128,8 @@ def _sign(g: sp.Expr, s: sp.Symbol, x: sp.Expr) -> int | None:
         return int(sp.sign(value))
     try:
         out = value.evalf(20, strict=True)
-    except (sp.core.evalf.PrecisionExhausted, TypeError, ValueError, ZeroDivisionError, ArithmeticError):
+    except (sp.core.evalf.PrecisionExhausted, TypeError, ValueError, ZeroDivisionError, ArithmeticError,
+            RecursionError):  # mpmath recursing for the digits of an exactly-zero value
         return None
     if not out.is_Number or not out.is_real or out.has(sp.nan, sp.zoo, sp.oo, -sp.oo):
         return None

@@ -40,6 +40,8 @@ class WitnessSearch:
 
         def atomize(self, e: sp.Expr) -> sp.Expr: ...
 
+        def _ties_null(self, u: sp.Expr) -> bool: ...
+
     def layered_witness(self, e: sp.Expr, rng: random.Random, tries: int = 2):
         """A point where ``e`` (over forward atoms and inputs) is far from zero, evaluating each
         atom's local definition at 60 significant digits in forward order — no expansion of the
@@ -124,12 +126,21 @@ class WitnessSearch:
         symbols = sorted(expr.free_symbols, key=lambda x: x.name)
         kinks = kink_arguments(expr)
         for point in self._points(symbols, kinks, rng):
-            if any(_exact_or_certified(k.xreplace(point)) in (0, None) for k in kinks):
-                continue  # a tie (or an undecidable kink): ties are never sampled
+            if any(self._tie_to_skip(k, _exact_or_certified(k.xreplace(point))) for k in kinks):
+                continue  # a tie no trial reaches (or an undecidable kink)
             value = at_point(expr, point)
             if value is not None and value != 0:
                 return float(value), point
         return None
+
+    def _tie_to_skip(self, kink: sp.Expr, value) -> bool:
+        """Is a point where this kink's argument takes ``value`` no evidence? Undecidable, or exactly 0 where the
+        argument is 0 on a null set only (a coincidence no trial reaches, where ``>`` and ``>=`` were taken as
+        one). A tie on a whole region (``clip(x, 0, 6) - 6`` for every x > 6) is a point like any other: both
+        engines give a tie its one value."""
+        if value is None:
+            return True
+        return value == 0 and self._ties_null(kink)
 
     def values_at(self, exprs: list[sp.Expr], point: Mapping[sp.Symbol, sp.Expr],
                   rng: random.Random) -> list[float | None]:
@@ -313,7 +324,8 @@ def _exact_or_certified(value: sp.Expr) -> sp.Rational | sp.Float | None:
         return value
     try:
         out = value.evalf(30, strict=True)
-    except (sp.core.evalf.PrecisionExhausted, TypeError, ValueError, ZeroDivisionError, ArithmeticError):
+    except (sp.core.evalf.PrecisionExhausted, TypeError, ValueError, ZeroDivisionError, ArithmeticError,
+            RecursionError):  # mpmath recursing for the digits of an exactly-zero value
         return None
     if not out.is_Number or out.has(sp.nan, sp.zoo, sp.oo, -sp.oo) or not out.is_real:
         return None
