@@ -344,8 +344,7 @@ class SymbolicTruth(WitnessSearch):
         found = self._null_ties.get(key)
         if found is None:
             found = False
-            if not (self._gradient_atoms_in(a) or self._gradient_atoms_in(b)) and not (
-                    self._formal and (self._forward_atoms_in(a) or self._forward_atoms_in(b))):
+            if self._may_merge(a) and self._may_merge(b):
                 try:
                     inputs = self._over_inputs
                     found = inputs.nonzero_polynomial_frac(add_frac(inputs(a), inputs(b), -1))
@@ -364,14 +363,16 @@ class SymbolicTruth(WitnessSearch):
         known = self._null_ties.get((u, self._formal))
         if known is not None:
             return known
-        if self._gradient_atoms_in(u):  # ∇v is independent only for the one-step identity, not in value
-            found = False
-        elif self._formal and self._forward_atoms_in(u):  # its definition may tie at another size (x * (n - 100))
-            found = False
-        else:  # a nonzero polynomial in the inputs (x[i] - x[j] of a window) at once, else the general test
-            found = self._over_inputs.nonzero_polynomial(u) or self._null_over_inputs(u)
+        # a nonzero polynomial in the inputs (x[i] - x[j] of a window) at once, else the general test
+        found = self._may_merge(u) and (self._over_inputs.nonzero_polynomial(u) or self._null_over_inputs(u))
         self._null_ties[(u, self._formal)] = found
         return found
+
+    def _may_merge(self, e: sp.Expr) -> bool:
+        """May a tie test read ``e`` through its definitions? Not through a gradient atom (∇v is independent only
+        for the one-step identity, not in value), nor in the formal test through a forward atom (its
+        definition may tie at another size: ``x * (n - 100)``)."""
+        return not self._gradient_atoms_in(e) and not (self._formal and self._forward_atoms_in(e))
 
     def _null_over_inputs(self, u: sp.Expr) -> bool:
         """:meth:`_ties_null` for ``u`` written over the inputs, decided once per process for each such form."""
