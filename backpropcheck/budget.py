@@ -4,6 +4,7 @@ wall-clock or memory bound (here, or from the runner that ended its worker)."""
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import sys
 import threading
@@ -129,6 +130,39 @@ def remaining(budget: float, spent: float) -> float:
 def out_of_memory(path: str, limits: Limits) -> str:
     what = "the memory this file's check needs, in MB"
     return f"{path}: ran out of memory: " + exceeded(what, f"over {limits.max_memory}", "max_memory", limits)
+
+
+class Pace:
+    """How long a numeric trial of some work (entries plus multiply-adds) will take, from the trials timed so far.
+
+    A trial costs a fixed part (the interpreter's steps, a first call's warm-up) plus a part that grows with its
+    work, so seconds per unit of work are highest on the smallest trials, and a pace measured on a trial far
+    smaller than the next one charges it that overhead many times over: the pace of all the work done together
+    refused a 6 s file as over the 120 s limit. So a trial's time is predicted only from trials of at least a
+    sixteenth of its work (by powers of two), at the lowest pace among them; with none, it is not predicted (the
+    deadline's alarm still ends a trial that runs past it)."""
+
+    REACH = 4  # powers of two of work a prediction extrapolates over, at most
+
+    def __init__(self) -> None:
+        self.best: dict[int, float] = {}  # ⌊log2 work⌋ -> the lowest seconds per unit of work timed there
+
+    def timed(self, seconds: float, work: int) -> None:
+        if work > 0:
+            scale = work.bit_length()
+            self.best[scale] = min(self.best.get(scale, math.inf), seconds / work)
+
+    def predict(self, work: int) -> float:
+        """Seconds for a trial of ``work``; 0 when no trial timed so far is comparable."""
+        if work <= 0:
+            return 0.0
+        paces = [pace for scale, pace in self.best.items() if scale >= work.bit_length() - self.REACH]
+        return work * min(paces) if paces else 0.0
+
+
+# a trial is refused ahead only when its predicted time is this many times what is left before the deadline: a
+# pace measured on a loaded machine may be inflated, and the deadline's alarm stops a trial that runs past it
+REFUSAL_MARGIN = 2.0
 
 
 def timed_out(path: str, seconds: float, limits: Limits, stage: str = "", predicted: bool = False) -> str:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .budget import FileTimeout, SymbolicTimeout, out_of_memory, time_budget, timed_out
+from .budget import REFUSAL_MARGIN, FileTimeout, Pace, SymbolicTimeout, out_of_memory, time_budget, timed_out
 from .budget import remaining as _remaining
 from .errors import DerivationError, ShapeError
 from .files import find_files, walk_files  # noqa: F401 - re-exported: callers import them from here
@@ -261,6 +261,7 @@ class _FileCheck:
             if total > limits.max_total_entries:
                 raise DerivationError(exceeded(f"the entries of all arrays summed over trials 0..{trial}", total,
                                                "max_total_entries", limits))
+            began = time.monotonic()
             try:
                 run = run_trial(self.d, sizes, rng, trial)
             except NumericProblem as exc:
@@ -297,7 +298,8 @@ class _FileCheck:
                 s.max_abs_err = max(s.max_abs_err, abs_err)
                 s.max_rel_err = max(s.max_rel_err, rel_err)
             del run  # at production dims, one trial's arrays at a time
-            self._done_work += self._trial_work[trial] if trial < cfg.trials else 0
+            if trial < cfg.trials:
+                self._pace.timed(time.monotonic() - began, self._trial_work[trial])
         return stats
 
     def _preflight(self) -> None:
@@ -312,7 +314,7 @@ class _FileCheck:
         self._trial_work: list[int] = []
         self._entries: list[int] = []  # each trial's entries: named tensors and spaces (:func:`workload.work`)
         self._drawn: list[Any] = []  # (dims, generator) of the first trials, for _numeric to go on with
-        self._done_work = 0
+        self._pace = Pace()
         if not isinstance(cfg.trials, int) or not 0 <= cfg.trials <= limits.max_trials:
             return  # _numeric reports it
         # each distinct space once, with its multiplicity (workload.layout, worked out once per file): 10,000
@@ -334,16 +336,14 @@ class _FileCheck:
                                                "max_flops", limits))
             self._trial_work.append(entries + work)
             self._entries.append(entries)
-        self._trials_started = time.monotonic()  # the pace of the trials is measured from here
 
     def _on_time(self, stage: str, next_work: int = 0) -> None:
-        """Raise :class:`FileTimeout` past the deadline, or when the work done so far, at the rate it was done,
-        says that ``next_work`` cannot finish before it (refused before working, not killed in the middle)."""
+        """Raise :class:`FileTimeout` past the deadline, or when the trials timed so far say that a trial of
+        ``next_work`` would take ``REFUSAL_MARGIN`` times what is left of it (refused before working, not killed in
+        the middle; see :class:`Pace`)."""
         now = time.monotonic()
-        predicted = 0.0
-        if next_work and self._done_work:
-            predicted = (now - self._trials_started) * next_work / self._done_work
-        if now + predicted > self.deadline:
+        predicted = self._pace.predict(next_work)
+        if now > self.deadline or now + predicted / REFUSAL_MARGIN > self.deadline:
             limits = self.options.limits
             seconds = now + predicted - (self.deadline - limits.file_timeout)
             raise FileTimeout(timed_out(self.d.path, seconds, limits, stage, predicted=bool(predicted)))

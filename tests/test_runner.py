@@ -106,6 +106,41 @@ def test_file_timeout_bounds_the_numeric_stage_and_the_other_files_are_checked(t
     assert "exceeds the limit of 1.5; raise it with --file-timeout" in report["files"][0]["error"]
 
 
+def test_a_trial_is_predicted_only_from_trials_of_comparable_work() -> None:
+    """A trial's time is a fixed part plus a part linear in its work: a tiny first trial's pace, charged to a
+    trial 2000 times larger, predicted a 6 s file past the 120 s limit; from comparable trials the prediction
+    bounds the true time from above, and tighter than the pace of all work done together."""
+    from backpropcheck.budget import Pace
+
+    def cost(work: int) -> float:
+        return 0.05 + 1e-7 * work
+
+    pace = Pace()
+    pace.timed(cost(1000), 1000)
+    assert pace.predict(2_000_000) == 0.0  # nothing comparable timed: no prediction, the alarm stays
+    assert pace.predict(1000) == pytest.approx(cost(1000))
+    pace.timed(cost(500_000), 500_000)
+    predicted = pace.predict(2_000_000)
+    overall = (cost(1000) + cost(500_000)) / 501_000 * 2_000_000  # the old estimate
+    assert cost(2_000_000) <= predicted < overall
+    assert pace.predict(0) == 0.0
+
+
+def test_a_trial_predicted_past_the_deadline_is_refused_with_a_margin() -> None:
+    from backpropcheck.budget import FileTimeout
+    from backpropcheck.loader import loads
+
+    d = loads(DENSE_COLUMN, "p.toml")
+    check = checker._FileCheck(d, Options())
+    check.layout = checker._layout(d, d.claims, Limits())
+    check._preflight()
+    check.deadline = time.monotonic() + 6.0
+    check._pace.timed(1.0, 1000)
+    check._on_time("", 10_000)  # predicted 10 s: within twice what is left, so it runs
+    with pytest.raises(FileTimeout, match="predicted from the trials so far"):
+        check._on_time(" (before numeric trial 3)", 15_000)  # 15 s: more than twice
+
+
 def _stuck(path: str, options: Options = Options()) -> FileResult:  # noqa: B008 - mirrors check_path
     if path == "python":  # pure Python that never looks at the clock (SymPy): the worker's alarm lands
         while True:
