@@ -936,6 +936,29 @@ def test_the_documented_even_split_over_copies_is_proved(tmp_path: Path, seed: i
         assert claim(result, name).verdict == "refuted", claim(result, name).message
 
 
+COPIES_INPUT = COPIES_SHARE.split("[claims]")[0] + """[claims]
+grad_x = "{claim}"
+"""
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_an_input_against_the_max_of_its_own_copies_is_proved(tmp_path: Path, seed: int) -> None:
+    """The input's own gradient through a max over its copies: x >= min(concat([x, x])) compares x with copies
+    of itself, so the mask is the indicator that x reaches the extreme, and the copies' even shares add up to
+    it. The mask was left as a step against an opaque max (only `verified`, and `refuted` where float64 rounds
+    a copy, x * 3 / 3); the same claims off by a factor or with the strict comparison stay refuted."""
+    options = Options(seed=seed)
+    right = claim(check_text(tmp_path, COPIES_INPUT.format(claim="grad_r + (x <= s) * grad_s"), options), "grad_x")
+    assert right.verdict == "proved", right.message
+    for wrong in ("grad_r + (x <= s) * grad_s / 2", "grad_r / k + (x <= s) * grad_s", "grad_r + (x < s) * grad_s",
+                  "grad_r + (x <= s) * grad_s * (1 + 1e-13)"):
+        c = claim(check_text(tmp_path, COPIES_INPUT.format(claim=wrong), options), "grad_x")
+        assert c.verdict == "refuted", (wrong, c.message)
+    rounded = COPIES_INPUT.replace('concat([x, x], axis=0)', 'concat([x, x * 3 / 3], axis=0)')
+    c = claim(check_text(tmp_path, rounded.format(claim="grad_r + (x <= s) * grad_s"), options), "grad_x")
+    assert c.verdict == "proved", c.message
+
+
 # --- conventions at a tie, the same in both engines (QA pass, round 10) ---
 
 MASKED_L1 = """

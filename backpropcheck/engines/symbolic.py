@@ -59,6 +59,17 @@ def symbolic_backend(d: Derivation) -> Backend:
                            "elementwise": elementwise_arrays, **COMPARISONS})
 
 
+def _against_extreme_once(kind: type, u: sp.Expr) -> sp.Expr:
+    """``kind(u)`` for a step against a max/min (its arg-max indicator, costly to derive), once per process."""
+    key = (kind, u)
+    found = _AGAINST_EXTREME.get(key)
+    if found is None:
+        if len(_AGAINST_EXTREME) > 50_000:
+            _AGAINST_EXTREME.clear()
+        found = _AGAINST_EXTREME[key] = by_template(kind, u)
+    return found
+
+
 def entry_name(name: str, idx: tuple[int, ...]) -> str:
     return f"{name}[{','.join(str(i) for i in idx)}]" if idx else name
 
@@ -162,6 +173,10 @@ class SymbolicTruth(WitnessSearch):
         # written as its definition, so the mask is the arg-max indicator by construction (see
         # symfuncs._against_extreme) and a claim ``mask * grad_m`` matches the truth's one step.
         self.extremes = {atom: value for atom, value in self.local.items() if isinstance(value, (MaxOf, MinOf))}
+        # the atoms that copy another entry (a concat, slice or reshape of it), for a mask that compares that
+        # entry itself with their max (see _kink_against_extreme)
+        self.gathered = {atom: value for atom, value in self.local.items()
+                         if value.__class__ is sp.Symbol} if self.extremes else {}
         self._kinks: dict[sp.Expr, sp.Expr] = {}
         # atomize's two replacements, memoised by sub-expression: entries, claims and steps share them
         self._as_atoms: dict[sp.Basic, sp.Basic] = {}
@@ -244,6 +259,7 @@ class SymbolicTruth(WitnessSearch):
         may tie at another size: ``c = x * (n - 100)`` at n = 100)."""
         self.simplex = {}
         self.extremes = {}
+        self.gathered = {}
         self._formal = True
         # converted afresh: a conversion made before may hold the simplex or a merge this test does not allow
         self._over_atoms = Converter(self._lookup_simplex, self._ties_null, self._ties_alone)
@@ -396,12 +412,15 @@ class SymbolicTruth(WitnessSearch):
         found = self._kinks.get(kink)
         if found is None:
             u = kink.args[0].xreplace(self.extremes)
-            key = (type(kink), u)
-            found = _AGAINST_EXTREME.get(key)
-            if found is None:
-                if len(_AGAINST_EXTREME) > 50_000:
-                    _AGAINST_EXTREME.clear()
-                found = _AGAINST_EXTREME[key] = by_template(type(kink), u)
+            found = _against_extreme_once(type(kink), u)
+            if self.gathered and found.has(MaxOf, MinOf):
+                # an entry against the max of entries copied from it (x >= max(concat([x, x]))): the same
+                # comparison with each copy written as the entry it copies
+                through = u.xreplace(self.gathered)
+                if through != u:
+                    resolved = _against_extreme_once(type(kink), through)
+                    if not resolved.has(MaxOf, MinOf):
+                        found = resolved
             self._kinks[kink] = found
         return found
 

@@ -304,8 +304,9 @@ def _against_extreme(x: sp.Expr, strict: bool) -> sp.Expr | None:
         term, sign = found[0]
         entry = -(x - sign * term) if sign == 1 else x + term
         matches = [k for k, arg in enumerate(term.args) if arg == entry or _equal_expanded(arg, entry)]
-        if len(matches) != 1:
+        if not matches:
             return None
+        # with copies of the entry among xs (max(concat([x, x]))), "x_i reaches the extreme" is the same for each
         reaches = ties_extreme(term, matches[0])
         # the argument is x_i − max or min − x_i (never positive, 0 where x_i reaches the extreme),
         # or its negative (never negative)
