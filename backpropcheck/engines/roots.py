@@ -12,6 +12,7 @@ the function is flat beyond that stays unseen, as any finite search must.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
 
@@ -21,19 +22,25 @@ from sympy.polys.polyerrors import BasePolynomialError
 MAX_ROOTS = 4  # roots (or sign changes) of one argument examined
 ROOT_WIDTH = sp.Rational(1, 10**12)  # the widest interval a polynomial's root is placed in
 BISECTIONS = 40  # halvings of a sign change's bracket: 1e-12 of its width
-_DENSE = [m * sp.Rational(10) ** e for e in range(-6, 5)
-          for m in (1, sp.Rational(178, 100), sp.Rational(316, 100), sp.Rational(562, 100))] + [sp.Integer(10**5)]
-_SPARSE_LOW = [sp.Rational(1, 10**k) for k in range(300, 6, -3)]  # 1e-300 … 1e-9: a clamp of log at -100
-_SPARSE_HIGH = [sp.Integer(10) ** k for k in range(8, 301, 3)]  # 1e8 … 1e299
-_MAGNITUDES = _SPARSE_LOW + _DENSE + _SPARSE_HIGH
-_GRIDS: dict[str, list[sp.Rational]] = {  # four points a decade from 1e-6 to 1e5, one every third decade out to
-    # 1e±300; the unit interval by hundredths, and as near its ends as 1e-300
-    "real": [-x for x in reversed(_MAGNITUDES)] + [sp.Integer(0)] + _MAGNITUDES,
-    "positive": _MAGNITUDES,
-    "unit": sorted(set(_SPARSE_LOW) | {sp.Rational(1, 10**k) for k in (6, 5, 4, 3)}
-                   | {1 - x for x in _SPARSE_LOW} | {1 - sp.Rational(1, 10**k) for k in (6, 5, 4, 3)}
-                   | {sp.Rational(k, 100) for k in range(1, 100)}),
-}
+
+
+@functools.cache
+def _grid(domain: str) -> list[sp.Rational]:
+    """The points a sign change is looked for at: four a decade from 1e-6 to 1e5, one every third decade out to
+    1e±300; the unit interval by hundredths, and as near its ends as 1e-300. Made on first use (some 600 exact
+    rationals: 17 ms at import, before any worker forks, for a scan most runs never make)."""
+    dense = [m * sp.Rational(10) ** e for e in range(-6, 5)
+             for m in (1, sp.Rational(178, 100), sp.Rational(316, 100), sp.Rational(562, 100))] + [sp.Integer(10**5)]
+    sparse_low = [sp.Rational(1, 10**k) for k in range(300, 6, -3)]  # 1e-300 … 1e-9: a clamp of log at -100
+    sparse_high = [sp.Integer(10) ** k for k in range(8, 301, 3)]  # 1e8 … 1e299
+    magnitudes = sparse_low + dense + sparse_high
+    if domain == "real":
+        return [-x for x in reversed(magnitudes)] + [sp.Integer(0)] + magnitudes
+    if domain == "positive":
+        return magnitudes
+    return sorted(set(sparse_low) | {sp.Rational(1, 10**k) for k in (6, 5, 4, 3)}
+                  | {1 - x for x in sparse_low} | {1 - sp.Rational(1, 10**k) for k in (6, 5, 4, 3)}
+                  | {sp.Rational(k, 100) for k in range(1, 100)})
 
 
 def polynomial_roots(g: sp.Expr, s: sp.Symbol) -> list[sp.Rational] | None:
@@ -56,7 +63,7 @@ def sign_changes(g: sp.Expr, s: sp.Symbol, domain: str) -> Iterator[tuple[sp.Rat
     """Brackets ``(a, b)`` inside ``domain`` ("real", "positive", "unit") with ``g(a)`` and ``g(b)`` of opposite
     signs (a root of ``g`` between them), narrowed by bisection; at most ``MAX_ROOTS``. A grid point where
     ``g`` is exactly 0 gives its two neighbours."""
-    grid = _GRIDS[domain]
+    grid = _grid(domain)
     signs = [_sign(g, s, x) for x in grid]
     for k, zero in _crossings(signs):
         yield (grid[k - 1], grid[k + 1]) if zero else _bisect(g, s, grid[k], grid[k + 1], signs[k] or 0)
