@@ -132,3 +132,15 @@ def test_equal_side_by_side_agrees_with_the_difference() -> None:
     assert not conv.equal(x * (y + 1), x * y)
     assert conv.equal(sp.Float(0.5) * x + y, sp.Float(0.5) * x + y)  # only the difference is float-free
     assert not conv.equal(sp.Float(0.5) * x + y, sp.Float(0.5) * x)
+
+
+def test_a_zero_numerator_over_a_denominator_is_the_constant_zero() -> None:
+    """Σ softmax − 1 over the shared sum converts to 0 / (e0 + e1): a constant, so a step of it has one value
+    (StepGe: 1, Step: 0), while a nonzero fraction of generators is no constant."""
+    x0, x1 = sp.symbols("x0 x1", real=True)
+    e0, e1 = sp.exp(x0), sp.exp(x1)
+    u = e0 / (e0 + e1) + e1 / (e0 + e1) - 1
+    assert Converter()(u).constant() == 0
+    assert Converter()(e0 / (e0 + e1)).constant() is None
+    assert Converter().is_zero(StepGe(u) - 1) and Converter().is_zero(Step(u))
+    assert not Converter().is_zero(Step(u) - StepGe(u))

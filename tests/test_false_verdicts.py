@@ -959,6 +959,37 @@ def test_an_input_against_the_max_of_its_own_copies_is_proved(tmp_path: Path, se
     assert c.verdict == "proved", c.message
 
 
+SUM_OF_SOFTMAX_MASK = """
+[derivation]
+title = "a mask on an exact identity: the entries of a softmax sum to 1"
+[dims]
+n = "units"
+[inputs]
+x = ["n"]
+[forward]
+h = "x * (sum(softmax(x)) >= 1)"
+[loss]
+upstream = "h"
+[claims]
+grad_x = "{claim}"
+"""
+
+
+def test_a_mask_on_an_exact_identity_is_decided_exactly(tmp_path: Path) -> None:
+    """Σ softmax(x) − 1 is 0 everywhere, but its exact form is a zero numerator over the shared sum, which the
+    exact test did not read as the constant 0: the right claim ran the symbolic check into its budget on a
+    scan of the tie for sign changes, and float64 (which rounds the sum either way) refuted it. Now the mask is
+    1 exactly, the claim is proved, and the strict comparison (0 exactly) and a hair are refuted, each without
+    the budget."""
+    options = Options(timeout=3)
+    right = claim(check_text(tmp_path, SUM_OF_SOFTMAX_MASK.format(claim="grad_h"), options), "grad_x")
+    assert right.verdict == "proved", right.message
+    for wrong in ("grad_h * (sum(softmax(x)) > 1)", "grad_h * (1 + 1e-13)", "0 * grad_h"):
+        c = claim(check_text(tmp_path, SUM_OF_SOFTMAX_MASK.format(claim=wrong), options), "grad_x")
+        assert c.verdict == "refuted", (wrong, c.message)
+        assert "budget" not in c.message, (wrong, c.message)
+
+
 # --- conventions at a tie, the same in both engines (QA pass, round 10) ---
 
 MASKED_L1 = """

@@ -165,6 +165,8 @@ class Frac:
         return self._key
 
     def constant(self) -> Any | None:
+        if not self.num:  # a zero numerator over any denominator (Σ softmax − 1 over the shared sum): 0
+            return 0
         if not self.den and len(self.num) <= 1 and all(not m for m in self.num):
             return self.num.get((), 0)
         return None

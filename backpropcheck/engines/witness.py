@@ -12,6 +12,7 @@ import numpy as np
 import sympy as sp
 
 from ..lang.symfuncs import ArgShare, Relu, Step, kink_arguments, softmax_as_exp
+from .exact import Converter, Unsupported
 from .roots import polynomial_roots, sign_changes
 
 if TYPE_CHECKING:
@@ -102,6 +103,11 @@ class WitnessSearch:
         resolved = {}
         for kink in kinks:
             u = kink.args[0]
+            c = _exact_constant(u)
+            if c is not None:  # Σ softmax(x) − 1 is 0 everywhere: a tie by construction has one branch
+                resolved[kink] = sp.Integer(1 if c > 0 or (c == 0 and not kink.strict) else 0) \
+                    if isinstance(kink, Step) else sp.Rational(int(c.numerator), int(c.denominator)) * (c > 0)
+                continue
             v = sp.together(u.xreplace(unit)) if unit else u
             if v.is_positive:
                 resolved[kink] = sp.Integer(1) if isinstance(kink, Step) else u
@@ -269,6 +275,15 @@ def _either_side(root: sp.Rational, domain: str) -> list[sp.Rational]:
     if domain == "unit":
         out.append((root + 1) / 2)
     return list(dict.fromkeys(out))
+
+
+def _exact_constant(u: sp.Expr):
+    """``u``'s value if exact rational arithmetic over independent generators (:mod:`.exact`) shows it is one
+    constant wherever it is defined, else None."""
+    try:
+        return Converter()(u).constant()
+    except (Unsupported, ZeroDivisionError, RecursionError):
+        return None
 
 
 _SCANNED: dict[tuple, list[tuple[sp.Rational, sp.Rational]]] = {}  # by (argument over a placeholder, domain)
