@@ -572,6 +572,34 @@ def test_every_claimed_gradient_is_derived_and_proved(path):
     assert result.not_derived == {}
 
 
+MAX_OVER_COPIES = """
+[derivation]
+title = "a max over copies of the input: entries tie by construction"
+[dims]
+n = "n"
+[inputs]
+x = ["n"]
+[forward]
+c = "concat([x, x])"
+m = "max(c)"
+[loss]
+upstream = "m"
+[claims]
+grad_x = "0 * x"
+"""
+
+
+def test_a_max_over_copies_is_derived_with_the_even_split():
+    """The plain mask gives the max's gradient to every copy that reaches it (twice the truth for two copies), and
+    derive reported its own claim refuted as a bug of derive; the even split over the entries that reach the
+    max is proved, and where no copies tie (max-pool) the plain mask stays."""
+    copies, _ = _claims(MAX_OVER_COPIES)
+    assert copies["grad_c"].expr == "grad_m * ((c >= m) / sum(c >= m, keepdims=True))"
+    assert all(c.verdict == "proved" for c in copies.values()), [(c.expr, c.message) for c in copies.values()]
+    pool, _ = _claims(BUNDLED / "maxpool_2x2.toml")
+    assert "/ sum(" not in pool["grad_windows"].expr and pool["grad_windows"].verdict == "proved"
+
+
 def test_contributions_from_several_readers_are_summed():
     rnn, _ = _claims(BUNDLED / "rnn_two_steps.toml")
     assert rnn["grad_W"].expr == "outer(grad_a1, h0) + outer(grad_a2, h1)"

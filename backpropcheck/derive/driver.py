@@ -64,17 +64,41 @@ def derive(source: str | Path, targets: Iterable[str] | None = None, options: Op
         return DeriveResult(name, "", error=str(locate(exc)))
     file_claims = doc.get("claims", {}) if isinstance(doc.get("claims"), dict) else {}
     file_claims = {claim_name(k): v for k, v in file_claims.items()}
+    result = _derived(d, targets, name, file_claims)
+    if check and result.claims:
+        _prove(result, doc, name, options)
+        if any(c.verdict == "refuted" for c in result.claims):
+            _split_ties(result, _derived(d, targets, name, file_claims, split_ties=True), doc, name, options)
+    return result
+
+
+def _derived(d: Derivation, targets: Iterable[str] | None, name: str, file_claims: dict[str, str],
+             split_ties: bool = False) -> DeriveResult:
     try:
         with d.shape_rules():
-            result = _Deriver(d).run(targets)
+            result = _Deriver(d, split_ties).run(targets)
     finally:
         _KEYS.clear()
     result.path = name
     for c in result.claims:
         c.file_claim = file_claims.get(c.name)
-    if check and result.claims:
-        _prove(result, doc, name, options)
     return result
+
+
+def _split_ties(result: DeriveResult, split: DeriveResult, doc: dict[str, Any], name: str, options: Options) -> None:
+    """A refuted claim that splits a max's gradient differently is written with the even split over the entries
+    that reach the max (the max of copies, ``max(concat([x, x]))``, ties by construction), and proved again."""
+    other = {c.name: c for c in split.claims}
+    changed = [c for c in result.claims if c.verdict == "refuted" and c.name in other and other[c.name].expr != c.expr]
+    if not changed:
+        return
+    kept = {c.name: (c.expr, c.steps, c.helpers, c.verdict, c.message) for c in changed}
+    for c in changed:
+        c.expr, c.steps, c.helpers = other[c.name].expr, other[c.name].steps, other[c.name].helpers
+    _prove(result, doc, name, options)
+    for c in changed:  # no better: the first form stays, with its verdict
+        if c.verdict != "proved":
+            c.expr, c.steps, c.helpers, c.verdict, c.message = kept[c.name]
 
 
 def _prove(result: DeriveResult, doc: dict[str, Any], name: str, options: Options) -> None:
@@ -101,7 +125,7 @@ def _prove(result: DeriveResult, doc: dict[str, Any], name: str, options: Option
 
 
 class _Deriver:
-    def __init__(self, d: Derivation):
+    def __init__(self, d: Derivation, split_ties: bool = False):
         self.d = d
         env: dict[str, Shape] = {n: i.shape for n, i in d.inputs.items()}
         for f in d.forward:
@@ -109,7 +133,7 @@ class _Deriver:
         for n in d.differentiable:
             env[f"grad_{n}"] = env[n]
         self.exprs: dict[str, Node] = {}  # forward name -> its matrix-form expression
-        self.cx = Context(env, self.exprs)
+        self.cx = Context(env, self.exprs, split_ties)
         self.unsupported: dict[str, str] = {}
         names: dict[tuple, str] = {}
         def nameable(node: Node) -> bool:  # naming W.T after `Wt = W.T` would hide the transpose

@@ -161,9 +161,12 @@ def _text(node: Node) -> tuple[str, int]:
 class Context:
     """Shapes of IR trees over the file's dim names, and broadcast-aware builders."""
 
-    def __init__(self, env: dict[str, Shape], defs: dict[str, Node] | None = None):
+    def __init__(self, env: dict[str, Shape], defs: dict[str, Node] | None = None, split_ties: bool = False):
         self.env = env
         self.defs = defs if defs is not None else {}  # forward variable -> its matrix-form definition (what rules may look through)
+        # a max's gradient split evenly over the entries that reach it (exact where copies tie by construction),
+        # rather than the plain mask (see derive's retry)
+        self.split_ties = split_ties
         self._shapes: dict[int, tuple[Node, Shape]] = {}  # id -> (the node, kept alive so ids stay unique)
 
     def shape(self, node: Node) -> Shape:

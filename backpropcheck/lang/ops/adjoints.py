@@ -260,10 +260,15 @@ def _adj_perm(name: str):
 
 
 def _adj_extreme(mask: str):
-    """The gradient to the arg-max (arg-min): ``(a >= max) * g``, both brought back to a's rank."""
+    """The gradient to the arg-max (arg-min): ``(a >= max) * g``, both brought back to a's rank; with
+    ``cx.split_ties``, ``g * mask / sum(mask, axis, keepdims=True)``: the even split over entries that tie by
+    construction (the max of copies), equal to the plain mask wherever one entry reaches the max."""
     def adjoint(cx, g, out, a, axis=None, keepdims=False):
         back = _expand_back(cx, out, a, axis, keepdims)
-        return (_c("mul", _expand_back(cx, g, a, axis, keepdims), _c(mask, a, back)),)
+        chosen = _c(mask, a, back)
+        if getattr(cx, "split_ties", False):
+            chosen = _c("div", chosen, _c("sum", _c(mask, a, back), axis=axis, keepdims=True))
+        return (_c("mul", _expand_back(cx, g, a, axis, keepdims), chosen),)
 
     return adjoint
 
