@@ -7,6 +7,8 @@ both; ``verified`` means the symbolic check was skipped or gave up, and says why
 
 from __future__ import annotations
 
+import itertools
+import math
 import random
 import shlex
 import time
@@ -39,7 +41,7 @@ from .results import (
     true_and_claimed,
 )
 from .workload import dims_positive as _dims_positive
-from .workload import distinct_dims
+from .workload import distinct_dims, work_of_each
 from .workload import layout as _layout
 from .workload import spaces as _spaces  # noqa: F401 - re-exported: tests count a file's products through it
 from .workload import work as _work
@@ -74,6 +76,7 @@ KEEP_DRAWN = 2000  # trials whose generator the preflight keeps for the trial it
 # the symbolic dim assignments: each drawn in up to ROW_DRAWS tries, DESIGNS designs tried from one range (the
 # cheapest kept), the range widened up to WIDENINGS times
 ROW_DRAWS, DESIGNS, WIDENINGS = 30, 8, 8
+DESIGN_CANDIDATES = 20_000  # assignments of the dims a symbolic design is searched among, at most (else drawn)
 EMPTY_RANGES = 64  # ranges passed over that hold no sizes at all (x of n - 10 entries: 2 … 10), at most
 
 
@@ -427,8 +430,8 @@ class _FileCheck:
         2 … n + 2, each dim — and each axis of a shape (``n - k``, ``Ho + K - 3``) — at a size it has in no
         other one. So every dim and axis takes ``shapes`` distinct sizes, and a claim off by a polynomial
         of lower degree in one of them (``1e-13 * (m - 2) * (m - 3) * x``) is nonzero at one of them; where 2 … n + 2 holds no such design (one or two dims), the range grows by
-        one until it does, and of a few designs the cheapest to check is kept (the symbolic cost grows with
-        the sizes). Drawn once per file check (the symbolic check and each refuted claim's localisation read
+        one until it does, and the design with the least work is kept (the symbolic cost grows with the sizes):
+        found by search (:meth:`_searched_design`), or the cheapest of a few drawn ones. Drawn once per file check (the symbolic check and each refuted claim's localisation read
         them)."""
         if not hasattr(self, "_small_cache"):
             try:
@@ -445,6 +448,9 @@ class _FileCheck:
         2 … 4 has no new size for both); of the ``DESIGNS`` designs found there, the cheapest to check."""
         from .engines.numeric import rng_for
 
+        searched = self._searched_design(rng_for(self.cfg.seed, self.d.path, 100_002))
+        if searched is not None:
+            return searched
         n = len(self.d.dims)
         out: list[dict[str, int]] = []
         for k, count in ((0, 1), (1, self.cfg.shapes - 1)):
@@ -467,6 +473,56 @@ class _FileCheck:
         if not out:
             raise DerivationError("no small dim sizes make every shape positive")
         return out
+
+    def _searched_design(self, rng: np.random.Generator) -> list[dict[str, int]] | None:
+        """:meth:`_small_shapes` found by search rather than drawn: of every design — the first assignment a
+        permutation of 2 … n + 1, the one or two others from 2 … n + 2 (widened as :meth:`_draw_small_shapes`
+        does), each dim and axis at a size it has in no other assignment, every dim at a distinct size where the
+        range allows — the one with the least work (the symbolic cost grows with the sizes: the cheapest of a
+        few drawn designs put a 7-by-5 convolution where a 6-by-4 one did), ties broken by the seed. None where
+        the search does not apply (other than 2 or 3 assignments, more than ``DESIGN_CANDIDATES`` assignments
+        in a range, or no positive sizes there): the designs are drawn then."""
+        count = self.cfg.shapes - 1
+        n = len(self.d.dims)
+        if count not in (1, 2) or n == 0:
+            return None
+        first = self._candidates(n + 1, rng)
+        if first is None or not len(first[0]):
+            return None
+        for top in range(n + 2, n + 2 + WIDENINGS):
+            rows = self._candidates(top, rng)
+            if rows is None:
+                return None
+            found = _cheapest_design(first, rows, count)
+            if found is not None:
+                names = list(self.d.dims)
+                return [{name: int(first[0][found[0], k]) for k, name in enumerate(names)}] + [
+                    {name: int(rows[0][j, k]) for k, name in enumerate(names)} for j in found[1:]]
+        return None
+
+    def _candidates(self, top: int, rng: np.random.Generator):
+        """Every assignment of the dims from 2 … top (at distinct sizes where the range allows) that makes every
+        shape positive, as ``(rows, axis values, work)`` sorted by work with ties in a seeded order; None past
+        ``DESIGN_CANDIDATES``."""
+        names = list(self.d.dims)
+        sizes = range(2, top + 1)
+        distinct = len(sizes) >= len(names)
+        if (math.perm(len(sizes), len(names)) if distinct else len(sizes) ** len(names)) > DESIGN_CANDIDATES:
+            return None
+        chosen = itertools.permutations(sizes, len(names)) if distinct else itertools.product(sizes, repeat=len(names))
+        rows = np.array(list(chosen), dtype=np.int64).reshape(-1, len(names))
+        columns = {name: rows[:, k] for k, name in enumerate(names)}
+        every = distinct_dims(self.d)
+        positive = np.ones(len(rows), dtype=bool)
+        for dim in every:  # every dim of every shape at least 1
+            positive &= np.asarray(dim.value(columns)) >= 1
+        axes = [dim for dim in every if dim.terms]  # n, and n - k, Ho + K - 3, 2*H: each at sizes of its own
+        values = np.stack([np.broadcast_to(dim.value(columns), len(rows)) for dim in axes], axis=1) \
+            if axes else np.zeros((len(rows), 0), dtype=np.int64)
+        work = np.broadcast_to(work_of_each(self.d, self.spaces, columns), len(rows))
+        order = np.lexsort((rng.permutation(len(rows)), work))
+        order = order[positive[order]]
+        return rows[order], values[order], work[order]
 
     def _design(self, rng: np.random.Generator, top: int, count: int,
                 before: list[dict[str, int]]) -> list[dict[str, int]] | None:
@@ -756,6 +812,32 @@ class _FileCheck:
 
 #: CPU seconds a refuted claim's counterexample may spend writing out its true entry symbolically.
 ENTRY_EXPRESSION_SECONDS = 1.0
+
+
+def _cheapest_design(first, rows, count: int) -> tuple[int, ...] | None:
+    """The indices of the least-work design: one of ``first``'s assignments, then ``count`` (1 or 2) of ``rows``'s,
+    each axis at a different size in each (both sorted by work, so the first found of equal work is kept); among
+    the 16 cheapest first assignments and, after each, the 32 cheapest rows that fit."""
+    f_rows, f_values, f_work = first
+    r_rows, r_values, r_work = rows
+    if not len(r_rows):
+        return None
+    best: tuple[int, ...] | None = None
+    total = math.inf
+    for i in range(min(len(f_rows), 16)):  # the cheapest few: the search costs less than it saves
+        if f_work[i] + count * r_work[0] >= total:
+            break
+        usable = np.flatnonzero(np.all(r_values != f_values[i], axis=1))
+        for a in usable[:32]:
+            if f_work[i] + count * r_work[a] >= total:
+                break
+            if count == 1:
+                best, total = (i, int(a)), f_work[i] + r_work[a]
+                break
+            apart = usable[np.all(r_values[usable] != r_values[a], axis=1)]
+            if len(apart) and f_work[i] + r_work[a] + r_work[apart[0]] < total:
+                best, total = (i, int(a), int(apart[0])), f_work[i] + r_work[a] + r_work[apart[0]]
+    return best
 
 
 def _failure(exc: BaseException) -> str:

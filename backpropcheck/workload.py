@@ -269,6 +269,17 @@ def work(d: Derivation, spaces: Sequence[tuple[str, tuple]], sizes: Mapping[str,
     return total, best[1]
 
 
+def work_of_each(d: Derivation, spaces: Sequence[tuple[str, tuple]], columns: Mapping[str, Any]) -> Any:
+    """:func:`work`'s total at many dim assignments at once: ``columns`` maps each dim to an integer array
+    (one entry per assignment), and so does the result (int64: a symbolic design's small dims)."""
+    total: Any = 0
+    for shape in _table(d).shapes:
+        total = total + math.prod(dim.value(columns) for dim in shape)
+    for dims, count, _ in _distinct_spaces(spaces):
+        total = total + count * math.prod(dim.value(columns) for dim in dims)
+    return total
+
+
 _SPACES: dict[int, tuple[Sequence, int, list[tuple[tuple, int, str]]]] = {}
 
 

@@ -393,3 +393,38 @@ def test_a_failure_without_a_message_is_named_by_its_kind() -> None:
 
     assert _failure(RecursionError()) == "RecursionError"
     assert _failure(ValueError("bad")) == "bad"
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_the_searched_symbolic_design_keeps_its_guarantees_at_less_work(seed: int) -> None:
+    """The symbolic dim assignments are searched for the least work (a drawn design put a 7-by-5 convolution
+    where a 6-by-4 one did): every dim at a distinct size in each assignment where the range allows, every dim
+    and axis of a shape at a different size in each, and never more work than the drawn design."""
+    from conftest import BUNDLED
+
+    from backpropcheck.loader import load
+    from backpropcheck.workload import distinct_dims, work
+
+    options = Options(seed=seed)
+    for path in sorted(BUNDLED.glob("**/*.toml")):
+        d = load(str(path))
+        searched, spaces = _design(d, options, search=True)
+        drawn, _ = _design(d, options, search=False)
+        assert len(searched) == len(drawn) == DEFAULTS.shapes, path.name
+        axes = [dim for dim in distinct_dims(d) if dim.terms]
+        for k, row in enumerate(searched):
+            assert len(set(row.values())) == len(row), (path.name, row)  # no square coincidence
+            for other in searched[k + 1:]:
+                assert all(dim.value(row) != dim.value(other) for dim in axes), (path.name, row, other)
+        assert sum(work(d, spaces, r)[0] for r in searched) <= sum(work(d, spaces, r)[0] for r in drawn), path.name
+
+
+def _design(d, options: Options, search: bool):
+    from backpropcheck import checker
+
+    check = checker._FileCheck(d, options)
+    check.layout = checker._layout(d, [c for c in d.claims if c.error is None], options.limits)
+    check.spaces = check.layout.spaces
+    if not search:
+        check._searched_design = lambda rng: None  # type: ignore[method-assign]
+    return check._small_shapes(), check.spaces
