@@ -168,6 +168,7 @@ def test_ir_details() -> None:
         ("f'{a}'", 1, "f-string"),
         ("a +", None, "syntax error"),
         ("(x := a)", 2, "walrus"),
+        ("a + clip(b, 1, -1)", 5, "needs lo <= hi"),  # NumPy gives hi everywhere: the bounds swapped
     ],
 )
 def test_rejected_with_column(text: str, column: int | None, words: str) -> None:

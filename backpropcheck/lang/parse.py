@@ -374,6 +374,10 @@ class _Parser:
                 args.extend(self.expr(v) for v in value.elts)
             else:
                 params[p.name] = self._static(value, p, node, name)
+        if op.name == "clip" and params["lo"] > params["hi"]:  # type: ignore[operator]
+            # NumPy gives hi everywhere then, a constant: almost surely the bounds swapped
+            raise self.error(node, f"clip(X, lo, hi) needs lo <= hi, not lo = {params['lo']} > hi = {params['hi']}: "
+                             f"swap the bounds")
         return Call(node.col_offset + 1, op.name, tuple(args), params)
 
     def _static(self, node: ast.AST, p: Param, call: ast.Call, name: str) -> object:
