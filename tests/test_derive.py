@@ -944,3 +944,40 @@ grad_x = "grad_s"
     result = dv.derive(text, None, FAST)
     steps = [step for c in result.claims for step in c.steps]
     assert steps and all(step.note for step in steps), [(s.op, s.note) for s in steps if not s.note]
+
+
+LSE_OVER_AXES = """
+[derivation]
+title = "logsumexp over two axes"
+[dims]
+n = "n"
+m = "m"
+k = "k"
+[inputs]
+a = ["n", "m", "k"]
+[forward]
+s = "logsumexp(a, axis=(0, 2), keepdims=True)"
+[loss]
+upstream = "s"
+[claims]
+grad_a = "0 * a"
+"""
+
+
+def test_logsumexp_over_several_axes_is_derived_and_proved():
+    """softmax takes one axis, so the adjoint over several is exp(a - lse): the softmax template crashed derive
+    with a traceback (QA pass, round 11)."""
+    claims, result = _claims(LSE_OVER_AXES)
+    assert claims["grad_a"].expr == "grad_s * exp(a - s)"
+    assert claims["grad_a"].verdict == "proved", claims["grad_a"].message
+
+
+def test_an_internal_error_of_derive_is_reported_not_raised(monkeypatch):
+    from backpropcheck.derive import driver
+
+    def broken(self, v, live):
+        raise TypeError("a rule's bug")
+
+    monkeypatch.setattr(driver._Deriver, "derive_one", broken)
+    result = dv.derive(DENSE_COLUMN, options=FAST)
+    assert not result.claims and "internal error of derive (TypeError: a rule's bug)" in result.not_derived["z"]

@@ -248,6 +248,9 @@ class _Deriver:
             except DerivationError as exc:  # an ill-shaped template or rewrite
                 result.not_derived[v] = f"derive built an ill-shaped expression, a bug of derive: {exc.message}"
                 continue
+            except Exception as exc:  # noqa: BLE001 - last resort, as check's: one gradient's bug is no traceback
+                result.not_derived[v] = f"internal error of derive ({type(exc).__name__}: {exc}); please report this file"
+                continue
             result.claims.append(claim)
         return result
 

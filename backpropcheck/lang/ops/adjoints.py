@@ -188,6 +188,9 @@ def _adj_log_softmax(cx, g, out, a, axis=None):
 
 
 def _adj_logsumexp(cx, g, out, a, axis=None, keepdims=False):
+    if isinstance(axis, tuple):  # softmax takes one axis: over several, exp(a - lse) is the softmax
+        weights = _c("elementwise", _c("sub", a, _expand_back(cx, out, a, axis, keepdims)), fn="exp", prime=False)
+        return (_c("mul", _expand_back(cx, g, a, axis, keepdims), weights),)
     return (_c("mul", _expand_back(cx, g, a, axis, keepdims), _c("softmax", a, axis=axis)),)
 
 
