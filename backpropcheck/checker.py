@@ -282,6 +282,17 @@ class _FileCheck:
                     run.claims.factored(claim.name), run.grads.factored(claim.target), cfg.rtol, cfg.atol
                 )
                 s.trials += 1
+                if not ok and not math.isfinite(abs_err):
+                    rest = _finite_rest(run.claims.factored(claim.name), run.grads.factored(claim.target), cfg)
+                    if rest is not None:
+                        # float64 overflowed in the claim alone (exp(Z) / sum(exp(Z)) at Z = 400 is inf / inf),
+                        # where the true gradient is finite: its other entries decide this trial, the exact
+                        # check the claim
+                        ok, abs_err, rel_err, index = rest
+                        if ok:
+                            r = s.rounding = s.rounding or Rounding()
+                            r.overflows += 1
+                            s.overflow_failure = s.overflow_failure or NumericFailure(trial, sizes, index, run)
                 if not ok:
                     bound = max(self._rounding_bound(claim, run, sizes, trial), _truth_rounding(run, sizes))
                     if abs_err <= bound:
@@ -701,6 +712,9 @@ class _FileCheck:
             if r.ties:
                 rounding += (f"; in {r.ties} of them a comparison's operands were within rounding of a tie, so "
                              f"float64 could not say which branch holds (the exact check decides)")
+            if r.overflows:
+                rounding += (f"; in {r.overflows} of them float64 overflowed evaluating the claim (NaN or inf where "
+                             f"the true gradient is finite; the exact check decides)")
         symbolic = sym.summary()
         if sym.status == "proved":
             shapes = "; ".join(_fmt_dims(s) for s in sym.shapes)
@@ -731,6 +745,13 @@ class _FileCheck:
             message = (f"the claim differs from the true gradient at entry {cex.index} "
                        f"(dims {_fmt_dims(cex.dims)}): {true_and_claimed(cex.true, cex.claimed)}, in float64, at a "
                        f"comparison within rounding of a tie; the exact check could not decide ({sym.reason})")
+            return self._result(claim, Verdict.REFUTED, message, symbolic=symbolic, numeric=numeric,
+                                counterexample=cex, diagnosis=diagnosis)
+        if num.overflow_failure is not None:  # float64 could not evaluate the claim there, nor the exact check decide
+            cex, diagnosis = self._localize(claim, num.overflow_failure)
+            message = (f"the claim is {cex.claimed:g} in float64 at entry {cex.index} (dims {_fmt_dims(cex.dims)}), "
+                       f"where the true gradient is {cex.true:.6g}: float64 overflows evaluating it; the exact check "
+                       f"could not decide ({sym.reason}); rewrite it to stay in range (subtract the max before exp)")
             return self._result(claim, Verdict.REFUTED, message, symbolic=symbolic, numeric=numeric,
                                 counterexample=cex, diagnosis=diagnosis)
         message = (f"numerically equal in {num.trials} trials (max rel. error {num.max_rel_err:.1e}){rounding}; "
@@ -846,6 +867,24 @@ def _failure(exc: BaseException) -> str:
 
 
 _COMPARING = frozenset({"gt", "ge", "lt", "le", "maximum", "minimum"})  # two operands, a branch where they tie
+
+
+def _finite_rest(claimed, truth, cfg: Resolved) -> tuple[bool, float, float, tuple] | None:
+    """Where the claim's float64 value is NaN or ±inf and the true gradient finite (an overflow in the claim
+    alone): :func:`.engines.numeric.compare` of its other entries, the worst index the first such entry when they
+    agree; None when the truth is not finite there either."""
+    from .engines.numeric import compare
+    from .lang.ops.core import dense
+
+    claimed, truth = np.asarray(dense(claimed)), np.asarray(dense(truth))
+    claimed = np.broadcast_to(claimed, truth.shape)
+    bad = ~np.isfinite(claimed)
+    if not bad.any() or not np.all(np.isfinite(truth[bad])):
+        return None
+    ok, abs_err, rel_err, index = compare(np.where(bad, truth, claimed), truth, cfg.rtol, cfg.atol)
+    if ok:
+        index = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), truth.shape))
+    return ok, abs_err, rel_err, index
 
 
 def _rounding_of(tape) -> float:

@@ -90,6 +90,7 @@ class Rounding:
     worst: float = 0.0
     bound: float = 0.0
     ties: int = 0  # trials where a comparison met operands within rounding of each other (Checker._near_tie)
+    overflows: int = 0  # trials where the claim's float64 value was NaN or ±inf and the true gradient finite
 
 
 @dataclass
@@ -103,6 +104,7 @@ class NumericEvidence:
     error: str | None = None
     rounding: Rounding | None = None
     tie_failure: NumericFailure | None = None  # the first disagreement at a comparison within rounding of a tie
+    overflow_failure: NumericFailure | None = None  # the first trial where float64 overflowed in the claim alone
 
     def summary(self) -> dict[str, Any]:
         """The report's ``numeric`` object."""

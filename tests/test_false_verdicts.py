@@ -990,6 +990,37 @@ def test_a_mask_on_an_exact_identity_is_decided_exactly(tmp_path: Path) -> None:
         assert "budget" not in c.message, (wrong, c.message)
 
 
+OVERFLOWING_CLAIM = """
+[derivation]
+title = "a right claim that overflows float64: the softmax written without subtracting the max"
+[dims]
+n = "n"
+[inputs]
+p = { shape = ["n"], domain = "positive" }
+Y = { shape = ["n"], domain = "onehot", constant = true }
+[forward]
+Z = "200 * p"
+L = "log_softmax(Z)"
+[loss]
+E = "-sum(Y * L)"
+[claims]
+grad_Z = "{claim}"
+"""
+
+
+def test_a_claim_that_overflows_float64_alone_is_decided_exactly(tmp_path: Path) -> None:
+    """exp(Z) / sum(exp(Z)) is inf / inf = NaN at Z = 400 while the true gradient is finite: float64 cannot
+    evaluate the claim there, which made the right claim refuted (QA pass, round 11). Such a trial is decided by
+    the claim's other entries and by the exact check, as a rounding is; a wrong claim is still refuted."""
+    result = check_text(tmp_path, OVERFLOWING_CLAIM.replace("{claim}", "exp(Z) / sum(exp(Z)) - Y"), Options())
+    right = claim(result, "grad_Z")
+    assert right.verdict == "proved", right.message
+    assert "float64 overflowed evaluating the claim" in right.message
+    for wrong in ("exp(Z) / sum(exp(Z))", "exp(Z) / sum(exp(Z)) - Y * (1 + 1e-13)", "exp(Z) / sum(exp(Z)) - 2 * Y"):
+        c = claim(check_text(tmp_path, OVERFLOWING_CLAIM.replace("{claim}", wrong), Options()), "grad_Z")
+        assert c.verdict == "refuted", (wrong, c.message)
+
+
 # --- conventions at a tie, the same in both engines (QA pass, round 10) ---
 
 MASKED_L1 = """
