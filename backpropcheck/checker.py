@@ -788,7 +788,7 @@ class _FileCheck:
         shape, idx, chosen = small if small else (sizes, index, run)
         claimed = chosen.claims[claim.name]
         truth = chosen.grads[claim.target]
-        expression = self._entry_expression(claim, shape, idx) if small else None
+        expression = self._entry_expression(claim, shape, idx, chosen.values) if small else None
         cex = Counterexample(
             dims=dict(shape), seed=seed, trial=where if small else trial, index=list(idx),
             true=float(truth[idx]) if truth.ndim else float(truth), claimed=float(np.broadcast_to(claimed, truth.shape)[idx]),
@@ -809,11 +809,13 @@ class _FileCheck:
                              backend.functions, evaluate_with)
         return cex, diagnosis
 
-    def _entry_expression(self, claim: Claim, sizes: dict[str, int], idx: tuple) -> str | None:
+    def _entry_expression(self, claim: Claim, sizes: dict[str, int], idx: tuple,
+                          values: dict[str, np.ndarray]) -> str | None:
         """The per-neuron scalar expression of the true entry, e.g. ``a[0]*grad_h[1]*f_prime(z[1])``.
 
         A courtesy of the report, not evidence: it gets at most ``ENTRY_EXPRESSION_SECONDS`` of the
-        budget (a transformer block's fully expanded entry used to spend the whole 10 s and give up)."""
+        budget (a transformer block's fully expanded entry used to spend the whole 10 s and give up). The truth
+        reads the counterexample's own concrete inputs (labels, indices: ``values``), not its own draws."""
         if not self.options.symbolic:
             return None
         budget = self.options.timeout
@@ -826,6 +828,8 @@ class _FileCheck:
                 truth = self.truths.get(_key(sizes))  # built by the symbolic check for other claims
                 if truth is None:
                     truth = self.truths[_key(sizes)] = SymbolicTruth(self.d, sizes, self.cfg.seed)
+                if any(not np.array_equal(drawn, values[name]) for name, drawn in truth.drawn.items()):
+                    truth = SymbolicTruth(self.d, sizes, self.cfg.seed, given=values)  # this trial's labels
                 return str(truth.grads.entry(claim.target, tuple(idx)))
         except Exception:  # noqa: BLE001 - the counterexample stands without its expression
             return None

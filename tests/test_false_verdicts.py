@@ -1021,6 +1021,44 @@ def test_a_claim_that_overflows_float64_alone_is_decided_exactly(tmp_path: Path)
         assert c.verdict == "refuted", (wrong, c.message)
 
 
+INDEX_LOOKUP = """
+[derivation]
+title = "an embedding lookup"
+[dims]
+N = "n"
+V = "vocab"
+E = "emb"
+[inputs]
+y = { shape = ["N"], domain = "index", range = "V" }
+C = ["V", "E"]
+[forward]
+L = "C[y]"
+[loss]
+upstream = "L"
+[backward]
+rep = "max(sum(one_hot(y, V), axis=0)) >= 2"
+[claims]
+grad_C = "{claim}"
+"""
+
+
+def test_a_claim_right_only_where_an_index_repeats_is_refuted(tmp_path: Path) -> None:
+    """Every draw of an index input repeated a value (so an overwrite for scatter_add shows), so a claim right
+    only where one repeats was proved (QA pass, round 11); every other numeric trial now draws distinct values
+    where the range allows. The lookup's true gradient is still proved, and the overwrite still refuted."""
+    for seed in range(3):
+        options = Options(seed=seed)
+        wrong = claim(check_text(tmp_path, INDEX_LOOKUP.replace("{claim}", "scatter_add(grad_L, y, V) * rep"),
+                                 options), "grad_C")
+        assert wrong.verdict == "refuted", wrong.message
+        right = claim(check_text(tmp_path, INDEX_LOOKUP.replace("{claim}", "scatter_add(grad_L, y, V)"), options),
+                      "grad_C")
+        assert right.verdict == "proved", right.message
+        overwrite = claim(check_text(tmp_path, INDEX_LOOKUP.replace("{claim}", "one_hot(y, V).T @ grad_L * (rep < 1)"),
+                                     options), "grad_C")
+        assert overwrite.verdict == "refuted", overwrite.message
+
+
 # --- conventions at a tie, the same in both engines (QA pass, round 10) ---
 
 MASKED_L1 = """

@@ -132,9 +132,14 @@ def _name_crc(path: str) -> int:
     return zlib.crc32(os.fsencode(Path(path).name))
 
 
-def draw_integers(shape: tuple[int, ...], high: int, rng: np.random.Generator) -> np.ndarray:
+def draw_integers(shape: tuple[int, ...], high: int, rng: np.random.Generator, distinct: bool = False) -> np.ndarray:
     """Integers uniform in 0 … high-1, with at least one repeated index whenever there are two
-    entries: a ``scatter_add`` replaced by an overwrite, or by a sum over positions, must show."""
+    entries: a ``scatter_add`` replaced by an overwrite, or by a sum over positions, must show. With
+    ``distinct``, every entry different where the range allows (a claim right only where some index repeats,
+    reading how often one does, must show too)."""
+    size = math.prod(shape)
+    if distinct and 2 <= size <= high:
+        return rng.permutation(high)[:size].reshape(shape)
     out = rng.integers(0, max(high, 1), size=shape)
     if out.size >= 2:
         flat = out.reshape(-1)
@@ -143,11 +148,12 @@ def draw_integers(shape: tuple[int, ...], high: int, rng: np.random.Generator) -
 
 
 def sample_input(inp: Input, shape: tuple[int, ...], rng: np.random.Generator,
-                 sizes: Mapping[str, int] | None = None) -> np.ndarray:
-    """Draw one input from its domain; matrices are scaled by 1/√(last dim) to keep layers unsaturated."""
+                 sizes: Mapping[str, int] | None = None, distinct: bool = False) -> np.ndarray:
+    """Draw one input from its domain; matrices are scaled by 1/√(last dim) to keep layers unsaturated
+    (``distinct``: an index input's entries all different where its range allows, see :func:`draw_integers`)."""
     if inp.domain == "index":
         assert inp.range is not None, "the loader gives every index input its range"
-        return draw_integers(shape, inp.range.value(sizes or {}), rng)
+        return draw_integers(shape, inp.range.value(sizes or {}), rng, distinct)
     if inp.domain == "binary":
         return rng.integers(0, 2, size=shape).astype(float)
     if inp.domain == "positive":
@@ -239,7 +245,7 @@ def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator,
     shapes = concrete_shapes(d, sizes)
     run = NumericRun(dict(sizes))
     for name, inp in d.inputs.items():
-        run.values[name] = sample_input(inp, shapes[name], rng, sizes)
+        run.values[name] = sample_input(inp, shapes[name], rng, sizes, distinct=trial % 2 == 1)
     upstream = {h: rng.standard_normal(size=shapes[h]) for h in d.loss.upstream}  # = rng.normal, without its loc/scale pass
     directions = seeded_rng(int(rng.integers(2**63)))  # drawn after the inputs: they stay as before
 

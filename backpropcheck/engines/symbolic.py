@@ -114,7 +114,9 @@ class Decision:
 class SymbolicTruth(WitnessSearch):
     """The per-neuron truth of one derivation at one dim assignment, shared by all its claims."""
 
-    def __init__(self, d: Derivation, sizes: Mapping[str, int], seed: int = 0):
+    def __init__(self, d: Derivation, sizes: Mapping[str, int], seed: int = 0,
+                 given: Mapping[str, np.ndarray] | None = None):
+        """``given``: the concrete inputs' values (labels, indices) to use instead of drawing them."""
         self.d = d
         self.sizes = dict(sizes)
         self.backend = symbolic_backend(d)
@@ -133,11 +135,12 @@ class SymbolicTruth(WitnessSearch):
         concrete = concrete_inputs(d, sizes)  # integer and binary inputs: numbers, not symbols
         for name, inp in d.inputs.items():
             if name in concrete:  # integer and binary inputs: concrete draws, like a one-hot label
-                self.drawn[name] = concrete[name]
-                self.env[name] = integer_array(concrete[name])
+                self.drawn[name] = concrete[name] if given is None else np.asarray(given[name]).astype(int)
+                self.env[name] = integer_array(self.drawn[name])
                 continue
             if inp.domain == "onehot":  # constant by the loader's rule
-                self.drawn[name] = draw_onehot(inp, shapes[name], seed, name, self.sizes)
+                self.drawn[name] = draw_onehot(inp, shapes[name], seed, name, self.sizes) if given is None \
+                    else np.asarray(given[name]).astype(int)
                 self.env[name] = integer_array(self.drawn[name])
                 continue
             positive = inp.domain in ("positive", "unit", "simplex")
