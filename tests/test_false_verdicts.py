@@ -1059,6 +1059,38 @@ def test_a_claim_right_only_where_an_index_repeats_is_refuted(tmp_path: Path) ->
         assert overwrite.verdict == "refuted", overwrite.message
 
 
+NARROW_WINDOW = """
+[derivation]
+title = "a window between two kinks close together"
+[dims]
+n = "n"
+[inputs]
+x = ["n"]
+[forward]
+y = "{forward}"
+[loss]
+upstream = "y"
+[claims]
+grad_x = "{claim}"
+"""
+
+
+@pytest.mark.parametrize(("forward", "wrong", "right"), [
+    ("x * x", "2 * x * grad_y + (x > 0.7) * (x < 0.7001) * grad_y", "2 * x * grad_y"),
+    ("clip(x, 5, 5.001)", "0 * grad_y", "grad_y * (x > 5) * (x < 5.001)"),
+    ("x * x", "2 * x * grad_y + ((x - 5) ** 2 < 0.0000001) * grad_y", "2 * x * grad_y"),
+])
+def test_a_window_between_two_close_kinks_is_examined(tmp_path: Path, forward: str, wrong: str, right: str) -> None:
+    """The witness steps off each kink by 1/1000 of its size, so a window narrower than that between two kinks
+    (0.7 < x < 0.7001, a clip to [5, 5.001]) was never examined: the wrong claims were left `verified` (QA pass,
+    round 11). The middle between two close roots is a witness point now."""
+    text = NARROW_WINDOW.replace("{forward}", forward)
+    c = claim(check_text(tmp_path, text.replace("{claim}", wrong), Options()), "grad_x")
+    assert c.verdict == "refuted", c.message
+    c = claim(check_text(tmp_path, text.replace("{claim}", right), Options()), "grad_x")
+    assert c.verdict == "proved", c.message
+
+
 # --- conventions at a tie, the same in both engines (QA pass, round 10) ---
 
 MASKED_L1 = """

@@ -187,6 +187,7 @@ class WitnessSearch:
         the domain, at most ``MAX_SCANS`` per call."""
         base = self._random_point(symbols, rng, 1)
         tried = scanned = 0
+        crossings: dict[sp.Symbol, set] = {}  # each symbol's roots, of every kink: a window between two is tried
         for kink in kinks[:16]:
             for s in sorted(kink.free_symbols & set(symbols), key=lambda x: x.name)[:4]:
                 if s in self.simplex:  # a column's last entry: written as one minus the others
@@ -199,9 +200,18 @@ class WitnessSearch:
                     values = [v for root in roots for v in _either_side(root, domain)]
                 elif scanned < MAX_SCANS:  # around the crossing, as around a root: a bracket's own ends lie
                     scanned += 1  # within 1e-12 of it, where SymPy cannot tell the sign of the kink to decide it
-                    values = [v for low, high in _scanned(g, s, domain) for v in _either_side((low + high) / 2, domain)]
+                    roots = [(low + high) / 2 for low, high in _scanned(g, s, domain)]
+                    values = [v for root in roots for v in _either_side(root, domain)]
                 else:
                     continue
+                known = crossings.setdefault(s, set())
+                # between two roots close by, of this kink or another (x > 0.7 and x < 0.7001; clip(x, 5, 5.001);
+                # (x - 5)**2 < 1e-7), a window narrower than the distances _either_side steps off a root: its middle
+                new = set(roots) - known
+                known.update(roots)
+                ordered = sorted(known)
+                values += [(a + b) / 2 for a, b in zip(ordered, ordered[1:]) if (a in new or b in new)
+                           and b - a < 2 * max(abs(a), abs(b), 1) / 1000]
                 for value in values:
                     if self._inside(s, value):
                         tried += 1
