@@ -981,3 +981,31 @@ def test_an_internal_error_of_derive_is_reported_not_raised(monkeypatch):
     monkeypatch.setattr(driver._Deriver, "derive_one", broken)
     result = dv.derive(DENSE_COLUMN, options=FAST)
     assert not result.claims and "internal error of derive (TypeError: a rule's bug)" in result.not_derived["z"]
+
+
+INTEGER_FORWARD = """
+[derivation]
+title = "an integer forward variable"
+[dims]
+N = "n"
+V = "v"
+E = "e"
+[inputs]
+I = { shape = ["N"], domain = "index", range = "V" }
+C = ["V", "E"]
+[forward]
+J = "flip(I, axis=0)"
+L = "C[J]"
+[loss]
+upstream = "L"
+[claims]
+grad_C = "0 * C"
+"""
+
+
+def test_an_integer_forward_variable_first_is_no_gradient_to_derive():
+    """derive's placeholder claim was on the first forward variable, here an index (no gradient): the file was
+    refused with exit 2 although check proves it (QA pass, round 11); nor is its gradient derived."""
+    claims, result = _claims(INTEGER_FORWARD)
+    assert set(claims) == {"grad_C"} and claims["grad_C"].expr == "scatter_add(grad_L, J, V)"
+    assert claims["grad_C"].verdict == "proved", claims["grad_C"].message

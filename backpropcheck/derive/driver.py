@@ -56,12 +56,22 @@ def derive(source: str | Path, targets: Iterable[str] | None = None, options: Op
     if not forward:
         return DeriveResult(name, "", error=str(locate(DerivationError("[forward] must define at least one "
                                                                        "variable", file=name))))
-    first = next(iter(forward))
-    first = first.split("[")[0].strip()
-    try:
-        d = loads(_with_claims(doc, {f"grad_{first}": "0"}), name, options.limits)  # the user's claims play no part
-    except DerivationError as exc:
-        return DeriveResult(name, "", error=str(locate(exc)))
+    # the user's claims play no part: one placeholder claim, on a variable that has a gradient (not an integer
+    # one, J = flip(I, axis=0): the last definition, else any other, else an input)
+    inputs: dict[str, Any] = doc["inputs"] if isinstance(doc.get("inputs"), dict) else {}
+    candidates = [k.split("[")[0].strip() for k in reversed(list(forward))] + [str(k) for k in inputs]
+    d: Derivation | None = None
+    first_error: DerivationError | None = None
+    for candidate in dict.fromkeys(candidates):
+        try:
+            d = loads(_with_claims(doc, {f"grad_{candidate}": "0"}), name, options.limits)
+            break
+        except DerivationError as exc:
+            if first_error is None:
+                first_error = exc
+    if d is None:
+        assert first_error is not None  # [forward] names one variable at least
+        return DeriveResult(name, "", error=str(locate(first_error)))
     file_claims = doc.get("claims", {}) if isinstance(doc.get("claims"), dict) else {}
     file_claims = {claim_name(k): v for k, v in file_claims.items()}
     result = _derived(d, targets, name, file_claims)
@@ -212,7 +222,7 @@ class _Deriver:
             first_reader[name] = readers[0] if readers else ""
         out = [n for n, r in first_reader.items() if r == "E"]
         for f in reversed(d.forward):
-            if f.name not in d.loss.upstream:
+            if f.name not in d.loss.upstream and f.name not in d.integer_forward:  # an index has no gradient
                 out.append(f.name)
             out.extend(n for n, r in first_reader.items() if r == f.name)
         out.extend(n for n, r in first_reader.items() if r == "")
