@@ -561,6 +561,8 @@ def derive(file, targets, fmt, output, no_symbolic, timeout, **bounds) -> None:
             click.echo(text, nl=False)
     bad = [c for c in result.claims if not c.ok]
     for c in bad:
+        if c.verdict == "not checked":  # the file's check stopped before any verdict: result.error says why
+            continue
         click.echo(f"derive: {c.name} = {c.expr} is {c.verdict}, not proved: a bug of derive, please report it"
                    f" ({c.message})", err=True)
     for target, why in result.not_derived.items():

@@ -1009,3 +1009,19 @@ def test_an_integer_forward_variable_first_is_no_gradient_to_derive():
     claims, result = _claims(INTEGER_FORWARD)
     assert set(claims) == {"grad_C"} and claims["grad_C"].expr == "scatter_add(grad_L, J, V)"
     assert claims["grad_C"].verdict == "proved", claims["grad_C"].message
+
+
+def test_derived_claims_a_bound_stops_are_not_checked_not_a_bug_of_derive(tmp_path):
+    """A bound that stops the derived file's check (its entries past --max-entries) left every claim 'error' and
+    printed 'a bug of derive, please report it ()' for each (QA pass, round 11): they are 'not checked', and the
+    bound is named once."""
+    from backpropcheck.limits import Limits
+
+    result = dv.derive(DENSE_COLUMN, options=Options(limits=Limits(max_entries=10)))
+    assert result.claims and all(c.verdict == "not checked" for c in result.claims)
+    assert "max-entries" in (result.error or "")
+    path = tmp_path / "dense.toml"
+    path.write_text(DENSE_COLUMN)
+    run = CliRunner().invoke(main, ["derive", str(path), "--max-entries", "10"])
+    assert run.exit_code == 1
+    assert "bug of derive" not in run.output and "# not checked" in run.output

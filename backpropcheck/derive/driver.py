@@ -121,6 +121,8 @@ def _prove(result: DeriveResult, doc: dict[str, Any], name: str, options: Option
         return
     if checked.status == "error" and not checked.claims:
         result.error = f"checking the derived claims failed: {checked.error}"
+        for c in result.claims:  # not derive's bug: the file's check stopped (a bound, a NaN) before any verdict
+            c.verdict, c.message = "not checked", result.error
         return
     verdicts = {c.name: c for c in checked.claims}
     for c in result.claims:
@@ -152,10 +154,10 @@ class _Deriver:
         for f in d.forward:
             node = f.node if f.index is None else index_to_matrix(f, shapes=env)
             if node is None:
-                self.unsupported[f.name] = "index form beyond sums of products of plain entries (e.g. x[t + k])"
+                self.unsupported[f.name] = "index form goes beyond sums of products of plain entries (e.g. x[t + k])"
                 continue
             if f.index is not None and Context(env).shape(node) != f.shape:  # every term broadcast
-                self.unsupported[f.name] = "index form in which no term reads every free index"
+                self.unsupported[f.name] = "index form has no term that reads every free index"
                 continue
             self.exprs[f.name] = node
             if f.index is None and nameable(node):
