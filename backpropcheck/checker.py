@@ -729,8 +729,10 @@ class _FileCheck:
             cex = Counterexample(sizes, self.cfg.seed, "symbolic", detail.index, detail.true, detail.claimed,
                                  detail.expression, reproduce_command(self.d.path, self.cfg.seed, self.options,
                                                                       self.cfg))
+            # a nonzero difference below float64's range (exp(-36000)) reads 0 as a float
+            shown = f"{detail.difference:.6g}" if detail.difference else "nonzero (below float64's range)"
             message = (f"the numeric trials agreed, but the exact difference at entry {detail.index} "
-                       f"(dims {_fmt_dims(sizes)}) is {detail.difference:.6g}, not 0")
+                       f"(dims {_fmt_dims(sizes)}) is {shown}, not 0")
             if detail.point:
                 message += f", at {detail.point}"
                 if detail.true == detail.true and detail.claimed == detail.claimed:

@@ -428,3 +428,26 @@ def _design(d, options: Options, search: bool):
     if not search:
         check._searched_design = lambda rng: None  # type: ignore[method-assign]
     return check._small_shapes(), check.spaces
+
+
+BUMP = """
+[derivation]
+title = "a wrong claim whose difference is below float64's range at the witness"
+[dims]
+n = "n"
+[inputs]
+x = ["n"]
+[forward]
+y = "x * x"
+[loss]
+upstream = "y"
+[claims]
+grad_x = "2 * x * grad_y + exp(-(x - 5) ** 2 * 1000) * grad_y"
+"""
+
+
+def test_a_difference_below_float64s_range_is_not_printed_as_zero(tmp_path: Path) -> None:
+    """exp(-36000) is nonzero exactly and 0 as a float: the report said 'is 0, not 0' (QA pass, round 11)."""
+    c = claim(check_text(tmp_path, BUMP, Options()), "grad_x")
+    assert c.verdict == "refuted", c.message
+    assert "is 0, not 0" not in c.message
