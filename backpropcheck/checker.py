@@ -809,6 +809,8 @@ class _FileCheck:
 
         diagnosis = diagnose(self.d, claim.name, np.broadcast_to(claimed, truth.shape), truth, env, shape,
                              backend.functions, evaluate_with)
+        if small and diagnosis and diagnosis.startswith("a constant factor of"):
+            diagnosis = _factor_at_both(diagnosis, shape, run, claim, sizes)
         return cex, diagnosis
 
     def _entry_expression(self, claim: Claim, sizes: dict[str, int], idx: tuple,
@@ -873,6 +875,27 @@ def _failure(exc: BaseException) -> str:
 
 
 _COMPARING = frozenset({"gt", "ge", "lt", "le", "maximum", "minimum"})  # two operands, a branch where they tie
+
+
+def _factor_at_both(diagnosis: str, small: dict[str, int], run, claim: Claim, sizes: dict[str, int]) -> str:
+    """A factor named after a dim at the small dims where the claim was localised (E = 2) must be that dim's size
+    in the failing trial too: else it is the constant itself (a claim doubled, with E = 2 there)."""
+    from .lang.ops.core import dense
+
+    dim = diagnosis.split()[4]  # "a constant factor of {dim} too many …" or "of 1/{dim} …"
+    name = dim[2:] if dim.startswith("1/") else dim
+    if name not in sizes or name not in small:
+        return diagnosis
+    claimed = np.broadcast_to(np.asarray(dense(run.claims.factored(claim.name))), run.grads[claim.target].shape)
+    truth = np.asarray(run.grads[claim.target])
+    if not np.vdot(truth, truth):
+        return diagnosis
+    k = float(np.vdot(claimed, truth) / np.vdot(truth, truth))
+    expected = sizes[name] if dim == name else 1 / sizes[name]
+    if abs(k - expected) <= 1e-9 * abs(expected):
+        return diagnosis
+    factor = small[name] if dim == name else 1 / small[name]
+    return f"off by a constant factor: the claim is {factor:.6g} times the gradient"
 
 
 def _finite_rest(claimed, truth, cfg: Resolved) -> tuple[bool, float, float, tuple] | None:

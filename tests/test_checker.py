@@ -162,6 +162,9 @@ def test_fixed_dims_are_the_counterexample_dims(tmp_path: Path) -> None:
         (SOFTMAX_REGRESSION, "grad_Z", "P - Y", "a constant factor of B too many (a missing 1/B?)"),
         (MEAN_SQUARED_BATCH, "grad_W", "(Z - Y) @ X.T", "a missing 1/B"),
         (DENSE_COLUMN, "grad_b", "3.5 * grad_z", "off by a constant factor: the claim is 3.5 times"),
+        # a dim is 2 at the small dims a failure is shown at: the factor is the constant, not that dim
+        (DENSE_COLUMN, "grad_b", "2 * grad_z", "off by a constant factor: the claim is 2 times"),
+        (SQUARE, "grad_W", "3 * outer(grad_z, a)", "off by a constant factor: the claim is 3 times"),
         (MSE_SIGMOID, "grad_z", "(h - y) * sigmoid_prime(h)",
          "sigmoid_prime(h) used for sigmoid_prime(z)"),
         (SQUARE, "grad_z", "grad_h", "a missing factor tanh_prime(z)"),
