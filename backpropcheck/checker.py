@@ -207,6 +207,15 @@ class _FileCheck:
         except _NumericTrouble as exc:
             return FileResult(d.path, d.title, "error", f"{d.path}: {exc}")
         symbolic = self._symbolic([c for c in live if numeric[c.name].failure is None])
+        if getattr(self, "_unchecked", None) and any(
+                numeric[c.name].failure is None and numeric[c.name].error is None
+                and symbolic[c.name].status not in ("proved", "counterexample") for c in live):
+            try:  # a claim left only verified rests on every trial's true gradient: each one checked
+                self._self_check_rest()
+            except FileTimeout as exc:
+                return FileResult(d.path, d.title, "error", exc.message)
+            except _NumericTrouble as exc:
+                return FileResult(d.path, d.title, "error", f"{d.path}: {exc}")
         for claim in live:
             results[claim.name] = self._judge(claim, numeric[claim.name], symbolic.get(claim.name))
         refuted = {n for n, r in results.items() if r.verdict == "refuted"}
@@ -235,6 +244,7 @@ class _FileCheck:
             if not 1 <= value <= limits.max_dim:
                 raise DerivationError(exceeded(f"--dims {name}", value, "max_dim", limits))
         stats = {c.name: NumericEvidence() for c in claims}
+        self._unchecked: list[tuple[int, dict[str, int], dict]] = []  # trials whose sweep _self_check has not read
         total = 0
         # the drawn trials, then one at each size where a dim used as a number may change the claim
         extra = [({dim: size, **dict(pins)}) for dim, size, _, pins in self._critical() if dim not in self.fixed]
@@ -265,8 +275,12 @@ class _FileCheck:
                 raise DerivationError(exceeded(f"the entries of all arrays summed over trials 0..{trial}", total,
                                                "max_total_entries", limits))
             began = time.monotonic()
+            # the reverse sweep is checked against forward mode in the first trial, and in any other whose values
+            # a verdict rests on (a counterexample here; every trial of a claim left only verified): see _self_check
+            state = rng.bit_generator.state
+            checked = trial == 0 or not self.options.symbolic
             try:
-                run = run_trial(self.d, sizes, rng, trial)
+                run = run_trial(self.d, sizes, rng, trial, self_check=checked)
             except NumericProblem as exc:
                 raise _NumericTrouble(f"trial {trial} at dims {_fmt_dims(sizes)}: {exc}") from None
             for claim in claims:
@@ -292,6 +306,7 @@ class _FileCheck:
                         if ok:
                             r = s.rounding = s.rounding or Rounding()
                             r.overflows += 1
+                            checked = checked or self._self_check(trial, sizes, state)
                             s.overflow_failure = s.overflow_failure or NumericFailure(trial, sizes, index, run)
                 if not ok:
                     bound = max(self._rounding_bound(claim, run, sizes, trial), _truth_rounding(run, sizes))
@@ -306,15 +321,42 @@ class _FileCheck:
                         # float64 cannot say which side it is on; the exact check decides
                         r = s.rounding = s.rounding or Rounding()
                         r.ties += 1
+                        checked = checked or self._self_check(trial, sizes, state)
                         s.tie_failure = s.tie_failure or NumericFailure(trial, sizes, index, run)
                         continue
+                    checked = checked or self._self_check(trial, sizes, state)
                     s.failure = NumericFailure(trial, sizes, index, run)
                 s.max_abs_err = max(s.max_abs_err, abs_err)
                 s.max_rel_err = max(s.max_rel_err, rel_err)
             del run  # at production dims, one trial's arrays at a time
+            if not checked:
+                self._unchecked.append((trial, sizes, state))
             if trial < cfg.trials:
                 self._pace.timed(time.monotonic() - began, self._trial_work[trial])
         return stats
+
+    def _self_check(self, trial: int, sizes: dict[str, int], state: dict) -> bool:
+        """The trial run again, from its generator's ``state``, with its reverse sweep checked against forward mode
+        (:func:`.engines.numeric.directional_check`): :class:`_NumericTrouble` if they disagree (a bug of the op
+        table, never a verdict), else True. A trial's values count as evidence only so checked: a counterexample's
+        at once; every trial's where a claim ends only verified (:meth:`_self_check_rest`). A proof does not
+        rest on them (the truth it reads is SymPy's; a numeric truth that differed would be a counterexample)."""
+        from .engines.numeric import NumericProblem, run_trial
+
+        rng = np.random.Generator(np.random.PCG64())
+        rng.bit_generator.state = state
+        try:
+            run_trial(self.d, sizes, rng, trial, self_check=True)
+        except NumericProblem as exc:
+            raise _NumericTrouble(f"trial {trial} at dims {_fmt_dims(sizes)}: {exc}") from None
+        return True
+
+    def _self_check_rest(self) -> None:
+        """:meth:`_self_check` every trial not yet checked (a claim ends only verified: its evidence is them all)."""
+        for trial, sizes, state in self._unchecked:
+            self._on_time(f" (checking trial {trial} again)")
+            self._self_check(trial, sizes, state)
+        self._unchecked = []
 
     def _preflight(self) -> None:
         """Every trial's dims are drawn up front (the draws are cheap and repeat exactly in the trial), so a

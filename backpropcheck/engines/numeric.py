@@ -239,8 +239,10 @@ class NumericRun:
     loss: float = 0.0
 
 
-def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator, trial: int) -> NumericRun:
-    """Forward pass, true gradients, claims — at one dim assignment."""
+def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator, trial: int,
+              self_check: bool = True) -> NumericRun:
+    """Forward pass, true gradients, claims — at one dim assignment. ``self_check``: the reverse sweep is
+    checked against forward mode (:func:`directional_check`); every true gradient is checked finite anyway."""
     backend = numeric_backend(d, trial)
     shapes = concrete_shapes(d, sizes)
     run = NumericRun(dict(sizes))
@@ -281,7 +283,8 @@ def run_trial(d: Derivation, sizes: Mapping[str, int], rng: np.random.Generator,
         for name, inp in d.inputs.items():
             if not inp.constant:
                 run.grads[name] = adjoints[name] if name in adjoints else np.zeros(shapes[name])
-        directional_check(d, run, tapes, loss_tape, upstream, shapes, directions)  # first: every grad finite
+        directional_check(d, run, tapes, loss_tape, upstream, shapes, directions,  # first: every grad finite
+                          forward_mode=self_check)
         del tapes, loss_tape
 
         env = _ClaimEnv(run.values, run.grads)
@@ -342,12 +345,13 @@ def _sweep(*args) -> None:
 
 def directional_check(d: Derivation, run: NumericRun, tapes: Mapping[str, Tape], loss_tape: Tape,
                       upstream: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[int, ...]],
-                      rng: np.random.Generator) -> None:
+                      rng: np.random.Generator, forward_mode: bool = True) -> None:
     """Raise :class:`TruthMismatch` unless forward mode agrees with the reverse sweep (see
     :mod:`.directional`): ``dE = Σ_x ⟨grad_x, d_x⟩ + Σ_f ⟨grad_f, v_f⟩`` for random ±1 directions.
 
     First, :class:`NumericProblem` if a true gradient has a NaN or an Inf: the inner products read
-    every gradient once, and a finite ``‖grad‖·‖d‖`` proves it finite without another pass."""
+    every gradient once, and a finite ``‖grad‖·‖d‖`` proves it finite without another pass. Only that
+    without ``forward_mode``."""
     varied = [name for name, inp in d.inputs.items() if not inp.constant]
     drawn = directions([shapes[name] for name in varied] + [shapes[f.name] for f in d.forward], rng)
     dirs = dict(zip(varied, drawn))
@@ -358,6 +362,8 @@ def directional_check(d: Derivation, run: NumericRun, tapes: Mapping[str, Tape],
         value, size = products[name]
         if not (math.isfinite(value) and math.isfinite(size)):
             _finite(run.grads[name], f"grad_{name}", "the true gradient", quiet=True)  # the exact test (the product may only overflow)
+    if not forward_mode:
+        return
     total: dict[str, np.ndarray] = {}
 
     def var_tangent(name: str) -> Tangent:
