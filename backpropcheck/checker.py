@@ -784,18 +784,15 @@ class _FileCheck:
             return self._result(claim, Verdict.REFUTED, message, symbolic=symbolic, numeric=numeric,
                                 counterexample=cex)
         symbolic["reason"] = sym.reason
-        if num.tie_failure is not None:  # float64 could not decide that trial, nor the exact check the claim
-            cex, diagnosis = self._localize(claim, num.tie_failure)
+        undecided = num.tie_failure or num.overflow_failure
+        if undecided is not None:  # float64 could not decide that trial, nor the exact check the claim
+            cex, diagnosis = self._localize(claim, undecided)
+            why = ("at a comparison within rounding of a tie" if undecided is num.tie_failure else
+                   "where float64 overflows evaluating the claim (rewrite it to stay in range: subtract the max "
+                   "before exp)")
             message = (f"the claim differs from the true gradient at entry {cex.index} "
-                       f"(dims {_fmt_dims(cex.dims)}): {true_and_claimed(cex.true, cex.claimed)}, in float64, at a "
-                       f"comparison within rounding of a tie; the exact check could not decide ({sym.reason})")
-            return self._result(claim, Verdict.REFUTED, message, symbolic=symbolic, numeric=numeric,
-                                counterexample=cex, diagnosis=diagnosis)
-        if num.overflow_failure is not None:  # float64 could not evaluate the claim there, nor the exact check decide
-            cex, diagnosis = self._localize(claim, num.overflow_failure)
-            message = (f"the claim is {cex.claimed:g} in float64 at entry {cex.index} (dims {_fmt_dims(cex.dims)}), "
-                       f"where the true gradient is {cex.true:.6g}: float64 overflows evaluating it; the exact check "
-                       f"could not decide ({sym.reason}); rewrite it to stay in range (subtract the max before exp)")
+                       f"(dims {_fmt_dims(cex.dims)}): {true_and_claimed(cex.true, cex.claimed)}, in float64, {why}; "
+                       f"the exact check could not decide ({sym.reason})")
             return self._result(claim, Verdict.REFUTED, message, symbolic=symbolic, numeric=numeric,
                                 counterexample=cex, diagnosis=diagnosis)
         message = (f"numerically equal in {num.trials} trials (max rel. error {num.max_rel_err:.1e}){rounding}; "
