@@ -496,7 +496,8 @@ class _FileCheck:
         return [dict(sizes) for sizes in self._small_cache]
 
     def _draw_small_shapes(self) -> list[dict[str, int]]:
-        """:meth:`_small_shapes`, drawn: the first assignment, then the others as one design, from the smallest
+        """:meth:`_small_shapes`: the design with the least work found by search (:meth:`_searched_design`); where
+        the search does not apply, drawn: the first assignment, then the others as one design, from the smallest
         range where one exists (a row drawn alone can leave the next none: after n, m = 2, 3 and 3, 2 the range
         2 … 4 has no new size for both); of the ``DESIGNS`` designs found there, the cheapest to check."""
         from .engines.numeric import rng_for
