@@ -245,6 +245,7 @@ class _FileCheck:
                 raise DerivationError(exceeded(f"--dims {name}", value, "max_dim", limits))
         stats = {c.name: NumericEvidence() for c in claims}
         self._unchecked: list[tuple[int, dict[str, int], dict]] = []  # trials whose sweep _self_check has not read
+        self._overflowed: dict[str, list[dict[str, int]]] = {}  # claim -> dims where float64 overflowed in it alone
         total = 0
         # the drawn trials, then one at each size where a dim used as a number may change the claim
         extra = [({dim: size, **dict(pins)}) for dim, size, _, pins in self._critical() if dim not in self.fixed]
@@ -298,7 +299,7 @@ class _FileCheck:
                 s.trials += 1
                 if not ok and not math.isfinite(abs_err):
                     rest = _finite_rest(run.claims.factored(claim.name), run.grads.factored(claim.target), cfg)
-                    if rest is not None:
+                    if rest is not None and self._overflows_first(claim, run, sizes, trial):
                         # float64 overflowed in the claim alone (exp(Z) / sum(exp(Z)) at Z = 400 is inf / inf),
                         # where the true gradient is finite: its other entries decide this trial, the exact
                         # check the claim
@@ -308,6 +309,9 @@ class _FileCheck:
                             r.overflows += 1
                             checked = checked or self._self_check(trial, sizes, state)
                             s.overflow_failure = s.overflow_failure or NumericFailure(trial, sizes, index, run)
+                            self._overflowed.setdefault(claim.name, [])
+                            if sizes not in self._overflowed[claim.name]:  # the exact check must hold there too
+                                self._overflowed[claim.name].append(dict(sizes))
                 if not ok:
                     bound = max(self._rounding_bound(claim, run, sizes, trial), _truth_rounding(run, sizes))
                     if abs_err <= bound:
@@ -431,6 +435,27 @@ class _FileCheck:
                 return True
         return False
 
+    def _overflows_first(self, claim: Claim, run, sizes: dict[str, int], trial: int) -> bool:
+        """Is an overflow the first floating-point trouble in the claim's evaluation at the trial's values
+        (``exp(Z)`` at Z = 400, then inf / inf), rather than a value outside a function's domain (``log`` or
+        ``sqrt`` of a negative number, 0 / 0)? Only an overflow leaves the exact value to the exact check."""
+        from .engines.evaluate import evaluate_definition
+        from .engines.numeric import numeric_backend
+
+        backend = numeric_backend(self.d, trial)
+        env = dict(run.values)
+        env.update({f"grad_{n}": g for n, g in run.grads.items()})
+        try:
+            with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
+                for helper in self.d.backward:
+                    env[helper.name] = evaluate_definition(helper.root, helper.index, env, sizes, backend)
+                evaluate_definition(claim.root, claim.index, env, sizes, backend)
+        except FloatingPointError as exc:
+            return "overflow" in str(exc)
+        except Exception:  # noqa: BLE001 - anything else is no overflow to excuse
+            return False
+        return False
+
     def _tape(self, claim: Claim, run, sizes: dict[str, int], trial: int, forward: bool = False):
         """The claim's evaluation at the trial's values (with the [backward] helpers, and with ``forward`` the
         forward pass and the loss before them), every operation recorded."""
@@ -538,8 +563,8 @@ class _FileCheck:
         in a range, or no positive sizes there): the designs are drawn then."""
         count = self.cfg.shapes - 1
         n = len(self.d.dims)
-        if count not in (1, 2) or n == 0:
-            return None
+        if count not in (1, 2) or n == 0 or self.cfg.seed != DEFAULTS.seed:
+            return None  # another seed: drawn designs, another look at the claim
         first = self._candidates(n + 1, rng)
         if first is None or not len(first[0]):
             return None
@@ -571,8 +596,9 @@ class _FileCheck:
         for dim in every:  # every dim of every shape at least 1
             positive &= np.asarray(dim.value(columns)) >= 1
         axes = [dim for dim in every if dim.terms]  # n, and n - k, Ho + K - 3, 2*H: each at sizes of its own
-        values = np.stack([np.broadcast_to(dim.value(columns), len(rows)) for dim in axes], axis=1) \
-            if axes else np.zeros((len(rows), 0), dtype=np.int64)
+        # every dim too, also one that is no axis alone (k of n - k, H of H*D, a dim used only as a number)
+        values = np.concatenate([rows] + [np.broadcast_to(dim.value(columns), len(rows))[:, None] for dim in axes],
+                                axis=1)
         work = np.broadcast_to(work_of_each(self.d, self.spaces, columns), len(rows))
         order = np.lexsort((rng.permutation(len(rows)), work))
         order = order[positive[order]]
@@ -588,7 +614,8 @@ class _FileCheck:
         for _ in range(count):
             for _ in range(ROW_DRAWS):
                 row = draw_dims(self.d, rng, 2, top, {})
-                if all(dim.value(row) != dim.value(seen) for seen in before + rows for dim in axes):
+                if all(dim.value(row) != dim.value(seen) for seen in before + rows for dim in axes) and all(
+                        row[name] != seen[name] for seen in before + rows for name in row):
                     rows.append(row)
                     break
             else:
@@ -682,6 +709,7 @@ class _FileCheck:
                     record.stop("undecided", f"at dims {_fmt_dims(sizes)}: {decision.why}")
                 else:
                     record.status, record.sizes, record.refutation = "counterexample", sizes, decision
+        self._at_overflows(claims, out, budget, spent)
         if self.options.scope:  # proof scope (SPEC §8): all shapes by a finite certificate, or sampled
             from .engines.scope import certify_records
 
@@ -692,6 +720,47 @@ class _FileCheck:
                             self.options.limits.max_symbolic_entries, time_budget, SymbolicTimeout,
                             _SYMBOLIC_FAILURES, reusable)
         return out
+
+    def _at_overflows(self, claims: list[Claim], out: dict[str, SymbolicEvidence], budget: float,
+                      spent: dict[str, float]) -> None:
+        """A claim proved at the small dims, whose float64 value overflowed in a trial, is decided exactly at that
+        trial's dims too: the trial's evidence was left to the exact check there (``(n-2)(n-3)(n-4) exp(800 n)``
+        vanishes at n = 2, 3, 4 and overflows at n = 5). Past the symbolic bounds it is not proved, and the
+        overflow stands as the counterexample (:meth:`_judge`)."""
+        from .engines.symbolic import SymbolicTruth
+
+        for claim in claims:
+            record = out[claim.name]
+            for sizes in getattr(self, "_overflowed", {}).get(claim.name, [])[:2]:
+                if record.status != "proved":
+                    break
+                entries, _ = _work(self.d, self.spaces, sizes)
+                reach = max(4000, 50 * max((_work(self.d, self.spaces, s)[0] for s in record.shapes), default=0))
+                if entries > min(reach, self.options.limits.max_symbolic_entries):
+                    record.stop("gave-up", f"float64 overflowed evaluating the claim at dims {_fmt_dims(sizes)}, "
+                                           f"where the symbolic check does not reach ({entries} entries)")
+                    break
+                cpu = time.process_time()
+                try:
+                    with time_budget(_remaining(budget, spent[claim.name])):
+                        truth = self.truths.get(_key(sizes)) or SymbolicTruth(self.d, sizes, self.cfg.seed)
+                        self.truths[_key(sizes)] = truth
+                        rng = random.Random(zlib.crc32(f"{self.cfg.seed}:{self.d.path}".encode("utf-8", "surrogateescape")))
+                        decision = self._decide(truth, claim, rng)
+                except SymbolicTimeout:
+                    record.stop("timeout", f"the symbolic check at dims {_fmt_dims(sizes)}, where float64 overflowed "
+                                           f"evaluating the claim, ran past the {budget:g} s budget (--timeout)")
+                    break
+                except _SYMBOLIC_FAILURES as exc:
+                    record.stop("gave-up", f"the symbolic engine failed: {_failure(exc)}")
+                    break
+                spent[claim.name] += time.process_time() - cpu
+                if decision is None:
+                    record.shapes.append(dict(sizes))
+                elif isinstance(decision, Undecided):
+                    record.stop("undecided", f"at dims {_fmt_dims(sizes)}: {decision.why}")
+                else:
+                    record.status, record.sizes, record.refutation = "counterexample", dict(sizes), decision
 
     def _decide(self, truth: SymbolicTruth, claim: Claim, rng: random.Random) -> Decision:
         """None if every entry is proved equal; else why it is undecided, or the refutation."""

@@ -400,9 +400,10 @@ def test_a_failure_without_a_message_is_named_by_its_kind() -> None:
 
 @pytest.mark.parametrize("seed", [0, 3])
 def test_the_searched_symbolic_design_keeps_its_guarantees_at_less_work(seed: int) -> None:
-    """The symbolic dim assignments are searched for the least work (a drawn design put a 7-by-5 convolution
-    where a 6-by-4 one did): every dim at a distinct size in each assignment where the range allows, every dim
-    and axis of a shape at a different size in each, and never more work than the drawn design."""
+    """The symbolic dim assignments are searched for the least work at the default seed (a drawn design put a
+    7-by-5 convolution where a 6-by-4 one did; another seed draws them, another look): every dim at a distinct
+    size in each assignment where the range allows, every dim — k of n - k too (QA pass, round 11) — and every
+    axis of a shape at a different size in each, and never more work than the drawn design."""
     from conftest import BUNDLED
 
     from backpropcheck.loader import load
@@ -419,6 +420,7 @@ def test_the_searched_symbolic_design_keeps_its_guarantees_at_less_work(seed: in
             assert len(set(row.values())) == len(row), (path.name, row)  # no square coincidence
             for other in searched[k + 1:]:
                 assert all(dim.value(row) != dim.value(other) for dim in axes), (path.name, row, other)
+                assert all(row[name] != other[name] for name in row), (path.name, row, other)
         assert sum(work(d, spaces, r)[0] for r in searched) <= sum(work(d, spaces, r)[0] for r in drawn), path.name
 
 

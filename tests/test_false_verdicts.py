@@ -1021,6 +1021,50 @@ def test_a_claim_that_overflows_float64_alone_is_decided_exactly(tmp_path: Path)
         assert c.verdict == "refuted", (wrong, c.message)
 
 
+@pytest.mark.parametrize("wrong", [
+    "2 * exp(log(x)) * grad_y", "2 * x * grad_y + 0 * log(x)", "2 * x * grad_y + log(x) - log(x)",
+    "2 * grad_y * exp(log(x - 10)) + 20 * grad_y",  # NaN everywhere
+    "2 * x * grad_y + (n - 2) * (n - 3) * (n - 4) * exp(800 * n) * x",  # 0 at the small dims, inf past them
+])
+def test_only_an_overflow_is_left_to_the_exact_check_and_there_at_its_own_dims(tmp_path: Path, wrong: str) -> None:
+    """A NaN from a value outside a function's domain (log of a negative x) is no overflow: such claims were
+    proved, some for all shapes, after their NaN entries were excused and SymPy wrote exp(log(x)) as x; and an
+    overflow is decided exactly at the dims it happened at, not only at the small ones where the wrong term
+    vanishes (QA pass, round 11)."""
+    text = NARROW_WINDOW.replace("{forward}", "x * x").replace("{claim}", wrong)
+    c = claim(check_text(tmp_path, text, Options()), "grad_x")
+    assert c.verdict == "refuted", c.message
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize(("shape", "forward", "claim_text"), [
+    ('["n - k"]', "n * x", "n * grad_y + 1e-13 * (k - 2) * grad_y"),
+    ('["H*D"]', "H * x", "H * grad_y + 1e-13 * (H - 2) * (H - 3) * grad_y"),
+])
+def test_a_dim_that_is_no_axis_alone_takes_a_new_size_in_each_symbolic_assignment(
+        tmp_path: Path, seed: int, shape: str, forward: str, claim_text: str) -> None:
+    """k of n - k and H of H*D took one size in every symbolic assignment (only whole axes were kept apart),
+    so a claim off by 1e-13 * (k - 2) was proved at k = 2 throughout (QA pass, round 11)."""
+    names = ("n", "k") if "k" in shape else ("H", "D")
+    text = f"""
+[derivation]
+title = "a dim inside an axis"
+[dims]
+{names[0]} = "a"
+{names[1]} = "b"
+[inputs]
+x = {shape}
+[forward]
+y = "{forward}"
+[loss]
+upstream = "y"
+[claims]
+grad_x = "{claim_text}"
+"""
+    c = claim(check_text(tmp_path, text, Options(seed=seed)), "grad_x")
+    assert c.verdict == "refuted", c.message
+
+
 INDEX_LOOKUP = """
 [derivation]
 title = "an embedding lookup"
