@@ -443,8 +443,7 @@ class _FileCheck:
         from .engines.numeric import numeric_backend
 
         backend = numeric_backend(self.d, trial)
-        env = dict(run.values)
-        env.update({f"grad_{n}": g for n, g in run.grads.items()})
+        env = _trial_env(run)
         try:
             with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
                 for helper in self.d.backward:
@@ -463,8 +462,7 @@ class _FileCheck:
         from .engines.numeric import numeric_backend
 
         backend = numeric_backend(self.d, trial)
-        env = dict(run.values)
-        env.update({f"grad_{n}": g for n, g in run.grads.items()})
+        env = _trial_env(run)
         tape = Tape()
         with np.errstate(all="ignore"):
             if forward:
@@ -681,7 +679,7 @@ class _FileCheck:
                 return out
             shared = time.perf_counter() - started
             truth_spent += time.process_time() - cpu
-            rng = random.Random(zlib.crc32(f"{self.cfg.seed}:{self.d.path}".encode("utf-8", "surrogateescape")))
+            rng = self._decision_rng()
             for claim in list(pending):
                 record = out[claim.name]
                 started = time.perf_counter()
@@ -745,7 +743,7 @@ class _FileCheck:
                     with time_budget(_remaining(budget, spent[claim.name])):
                         truth = self.truths.get(_key(sizes)) or SymbolicTruth(self.d, sizes, self.cfg.seed)
                         self.truths[_key(sizes)] = truth
-                        rng = random.Random(zlib.crc32(f"{self.cfg.seed}:{self.d.path}".encode("utf-8", "surrogateescape")))
+                        rng = self._decision_rng()
                         decision = self._decide(truth, claim, rng)
                 except SymbolicTimeout:
                     record.stop("timeout", f"the symbolic check at dims {_fmt_dims(sizes)}, where float64 overflowed "
@@ -761,6 +759,10 @@ class _FileCheck:
                     record.stop("undecided", f"at dims {_fmt_dims(sizes)}: {decision.why}")
                 else:
                     record.status, record.sizes, record.refutation = "counterexample", dict(sizes), decision
+
+    def _decision_rng(self) -> random.Random:
+        """The witness search's generator for one dim assignment: from the seed and the file, never the run order."""
+        return random.Random(zlib.crc32(f"{self.cfg.seed}:{self.d.path}".encode("utf-8", "surrogateescape")))
 
     def _decide(self, truth: SymbolicTruth, claim: Claim, rng: random.Random) -> Decision:
         """None if every entry is proved equal; else why it is undecided, or the refutation."""
@@ -906,8 +908,7 @@ class _FileCheck:
             expression=expression, command=reproduce_command(self.d.path, seed, self.options, self.cfg),
         )
         backend = numeric_backend(self.d, trial)
-        env = dict(chosen.values)
-        env.update({f"grad_{n}": g for n, g in chosen.grads.items()})
+        env = _trial_env(chosen)
 
         def evaluate_with(changes: dict[str, np.ndarray]) -> np.ndarray:
             local = dict(env)
@@ -984,6 +985,13 @@ def _failure(exc: BaseException) -> str:
 
 
 _COMPARING = frozenset({"gt", "ge", "lt", "le", "maximum", "minimum"})  # two operands, a branch where they tie
+
+
+def _trial_env(run) -> dict[str, np.ndarray]:
+    """A trial's values with every ``grad_v`` bound to its true gradient: what a claim and its helpers read."""
+    env = dict(run.values)
+    env.update({f"grad_{n}": g for n, g in run.grads.items()})
+    return env
 
 
 def _factor_at_both(diagnosis: str, small: dict[str, int], run, claim: Claim, sizes: dict[str, int]) -> str:

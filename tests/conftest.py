@@ -32,6 +32,24 @@ LIBRARY_FILES = sorted(BUNDLED.rglob("*.toml"))
 # Few trials and one small symbolic shape: enough to tell right from wrong, and fast.
 FAST = Options(trials=3, shapes=1)
 
+def of_x(forward: str, claim: str) -> str:
+    """A derivation of one vector x: ``y = forward``, E unknown beyond y (``grad_y`` given), ``grad_x = claim``."""
+    return f"""
+[derivation]
+title = "y = {forward}"
+[dims]
+n = "n"
+[inputs]
+x = ["n"]
+[forward]
+y = "{forward}"
+[loss]
+upstream = "y"
+[claims]
+grad_x = "{claim}"
+"""
+
+
 DENSE_COLUMN = """
 [derivation]
 title = "Dense layer, column vectors"

@@ -18,6 +18,7 @@ from conftest import (
     dense_toml,
     derivation_toml,
     load_text,
+    of_x,
     verdicts,
     with_claims,
 )
@@ -435,25 +436,11 @@ def _design(d, options: Options, search: bool):
     return check._small_shapes(), check.spaces
 
 
-WINDOW_VERIFIED = """
-[derivation]
-title = "a claim the symbolic check cannot decide: only verified"
-[dims]
-n = "n"
-[inputs]
-x = ["n"]
-[forward]
-y = "x * x"
-[loss]
-upstream = "y"
-[claims]
-grad_x = "{claim}"
-"""
 
 
 def test_a_difference_below_float64s_range_is_not_printed_as_zero(tmp_path: Path) -> None:
     """exp(-36000) is nonzero exactly and 0 as a float: the report said 'is 0, not 0' (QA pass, round 11)."""
-    bump = WINDOW_VERIFIED.replace("{claim}", "2 * x * grad_y + exp(-(x - 5) ** 2 * 1000) * grad_y")
+    bump = of_x("x * x", "2 * x * grad_y + exp(-(x - 5) ** 2 * 1000) * grad_y")
     c = claim(check_text(tmp_path, bump, Options()), "grad_x")
     assert c.verdict == "refuted", c.message
     assert "is 0, not 0" not in c.message
@@ -490,19 +477,19 @@ def test_the_sweep_is_checked_in_forward_mode_where_a_verdict_rests_on_it(tmp_pa
     proof reads SymPy's truth, so a proved file's other trials skip it (a tenth of the run's CPU)."""
     checked, returned = _spy_self_checks(monkeypatch)
     options = Options(trials=8)
-    proved = claim(check_text(tmp_path, WINDOW_VERIFIED.replace("{claim}", "2 * x * grad_y"), options), "grad_x")
+    proved = claim(check_text(tmp_path, of_x("x * x", "2 * x * grad_y"), options), "grad_x")
     assert proved.verdict == "proved" and [t for t, _ in checked] == [0]
     checked.clear()
-    verified = claim(check_text(tmp_path, WINDOW_VERIFIED.replace(
-        "{claim}", "2 * x * grad_y + (abs(x - 5) < 0.0005) * grad_y"), options), "grad_x")
+    verified = claim(check_text(tmp_path, of_x("x * x", "2 * x * grad_y + (abs(x - 5) < 0.0005) * grad_y"),
+                                options), "grad_x")
     assert verified.verdict == "verified", verified.message
     assert sorted(t for t, _ in checked) == list(range(8))
     later = 0
     for seed in range(8):  # wrong where some x > 1.7: first seen in a later trial for most seeds
         checked.clear()
         returned.clear()
-        refuted = claim(check_text(tmp_path, WINDOW_VERIFIED.replace(
-            "{claim}", "2 * x * grad_y + (x > 1.7) * grad_y"), Options(seed=seed)), "grad_x")
+        refuted = claim(check_text(tmp_path, of_x("x * x", "2 * x * grad_y + (x > 1.7) * grad_y"), Options(seed=seed)),
+                        "grad_x")
         assert refuted.verdict == "refuted"
         failure = returned[0]["grad_x"].failure
         if failure is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import DENSE_COLUMN, check_text, claim, with_claims
+from conftest import DENSE_COLUMN, check_text, claim, of_x, with_claims
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -959,20 +959,9 @@ def test_an_input_against_the_max_of_its_own_copies_is_proved(tmp_path: Path, se
     assert c.verdict == "proved", c.message
 
 
-SUM_OF_SOFTMAX_MASK = """
-[derivation]
-title = "a mask on an exact identity: the entries of a softmax sum to 1"
-[dims]
-n = "units"
-[inputs]
-x = ["n"]
-[forward]
-h = "x * (sum(softmax(x)) >= 1)"
-[loss]
-upstream = "h"
-[claims]
-grad_x = "{claim}"
-"""
+
+
+MASK_ON_AN_IDENTITY = "x * (sum(softmax(x)) >= 1)"  # the entries of a softmax sum to 1
 
 
 def test_a_mask_on_an_exact_identity_is_decided_exactly(tmp_path: Path) -> None:
@@ -982,10 +971,10 @@ def test_a_mask_on_an_exact_identity_is_decided_exactly(tmp_path: Path) -> None:
     1 exactly, the claim is proved, and the strict comparison (0 exactly) and a hair are refuted, each without
     the budget."""
     options = Options(timeout=3)
-    right = claim(check_text(tmp_path, SUM_OF_SOFTMAX_MASK.format(claim="grad_h"), options), "grad_x")
+    right = claim(check_text(tmp_path, of_x(MASK_ON_AN_IDENTITY, "grad_y"), options), "grad_x")
     assert right.verdict == "proved", right.message
-    for wrong in ("grad_h * (sum(softmax(x)) > 1)", "grad_h * (1 + 1e-13)", "0 * grad_h"):
-        c = claim(check_text(tmp_path, SUM_OF_SOFTMAX_MASK.format(claim=wrong), options), "grad_x")
+    for wrong in ("grad_y * (sum(softmax(x)) > 1)", "grad_y * (1 + 1e-13)", "0 * grad_y"):
+        c = claim(check_text(tmp_path, of_x(MASK_ON_AN_IDENTITY, wrong), options), "grad_x")
         assert c.verdict == "refuted", (wrong, c.message)
         assert "budget" not in c.message, (wrong, c.message)
 
@@ -1031,7 +1020,7 @@ def test_only_an_overflow_is_left_to_the_exact_check_and_there_at_its_own_dims(t
     proved, some for all shapes, after their NaN entries were excused and SymPy wrote exp(log(x)) as x; and an
     overflow is decided exactly at the dims it happened at, not only at the small ones where the wrong term
     vanishes (QA pass, round 11)."""
-    text = NARROW_WINDOW.replace("{forward}", "x * x").replace("{claim}", wrong)
+    text = of_x("x * x", wrong)
     c = claim(check_text(tmp_path, text, Options()), "grad_x")
     assert c.verdict == "refuted", c.message
 
@@ -1103,20 +1092,6 @@ def test_a_claim_right_only_where_an_index_repeats_is_refuted(tmp_path: Path) ->
         assert overwrite.verdict == "refuted", overwrite.message
 
 
-NARROW_WINDOW = """
-[derivation]
-title = "a window between two kinks close together"
-[dims]
-n = "n"
-[inputs]
-x = ["n"]
-[forward]
-y = "{forward}"
-[loss]
-upstream = "y"
-[claims]
-grad_x = "{claim}"
-"""
 
 
 @pytest.mark.parametrize(("forward", "wrong", "right"), [
@@ -1128,10 +1103,9 @@ def test_a_window_between_two_close_kinks_is_examined(tmp_path: Path, forward: s
     """The witness steps off each kink by 1/1000 of its size, so a window narrower than that between two kinks
     (0.7 < x < 0.7001, a clip to [5, 5.001]) was never examined: the wrong claims were left `verified` (QA pass,
     round 11). The middle between two close roots is a witness point now."""
-    text = NARROW_WINDOW.replace("{forward}", forward)
-    c = claim(check_text(tmp_path, text.replace("{claim}", wrong), Options()), "grad_x")
+    c = claim(check_text(tmp_path, of_x(forward, wrong), Options()), "grad_x")
     assert c.verdict == "refuted", c.message
-    c = claim(check_text(tmp_path, text.replace("{claim}", right), Options()), "grad_x")
+    c = claim(check_text(tmp_path, of_x(forward, right), Options()), "grad_x")
     assert c.verdict == "proved", c.message
 
 
