@@ -281,6 +281,41 @@ def test_fast_matmul_equals_the_op_tables_symbolic_matmul() -> None:
         assert got.shape == want.shape and all(g == w for g, w in zip(np.ravel(got), np.ravel(want)))
 
 
+def test_symbolic_einsum_sum_and_outer_build_what_numpys_object_arithmetic_builds() -> None:
+    """The op table's symbolic einsum and sum (and the engine's faster ones, and its outer) sum each entry's
+    terms at once: the very expressions NumPy's pairwise ``*`` and ``+`` on object arrays build."""
+    from backpropcheck.engines.products import einsum_arrays, outer_arrays, sum_arrays
+    from backpropcheck.lang.ops.core import sum_sym
+    from backpropcheck.lang.ops.linalg import _einsum_sym
+
+    rng = random.Random(11)
+
+    def arr(*shape: int) -> np.ndarray:
+        out = np.empty(shape, dtype=object)
+        for idx in np.ndindex(*shape):
+            out[idx] = rng.choice([sp.Symbol(f"a{rng.randrange(6)}", real=True), sp.Integer(0), sp.Rational(2, 3),
+                                   random_sympy_expr(rng, 2)])
+        return out
+
+    def same(got: np.ndarray, want: np.ndarray) -> bool:
+        want = np.asarray(want, dtype=object)
+        return got.shape == want.shape and all(g == sp.sympify(w) for g, w in zip(got.flat, want.flat))
+
+    for spec, shapes in (("ij,jk->ik", [(2, 3), (3, 4)]), ("hts,hsd->htd", [(2, 3, 3), (2, 3, 4)]),
+                         ("htd,hsd->hts", [(2, 3, 4), (2, 3, 4)]), ("ij->ji", [(2, 3)]), ("ij->", [(2, 3)]),
+                         ("ij,j,k->ik", [(2, 3), (3,), (2,)]), ("ab,bc,cd->ad", [(2, 2), (2, 3), (3, 2)])):
+        args = [arr(*s) for s in shapes]
+        want = np.einsum(spec, *args)
+        assert same(_einsum_sym(*args, spec=spec), want) and same(einsum_arrays(*args, spec=spec), want), spec
+    a = arr(2, 3, 4)
+    for axis in (None, 0, -1, (0, 2), (2, 0, 1)):
+        for keepdims in (False, True):
+            want = np.sum(a, axis=axis, keepdims=keepdims)
+            assert same(sum_sym(a, axis, keepdims), want) and same(sum_arrays(a, axis, keepdims), want)
+    u, v = arr(3), arr(4)
+    assert same(outer_arrays(u, v), np.multiply.outer(u, v))
+
+
 def test_fast_sums_build_exactly_what_sympy_builds() -> None:
     """engines/products.add: the same expression as ``sympy.Add(*terms)`` for distinct products and symbols
     (built directly) and for everything else (like terms, coefficients, numbers, nested sums, infinities)."""

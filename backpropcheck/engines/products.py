@@ -21,7 +21,7 @@ import numpy as np
 import sympy as sp
 from sympy.core.basic import Basic
 
-from ..lang.ops import _matmul_sym
+from ..lang.ops import _einsum_sym, _matmul_sym, sum_sym
 from .order import _KEYS, _KEYS_LIMIT, NoKey, canonical_key, class_rank, remember
 
 _ZERO, _ONE = sp.S.Zero, sp.S.One
@@ -270,3 +270,18 @@ def matmul_arrays(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         for j, column in enumerate(columns):
             out[i, j] = add(*map(mul, row, column))
     return out.reshape(a.shape[:-1] + b.shape[1:] if b.ndim == 2 else a.shape[:-1])
+
+
+def einsum_arrays(*args: Any, spec: str) -> np.ndarray:
+    """``einsum`` of object arrays: the op table's symbolic einsum with the cheaper products and sums."""
+    return _einsum_sym(*args, spec=spec, mul=mul, add=add)
+
+
+def sum_arrays(a: Any, axis: Any = None, keepdims: bool = False) -> np.ndarray:
+    """``sum`` of an object array: the op table's symbolic sum with the cheaper sums."""
+    return sum_sym(a, axis=axis, keepdims=keepdims, add=add)
+
+
+def outer_arrays(a: Any, b: Any) -> np.ndarray:
+    """``outer(a, b)`` of object vectors, each entry by :func:`mul`."""
+    return mul_arrays(np.asarray(a, dtype=object)[:, None], np.asarray(b, dtype=object)[None, :])

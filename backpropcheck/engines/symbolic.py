@@ -36,7 +36,7 @@ from .evaluate import Backend, evaluate, evaluate_definition
 from .exact import Converter, Unsupported
 from .exact import add as add_frac
 from .partials import _TEMPLATES, by_template, partials
-from .products import add, add_arrays, matmul_arrays, mul, mul_arrays
+from .products import add, add_arrays, einsum_arrays, matmul_arrays, mul, mul_arrays, outer_arrays, sum_arrays
 from .witness import WitnessSearch, at_point
 
 __all__ = ["Decision", "SymbolicTruth", "entry_name", "partials", "symbol_array", "symbolic_backend"]
@@ -56,6 +56,7 @@ def symbolic_backend(d: Derivation) -> Backend:
 
     return Backend(symbolic=True, functions=functions, const=const, scalar=sp.Integer,
                    faster={"mul": mul_arrays, "add": add_arrays, "matmul": matmul_arrays, "dot": matmul_arrays,
+                           "einsum": einsum_arrays, "sum": sum_arrays, "outer": outer_arrays,
                            "elementwise": elementwise_arrays, **COMPARISONS})
 
 

@@ -54,14 +54,15 @@ from .core import (
     function_of,
     sig,
     spell,
+    sum_sym,
     to_shape_of,
     unbroadcast,
 )
 from .elementwise import ELEMENTWISE, GENERIC_STANDINS, Elementwise
-from .linalg import _matmul_sym, parse_einsum
+from .linalg import _einsum_sym, _matmul_sym, parse_einsum
 
 __all__ = [
     "ADJOINTS", "AXIS", "AXIS1", "ELEMENTWISE", "GENERIC_STANDINS", "H", "KEEPDIMS", "OPS", "Elementwise",
     "LOW_RANK_MIN", "LowRank", "MissingRule", "NoAdjoint", "Op", "Param", "Rank1", "ShapeMismatch", "Signature", "add_low_rank", "broadcast", "broadcast_to", "dense", "function_of",
-    "num_text", "parse_einsum", "sig", "spell", "to_shape_of", "unbroadcast", "_adj_matmul", "_matmul_sym", "_replace", "_shape_names",
+    "num_text", "parse_einsum", "sig", "spell", "sum_sym", "to_shape_of", "unbroadcast", "_adj_matmul", "_matmul_sym", "_einsum_sym", "_replace", "_shape_names",
 ]

@@ -3,7 +3,7 @@ group of ops shares (broadcasting over dim names, complex-step and linear tangen
 
 from __future__ import annotations
 
-import math  # noqa: F401
+import math
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -76,6 +76,23 @@ def _axes(axis: int | tuple[int, ...] | None, rank: int) -> tuple[int, ...] | No
     if len(set(axes)) != len(axes):
         raise ShapeMismatch(f"axis {axis} names an axis twice")
     return axes
+
+
+def sum_sym(a, axis=None, keepdims=False, add=None) -> np.ndarray:
+    """``np.sum`` of an object array, each result one ``Add`` of all its terms: the canonical sum NumPy's
+    pairwise ``+`` builds, without re-flattening a growing sum at every step (quadratic in the terms).
+    ``add`` may be a faster builder of the same sums (the symbolic engine's)."""
+    add = add or _sp().Add
+    a = np.asarray(a, dtype=object)
+    axes = _axes(axis, a.ndim)
+    if axes is None:
+        axes = tuple(range(a.ndim))
+    kept = [k for k in range(a.ndim) if k not in axes]
+    runs = np.transpose(a, kept + list(axes)).reshape([a.shape[k] for k in kept] + [math.prod(a.shape[k] for k in axes)])
+    out = np.empty(runs.shape[:-1], dtype=object)
+    for idx in np.ndindex(*out.shape):
+        out[idx] = add(*runs[idx])
+    return np.expand_dims(out, axes) if keepdims else out
 
 
 def broadcast_to(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -357,12 +357,42 @@ def _einsum_vjp(g, out, *args, spec: str):
     return tuple(grads)
 
 
+def _einsum_sym(*args, spec: str, mul=operator.mul, add=None):
+    """``einsum`` on object arrays, each entry one ``Add`` of its products: the same canonical sum NumPy's
+    pairwise ``+`` builds (as :func:`_matmul_sym`), without re-flattening a growing sum at every step. Every
+    operand is laid out over all the letters (the output's first, then the summed ones), the products made
+    entry-wise by broadcasting, and each output entry sums its run of the summed axes at once."""
+    add = add or _sp().Add
+    arrays = [np.asarray(a, dtype=object) for a in args]
+    subs, out = parse_einsum(spec, [a.ndim for a in arrays])
+    letters = out + "".join(sorted(set("".join(subs)) - set(out)))
+    sizes: dict[str, int] = {}
+    for s, a in zip(subs, arrays):
+        for letter, n in zip(s, a.shape):
+            if sizes.setdefault(letter, n) != n:
+                raise ValueError(f"einsum {spec!r}: index {letter} is both {sizes[letter]} and {n}")
+    laid = []
+    for s, a in zip(subs, arrays):
+        order = sorted(range(len(s)), key=lambda k: letters.index(s[k]))
+        laid.append(np.transpose(a, order).reshape([sizes[c] if c in s else 1 for c in letters]))
+    product = laid[0]
+    for operand in laid[1:]:
+        product = np.frompyfunc(mul, 2, 1)(product, operand)
+    shape = tuple(sizes[c] for c in letters)
+    runs = np.broadcast_to(product, shape).reshape(shape[:len(out)] + (-1,))
+    result = np.empty(shape[:len(out)], dtype=object)
+    for idx in np.ndindex(*result.shape):
+        result[idx] = add(*runs[idx])
+    return result
+
+
 _register(
     Op(
         "einsum",
         _einsum_shape,
         lambda *args, spec: np.einsum(spec, *args),
         _einsum_vjp,
+        symbolic=_einsum_sym,
         arity=(1, 8),
         params=("spec",),
         tangent=_complex_step("einsum"),

@@ -23,6 +23,7 @@ from .core import (
     _sp,
     dense,
     sig,
+    sum_sym,
 )
 
 
@@ -46,6 +47,7 @@ _register(
         _reduce_shape,
         lambda a, axis=None, keepdims=False: np.sum(a, axis=axis, keepdims=keepdims),
         lambda g, out, a, axis=None, keepdims=False: (_expand_reduced(g, a.shape, axis, keepdims),),
+        symbolic=sum_sym,
         params=("axis", "keepdims"),
         tangent=_linear("sum"),
         signature=sig("X", AXIS, KEEPDIMS),
@@ -62,7 +64,7 @@ _register(
             _expand_reduced(g, a.shape, axis, keepdims) / _count(a.shape, axis),
         ),
         symbolic=lambda a, axis=None, keepdims=False: np.asarray(
-            np.sum(a, axis=axis, keepdims=keepdims) / _sp().Integer(_count(a.shape, axis)), dtype=object
+            sum_sym(a, axis=axis, keepdims=keepdims) / _sp().Integer(_count(a.shape, axis)), dtype=object
         ),
         params=("axis", "keepdims"),
         tangent=_linear("mean"),
@@ -149,11 +151,11 @@ def _softmax_sym(a, axis=None):
 
 
 def _log_softmax_sym(a, axis=None):
-    return np.asarray(a - _sym_log(np.sum(_sym_exp(a), axis=axis, keepdims=True)), dtype=object)
+    return np.asarray(a - _sym_log(sum_sym(_sym_exp(a), axis=axis, keepdims=True)), dtype=object)
 
 
 def _logsumexp_sym(a, axis=None, keepdims=False):
-    return _sym_log(np.asarray(np.sum(_sym_exp(a), axis=axis, keepdims=keepdims), dtype=object))
+    return _sym_log(sum_sym(_sym_exp(a), axis=axis, keepdims=keepdims))
 
 
 def _same_shape_axis(a: Shape, axis=None, **_) -> Shape:
