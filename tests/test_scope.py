@@ -549,3 +549,43 @@ def test_the_certificate_calls_no_claim_wrong_at_larger_n_all_shapes(tmp_path, t
     (claim,) = _check(tmp_path, ONE_INPUT.format(title=title, forward=forward, backward=backward, claim=wrong),
                       options=Options(shapes=5)).values()
     assert claim.verdict in ("refuted", "verified"), claim.message  # and the sampled proof sees it is wrong
+
+
+SIGMOID_LAYER = """[derivation]
+title = "sigmoid units, written every way"
+[dims]
+n = "units"
+m = "inputs"
+[inputs]
+W = ["n", "m"]
+a = ["m"]
+[forward]
+z = "W @ a"
+h = "sigmoid(z)"
+q = "sigmoid(2 * z + 1)"
+[loss]
+E = "sum(h * h) + sum(q)"
+[claims]
+grad_z = "CLAIM"
+"""
+
+
+@pytest.mark.parametrize("claim, scope", [
+    ("grad_h * h * (1 - h) + 2 * grad_q * q * (1 - q)", ALL_SHAPES),  # the textbook form, with the units' own values
+    ("grad_h * sigmoid(z) * (1 - sigmoid(z)) + 2 * grad_q * sigmoid_prime(2 * z + 1)", ALL_SHAPES),
+    ("2 * h * h * (1 - h) + 2 * q * (1 - q)", ALL_SHAPES),
+    ("grad_h * exp(-z) / (1 + exp(-z))**2 + grad_q * 2 * exp(-2*z-1) / (1 + exp(-2*z-1))**2", SAMPLED),
+    ("grad_h * h * (1 - h) + 2 * grad_q * q * (1 - q) + 1e-13 * h", None),
+    ("grad_h * h * (1 - h) + grad_q * q * (1 - q)", None),
+    ("grad_h * h * (1 - q) + 2 * grad_q * q * (1 - q)", None),
+])
+def test_a_sigmoids_partial_is_its_units_own_s_times_1_minus_s(tmp_path: Path, claim: str, scope: str | None) -> None:
+    """The truth writes a sigmoid's partial as ``s·(1 − s)`` with the unit's own value ``s`` (as SymPy writes
+    tanh's ``1 − h²``), so the textbook form is one chain-rule step, proved for all shapes; SymPy's
+    ``exp(−z)/(1 + exp(−z))²`` is the same value, proved at the sampled shapes; a wrong one, however slightly
+    (``1e-13 * h``, a lost factor, another unit's value), is refuted."""
+    result = _check(tmp_path, SIGMOID_LAYER.replace("CLAIM", claim), options=Options())["grad_z"]
+    if scope is None:
+        assert result.verdict == "refuted", result.message
+    else:
+        assert _scope(result) == scope

@@ -121,7 +121,9 @@ def test_truth_is_the_same_with_templates_shared_across_neurons():
     for j in range(4):
         z_j = truth.env["z"][j]
         h_j = truth.env["h"][j]
-        assert truth.grads["z"][j] == sp.diff(truth.local[h_j], z_j) * truth.grads["h"][j]
+        # a sigmoid's partial reads its own atom, s·(1 − s), as tanh's 1 − h² does: SymPy's derivative in value
+        assert truth.grads["z"][j] == h_j * (1 - h_j) * truth.grads["h"][j]
+        assert sp.simplify((h_j * (1 - h_j)).xreplace({h_j: truth.local[h_j]}) - sp.diff(truth.local[h_j], z_j)) == 0
 
 
 def test_symbolic_matmul_matches_numpy_object_matmul():

@@ -28,7 +28,7 @@ import sympy as sp
 
 from ..lang.ir import Const
 from ..lang.ops import ELEMENTWISE, Elementwise
-from ..lang.symfuncs import ArgShare, MaxOf, MinOf, SoftmaxEntry, Step, generic, softmax_as_exp
+from ..lang.symfuncs import ArgShare, MaxOf, MinOf, SoftmaxEntry, Step, generic, sigmoid_exponent, softmax_as_exp
 from ..model import Derivation
 from .draws import concrete_inputs, draw_onehot, integer_array
 from .entrywise import COMPARISONS, elementwise_arrays
@@ -172,7 +172,10 @@ class SymbolicTruth(WitnessSearch):
             differentiable.update(atoms.flat)
         # A local partial that contains an entry's own definition is written with its atom:
         # ∂P_i/∂Z_j = P_i (δ_ij − P_j), ∂h/∂z = 1 − h² for h = tanh(z).
-        self.by_definition = {value: atom for atom, value in self.local.items() if value.is_Function}
+        # A sigmoid's definition 1/(1 + exp(−u)) is no function call, but is written as its atom alike (its
+        # partial s·(1 − s) reads the atom: _local_partials).
+        self.by_definition = {value: atom for atom, value in self.local.items()
+                              if value.is_Function or sigmoid_exponent(value) is not None}
         # A mask compares an entry with its slice's max atom (``x >= m``); inside a Step that atom is
         # written as its definition, so the mask is the arg-max indicator by construction (see
         # symfuncs._against_extreme) and a claim ``mask * grad_m`` matches the truth's one step.
@@ -229,7 +232,7 @@ class SymbolicTruth(WitnessSearch):
                     nabla.flat[k] = sp.Integer(0)
                     continue
                 self.grad_atoms[g] = total
-                for p, dp in partials(self.local[atom], differentiable, templates).items():
+                for p, dp in self._local_partials(atom, differentiable, templates).items():
                     if as_atoms is not None and dp.__class__ is not sp.Symbol:  # a symbol is no definition
                         dp = as_atoms(dp)
                     steps.setdefault(p, []).append(mul(g, dp))
@@ -253,6 +256,18 @@ class SymbolicTruth(WitnessSearch):
         self._claim_env: _ClaimEnv | None = None  # made on first use (most claims never need it)
         self._step_env: dict[str, np.ndarray] | None = None
         self._stepped: dict[tuple[int, int], np.ndarray] = {}  # a claim's value over the gradient atoms
+
+    def _local_partials(self, atom: sp.Symbol, wrt: set[sp.Symbol], templates: dict) -> dict[sp.Symbol, sp.Expr]:
+        """``∂(def atom)/∂p`` for every p of ``wrt`` in the atom's definition; a sigmoid's written with its own
+        atom, ``s·(1 − s)·∂u/∂p`` (an identity), as SymPy writes tanh's ``1 − h²``: one form for the truth and
+        a claim that writes ``grad_s * s * (1 - s)``, where SymPy's ``exp(−u)/(1 + exp(−u))²`` would send the
+        claim to the costlier tests over the inputs."""
+        value = self.local[atom]
+        w = sigmoid_exponent(value)
+        if w is None:
+            return partials(value, wrt, templates)
+        slope = atom * (1 - atom)
+        return {p: -dw * slope for p, dw in partials(w, wrt, templates).items()}
 
     def formal(self) -> None:
         """From here on, decide identities in the atoms as independent indeterminates: without the simplex

@@ -163,10 +163,23 @@ def generic(name: str) -> type[sp.Function]:
 
 @cache
 def derivative_of(fn):
-    """``u ↦ F'(u)`` for a one-argument SymPy builder F, by SymPy's own ``diff``."""
+    """``u ↦ F'(u)`` for a one-argument SymPy builder F, by SymPy's own ``diff``; a sigmoid's as ``s·(1 − s)``,
+    the form the truth's sweep writes it in (with the sigmoid's atom for s)."""
     x = sp.Dummy("x", real=True)
-    expr = sp.diff(fn(x), x)
+    value = fn(x)
+    w = sigmoid_exponent(value)
+    expr = sp.diff(value, x) if w is None else -sp.diff(w, x) * value * (1 - value)
     return lambda u: expr.xreplace({x: u})
+
+
+def sigmoid_exponent(value: sp.Expr) -> sp.Expr | None:
+    """``w`` of ``1/(1 + exp(w))`` (the sigmoid of ``u = −w``, as the op table writes it), else None."""
+    if value.__class__ is sp.Pow and value.args[1] is sp.S.NegativeOne:
+        base = value.args[0]
+        if base.__class__ is sp.Add and len(base.args) == 2 and base.args[0] is sp.S.One \
+                and base.args[1].__class__ is sp.exp:
+            return base.args[1].args[0]
+    return None
 
 
 class MaxOf(sp.Function):
