@@ -21,7 +21,7 @@ from backpropcheck.engines.numeric import (
     standin_for,
 )
 from backpropcheck.lang.dims import Dim
-from backpropcheck.lang.ops import GENERIC_STANDINS
+from backpropcheck.lang.ops import GENERIC_STANDINS, LowRank
 from backpropcheck.loader import load
 from backpropcheck.model import Derivation, Input
 
@@ -268,19 +268,40 @@ def _upstream_file(forward: dict[str, str], claims: dict[str, str]) -> Derivatio
                                      loss={"upstream": "h"}, claims=claims))
 
 
-def test_a_nan_true_gradient_of_a_finite_forward_pass_is_a_numeric_problem() -> None:
+@pytest.mark.parametrize("self_check", [True, False])  # in forward mode's inner products, or one sum each
+def test_a_nan_true_gradient_of_a_finite_forward_pass_is_a_numeric_problem(self_check: bool) -> None:
     # sqrt(x - x) = 0 everywhere, but its reverse step divides by sqrt(0): grad_x = inf - inf = NaN
     d = _upstream_file({"h": "sqrt(x - x)"}, {"grad_x": "0 * x"})
     with pytest.raises(NumericProblem) as info:
-        run_trial(d, {"n": 3}, rng_for(0, d.path, 0), 0)
+        run_trial(d, {"n": 3}, rng_for(0, d.path, 0), 0, self_check=self_check)
     assert info.value.variable == "grad_x"
     assert "the true gradient" in str(info.value)
 
 
-def test_a_huge_but_finite_true_gradient_is_not_a_numeric_problem() -> None:
+def test_a_nan_true_gradient_kept_factored_is_a_numeric_problem_in_every_trial() -> None:
+    # grad_W = grad_Z xᵀ, kept as its two factors: a NaN in grad_Z must not hide behind them
+    d = load_text(derivation_toml(dims={"n": "in", "m": "out"}, inputs={"W": ["m", "n"], "x": ["n"]},
+                                  forward={"z": "W @ x", "h": "sqrt(z - z)"}, loss={"upstream": "h"},
+                                  claims={"grad_W": "0 * W"}))
+    for self_check in (True, False):
+        with pytest.raises(NumericProblem) as info:
+            run_trial(d, {"n": 40, "m": 50}, rng_for(0, d.path, 1), 1, self_check=self_check)
+        assert info.value.variable in ("grad_z", "grad_W")
+
+
+def test_a_low_rank_product_is_bounded_only_where_no_entry_can_overflow() -> None:
+    p, q = np.ones((4, 1)), np.ones((5, 1))
+    assert LowRank(p, q).bounded()
+    assert not LowRank(p * 1e200, q * 1e200).bounded()  # an entry is 1e400: inf
+    assert not LowRank(np.array([[1.0], [np.nan], [1.0], [1.0]]), q).bounded()
+    assert not LowRank(p, np.full((5, 1), np.inf)).bounded()
+
+
+@pytest.mark.parametrize("self_check", [True, False])
+def test_a_huge_but_finite_true_gradient_is_not_a_numeric_problem(self_check: bool) -> None:
     # ‖grad_x‖² overflows to Inf although every entry is finite: the exact test decides, and passes
     d = _upstream_file({"h": "exp(x + 400)"}, {"grad_x": "grad_h * exp(x + 400)"})
-    run = run_trial(d, {"n": 3}, rng_for(0, d.path, 0), 0)
+    run = run_trial(d, {"n": 3}, rng_for(0, d.path, 0), 0, self_check=self_check)
     assert np.all(np.isfinite(run.grads["x"])) and np.max(np.abs(run.grads["x"])) > 1e170
     assert compare(run.claims["grad_x"], run.grads["x"], 1e-7, 1e-12)[0]
 

@@ -115,11 +115,10 @@ def _inner_low_rank(g: LowRank, t: np.ndarray | Rank1) -> tuple[float, float] | 
     """:func:`inner` of ``g = p qᵀ`` through its factors, without its m·n entries: ``⟨p qᵀ, a bᵀ⟩ =
     (pᵀa)·(qᵀb)`` and ``‖p qᵀ‖² = Σ (pᵀp) ∘ (qᵀq)``. None when the factors cannot show that every entry
     of ``p @ q.T`` is finite (k·max|p|·max|q| past 1e300, or a NaN): the caller reads the entries then."""
+    if not g.bounded():
+        return None
     p, q = g.p, g.q
     k = p.shape[1]
-    top_p, top_q = float(np.max(np.abs(p), initial=0.0)), float(np.max(np.abs(q), initial=0.0))
-    if not k * top_p * top_q <= 1e300:  # an entry's terms could overflow (or a NaN): not provably finite
-        return None
     if k == 1:
         norm_g = math.sqrt(float(p[:, 0] @ p[:, 0])) * math.sqrt(float(q[:, 0] @ q[:, 0]))
     else:

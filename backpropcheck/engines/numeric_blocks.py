@@ -239,8 +239,7 @@ def same_product(claimed: np.ndarray | LowRank, truth: np.ndarray | LowRank) -> 
         return False
     if not all(a is b or np.array_equal(a, b) for a, b in pairs):
         return False
-    top_p, top_q = (float(_MAX(np.absolute(x), axis=None, initial=0.0)) for x in (truth.p, truth.q))
-    return truth.p.shape[1] * top_p * top_q <= 1e300  # False for an inf (or a NaN the 'is' let through)
+    return truth.bounded()  # False for an inf (or a NaN the 'is' let through)
 
 
 def _largest_outer(claimed: np.ndarray | LowRank, truth: np.ndarray | LowRank) -> tuple[float, float]:

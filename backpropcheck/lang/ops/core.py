@@ -183,6 +183,12 @@ class LowRank:
     def T(self) -> LowRank:
         return LowRank(self.q, self.p)
 
+    def bounded(self) -> bool:
+        """Is every entry of ``p qᵀ`` finite by the factors alone (``k·max|p|·max|q| ≤ 1e300``: no term of an
+        entry, nor their sum, can overflow; a NaN or an inf fails the test)?"""
+        top_p, top_q = (float(np.max(np.absolute(x), axis=None, initial=0.0)) for x in (self.p, self.q))
+        return self.p.shape[1] * top_p * top_q <= 1e300
+
     def dense(self) -> np.ndarray:
         return self.rows(0, self.p.shape[0])
 
