@@ -691,3 +691,24 @@ def test_a_kink_point_of_a_simplex_entry_stays_on_the_simplex() -> None:
         point = {s: sp.Rational(w, sum(weights)) for s, w in zip(entries, weights)}
         moved = search._on_simplex({**point, entries[0]: sp.Rational(rng.randint(1, 999), 1000)}, entries[0])
         assert all(v > 0 for v in moved.values()) and sum(moved.values()) < 1, moved
+
+
+def test_a_layer_norm_gradient_is_decided_with_the_mean_written_out_and_the_variance_left_an_atom() -> None:
+    """grad_X of a layer norm equals its one-step truth once xhat and mu are written as their definitions
+    (mean(X - mu) = 0 along the row); var, read only under the square root, stays an atom. Expanding var
+    first (the latest variable) put a 15-term polynomial under every root, four times the work."""
+    d = load(REPO / "derivations" / "layer_norm.toml")
+    truth = SymbolicTruth(d, {"B": 3, "d": 4})
+    claim = next(c for c in d.claims if c.name == "grad_X")
+    assert not truth.step_zero(claim.node, claim.target, claim.index)
+    assert truth.chain_zero(claim.node, claim.target, claim.index)
+    position = {name: k for k, (name, _) in enumerate(truth.order)}
+    tried = set(truth._peeled)
+    assert frozenset({position["xhat"], position["mu"]}) in tried
+    assert all(position["var"] not in expanded for expanded in tried)
+    # the same claim with the variance's path dropped is refuted by the same test
+    wrong = load_text((REPO / "derivations" / "layer_norm.toml").read_text().replace(
+        " - xhat * mean(grad_xhat * xhat, axis=1, keepdims=True))", ")"))
+    truth = SymbolicTruth(wrong, {"B": 3, "d": 4})
+    claim = next(c for c in wrong.claims if c.name == "grad_X")
+    assert not truth.chain_zero(claim.node, claim.target, claim.index)

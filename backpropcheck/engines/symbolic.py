@@ -252,6 +252,7 @@ class SymbolicTruth(WitnessSearch):
         # the forward variables each definition reads (see _reads), and the converters of peeled_zero,
         # one per set of variables written as their definitions
         self._reads_made: list[set[int]] | None = None
+        self._plain_reads: list[set[int]] = []
         self._peeled: dict[frozenset, Converter] = {}
         self._claim_env: _ClaimEnv | None = None  # made on first use (most claims never need it)
         self._step_env: dict[str, np.ndarray] | None = None
@@ -502,10 +503,6 @@ class SymbolicTruth(WitnessSearch):
                 if self._over_atoms.equal(c, t):  # side by side: the difference is built only if needed
                     continue
                 e = c - t
-                if self._reach_is_small(e):  # few atoms below: the inputs' form is small, try it first
-                    if self._over_inputs.is_zero(softmax_as_exp(e)) or self.peeled_zero(e):
-                        continue
-                    return False
                 if self.peeled_zero(e) or self._over_inputs.is_zero(softmax_as_exp(e)):
                     continue
                 return False
@@ -546,13 +543,18 @@ class SymbolicTruth(WitnessSearch):
         expand: set[int] = set()  # forward variables (by position) written as their definitions
         frontier = {self._position[s] for s in e.free_symbols if s in self.local}
         e = softmax_as_exp(e)
+        # read outside any function's argument or root's base: written as a definition, such a variable can
+        # cancel term by term (mean(x - mu) = 0 needs mu's definition; var inside sqrt(var + eps) needs none)
+        plain = {self._position[s] for s in _plain_symbols(e, self.local, {})}
         for _ in range(rounds):
             if not frontier:
                 return False
-            latest = max(frontier)
+            latest = max(frontier & plain or frontier)
             expand.add(latest)
             frontier.discard(latest)
             frontier |= self._reads()[latest] - expand
+            if latest in plain:
+                plain |= self._reads(plain=True)[latest]
             key = frozenset(expand)
             peeled = self._peeled.get(key)
             if peeled is None:  # one converter per layer set, shared by every entry and claim
@@ -562,12 +564,17 @@ class SymbolicTruth(WitnessSearch):
                 return True
         return False
 
-    def _reads(self) -> list[set[int]]:
-        """The forward variables (by position) each variable's definition reads (only peeled_zero needs them)."""
+    def _reads(self, plain: bool = False) -> list[set[int]]:
+        """The forward variables (by position) each variable's definition reads (only peeled_zero needs them);
+        ``plain``: those it reads outside any function's argument or root's base (:func:`_plain_symbols`)."""
         if self._reads_made is None:
             self._reads_made = [{self._position[s] for atom in atoms.flat for s in self.local[atom].free_symbols
                                  if s in self._position} for _, atoms in self.order]
-        return self._reads_made
+            memo: dict[sp.Basic, frozenset] = {}
+            self._plain_reads = [{self._position[s] for atom in atoms.flat
+                                  for s in _plain_symbols(softmax_as_exp(self.local[atom]), self._position, memo)}
+                                 for _, atoms in self.order]
+        return self._plain_reads if plain else self._reads_made
 
     def _lookup_peeled(self, converter: Converter, expand: frozenset, s: sp.Symbol):
         if s in self.simplex:
@@ -759,6 +766,23 @@ def _symbols_in(e: sp.Basic, keep: Mapping, memo: dict[sp.Basic, frozenset]) -> 
             found = frozenset(s for s in e.free_symbols if s in keep) if isinstance(e, sp.Basic) else frozenset()
         else:
             found = frozenset().union(*[_symbols_in(a, keep, memo) for a in e.args])
+        memo[e] = found
+    return found
+
+
+def _plain_symbols(e: sp.Basic, keep: Mapping, memo: dict[sp.Basic, frozenset]) -> frozenset:
+    """The symbols of ``keep`` that ``e`` reads outside any function's argument and any base of a non-integer
+    power (through sums, products and integer powers alone), memoised in ``memo`` by sub-expression."""
+    found = memo.get(e)
+    if found is None:
+        if isinstance(e, sp.Symbol):
+            found = frozenset((e,)) if e in keep else frozenset()
+        elif isinstance(e, (sp.Add, sp.Mul)):
+            found = frozenset().union(*[_plain_symbols(a, keep, memo) for a in e.args])
+        elif isinstance(e, sp.Pow) and e.exp.is_Integer:
+            found = _plain_symbols(e.base, keep, memo)
+        else:
+            found = frozenset()
         memo[e] = found
     return found
 
