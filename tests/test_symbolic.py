@@ -693,6 +693,39 @@ def test_a_kink_point_of_a_simplex_entry_stays_on_the_simplex() -> None:
         assert all(v > 0 for v in moved.values()) and sum(moved.values()) < 1, moved
 
 
+def _with_extras(rng: random.Random, depth: int) -> sp.Expr:
+    """random_sympy_expr, with the terms exp's, log's and tanh's evals do rewrite: a log, a float, pi, I."""
+    e = random_sympy_expr(rng, depth)
+    extra = rng.randrange(6)
+    if extra == 0:
+        return e + sp.log(x ** 2 + 1)
+    if extra == 1:
+        return e + sp.Float(1.5)
+    if extra == 2:
+        return e - 3 * sp.log(y ** 2 + 2)
+    if extra == 3:
+        return e + sp.pi * sp.I
+    return e
+
+
+@pytest.mark.parametrize("fn", [sp.exp, sp.log, sp.tanh])
+def test_applied_builds_the_very_expression_sympy_builds(fn) -> None:
+    """symfuncs.applied skips exp's, log's and tanh's eval only where it returns the node unchanged: on 400
+    random arguments (sums, products, functions; a log, a float, pi·I, a sign to extract) the result is the
+    same expression, of the same hash, as SymPy's own fn(u), with or without the rewrite."""
+    from backpropcheck.lang.symfuncs import applied
+
+    rng = random.Random(7)
+    skipped = 0
+    for _ in range(400):
+        u = _with_extras(rng, rng.randint(1, 4))
+        for arg in (u, -u):
+            got, want = applied(fn, arg), fn(arg)
+            assert got == want and hash(got) == hash(want), (fn, arg, got, want)
+            skipped += arg.is_Add and not arg.has(sp.log, sp.I, sp.pi)
+    assert skipped > 100  # the fast path was taken, and agreed
+
+
 def test_a_layer_norm_gradient_is_decided_with_the_mean_written_out_and_the_variance_left_an_atom() -> None:
     """grad_X of a layer norm equals its one-step truth once xhat and mu are written as their definitions
     (mean(X - mu) = 0 along the row); var, read only under the square root, stays an atom. Expanding var

@@ -28,7 +28,17 @@ import sympy as sp
 
 from ..lang.ir import Const
 from ..lang.ops import ELEMENTWISE, Elementwise
-from ..lang.symfuncs import ArgShare, MaxOf, MinOf, SoftmaxEntry, Step, generic, sigmoid_exponent, softmax_as_exp
+from ..lang.symfuncs import (
+    ArgShare,
+    MaxOf,
+    MinOf,
+    SoftmaxEntry,
+    Step,
+    applied,
+    generic,
+    sigmoid_exponent,
+    softmax_as_exp,
+)
 from ..model import Derivation
 from .draws import concrete_inputs, draw_onehot, integer_array
 from .entrywise import COMPARISONS, elementwise_arrays
@@ -809,7 +819,12 @@ def _rebuilt(e: sp.Basic, args: list) -> sp.Basic:
     """``e`` on new arguments as ``xreplace`` rebuilds it (``e.func(*args)``), or ``e`` if none changed."""
     if all(a is b for a, b in zip(args, e.args)):
         return e
+    if e.func in _APPLIED and len(args) == 1:  # exp, log, tanh of a new argument: as SymPy builds it, without
+        return applied(e.func, args[0])  # the eval that changes nothing there (symfuncs.applied)
     return e.func(*args)
+
+
+_APPLIED = {sp.exp, sp.log, sp.tanh}
 
 
 def _cancel(e: sp.Expr) -> sp.Expr:

@@ -131,7 +131,7 @@ class SoftmaxEntry(sp.Function):
 
     def as_exp(self) -> sp.Expr:
         i, xs = int(self.args[0]), self.args[1:]
-        return sp.exp(xs[i]) / sp.Add(*[sp.exp(x) for x in xs])
+        return applied(sp.exp, xs[i]) / sp.Add(*[applied(sp.exp, x) for x in xs])
 
     def _eval_evalf(self, prec):
         return self.as_exp().evalf(prec)
@@ -146,6 +146,23 @@ def softmax_as_exp(expr: sp.Expr) -> sp.Expr:
     if not expr.has(SoftmaxEntry):
         return expr
     return expr.replace(lambda e: isinstance(e, SoftmaxEntry), lambda e: e.as_exp())
+
+
+def applied(fn: type[sp.Function], u: sp.Expr) -> sp.Expr:
+    """``fn(u)`` for ``fn`` one of exp, log, tanh: the very expression SymPy builds, without its ``eval`` where
+    that returns ``u``'s node unchanged anyway. On a sum of products (``W[0,0]*x[0] + … + b[0]``), ``exp``'s
+    eval builds ``exp`` of every term and asks whether the sum is zero, which costs milliseconds of deduction
+    over the terms' assumptions (100 times the node itself); ``log``'s and ``tanh``'s ask the same. On a sum
+    with free symbols, no float term (``exp(1.5)`` is evaluated to a number) and no ``log``, ``I`` or ``pi``
+    inside, those evals change nothing but tanh's sign: a sum that SymPy could prove zero has been folded to 0
+    when it was built."""
+    if not (isinstance(u, sp.Add) and u.free_symbols) or any(a.is_Float for a in u.args) or u.has(sp.log, sp.I, sp.pi):
+        return fn(u)
+    if fn is sp.tanh and u.could_extract_minus_sign():
+        return -sp.tanh(-u, evaluate=False)  # tanh is odd: its eval's one rewrite of such a sum
+    if fn is sp.exp or fn is sp.log or fn is sp.tanh:
+        return fn(u, evaluate=False)
+    return fn(u)
 
 
 @cache

@@ -95,6 +95,18 @@ def _gelu_tanh_prime(x):
     return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _GELU_C * (1.0 + 3 * 0.044715 * x * x)
 
 
+def _exp(u):
+    return _sf().applied(_sp().exp, u)
+
+
+def _log(u):
+    return _sf().applied(_sp().log, u)
+
+
+def _tanh(u):
+    return _sf().applied(_sp().tanh, u)
+
+
 def _gelu_tanh_sym(u):
     sp = _sp()
     return u * (1 + sp.tanh(sp.sqrt(2 / sp.pi) * (u + sp.Rational(44715, 10**6) * u**3))) / 2
@@ -102,31 +114,31 @@ def _gelu_tanh_sym(u):
 ELEMENTWISE: dict[str, Elementwise] = {
     e.name: e
     for e in [
-        Elementwise("exp", np.exp, np.exp, lambda u: _sp().exp(u)),
-        Elementwise("log", np.log, lambda x: 1.0 / x, lambda u: _sp().log(u)),
-        Elementwise("log1p", np.log1p, lambda x: 1.0 / (1.0 + x), lambda u: _sp().log(1 + u)),
+        Elementwise("exp", np.exp, np.exp, lambda u: _exp(u)),
+        Elementwise("log", np.log, lambda x: 1.0 / x, lambda u: _log(u)),
+        Elementwise("log1p", np.log1p, lambda x: 1.0 / (1.0 + x), lambda u: _log(1 + u)),
         Elementwise("sqrt", np.sqrt, lambda x: 0.5 / np.sqrt(x), lambda u: _sp().sqrt(u)),
         Elementwise(
             "rsqrt", lambda x: 1.0 / np.sqrt(x), lambda x: -0.5 * x**-1.5, lambda u: 1 / _sp().sqrt(u)
         ),
-        Elementwise("tanh", np.tanh, lambda x: 1.0 - np.tanh(x) ** 2, lambda u: _sp().tanh(u)),
+        Elementwise("tanh", np.tanh, lambda x: 1.0 - np.tanh(x) ** 2, lambda u: _tanh(u)),
         Elementwise(
             "sigmoid",
             _sigmoid,
             _sigmoid_prime,
-            lambda u: 1 / (1 + _sp().exp(-u)),
+            lambda u: 1 / (1 + _exp(-u)),
         ),
         Elementwise(
             "logit",
             lambda x: np.log(x) - np.log1p(-x),
             lambda x: 1.0 / (x * (1.0 - x)),
-            lambda u: _sp().log(u) - _sp().log(1 - u),
+            lambda u: _log(u) - _log(1 - u),
         ),
         Elementwise(
             "relu", lambda x: np.maximum(x, 0.0), lambda x: (x > 0).astype(float), lambda u: _sf().Relu(u)
         ),
         Elementwise(
-            "softplus", lambda x: np.logaddexp(0.0, x), _sigmoid, lambda u: _sp().log(1 + _sp().exp(u))
+            "softplus", lambda x: np.logaddexp(0.0, x), _sigmoid, lambda u: _log(1 + _exp(u))
         ),
         Elementwise(
             "gelu",
@@ -143,13 +155,13 @@ ELEMENTWISE: dict[str, Elementwise] = {
         Elementwise("square", np.square, lambda x: 2.0 * x, lambda u: u**2),
         Elementwise("cosh", np.cosh, np.sinh, lambda u: _sp().cosh(u)),
         Elementwise("sinh", np.sinh, np.cosh, lambda u: _sp().sinh(u)),
-        Elementwise("expm1", np.expm1, np.exp, lambda u: _sp().exp(u) - 1),
+        Elementwise("expm1", np.expm1, np.exp, lambda u: _exp(u) - 1),
         Elementwise("atan", np.arctan, lambda x: 1.0 / (1.0 + x * x), lambda u: _sp().atan(u)),
         Elementwise(
             "silu",
             lambda x: x * _sigmoid(x),
             _silu_prime,
-            lambda u: u / (1 + _sp().exp(-u)),
+            lambda u: u / (1 + _exp(-u)),
         ),
         Elementwise("gelu_tanh", _gelu_tanh, _gelu_tanh_prime, lambda u: _gelu_tanh_sym(u)),
         Elementwise(
