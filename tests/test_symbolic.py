@@ -745,3 +745,20 @@ def test_a_layer_norm_gradient_is_decided_with_the_mean_written_out_and_the_vari
     truth = SymbolicTruth(wrong, {"B": 3, "d": 4})
     claim = next(c for c in wrong.claims if c.name == "grad_X")
     assert not truth.chain_zero(claim.node, claim.target, claim.index)
+
+
+@pytest.mark.parametrize("assumptions", [{"real": True}, {"positive": True}])
+def test_symbol_array_makes_the_symbols_sympy_makes(assumptions) -> None:
+    """Each entry is made from one symbol of the same assumptions (their deduced facts shared, as SymPy shares
+    them while its cache holds them): equal to SymPy's own symbol, of the same hash and the same facts."""
+    from backpropcheck.engines import symbolic
+
+    assert symbolic._symbol_like is symbolic._new_symbol_like  # this SymPy: the fast route is the one in use
+    made = symbolic.symbol_array("⟨test⟩", (2, 3), **assumptions)
+    for idx in np.ndindex(2, 3):
+        want = sp.Symbol(f"⟨test⟩[{idx[0]},{idx[1]}]", **assumptions)
+        got = made[idx]
+        assert got == want and hash(got) == hash(want) and got.assumptions0 == want.assumptions0
+        assert (got.is_real, got.is_positive, got.is_zero, got.is_finite) == \
+            (want.is_real, want.is_positive, want.is_zero, want.is_finite)
+        assert sp.expand((got + want) ** 2) == 4 * want ** 2  # one symbol to SymPy's arithmetic

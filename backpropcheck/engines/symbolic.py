@@ -91,9 +91,8 @@ _ARRAYS: dict[tuple, np.ndarray] = {}  # (name, shape, assumptions) -> the array
 
 
 def symbol_array(name: str, shape: tuple[int, ...], **assumptions) -> np.ndarray:
-    """The entries' symbols, each made once per process: a symbol with assumptions costs SymPy a
-    deduction of its facts, and every truth of a file (and the next file's) names the same entries again.
-    The same object SymPy's own symbol cache returns when it still holds it."""
+    """The entries' symbols, each made once per process (every truth of a file, and the next file's, names the
+    same entries again), and made from one symbol of the same assumptions (:func:`_symbol_like`)."""
     facts = tuple(sorted(assumptions.items()))
     made = _ARRAYS.get((name, shape, facts))
     if made is not None:  # the whole array too: a file's truths and certificate name the same arrays again
@@ -106,10 +105,46 @@ def symbol_array(name: str, shape: tuple[int, ...], **assumptions) -> np.ndarray
         entry = entry_name(name, idx)
         symbol = _SYMBOLS.get((entry, facts))
         if symbol is None:
-            symbol = _SYMBOLS[(entry, facts)] = sp.Symbol(entry, **assumptions)
+            like = _LIKE.get(facts)
+            if like is None:
+                like = _LIKE[facts] = sp.Symbol("⟨like⟩", **assumptions)
+            symbol = _SYMBOLS[(entry, facts)] = _symbol_like(entry, like)
         out[idx] = symbol
     _ARRAYS[(name, shape, facts)] = out.copy()
     return out
+
+
+_LIKE: dict[tuple, sp.Symbol] = {}  # assumptions -> a symbol that has them
+
+
+def _new_symbol_like(name: str, like: sp.Symbol) -> sp.Symbol:
+    """``sp.Symbol(name, **assumptions)`` for ``like``'s assumptions, its stores shared with ``like``, as SymPy
+    shares them while its cache holds them. SymPy deduces a symbol's facts once per set of assumptions, in an
+    LRU cache of 1000 entries that a truth's own expressions evict: each new symbol deduced them again (25 µs;
+    8,700 symbols over derivations/). Used only if it builds what SymPy builds (checked on import below)."""
+    obj = object.__new__(sp.Symbol)
+    obj._mhash = None
+    obj._args = ()
+    obj._assumptions = like._assumptions
+    obj.name = name
+    obj._assumptions_orig = like._assumptions_orig
+    obj._assumptions0 = like._assumptions0
+    return obj
+
+
+def _same_symbol() -> bool:
+    """Does :func:`_new_symbol_like` set every field SymPy's ``Symbol`` sets, to what it sets (this SymPy)?"""
+    like, want = sp.Symbol("⟨like⟩", real=True), sp.Symbol("⟨a⟩", real=True)
+    made = _new_symbol_like("⟨a⟩", like)
+    slots = {n for k in sp.Symbol.__mro__ for n in k.__dict__.get("__slots__", ())}
+    fields = [(x._args, x._assumptions_orig, x._assumptions0, x.name, dict(x._assumptions), type(x._assumptions))
+              for x in (made, want)]
+    return slots == {"_mhash", "_args", "_assumptions", "name", "_assumptions_orig", "_assumptions0"} and \
+        not hasattr(want, "__dict__") and fields[0] == fields[1] and made == want and hash(made) == hash(want) \
+        and made.is_real and made.is_positive is None
+
+
+_symbol_like = _new_symbol_like if _same_symbol() else (lambda name, like: sp.Symbol(name, **like.assumptions0))
 
 
 @dataclass
