@@ -321,7 +321,10 @@ class SymbolicTruth(WitnessSearch):
         with no mask against a max/min atom written as its arg-max indicator (a relation that reads the
         atom's definition: at n = 2, ``x >= max(x)`` and ``x > min(x)`` are one indicator); and with
         ``StepGe(u)`` merged into ``Step(u)`` only where ``u`` reads the inputs alone (an atom's definition
-        may tie at another size: ``c = x * (n - 100)`` at n = 100)."""
+        may tie at another size: ``c = x * (n - 100)`` at n = 100). Once formal, a truth stays so: the
+        conversions made since serve every later claim (a certificate's grid point is shared by the claims)."""
+        if self._formal:
+            return
         self.simplex = {}
         self.extremes = {}
         self.gathered = {}
