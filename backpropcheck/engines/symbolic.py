@@ -108,7 +108,7 @@ def symbol_array(name: str, shape: tuple[int, ...], **assumptions) -> np.ndarray
             like = _LIKE.get(facts)
             if like is None:
                 like = _LIKE[facts] = sp.Symbol("⟨like⟩", **assumptions)
-            symbol = _SYMBOLS[(entry, facts)] = _symbol_like(entry, like)
+            symbol = _SYMBOLS[(entry, facts)] = _symbol_like(entry, like, assumptions)
         out[idx] = symbol
     _ARRAYS[(name, shape, facts)] = out.copy()
     return out
@@ -117,11 +117,12 @@ def symbol_array(name: str, shape: tuple[int, ...], **assumptions) -> np.ndarray
 _LIKE: dict[tuple, sp.Symbol] = {}  # assumptions -> a symbol that has them
 
 
-def _new_symbol_like(name: str, like: sp.Symbol) -> sp.Symbol:
-    """``sp.Symbol(name, **assumptions)`` for ``like``'s assumptions, its stores shared with ``like``, as SymPy
+def _new_symbol_like(name: str, like: sp.Symbol, assumptions: Mapping[str, bool]) -> sp.Symbol:
+    """``sp.Symbol(name, **assumptions)``, ``like``'s assumptions, its stores shared with ``like``, as SymPy
     shares them while its cache holds them. SymPy deduces a symbol's facts once per set of assumptions, in an
     LRU cache of 1000 entries that a truth's own expressions evict: each new symbol deduced them again (25 µs;
-    8,700 symbols over derivations/). Used only if it builds what SymPy builds (checked on import below)."""
+    8,700 symbols over derivations/). Used only if it builds what SymPy builds (checked on import below; else
+    SymPy's own ``Symbol(name, **assumptions)`` is)."""
     obj = object.__new__(sp.Symbol)
     obj._mhash = None
     obj._args = ()
@@ -135,7 +136,7 @@ def _new_symbol_like(name: str, like: sp.Symbol) -> sp.Symbol:
 def _same_symbol() -> bool:
     """Does :func:`_new_symbol_like` set every field SymPy's ``Symbol`` sets, to what it sets (this SymPy)?"""
     like, want = sp.Symbol("⟨like⟩", real=True), sp.Symbol("⟨a⟩", real=True)
-    made = _new_symbol_like("⟨a⟩", like)
+    made = _new_symbol_like("⟨a⟩", like, {"real": True})
     slots = {n for k in sp.Symbol.__mro__ for n in k.__dict__.get("__slots__", ())}
     fields = [(x._args, x._assumptions_orig, x._assumptions0, x.name, dict(x._assumptions), type(x._assumptions))
               for x in (made, want)]
@@ -144,7 +145,7 @@ def _same_symbol() -> bool:
         and made.is_real and made.is_positive is None
 
 
-_symbol_like = _new_symbol_like if _same_symbol() else (lambda name, like: sp.Symbol(name, **like.assumptions0))
+_symbol_like = _new_symbol_like if _same_symbol() else (lambda name, like, assumptions: sp.Symbol(name, **assumptions))
 
 
 @dataclass
