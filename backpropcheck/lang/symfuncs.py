@@ -153,10 +153,12 @@ def applied(fn: type[sp.Function], u: sp.Expr) -> sp.Expr:
     that returns ``u``'s node unchanged anyway. On a sum of products (``W[0,0]*x[0] + … + b[0]``), ``exp``'s
     eval builds ``exp`` of every term and asks whether the sum is zero, which costs milliseconds of deduction
     over the terms' assumptions (100 times the node itself); ``log``'s and ``tanh``'s ask the same. On a sum
-    with free symbols, no float term (``exp(1.5)`` is evaluated to a number) and no ``log``, ``I`` or ``pi``
-    inside, those evals change nothing but tanh's sign: a sum that SymPy could prove zero has been folded to 0
-    when it was built."""
-    if not (isinstance(u, sp.Add) and u.free_symbols) or any(a.is_Float for a in u.args) or u.has(sp.log, sp.I, sp.pi):
+    with free symbols, no float term (``exp(1.5)`` is evaluated to a number), and no ``log``, ``I``, ``pi`` or
+    infinity inside, those evals change nothing but tanh's sign, for the sums this engine builds: over real and
+    positive symbols (never one assumed zero, which would let SymPy prove ``x*z + z`` zero), with its own
+    functions, none of which SymPy can prove zero."""
+    if not (isinstance(u, sp.Add) and u.free_symbols) or any(a.is_Float for a in u.args) or \
+            u.has(sp.log, sp.I, sp.pi, sp.oo, -sp.oo, sp.zoo, sp.nan):
         return fn(u)
     if fn is sp.tanh and u.could_extract_minus_sign():
         return -sp.tanh(-u, evaluate=False)  # tanh is odd: its eval's one rewrite of such a sum
