@@ -114,14 +114,14 @@ def _gelu_tanh_sym(u):
 ELEMENTWISE: dict[str, Elementwise] = {
     e.name: e
     for e in [
-        Elementwise("exp", np.exp, np.exp, lambda u: _exp(u)),
-        Elementwise("log", np.log, lambda x: 1.0 / x, lambda u: _log(u)),
+        Elementwise("exp", np.exp, np.exp, _exp),
+        Elementwise("log", np.log, lambda x: 1.0 / x, _log),
         Elementwise("log1p", np.log1p, lambda x: 1.0 / (1.0 + x), lambda u: _log(1 + u)),
         Elementwise("sqrt", np.sqrt, lambda x: 0.5 / np.sqrt(x), lambda u: _sp().sqrt(u)),
         Elementwise(
             "rsqrt", lambda x: 1.0 / np.sqrt(x), lambda x: -0.5 * x**-1.5, lambda u: 1 / _sp().sqrt(u)
         ),
-        Elementwise("tanh", np.tanh, lambda x: 1.0 - np.tanh(x) ** 2, lambda u: _tanh(u)),
+        Elementwise("tanh", np.tanh, lambda x: 1.0 - np.tanh(x) ** 2, _tanh),
         Elementwise(
             "sigmoid",
             _sigmoid,
