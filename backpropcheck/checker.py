@@ -707,17 +707,38 @@ class _FileCheck:
                     record.stop("undecided", f"at dims {_fmt_dims(sizes)}: {decision.why}")
                 else:
                     record.status, record.sizes, record.refutation = "counterexample", sizes, decision
+            if k == 0 and pending and self.options.scope:
+                pending = self._certify(pending, out, budget, spent)
         self._at_overflows(claims, out, budget, spent)
-        if self.options.scope:  # proof scope (SPEC §8): all shapes by a finite certificate, or sampled
-            from .engines.scope import certify_records
-
-            # the truths built above serve the certificate at the sizes they share, if they are the ones it
-            # would build (its truths draw any one-hot label with seed 0)
-            reusable = self.truths if self.cfg.seed == 0 else {k: t for k, t in self.truths.items() if not t.drawn}
-            certify_records(self.d, claims, out, budget, spent, lambda s: _work(self.d, self.spaces, s)[0],
-                            self.options.limits.max_symbolic_entries, time_budget, SymbolicTimeout,
-                            _SYMBOLIC_FAILURES, reusable)
+        for record in out.values():
+            if record.status != "proved":  # refuted or left undecided after its certificate: no scope
+                record.scope = record.argument = None
         return out
+
+    def _certify(self, proved: list[Claim], out: dict[str, SymbolicEvidence], budget: float,
+                 spent: dict[str, float]) -> list[Claim]:
+        """Proof scope (SPEC §8) of the claims proved at the first small dims: all shapes by a finite certificate,
+        or sampled. A certified claim is proved at every dims, the other small ones included, so it leaves the
+        sampled check (its record lists the certificate's dims); the others go on to the next small dims."""
+        from .engines.scope import ALL_SHAPES, certify_records
+
+        # the truths built so far serve the certificate at the sizes they share, if they are the ones it
+        # would build (its truths draw any one-hot label with seed 0)
+        reusable = self.truths if self.cfg.seed == 0 else {k: t for k, t in self.truths.items() if not t.drawn}
+        scopes = certify_records(self.d, proved, out, budget, spent, lambda s: _work(self.d, self.spaces, s)[0],
+                                 self.options.limits.max_symbolic_entries, time_budget, SymbolicTimeout,
+                                 _SYMBOLIC_FAILURES, reusable)
+        # a truth the certificate made formal decides no sampled claim again
+        self.truths = {k: t for k, t in self.truths.items() if not t.is_formal}
+        left = []
+        for claim in proved:
+            scope = scopes.get(claim.name)
+            if scope is not None and scope.kind == ALL_SHAPES:
+                record = out[claim.name]
+                record.shapes += [dict(s) for s in scope.extra_sizes]
+            else:
+                left.append(claim)
+        return left
 
     def _at_overflows(self, claims: list[Claim], out: dict[str, SymbolicEvidence], budget: float,
                       spent: dict[str, float]) -> None:

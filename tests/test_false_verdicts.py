@@ -485,9 +485,10 @@ def test_a_claim_wrong_only_off_the_first_small_dims_is_refuted(tmp_path: Path, 
 @pytest.mark.parametrize("shapes", [1, 3, 5])
 @pytest.mark.parametrize("text", [ONE_DIM, DENSE_COLUMN])
 def test_the_symbolic_proof_runs_at_as_many_distinct_dims_as_asked(tmp_path: Path, text: str, shapes: int) -> None:
+    """The sampled proof's design (without the all-shapes certificate, which ends it early for a claim it covers)."""
     for seed in range(4):
-        c = claim(check_text(tmp_path, text, Options(seed=seed, shapes=shapes, trials=2)), "grad_x" if text is ONE_DIM
-                  else "grad_a")
+        c = claim(check_text(tmp_path, text, Options(seed=seed, shapes=shapes, trials=2, scope=False)),
+                  "grad_x" if text is ONE_DIM else "grad_a")
         drawn = c.symbolic["shapes"]
         assert c.verdict == "proved" and len(drawn) == shapes, (seed, drawn)
         for dim in drawn[0]:  # each dim at ``shapes`` distinct sizes, the dims of one assignment distinct
@@ -495,14 +496,17 @@ def test_the_symbolic_proof_runs_at_as_many_distinct_dims_as_asked(tmp_path: Pat
         assert all(len(set(s.values())) == len(s) for s in drawn), (seed, drawn)
 
 
+@pytest.mark.parametrize("scope", [False, True])
 @pytest.mark.parametrize("seed", range(8))
-def test_a_claim_wrong_only_where_one_of_two_dims_passes_3_is_refuted(tmp_path: Path, seed: int) -> None:
+def test_a_claim_wrong_only_where_one_of_two_dims_passes_3_is_refuted(tmp_path: Path, seed: int, scope: bool) -> None:
     """Off by (m - 2)(m - 3)·1e-13 (QA): zero wherever m is 2 or 3, below any tolerance elsewhere. The
     symbolic assignments of n, m were distinct pairs, so m could stay within 2 and 3 in all three (seeds 0
-    and 3 proved it); each dim now takes as many distinct sizes as there are assignments."""
+    and 3 proved it); each dim now takes as many distinct sizes as there are assignments. With the certificate
+    (tried after the first small dims) too: its grid holds three sizes of m, so it fails, and the sampled proof
+    goes on."""
     text = DENSE_COLUMN.replace('grad_z = "grad_h * f_prime(z)"',
                                 'grad_z = "grad_h * f_prime(z) * (1 + 1e-13 * (m - 2) * (m - 3))"')
-    c = claim(check_text(tmp_path, text, Options(seed=seed, scope=False)), "grad_z")
+    c = claim(check_text(tmp_path, text, Options(seed=seed, scope=scope)), "grad_z")
     assert c.verdict == "refuted", (c.verdict, c.message)
 
 

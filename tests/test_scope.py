@@ -46,6 +46,38 @@ def test_every_claim_of_the_dense_seed_file_is_proved_for_all_shapes(tmp_path: P
         assert "pattern" in c.symbolic["argument"] and "docs/proof-scope.md" in c.symbolic["argument"]
 
 
+def test_a_certified_claim_leaves_the_sampled_proof_after_the_first_small_dims(tmp_path: Path, monkeypatch) -> None:
+    """The certificate runs after the first small dims: a claim it proves for all shapes holds at the other small
+    dims too, so none of them is checked again, and a file whose every claim is certified builds no truth there.
+    A claim it does not certify goes on to every small dims."""
+    import backpropcheck.engines.symbolic as symbolic
+
+    built: list[dict[str, int]] = []
+    made = symbolic.SymbolicTruth.__init__
+
+    def counting(self, d, sizes, *args, **kwargs):
+        built.append(dict(sizes))
+        made(self, d, sizes, *args, **kwargs)
+
+    monkeypatch.setattr(symbolic.SymbolicTruth, "__init__", counting)
+    sampled = _check(tmp_path, DENSE_COLUMN, options=Options(trials=3, scope=False))
+    small = sampled["grad_W"].symbolic["shapes"]
+    assert len(small) == 3 and len(built) == 3
+    built.clear()
+    claims = _check(tmp_path, DENSE_COLUMN)
+    for c in claims.values():
+        assert _scope(c) == ALL_SHAPES
+        points = re.search(r"assignment\(s\) \(([^)]*)\)", c.symbolic["argument"]).group(1).split("; ")
+        listed = [",".join(f"{k}={v}" for k, v in s.items()) for s in c.symbolic["shapes"]]
+        assert c.symbolic["shapes"][0] == small[0] and set(listed[1:]) == set(points) - {listed[0]}
+    assert small[1] not in built and small[2] not in built and small[0] in built
+    trapped = DENSE_TRAP.replace("{trap}", " + (n - 2) * (n - 3) * a").replace("shapes = 1", "shapes = 2")
+    built.clear()
+    claims = _check(tmp_path, trapped)
+    assert _scope(claims["grad_a"]) == SAMPLED and len(claims["grad_a"].symbolic["shapes"]) == 2
+    assert all(s in built for s in claims["grad_a"].symbolic["shapes"])
+
+
 def test_most_proved_claims_in_derivations_are_all_shapes() -> None:
     """A guard against regressions, not the target: issue 16 asks for 80 %; with the §6 library
     (index-form convolutions, reshapes, slices, integer and binary inputs, outside the class) the
@@ -90,7 +122,8 @@ def test_a_cayley_hamilton_term_that_vanishes_only_at_n_le_2_is_never_all_shapes
                          claim=f"grad_M @ A.T + A.T @ grad_M{trap}")
     (claim,) = _check(tmp_path, text, options=Options()).values()
     assert _scope(claim) == expected
-    assert claim.symbolic["shapes"] == [{"n": 2}]  # the trap did pass the sampled proof
+    # the trap did pass the sampled proof; the certified claim is proved at the certificate's dims as well
+    assert claim.symbolic["shapes"] == ([{"n": 2}] if trap else [{"n": 2}, {"n": 3}, {"n": 4}])
 
 
 # tr(A³) = 3/2·tr(A)·tr(A²) − 1/2·tr(A)³ for n ≤ 2 (Newton's identities with e₃ = 0): its gradient

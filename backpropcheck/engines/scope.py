@@ -412,13 +412,14 @@ class Certifier:
 def certify_records(d: Derivation, claims: list[Claim], records: Mapping[str, SymbolicEvidence], budget: float,
                     spent: dict[str, float], entries: Callable[[dict[str, int]], int], max_entries: int,
                     time_budget: Callable, timeout: type[BaseException], failures: tuple,
-                    shared: Mapping[tuple, Any] | None = None) -> None:
+                    shared: Mapping[tuple, Any] | None = None) -> dict[str, Scope]:
     """Add ``scope`` and ``argument`` to the record of every proved claim (the checker's call site).
 
     Each claim's certificate runs within what is left of its own symbolic budget (CPU seconds).
     ``shared``: truths already built for this file (by sorted dims), used where the certificate's sizes
     meet them; they must be those ``SymbolicTruth(d, sizes)`` builds."""
     certifier = Certifier(d, entries, max_entries, shared)
+    scopes: dict[str, Scope] = {}
     for claim in claims:
         record = records.get(claim.name)
         if record is None or record.status != "proved":
@@ -440,6 +441,8 @@ def certify_records(d: Derivation, claims: list[Claim], records: Mapping[str, Sy
         spent[claim.name] = spent.get(claim.name, 0.0) + time.process_time() - started
         record.seconds += time.perf_counter() - wall
         record.scope, record.argument = scope.kind, scope.argument
+        scopes[claim.name] = scope
+    return scopes
 
 
 def expression_plan(node: Node, shapes: Mapping[str, Shape], functions: Collection[str] = frozenset()) -> Plan:

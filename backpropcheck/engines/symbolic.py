@@ -337,6 +337,11 @@ class SymbolicTruth(WitnessSearch):
         self._unkinked = {}
 
     @property
+    def is_formal(self) -> bool:
+        """Whether :meth:`formal` was called (the truth then decides identities in independent atoms only)."""
+        return self._formal
+
+    @property
     def grads(self) -> _ExpandedAdjoints:
         """The expanded true adjoint of every entry: each step with every ``∇v`` replaced by ``v``'s
         own expanded adjoint, made per variable (and per gradient atom) on first use."""
