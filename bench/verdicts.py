@@ -10,6 +10,10 @@ wrong claim that is hard to catch (off by ``1e-12 * X``; a branch only inputs pa
 a wrong claim reported ``proved`` or ``verified`` (even after a timeout: the families
 are chosen so that the symbolic check can decide), or an equal one reported
 ``refuted`` or ``shape-error``. Exit status 1 when any case gives a false verdict.
+
+With ``--scope`` each case is checked at the default three small dims with the all-shapes certificate
+(which runs after the first of them), and the families add claims wrong only past the first small dims
+(``1e-12 * (n - 2) * (n - 3)``) and true ones with dims that cancel.
 """
 
 from __future__ import annotations
@@ -122,27 +126,47 @@ WRONG_FAMILIES = {
 }
 
 
-def make_case(seed: int, index: int) -> tuple[str, str, str, str, int]:
+# wrong only at sizes past the first small dims: with --scope, the all-shapes certificate tried after those dims
+# must not certify them, and the other small dims (each dim at three distinct sizes) must refute them
+SCOPE_WRONG_FAMILIES = {
+    "small_dims_poly": lambda r, c, x, n: f"({c}) * (1 + {r.choice(['1e-12', '1e-3'])} * ({n} - 2) * ({n} - 3))",
+    "small_dims_linear": lambda r, c, x, n: f"({c}) * (1 + {r.choice(['1e-12', '0.5'])} * ({n} - {r.choice([2, 3])}))",
+    "small_dims_ratio": lambda r, c, x, n: f"({c}) * {r.choice(['2', '3'])} / {n}",
+    "small_dims_term": lambda r, c, x, n: f"{c} + 1e-12 * ({n} - 2) * ({n} - 3) * {x}",
+}
+
+SCOPE_TRUE_FAMILIES = {
+    "dims_cancel": lambda r, c, x, n: f"({c}) * ({n} - 1) / ({n} - 1 + 0 * {n})",
+    "dims_split": lambda r, c, x, n: f"({c}) * ({n} - 2) / {n} + ({c}) * 2 / {n}",
+}
+
+
+def make_case(seed: int, index: int, scope: bool = False) -> tuple[str, str, str, str, int]:
     """(family, expected 'holds'|'wrong', TOML text, claim name, check seed), deterministic."""
     r = random.Random(f"verdicts:{seed}:{index}")
     name, text, claim, correct, x, n = r.choice(BASES)
     wrong = r.random() < 0.5
     families = WRONG_FAMILIES if wrong else TRUE_FAMILIES
+    if scope:
+        families = {**families, **(SCOPE_WRONG_FAMILIES if wrong else SCOPE_TRUE_FAMILIES)}
     family = r.choice(sorted(families))
     expr = families[family](r, correct, x, n)
     return f"{name}/{family}", "wrong" if wrong else "holds", text.replace("{claim}", expr), claim, r.randrange(100)
 
 
-def judge(index: int, seed: int) -> tuple[int, str, str, str, float, str]:
-    """Run one case; (index, family, expected, verdict, seconds, message)."""
+def judge(index: int, seed: int, scope: bool = False) -> tuple[int, str, str, str, float, str]:
+    """Run one case; (index, family, expected, verdict, seconds, message). ``scope``: at the default three small
+    dims with the all-shapes certificate, else at one small dims without it (faster)."""
     from backpropcheck.checker import Options, check_path
 
-    family, expected, text, claim, check_seed = make_case(seed, index)
+    family, expected, text, claim, check_seed = make_case(seed, index, scope)
+    options = Options(seed=check_seed, trials=3) if scope else Options(seed=check_seed, trials=3, shapes=1,
+                                                                        scope=False)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "case.toml"
         path.write_text(text)
         started = time.perf_counter()
-        result = check_path(str(path), Options(seed=check_seed, trials=3, shapes=1, scope=False))
+        result = check_path(str(path), options)
         seconds = time.perf_counter() - started
     verdict = "error"
     message = result.error or ""
@@ -158,7 +182,7 @@ def false_verdict(expected: str, verdict: str) -> bool:
     return verdict != "refuted"
 
 
-def _run(args: tuple[int, int]) -> tuple[int, str, str, str, float, str]:
+def _run(args: tuple[int, int, bool]) -> tuple[int, str, str, str, float, str]:
     return judge(*args)
 
 
@@ -167,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scope", action="store_true",
+                        help="three small dims and the all-shapes certificate, with families wrong past the first")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     outcomes: Counter = Counter()
@@ -176,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     verified_examples: dict[str, str] = {}
     with mp.get_context("fork").Pool(args.workers) as pool:
         for done, (index, family, expected, verdict, seconds, message) in enumerate(
-                pool.imap_unordered(_run, [(i, args.seed) for i in range(args.cases)], chunksize=4), 1):
+                pool.imap_unordered(_run, [(i, args.seed, args.scope) for i in range(args.cases)], chunksize=4), 1):
             outcomes[(expected, verdict)] += 1
             slowest = max(slowest, (seconds, index), key=lambda s: s[0])
             if false_verdict(expected, verdict):
@@ -188,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {done} cases, {time.perf_counter() - started:.0f} s, {len(false)} false", flush=True)
     for index, family, expected, verdict, message in false[:30]:
         print(f"FALSE case {index} ({family}): {expected}, got {verdict}: {message[:300]}")
-    print(f"cases: {args.cases} in {time.perf_counter() - started:.0f} s with {args.workers} workers (seed {args.seed})")
+    print(f"cases: {args.cases} in {time.perf_counter() - started:.0f} s with {args.workers} workers (seed {args.seed}"
+          f"{', --scope' if args.scope else ''})")
     print("outcomes: " + ", ".join(f"{e}->{v}: {k}" for (e, v), k in sorted(outcomes.items())))
     print(f"max per-case time: {slowest[0]:.2f} s (case {slowest[1]})")
     for family, count in merely_verified.most_common():
