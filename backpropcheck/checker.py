@@ -183,6 +183,7 @@ class _FileCheck:
         else:
             self.note = None
         self.truths: dict[tuple, SymbolicTruth] = {}  # per-neuron truths by their dims, shared within the file
+        self._recertify: set[str] = set()  # claims whose first certificate ran past its share of the budget
 
     def run(self) -> FileResult:
         d = self.d
@@ -626,10 +627,18 @@ class _FileCheck:
         if not self.options.symbolic:
             return {c.name: SymbolicEvidence("skipped", reason="the symbolic check was skipped (--no-symbolic)")
                     for c in claims}
+        out = {c.name: SymbolicEvidence() for c in claims}
+        self._prove(claims, out)
+        for record in out.values():
+            if record.status != "proved":  # refuted or left undecided after the certificate looked at it: no scope
+                record.scope = record.argument = None
+        return out
+
+    def _prove(self, claims: list[Claim], out: dict[str, SymbolicEvidence]) -> None:
+        """The symbolic check of ``claims`` at the small dims, and their proof scope, into ``out``."""
         from .engines.symbolic import SymbolicTruth
 
         budget = self.options.timeout
-        out = {c.name: SymbolicEvidence() for c in claims}
         pending = list(claims)
         # the budget is per claim over all the small dims (and as much again for the shared truth),
         # so a file's symbolic time is at most (claims + 1) x --timeout, whatever [check] shapes says
@@ -640,8 +649,9 @@ class _FileCheck:
             regular = len(small)
             small += [c for c in self._critical_shapes() if c not in small]
         except DerivationError as exc:
-            return {c.name: SymbolicEvidence("gave-up", reason=f"no small dims for the symbolic check: {exc.message}")
-                    for c in claims}
+            for c in claims:
+                out[c.name].stop("gave-up", f"no small dims for the symbolic check: {exc.message}")
+            return
         largest = max((_work(self.d, self.spaces, s)[0] for s in small[:regular]), default=0)
         for k, sizes in enumerate(small):
             if not pending:
@@ -654,13 +664,13 @@ class _FileCheck:
                     out[c.name].stop("gave-up", (
                         f"the symbolic check does not reach dims {_fmt_dims(sizes)}, where a dim used as a "
                         f"number changes branch ({entries} entries, more than 50 times the sampled dims')"))
-                return out
+                return
             if entries > self.options.limits.max_symbolic_entries:  # one SymPy expression per entry
                 reason = exceeded(f"the entries of all arrays at the symbolic dims {_fmt_dims(sizes)}", entries,
                                   "max_symbolic_entries", self.options.limits)
                 for c in pending:
                     out[c.name].stop("gave-up", reason)
-                return out
+                return
             started = time.perf_counter()
             cpu = time.process_time()
             try:
@@ -672,11 +682,11 @@ class _FileCheck:
                     out[c.name].stop("timeout", (
                         f"building the per-neuron truth at dims {_fmt_dims(sizes)} ran past the "
                         f"{budget:g} s budget (--timeout)"))
-                return out
+                return
             except _SYMBOLIC_FAILURES as exc:
                 for c in pending:
                     out[c.name].stop("gave-up", f"the symbolic engine failed: {_failure(exc)}")
-                return out
+                return
             shared = time.perf_counter() - started
             truth_spent += time.process_time() - cpu
             rng = self._decision_rng()
@@ -708,26 +718,35 @@ class _FileCheck:
                 else:
                     record.status, record.sizes, record.refutation = "counterexample", sizes, decision
             if k == 0 and pending and self.options.scope:
-                pending = self._certify(pending, out, budget, spent)
+                pending = self._certify(pending, out, budget, spent, first=True)
         self._at_overflows(claims, out, budget, spent)
-        for record in out.values():
-            if record.status != "proved":  # refuted or left undecided after its certificate: no scope
-                record.scope = record.argument = None
-        return out
+        again = [c for c in claims if c.name in self._recertify and out[c.name].status == "proved"]
+        if again:  # cut short by its share of the budget after the first small dims: what is left now
+            self._certify(again, out, budget, spent, first=False)
 
     def _certify(self, proved: list[Claim], out: dict[str, SymbolicEvidence], budget: float,
-                 spent: dict[str, float]) -> list[Claim]:
-        """Proof scope (SPEC §8) of the claims proved at the first small dims: all shapes by a finite certificate,
-        or sampled. A certified claim is proved at every dims, the other small ones included, so it leaves the
-        sampled check (its record lists the certificate's dims); the others go on to the next small dims."""
-        from .engines.scope import ALL_SHAPES, certify_records
+                 spent: dict[str, float], first: bool) -> list[Claim]:
+        """Proof scope (SPEC §8) of proved claims: all shapes by a finite certificate, or sampled; the claims it
+        does not certify are returned.
 
-        # the truths built so far serve the certificate at the sizes they share, if they are the ones it
-        # would build (its truths draw any one-hot label with seed 0)
-        reusable = self.truths if self.cfg.seed == 0 else {k: t for k, t in self.truths.items() if not t.drawn}
-        scopes = certify_records(self.d, proved, out, budget, spent, lambda s: _work(self.d, self.spaces, s)[0],
+        ``first``: right after the first small dims. A claim certified then is proved at every dims, the other
+        small ones included, so it leaves the sampled check (its record lists the certificate's dims after the
+        first). The others go on to the next small dims; the certificate gets half of what is left of each
+        one's budget then, so the sampled check keeps the rest, and one it cut short is tried again at the end
+        (``first`` False) with what is left after the sampled check."""
+        from .engines.scope import ALL_SHAPES, Certifier, certify_records
+
+        def entries(sizes: dict[str, int]) -> int:
+            return _work(self.d, self.spaces, sizes)[0]
+
+        if first:
+            # the truths built so far serve the certificate at the sizes they share, if they are the ones it
+            # would build (its truths draw any one-hot label with seed 0)
+            reusable = self.truths if self.cfg.seed == 0 else {k: t for k, t in self.truths.items() if not t.drawn}
+            self._certifier = Certifier(self.d, entries, self.options.limits.max_symbolic_entries, reusable)
+        scopes = certify_records(self.d, proved, out, budget, spent, entries,
                                  self.options.limits.max_symbolic_entries, time_budget, SymbolicTimeout,
-                                 _SYMBOLIC_FAILURES, reusable)
+                                 _SYMBOLIC_FAILURES, share=0.5 if first else 1.0, certifier=self._certifier)
         # a truth the certificate made formal decides no sampled claim again
         self.truths = {k: t for k, t in self.truths.items() if not t.is_formal}
         left = []
@@ -735,9 +754,11 @@ class _FileCheck:
             scope = scopes.get(claim.name)
             if scope is not None and scope.kind == ALL_SHAPES:
                 record = out[claim.name]
-                record.shapes += [dict(s) for s in scope.extra_sizes]
+                record.shapes += [dict(s) for s in scope.extra_sizes if s not in record.shapes]
             else:
                 left.append(claim)
+                if first and scope is not None and scope.timed_out:
+                    self._recertify.add(claim.name)
         return left
 
     def _at_overflows(self, claims: list[Claim], out: dict[str, SymbolicEvidence], budget: float,

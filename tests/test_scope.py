@@ -23,6 +23,7 @@ from backpropcheck.checker import Options, check_path
 from backpropcheck.engines.scope import ALL_SHAPES, SAMPLED, Outside, expression_plan, grid, plan
 from backpropcheck.lang.dims import Dim
 from backpropcheck.lang.ir import Call, Var
+from backpropcheck.limits import Limits
 from backpropcheck.loader import loads
 
 QUICK = Options(trials=3)
@@ -622,3 +623,87 @@ def test_a_sigmoids_partial_is_its_units_own_s_times_1_minus_s(tmp_path: Path, c
         assert result.verdict == "refuted", result.message
     else:
         assert _scope(result) == scope
+
+
+# -- the certificate after the first small dims (QA, round 14) -------------------------------------------------
+
+OFF_ROUTE = """
+[derivation]
+title = "an off-route variable that reads a dim as a number"
+[dims]
+n = "size"
+[inputs]
+x = []
+y = ["n"]
+[forward]
+c = "{c}"
+z = "c * y"
+[loss]
+upstream = "z"
+[claims]
+grad_y = "grad_z * c + 1e-13 * grad_z * ({other} - c)"
+"""
+
+
+@pytest.mark.parametrize("c, other", [("tanh(n * x)", "tanh(2 * x)"), ("exp(n * x)", "exp(2 * x)"),
+                                      ("tanh(x * (1 + (n - 2) * (n - 3) * (n - 4)))", "tanh(x)")])
+@pytest.mark.parametrize("shapes", [1, 3])
+def test_a_definition_that_reads_a_dim_is_never_written_as_its_atom_in_the_certificate(tmp_path, c, other,
+                                                                                     shapes) -> None:
+    """``c = tanh(n * x)`` is ``tanh(2 * x)`` at n = 2, where the truth wrote ``tanh(2 * x)`` as the atom ``c``; c's
+    definition is off the claim's route, so the plan never counted n, and the certificate called the claim (off by
+    1e-13 (tanh(2x) - tanh(nx)), wrong for n >= 3) all-shapes at n = 2 alone. Once it ran after the first small dims,
+    that was a false ``proved``. With three small dims the claim is refuted (but for the cubic, zero at n = 2, 3, 4,
+    which stays proved at the sampled shapes only); with one, proved at the sampled shapes only."""
+    text = OFF_ROUTE.replace("{c}", c).replace("{other}", other) + f"[check]\nshapes = {shapes}\n"
+    (claim,) = _check(tmp_path, text, options=Options(trials=3, seed=0)).values()
+    if shapes == 3 and "(n - 4)" not in c:
+        assert claim.verdict == "refuted", claim.message
+    else:
+        assert _scope(claim) == SAMPLED, claim.symbolic
+
+
+def test_sized_definitions_are_those_that_read_a_dim_or_leave_the_class() -> None:
+    from backpropcheck.engines.scope import sized_definitions
+
+    text = OFF_ROUTE.replace("{c}", "tanh(n * x)").replace("{other}", "x").replace(
+        'z = "c * y"', 'z = "c * y"\nh = "tanh(y)"\nm = "exp(mean(y)) * ones(n)"\ns = "y[0:1]"')
+    assert sized_definitions(loads(text, "t.toml")) == {"c", "m", "s"}
+
+
+def test_the_first_certificate_leaves_half_the_budget_to_the_sampled_proof_and_is_tried_again(
+        tmp_path, monkeypatch) -> None:
+    """A certificate that runs past its share after the first small dims leaves the claim to the other small dims
+    (which keep the other half of what is left: the claim is proved there, as before the certificate moved), and
+    is tried again at the end with what is left then."""
+    import time
+
+    import backpropcheck.engines.scope as scope_module
+
+    calls: list[float] = []
+
+    def endless(self, claim, proved):
+        calls.append(time.process_time())
+        while True:  # the budget's alarm ends it
+            sum(range(100))
+
+    monkeypatch.setattr(scope_module.Certifier, "certify", endless)
+    claims = _check(tmp_path, DENSE_TRAP.replace("{trap}", "").replace("shapes = 1", "shapes = 3").replace(
+        "max_dim = 3", "max_dim = 5"), options=Options(trials=3, timeout=1.0))
+    for c in claims.values():
+        assert c.verdict == "proved" and len(c.symbolic["shapes"]) == 3, c.message
+        assert _scope(c) == SAMPLED and "ran past the budget" in c.symbolic["argument"]
+    assert len(calls) == 2 * len(claims)  # twice per claim: after the first small dims, and again at the end
+
+
+def test_a_claim_left_verified_after_its_certificate_carries_no_scope(tmp_path) -> None:
+    """The certificate after the first small dims gives a scope; a claim the symbolic check then gives up on
+    (the next small dims too large) is ``verified``, with no scope left over."""
+    text = SQUARE.format(title="A B A", forward='M = "A @ B @ A"', loss='upstream = "M"',
+                         claim="A.T @ grad_M @ A.T * (n + 1) / (n + 1)").replace(
+        'A = ["n", "n"]', 'A = ["n", "n"]\nB = ["n", "n"]').replace("grad_A", "grad_B").replace(
+        "max_dim = 2\nshapes = 1", "max_dim = 6\nshapes = 3")
+    limits = Limits(max_symbolic_entries=100)
+    (claim,) = _check(tmp_path, text, options=Options(trials=3, limits=limits)).values()
+    assert claim.verdict == "verified" and "max-symbolic-entries" in claim.message, claim.message
+    assert "scope" not in claim.symbolic and "argument" not in claim.symbolic, claim.symbolic

@@ -59,6 +59,7 @@ class Scope:
     kind: str  # ALL_SHAPES | SAMPLED
     argument: str
     extra_sizes: tuple[dict[str, int], ...] = ()
+    timed_out: bool = False  # SAMPLED because the certificate ran past its share of the budget
 
 
 # ---------------------------------------------------------------------------
@@ -332,6 +333,35 @@ def _fmt(sizes: Mapping[str, int]) -> str:
     return ",".join(f"{k}={v}" for k, v in sizes.items())
 
 
+def sized_definitions(d: Derivation) -> frozenset[str]:
+    """The forward variables whose own definition reads a dim as a number (``tanh(n * x)``, a ``mean`` inside
+    a function) or lies outside the class (index form, a slice). At one size such a variable's entry can be the
+    very expression of something else at every size (``tanh(n * x)`` is ``tanh(2 * x)`` at n = 2), and its
+    definition need not lie on the claim's route, where the plan counts the dims: so the certificate's truths
+    never write an expression as its atom (SymbolicTruth's ``never_atoms``). Worked out once per file."""
+    from ..workload import file_memo
+
+    memo = file_memo(d)
+    hit = memo.get("sized")
+    if hit is not None and hit[0] is d.forward and hit[1] == len(d.forward):
+        return hit[2]
+    env: dict[str, AV] = {name: atom(inp.shape) for name, inp in d.inputs.items()}
+    env.update((f.name, AV(tuple(f.shape), atoms=True)) for f in d.forward)
+    interp = Interpreter(set(d.functions), env)
+    sized = set()
+    for f in d.forward:
+        try:
+            if f.index is not None or f.node is None:
+                raise Outside("index form")
+            if any(interp.value(f.node).expl.values()):
+                sized.add(f.name)
+        except (Outside, KeyError, ValueError, TypeError, RecursionError, AttributeError):
+            sized.add(f.name)
+    found = frozenset(sized)
+    memo["sized"] = (d.forward, len(d.forward), found)
+    return found
+
+
 class Certifier:
     """One file's certificates: the per-neuron truths at the certificate's sizes are shared."""
 
@@ -340,7 +370,9 @@ class Certifier:
         self.d = d
         self.entries = entries
         self.max_entries = max_entries
-        self.truths: dict[tuple, Any] = dict(shared or {})  # the checker's truths, by sorted dims
+        self.sized = sized_definitions(d)
+        # the checker's truths, by sorted dims, where they are the ones the certificate builds
+        self.truths: dict[tuple, Any] = {k: t for k, t in (shared or {}).items() if not t.atomizes(self.sized)}
         self.broken: set[tuple] = set()  # sizes whose truth could not be built: not retried per claim
 
     def _truth(self, sizes: dict[str, int]):
@@ -351,7 +383,7 @@ class Certifier:
             raise _Broken(f"the per-neuron truth at dims {_fmt(sizes)} could not be built for an earlier claim")
         if key not in self.truths:
             try:
-                self.truths[key] = SymbolicTruth(self.d, sizes)
+                self.truths[key] = SymbolicTruth(self.d, sizes, never_atoms=self.sized)
             except BaseException:  # the budget's alarm included: then re-raised, as any failure
                 self.broken.add(key)
                 raise
@@ -412,13 +444,16 @@ class Certifier:
 def certify_records(d: Derivation, claims: list[Claim], records: Mapping[str, SymbolicEvidence], budget: float,
                     spent: dict[str, float], entries: Callable[[dict[str, int]], int], max_entries: int,
                     time_budget: Callable, timeout: type[BaseException], failures: tuple,
-                    shared: Mapping[tuple, Any] | None = None) -> dict[str, Scope]:
-    """Add ``scope`` and ``argument`` to the record of every proved claim (the checker's call site).
+                    shared: Mapping[tuple, Any] | None = None, share: float = 1.0,
+                    certifier: Certifier | None = None) -> dict[str, Scope]:
+    """Add ``scope`` and ``argument`` to the record of every proved claim (the checker's call site), and
+    return each one's :class:`Scope`.
 
-    Each claim's certificate runs within what is left of its own symbolic budget (CPU seconds).
+    Each claim's certificate runs within ``share`` of what is left of its own symbolic budget (CPU seconds).
     ``shared``: truths already built for this file (by sorted dims), used where the certificate's sizes
-    meet them; they must be those ``SymbolicTruth(d, sizes)`` builds."""
-    certifier = Certifier(d, entries, max_entries, shared)
+    meet them; they must be those ``SymbolicTruth(d, sizes)`` builds. ``certifier``: one made by an earlier
+    call for the same file, whose truths serve again."""
+    certifier = certifier or Certifier(d, entries, max_entries, shared)
     scopes: dict[str, Scope] = {}
     for claim in claims:
         record = records.get(claim.name)
@@ -430,10 +465,10 @@ def certify_records(d: Derivation, claims: list[Claim], records: Mapping[str, Sy
             continue
         started, wall = time.process_time(), time.perf_counter()
         try:
-            with time_budget(left):
+            with time_budget(left * share):
                 scope = certifier.certify(claim, record.shapes)
         except timeout:
-            scope = Scope(SAMPLED, "the all-shapes certificate ran past the budget (--timeout)")
+            scope = Scope(SAMPLED, "the all-shapes certificate ran past the budget (--timeout)", timed_out=True)
         except failures as exc:
             scope = Scope(SAMPLED, f"the all-shapes certificate failed ({exc})")
         except Exception as exc:  # noqa: BLE001 - a certificate's trouble never costs the claim its proof

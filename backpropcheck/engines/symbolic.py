@@ -18,7 +18,7 @@ caller's time budget.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -162,8 +162,9 @@ class SymbolicTruth(WitnessSearch):
     """The per-neuron truth of one derivation at one dim assignment, shared by all its claims."""
 
     def __init__(self, d: Derivation, sizes: Mapping[str, int], seed: int = 0,
-                 given: Mapping[str, np.ndarray] | None = None):
-        """``given``: the concrete inputs' values (labels, indices) to use instead of drawing them."""
+                 given: Mapping[str, np.ndarray] | None = None, never_atoms: Collection[str] = ()):
+        """``given``: the concrete inputs' values (labels, indices) to use instead of drawing them.
+        ``never_atoms``: forward variables no expression is written as the atom of (see ``by_definition``)."""
         self.d = d
         self.sizes = dict(sizes)
         self.backend = symbolic_backend(d)
@@ -220,8 +221,12 @@ class SymbolicTruth(WitnessSearch):
         # ∂P_i/∂Z_j = P_i (δ_ij − P_j), ∂h/∂z = 1 − h² for h = tanh(z).
         # A sigmoid's definition 1/(1 + exp(−u)) is no function call, but is written as its atom alike (its
         # partial s·(1 − s) reads the atom: _local_partials).
-        self.by_definition = {value: atom for atom, value in self.local.items()
-                              if value.is_Function or sigmoid_exponent(value) is not None}
+        # The certificate's truths leave out the variables in ``never_atoms``: one whose definition reads a dim as a
+        # number is, at one size, the very expression of another at every size (tanh(n*x) is tanh(2*x) at n = 2).
+        kept = [atom for name, atoms in self.order if name not in never_atoms for atom in atoms.flat] \
+            if never_atoms else self.local
+        self.by_definition = {value: atom for atom in kept
+                              if (value := self.local[atom]).is_Function or sigmoid_exponent(value) is not None}
         # A mask compares an entry with its slice's max atom (``x >= m``); inside a Step that atom is
         # written as its definition, so the mask is the arg-max indicator by construction (see
         # symfuncs._against_extreme) and a claim ``mask * grad_m`` matches the truth's one step.
@@ -335,6 +340,11 @@ class SymbolicTruth(WitnessSearch):
         self._over_inputs = Converter(self._lookup_definition, self._ties_null, self._ties_alone)
         self._peeled = {}
         self._unkinked = {}
+
+    def atomizes(self, names: Collection[str]) -> bool:
+        """Does this truth write an expression as the atom of one of these forward variables?"""
+        mine = {atom for name, atoms in self.order if name in names for atom in atoms.flat}
+        return bool(mine) and any(atom in mine for atom in self.by_definition.values())
 
     @property
     def is_formal(self) -> bool:
