@@ -740,15 +740,10 @@ class _FileCheck:
             return _work(self.d, self.spaces, sizes)[0]
 
         if first:
-            # the truths built so far serve the certificate at the sizes they share, if they are the ones it
-            # would build (its truths draw any one-hot label with seed 0)
-            reusable = self.truths if self.cfg.seed == 0 else {k: t for k, t in self.truths.items() if not t.drawn}
-            self._certifier = Certifier(self.d, entries, self.options.limits.max_symbolic_entries, reusable)
+            self._certifier = Certifier(self.d, entries, self.options.limits.max_symbolic_entries)
         scopes = certify_records(self.d, proved, out, budget, spent, entries,
                                  self.options.limits.max_symbolic_entries, time_budget, SymbolicTimeout,
                                  _SYMBOLIC_FAILURES, share=0.5 if first else 1.0, certifier=self._certifier)
-        # a truth the certificate made formal decides no sampled claim again
-        self.truths = {k: t for k, t in self.truths.items() if not t.is_formal}
         left = []
         for claim in proved:
             scope = scopes.get(claim.name)

@@ -707,3 +707,45 @@ def test_a_claim_left_verified_after_its_certificate_carries_no_scope(tmp_path) 
     (claim,) = _check(tmp_path, text, options=Options(trials=3, limits=limits)).values()
     assert claim.verdict == "verified" and "max-symbolic-entries" in claim.message, claim.message
     assert "scope" not in claim.symbolic and "argument" not in claim.symbolic, claim.symbolic
+
+
+# (forward, loss, claim): a gradient atom the claim reads is zero at n = 2 by a later definition, the loss or a
+# binary draw, none of which the certificate's one-step route reads (QA, round 14)
+VANISHING_AT_2 = [
+    ('h = "tanh(x)"\nc = "(n - 2) * h"', 'upstream = "c"', "7 * grad_h * (1 - h ** 2)"),
+    ('h = "tanh(x)"\nc = "(n - 2) * h"', 'upstream = "c"', "grad_h * (1 - h ** 2) * (1 + 1e-9)"),
+    ('h = "tanh(x)"', 'E = "sum(h) - 2 * mean(h)"', "0 * x"),
+    ('h = "tanh(x)"\nc = "h * Ma / 0.8"', 'upstream = "c"', "grad_h * (1 - h ** 2) * (1 + 1e-9)"),
+]
+
+
+@pytest.mark.parametrize("forward, loss, claim_text", VANISHING_AT_2)
+@pytest.mark.parametrize("shapes", [1, 3])
+def test_a_gradient_atom_that_vanishes_at_one_size_stays_an_indeterminate_in_the_certificate(
+        tmp_path, forward, loss, claim_text, shapes) -> None:
+    """The truth wrote ∇h as 0 where its step vanished at n = 2, so the certificate's step route found any claim
+    ``k * grad_h * …`` identical at n = 2, its only grid size: all-shapes for a claim wrong at every n >= 3, and a
+    false ``proved`` once certified claims skip the other small dims. Its truths keep every ∇v an indeterminate."""
+    text = f"""
+[derivation]
+title = "a gradient atom zero at n = 2"
+[dims]
+n = "size"
+[inputs]
+x = ["n"]
+Ma = {{ shape = ["n"], domain = "binary", constant = true }}
+[forward]
+{forward}
+[loss]
+{loss}
+[claims]
+grad_x = "{claim_text}"
+[check]
+shapes = {shapes}
+"""
+    for seed in range(2):
+        (claim,) = _check(tmp_path, text, options=Options(trials=3, seed=seed)).values()
+        if shapes == 3:
+            assert claim.verdict == "refuted", claim.message
+        elif claim.verdict == "proved":
+            assert claim.symbolic.get("scope") == SAMPLED, claim.symbolic

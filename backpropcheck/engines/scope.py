@@ -365,14 +365,14 @@ def sized_definitions(d: Derivation) -> frozenset[str]:
 class Certifier:
     """One file's certificates: the per-neuron truths at the certificate's sizes are shared."""
 
-    def __init__(self, d: Derivation, entries: Callable[[dict[str, int]], int], max_entries: int,
-                 shared: Mapping[tuple, Any] | None = None):
+    def __init__(self, d: Derivation, entries: Callable[[dict[str, int]], int], max_entries: int):
         self.d = d
         self.entries = entries
         self.max_entries = max_entries
-        self.sized = sized_definitions(d)
-        # the checker's truths, by sorted dims, where they are the ones the certificate builds
-        self.truths: dict[tuple, Any] = {k: t for k, t in (shared or {}).items() if not t.atomizes(self.sized)}
+        # its own truths, by sorted dims, built formal (``SymbolicTruth(formal=True)``): the checker's relate the
+        # atoms as they are at their own sizes (a ∇v zero there is 0, an expression is written as the atom whose
+        # definition it is there)
+        self.truths: dict[tuple, Any] = {}
         self.broken: set[tuple] = set()  # sizes whose truth could not be built: not retried per claim
 
     def _truth(self, sizes: dict[str, int]):
@@ -383,7 +383,7 @@ class Certifier:
             raise _Broken(f"the per-neuron truth at dims {_fmt(sizes)} could not be built for an earlier claim")
         if key not in self.truths:
             try:
-                self.truths[key] = SymbolicTruth(self.d, sizes, never_atoms=self.sized)
+                self.truths[key] = SymbolicTruth(self.d, sizes, formal=True)
             except BaseException:  # the budget's alarm included: then re-raised, as any failure
                 self.broken.add(key)
                 raise
@@ -443,17 +443,14 @@ class Certifier:
 
 def certify_records(d: Derivation, claims: list[Claim], records: Mapping[str, SymbolicEvidence], budget: float,
                     spent: dict[str, float], entries: Callable[[dict[str, int]], int], max_entries: int,
-                    time_budget: Callable, timeout: type[BaseException], failures: tuple,
-                    shared: Mapping[tuple, Any] | None = None, share: float = 1.0,
+                    time_budget: Callable, timeout: type[BaseException], failures: tuple, share: float = 1.0,
                     certifier: Certifier | None = None) -> dict[str, Scope]:
     """Add ``scope`` and ``argument`` to the record of every proved claim (the checker's call site), and
     return each one's :class:`Scope`.
 
     Each claim's certificate runs within ``share`` of what is left of its own symbolic budget (CPU seconds).
-    ``shared``: truths already built for this file (by sorted dims), used where the certificate's sizes
-    meet them; they must be those ``SymbolicTruth(d, sizes)`` builds. ``certifier``: one made by an earlier
-    call for the same file, whose truths serve again."""
-    certifier = certifier or Certifier(d, entries, max_entries, shared)
+    ``certifier``: one made by an earlier call for the same file, whose truths serve again."""
+    certifier = certifier or Certifier(d, entries, max_entries)
     scopes: dict[str, Scope] = {}
     for claim in claims:
         record = records.get(claim.name)

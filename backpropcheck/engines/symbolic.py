@@ -162,9 +162,14 @@ class SymbolicTruth(WitnessSearch):
     """The per-neuron truth of one derivation at one dim assignment, shared by all its claims."""
 
     def __init__(self, d: Derivation, sizes: Mapping[str, int], seed: int = 0,
-                 given: Mapping[str, np.ndarray] | None = None, never_atoms: Collection[str] = ()):
+                 given: Mapping[str, np.ndarray] | None = None, formal: bool = False):
         """``given``: the concrete inputs' values (labels, indices) to use instead of drawing them.
-        ``never_atoms``: forward variables no expression is written as the atom of (see ``by_definition``)."""
+
+        ``formal``: built for the all-shapes certificate, and :meth:`formal` from the start. Nothing relates
+        the atoms beyond what holds at every size: no expression is written as the atom of a variable whose
+        definition reads a dim as a number (``scope.sized_definitions``: ``tanh(n*x)`` is ``tanh(2*x)`` at
+        n = 2), and every gradient atom ∇v stays an indeterminate where its step vanishes at these sizes (a later
+        ``(n - 2) * h``, which the certificate's one-step route does not read, makes ∇h zero at n = 2)."""
         self.d = d
         self.sizes = dict(sizes)
         self.backend = symbolic_backend(d)
@@ -221,8 +226,13 @@ class SymbolicTruth(WitnessSearch):
         # ∂P_i/∂Z_j = P_i (δ_ij − P_j), ∂h/∂z = 1 − h² for h = tanh(z).
         # A sigmoid's definition 1/(1 + exp(−u)) is no function call, but is written as its atom alike (its
         # partial s·(1 − s) reads the atom: _local_partials).
-        # The certificate's truths leave out the variables in ``never_atoms``: one whose definition reads a dim as a
-        # number is, at one size, the very expression of another at every size (tanh(n*x) is tanh(2*x) at n = 2).
+        # The certificate's truths leave out the variables whose definition reads a dim as a number: at one size
+        # it is the very expression of another at every size (tanh(n*x) is tanh(2*x) at n = 2).
+        never_atoms: Collection[str] = ()
+        if formal:
+            from .scope import sized_definitions
+
+            never_atoms = sized_definitions(d)
         kept = [atom for name, atoms in self.order if name not in never_atoms for atom in atoms.flat] \
             if never_atoms else self.local
         self.by_definition = {value: atom for atom in kept
@@ -280,8 +290,10 @@ class SymbolicTruth(WitnessSearch):
             for k, (atom, g) in enumerate(zip(entries, nabla.ravel().tolist())):
                 total = step.get(atom)
                 if total is None or total is _ZERO:  # (only SymPy's zero equals 0)
-                    nabla.flat[k] = sp.Integer(0)
-                    continue
+                    if not formal:
+                        nabla.flat[k] = sp.Integer(0)
+                        continue
+                    total = sp.Integer(0)  # zero at these sizes only, maybe: ∇v stays an indeterminate
                 self.grad_atoms[g] = total
                 for p, dp in self._local_partials(atom, differentiable, templates).items():
                     if as_atoms is not None and dp.__class__ is not sp.Symbol:  # a symbol is no definition
@@ -308,6 +320,8 @@ class SymbolicTruth(WitnessSearch):
         self._claim_env: _ClaimEnv | None = None  # made on first use (most claims never need it)
         self._step_env: dict[str, np.ndarray] | None = None
         self._stepped: dict[tuple[int, int], np.ndarray] = {}  # a claim's value over the gradient atoms
+        if formal:
+            self.formal()
 
     def _local_partials(self, atom: sp.Symbol, wrt: set[sp.Symbol], templates: dict) -> dict[sp.Symbol, sp.Expr]:
         """``∂(def atom)/∂p`` for every p of ``wrt`` in the atom's definition; a sigmoid's written with its own
@@ -340,16 +354,6 @@ class SymbolicTruth(WitnessSearch):
         self._over_inputs = Converter(self._lookup_definition, self._ties_null, self._ties_alone)
         self._peeled = {}
         self._unkinked = {}
-
-    def atomizes(self, names: Collection[str]) -> bool:
-        """Does this truth write an expression as the atom of one of these forward variables?"""
-        mine = {atom for name, atoms in self.order if name in names for atom in atoms.flat}
-        return bool(mine) and any(atom in mine for atom in self.by_definition.values())
-
-    @property
-    def is_formal(self) -> bool:
-        """Whether :meth:`formal` was called (the truth then decides identities in independent atoms only)."""
-        return self._formal
 
     @property
     def grads(self) -> _ExpandedAdjoints:
