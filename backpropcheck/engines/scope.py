@@ -338,7 +338,7 @@ def sized_definitions(d: Derivation) -> frozenset[str]:
     a function) or lies outside the class (index form, a slice). At one size such a variable's entry can be the
     very expression of something else at every size (``tanh(n * x)`` is ``tanh(2 * x)`` at n = 2), and its
     definition need not lie on the claim's route, where the plan counts the dims: so the certificate's truths
-    never write an expression as its atom (SymbolicTruth's ``never_atoms``). Worked out once per file."""
+    never write an expression as its atom (``SymbolicTruth(formal=True)``). Worked out once per file."""
     from ..workload import file_memo
 
     memo = file_memo(d)
