@@ -82,7 +82,7 @@ def test_a_certified_claim_leaves_the_sampled_proof_after_the_first_small_dims(t
 def test_most_proved_claims_in_derivations_are_all_shapes() -> None:
     """A guard against regressions, not the target: issue 16 asks for 80 %; with the §6 library
     (index-form convolutions, reshapes, slices, integer and binary inputs, outside the class) the
-    share is 69 % (80 % on the files before it). Raise the bound as the class grows."""
+    share is 68 % (80 % on the files before it). Raise the bound as the class grows."""
     proved = scoped = 0
     for path in LIBRARY_FILES:  # checked once per session, shared with test_library
         for c in library_result(path).claims:
@@ -749,3 +749,29 @@ shapes = {shapes}
             assert claim.verdict == "refuted", claim.message
         elif claim.verdict == "proved":
             assert claim.symbolic.get("scope") == SAMPLED, claim.symbolic
+
+
+def test_an_axis_that_is_a_product_of_dims_is_outside_the_class(tmp_path) -> None:
+    """An axis ``n*m`` was read as a dim of its own, whose thresholds and degree the grid (which sizes n and m)
+    never saw: a claim off by ``(N - 4)(N - 6)`` with N = n·m entries was all-shapes at n, m = 2, 3 (QA, round 14),
+    and since certified claims skip the later small dims, proved. The docs say it: no products."""
+    text = """
+[derivation]
+title = "an axis of n*m entries"
+[dims]
+n = "rows"
+m = "columns"
+[inputs]
+x = ["n*m"]
+[forward]
+h = "tanh(x)"
+[loss]
+upstream = "h"
+[claims]
+grad_x = "grad_h * (1 - h ** 2) + 1e-16 * grad_h * (sum(x / x) - 4) * (sum(x / x) - 6)"
+"""
+    for seed in range(3):
+        (claim,) = _check(tmp_path, text, options=Options(trials=3, seed=seed)).values()
+        assert claim.verdict == "refuted", claim.message
+    (claim,) = _check(tmp_path, text.replace(" + 1e-16 * grad_h * (sum(x / x) - 4) * (sum(x / x) - 6)", "")).values()
+    assert _scope(claim) == SAMPLED and "n*m" in claim.symbolic["argument"].replace("m*n", "n*m")

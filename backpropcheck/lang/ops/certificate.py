@@ -77,10 +77,11 @@ def _scale(a: Mapping[str, int], k: int) -> dict[str, int]:
 
 
 def named(dim: Dim) -> str | None:
-    """The dim name of an axis; None for a literal size; outside the class for ``T + K - 1``."""
+    """The dim name of an axis; None for a literal size; outside the class for ``T + K - 1`` and for a product
+    ``n*m`` (the grid sizes each dim, not the product: its index patterns and degree would go unpinned)."""
     if not dim.terms:
         return None
-    if len(dim.terms) == 1 and dim.terms[0][1] == 1 and dim.const == 0:
+    if len(dim.terms) == 1 and dim.terms[0][1] == 1 and dim.const == 0 and "*" not in dim.terms[0][0]:
         return dim.terms[0][0]
     raise Outside(f"the axis {dim} is an affine or product expression of dims")
 
